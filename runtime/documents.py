@@ -1,0 +1,149 @@
+"""The documents a user writes: stories, chats and the simpler one-shot prompts.
+
+Plain frozen data; the prompt builders in prompts.py turn each into text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+USER = "user"
+CHARACTER = "character"
+
+
+@dataclass(frozen=True)
+class StoryHeader:
+    """The annotations of Lit-6B-style stories: `[ Title: ...; Author: ...; ... ]`."""
+
+    title: str = ""
+    author: str = ""
+    genre: str = ""
+    tags: tuple[str, ...] = ()
+    style: str = ""
+
+    def __bool__(self) -> bool:
+        return any((self.title, self.author, self.genre, self.tags, self.style))
+
+
+@dataclass(frozen=True)
+class Story:
+    """A story: header annotations (or a Japanese synopsis), memory, author's note and the text."""
+
+    text: str = ""
+    header: StoryHeader = field(default_factory=StoryHeader)
+    synopsis: str = ""
+    memory: str = ""
+    author_note: str = ""
+    author_note_depth: int = 3
+    """Lines from the end of the text before which the author's note is inserted (at least 1)."""
+    japanese: bool = False
+    """Use the Genji-JP synopsis format (`あらすじ：...`) instead of the annotated header."""
+
+
+@dataclass(frozen=True)
+class Message:
+    speaker: Literal["user", "character"]
+    text: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A persona chat in the Pygmalion format."""
+
+    character: str
+    persona: str = ""
+    scenario: str = ""
+    examples: tuple[str, ...] = ()
+    """Blocks of example dialogue; `{{char}}` and `{{user}}` stand for the two names."""
+    messages: tuple[Message, ...] = ()
+    user_name: str = "You"
+
+
+@dataclass(frozen=True)
+class GenrePrompt:
+    """The horror / fairy-tale instruction prompts of the Falcon-7B and Llama-2-7B genre models."""
+
+    genre: str = "horror"
+    style: Literal["falcon", "llama"] = "falcon"
+    text: str = ""
+    """Story text already written after the instruction, to continue from."""
+
+
+@dataclass(frozen=True)
+class TinyStory:
+    """A TinyStories-style story, opened by `<|startoftext|>` and ended by `<|endoftext|>`."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class RawText:
+    text: str = ""
+
+
+Document = Story | Chat | GenrePrompt | TinyStory | RawText
+
+
+FORMATS = ("story", "japanese-story", "chat", "genre", "tinystories", "raw")
+FIELDS: dict[str, tuple[str, ...]] = {
+    "story": ("title", "author", "genre", "tags", "style", "memory", "author_note", "author_note_depth"),
+    "japanese-story": ("synopsis", "memory", "author_note", "author_note_depth"),
+    "chat": ("character", "persona", "scenario", "examples", "greeting"),
+    "genre": ("genre", "genre_style"),
+    "tinystories": (),
+    "raw": (),
+}
+"""The fields each format takes besides its text (the `prompt`)."""
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    return tuple(str(t) for t in value or ())
+
+
+def _lines(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,) if value.strip() else ()
+    return tuple(str(v) for v in value or ())
+
+
+def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> Document:
+    """A document of format `fmt` from its text and fields (as given on a command line or in a batch row).
+
+    Unknown formats and fields that the format does not take raise ValueError naming them.
+    """
+    if fmt not in FIELDS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    given = {k: v for k, v in (fields or {}).items() if v not in (None, "", ())}
+    extra = sorted(set(given) - set(FIELDS[fmt]))
+    if extra:
+        takes = ", ".join(FIELDS[fmt]) or "no fields besides the prompt"
+        raise ValueError(f"format {fmt!r} does not take {extra[0]!r}; it takes: {takes}")
+    g = given.get
+    if fmt in ("story", "japanese-story"):
+        depth = g("author_note_depth", 3)
+        try:
+            depth = int(depth)
+        except (TypeError, ValueError):
+            raise ValueError(f"author_note_depth {depth!r} is not a whole number") from None
+        header = StoryHeader(title=str(g("title", "")), author=str(g("author", "")), genre=str(g("genre", "")),
+                             tags=_tags(g("tags")), style=str(g("style", "")))
+        return Story(text=text, header=header, synopsis=str(g("synopsis", "")), memory=str(g("memory", "")),
+                     author_note=str(g("author_note", "")), author_note_depth=depth,
+                     japanese=fmt == "japanese-story")
+    if fmt == "chat":
+        messages = []
+        if g("greeting"):
+            messages.append(Message(CHARACTER, str(g("greeting"))))
+        if text.strip():
+            messages.append(Message(USER, text))
+        return Chat(character=str(g("character", "")), persona=str(g("persona", "")),
+                    scenario=str(g("scenario", "")), examples=_lines(g("examples")), messages=tuple(messages))
+    if fmt == "genre":
+        style = str(g("genre_style", "falcon"))
+        return GenrePrompt(genre=str(g("genre", "horror")), style=style, text=text)  # type: ignore[arg-type]
+    if fmt == "tinystories":
+        return TinyStory(text=text)
+    return RawText(text=text)

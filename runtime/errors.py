@@ -1,0 +1,25 @@
+"""The errors a user can cause. Each carries one line that names the value and the fix.
+
+Library code raises these; the CLI prints the message as one line and exits with status 2,
+the terminal app shows it as a notification.
+"""
+
+
+class TalesmithError(Exception):
+    """Base of every error caused by user input (a path, a file, a setting, a prompt)."""
+
+
+class SettingsError(TalesmithError, ValueError):
+    """An invalid sampling setting, preset or configuration value."""
+
+
+class ModelError(TalesmithError):
+    """A model file that is missing, not a GGUF, truncated, or cannot be loaded."""
+
+
+class ContextOverflowError(TalesmithError):
+    """A prompt that does not fit the model's context and may not be trimmed."""
+
+
+class InputError(TalesmithError):
+    """An input file (batch rows, config file) that cannot be read or has the wrong shape."""

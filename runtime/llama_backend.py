@@ -1,0 +1,252 @@
+"""The llama.cpp backend, through llama-cpp-python's low-level bindings.
+
+The model is loaded by `llama_cpp.Llama`; evaluation, the KV cache and sampling use the C API
+directly: llama.cpp's native sampler chain (penalties, DRY, top-k, typical, top-p, min-p, XTC,
+temperature, mirostat) and its memory API to keep the longest common prefix between calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from typing import Collection, Sequence
+
+import llama_cpp
+
+from .errors import ContextOverflowError, ModelError
+from .gguf_meta import read_info
+from .settings import WHOLE_CONTEXT, SamplingSettings
+
+DEFAULT_CTX = 4096
+_GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+
+
+@llama_cpp.llama_log_callback
+def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log, reduced to its errors (it otherwise writes notes over the streamed story)."""
+    if level == _GGML_LOG_ERROR:
+        sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LlamaSampler:
+    """llama.cpp's native sampler chain built from one SamplingSettings."""
+
+    def __init__(self, backend: "LlamaCppBackend", settings: SamplingSettings, seed: int, history: Sequence[int]):
+        self._backend = backend
+        self._settings = settings
+        self._seed = seed
+        self._resets = 0
+        n_ctx = backend.n_ctx
+        self._penalty_window = n_ctx if settings.repetition_window == WHOLE_CONTEXT else settings.repetition_window
+        self._dry_window = n_ctx if settings.dry_window == WHOLE_CONTEXT else settings.dry_window
+        self._chain = None
+        self._build()
+        self._prime(history)
+
+    def _uses_history(self) -> bool:
+        s = self._settings
+        return s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 \
+            or s.dry_multiplier > 0.0
+
+    def _build(self) -> None:
+        s = self._settings
+        b = self._backend
+        seed = (self._seed + self._resets) % 2**32
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = lambda smpl: llama_cpp.llama_sampler_chain_add(chain, smpl)  # noqa: E731
+        if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
+            add(llama_cpp.llama_sampler_init_penalties(
+                b.n_vocab, self._penalty_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty))
+        if s.dry_multiplier > 0.0:
+            breakers = [x.encode("utf-8") for x in s.dry_sequence_breakers]
+            self._breakers = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
+            add(llama_cpp.llama_sampler_init_dry(
+                b.vocab, s.dry_multiplier, s.dry_base, s.dry_allowed_length, self._dry_window,
+                self._breakers, len(breakers)))
+        if s.greedy:
+            add(llama_cpp.llama_sampler_init_greedy())
+        elif s.mirostat:
+            add(llama_cpp.llama_sampler_init_temp(s.temperature))
+            if s.mirostat == 1:
+                add(llama_cpp.llama_sampler_init_mirostat(b.n_vocab, seed, s.mirostat_tau, s.mirostat_eta, 100))
+            else:
+                add(llama_cpp.llama_sampler_init_mirostat_v2(seed, s.mirostat_tau, s.mirostat_eta))
+        else:
+            if s.top_k > 0:
+                add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+            if s.typical_p < 1.0:
+                add(llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
+            if s.top_p < 1.0:
+                add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+            if s.xtc_probability > 0.0:
+                add(llama_cpp.llama_sampler_init_xtc(s.xtc_probability, s.xtc_threshold, 1, seed))
+            add(llama_cpp.llama_sampler_init_temp(s.temperature))
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        self._chain = chain
+
+    def _prime(self, history: Sequence[int]) -> None:
+        if not self._uses_history():
+            return
+        for token in history[-max(self._penalty_window, self._dry_window):]:
+            llama_cpp.llama_sampler_accept(self._chain, token)
+
+    def sample(self, banned: Collection[int] = ()) -> int:
+        ctx = self._backend.ctx
+        if banned:
+            logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+            for token in banned:
+                logits[token] = float("-inf")
+        return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+
+    def reset(self, history: Sequence[int]) -> None:
+        self.close()
+        self._resets += 1
+        self._build()
+        self._prime(history)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class LlamaCppBackend:
+    """A GGUF model in llama.cpp with a prefix-reusing KV cache."""
+
+    name = "llama.cpp"
+
+    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, gpu_layers: int = 0,
+                 threads: int | None = None, n_batch: int = 512):
+        info = read_info(model_path)
+        self.info = info
+        self.model_path = str(info.path)
+        self.warnings: list[str] = []
+        trained = info.context_length or DEFAULT_CTX
+        if n_ctx is None:
+            n_ctx = min(trained, DEFAULT_CTX)
+        elif n_ctx < 16:
+            raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
+        elif n_ctx > trained:
+            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens {info.name} was trained on; "
+                                 f"expect worse text past {trained}")
+        if gpu_layers and not gpu_offload_supported():
+            self.warnings.append(f"--gpu-layers {gpu_layers} ignored: this llama-cpp-python was built without GPU "
+                                 f"support; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\"")
+        threads = threads or os.cpu_count() or 1
+        llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=self.model_path, n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), n_gpu_layers=gpu_layers,
+                n_threads=threads, n_threads_batch=threads, verbose=False)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelError(f"llama.cpp could not load {self.model_path} ({info.architecture}): {e}; the file may be "
+                             f"corrupt or its architecture unsupported by this llama.cpp") from None
+        self.ctx = self._llm.ctx
+        self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.n_batch = min(n_batch, self.n_ctx)
+        self._memory = llama_cpp.llama_get_memory(self.ctx)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self._tokens: list[int] = []
+        self._pieces: dict[int, bytes] = {}
+        self._eog: frozenset[int] | None = None
+        self._one = (llama_cpp.llama_token * 1)()
+
+    # --- vocabulary -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (llama_cpp.llama_token * size)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, False)
+        if n < 0:
+            size = -n
+            buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, False)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def eog_tokens(self) -> frozenset[int]:
+        if self._eog is None:
+            self._eog = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
+        return self._eog
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    @property
+    def cached_tokens(self) -> Sequence[int]:
+        return tuple(self._tokens)
+
+    def _decode(self, tokens: Sequence[int]) -> None:
+        for i in range(0, len(tokens), self.n_batch):
+            part = tokens[i:i + self.n_batch]
+            if len(self._tokens) + len(part) > self.n_ctx:
+                raise ContextOverflowError(f"{len(self._tokens) + len(part)} tokens do not fit the context of "
+                                           f"{self.n_ctx}; raise --ctx or shorten the prompt")
+            arr = (llama_cpp.llama_token * len(part))(*part)
+            rc = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(arr, len(part)))
+            if rc != 0:
+                raise ContextOverflowError(f"llama.cpp could not evaluate {len(part)} tokens (code {rc}); "
+                                           f"the context of {self.n_ctx} tokens is full, raise --ctx")
+            self._tokens.extend(part)
+
+    def _truncate(self, n: int) -> None:
+        if n < len(self._tokens):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, -1, n, -1):
+                llama_cpp.llama_memory_clear(self._memory, True)
+                n = 0
+            del self._tokens[n:]
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        tokens = list(tokens)
+        if not tokens:
+            raise ContextOverflowError("the prompt is empty and the model adds no start token; write a prompt")
+        common = 0
+        for a, b in zip(self._tokens, tokens):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        self._truncate(common)
+        rest = tokens[len(self._tokens):]
+        self._decode(rest)
+        return len(rest)
+
+    def append(self, token: int) -> None:
+        if len(self._tokens) >= self.n_ctx:
+            raise ContextOverflowError(f"the context of {self.n_ctx} tokens is full; raise --ctx")
+        self._one[0] = token
+        rc = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(self._one, 1))
+        if rc != 0:
+            raise ContextOverflowError(f"llama.cpp could not evaluate a token (code {rc}); raise --ctx")
+        self._tokens.append(token)
+
+    def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> LlamaSampler:
+        return LlamaSampler(self, settings, seed, history)
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
