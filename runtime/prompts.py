@@ -183,11 +183,13 @@ def fit(prompt: PromptPlan, count_tokens: Callable[[str], int], budget: int) -> 
     if n <= budget:
         return FittedPrompt(text, n, 0)
     everything = len(prompt.units)
+    if not everything:
+        raise ContextOverflowError(
+            f"the prompt is {n} tokens but only {budget} fit the context with the reply; "
+            f"shorten the prompt, lower --max-new-tokens, or raise --ctx")
     n_min = count_tokens(prompt.render(everything))
     if n_min > budget:
-        what = "the header, memory and author's note" if everything else "the prompt"
-        if everything and prompt.tail:
-            what = "the persona, scenario and example dialogue"
+        what = "the persona, scenario and example dialogue" if prompt.tail else "the header, memory and author's note"
         raise ContextOverflowError(
             f"{what} alone take {n_min} tokens but only {budget} fit the context with the reply; "
             f"shorten them, lower --max-new-tokens, or raise --ctx")

@@ -139,8 +139,7 @@ def _check_strings(s: SamplingSettings) -> None:
     for name in ("stop", "banned", "dry_sequence_breakers"):
         for item in getattr(s, name):
             _require(isinstance(item, str), f"{name} entries must be strings, got {item!r}")
-            _require(item.strip() != "" or name == "dry_sequence_breakers",
-                     f"{name} has an empty entry; remove it")
+            _require(item != "", f"{name} has an empty entry; remove it")
 
 
 _CHECKS = (_check_ranges, _check_strings)
