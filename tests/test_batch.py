@@ -1,0 +1,113 @@
+import json
+
+import pytest
+
+from fakes import ScriptedBackend
+from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, row_seed, run_batch
+from talesmith.runtime.errors import InputError
+from talesmith.runtime.settings import SamplingSettings
+
+SETTINGS = SamplingSettings(temperature=0, max_new_tokens=16, seed=3)
+TIMING = ("seconds", "tokens_per_second")
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(tmp_path, rows_path, out_name, *, samples=1, fmt="raw"):
+    out = OutputFile(tmp_path / out_name)
+    rows = read_rows(rows_path, fmt)
+    plan = plan_batch(rows, samples, out, model_sha256="abc")
+    written = run_batch(ScriptedBackend(" and then"), plan, out, fmt=fmt, fields={}, settings=SETTINGS,
+                        model="scripted", model_sha256="abc")
+    out.close()
+    return plan, written
+
+
+def test_csv_rows_to_jsonl_with_every_record_field(tmp_path):
+    rows = write(tmp_path / "in.csv", "prompt,temperature\nOnce,\nTwice,0.5\n")
+    run(tmp_path, rows, "out.jsonl", samples=2)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["sample"]) for r in records] == [("1", 0), ("1", 1), ("2", 0), ("2", 1)]
+    assert records[0]["text"] == " and then" and records[0]["prompt"] == "Once"
+    assert records[0]["seed"] == row_seed(3, "1", 0) and records[1]["seed"] == row_seed(3, "1", 1)
+    assert json.loads(records[2]["settings"])["temperature"] == 0.5
+    assert set(records[0]) == {"id", "sample", "prompt", "text", "seed", "finish_reason", "prompt_tokens",
+                               "completion_tokens", "seconds", "tokens_per_second", "model", "model_sha256",
+                               "settings"}
+
+
+def test_jsonl_rows_with_format_fields_to_csv(tmp_path):
+    rows = write(tmp_path / "in.jsonl", json.dumps({"id": "a", "title": "T", "prompt": "It began"}) + "\n")
+    run(tmp_path, rows, "out.csv", fmt="story")
+    out = OutputFile(tmp_path / "out.csv")
+    assert out.records[0]["prompt"] == "[ Title: T ]\n***\nIt began" and out.records[0]["id"] == "a"
+
+
+def test_rerun_resumes_without_duplicates(tmp_path):
+    rows = write(tmp_path / "in.csv", "prompt\na\nb\nc\n")
+    run(tmp_path, rows, "out.csv")
+    plan, written = run(tmp_path, rows, "out.csv")
+    assert (plan.skipped, written) == (3, 0)
+    assert len(OutputFile(tmp_path / "out.csv").records) == 3
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
+def test_a_record_torn_by_a_crash_is_removed_and_redone(tmp_path, name):
+    rows = write(tmp_path / "in.csv", "prompt\na\nb\nc\n")
+    run(tmp_path, rows, name)
+    before = OutputFile(tmp_path / name).records
+    whole = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(whole[:-7])  # the last record cut mid-write
+    plan, written = run(tmp_path, rows, name)
+    assert (plan.skipped, written) == (2, 1)
+    after = OutputFile(tmp_path / name).records
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in after] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in before]
+
+
+def test_csv_text_with_newlines_and_quotes_survives(tmp_path):
+    out = OutputFile(tmp_path / "o.csv")
+    record = {k: "" for k in ("id", "sample", "prompt", "seed", "finish_reason", "prompt_tokens", "completion_tokens",
+                              "seconds", "tokens_per_second", "model", "model_sha256", "settings")}
+    out.append({**record, "id": "1", "sample": 0, "text": 'She said "no",\nthen left.'})
+    out.close()
+    assert OutputFile(tmp_path / "o.csv").records[0]["text"] == 'She said "no",\nthen left.'
+
+
+def test_output_from_another_model_is_refused(tmp_path):
+    rows = write(tmp_path / "in.csv", "prompt\na\n")
+    run(tmp_path, rows, "out.jsonl")
+    with pytest.raises(InputError, match="written with another model"):
+        plan_batch(read_rows(rows, "raw"), 1, OutputFile(tmp_path / "out.jsonl"), model_sha256="other")
+
+
+@pytest.mark.parametrize("content,name,message", [
+    ("text\nhello\n", "in.csv", "column 'text' that format 'raw' does not use"),
+    ("prompt,top_p\nx,1.5\n", "in.csv", None),
+    ("prompt,top_k\nx,lots\n", "in.csv", "row 1: top_k value 'lots' is not a whole number"),
+    ("{not json\n", "in.jsonl", "line 1 is not JSON"),
+    ("", "in.csv", "has no rows"),
+    ("id,prompt\n1,a\n1,b\n", "in.csv", "id '1' appears more than once"),
+    ("prompt\nx\n", "in.txt", "unknown file type .txt"),
+])
+def test_bad_input_files_name_the_problem(tmp_path, content, name, message):
+    path = write(tmp_path / name, content)
+    if message is None:  # a bad setting is caught when its row runs, naming the row
+        with pytest.raises(InputError, match="row 1: top_p 1.5 is outside"):
+            run(tmp_path, path, "out.jsonl")
+        return
+    with pytest.raises(InputError, match=message):
+        read_rows(path, "raw")
+
+
+def test_missing_input_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_rows(tmp_path / "nope.csv", "raw")
+
+
+def test_row_seeds_are_stable():
+    assert row_seed(0, "1", 0) == row_seed(0, "1", 0) != row_seed(0, "1", 1)
+    assert row_seed(0, "1", 0) == 2085219357  # fixed forever: same command, same output
