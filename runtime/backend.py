@@ -55,6 +55,9 @@ class Backend(Protocol):
     def append(self, token: int) -> None:
         """Evaluate one more token after the cached ones."""
 
+    def reset(self) -> None:
+        """Empty the cache."""
+
     def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> TokenSampler:
         """A sampler that implements every field of `settings`, primed with `history` for penalties."""
 

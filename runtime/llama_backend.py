@@ -243,6 +243,10 @@ class LlamaCppBackend:
             raise ContextOverflowError(f"llama.cpp could not evaluate a token (code {rc}); raise --ctx")
         self._tokens.append(token)
 
+    def reset(self) -> None:
+        """Empty the cache: the next prefill evaluates its whole prompt."""
+        self._truncate(0)
+
     def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> LlamaSampler:
         return LlamaSampler(self, settings, seed, history)
 

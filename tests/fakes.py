@@ -58,6 +58,9 @@ class ScriptedBackend:
         self._tokens = tokens
         return len(tokens) - common
 
+    def reset(self) -> None:
+        self._tokens = []
+
     def append(self, token: int) -> None:
         self._tokens.append(token)
         self.evaluated += 1
