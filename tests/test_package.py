@@ -1,0 +1,26 @@
+"""The package's promises: one namespace in site-packages, and a runtime that never imports torch."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_wheel_installs_only_the_talesmith_namespace(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("talesmith-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"talesmith", wheel.name.split("-py3")[0] + ".dist-info"}
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "talesmith/runtime/cli.py" in names and "talesmith/convert/__init__.py" in names
+    assert "talesmith/tui/__init__.py" in names
+
+
+def test_runtime_and_cli_import_no_heavy_conversion_libraries():
+    code = ("import sys, talesmith.runtime.cli, talesmith.runtime.llama_backend, talesmith.runtime.batch; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'optimum') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
