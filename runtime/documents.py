@@ -6,7 +6,7 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 USER = "user"
 CHARACTER = "character"
@@ -147,3 +147,49 @@ def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = N
     if fmt == "tinystories":
         return TinyStory(text=text)
     return RawText(text=text)
+
+
+# --- undo history -------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+HISTORY_LIMIT = 500
+"""States kept before the present; the oldest are forgotten beyond this."""
+
+
+@dataclass(frozen=True)
+class History(Generic[T]):
+    present: T
+    past: tuple[T, ...] = ()
+    future: tuple[T, ...] = ()
+
+    def push(self, state: T, *, merge: bool = False) -> "History[T]":
+        """Make `state` the present. With `merge`, it replaces the present instead (one undo step
+        for a burst of typing). Redo is no longer possible after a new state."""
+        if state == self.present:
+            return self
+        if merge and self.past:
+            return History(state, self.past, ())
+        return History(state, (self.past + (self.present,))[-HISTORY_LIMIT:], ())
+
+    def replace(self, state: T) -> "History[T]":
+        """Change the present without an undo step (for example after saving changes its name)."""
+        return History(state, self.past, self.future)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.past)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self.future)
+
+    def undo(self) -> "History[T]":
+        if not self.past:
+            return self
+        return History(self.past[-1], self.past[:-1], (self.present,) + self.future)
+
+    def redo(self) -> "History[T]":
+        if not self.future:
+            return self
+        return History(self.future[0], self.past + (self.present,), self.future[1:])

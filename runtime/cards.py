@@ -1,0 +1,193 @@
+"""Character cards as they circulate: Tavern / SillyTavern `chara_card_v2` and `_v3` JSON, older flat
+(v1) JSON, and PNG images carrying the card base64-encoded in a `chara` or `ccv3` tEXt chunk.
+
+A card that is malformed or hostile (bad base64, a huge chunk, JSON of the wrong shape) raises
+CardError naming the file and what is wrong; nothing is half-read. The original card is kept whole,
+so fields talesmith does not know survive when the card is written again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+MAX_CARD_FILE = 32 * 1024 * 1024
+"""Largest card file read (PNG images with a card can be several MB)."""
+MAX_CARD_TEXT = 4 * 1024 * 1024
+"""Largest card payload (JSON text or base64 chunk)."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+V2 = "chara_card_v2"
+V3 = "chara_card_v3"
+
+
+class CardError(InputError):
+    """A character card that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Character:
+    name: str
+    persona: str = ""
+    """The card's description."""
+    personality: str = ""
+    scenario: str = ""
+    greeting: str = ""
+    """The character's first message."""
+    alternate_greetings: tuple[str, ...] = ()
+    examples: str = ""
+    """Example dialogue, blocks separated by `<START>` lines; `{{char}}` and `{{user}}` are the names."""
+    card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The whole card as read, unknown fields included; written back under the edited fields."""
+
+    def example_blocks(self) -> tuple[str, ...]:
+        blocks = [b.strip("\n") for b in self.examples.replace("\r\n", "\n").split("<START>")]
+        return tuple(b for b in blocks if b.strip())
+
+    def full_persona(self) -> str:
+        """Description and personality, as Pygmalion's persona line carries them."""
+        parts = [self.persona.strip(), f"Personality: {self.personality.strip()}" if self.personality.strip() else ""]
+        return "\n".join(p for p in parts if p)
+
+
+def _text(data: dict[str, Any], key: str, where: str) -> str:
+    value = data.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CardError(f"{where}: field {key!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def character_from_card(card: Any, where: str = "card") -> Character:
+    """A Character from parsed card JSON (v1 flat, v2 or v3)."""
+    if not isinstance(card, dict):
+        raise CardError(f"{where}: a card must be a JSON object, got {type(card).__name__}")
+    spec = card.get("spec")
+    if spec in (V2, V3):
+        data = card.get("data")
+        if not isinstance(data, dict):
+            raise CardError(f"{where}: a {spec} card needs a 'data' object")
+    elif spec is None and "name" in card:
+        data = card  # v1: the fields at the top level
+    else:
+        raise CardError(f"{where}: not a character card (spec {spec!r}); expected {V2} or {V3} JSON")
+    name = _text(data, "name", where).strip()
+    if not name:
+        raise CardError(f"{where}: the card has no character name")
+    greetings = data.get("alternate_greetings") or []
+    if not isinstance(greetings, list) or not all(isinstance(g, str) for g in greetings):
+        raise CardError(f"{where}: 'alternate_greetings' must be a list of texts")
+    return Character(
+        name=name, persona=_text(data, "description", where), personality=_text(data, "personality", where),
+        scenario=_text(data, "scenario", where), greeting=_text(data, "first_mes", where),
+        alternate_greetings=tuple(greetings), examples=_text(data, "mes_example", where), card=copy.deepcopy(card))
+
+
+def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
+    if len(raw) > MAX_CARD_TEXT:
+        raise CardError(f"{where}: the card is {len(raw)} bytes, more than the {MAX_CARD_TEXT} allowed")
+    try:
+        card = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CardError(f"{where}: the card is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CardError(f"{where}: the card's JSON is nested too deeply") from None
+    return character_from_card(card, where)
+
+
+def png_text_chunks(data: bytes, where: str = "card") -> dict[str, bytes]:
+    """The tEXt chunks of a PNG (keyword -> text), with every length checked before it is trusted."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise CardError(f"{where}: not a PNG file")
+    chunks: dict[str, bytes] = {}
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise CardError(f"{where}: PNG chunk {kind!r} claims {length} bytes but the file ends first")
+        if kind == b"tEXt":
+            if length > MAX_CARD_TEXT:
+                raise CardError(f"{where}: a PNG text chunk of {length} bytes is larger than the "
+                                f"{MAX_CARD_TEXT} allowed")
+            body = data[pos + 8:pos + 8 + length]
+            keyword, sep, text = body.partition(b"\0")
+            if sep:
+                chunks.setdefault(keyword.decode("latin-1"), text)
+        if kind == b"IEND":
+            break
+        pos = end
+    return chunks
+
+
+def parse_png_card(data: bytes, where: str = "card") -> Character:
+    chunks = png_text_chunks(data, where)
+    key = "ccv3" if "ccv3" in chunks else "chara" if "chara" in chunks else None
+    if key is None:
+        raise CardError(f"{where}: the PNG carries no character card (no 'chara' or 'ccv3' text chunk)")
+    try:
+        raw = base64.b64decode(chunks[key], validate=True)
+    except (binascii.Error, ValueError):
+        raise CardError(f"{where}: the PNG's {key!r} chunk is not valid base64") from None
+    return parse_json_card(raw, where)
+
+
+def load_card(path: str | os.PathLike[str]) -> Character:
+    """Read a card from a .json or .png file."""
+    p = Path(path).expanduser()
+    try:
+        size = p.stat().st_size
+        if size > MAX_CARD_FILE:
+            raise CardError(f"{p}: {size} bytes is larger than a card can be ({MAX_CARD_FILE}); pick the card file")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise CardError(f"{p} does not exist; give the path of a .png or .json character card") from None
+    except IsADirectoryError:
+        raise CardError(f"{p} is a folder; give the path of a .png or .json character card") from None
+    except OSError as e:
+        raise CardError(f"{p} cannot be read ({e.strerror})") from None
+    if data.startswith(PNG_SIGNATURE):
+        return parse_png_card(data, str(p))
+    return parse_json_card(data, str(p))
+
+
+def to_card(character: Character) -> dict[str, Any]:
+    """The character as card JSON: the original card with the edited fields written over it."""
+    card = copy.deepcopy(character.card)
+    if card.get("spec") not in (V2, V3):
+        old = {k: v for k, v in card.items() if k not in ("spec", "spec_version", "data")}
+        card = {"spec": V2, "spec_version": "2.0", "data": old}
+    data = card.setdefault("data", {})
+    data.update(name=character.name, description=character.persona, personality=character.personality,
+                scenario=character.scenario, first_mes=character.greeting, mes_example=character.examples,
+                alternate_greetings=list(character.alternate_greetings))
+    return card
+
+
+def png_with_card(image: bytes, character: Character) -> bytes:
+    """A PNG image with the character written into its `chara` tEXt chunk (replacing any card there)."""
+    if not image.startswith(PNG_SIGNATURE):
+        raise CardError("the image is not a PNG")
+    payload = base64.b64encode(json.dumps(to_card(character), ensure_ascii=False).encode("utf-8"))
+    body = b"chara\0" + payload
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while pos + 8 <= len(image):
+        length, kind = struct.unpack(">I4s", image[pos:pos + 8])
+        whole = image[pos:pos + 12 + length]
+        if kind == b"IEND":
+            out.append(chunk)
+        if not (kind == b"tEXt" and whole[8:].split(b"\0", 1)[0] in (b"chara", b"ccv3")):
+            out.append(whole)
+        pos += 12 + length
+    return b"".join(out)

@@ -1,0 +1,418 @@
+"""Stories and chats as the terminal app keeps them: alternatives, swipes, JSON files, atomic saves.
+
+Plain frozen data with pure operations; the app replaces a document whole after each change and
+keeps the states in a `documents.History` for undo and redo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .cards import Character, character_from_card, to_card
+from .documents import CHARACTER, USER, Chat, Message, Story, StoryHeader
+from .errors import InputError, SettingsError, TalesmithError
+from .settings import SamplingSettings, preset
+
+VERSION = 1
+
+
+def _default_settings() -> SamplingSettings:
+    return preset("default")
+
+
+# --- stories ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    """The continuations generated at one point of a story; `index` is the one shown."""
+
+    base: str
+    options: tuple[str, ...]
+    index: int = 0
+
+    @property
+    def current(self) -> str:
+        return self.options[self.index]
+
+    @property
+    def text(self) -> str:
+        return self.base + self.current
+
+    def cycle(self, step: int) -> "Alternatives":
+        return dataclasses.replace(self, index=(self.index + step) % len(self.options))
+
+    def add(self, option: str) -> "Alternatives":
+        return Alternatives(self.base, self.options + (option,), len(self.options))
+
+
+@dataclass(frozen=True)
+class StoryDocument:
+    story: Story = field(default_factory=Story)
+    name: str = "Untitled story"
+    alternatives: Alternatives | None = None
+    settings: SamplingSettings = field(default_factory=_default_settings)
+    preset: str = "default"
+    model: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.story.text
+
+    def live_alternatives(self) -> Alternatives | None:
+        """The alternatives, if the text still ends with the one shown (an edit since invalidates them)."""
+        alt = self.alternatives
+        return alt if alt is not None and alt.text == self.story.text else None
+
+    def with_story(self, **changes: Any) -> "StoryDocument":
+        return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
+
+    def with_text(self, text: str) -> "StoryDocument":
+        return self.with_story(text=text)
+
+    def continued(self, base: str, continuation: str) -> "StoryDocument":
+        """The story after a generation at `base`: a retry adds an alternative, a new point starts a list."""
+        alt = self.live_alternatives()
+        if alt is not None and alt.base == base:
+            alt = alt.add(continuation)
+        else:
+            alt = Alternatives(base, (continuation,))
+        return dataclasses.replace(self, story=dataclasses.replace(self.story, text=alt.text), alternatives=alt)
+
+    def cycled(self, step: int) -> "StoryDocument":
+        alt = self.live_alternatives()
+        if alt is None or len(alt.options) < 2:
+            return self
+        alt = alt.cycle(step)
+        return dataclasses.replace(self, story=dataclasses.replace(self.story, text=alt.text), alternatives=alt)
+
+    def kept(self) -> "StoryDocument":
+        """Keep the alternative shown and forget the others."""
+        return dataclasses.replace(self, alternatives=None)
+
+
+# --- chats ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    speaker: str
+    swipes: tuple[str, ...]
+    """The versions of this message (regenerated replies); `index` is the one shown."""
+    index: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.swipes[self.index]
+
+    def with_swipe(self, text: str) -> "ChatMessage":
+        return ChatMessage(self.speaker, self.swipes + (text,), len(self.swipes))
+
+    def cycled(self, step: int) -> "ChatMessage":
+        return dataclasses.replace(self, index=(self.index + step) % len(self.swipes))
+
+    def edited(self, text: str) -> "ChatMessage":
+        swipes = list(self.swipes)
+        swipes[self.index] = text
+        return dataclasses.replace(self, swipes=tuple(swipes))
+
+
+def _fill(text: str, char: str, user: str) -> str:
+    return text.replace("{{char}}", char).replace("{{user}}", user)
+
+
+@dataclass(frozen=True)
+class ChatDocument:
+    character: Character
+    messages: tuple[ChatMessage, ...] = ()
+    name: str = ""
+    user_name: str = "You"
+    settings: SamplingSettings = field(default_factory=lambda: preset("pygmalion"))
+    preset: str = "pygmalion"
+    model: str = ""
+
+    @classmethod
+    def start(cls, character: Character, **kwargs: Any) -> "ChatDocument":
+        """A new chat opened by the character's greeting (alternate greetings become its swipes)."""
+        user = kwargs.get("user_name", "You")
+        greetings = tuple(_fill(g, character.name, user) for g in (character.greeting, *character.alternate_greetings)
+                          if g.strip())
+        messages = (ChatMessage(CHARACTER, greetings),) if greetings else ()
+        kwargs.setdefault("name", f"Chat with {character.name}")
+        return cls(character=character, messages=messages, **kwargs)
+
+    def to_chat(self, upto: int | None = None) -> Chat:
+        """The prompt document of the conversation (its first `upto` messages)."""
+        c, u = self.character.name, self.user_name
+        return Chat(character=c, persona=_fill(self.character.full_persona(), c, u),
+                    scenario=_fill(self.character.scenario, c, u), examples=self.character.example_blocks(),
+                    messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u)
+
+    def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
+        return dataclasses.replace(self, messages=tuple(messages))
+
+    def sent(self, text: str) -> "ChatDocument":
+        return self._with(self.messages + (ChatMessage(USER, (text,)),))
+
+    def replied(self, text: str) -> "ChatDocument":
+        return self._with(self.messages + (ChatMessage(CHARACTER, (text,)),))
+
+    def swiped_reply(self, text: str) -> "ChatDocument":
+        """A new version of the last reply, shown."""
+        return self._with(self.messages[:-1] + (self.messages[-1].with_swipe(text),))
+
+    @property
+    def last_is_reply(self) -> bool:
+        return bool(self.messages) and self.messages[-1].speaker == CHARACTER
+
+    def cycled(self, step: int) -> "ChatDocument":
+        if not self.last_is_reply or len(self.messages[-1].swipes) < 2:
+            return self
+        return self._with(self.messages[:-1] + (self.messages[-1].cycled(step),))
+
+    def edited(self, index: int, text: str) -> "ChatDocument":
+        messages = list(self.messages)
+        messages[index] = messages[index].edited(text)
+        return self._with(messages)
+
+    def deleted(self, index: int) -> "ChatDocument":
+        return self._with(self.messages[:index] + self.messages[index + 1:])
+
+
+Document = StoryDocument | ChatDocument
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def _settings_from(data: Any, where: str) -> SamplingSettings:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: 'settings' must be an object")
+    try:
+        return SamplingSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except TypeError as e:
+        raise InputError(f"{where}: unknown sampling setting ({e})") from None
+    except SettingsError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def to_dict(doc: Document) -> dict[str, Any]:
+    common = {"version": VERSION, "name": doc.name, "preset": doc.preset, "model": doc.model,
+              "settings": doc.settings.to_dict()}
+    if isinstance(doc, StoryDocument):
+        s = doc.story
+        alt = doc.live_alternatives()
+        return {"kind": "story", **common, "text": s.text,
+                "header": {"title": s.header.title, "author": s.header.author, "genre": s.header.genre,
+                           "tags": list(s.header.tags), "style": s.header.style},
+                "japanese": s.japanese, "synopsis": s.synopsis, "memory": s.memory,
+                "author_note": s.author_note, "author_note_depth": s.author_note_depth,
+                "alternatives": None if alt is None else {"base": alt.base, "options": list(alt.options),
+                                                          "index": alt.index}}
+    return {"kind": "chat", **common, "user_name": doc.user_name, "character": to_card(doc.character),
+            "messages": [{"speaker": m.speaker, "swipes": list(m.swipes), "index": m.index} for m in doc.messages]}
+
+
+def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
+    h = d.get("header") or {}
+    header = StoryHeader(title=str(h.get("title", "")), author=str(h.get("author", "")),
+                         genre=str(h.get("genre", "")), tags=tuple(str(t) for t in h.get("tags", [])),
+                         style=str(h.get("style", "")))
+    story = Story(text=str(d.get("text", "")), header=header, synopsis=str(d.get("synopsis", "")),
+                  memory=str(d.get("memory", "")), author_note=str(d.get("author_note", "")),
+                  author_note_depth=int(d.get("author_note_depth", 3)), japanese=bool(d.get("japanese", False)))
+    alt = None
+    a = d.get("alternatives")
+    if a:
+        if not isinstance(a["options"], list) or not a["options"]:
+            raise InputError(f"{where}: 'alternatives.options' must be a non-empty list of texts")
+        options = tuple(str(o) for o in a["options"])
+        alt = Alternatives(str(a["base"]), options, min(int(a.get("index", 0)), len(options) - 1))
+    return StoryDocument(story=story, name=str(d.get("name", "Untitled story")), alternatives=alt,
+                         settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
+                         model=str(d.get("model", "")))
+
+
+def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
+    character = character_from_card(d["character"], where)
+    messages = []
+    for m in d.get("messages", []):
+        if not isinstance(m.get("swipes"), list):
+            raise InputError(f"{where}: a message's 'swipes' must be a list of texts")
+        if m["speaker"] not in (USER, CHARACTER) or not m["swipes"]:
+            raise InputError(f"{where}: a message has speaker {m['speaker']!r} or no text")
+        swipes = tuple(str(s) for s in m["swipes"])
+        messages.append(ChatMessage(m["speaker"], swipes, min(int(m.get("index", 0)), len(swipes) - 1)))
+    return ChatDocument(character=character, messages=tuple(messages), name=str(d.get("name", "")),
+                        user_name=str(d.get("user_name", "You")) or "You",
+                        settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
+                        model=str(d.get("model", "")))
+
+
+def from_dict(d: Any, where: str = "document") -> Document:
+    """A document from its JSON; a file of the wrong shape raises InputError naming it."""
+    if not isinstance(d, dict) or d.get("kind") not in ("story", "chat"):
+        raise InputError(f"{where} is not a talesmith story or chat")
+    try:
+        return _story_from(d, where) if d["kind"] == "story" else _chat_from(d, where)
+    except TalesmithError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise InputError(f"{where}: damaged {d['kind']} file ({type(e).__name__}: {e})") from None
+
+
+def dumps(doc: Document) -> str:
+    return json.dumps(to_dict(doc), ensure_ascii=False, indent=1) + "\n"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file so that a crash leaves either the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --- the stories and chats folders ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    name: str
+    modified: float
+    error: str = ""
+    """Why the file could not be read (the entry is listed so the user sees it)."""
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^\w-]+", "-", name.strip().lower(), flags=re.UNICODE).strip("-_")
+    return s[:40] or "untitled"
+
+
+class Library:
+    """A folder of documents of one kind, one `ID.json` each."""
+
+    def __init__(self, folder: Path, kind: str):
+        self.folder = Path(folder)
+        self.kind = kind
+
+    def path(self, doc_id: str) -> Path:
+        if not doc_id or "/" in doc_id or "\\" in doc_id or doc_id.startswith("."):
+            raise InputError(f"{doc_id!r} is not a document id")
+        return self.folder / f"{doc_id}.json"
+
+    def new_id(self, name: str) -> str:
+        base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(name)}"
+        doc_id, n = base, 1
+        while self.path(doc_id).exists():
+            n += 1
+            doc_id = f"{base}-{n}"
+        return doc_id
+
+    def save(self, doc_id: str, doc: Document) -> None:
+        atomic_write(self.path(doc_id), dumps(doc))
+
+    def load(self, doc_id: str) -> Document:
+        path = self.path(doc_id)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path} no longer exists") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path} cannot be read ({e}); it was left as it is") from None
+        doc = from_dict(data, str(path))
+        if (self.kind == "story") != isinstance(doc, StoryDocument):
+            raise InputError(f"{path} is not a {self.kind}")
+        return doc
+
+    def entries(self) -> list[Entry]:
+        """The documents, newest first; unreadable files are listed with their error."""
+        out = []
+        for path in self._files():
+            try:
+                modified = path.stat().st_mtime
+                doc = self.load(path.stem)
+                out.append(Entry(path.stem, doc.name, modified))
+            except (InputError, OSError) as e:
+                out.append(Entry(path.stem, path.stem, 0.0, str(e)))
+        return sorted(out, key=lambda e: -e.modified)
+
+    def _files(self) -> Iterator[Path]:
+        if self.folder.is_dir():
+            yield from (p for p in self.folder.glob("*.json") if not p.name.startswith("."))
+
+    def rename(self, doc_id: str, name: str) -> Document:
+        name = name.strip()
+        if not name:
+            raise InputError("a name cannot be empty; type a name")
+        doc = dataclasses.replace(self.load(doc_id), name=name)
+        self.save(doc_id, doc)
+        return doc
+
+    def delete(self, doc_id: str) -> None:
+        self.path(doc_id).unlink(missing_ok=True)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_text(doc: Document) -> str:
+    if isinstance(doc, StoryDocument):
+        return doc.text.rstrip("\n") + "\n"
+    return "".join(f"{_speaker(doc, m)}: {m.text.strip()}\n\n" for m in doc.messages)
+
+
+def _speaker(doc: ChatDocument, m: ChatMessage) -> str:
+    return doc.character.name if m.speaker == CHARACTER else doc.user_name
+
+
+def export_markdown(doc: Document) -> str:
+    if isinstance(doc, ChatDocument):
+        lines = [f"# {doc.name}", ""]
+        for m in doc.messages:
+            lines += [f"**{_speaker(doc, m)}:** {m.text.strip()}", ""]
+        return "\n".join(lines)
+    s = doc.story
+    lines = [f"# {s.header.title or doc.name}", ""]
+    if s.header.author:
+        lines += [f"*by {s.header.author}*", ""]
+    meta = " · ".join(x for x in (s.header.genre, ", ".join(s.header.tags), s.header.style) if x)
+    if meta:
+        lines += [f"_{meta}_", ""]
+    if s.japanese and s.synopsis.strip():
+        lines += [f"> {s.synopsis.strip()}", ""]
+    lines += [doc.text.rstrip("\n"), ""]
+    return "\n".join(lines)
+
+
+def export(doc: Document, path: Path) -> Path:
+    """Write the document as plain text (.txt) or Markdown (.md), chosen by the path's suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".md"):
+        raise InputError(f"cannot export to {path.name}: use a name ending in .txt or .md")
+    atomic_write(path, export_markdown(doc) if suffix == ".md" else export_text(doc))
+    return path

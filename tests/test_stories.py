@@ -1,0 +1,141 @@
+"""Story and chat documents: alternatives, swipes, undo history, JSON round trips, atomic saves, the library."""
+
+import json
+import os
+
+import pytest
+
+from talesmith.runtime.cards import Character
+from talesmith.runtime.documents import CHARACTER, USER, History, Story, StoryHeader
+from talesmith.runtime.errors import InputError
+from talesmith.runtime.settings import preset
+from talesmith.runtime.stories import (ChatDocument, Library, StoryDocument, atomic_write, dumps, export,
+                                       export_markdown, from_dict, to_dict)
+
+AQUA = Character(name="Aqua", persona="A goddess of water who calls {{user}} a shut-in.", scenario="{{char}} meets {{user}}.",
+                 greeting="Hi, {{user}}!", alternate_greetings=("Yo!",), examples="<START>\n{{user}}: Hi\n{{char}}: Hello!\n",
+                 card={"spec": "chara_card_v2", "data": {"name": "Aqua", "extensions": {"talkativeness": "0.5"}},
+                       "x_custom": [1, 2]})
+
+
+def test_generations_at_one_point_become_alternatives_and_cycle():
+    doc = StoryDocument().with_text("Once")
+    doc = doc.continued("Once", " upon a time")
+    doc = doc.continued("Once", " there was a fox")
+    assert doc.text == "Once there was a fox"
+    assert doc.live_alternatives().options == (" upon a time", " there was a fox")
+    assert doc.cycled(1).text == "Once upon a time"
+    assert doc.cycled(-1).cycled(-1).text == "Once there was a fox"
+    kept = doc.cycled(1).kept()
+    assert kept.text == "Once upon a time" and kept.alternatives is None
+
+
+def test_an_edit_invalidates_alternatives_and_a_new_point_starts_a_new_list():
+    doc = StoryDocument().continued("A", "b").continued("A", "c")
+    edited = doc.with_text(doc.text + " more")
+    assert edited.live_alternatives() is None and edited.cycled(1) == edited
+    further = doc.continued(doc.text, "d")
+    assert further.live_alternatives().base == "Ac" and further.live_alternatives().options == ("d",)
+
+
+def test_history_undoes_redoes_and_merges_bursts():
+    h = History("a").push("ab").push("abc", merge=True).push("abcd")
+    assert h.present == "abcd" and h.past == ("a", "abc")
+    h = h.undo()
+    assert h.present == "abc" and h.can_redo
+    assert h.undo().undo().present == "a" and not h.undo().undo().can_undo
+    assert h.redo().present == "abcd"
+    assert h.push("x").future == ()
+    assert h.push(h.present) is h
+
+
+def test_chat_messages_swipes_edits_and_deletes():
+    chat = ChatDocument.start(AQUA)
+    assert [m.swipes for m in chat.messages] == [("Hi, You!", "Yo!")]
+    chat = chat.sent("Hello").replied("Hey there")
+    chat = chat.swiped_reply("Second try")
+    assert chat.messages[-1].swipes == ("Hey there", "Second try") and chat.messages[-1].text == "Second try"
+    assert chat.cycled(1).messages[-1].text == "Hey there"
+    assert chat.edited(1, "Hello!").messages[1].text == "Hello!"
+    assert [m.speaker for m in chat.deleted(1).messages] == [CHARACTER, CHARACTER]
+
+
+def test_chat_prompt_document_fills_names_and_keeps_examples():
+    chat = ChatDocument.start(AQUA).sent("Who are you?")
+    prompt = chat.to_chat()
+    assert prompt.persona == "A goddess of water who calls You a shut-in."
+    assert prompt.scenario == "Aqua meets You."
+    assert prompt.examples == ("{{user}}: Hi\n{{char}}: Hello!",)
+    assert [(m.speaker, m.text) for m in prompt.messages] == [(CHARACTER, "Hi, You!"), (USER, "Who are you?")]
+    assert len(chat.to_chat(1).messages) == 1
+
+
+def test_json_round_trip_keeps_everything():
+    story = StoryDocument(story=Story(text="Once upon", header=StoryHeader(title="T", author="A", tags=("x", "y")),
+                                      memory="m", author_note="n", author_note_depth=2),
+                          name="T", settings=preset("lit-6b", seed=3, stop=("\n\n",)), preset="lit-6b", model="gemma")
+    story = story.continued("Once upon", " a time").continued("Once upon", " the hill")
+    assert from_dict(json.loads(dumps(story))) == story
+    chat = ChatDocument.start(AQUA).sent("Hi").replied("Yo").swiped_reply("Hey")
+    again = from_dict(json.loads(dumps(chat)))
+    assert again == chat
+    assert again.character.card["x_custom"] == [1, 2]
+    assert to_dict(again)["character"]["data"]["extensions"] == {"talkativeness": "0.5"}
+
+
+@pytest.mark.parametrize("data", [[], {"kind": "novel"}, {"kind": "story", "settings": {"temperature": -1}},
+                                  {"kind": "story", "settings": {"nope": 1}}, {"kind": "chat", "character": 3},
+                                  {"kind": "story", "alternatives": {"base": "", "options": "x"}}])
+def test_damaged_documents_raise_input_errors(data):
+    with pytest.raises(InputError):
+        from_dict(data, "x.json")
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    path = tmp_path / "docs" / "a.json"
+    atomic_write(path, "old")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        atomic_write(path, "new")
+    monkeypatch.undo()
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["a.json"]
+    atomic_write(path, "new")
+    assert path.read_text() == "new"
+
+
+def test_library_saves_lists_renames_deletes(tmp_path):
+    lib = Library(tmp_path / "stories", "story")
+    assert lib.entries() == []
+    first = lib.new_id("My Story")
+    lib.save(first, StoryDocument(name="My Story").with_text("a"))
+    second = lib.new_id("My Story")
+    assert second != first
+    lib.save(second, StoryDocument(name="Other"))
+    (tmp_path / "stories" / "broken.json").write_text("{not json")
+    entries = lib.entries()
+    assert {e.name for e in entries if not e.error} == {"My Story", "Other"}
+    assert [e.id for e in entries if e.error] == ["broken"]
+    assert lib.rename(first, "  Renamed ").name == "Renamed" and lib.load(first).text == "a"
+    with pytest.raises(InputError):
+        lib.rename(first, " ")
+    lib.delete(second)
+    assert {e.id for e in lib.entries()} == {first, "broken"}
+    with pytest.raises(InputError):
+        lib.load("../etc/passwd")
+    with pytest.raises(InputError):
+        Library(tmp_path / "stories", "chat").load(first)
+
+
+def test_export_text_and_markdown(tmp_path):
+    doc = StoryDocument(story=Story(text="It was dark.\n", header=StoryHeader(title="Night", author="Ann", genre="Horror",
+                                                                              tags=("dark",))), name="Night")
+    assert export(doc, tmp_path / "n.txt").read_text() == "It was dark.\n"
+    assert export_markdown(doc) == "# Night\n\n*by Ann*\n\n_Horror · dark_\n\nIt was dark.\n"
+    chat = ChatDocument.start(AQUA).sent("Hi")
+    assert export(chat, tmp_path / "c.txt").read_text() == "Aqua: Hi, You!\n\nYou: Hi\n\n"
+    with pytest.raises(InputError):
+        export(doc, tmp_path / "n.pdf")
