@@ -23,3 +23,7 @@ class ContextOverflowError(TalesmithError):
 
 class InputError(TalesmithError):
     """An input file (batch rows, config file) that cannot be read or has the wrong shape."""
+
+
+class ConversionError(TalesmithError):
+    """A checkpoint, adapter or option that conversion cannot use."""

@@ -1,0 +1,92 @@
+"""The shape of an architecture converter: hyper-parameters and a plan of output tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from talesmith.runtime.errors import ConversionError
+
+ARCHITECTURES: dict[str, type["Architecture"]] = {}
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One GGUF tensor: its name, its shape (numpy order) and how to compute it (float32)."""
+
+    name: str
+    shape: tuple[int, ...]
+    compute: Callable[[], np.ndarray]
+
+
+class Architecture:
+    hf_names: ClassVar[tuple[str, ...]] = ()
+    gguf_arch: ClassVar[str] = ""
+
+    def __init__(self, ckpt, weights):
+        self.ckpt = ckpt
+        self.weights = weights
+        self.config: dict[str, Any] = ckpt.config
+        self.check()
+
+    def check(self) -> None:
+        """Refuse variants of the architecture that llama.cpp cannot run."""
+
+    def cfg(self, *keys: str, default: Any = None) -> Any:
+        for key in keys:
+            if self.config.get(key) is not None:
+                return self.config[key]
+        if default is None:
+            raise ConversionError(f"config.json lacks {keys[0]!r}; is this a complete checkpoint?")
+        return default
+
+    def hparams(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def tensors(self) -> list[TensorPlan]:
+        raise NotImplementedError
+
+    def n_vocab(self) -> int:
+        raise NotImplementedError
+
+    # helpers for subclasses
+    def name(self, hf_name: str) -> str:
+        """The checkpoint's own name for a tensor (some checkpoints drop the `transformer.` prefix)."""
+        for candidate in (hf_name, hf_name.removeprefix("transformer."), "transformer." + hf_name):
+            if candidate in self.ckpt:
+                return candidate
+        raise ConversionError(f"{self.ckpt.folder} has no tensor {hf_name!r}; is it a complete checkpoint?")
+
+    def has(self, hf_name: str) -> bool:
+        return any(c in self.ckpt for c in (hf_name, hf_name.removeprefix("transformer."), "transformer." + hf_name))
+
+    def copy(self, gguf_name: str, hf_name: str, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+             shape: tuple[int, ...] | None = None) -> TensorPlan:
+        source = self.name(hf_name)
+        out_shape = shape or tuple(self.ckpt.shape(source))
+
+        def compute() -> np.ndarray:
+            array = self.weights.get(source)
+            return transform(array) if transform else array
+
+        return TensorPlan(gguf_name, out_shape, compute)
+
+    def transposed(self, gguf_name: str, hf_name: str) -> TensorPlan:
+        source = self.name(hf_name)
+        return self.copy(gguf_name, hf_name, lambda a: np.ascontiguousarray(a.T), tuple(self.ckpt.shape(source))[::-1])
+
+
+def register(cls: type[Architecture]) -> type[Architecture]:
+    for name in cls.hf_names:
+        ARCHITECTURES[name] = cls
+    return cls
+
+
+def architecture_for(ckpt, weights) -> Architecture:
+    arch = ckpt.architecture
+    if arch not in ARCHITECTURES:
+        raise ConversionError(f"architecture {arch!r} is not supported; talesmith converts "
+                              f"{', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch](ckpt, weights)

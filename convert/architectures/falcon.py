@@ -1,0 +1,84 @@
+"""Falcon: the 7B layout (parallel attention, multi-query) and the newer decoder layout (grouped KV)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from talesmith.runtime.errors import ConversionError
+
+from .base import Architecture, TensorPlan, register
+
+
+def grouped_qkv_to_blocks(w: np.ndarray, n_head: int, n_kv: int) -> np.ndarray:
+    """Reorder Falcon's fused QKV rows from per-KV-group [q.., k, v] to llama.cpp's [all q, all k, all v].
+
+    The same formula covers multi-query (one group), the newer grouped layout, and one group per head.
+    """
+    head_dim = w.shape[0] // (n_head + 2 * n_kv)
+    groups = w.reshape(n_kv, n_head // n_kv + 2, head_dim, *w.shape[1:])
+    q = groups[:, :-2].reshape(n_head * head_dim, *w.shape[1:])
+    k = groups[:, -2].reshape(n_kv * head_dim, *w.shape[1:])
+    v = groups[:, -1].reshape(n_kv * head_dim, *w.shape[1:])
+    return np.ascontiguousarray(np.concatenate([q, k, v]))
+
+
+@register
+class Falcon(Architecture):
+    hf_names = ("FalconForCausalLM", "RWForCausalLM")
+    gguf_arch = "falcon"
+
+    def check(self) -> None:
+        if self.config.get("alibi"):
+            raise ConversionError("Falcon with ALiBi positions is not supported by llama.cpp's Falcon graph")
+        if self.config.get("bias"):
+            raise ConversionError("Falcon with linear-layer biases is not supported by llama.cpp's Falcon graph")
+        if not self.config.get("parallel_attn", True) and not self.config.get("new_decoder_architecture"):
+            raise ConversionError("Falcon without parallel attention is not supported by llama.cpp's Falcon graph")
+
+    @property
+    def new_layout(self) -> bool:
+        return bool(self.config.get("new_decoder_architecture"))
+
+    def _heads(self) -> tuple[int, int]:
+        n_head = self.cfg("num_attention_heads", "n_head")
+        if self.new_layout:
+            return n_head, self.cfg("num_kv_heads", "n_head_kv", default=n_head)
+        return n_head, 1 if self.config.get("multi_query", True) else n_head
+
+    def n_vocab(self) -> int:
+        return self.ckpt.shape(self.name("transformer.word_embeddings.weight"))[0]
+
+    def hparams(self) -> dict[str, Any]:
+        n_head, n_kv = self._heads()
+        hidden = self.cfg("hidden_size", "n_embed")
+        return {"context_length": self.cfg("max_position_embeddings", default=2048), "embedding_length": hidden,
+                "feed_forward_length": self.cfg("ffn_hidden_size", default=4 * hidden),
+                "block_count": self.cfg("num_hidden_layers", "n_layer"),
+                "attention.head_count": n_head, "attention.head_count_kv": n_kv,
+                "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
+                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5))}
+
+    def tensors(self) -> list[TensorPlan]:
+        n_head, n_kv = self._heads()
+        plans = [self.copy("token_embd.weight", "transformer.word_embeddings.weight"),
+                 self.copy("output_norm.weight", "transformer.ln_f.weight"),
+                 self.copy("output_norm.bias", "transformer.ln_f.bias")]
+        if "lm_head.weight" in self.ckpt:
+            plans.append(self.copy("output.weight", "lm_head.weight"))
+        for i in range(self.cfg("num_hidden_layers", "n_layer")):
+            h, b = f"transformer.h.{i}", f"blk.{i}"
+            norms = (("attn_norm", "ln_attn"), ("attn_norm_2", "ln_mlp")) if self.new_layout and \
+                self.has(f"{h}.ln_attn.weight") else (("attn_norm", "input_layernorm"),)
+            for ours, theirs in norms:
+                plans += [self.copy(f"{b}.{ours}.weight", f"{h}.{theirs}.weight"),
+                          self.copy(f"{b}.{ours}.bias", f"{h}.{theirs}.bias")]
+            plans += [
+                self.copy(f"{b}.attn_qkv.weight", f"{h}.self_attention.query_key_value.weight",
+                          lambda a: grouped_qkv_to_blocks(a, n_head, n_kv)),
+                self.copy(f"{b}.attn_output.weight", f"{h}.self_attention.dense.weight"),
+                self.copy(f"{b}.ffn_up.weight", f"{h}.mlp.dense_h_to_4h.weight"),
+                self.copy(f"{b}.ffn_down.weight", f"{h}.mlp.dense_4h_to_h.weight"),
+            ]
+        return plans

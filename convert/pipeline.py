@@ -1,0 +1,155 @@
+"""The whole conversion: checkpoint (+ adapters) -> f16/f32/bf16 GGUF -> quantized GGUFs -> models.lock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from talesmith.runtime.errors import ConversionError
+from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT, preset as make_preset
+
+from .architectures import TensorPlan, architecture_for
+from .lora import MergedWeights, read_adapter
+from .quantize import QUANT_TYPES, quantize
+from .source import open_checkpoint
+from .vocab import read_vocab
+from .writer import OUTTYPES, write_gguf
+
+# What a known model is for: its prompt format and sampling preset, matched on its name.
+KNOWN = (("lit-6b", "story", "lit-6b"), ("genji", "japanese-story", "genji-jp"),
+         ("pygmalion", "chat", "pygmalion"), ("tinystories", "tinystories", "tinystories"),
+         ("falcon", "genre", "genre-story"), ("llama-2", "genre", "genre-story"))
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    source: str
+    outdir: Path
+    revision: str | None = None
+    loras: tuple[tuple[Path, float], ...] = ()
+    quants: tuple[str, ...] = ("Q8_0", "Q4_K_M")
+    outtype: str = "f16"
+    name: str | None = None
+    device: str = "cpu"
+    prompt_format: str | None = None
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path
+    kind: str
+    size: int
+    bits_per_weight: float
+    seconds: float
+    sha256: str
+
+
+@dataclass
+class Progress:
+    """Callbacks a front end may set to follow the conversion."""
+
+    on_tensor: Callable[[TensorPlan, int, int], None] = lambda plan, done, total: None
+    on_file_start: Callable[[str, Path], None] = lambda kind, path: None
+    on_file_done: Callable[[Output], None] = lambda output: None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_device(device: str) -> str:
+    if device not in ("cpu", "cuda"):
+        raise ConversionError(f"--device {device} is unknown; use cpu or cuda")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConversionError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
+                                  "(or install a CUDA build of torch)")
+    return device
+
+
+def _sampling_metadata(name: str | None) -> dict[str, Any]:
+    """The preset's settings under llama.cpp's `general.sampling.*` keys."""
+    if not name:
+        return {}
+    s = make_preset(name)
+    out: dict[str, Any] = {"temp": s.temperature, "top_p": s.top_p, "min_p": s.min_p,
+                           "penalty_repeat": s.repetition_penalty, "mirostat": s.mirostat,
+                           "mirostat_tau": s.mirostat_tau, "mirostat_eta": s.mirostat_eta,
+                           "xtc_probability": s.xtc_probability, "xtc_threshold": s.xtc_threshold}
+    if s.top_k:
+        out["top_k"] = s.top_k
+    if s.repetition_window != WHOLE_CONTEXT:
+        out["penalty_last_n"] = s.repetition_window
+    return out
+
+
+def _guess(name: str) -> tuple[str | None, str | None]:
+    lowered = name.lower()
+    for key, fmt, preset_name in KNOWN:
+        if key in lowered:
+            return fmt, preset_name
+    return None, None
+
+
+def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path | None = None) -> list[Output]:
+    """Convert a checkpoint to GGUF files in `req.outdir` and record each in models.lock."""
+    from talesmith.runtime.models import file_entry, record_model, sha256
+
+    progress = progress or Progress()
+    if req.outtype not in OUTTYPES:
+        raise ConversionError(f"--outtype {req.outtype} is unknown; use one of {', '.join(OUTTYPES)}")
+    bad = [q for q in req.quants if q not in QUANT_TYPES]
+    if bad:
+        raise ConversionError(f"unknown quantization type {bad[0]!r}; choose from {', '.join(QUANT_TYPES)}")
+    if req.preset and req.preset not in PRESETS:
+        raise ConversionError(f"unknown preset {req.preset!r}; choose one of: {', '.join(PRESETS)}")
+    device = check_device(req.device)
+    ckpt, origin = open_checkpoint(req.source, req.revision)
+    adapters = [read_adapter(path, scale) for path, scale in req.loras]
+    weights = MergedWeights(ckpt, adapters, device=device)
+    arch = architecture_for(ckpt, weights)
+    vocab = read_vocab(ckpt.folder, ckpt.config)
+    vocab.pad_to(arch.n_vocab())
+
+    name = req.name or (origin.get("hub", "").split("/")[-1] or ckpt.folder.name)
+    guessed_format, guessed_preset = _guess(" ".join([name, str(req.source)] + [str(p) for p, _ in req.loras]))
+    prompt_format = req.prompt_format or guessed_format
+    preset_name = req.preset or guessed_preset
+    adapter_records = [{"path": str(a.path.resolve()), "scale": a.scale,
+                        "base_model": a.config.get("base_model_name_or_path")} for a in adapters]
+    metadata = {"name": name, "source": origin, "adapters": adapter_records, "prompt_format": prompt_format,
+                "preset": preset_name, "sampling": _sampling_metadata(preset_name)}
+
+    req.outdir.mkdir(parents=True, exist_ok=True)
+    outputs: list[Output] = []
+
+    def finish(path: Path, kind: str, started: float, n_params: int) -> None:
+        size = path.stat().st_size
+        output = Output(path, kind, size, size * 8 / n_params, time.perf_counter() - started, sha256(path))
+        outputs.append(output)
+        entry = {"format": "gguf", "architecture": arch.gguf_arch, "hf_architecture": ckpt.architecture,
+                 "quantization": kind, "path": str(path.resolve()), "files": [file_entry(path)], "source": origin,
+                 "adapters": adapter_records}
+        entry.update({k: v for k, v in (("prompt_format", prompt_format), ("preset", preset_name)) if v})
+        record_model(f"{name}-{kind}".lower(), entry, lock=lock)
+        progress.on_file_done(output)
+
+    base = req.outdir / f"{name}-{req.outtype}.gguf"
+    progress.on_file_start(req.outtype, base)
+    started = time.perf_counter()
+    try:
+        n_params = write_gguf(base, arch, vocab, metadata, outtype=req.outtype, on_tensor=progress.on_tensor)
+    finally:
+        ckpt.close()
+    finish(base, req.outtype.upper(), started, n_params)
+    for qtype in req.quants:
+        if qtype == req.outtype.upper():
+            continue
+        target = req.outdir / f"{name}-{qtype}.gguf"
+        progress.on_file_start(qtype, target)
+        started = time.perf_counter()
+        quantize(base, target, qtype)
+        finish(target, qtype, started, n_params)
+    return outputs
