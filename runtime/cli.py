@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from .cli_models import models_app
 from .documents import FIELDS, FORMATS, make_document
 from .errors import InputError, SettingsError, TalesmithError
 from .settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
@@ -25,6 +26,7 @@ from .settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Local story writing and persona chat with fiction models.")
 err = Console(stderr=True, highlight=False)
+app.add_typer(models_app, name="models")
 
 _TUPLE_FIELDS = {"stop", "banned", "dry_sequence_breakers"}
 

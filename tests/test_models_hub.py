@@ -1,0 +1,226 @@
+"""Adding, locking and pulling hub models through the real huggingface-hub code, against a local
+server that speaks the hub's protocol (tests/hub_server.py). Nothing here reaches the network."""
+
+import hashlib
+import random
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hub_server import HubServer, Repo
+from talesmith.runtime import hub as hubmod
+from talesmith.runtime.errors import ModelError
+from talesmith.runtime.manage import HashMismatchError, add, lock_model, pull, rows, verify
+from talesmith.runtime.models import resolve
+
+TINY = random.Random(5).randbytes(40_000)
+CONFIG = b'{"model_type": "gpt2", "n_layer": 2}\n'
+HF_FILES = {"config.json": CONFIG, "tokenizer.json": b'{"version": "1.0"}\n', "model.safetensors": TINY[:30_000],
+            "flax_model.msgpack": TINY[:5_000], "README.md": b"# tiny\n"}
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    server = HubServer().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("TALESMITH_CACHE", str(tmp_path / "talesmith-cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    server.add(Repo("acme/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY, "config.json": CONFIG}, lfs={"tiny-Q4_K_M.gguf"}))
+    server.add(Repo("acme/tiny-hf", dict(HF_FILES), lfs={"model.safetensors", "flax_model.msgpack"}))
+    yield server
+    server.stop()
+
+
+def cache_files(tmp_path):
+    root = tmp_path / "hf" / "hub"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def test_add_resolves_the_branch_to_its_commit_and_pins_lfs_hashes(hub, isolated_lock):
+    entry, note = add("tiny", "acme/tiny-GGUF", prompt_format="story", preset="default")
+    commit = hub.repos["acme/tiny-GGUF"].commit
+    assert note is None
+    saved = tomllib.loads(isolated_lock.read_text())["models"]["tiny"]
+    assert saved == {
+        "format": "gguf", "quantization": "Q4_K_M", "prompt_format": "story", "preset": "default",
+        "source": {"hub": "acme/tiny-GGUF", "revision": "main", "commit": commit},
+        "files": [{"name": "tiny-Q4_K_M.gguf", "sha256": hashlib.sha256(TINY).hexdigest(), "size": 40_000}],
+    }
+    assert saved == entry
+    assert [r.path for r in hub.log] == ["/api/models/acme/tiny-GGUF/revision/main"]
+
+
+def test_add_of_an_hf_checkpoint_takes_config_tokenizer_and_safetensors_only(hub):
+    entry, _ = add("tinyhf", "acme/tiny-hf")
+    assert entry["format"] == "hf"
+    assert entry["files"] == [
+        {"name": "config.json", "size": len(CONFIG)},
+        {"name": "model.safetensors", "sha256": hashlib.sha256(TINY[:30_000]).hexdigest(), "size": 30_000},
+        {"name": "tokenizer.json", "size": len(HF_FILES["tokenizer.json"])},
+    ]
+
+
+def test_pull_downloads_at_the_commit_verifies_and_pins_small_files(hub, isolated_lock, tmp_path):
+    add("tinyhf", "acme/tiny-hf")
+    result = pull("tinyhf")
+    commit = hub.repos["acme/tiny-hf"].commit
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-hf" / "snapshots" / commit
+    assert result.path == snapshot
+    assert [(c.name, c.state) for c in result.files] == [
+        ("config.json", "unpinned"), ("model.safetensors", "ok"), ("tokenizer.json", "unpinned")]
+    assert result.pinned == ("config.json", "tokenizer.json")
+    assert (snapshot / "model.safetensors").read_bytes() == TINY[:30_000]
+    files = tomllib.loads(isolated_lock.read_text())["models"]["tinyhf"]["files"]
+    assert files[0] == {"name": "config.json", "sha256": hashlib.sha256(CONFIG).hexdigest(), "size": len(CONFIG)}
+    assert all(f"/acme/tiny-hf/resolve/{commit}/" in r.path for r in hub.log if "/resolve/" in r.path)
+    assert [(r.name, r.present, r.verified) for r in rows() if r.name == "tinyhf"] == [("tinyhf", "present", "yes")]
+    assert [c.state for c in verify("tinyhf")] == ["ok", "ok", "ok"]
+
+
+def test_pull_of_a_gguf_model_makes_it_loadable_by_name(hub, tmp_path):
+    add("tiny", "acme/tiny-GGUF")
+    with pytest.raises(ModelError, match="run `talesmith models pull tiny`"):
+        resolve("tiny")
+    pull("tiny")
+    commit = hub.repos["acme/tiny-GGUF"].commit
+    expected = tmp_path / "hf" / "hub" / "models--acme--tiny-GGUF" / "snapshots" / commit / "tiny-Q4_K_M.gguf"
+    assert resolve("tiny").path == expected
+
+
+def test_pull_resumes_an_interrupted_download(hub, tmp_path):
+    add("tiny", "acme/tiny-GGUF")
+    hub.cut["tiny-Q4_K_M.gguf"] = 10_000
+    with pytest.raises(hubmod.HubError, match="connection broke while downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF; "
+                                               "rerun `talesmith models pull tiny` to resume"):
+        pull("tiny")
+    partial = list((tmp_path / "hf" / "hub" / "models--acme--tiny-GGUF" / "blobs").glob("*.incomplete"))
+    assert len(partial) == 1
+    kept = partial[0].stat().st_size
+    assert 0 < kept <= 10_000 and kept % 4096 == 0
+    pull("tiny")
+    assert [r.range for r in hub.gets("tiny-Q4_K_M.gguf")] == [None, f"bytes={kept}-"]
+    assert resolve("tiny").path.read_bytes() == TINY
+
+
+def test_a_hash_mismatch_keeps_nothing_new(hub, tmp_path, isolated_lock):
+    add("tinyhf", "acme/tiny-hf")
+    pull("tinyhf")
+    before = cache_files(tmp_path)
+    lock_before = isolated_lock.read_text()
+    repo = hub.add(Repo("acme/tiny-hf", {**HF_FILES, "model.safetensors": TINY[1:30_001]}, lfs={"model.safetensors"}))
+    lock_model("tinyhf")
+    altered = bytearray(repo.files["model.safetensors"])
+    altered[123] ^= 1
+    hub.altered["model.safetensors"] = bytes(altered)
+    with pytest.raises(HashMismatchError, match=r"model.safetensors of model 'tinyhf' has sha256 \w{12}\.\.\. but "
+                                                r"models.lock pins sha256 \w{12}\.\.\.; kept nothing new from this pull"):
+        pull("tinyhf")
+    assert cache_files(tmp_path) == before
+    assert tomllib.loads(isolated_lock.read_text())["models"]["tinyhf"]["source"]["commit"] == repo.commit
+    assert lock_before != isolated_lock.read_text()
+
+
+def test_offline_mode_uses_the_cache_and_never_asks_the_hub(hub, monkeypatch):
+    add("tiny", "acme/tiny-GGUF")
+    add("tinyhf", "acme/tiny-hf")
+    pull("tiny")
+    requests_so_far = len(hub.log)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert [c.state for c in pull("tiny").files] == ["ok"]
+    with pytest.raises(hubmod.HubError, match="config.json of acme/tiny-hf at [0-9a-f]{12} is not in the local cache and "
+                                               "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it"):
+        pull("tinyhf")
+    with pytest.raises(hubmod.HubError, match="cannot resolve revision 'main' of acme/tiny-GGUF: HF_HUB_OFFLINE is set"):
+        lock_model("tiny")
+    assert len(hub.log) == requests_so_far
+
+
+def test_add_while_offline_leaves_the_revision_unresolved_and_lock_resolves_it_later(hub, monkeypatch, isolated_lock):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry, note = add("tiny", "acme/tiny-GGUF", fmt="gguf", include=["*.gguf"])
+    assert entry == {"format": "gguf", "source": {"hub": "acme/tiny-GGUF", "revision": "main", "commit": "unresolved"},
+                     "include": ["*.gguf"]}
+    assert "HF_HUB_OFFLINE is set" in note
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    entry, previous = lock_model("tiny")
+    assert previous == "unresolved"
+    assert entry["source"]["commit"] == hub.repos["acme/tiny-GGUF"].commit
+    assert [f["name"] for f in entry["files"]] == ["tiny-Q4_K_M.gguf"]
+
+
+def test_lock_follows_a_branch_to_its_new_commit(hub):
+    add("tiny", "acme/tiny-GGUF")
+    old = hub.repos["acme/tiny-GGUF"].commit
+    new = hub.add(Repo("acme/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY[::-1], "config.json": CONFIG},
+                       lfs={"tiny-Q4_K_M.gguf"}))
+    entry, previous = lock_model("tiny")
+    assert (previous, entry["source"]["commit"]) == (old, new.commit)
+    assert entry["files"] == [{"name": "tiny-Q4_K_M.gguf", "sha256": hashlib.sha256(TINY[::-1]).hexdigest(),
+                               "size": 40_000}]
+
+
+def test_pull_of_an_unresolved_catalogue_entry_locks_it_first(hub, isolated_lock):
+    text = isolated_lock.read_text() + ('\n[models.tiny]\nformat = "gguf"\n'
+                                        'source = { hub = "acme/tiny-GGUF", revision = "main", commit = "unresolved" }\n')
+    isolated_lock.write_text(text)
+    assert [c.state for c in pull("tiny").files] == ["ok"]
+    assert tomllib.loads(isolated_lock.read_text())["models"]["tiny"]["source"]["commit"] == hub.repos["acme/tiny-GGUF"].commit
+
+
+def test_a_gguf_repo_with_several_quantizations_needs_a_file_choice(hub):
+    hub.add(Repo("acme/multi", {"m-Q4_K_M.gguf": TINY[:100], "m-Q8_0.gguf": TINY[:200]}, lfs={"m-Q4_K_M.gguf", "m-Q8_0.gguf"}))
+    with pytest.raises(ModelError, match=r"acme/multi at main has 2 GGUF files \(m-Q4_K_M.gguf, m-Q8_0.gguf\); "
+                                         r"choose with --file PATTERN"):
+        add("multi", "acme/multi")
+    entry, _ = add("multi", "acme/multi", include=["*Q8_0.gguf"])
+    assert (entry["quantization"], [f["name"] for f in entry["files"]]) == ("Q8_0", ["m-Q8_0.gguf"])
+
+
+def test_hub_refusals_are_one_line_errors(hub):
+    with pytest.raises(hubmod.HubError, match="hub repo 'acme/none' does not exist, or it is private and needs a token"):
+        add("none", "acme/none")
+    with pytest.raises(hubmod.HubError, match="revision 'v9' is not in acme/tiny-GGUF; pass an existing branch"):
+        add("tiny", "acme/tiny-GGUF", revision="v9")
+
+
+def test_a_gated_repo_uses_the_login_token_and_never_stores_it(hub, monkeypatch, isolated_lock):
+    hub.add(Repo("acme/gated", {"g.gguf": TINY[:500]}, lfs={"g.gguf"}, token="hf_secret123"))
+    with pytest.raises(hubmod.HubError, match=r"acme/gated is gated: accept its terms at http://127.0.0.1:\d+/acme/gated, "
+                                               r"then log in with `hf auth login` or set HF_TOKEN"):
+        add("gated", "acme/gated")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret123")
+    add("gated", "acme/gated")
+    pull("gated")
+    assert {r.authorization for r in hub.log[1:]} == {"Bearer hf_secret123"}
+    assert "hf_secret123" not in isolated_lock.read_text()
+
+
+def test_cli_pull_prints_the_path_and_fails_with_one_line_on_a_cut_connection(hub, tmp_path):
+    add("tiny", "acme/tiny-GGUF")
+    hub.cut["tiny-Q4_K_M.gguf"] = 5_000
+    cli = [sys.executable, "-m", "talesmith.runtime.cli", "models"]
+    failed = subprocess.run([*cli, "pull", "tiny"], capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.splitlines()[-1] == ("error: the connection broke while downloading tiny-Q4_K_M.gguf of "
+                                              "acme/tiny-GGUF; rerun `talesmith models pull tiny` to resume")
+    done = subprocess.run([*cli, "pull", "tiny"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-GGUF" / "snapshots" / hub.repos["acme/tiny-GGUF"].commit
+    assert done.stdout == f"{snapshot}\n"
+    assert "verified 1 files of tiny" in done.stderr
+    path = subprocess.run([*cli, "path", "tiny"], capture_output=True, text=True, timeout=60)
+    assert path.stdout == f"{snapshot / 'tiny-Q4_K_M.gguf'}\n"
