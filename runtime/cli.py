@@ -23,7 +23,7 @@ from .documents import FIELDS, FORMATS, make_document
 from .errors import InputError, SettingsError, TalesmithError
 from .settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Local story writing and persona chat with fiction models.")
 err = Console(stderr=True, highlight=False)
 app.add_typer(models_app, name="models")
@@ -98,6 +98,10 @@ def _load(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int
     backend = LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
     for warning in backend.warnings:
         err.print(f"[yellow]note:[/] {warning}")
+    # A model converted by talesmith names its prompt format and preset inside the GGUF.
+    meta = backend.info.metadata
+    ref = dataclasses.replace(ref, prompt_format=ref.prompt_format or meta.get("talesmith.prompt_format"),
+                              preset=ref.preset or meta.get("talesmith.preset"))
     return ref, backend
 
 
@@ -267,6 +271,36 @@ def batch(
             out.close()
     err.print(f"[green]done:[/] {output} ({len(plan.tasks)} new, {plan.skipped} kept)")
     backend.close()
+
+
+@app.callback(invoke_without_command=True)
+def _no_command(ctx: typer.Context) -> None:
+    """Local story writing and persona chat with fiction models. Without a command, opens the app."""
+    if ctx.invoked_subcommand is None:
+        tui(model=None, lock=None, ctx=None, gpu_layers=0, threads=None, data_dir=None, chat=False)
+
+
+@app.command()
+def tui(
+    model: Optional[str] = ModelOpt,
+    lock: Optional[Path] = LockOpt,
+    ctx: Optional[int] = CtxOpt,
+    gpu_layers: int = GpuOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder for stories, chats and characters "
+                                            "(default: $TALESMITH_HOME or ~/.local/share/talesmith)."),
+    chat: bool = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen."),
+) -> None:
+    """Open the terminal app: story writing and persona chat."""
+    from talesmith.tui.launch import run
+
+    run(model=model, lock=lock, ctx=ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir,
+        mode="chat" if chat else "story")
+
+
+from talesmith.convert.cli import convert_command  # noqa: E402  (light: heavy imports happen inside)
+
+app.command("convert")(convert_command)
 
 
 def main() -> None:

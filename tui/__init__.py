@@ -1,0 +1,1 @@
+"""talesmith.tui: the terminal app for story writing and persona chat (Textual)."""

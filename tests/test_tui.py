@@ -1,0 +1,307 @@
+"""The terminal app driven through Textual's pilot, on scripted backends."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from textual.widgets import Input, Static, TextArea
+
+from talesmith.runtime.errors import ModelError
+from talesmith.runtime.stories import Library
+from talesmith.tui.app import AppConfig, TalesmithApp
+from tui_fakes import FailingBackend, SlowBackend, TakesBackend
+
+pytestmark = pytest.mark.asyncio
+
+
+def make_app(tmp_path, backend=None, *, mode="story", factory=None):
+    backend = backend or TakesBackend([" and the sea rose."], n_ctx=512)
+    return TalesmithApp(factory or (lambda: backend), AppConfig(data_dir=tmp_path / "data", model_name="fake", mode=mode))
+
+
+async def settle(pilot, screen=None, timeout=10.0):
+    """Wait until the model is loaded and no generation runs."""
+    app = pilot.app
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.pause(0.02)
+        screen = screen or app.screen
+        if (app.backend is not None or app.backend_error) and getattr(screen, "job", None) is None:
+            await pilot.pause()
+            return
+        assert time.monotonic() < deadline, "generation did not finish"
+
+
+def status(screen) -> str:
+    return str(screen.query_one("#status", Static).render())
+
+
+def editor(screen) -> TextArea:
+    return screen.query_one("#editor", TextArea)
+
+
+def saved(tmp_path, folder="stories"):
+    files = sorted((tmp_path / "data" / folder).glob("*.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+async def test_write_then_generate_streams_into_the_editor_and_saves(tmp_path):
+    backend = TakesBackend([" and the sea rose."], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Once")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        screen = app.screen
+        assert editor(screen).text == "Once and the sea rose."
+        assert screen.doc.text == "Once and the sea rose."
+        assert backend.prompts == ["Once"]
+        assert "fake · scripted · ctx" in status(screen)
+        assert "tok/s" in status(screen)
+        [doc] = saved(tmp_path)  # autosaved right after the generation
+        assert doc["text"] == "Once and the sea rose." and doc["kind"] == "story"
+
+
+async def test_header_memory_and_note_shape_the_prompt(tmp_path):
+    backend = TakesBackend([" Then."], n_ctx=1024)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        screen.query_one("#title", Input).focus()
+        await pilot.press(*"Dunwich")
+        screen.query_one("#tags", Input).focus()
+        await pilot.press(*"scary, 3rdperson")
+        screen.query_one("#author_note", Input).focus()
+        await pilot.press(*"slow")
+        screen.query_one("#editor").focus()
+        await pilot.press(*"Line one.", "enter", *"Line two.")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == ("[ Title: Dunwich; Tags: scary, 3rdperson ]\n***\n"
+                                       "[ Author's note: slow ]\nLine one.\nLine two.")
+        assert screen.doc.name == "Dunwich"
+
+
+async def test_stop_interrupts_at_once_and_keeps_the_text(tmp_path):
+    backend = SlowBackend([" " + "word " * 200], delay=0.05, n_ctx=4096)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("ctrl+g")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if len(editor(screen).text) > 12:
+                break
+        assert screen.job is not None and editor(screen).read_only
+        await pilot.press("escape")
+        assert screen.job is None  # the screen is free at once
+        kept = screen.doc.text
+        assert 12 < len(kept) < 1000 and kept == editor(screen).text
+        await pilot.pause(0.3)
+        assert editor(screen).text == kept and not editor(screen).read_only
+        assert saved(tmp_path)[0]["text"] == kept
+
+
+async def test_ui_stays_responsive_while_generating(tmp_path):
+    backend = SlowBackend([" " + "word " * 200], delay=0.05, n_ctx=4096)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+g")
+        await pilot.pause(0.1)
+        await pilot.press("f1")  # the help screen opens while tokens stream
+        await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause(0.05)
+        await pilot.press("escape")
+        backend.gate.set()
+        await settle(pilot)
+
+
+async def test_retry_keeps_alternatives_to_cycle_and_keep(tmp_path):
+    backend = TakesBackend([" A.", " B.", " C."], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press(*"Go", "ctrl+g")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert editor(screen).text == "Go C."
+        assert backend.prompts == ["Go", "Go", "Go"]
+        assert "alt 3/3" in status(screen)
+        await pilot.press("alt+left")
+        assert editor(screen).text == "Go B." and "alt 2/3" in status(screen)
+        await pilot.press("alt+right", "alt+right")
+        assert editor(screen).text == "Go A."
+        await pilot.press("ctrl+t")
+        assert screen.doc.alternatives is None and "alt" not in status(screen)
+        await pilot.press("ctrl+r")  # nothing left to retry: a notification, no change
+        await pilot.pause()
+        assert editor(screen).text == "Go A." and backend.calls == 3
+
+
+async def test_undo_and_redo_across_generations_and_edits(tmp_path):
+    backend = TakesBackend([" A.", " B."], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press(*"Go", "ctrl+g")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        await pilot.pause(1.6)  # a pause ends the burst of typing: the edit below is its own step
+        await pilot.press(*" Yes")
+        assert editor(screen).text == "Go B. Yes"
+        await pilot.press("ctrl+z")
+        assert editor(screen).text == "Go B."
+        await pilot.press("ctrl+z")
+        assert editor(screen).text == "Go A."
+        await pilot.press("ctrl+z")
+        assert editor(screen).text == "Go"
+        await pilot.press("ctrl+y", "ctrl+y", "ctrl+y")
+        assert editor(screen).text == "Go B. Yes"
+        await pilot.press("ctrl+y")  # nothing to redo
+        assert editor(screen).text == "Go B. Yes"
+
+
+async def test_autosave_and_reopen_from_the_list(tmp_path):
+    backend = TakesBackend([" A.", " B."], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Go", "ctrl+g")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        await pilot.press(*" More")
+        await pilot.press("ctrl+q")  # saves on exit
+    [doc] = saved(tmp_path)
+    assert doc["text"] == "Go B. More"
+
+    app = make_app(tmp_path, TakesBackend([" C."], n_ctx=512))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert editor(screen).text == ""
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "LibraryScreen"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert editor(screen).text == "Go B. More"
+        await pilot.press("ctrl+z")  # the edit typed before is a new step only in that session
+        assert editor(screen).text == "Go B. More"
+
+
+async def test_story_list_renames_exports_and_deletes(tmp_path):
+    lib = Library(tmp_path / "data" / "stories", "story")
+    from talesmith.runtime.stories import StoryDocument
+
+    lib.save("one", StoryDocument(name="First").with_text("It was dark.\n"))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("r")
+        await pilot.pause()
+        answer = app.screen.query_one("#answer", Input)
+        answer.value = ""
+        await pilot.press(*"Night", "enter")
+        await pilot.pause()
+        assert lib.load("one").name == "Night"
+        await pilot.press("m")
+        await pilot.pause()
+        target = tmp_path / "night.md"
+        app.screen.query_one("#answer", Input).value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert target.read_text() == "# Night\n\nIt was dark.\n"
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert lib.entries() == []
+        await pilot.press("escape")
+
+
+async def test_sampling_panel_validates_and_saves_with_the_story(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("f4")
+        await pilot.pause()
+        panel = app.screen
+        panel.query_one("#s-temperature", Input).value = "hot"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is panel  # refused with a notification, the panel stays open
+        assert any("temperature" in n.message for n in app._notifications)
+        panel.query_one("#s-temperature", Input).value = "0.5"
+        panel.query_one("#s-stop", Input).value = '["\\n\\n"]'
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        assert screen.doc.settings.temperature == 0.5 and screen.doc.settings.stop == ("\n\n",)
+        assert screen.doc.preset == "custom"
+        await pilot.press("f4")
+        await pilot.pause()
+        from textual.widgets import Select
+
+        app.screen.query_one("#preset", Select).value = "lit-6b"
+        await pilot.pause()
+        assert app.screen.query_one("#s-top_p", Input).value == "0.9"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert screen.doc.preset == "lit-6b" and screen.doc.settings.repetition_penalty == 1.2
+
+
+async def test_a_model_that_fails_to_load_is_a_notification(tmp_path):
+    def factory():
+        raise ModelError("model file x.gguf does not exist; pass the path of a .gguf file")
+
+    app = make_app(tmp_path, factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Go", "ctrl+g")
+        await pilot.pause()
+        assert app.is_running and app.screen.job is None
+        messages = [n.message for n in app._notifications]
+        assert any("x.gguf does not exist" in m for m in messages)
+        assert "model failed" in status(app.screen)
+        assert editor(app.screen).text == "Go"
+
+
+async def test_a_generation_error_is_a_notification_and_keeps_the_text(tmp_path):
+    app = make_app(tmp_path, FailingBackend(["x"], n_ctx=512))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Go", "ctrl+g")
+        await settle(pilot)
+        assert any("raise --ctx" in n.message for n in app._notifications)
+        assert editor(app.screen).text == "Go" and app.screen.doc.text == "Go"
+
+
+async def test_help_lists_every_key(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+        text = "\n".join(str(s.render()) for s in app.screen.query(Static))
+        for key in ("ctrl+g", "ctrl+r", "alt+left", "ctrl+t", "ctrl+z", "ctrl+y", "ctrl+o", "f4", "f5", "f7", "escape"):
+            assert key in text
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "StoryScreen"

@@ -1,0 +1,132 @@
+"""The talesmith terminal app: a story screen and a chat screen over one model backend.
+
+The backend is made by a factory given to the app (the real llama.cpp loader, or a scripted fake in
+tests) and loaded in a worker thread, so the app opens at once and stays responsive.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from talesmith.runtime.errors import TalesmithError
+
+from .chat import ChatScreen
+from .dialogs import HelpScreen
+from .story import StoryScreen
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    data_dir: Path
+    """Holds the stories/, chats/, characters/ and exports/ folders."""
+    model_name: str = "gemma3-270m"
+    mode: str = "story"
+    """The screen shown first: story or chat."""
+
+
+class BackendLoaded(Message):
+    def __init__(self, backend: Any) -> None:
+        super().__init__()
+        self.backend = backend
+
+
+class BackendFailed(Message):
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+class TalesmithApp(App):
+    TITLE = "talesmith"
+    ENABLE_COMMAND_PALETTE = False
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("f1", "help", "Help", priority=True),
+        Binding("f2", "mode('story')", "Story", priority=True),
+        Binding("f3", "mode('chat')", "Chat", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, backend_factory: Callable[[], Any], config: AppConfig) -> None:
+        super().__init__()
+        self.backend_factory = backend_factory
+        self.config = config
+        self.backend: Any = None
+        self.backend_error = ""
+        self.backend_lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def backend_problem(self) -> str:
+        if self.backend_error:
+            return f"The model did not load: {self.backend_error}"
+        return f"The model {self.model_name} is still loading; try again in a moment."
+
+    def on_mount(self) -> None:
+        self.install_screen(StoryScreen(self.config.data_dir), "story")
+        self.install_screen(ChatScreen(self.config.data_dir), "chat")
+        self.push_screen(self.config.mode if self.config.mode in ("story", "chat") else "story")
+        self.load_backend()
+
+    @work(thread=True, group="model", exit_on_error=False)
+    def load_backend(self) -> None:
+        try:
+            backend = self.backend_factory()
+        except TalesmithError as e:
+            self.post_message(BackendFailed(str(e)))
+        except Exception as e:  # any loader failure becomes a notification
+            self.post_message(BackendFailed(f"{type(e).__name__}: {e}"))
+        else:
+            self.post_message(BackendLoaded(backend))
+
+    def on_backend_loaded(self, message: BackendLoaded) -> None:
+        self.backend = message.backend
+        for name in ("story", "chat"):
+            self.get_screen(name).backend_changed()
+
+    def on_backend_failed(self, message: BackendFailed) -> None:
+        self.backend_error = message.error
+        self.notify(self.backend_problem, severity="error", timeout=15)
+        for name in ("story", "chat"):
+            self.get_screen(name).backend_changed()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_mode(self, name: str) -> None:
+        if self.screen.is_modal:
+            return
+        target = self.get_screen(name)
+        if self.screen is not target:
+            self.screen.autosave()
+            self.switch_screen(name)
+
+    async def action_quit(self) -> None:
+        self.save_all()
+        self.exit()
+
+    def save_all(self) -> None:
+        for name in ("story", "chat"):
+            screen = self.get_screen(name)
+            screen.stop_generation()
+            screen.autosave()
+
+    def on_unmount(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None and self.backend_lock.acquire(timeout=5):
+            try:
+                backend.close()
+            finally:
+                self.backend_lock.release()

@@ -1,0 +1,319 @@
+"""What the story and chat screens share: the document and its undo history, autosave, the library,
+the sampling panel, the generation worker and the status line."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from textual import work
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Static
+
+from talesmith.runtime.documents import History
+from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.stories import Library
+
+from . import generation
+from .dialogs import LibraryScreen
+from .generation import Finished, Job, Measure, Prepared, Streamed
+from .sampling import SamplingScreen
+
+MERGE_SECONDS = 1.5
+"""Edits to one field closer together than this are one undo step."""
+SAVE_DELAY = 1.0
+MEASURE_DELAY = 0.3
+
+
+class DocumentScreen(Screen):
+    KIND = "story"
+    FOLDER = "stories"
+    COMMON_BINDINGS = [
+        Binding("escape", "stop", "Stop", priority=True),
+        Binding("ctrl+z", "undo", "Undo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", priority=True),
+        Binding("ctrl+s", "save", "Save", priority=True, show=False),
+        Binding("ctrl+o", "open", "Open", priority=True),
+        Binding("f4", "sampling", "Sampling", priority=True),
+    ]
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.library = Library(self.data_dir / self.FOLDER, self.KIND)
+        self.history: History[Any] = History(self.blank())
+        self.doc_id: str | None = None
+        self.saved_doc: Any = self.history.present
+        self.job: Job | None = None
+        self.tokens_per_second: float | None = None
+        self.last_measure: Measure | None = None
+        self._last_edit: tuple[str, float] = ("", 0.0)
+        self._save_timer: Timer | None = None
+        self._measure_timer: Timer | None = None
+
+    # --- to be provided by each screen -------------------------------------------------------
+
+    def blank(self) -> Any:
+        raise NotImplementedError
+
+    def prompt_document(self) -> Any:
+        """The runtime document the next generation would continue (None when there is none)."""
+        raise NotImplementedError
+
+    def show(self) -> None:
+        """Make the widgets show the present document."""
+        raise NotImplementedError
+
+    def status_extra(self) -> str:
+        return ""
+
+    # --- the document ------------------------------------------------------------------------
+
+    @property
+    def doc(self) -> Any:
+        return self.history.present
+
+    def commit(self, doc: Any, *, edit: str = "") -> None:
+        """Make `doc` the present; edits of one field in quick succession are one undo step."""
+        if doc == self.doc:
+            return
+        now = time.monotonic()
+        merge = bool(edit) and self._last_edit[0] == edit and now - self._last_edit[1] < MERGE_SECONDS
+        self._last_edit = (edit, now)
+        self.history = self.history.push(doc, merge=merge)
+        self.schedule_save()
+        self.schedule_measure()
+
+    def load(self, doc_id: str | None, doc: Any) -> None:
+        self.autosave()
+        self.doc_id = doc_id
+        self.history = History(doc)
+        self.saved_doc = doc
+        self._last_edit = ("", 0.0)
+        self.show()
+        self.schedule_measure()
+
+    def action_undo(self) -> None:
+        self._travel(self.history.undo(), "Nothing to undo")
+
+    def action_redo(self) -> None:
+        self._travel(self.history.redo(), "Nothing to redo")
+
+    def _travel(self, history: History[Any], nothing: str) -> None:
+        if self.busy(quiet=False):
+            return
+        if history is self.history:
+            self.notify(nothing, timeout=2)
+            return
+        self.history = history
+        self._last_edit = ("", 0.0)
+        self.show()
+        self.schedule_save()
+        self.schedule_measure()
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def schedule_save(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.stop()
+        self._save_timer = self.set_timer(SAVE_DELAY, self.autosave)
+
+    def autosave(self) -> bool:
+        """Write the document if it changed; an empty new document is not written."""
+        doc = self.doc
+        if doc == self.saved_doc or (self.doc_id is None and doc == self.blank()):
+            return True
+        try:
+            if self.doc_id is None:
+                self.doc_id = self.library.new_id(doc.name)
+            self.library.save(self.doc_id, doc)
+        except (OSError, TalesmithError) as e:
+            self.notify(f"Could not save {doc.name!r} to {self.library.folder}: {e}. Your text is still here; "
+                        f"free some space or fix the folder, then press ctrl+s.", severity="error", timeout=10)
+            return False
+        self.saved_doc = doc
+        self.refresh_status()
+        return True
+
+    def action_save(self) -> None:
+        if self.autosave():
+            self.notify(f"Saved {self.doc.name!r}", timeout=2)
+
+    # --- library -----------------------------------------------------------------------------
+
+    def action_open(self) -> None:
+        if self.busy(quiet=False):
+            return
+        self.autosave()
+        self.app.push_screen(LibraryScreen(self.library, self.data_dir / "exports"), self._opened)
+
+    def _opened(self, doc_id: str | None) -> None:
+        if doc_id is not None:
+            try:
+                self.load(doc_id, self.library.load(doc_id))
+            except TalesmithError as e:
+                self.notify(str(e), severity="error", timeout=10)
+            return
+        if self.doc_id is not None:  # the open document may have been renamed or deleted
+            if not self.library.path(self.doc_id).exists():
+                self.saved_doc = None
+                self.doc_id = None
+                self.notify(f"{self.doc.name!r} was deleted; it stays open here until you leave it", timeout=5)
+                return
+            try:
+                name = self.library.load(self.doc_id).name
+            except TalesmithError:
+                return
+            if name != self.doc.name:
+                self.history = self.history.replace(dataclasses.replace(self.doc, name=name))
+                self.saved_doc = self.doc
+                self.show()
+
+    # --- sampling ----------------------------------------------------------------------------
+
+    def action_sampling(self) -> None:
+        self.app.push_screen(SamplingScreen(self.doc.preset, self.doc.settings), self._sampled)
+
+    def _sampled(self, result: tuple[str, Any] | None) -> None:
+        if result is not None:
+            name, settings = result
+            self.commit(dataclasses.replace(self.doc, preset=name, settings=settings))
+            self.notify("Sampling settings saved with this " + self.KIND, timeout=2)
+
+    # --- generation --------------------------------------------------------------------------
+
+    def busy(self, *, quiet: bool = True) -> bool:
+        if self.job is not None and not quiet:
+            self.notify("Still generating; press escape to stop first", timeout=3)
+        return self.job is not None
+
+    def start_generation(self, base: Any, document: Any) -> bool:
+        app: Any = self.app
+        if app.backend is None:
+            self.notify(app.backend_problem, severity="error" if app.backend_error else "warning")
+            return False
+        self.job = Job(base)
+        self.generating_changed(True)
+        self.refresh_status()
+        self._generate(self.job, app.backend, document, self.doc.settings)
+        return True
+
+    @work(thread=True, group="generation", exit_on_error=False)
+    def _generate(self, job: Job, backend: Any, document: Any, settings: Any) -> None:
+        app: Any = self.app
+        generation.run(self, app.backend_lock, job, backend, document, settings)
+
+    def action_stop(self) -> None:
+        if self.job is None:
+            return
+        self.stop_generation()
+
+    def stop_generation(self) -> None:
+        """End the generation now: its text so far is kept, later chunks are ignored."""
+        job = self.job
+        if job is None:
+            return
+        job.stop.set()
+        self.finish(job, None)
+
+    def on_prepared(self, message: Prepared) -> None:
+        if message.job is self.job:
+            self.last_measure = Measure(message.n_tokens, message.n_tokens, message.dropped)
+            self.prepared(message.job, message.dropped)
+
+    def on_streamed(self, message: Streamed) -> None:
+        job = message.job
+        if job is self.job and not job.done:
+            job.parts.append(message.text)
+            self.streamed(job, message.text)
+
+    def on_finished(self, message: Finished) -> None:
+        if message.timing is not None and message.timing.generated_tokens > 1:
+            self.tokens_per_second = message.timing.tokens_per_second
+        if message.error:
+            self.notify(message.error, severity="error", timeout=10)
+        if message.job is self.job:
+            self.finish(message.job, message.reason)
+        self.schedule_measure()
+
+    def finish(self, job: Job, reason: str | None) -> None:
+        job.done = True
+        self.job = None
+        self.finished(job, reason)
+        self.generating_changed(False)
+        self.autosave()
+        self.refresh_status()
+
+    def prepared(self, job: Job, dropped: int) -> None:
+        pass
+
+    def streamed(self, job: Job, text: str) -> None:
+        raise NotImplementedError
+
+    def finished(self, job: Job, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def generating_changed(self, generating: bool) -> None:
+        pass
+
+    # --- status line -------------------------------------------------------------------------
+
+    def backend_changed(self) -> None:
+        self.refresh_status()
+        self.schedule_measure()
+
+    def schedule_measure(self) -> None:
+        if not self.is_mounted:
+            return
+        if self._measure_timer is not None:
+            self._measure_timer.stop()
+        self._measure_timer = self.set_timer(MEASURE_DELAY, self.update_measure)
+
+    def update_measure(self) -> None:
+        app: Any = self.app
+        document = self.prompt_document()
+        if app.backend is None or self.job is not None or document is None:
+            self.refresh_status()
+            return
+        result = generation.measure(app.backend, app.backend_lock, document, self.doc.settings)
+        if result is not None:
+            self.last_measure = result
+            self.measured(result)
+        self.refresh_status()
+
+    def measured(self, measure: Measure) -> None:
+        pass
+
+    def refresh_status(self) -> None:
+        if not self.is_mounted:
+            return
+        app: Any = self.app
+        parts = [escape(app.model_name)]
+        if app.backend is not None:
+            parts.append(app.backend.name)
+            m = self.last_measure
+            if m is not None and m.error:
+                parts.append("too long for the context")
+            elif m is not None:
+                parts.append(f"ctx {m.n_tokens}/{app.backend.n_ctx}")
+                if self.job is None:
+                    parts.append(f"re {m.reprocess}")
+        elif app.backend_error:
+            parts.append("[b red]model failed[/]")
+        else:
+            parts.append("loading…")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:.1f} tok/s")
+        extra = self.status_extra()
+        if extra:
+            parts.append(extra)
+        if self.job is not None:
+            parts.append("[b]generating…[/] esc stops")
+        elif self.doc != self.saved_doc:
+            parts.append("unsaved")
+        self.query_one("#status", Static).update(" · ".join(parts))

@@ -1,0 +1,263 @@
+"""Modal screens: help, a one-line prompt, a yes/no question, a message editor, the character editor
+and the list of saved stories or chats."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from talesmith.runtime.cards import Character
+from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.stories import Library, slug
+
+
+def _keys_table(title: str, bindings: list[Binding]) -> str:
+    rows = [f"[b]{title}[/]"]
+    for b in bindings:
+        if b.description:
+            key = b.key.split(",")[0]
+            rows.append(f"  [b]{key:<11}[/] {escape(b.description)}")
+    return "\n".join(rows)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        from .app import TalesmithApp
+        from .base import DocumentScreen
+        from .chat import ChatScreen, MessageList
+        from .story import StoryScreen
+
+        everywhere = TalesmithApp.BINDINGS + DocumentScreen.COMMON_BINDINGS
+        text = "\n\n".join([
+            _keys_table("Everywhere", everywhere),
+            _keys_table("Story", StoryScreen.BINDINGS),
+            _keys_table("Chat", ChatScreen.BINDINGS),
+            _keys_table("Chat messages (tab to the list)", MessageList.BINDINGS),
+            _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
+            "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
+        ])
+        with VerticalScroll(id="dialog", classes="help"):
+            yield Static("[b]talesmith keys[/]   (escape closes)", classes="dialog-title")
+            yield Static(text)
+
+
+class TextPrompt(ModalScreen[str | None]):
+    """Ask for one line of text."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = "") -> None:
+        super().__init__()
+        self.question, self.value = question, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="small"):
+            yield Label(self.question)
+            yield Input(self.value, id="answer")
+            yield Static("enter accepts · escape cancels", classes="hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Confirm(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="small"):
+            yield Label(self.question)
+            yield Static("y: yes · n: no", classes="hint")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class TextEditor(ModalScreen[str | None]):
+    """Edit a longer text (a chat message)."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text)
+            yield TextArea(self.text, id="text", soft_wrap=True, compact=True)
+            yield Static("ctrl+s saves · escape cancels", classes="hint")
+
+    def action_save(self) -> None:
+        self.dismiss(self.query_one("#text", TextArea).text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CharacterEditor(ModalScreen[Character | None]):
+    """Create or edit a character: name, persona, personality, scenario, greeting, example dialogue."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
+    AREAS = (("persona", "Persona (description)"), ("personality", "Personality"), ("scenario", "Scenario"),
+             ("greeting", "Greeting (first message)"), ("examples", "Example dialogue (<START> between blocks)"))
+
+    def __init__(self, character: Character | None = None) -> None:
+        super().__init__()
+        self.character = character or Character(name="")
+
+    def compose(self) -> ComposeResult:
+        c = self.character
+        with VerticalScroll(id="dialog"):
+            yield Label("[b]Character[/]  ctrl+s saves · escape cancels")
+            yield Label("Name")
+            yield Input(c.name, id="name", compact=True, placeholder="the character's name")
+            for key, label in self.AREAS:
+                yield Label(label)
+                yield TextArea(getattr(c, key), id=key, soft_wrap=True, compact=True, classes="field-area")
+
+    def action_save(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        if not name:
+            self.notify("A character needs a name; type it in the Name field", severity="error")
+            self.query_one("#name", Input).focus()
+            return
+        values = {key: self.query_one(f"#{key}", TextArea).text for key, _ in self.AREAS}
+        self.dismiss(dataclasses.replace(self.character, name=name, **values))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class LibraryScreen(ModalScreen[str | None]):
+    """The saved stories (or chats): open, rename, delete, export."""
+
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("r", "rename", "Rename"),
+        Binding("d,delete", "delete", "Delete"),
+        Binding("t", "export('.txt')", "Export .txt"),
+        Binding("m", "export('.md')", "Export .md"),
+        Binding("escape", "cancel", "Close"),
+    ]
+
+    def __init__(self, library: Library, exports: Path) -> None:
+        super().__init__()
+        self.library, self.exports = library, exports
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(f"[b]Your {self.library.kind}s[/]  ({escape(str(self.library.folder))})")
+            yield OptionList(id="entries")
+            yield Static("enter open · r rename · d delete · t/m export · escape close", classes="hint")
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self, highlight: int = 0) -> None:
+        entries = self.library.entries()
+        options = self.query_one("#entries", OptionList)
+        options.clear_options()
+        for e in entries:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified)) if e.modified else "unreadable"
+            label = f"{escape(e.name)}  [dim]{when}[/]" if not e.error else f"[red]{escape(e.id)} (unreadable)[/]"
+            options.add_option(Option(label, id=e.id))
+        if not entries:
+            options.add_option(Option(f"[dim]No {self.library.kind}s yet[/]", id="", disabled=True))
+        options.highlighted = min(highlight, max(len(entries) - 1, 0)) if entries else None
+        self.entries = entries
+
+    def selected(self) -> str | None:
+        options = self.query_one("#entries", OptionList)
+        if options.highlighted is None or not self.entries:
+            return None
+        return self.entries[options.highlighted].id
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        doc_id = self.selected()
+        if doc_id is None:
+            return
+        entry = next(e for e in self.entries if e.id == doc_id)
+        if entry.error:
+            self.notify(entry.error, severity="error", timeout=10)
+            return
+        self.dismiss(doc_id)
+
+    def action_rename(self) -> None:
+        doc_id = self.selected()
+        if doc_id is None:
+            return
+        entry = next(e for e in self.entries if e.id == doc_id)
+
+        def done(name: str | None) -> None:
+            if name is None:
+                return
+            try:
+                self.library.rename(doc_id, name)
+            except TalesmithError as e:
+                self.notify(str(e), severity="error")
+            self.reload(self.query_one("#entries", OptionList).highlighted or 0)
+
+        self.app.push_screen(TextPrompt(f"New name for {entry.name!r}", entry.name), done)
+
+    def action_delete(self) -> None:
+        doc_id = self.selected()
+        if doc_id is None:
+            return
+        entry = next(e for e in self.entries if e.id == doc_id)
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.library.delete(doc_id)
+                self.notify(f"Deleted {entry.name!r}", timeout=3)
+                self.reload(self.query_one("#entries", OptionList).highlighted or 0)
+
+        self.app.push_screen(Confirm(f"Delete {entry.name!r} for good?"), done)
+
+    def action_export(self, suffix: str) -> None:
+        from talesmith.runtime.stories import export
+
+        doc_id = self.selected()
+        if doc_id is None:
+            return
+        try:
+            doc = self.library.load(doc_id)
+        except TalesmithError as e:
+            self.notify(str(e), severity="error")
+            return
+        default = self.exports / f"{slug(doc.name)}{suffix}"
+
+        def done(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                written = export(doc, Path(path).expanduser())
+            except (OSError, TalesmithError) as e:
+                self.notify(f"Could not export: {e}", severity="error", timeout=10)
+            else:
+                self.notify(f"Exported to {written}", timeout=5)
+
+        self.app.push_screen(TextPrompt("Export to (.txt or .md)", str(default)), done)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

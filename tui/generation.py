@@ -1,0 +1,113 @@
+"""Running one generation off the UI thread, and measuring what the next one will cost.
+
+The worker walks the runtime's one path (prepare -> stream) and posts one message per chunk to the
+screen that asked; the screen never waits for it. Stopping closes the stream, which ends generation
+at the next token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+from textual.message_pump import MessagePump
+
+from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.generate import Timing, prepare, stream
+from talesmith.runtime.settings import SamplingSettings
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    """One generation: what it continues and the text it has produced so far."""
+
+    base: Any
+    """What the screen needs to place the result (the story text before it, or the kind of reply)."""
+    id: int = field(default_factory=lambda: next(_ids))
+    stop: threading.Event = field(default_factory=threading.Event)
+    parts: list[str] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class Prepared(Message):
+    def __init__(self, job: Job, n_tokens: int, dropped: int) -> None:
+        super().__init__()
+        self.job, self.n_tokens, self.dropped = job, n_tokens, dropped
+
+
+class Streamed(Message):
+    def __init__(self, job: Job, text: str) -> None:
+        super().__init__()
+        self.job, self.text = job, text
+
+
+class Finished(Message):
+    def __init__(self, job: Job, reason: str | None, timing: Timing | None, error: str | None) -> None:
+        super().__init__()
+        self.job, self.reason, self.timing, self.error = job, reason, timing, error
+
+
+def run(target: MessagePump, lock: threading.Lock, job: Job, backend: Any, document: Any,
+        settings: SamplingSettings) -> None:
+    """The body of a generation worker thread. Posts Prepared, then Streamed per chunk, then Finished."""
+    reason = timing = error = None
+    with lock:
+        try:
+            prepared = prepare(backend, document, settings)
+            target.post_message(Prepared(job, len(prepared.tokens), prepared.fitted.dropped))
+            chunks = stream(backend, prepared.tokens, settings, stops=prepared.stops)
+            try:
+                for chunk in chunks:
+                    if job.stop.is_set():
+                        reason = "stopped"
+                        break
+                    timing, reason = chunk.timing, chunk.finish_reason
+                    if chunk.text:
+                        target.post_message(Streamed(job, chunk.text))
+            finally:
+                chunks.close()
+        except TalesmithError as e:
+            error = str(e)
+        except Exception as e:  # a backend failure must reach the user as a notification, not kill the app
+            error = f"generation failed: {type(e).__name__}: {e}"
+    target.post_message(Finished(job, reason, timing, error))
+
+
+@dataclass(frozen=True)
+class Measure:
+    n_tokens: int
+    """Tokens of the prompt the next generation would use."""
+    reprocess: int
+    """Of those, how many are not in the cache and must be evaluated again."""
+    dropped: int
+    """History units (story lines, chat messages) left out to fit the context."""
+    error: str = ""
+
+
+def measure(backend: Any, lock: threading.Lock, document: Any, settings: SamplingSettings) -> Measure | None:
+    """What the next generation of `document` costs; None while the backend is busy."""
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        prepared = prepare(backend, document, settings)
+        cached = tuple(backend.cached_tokens)
+    except TalesmithError as e:
+        return Measure(0, 0, 0, str(e))
+    finally:
+        lock.release()
+    common = 0
+    for a, b in zip(cached, prepared.tokens):
+        if a != b:
+            break
+        common += 1
+    common = min(common, len(prepared.tokens) - 1)
+    return Measure(len(prepared.tokens), len(prepared.tokens) - common, prepared.fitted.dropped)

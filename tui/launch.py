@@ -1,0 +1,34 @@
+"""Starting the app on a real model: resolve it, build the backend factory, run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .app import AppConfig, TalesmithApp
+
+HOME_ENV = "TALESMITH_HOME"
+
+
+def default_data_dir() -> Path:
+    """Where stories, chats and characters live: $TALESMITH_HOME, else the XDG data folder."""
+    explicit = os.environ.get(HOME_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "talesmith"
+
+
+def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None = None, gpu_layers: int = 0,
+        threads: int | None = None, data_dir: Path | None = None, mode: str = "story") -> None:
+    from talesmith.runtime.models import DEFAULT_MODEL, resolve
+
+    ref = resolve(model, lock=lock)  # a bad name fails here, before the screen opens
+
+    def factory():
+        from talesmith.runtime.llama_backend import LlamaCppBackend
+
+        return LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+
+    config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode)
+    TalesmithApp(factory, config).run()

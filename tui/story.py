@@ -1,0 +1,222 @@
+"""The story screen: header fields, memory and author's note beside a large editor that generation
+streams into; retry keeps alternatives to cycle through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
+
+from talesmith.runtime.documents import StoryHeader
+from talesmith.runtime.stories import StoryDocument
+
+from .base import DocumentScreen
+from .generation import Job
+
+UNTITLED = StoryDocument().name
+HEADER_INPUTS = (("title", "Title"), ("author", "Author"), ("genre", "Genre"), ("tags", "Tags (comma-separated)"),
+                 ("style", "Style"))
+
+
+class StoryEditor(TextArea):
+    """The story text. Its own undo is replaced by the screen's, which spans edits and generations."""
+
+    BINDINGS = [Binding("ctrl+z", "screen.undo", show=False), Binding("ctrl+y", "screen.redo", show=False)]
+
+
+class StoryScreen(DocumentScreen):
+    KIND = "story"
+    BINDINGS = [
+        Binding("ctrl+g", "generate", "Generate", priority=True),
+        Binding("ctrl+r", "retry", "Retry", priority=True),
+        Binding("alt+left", "cycle(-1)", "Prev alt", priority=True),
+        Binding("alt+right", "cycle(1)", "Next alt", priority=True),
+        Binding("ctrl+t", "keep", "Keep alt", priority=True),
+        Binding("ctrl+n", "new", "New story", priority=True),
+        Binding("ctrl+b", "toggle_fields", "Fields", priority=True),
+        *DocumentScreen.COMMON_BINDINGS,
+    ]
+
+    def blank(self) -> StoryDocument:
+        return StoryDocument()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            with VerticalScroll(id="fields"):
+                for key, label in HEADER_INPUTS:
+                    yield Label(label)
+                    yield Input(id=key, compact=True)
+                yield Checkbox("Japanese (あらすじ)", id="japanese", compact=True)
+                yield Label("Synopsis (あらすじ)")
+                yield Input(id="synopsis", compact=True)
+                yield Label("Memory")
+                yield TextArea(id="memory", soft_wrap=True, compact=True, classes="field-area")
+                yield Label("Author's note")
+                yield Input(id="author_note", compact=True)
+                yield Label("Note depth (lines from the end)")
+                yield Input(id="author_note_depth", compact=True, type="integer")
+            yield StoryEditor(id="editor", soft_wrap=True, compact=True)
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show()
+        self.query_one("#editor").focus()
+        self.refresh_status()
+
+    # --- widgets <-> document ----------------------------------------------------------------
+
+    def show(self) -> None:
+        doc: StoryDocument = self.doc
+        s, h = doc.story, doc.story.header
+        values = dict(title=h.title, author=h.author, genre=h.genre, tags=", ".join(h.tags), style=h.style,
+                      synopsis=s.synopsis, author_note=s.author_note, author_note_depth=str(s.author_note_depth))
+        for key, value in values.items():
+            widget = self.query_one(f"#{key}", Input)
+            if widget.value != value and not (key == "tags" and _tags(widget.value) == h.tags):
+                widget.value = value
+        self.query_one("#japanese", Checkbox).value = s.japanese
+        for area_id, text in (("memory", s.memory), ("editor", s.text)):
+            area = self.query_one(f"#{area_id}", TextArea)
+            if area.text != text:
+                area.load_text(text)
+                if area_id == "editor":
+                    area.move_cursor(area.document.end)
+        self.refresh_status()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        key = event.input.id or ""
+        doc: StoryDocument = self.doc
+        h = doc.story.header
+        if key in ("title", "author", "genre", "style"):
+            new = doc.with_story(header=_replace(h, **{key: event.value}))
+            if key == "title" and doc.name in (UNTITLED, h.title):
+                new = _renamed(new, event.value.strip() or UNTITLED)
+        elif key == "tags":
+            new = doc.with_story(header=_replace(h, tags=_tags(event.value)))
+        elif key in ("synopsis", "author_note"):
+            new = doc.with_story(**{key: event.value})
+        elif key == "author_note_depth":
+            try:
+                depth = int(event.value)
+            except ValueError:
+                return
+            if depth < 1:
+                self.notify(f"Author's note depth {depth} must be at least 1 (lines from the end)",
+                            severity="warning", timeout=4)
+                return
+            new = doc.with_story(author_note_depth=depth)
+        else:
+            return
+        self.commit(new, edit=key)
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.commit(self.doc.with_story(japanese=event.value), edit="japanese")
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if self.job is not None:
+            return  # the generation's own text; committed when it finishes
+        if event.text_area.id == "editor":
+            self.commit(self.doc.with_text(event.text_area.text), edit="text")
+        elif event.text_area.id == "memory":
+            self.commit(self.doc.with_story(memory=event.text_area.text), edit="memory")
+
+    def prompt_document(self) -> Any:
+        return self.doc.story
+
+    def status_extra(self) -> str:
+        alt = self.doc.live_alternatives()
+        if alt is not None and len(alt.options) > 1:
+            return f"alt {alt.index + 1}/{len(alt.options)}"
+        return ""
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def action_generate(self) -> None:
+        if self.busy(quiet=False):
+            return
+        doc: StoryDocument = self.doc
+        self.start_generation(doc.text, doc.story)
+
+    def action_retry(self) -> None:
+        if self.busy(quiet=False):
+            return
+        alt = self.doc.live_alternatives()
+        if alt is None:
+            self.notify("Nothing to retry here: the last generation was edited or there was none; ctrl+g generates",
+                        timeout=4)
+            return
+        if self.start_generation(alt.base, self.doc.with_text(alt.base).story):
+            editor = self.query_one("#editor", TextArea)
+            editor.load_text(alt.base)
+            editor.move_cursor(editor.document.end)
+
+    def action_cycle(self, step: int) -> None:
+        if self.busy(quiet=False):
+            return
+        new = self.doc.cycled(step)
+        if new is self.doc:
+            self.notify("No alternatives here: ctrl+r retries to make some", timeout=3)
+            return
+        self.commit(new)
+        self.show()
+
+    def action_keep(self) -> None:
+        if self.busy(quiet=False):
+            return
+        if self.doc.live_alternatives() is None:
+            self.notify("No alternatives to choose between", timeout=3)
+            return
+        self.commit(self.doc.kept())
+        self.notify("Kept this continuation", timeout=2)
+        self.refresh_status()
+
+    def action_new(self) -> None:
+        if self.busy(quiet=False):
+            return
+        self.load(None, StoryDocument(settings=self.doc.settings, preset=self.doc.preset))
+        self.notify("New story", timeout=2)
+
+    def action_toggle_fields(self) -> None:
+        fields = self.query_one("#fields")
+        fields.display = not fields.display
+
+    # --- generation --------------------------------------------------------------------------
+
+    def generating_changed(self, generating: bool) -> None:
+        editor = self.query_one("#editor", TextArea)
+        editor.read_only = generating
+
+    def streamed(self, job: Job, text: str) -> None:
+        editor = self.query_one("#editor", TextArea)
+        editor.insert(text, editor.document.end)
+        editor.move_cursor(editor.document.end)
+        self.refresh_status()
+
+    def finished(self, job: Job, reason: str | None) -> None:
+        text = job.text
+        if text:
+            self.commit(self.doc.continued(job.base, text))
+        elif reason is not None:
+            self.notify("The model ended without writing anything; try again or change the text", timeout=4)
+        self.show()
+
+
+def _tags(value: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def _replace(header: StoryHeader, **changes: Any) -> StoryHeader:
+    import dataclasses
+
+    return dataclasses.replace(header, **changes)
+
+
+def _renamed(doc: StoryDocument, name: str) -> StoryDocument:
+    import dataclasses
+
+    return dataclasses.replace(doc, name=name)
