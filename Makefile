@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test bench clean
 
@@ -11,15 +12,20 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
+
+# The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft).
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,convert]'
+	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)
 	$(BIN)/talesmith generate --format story --title "The Lighthouse Keeper" \
 		--genre "Mystery" --tags "3rdperson, atmospheric" --style "Vivid" \
 		"The storm had raged for three days when the knock came at the lighthouse door."
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -137,7 +137,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
         progress.on_file_done(output)
 
     base = req.outdir / f"{name}-{req.outtype}.gguf"
-    progress.on_file_start(req.outtype, base)
+    progress.on_file_start(req.outtype.upper(), base)
     started = time.perf_counter()
     try:
         n_params = write_gguf(base, arch, vocab, metadata, outtype=req.outtype, on_tensor=progress.on_tensor)

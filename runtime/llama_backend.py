@@ -29,6 +29,11 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         sys.stderr.write(text.decode("utf-8", errors="replace"))
 
 
+def quiet_logs() -> None:
+    """Route llama.cpp's log through `_quiet_log`, which keeps only errors."""
+    llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+
+
 def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
@@ -140,7 +145,7 @@ class LlamaCppBackend:
             self.warnings.append(f"--gpu-layers {gpu_layers} ignored: this llama-cpp-python was built without GPU "
                                  f"support; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\"")
         threads = threads or os.cpu_count() or 1
-        llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+        quiet_logs()
         try:
             self._llm = llama_cpp.Llama(
                 model_path=self.model_path, n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), n_gpu_layers=gpu_layers,

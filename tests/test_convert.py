@@ -240,3 +240,18 @@ def test_weights_only_bin_checkpoint_converts(tiny, tmp_path):
                       lock=tmp_path / "models.lock")
     ids = english_ids(tiny["gpt2"])
     assert np.abs(gguf_logits(outputs[0].path, ids) - hf_logits(tiny["gpt2"], ids)).max() < LOGIT_TOLERANCE
+
+
+def test_sentencepiece_llama_tokenizes_and_computes_like_transformers(tmp_path):
+    from tiny_models import make_spm_llama
+
+    folder = make_spm_llama(tmp_path / "spm")
+    outputs = convert(ConvertRequest(str(folder), tmp_path / "o", quants=(), outtype="f32", name="spm"),
+                      lock=tmp_path / "models.lock")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    backend = LlamaCppBackend(outputs[0].path, n_ctx=64)
+    for text in [*SAMPLE_TEXTS.values(), "  two spaces", "Hello\nworld"]:
+        assert backend.tokenize(text) == tok(text)["input_ids"]  # BOS added by both
+    backend.close()
+    ids = tok(SAMPLE_TEXTS["japanese"])["input_ids"]
+    assert np.abs(gguf_logits(outputs[0].path, ids) - hf_logits(folder, ids)).max() < LOGIT_TOLERANCE

@@ -92,3 +92,28 @@ def make_lora(kind: str, base: Path, folder: Path, *, seed: int, targets: list[s
                 p.mul_(2.0)  # big enough to change the logits visibly
     peft_model.save_pretrained(folder)
     return folder
+
+
+def make_spm_llama(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny Llama whose tokenizer is SentencePiece (tokenizer.model), as Llama 2's is."""
+    import io
+
+    import sentencepiece as spm
+    import torch
+    import transformers as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model_bytes = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 4), model_writer=model_bytes, vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2)
+    (folder / "tokenizer.model").write_bytes(model_bytes.getvalue())
+    tok = tf.LlamaTokenizer(vocab_file=str(folder / "tokenizer.model"), legacy=True, add_bos_token=True)
+    tok.save_pretrained(folder)
+    config = tf.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                            tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    cls = tf.LlamaForCausalLM
+    cls(config).eval().save_pretrained(folder, safe_serialization=True)
+    return folder
