@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 models_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                          help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path.")
@@ -37,7 +38,7 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
     style = {"present": "green", "missing": "dim", "partial": "yellow", "unpinned": "dim"}
     for r in rows(lock=lock):
         verified = {"yes": "[green]yes[/]", "MISMATCH": "[bold red]MISMATCH[/]"}.get(r.verified, r.verified)
-        table.add_row(r.name, r.format, r.quantization, _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
+        table.add_row(escape(r.name), r.format, escape(r.quantization), _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
     out.print(table)
 
 
@@ -49,13 +50,13 @@ def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
     from .manage import pull as pull_model
 
     def announce(i: int, n: int, f: dict[str, Any]) -> None:
-        err.print(f"[dim]{name}: {f['name']} ({i + 1}/{n}, {_size(f['size'])})[/]")
+        err.print(f"[dim]{escape(name)}: {escape(f['name'])} ({i + 1}/{n}, {_size(f['size'])})[/]")
 
     result = pull_model(name, lock=lock, force=force, on_file=announce)
     for file in result.pinned:
-        err.print(f"[yellow]note:[/] pinned the sha256 of {file}, seen for the first time")
-    err.print(f"[green]verified[/] {len(result.files)} files of {name}")
-    out.print(str(result.path), soft_wrap=True)
+        err.print(f"[yellow]note:[/] pinned the sha256 of {escape(file)}, seen for the first time")
+    err.print(f"[green]verified[/] {len(result.files)} files of {escape(name)}")
+    print(result.path)
 
 
 @models_app.command()
@@ -68,7 +69,7 @@ def verify(name: Optional[str] = typer.Argument(None, help="A model name (defaul
     marks = {"ok": "[green]ok[/]", "missing": "[yellow]missing[/]", "mismatch": "[bold red]MISMATCH[/]",
              "unpinned": "[yellow]unpinned[/]"}
     for c in checks:
-        out.print(f"{marks[c.state]}  {c.model}  {c.name}", soft_wrap=True)
+        out.print(f"{marks[c.state]}  {escape(c.model)}  {escape(c.name)}", soft_wrap=True)
     bad = [c for c in checks if not c.ok]
     if bad:
         raise VerifyError(f"{len(bad)} of {len(checks)} files failed verification (first: {bad[0].name} of "
@@ -95,9 +96,12 @@ def add(name: str = typer.Argument(..., help="The name to give the model."),
                             prompt_format=prompt_format, preset=preset, quantization=quantization,
                             architecture=architecture, lock=lock)
     if note:
-        err.print(f"[yellow]note:[/] left the revision unresolved: {note}; run `talesmith models lock {name}` later")
+        err.print(f"[yellow]note:[/] left the revision unresolved ({escape(note)}); run `talesmith models lock {name}` "
+                  f"where the hub is reachable", soft_wrap=True)
+        err.print(f"[green]added[/] {name}")
+        return
     pinned = entry.get("source", {}).get("commit")
-    at = f" at {pinned[:12]}" if pinned and pinned != "unresolved" else ""
+    at = f" at {pinned[:12]}" if pinned else ""
     err.print(f"[green]added[/] {name}{at} ({len(entry.get('files', []))} files)")
 
 

@@ -10,6 +10,7 @@ own login (`hf auth login` or HF_TOKEN); talesmith never reads, returns or store
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,15 @@ def locks_folder(repo: str) -> Path:
 
 
 def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+    """A short cause: the operating system's words when there are some, else the exception's first words."""
+    text = " ".join(str(e).split())
+    errno = re.search(r"\[Errno -?\d+\] ([^)\]'\"]+)", text)
+    if errno:
+        return errno.group(1).strip().rstrip(".")
+    if "Connection refused" in text or "NewConnectionError" in text:
+        return "connection refused"
+    text = re.sub(r"[\[\]]", "", text) or type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @contextmanager

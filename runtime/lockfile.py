@@ -57,7 +57,7 @@ def check_name(name: str) -> str:
 def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
     """Raise LockError naming the first field of `entry` that has the wrong shape."""
     def bad(what: str) -> LockError:
-        return LockError(f"{where}: [models.{name}] {what}; fix the entry or remove it with "
+        return LockError(f"{where}: model {name!r} {what}; fix the entry or remove it with "
                          f"`talesmith models remove {name}`")
 
     if not isinstance(entry, dict):
@@ -87,11 +87,11 @@ def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
         raise bad("files must be an array of {name, sha256, size} tables")
     for i, f in enumerate(files):
         if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
-            raise bad(f"files[{i}] must be a table with a name")
+            raise bad(f"files #{i + 1} must be a table with a name")
         if not isinstance(f.get("size"), int) or isinstance(f.get("size"), bool) or f["size"] < 0:
-            raise bad(f"files[{i}].size must be a whole number of bytes")
+            raise bad(f"files #{i + 1} size must be a whole number of bytes")
         if "sha256" in f and not (isinstance(f["sha256"], str) and _SHA256.match(f["sha256"])):
-            raise bad(f"files[{i}].sha256 must be 64 lowercase hex digits")
+            raise bad(f"files #{i + 1} sha256 must be 64 lowercase hex digits")
     adapters = entry.get("adapters", [])
     if not isinstance(adapters, list) or not all(isinstance(a, dict) for a in adapters):
         raise bad("adapters must be an array of tables")
@@ -108,7 +108,7 @@ def parse(text: str, path: Path) -> Lock:
                         f"(upgrade talesmith or point --lock elsewhere)")
     models = data.get("models", {})
     if not isinstance(models, dict):
-        raise LockError(f"{path}: [models] must be a table of model entries")
+        raise LockError(f"{path}: models must be a table of model entries")
     for name, entry in models.items():
         check_entry(name, entry, str(path))
     return Lock(path, models, _header(text))

@@ -58,14 +58,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
 
 
 def record_model(name: str, entry: dict, *, lock: str | os.PathLike[str] | None = None) -> None:
-    """Add or replace the `[models.NAME]` entry of the lock, atomically, keeping every other entry."""
+    """Add or replace the `[models.NAME]` entry of the lock, atomically, keeping every other entry.
+
+    Paths become strings and None values are left out (TOML has no null)."""
     check_name(name)
     entry = _plain(entry)
     lp = lock_path(lock)

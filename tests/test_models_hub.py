@@ -12,7 +12,7 @@ import pytest
 
 from hub_server import HubServer, Repo
 from talesmith.runtime import hub as hubmod
-from talesmith.runtime.errors import ModelError
+from talesmith.runtime.errors import InputError, ModelError
 from talesmith.runtime.manage import HashMismatchError, add, lock_model, pull, rows, verify
 from talesmith.runtime.models import resolve
 
@@ -224,3 +224,19 @@ def test_cli_pull_prints_the_path_and_fails_with_one_line_on_a_cut_connection(hu
     assert "verified 1 files of tiny" in done.stderr
     path = subprocess.run([*cli, "path", "tiny"], capture_output=True, text=True, timeout=60)
     assert path.stdout == f"{snapshot / 'tiny-Q4_K_M.gguf'}\n"
+
+
+def test_an_unreachable_hub_is_one_line_and_add_keeps_the_revision_unresolved(hub, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(InputError) as e:
+        add("tiny", "acme/tiny-GGUF")
+    assert str(e.value) == (f"pass --format (hf, gguf, onnx) for acme/tiny-GGUF: the hub cannot be asked (cannot reach "
+                            f"the hub at http://127.0.0.1:{port} for acme/tiny-GGUF (Connection refused); check the network)")
+    entry, note = add("tiny", "acme/tiny-GGUF", fmt="gguf")
+    assert entry["source"]["commit"] == "unresolved"
+    assert note.startswith(f"cannot reach the hub at http://127.0.0.1:{port}")
