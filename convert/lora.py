@@ -132,7 +132,10 @@ def _adapter_tensors(path: Path) -> dict[str, Any]:
 
 
 class MergedWeights:
-    """A checkpoint's tensors with adapters merged in, as float32 numpy arrays, one at a time."""
+    """A checkpoint's tensors with adapters merged in, as numpy arrays, one at a time.
+
+    Merged tensors come out float32; untouched ones keep their stored precision (bf16 becomes float32).
+    """
 
     def __init__(self, ckpt, adapters: list[Adapter], *, device: str = "cpu"):
         self.ckpt = ckpt
@@ -185,7 +188,8 @@ class MergedWeights:
             tensor = self.ckpt.get(name)
         deltas = self._deltas.get(name)
         if not deltas:
-            return tensor.to(torch.float32).numpy()
+            # Kept in its own precision (numpy has no bf16): the writer casts once, without a float32 detour.
+            return (tensor.to(torch.float32) if tensor.dtype == torch.bfloat16 else tensor).numpy()
         w = tensor.to(self.device, torch.float32)
         for adapter, module in deltas:
             a, b = adapter.pairs[module]

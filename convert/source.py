@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from talesmith.runtime.errors import ConversionError
 
@@ -69,16 +69,18 @@ class Checkpoint:
         path = self._where.get(name)
         if path is None:
             raise ConversionError(f"{self.folder} has no tensor {name!r}; is it a complete {self.architecture} checkpoint?")
-        handle = self._handle(path)
         try:
-            return handle.get_tensor(name) if path.suffix == ".safetensors" else handle[name]
+            if path.suffix == ".safetensors":
+                # Opened per tensor: a handle kept open would keep every page read so far mapped (and resident).
+                with _open_file(path) as handle:
+                    return handle.get_tensor(name)
+            if path not in self._open:
+                self._open[path] = _open_file(path)
+            return self._open[path][name]
+        except ConversionError:
+            raise
         except Exception as e:  # a short read of a truncated file surfaces here
             raise ConversionError(f"{path} could not be read ({e}); the file may be truncated, download it again") from None
-
-    def _handle(self, path: Path):
-        if path not in self._open:
-            self._open[path] = _open_file(path)
-        return self._open[path]
 
     def close(self) -> None:
         self._open.clear()
@@ -177,7 +179,3 @@ def open_checkpoint(source: str | os.PathLike[str], revision: str | None = None)
             ckpt._where[name] = path
             ckpt._shapes[name] = shape
     return ckpt, origin
-
-
-def iter_names(ckpt: Checkpoint, prefix: str) -> Iterator[str]:
-    return (n for n in ckpt.names() if n.startswith(prefix))
