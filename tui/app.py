@@ -50,9 +50,9 @@ class TalesmithApp(App):
     CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
-        Binding("f2", "mode('story')", "Story", priority=True),
-        Binding("f3", "mode('chat')", "Chat", priority=True),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f2", "mode('story')", "Story", priority=True, tooltip="The story screen"),
+        Binding("f3", "mode('chat')", "Chat", priority=True, tooltip="The chat screen"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Save everything and quit"),
     ]
 
     def __init__(self, backend_factory: Callable[[], Any], config: AppConfig) -> None:
@@ -100,6 +100,14 @@ class TalesmithApp(App):
         self.notify(self.backend_problem, severity="error", timeout=15)
         for name in ("story", "chat"):
             self.get_screen(name).backend_changed()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "mode" and parameters and self.screen_stack:
+            try:
+                return self.screen is not self.get_screen(str(parameters[0]))
+            except KeyError:
+                return True
+        return True
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -34,12 +34,12 @@ class DocumentScreen(Screen):
     KIND = "story"
     FOLDER = "stories"
     COMMON_BINDINGS = [
-        Binding("escape", "stop", "Stop", priority=True),
-        Binding("ctrl+z", "undo", "Undo", priority=True),
-        Binding("ctrl+y", "redo", "Redo", priority=True),
-        Binding("ctrl+s", "save", "Save", priority=True, show=False),
-        Binding("ctrl+o", "open", "Open", priority=True),
-        Binding("f4", "sampling", "Sampling", priority=True),
+        Binding("escape", "stop", "Stop", priority=True, tooltip="Stop the generation now (its text is kept)"),
+        Binding("ctrl+z", "undo", "Undo", priority=True, show=False, tooltip="Undo (edits and generations)"),
+        Binding("ctrl+y", "redo", "Redo", priority=True, show=False),
+        Binding("ctrl+s", "save", "Save", priority=True, show=False, tooltip="Save now (saving is automatic)"),
+        Binding("ctrl+o", "open", "Open", priority=True, tooltip="Saved documents: open, rename, delete, export"),
+        Binding("f4", "sampling", "Sampling", priority=True, tooltip="Sampling settings and presets"),
     ]
 
     def __init__(self, data_dir: Path) -> None:
@@ -55,6 +55,12 @@ class DocumentScreen(Screen):
         self._last_edit: tuple[str, float] = ("", 0.0)
         self._save_timer: Timer | None = None
         self._measure_timer: Timer | None = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that do nothing right now are left out of the footer."""
+        if action == "stop":
+            return self.job is not None
+        return True
 
     # --- to be provided by each screen -------------------------------------------------------
 
@@ -317,3 +323,4 @@ class DocumentScreen(Screen):
         elif self.doc != self.saved_doc:
             parts.append("unsaved")
         self.query_one("#status", Static).update(" · ".join(parts))
+        self.refresh_bindings()

@@ -53,13 +53,16 @@ class ChatScreen(DocumentScreen):
     KIND = "chat"
     FOLDER = "chats"
     BINDINGS = [
-        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
-        Binding("alt+left", "swipe(-1)", "Swipe ◀", priority=True),
-        Binding("alt+right", "swipe(1)", "Swipe ▶", priority=True),
-        Binding("ctrl+n", "new_chat", "New chat", priority=True),
-        Binding("f5", "edit_character", "Character", priority=True),
-        Binding("f6", "new_character", "New character", priority=True),
-        Binding("f7", "import_card", "Import card", priority=True),
+        Binding("ctrl+r", "regenerate", "Regen", priority=True, tooltip="Regenerate the last reply as a new swipe"),
+        Binding("alt+left", "swipe(-1)", "Swipe ◀", priority=True, show=False, tooltip="Previous swipe of the last reply"),
+        Binding("alt+right", "swipe(1)", "Swipe ▶", priority=True, show=False,
+                tooltip="Next swipe of the last reply (past the last: a new one)"),
+        Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
+        Binding("f7", "import_card", "Import", priority=True, tooltip="Import a character card (.png / .json)"),
+        Binding("f6", "new_character", "New character", priority=True, show=False,
+                tooltip="Create a character and start a chat with them"),
+        Binding("ctrl+n", "new_chat", "New chat", priority=True, show=False,
+                tooltip="Start a new chat with the same character"),
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
@@ -153,7 +156,11 @@ class ChatScreen(DocumentScreen):
                 self.show()
 
     def status_extra(self) -> str:
-        return f"{self.dropped} msgs out of ctx" if self.dropped else ""
+        parts = [f"{self.dropped} msgs out of ctx"] if self.dropped else []
+        last = self.doc.messages[-1] if self.doc.last_is_reply else None
+        if last is not None and len(last.swipes) > 1:
+            parts.append(f"swipe {last.index + 1}/{len(last.swipes)} (alt+←/→)")
+        return " · ".join(parts)
 
     # --- sending and replies -----------------------------------------------------------------
 
@@ -188,14 +195,13 @@ class ChatScreen(DocumentScreen):
         if not self.start_generation(kind, doc.to_chat(upto)):
             return
         items = self.query_one("#messages", MessageList)
-        if kind == REGENERATE:
-            item = items.children[-1]
+        waiting = self._message_text(len(doc.messages) if kind == REPLY else len(doc.messages) - 1, streaming="…")
+        if kind == REGENERATE and items.children:
+            self.streaming_item = items.children[-1].query_one(Static)
+            self.streaming_item.update(waiting)
         else:
-            item = ListItem(Static(classes="message"))
-            items.append(item)
-        self.streaming_item = item.query_one(Static)
-        self.streaming_item.update(self._message_text(len(doc.messages) if kind == REPLY else len(doc.messages) - 1,
-                                                      streaming="…"))
+            self.streaming_item = Static(waiting, classes="message")
+            items.append(ListItem(self.streaming_item))
         items.scroll_end(animate=False)
 
     def action_regenerate(self) -> None:

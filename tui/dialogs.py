@@ -25,7 +25,7 @@ def _keys_table(title: str, bindings: list[Binding]) -> str:
     for b in bindings:
         if b.description:
             key = b.key.split(",")[0]
-            rows.append(f"  [b]{key:<11}[/] {escape(b.description)}")
+            rows.append(f"  [b]{key:<11}[/] {escape(b.tooltip or b.description)}")
     return "\n".join(rows)
 
 

@@ -109,5 +109,5 @@ def measure(backend: Any, lock: threading.Lock, document: Any, settings: Samplin
         if a != b:
             break
         common += 1
-    common = min(common, len(prepared.tokens) - 1)
+    common = max(min(common, len(prepared.tokens) - 1), 0)
     return Measure(len(prepared.tokens), len(prepared.tokens) - common, prepared.fitted.dropped)

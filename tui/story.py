@@ -22,24 +22,24 @@ HEADER_INPUTS = (("title", "Title"), ("author", "Author"), ("genre", "Genre"), (
                  ("style", "Style"))
 
 
-class StoryEditor(TextArea):
-    """The story text. Its own undo is replaced by the screen's, which spans edits and generations."""
-
-    BINDINGS = [Binding("ctrl+z", "screen.undo", show=False), Binding("ctrl+y", "screen.redo", show=False)]
-
-
 class StoryScreen(DocumentScreen):
     KIND = "story"
     BINDINGS = [
-        Binding("ctrl+g", "generate", "Generate", priority=True),
-        Binding("ctrl+r", "retry", "Retry", priority=True),
-        Binding("alt+left", "cycle(-1)", "Prev alt", priority=True),
-        Binding("alt+right", "cycle(1)", "Next alt", priority=True),
-        Binding("ctrl+t", "keep", "Keep alt", priority=True),
-        Binding("ctrl+n", "new", "New story", priority=True),
-        Binding("ctrl+b", "toggle_fields", "Fields", priority=True),
+        Binding("ctrl+g", "generate", "Generate", priority=True, tooltip="Generate: continue the story"),
+        Binding("ctrl+r", "retry", "Retry", priority=True, tooltip="Retry: another continuation at the same point"),
+        Binding("ctrl+t", "keep", "Keep", priority=True, tooltip="Keep the alternative shown, forget the others"),
+        Binding("alt+left", "cycle(-1)", "Prev alt", priority=True, show=False, tooltip="Show the previous alternative"),
+        Binding("alt+right", "cycle(1)", "Next alt", priority=True, show=False, tooltip="Show the next alternative"),
+        Binding("ctrl+n", "new", "New story", priority=True, show=False, tooltip="Start a new story"),
+        Binding("ctrl+b", "toggle_fields", "Fields", priority=True, show=False,
+                tooltip="Hide or show the header, memory and note fields"),
         *DocumentScreen.COMMON_BINDINGS,
     ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "keep":
+            return self.doc.live_alternatives() is not None
+        return super().check_action(action, parameters)
 
     def blank(self) -> StoryDocument:
         return StoryDocument()
@@ -57,9 +57,9 @@ class StoryScreen(DocumentScreen):
                 yield TextArea(id="memory", soft_wrap=True, compact=True, classes="field-area")
                 yield Label("Author's note")
                 yield Input(id="author_note", compact=True)
-                yield Label("Note depth (lines from the end)")
+                yield Label("Note depth (lines from end)")
                 yield Input(id="author_note_depth", compact=True, type="integer")
-            yield StoryEditor(id="editor", soft_wrap=True, compact=True)
+            yield TextArea(id="editor", soft_wrap=True, compact=True)
         yield Static(id="status")
         yield Footer()
 
@@ -131,7 +131,7 @@ class StoryScreen(DocumentScreen):
     def status_extra(self) -> str:
         alt = self.doc.live_alternatives()
         if alt is not None and len(alt.options) > 1:
-            return f"alt {alt.index + 1}/{len(alt.options)}"
+            return f"alt {alt.index + 1}/{len(alt.options)} (alt+←/→)"
         return ""
 
     # --- actions -----------------------------------------------------------------------------

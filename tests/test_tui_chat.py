@@ -1,0 +1,163 @@
+"""The chat screen driven through the pilot: cards, sending, swipes, editing, context overflow."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from textual.widgets import Input, ListView, Static, TextArea
+
+from talesmith.runtime.cards import Character
+from talesmith.runtime.stories import ChatDocument, Library
+from test_tui import make_app, saved, settle, status
+from tui_fakes import TakesBackend
+
+pytestmark = pytest.mark.asyncio
+
+CARD = {"spec": "chara_card_v2", "spec_version": "2.0",
+        "data": {"name": "Aqua", "description": "A cheerful goddess of water.", "scenario": "A guild hall.",
+                 "first_mes": "Hello, {{user}}!", "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Yo!",
+                 "creator_notes": "kept", "extensions": {"fav": True}}}
+
+
+def png_card(card: dict) -> bytes:
+    from talesmith.runtime.cards import png_with_card, parse_json_card
+    from test_cards import tiny_png
+
+    return png_with_card(tiny_png(), parse_json_card(json.dumps(card)))
+
+
+async def import_card(pilot, path) -> None:
+    await pilot.press("f7")
+    await pilot.pause()
+    pilot.app.screen.query_one("#answer", Input).value = str(path)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def messages(screen) -> list[str]:
+    return [str(s.render()) for s in screen.query_one("#messages", ListView).query(Static)]
+
+
+async def test_import_a_png_card_then_chat_and_swipe(tmp_path):
+    backend = TakesBackend([" Nice to meet you!", " Welcome!", " Greetings."], n_ctx=2048)
+    app = make_app(tmp_path, backend, mode="chat")
+    card = tmp_path / "aqua.png"
+    card.write_bytes(png_card(CARD))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await import_card(pilot, card)
+        assert screen.doc.character.name == "Aqua"
+        assert [m.text for m in screen.doc.messages] == ["Hello, You!"]
+        await pilot.press(*"Hi there", "enter")
+        await settle(pilot)
+        assert [m.text for m in screen.doc.messages] == ["Hello, You!", "Hi there", "Nice to meet you!"]
+        assert backend.prompts[0] == ("Aqua's Persona: A cheerful goddess of water.\nScenario: A guild hall.\n"
+                                      "<START>\nYou: Hi\nAqua: Yo!\n<START>\nAqua: Hello, You!\nYou: Hi there\nAqua:")
+        await pilot.press("alt+right")  # past the last swipe: a new reply
+        await settle(pilot)
+        assert screen.doc.messages[-1].swipes == ("Nice to meet you!", "Welcome!")
+        assert backend.prompts[1] == backend.prompts[0]
+        assert "‹2/2›" in messages(screen)[-1]
+        await pilot.press("alt+left")
+        assert screen.doc.messages[-1].text == "Nice to meet you!"
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert screen.doc.messages[-1].swipes == ("Nice to meet you!", "Welcome!", "Greetings.")
+        await pilot.press("ctrl+q")
+    [chat] = saved(tmp_path, "chats")
+    assert chat["character"]["data"]["creator_notes"] == "kept"
+    assert [m["swipes"] for m in chat["messages"]][-1] == ["Nice to meet you!", "Welcome!", "Greetings."]
+    [kept] = (tmp_path / "data" / "characters").glob("*.json")
+    assert json.loads(kept.read_text())["data"]["extensions"] == {"fav": True}
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x10tEXtchara\0!!!!!!!!!!\0\0\0\0",
+    b'{"spec": "chara_card_v2", "data": {"name": 5}}',
+    b"not json at all",
+])
+async def test_a_bad_card_is_a_notification_and_changes_nothing(tmp_path, content):
+    app = make_app(tmp_path, mode="chat")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        before = screen.doc
+        await import_card(pilot, bad)
+        assert screen.doc is before
+        assert any("bad.png" in n.message and "Nothing was changed" in n.message for n in app._notifications)
+        assert not (tmp_path / "data" / "chats").exists() and not (tmp_path / "data" / "characters").exists()
+
+
+async def test_create_a_character_and_edit_and_delete_messages(tmp_path):
+    backend = TakesBackend([" I am Bo."], n_ctx=2048)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("f6")
+        await pilot.pause()
+        editor = app.screen
+        editor.query_one("#name", Input).value = "Bo"
+        editor.query_one("#persona", TextArea).load_text("A sleepy robot.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert screen.doc.character.name == "Bo" and screen.doc.messages == ()
+        await pilot.press(*"Who?", "enter")
+        await settle(pilot)
+        assert [m.text for m in screen.doc.messages] == ["Who?", "I am Bo."]
+        await pilot.press("shift+tab")  # to the messages
+        await pilot.pause()
+        screen.query_one("#messages", ListView).index = 0
+        await pilot.press("e")
+        await pilot.pause()
+        area = app.screen.query_one("#text", TextArea)
+        area.load_text("Who are you?")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert screen.doc.messages[0].text == "Who are you?"
+        screen.query_one("#messages", ListView).index = 1
+        await pilot.press("d")
+        await pilot.pause()
+        assert [m.text for m in screen.doc.messages] == ["Who are you?"]
+        await pilot.press("ctrl+z")
+        assert [m.text for m in screen.doc.messages] == ["Who are you?", "I am Bo."]
+        await pilot.press("f5")
+        await pilot.pause()
+        app.screen.query_one("#scenario", TextArea).load_text("A junkyard.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert screen.doc.character.scenario == "A junkyard."
+        assert "A junkyard." in str(screen.query_one("#character", Static).render())
+
+
+async def test_history_beyond_the_context_drops_oldest_turns_and_shows_it(tmp_path):
+    backend = TakesBackend([" Sure."], n_ctx=400)
+    lib = Library(tmp_path / "data" / "chats", "chat")
+    chat = ChatDocument.start(Character(name="Aqua", persona="A goddess.", examples="<START>\n{{char}}: Splash!"))
+    for i in range(8):
+        chat = chat.sent(f"Message number {i} " + "blah " * 8).replied(f"Reply {i}.")
+    lib.save("long", chat)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert screen.dropped > 0
+        assert "out of ctx" in status(screen)
+        assert "(out of context)" in messages(screen)[0]
+        await pilot.press(*"And now?", "enter")
+        await settle(pilot)
+        prompt = backend.prompts[-1]
+        assert prompt.startswith("Aqua's Persona: A goddess.\n<START>\nAqua: Splash!\n<START>\n")
+        assert "Message number 0" not in prompt and prompt.endswith("You: And now?\nAqua:")
+        assert len(prompt) + screen.doc.settings.max_new_tokens <= 400
+        assert any("no longer fit the context" in n.message for n in app._notifications)
+        assert screen.doc.messages[-1].text == "Sure."
