@@ -39,6 +39,11 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
     for r in rows(lock=lock):
         verified = {"yes": "[green]yes[/]", "MISMATCH": "[bold red]MISMATCH[/]"}.get(r.verified, r.verified)
         table.add_row(escape(r.name), r.format, escape(r.quantization), _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
+    if not table.rows:
+        from .models import lock_path
+
+        err.print(f"[dim]no models in {escape(str(lock_path(lock)))}; add one with `talesmith models add`[/]")
+        return
     out.print(table)
 
 
@@ -63,17 +68,16 @@ def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
 def verify(name: Optional[str] = typer.Argument(None, help="A model name (default: every model with files here)."),
            lock: Optional[Path] = LockOpt) -> None:
     """Re-hash local files against the lock; exit status 2 when any is missing or altered."""
-    from .manage import VerifyError, verify as verify_files
+    from .manage import verify as verify_files, verify_error
 
     checks = verify_files(name, lock=lock)
     marks = {"ok": "[green]ok[/]", "missing": "[yellow]missing[/]", "mismatch": "[bold red]MISMATCH[/]",
              "unpinned": "[yellow]unpinned[/]"}
     for c in checks:
         out.print(f"{marks[c.state]}  {escape(c.model)}  {escape(c.name)}", soft_wrap=True)
-    bad = [c for c in checks if not c.ok]
-    if bad:
-        raise VerifyError(f"{len(bad)} of {len(checks)} files failed verification (first: {bad[0].name} of "
-                          f"{bad[0].model}, {bad[0].state}); run `talesmith models pull {bad[0].model} --force`")
+    failure = verify_error(checks, lock=lock)
+    if failure:
+        raise failure
     if not checks:
         err.print("[dim]no model has files here to verify[/]")
 
@@ -90,7 +94,7 @@ def add(name: str = typer.Argument(..., help="The name to give the model."),
         architecture: Optional[str] = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
         lock: Optional[Path] = LockOpt) -> None:
     """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
-    from .manage import add as add_model
+    from .pinning import add as add_model
 
     entry, note = add_model(name, source, revision=revision, include=include or (), fmt=fmt,
                             prompt_format=prompt_format, preset=preset, quantization=quantization,
@@ -129,7 +133,7 @@ def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock.
              revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: the entry's)."),
              lock: Optional[Path] = LockOpt) -> None:
     """Resolve the model's branch or tag to the commit it points at now, and pin its files there."""
-    from .manage import lock_model
+    from .pinning import lock_model
 
     entry, previous = lock_model(name, revision=revision, lock=lock)
     commit = entry["source"]["commit"]

@@ -6,14 +6,14 @@ import random
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from hub_server import HubServer, Repo
 from talesmith.runtime import hub as hubmod
 from talesmith.runtime.errors import InputError, ModelError
-from talesmith.runtime.manage import HashMismatchError, add, lock_model, pull, rows, verify
+from talesmith.runtime.manage import HashMismatchError, pull, rows, verify
+from talesmith.runtime.pinning import add, lock_model
 from talesmith.runtime.models import resolve
 
 TINY = random.Random(5).randbytes(40_000)
@@ -240,3 +240,32 @@ def test_an_unreachable_hub_is_one_line_and_add_keeps_the_revision_unresolved(hu
     entry, note = add("tiny", "acme/tiny-GGUF", fmt="gguf")
     assert entry["source"]["commit"] == "unresolved"
     assert note.startswith(f"cannot reach the hub at http://127.0.0.1:{port}")
+
+
+def test_lock_resolves_a_separate_tokenizer_source_too(hub, isolated_lock):
+    tok = hub.add(Repo("acme/tokenizer", {"tokenizer.json": b"{}"}))
+    isolated_lock.write_text(isolated_lock.read_text() + (
+        '\n[models.jp]\nformat = "hf"\nsource = { hub = "acme/tiny-hf", revision = "main", commit = "unresolved" }\n'
+        'tokenizer = { hub = "acme/tokenizer", revision = "main", commit = "unresolved" }\n'))
+    entry, _ = lock_model("jp")
+    saved = tomllib.loads(isolated_lock.read_text())["models"]["jp"]
+    assert saved == entry
+    assert saved["tokenizer"] == {"hub": "acme/tokenizer", "revision": "main", "commit": tok.commit}
+    assert saved["source"]["commit"] == hub.repos["acme/tiny-hf"].commit
+
+
+def test_cli_verify_of_a_tampered_hub_file_asks_for_a_fresh_pull(hub, tmp_path):
+    add("tiny", "acme/tiny-GGUF")
+    path = pull("tiny").path / "tiny-Q4_K_M.gguf"
+    blob = path.resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x80
+    blob.write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "models", "verify", "tiny"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == ("error: 1 of 1 files failed verification (first: tiny-Q4_K_M.gguf of tiny, mismatch); "
+                             "run `talesmith models pull tiny --force`\n")
+    assert result.stdout == "MISMATCH  tiny  tiny-Q4_K_M.gguf\n"
+    assert [c.state for c in pull("tiny", force=True).files] == ["ok"]
+    assert blob.read_bytes() == TINY

@@ -15,7 +15,8 @@ import pytest
 from talesmith.runtime import lockfile
 from talesmith.runtime.errors import InputError, ModelError
 from talesmith.runtime.lockfile import LockError
-from talesmith.runtime.manage import add, rows, verify
+from talesmith.runtime.manage import rows, verify
+from talesmith.runtime.pinning import add
 from talesmith.runtime.models import file_entry, record_model, remove_model, resolve
 
 REPO_LOCK = Path(__file__).parent.parent / "models.lock"
@@ -166,8 +167,8 @@ def test_verify_catches_a_single_flipped_byte(isolated_lock, tiny_gguf):
                                                             hashlib.sha256(data).hexdigest())
     assert [(r.present, r.verified) for r in rows() if r.name == "tiny"] == [("present", "MISMATCH")]
     result = models_cli("verify")
-    one_line_error(result, "1 of 2 files failed verification (first: tiny.gguf of tiny, mismatch); "
-                           "run `talesmith models pull tiny --force`")
+    one_line_error(result, f"1 of 2 files failed verification (first: tiny.gguf of tiny, mismatch); "
+                           f"restore {tiny_gguf} or re-add the model with `talesmith models add`")
     assert "MISMATCH  tiny  tiny.gguf" in result.stdout
 
 
@@ -176,8 +177,9 @@ def test_verify_reports_a_missing_file(isolated_lock, tiny_gguf):
     tiny_gguf.unlink()
     assert [c.state for c in verify("tiny")] == ["missing"]
     assert [r.present for r in rows() if r.name == "tiny"] == ["missing"]
-    one_line_error(models_cli("verify", "tiny"), "1 of 1 files failed verification (first: tiny.gguf of tiny, "
-                                                 "missing); run `talesmith models pull tiny --force`")
+    one_line_error(models_cli("verify", "tiny"), f"1 of 1 files failed verification (first: tiny.gguf of tiny, "
+                                                 f"missing); restore {tiny_gguf} or re-add the model with "
+                                                 f"`talesmith models add`")
 
 
 def test_add_a_local_folder_and_remove_it(isolated_lock, tmp_path):
