@@ -155,6 +155,9 @@ def download(repo: str, commit: str, filename: str, *, force: bool = False, retr
     """One file of `repo` at `commit`, from the cache or downloaded into it (resuming a partial download)."""
     from huggingface_hub import hf_hub_download
 
+    if force and is_offline():
+        raise HubUnreachable(f"downloading {filename} of {repo} again needs the hub, and HF_HUB_OFFLINE is set; "
+                             f"unset it or drop --force")
     with _translated(repo, commit, filename=filename, retry=retry):
         path = hf_hub_download(repo, filename, revision=commit, cache_dir=cache_dir(), endpoint=endpoint(),
                                local_files_only=is_offline(), force_download=force)

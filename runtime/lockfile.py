@@ -257,7 +257,6 @@ def update(path: Path, change: Callable[[Lock], Any]) -> Any:
         lock = load(path)
         result = change(lock)
         for name, entry in lock.models.items():
-            check_name(name)
             check_entry(name, entry, str(path))
         write_atomic(path, dumps(lock))
     return result

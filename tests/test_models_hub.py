@@ -146,6 +146,9 @@ def test_offline_mode_uses_the_cache_and_never_asks_the_hub(hub, monkeypatch):
         pull("tinyhf")
     with pytest.raises(hubmod.HubError, match="cannot resolve revision 'main' of acme/tiny-GGUF: HF_HUB_OFFLINE is set"):
         lock_model("tiny")
+    with pytest.raises(hubmod.HubError, match="downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF again needs the hub, "
+                                               "and HF_HUB_OFFLINE is set; unset it or drop --force"):
+        pull("tiny", force=True)
     assert len(hub.log) == requests_so_far
 
 
