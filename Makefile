@@ -21,9 +21,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)
-	$(BIN)/talesmith generate --format story --title "The Lighthouse Keeper" \
-		--genre "Mystery" --tags "3rdperson, atmospheric" --style "Vivid" \
-		"The storm had raged for three days when the knock came at the lighthouse door."
+	$(BIN)/talesmith tui
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,6 +20,7 @@ from talesmith.runtime.errors import TalesmithError
 
 from .chat import ChatScreen
 from .dialogs import HelpScreen
+from .styles import CSS
 from .story import StoryScreen
 
 
@@ -47,7 +48,7 @@ class BackendFailed(Message):
 class TalesmithApp(App):
     TITLE = "talesmith"
     ENABLE_COMMAND_PALETTE = False
-    CSS_PATH = "app.tcss"
+    CSS = CSS
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
         Binding("f2", "mode('story')", "Story", priority=True, tooltip="The story screen"),
