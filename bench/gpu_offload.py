@@ -1,0 +1,114 @@
+"""GPU paths on a Llama-shaped model (0.7B parameters, random weights): CUDA against CPU, in one run.
+
+1. LoRA merge during `talesmith convert`: --device cuda against --device cpu (wall time of the f16 write).
+2. Decoding with llama.cpp: all layers offloaded (--gpu-layers -1) against none, Q4_K_M, same prompt.
+
+Prints JSON with both sides and their ratios. Needs a CUDA build of llama-cpp-python and torch with CUDA.
+
+    python bench/gpu_offload.py [--workdir /tmp/talesmith-gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDDEN, INTER, LAYERS, HEADS, KV_HEADS = 2048, 5632, 16, 16, 4
+
+
+def build(folder: Path) -> None:
+    from safetensors.numpy import save_file
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import train_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = train_tokenizer(folder)
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    kv = HIDDEN // HEADS * KV_HEADS
+    tensors = {"model.embed_tokens.weight": w(vocab, HIDDEN), "model.norm.weight": np.ones(HIDDEN, np.float16),
+               "lm_head.weight": w(vocab, HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}"
+        tensors.update({f"{p}.input_layernorm.weight": np.ones(HIDDEN, np.float16),
+                        f"{p}.post_attention_layernorm.weight": np.ones(HIDDEN, np.float16),
+                        f"{p}.self_attn.q_proj.weight": w(HIDDEN, HIDDEN), f"{p}.self_attn.k_proj.weight": w(kv, HIDDEN),
+                        f"{p}.self_attn.v_proj.weight": w(kv, HIDDEN), f"{p}.self_attn.o_proj.weight": w(HIDDEN, HIDDEN),
+                        f"{p}.mlp.gate_proj.weight": w(INTER, HIDDEN), f"{p}.mlp.up_proj.weight": w(INTER, HIDDEN),
+                        f"{p}.mlp.down_proj.weight": w(HIDDEN, INTER)})
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+        "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+        "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False}))
+    lora = folder.parent / "lora"
+    lora.mkdir(exist_ok=True)
+    a = {f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight":
+         rng.standard_normal((16, HIDDEN) if x == "A" else (INTER, 16), dtype=np.float32) * 0.01
+         for i in range(LAYERS) for m in ("gate_proj", "up_proj") for x in "AB"}
+    save_file(a, str(lora / "adapter_model.safetensors"))
+    (lora / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32,
+                                                          "target_modules": ["gate_proj", "up_proj"]}))
+
+
+def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
+    from talesmith.runtime.generate import stream
+    from talesmith.runtime.llama_backend import LlamaCppBackend
+    from talesmith.runtime.settings import preset
+
+    backend = LlamaCppBackend(path, n_ctx=1024, gpu_layers=gpu_layers)
+    tokens = backend.tokenize("The storm had raged for three days when the knock came at the lighthouse door.")
+    settings = preset("default", seed=1, max_new_tokens=n, min_new_tokens=n)
+    for _ in stream(backend, tokens, settings.replace(max_new_tokens=8, min_new_tokens=8)):
+        pass  # warm-up
+    runs = []
+    for _ in range(3):
+        backend.reset()
+        for chunk in stream(backend, tokens, settings):
+            pass
+        runs.append((chunk.timing.tokens_per_second, chunk.timing.first_token_seconds))
+    backend.close()
+    runs.sort()
+    return {"tokens_per_second": round(runs[1][0], 1), "first_token_seconds": round(runs[1][1], 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/talesmith-gpu"))
+    args = parser.parse_args()
+    from talesmith.convert.pipeline import ConvertRequest, convert
+
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    build(work / "llama")
+    merge = {}
+    for device in ("cpu", "cuda"):
+        started = time.perf_counter()
+        outputs = convert(ConvertRequest(str(work / "llama"), work / device, loras=((work / "lora", 1.0),),
+                                         quants=("Q4_K_M",) if device == "cuda" else (), name="bench",
+                                         device=device), lock=work / "models.lock")
+        merge[device] = round(time.perf_counter() - started, 2)
+    q4 = next(o.path for o in outputs if o.kind == "Q4_K_M")
+    cpu, gpu = decode_speed(q4, 0), decode_speed(q4, -1)
+    print(json.dumps({
+        "benchmark": "gpu_offload", "params_millions": round(outputs[0].size / 2 / 1e6),
+        "convert_f16_seconds": merge, "merge_ratio_cuda_over_cpu": round(merge["cuda"] / merge["cpu"], 3),
+        "decode_q4_k_m": {"cpu": cpu, "gpu_all_layers": gpu},
+        "decode_speedup": round(gpu["tokens_per_second"] / cpu["tokens_per_second"], 2),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
