@@ -234,7 +234,6 @@ class ChatScreen(DocumentScreen):
             index = len(self.doc.messages) if job.base == REPLY else len(self.doc.messages) - 1
             self.streaming_item.update(self._message_text(index, streaming=job.text.lstrip()))
             self.query_one("#messages", MessageList).scroll_end(animate=False)
-        self.refresh_status()
 
     def finished(self, job: Job, reason: str | None) -> None:
         text = job.text.strip()

@@ -164,7 +164,7 @@ class LibraryScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(f"[b]Your {self.library.kind}s[/]  ({escape(str(self.library.folder))})")
+            yield Label(f"[b]Your {self.library.folder.name}[/]  ({escape(str(self.library.folder))})")
             yield OptionList(id="entries")
             yield Static("enter open · r rename · d delete · t/m export · escape close", classes="hint")
 

@@ -46,6 +46,8 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog", classes="sampling"):
             yield Label("[b]Sampling[/]  ctrl+s saves with this document · escape cancels")
+            yield Static("tab moves between settings; each one explains itself here", id="field-help",
+                         classes="hint")
             with Horizontal(classes="row"):
                 yield Label("preset", classes="name")
                 options = [(name, name) for name in PRESETS]
@@ -56,7 +58,9 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
                     yield Label(f.name, classes="name")
                     yield Input(show_value(f.name, getattr(self.settings, f.name)), id=f"s-{f.name}",
                                 compact=True, tooltip=f.metadata["help"])
-            yield Static("", id="field-help", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#preset", Select).focus()
 
     def on_descendant_focus(self, event: Any) -> None:
         widget = event.widget

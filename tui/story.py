@@ -38,7 +38,7 @@ class StoryScreen(DocumentScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "keep":
-            return self.doc.live_alternatives() is not None
+            return self.job is None and self.doc.live_alternatives() is not None
         return super().check_action(action, parameters)
 
     def blank(self) -> StoryDocument:
@@ -195,7 +195,6 @@ class StoryScreen(DocumentScreen):
         editor = self.query_one("#editor", TextArea)
         editor.insert(text, editor.document.end)
         editor.move_cursor(editor.document.end)
-        self.refresh_status()
 
     def finished(self, job: Job, reason: str | None) -> None:
         text = job.text
