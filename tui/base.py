@@ -269,6 +269,10 @@ class DocumentScreen(Screen):
 
     # --- status line -------------------------------------------------------------------------
 
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self.refresh_status)
+        self.schedule_measure()
+
     def backend_changed(self) -> None:
         self.refresh_status()
         self.schedule_measure()

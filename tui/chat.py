@@ -31,8 +31,8 @@ class MessageList(ListView):
     """The conversation; the highlighted message can be edited or deleted."""
 
     BINDINGS = [
-        Binding("e,enter", "edit", "Edit message"),
-        Binding("d,delete", "delete", "Delete message"),
+        Binding("e,enter", "edit", "Edit", tooltip="Edit the highlighted message"),
+        Binding("d,delete", "delete", "Delete", tooltip="Delete the highlighted message (ctrl+z brings it back)"),
     ]
 
     class Act(Message):
