@@ -305,3 +305,24 @@ async def test_help_lists_every_key(tmp_path):
             assert key in text
         await pilot.press("escape")
         assert type(app.screen).__name__ == "StoryScreen"
+
+
+async def test_deleting_the_open_story_opens_a_new_one_and_writes_nothing(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press(*"Doomed", "ctrl+s")
+        await pilot.pause()
+        assert len(saved(tmp_path)) == 1
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert editor(screen).text == "" and screen.doc_id is None
+        await pilot.press("ctrl+q")
+    assert saved(tmp_path) == []

@@ -167,9 +167,8 @@ class DocumentScreen(Screen):
             return
         if self.doc_id is not None:  # the open document may have been renamed or deleted
             if not self.library.path(self.doc_id).exists():
-                self.saved_doc = None
-                self.doc_id = None
-                self.notify(f"{self.doc.name!r} was deleted; it stays open here until you leave it", timeout=5)
+                self.saved_doc = self.doc  # deleted on purpose: not to be written again
+                self.load(None, self.blank())
                 return
             try:
                 name = self.library.load(self.doc_id).name

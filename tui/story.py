@@ -118,9 +118,9 @@ class StoryScreen(DocumentScreen):
         self.commit(self.doc.with_story(japanese=event.value), edit="japanese")
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        if self.job is not None:
-            return  # the generation's own text; committed when it finishes
         if event.text_area.id == "editor":
+            if self.job is not None:
+                return  # the generation's own text, committed when it finishes
             self.commit(self.doc.with_text(event.text_area.text), edit="text")
         elif event.text_area.id == "memory":
             self.commit(self.doc.with_story(memory=event.text_area.text), edit="memory")
