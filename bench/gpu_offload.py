@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,23 +88,28 @@ def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/talesmith-gpu"))
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from talesmith.convert.pipeline import ConvertRequest, convert
-
     work = args.workdir
+    if args.build_only:
+        build(work / "llama")
+        return
+    # torch (building, converting) and llama.cpp's CUDA backend (decoding) each load their own CUDA
+    # libraries: building and converting run in child processes, decoding here.
     shutil.rmtree(work, ignore_errors=True)
-    build(work / "llama")
+    subprocess.run([sys.executable, __file__, "--build-only", "--workdir", str(work)], check=True)
     merge = {}
     for device in ("cpu", "cuda"):
         started = time.perf_counter()
-        outputs = convert(ConvertRequest(str(work / "llama"), work / device, loras=((work / "lora", 1.0),),
-                                         quants=("Q4_K_M",) if device == "cuda" else (), name="bench",
-                                         device=device), lock=work / "models.lock")
+        subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "convert", str(work / "llama"), "-o",
+                        str(work / device), "--lora", str(work / "lora"), "--quant", "Q4_K_M" if device == "cuda" else "",
+                        "--name", "bench", "--device", device, "--lock", str(work / "models.lock")],
+                       check=True, capture_output=True)
         merge[device] = round(time.perf_counter() - started, 2)
-    q4 = next(o.path for o in outputs if o.kind == "Q4_K_M")
+    q4 = work / "cuda" / "bench-Q4_K_M.gguf"
     cpu, gpu = decode_speed(q4, 0), decode_speed(q4, -1)
     print(json.dumps({
-        "benchmark": "gpu_offload", "params_millions": round(outputs[0].size / 2 / 1e6),
+        "benchmark": "gpu_offload", "params_millions": round((work / "cuda" / "bench-f16.gguf").stat().st_size / 2e6),
         "convert_f16_seconds": merge, "merge_ratio_cuda_over_cpu": round(merge["cuda"] / merge["cpu"], 3),
         "decode_q4_k_m": {"cpu": cpu, "gpu_all_layers": gpu},
         "decode_speedup": round(gpu["tokens_per_second"] / cpu["tokens_per_second"], 2),
