@@ -326,3 +326,22 @@ async def test_deleting_the_open_story_opens_a_new_one_and_writes_nothing(tmp_pa
         assert editor(screen).text == "" and screen.doc_id is None
         await pilot.press("ctrl+q")
     assert saved(tmp_path) == []
+
+
+async def test_japanese_synopsis_format(tmp_path):
+    backend = TakesBackend(["た。"], n_ctx=1024)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        from textual.widgets import Checkbox
+
+        screen.query_one("#japanese", Checkbox).value = True
+        screen.query_one("#synopsis", Input).value = "異世界に転生した。"
+        screen.query_one("#title", Input).value = "ignored in this format"
+        screen.query_one("#editor").focus()
+        await pilot.press(*"それは")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == "あらすじ：異世界に転生した。\n***\nそれは"
+        assert editor(screen).text == "それはた。"

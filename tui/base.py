@@ -67,6 +67,10 @@ class DocumentScreen(Screen):
     def blank(self) -> Any:
         raise NotImplementedError
 
+    def empty(self, doc: Any) -> bool:
+        """Whether a document holds nothing worth a file."""
+        raise NotImplementedError
+
     def prompt_document(self) -> Any:
         """The runtime document the next generation would continue (None when there is none)."""
         raise NotImplementedError
@@ -99,7 +103,7 @@ class DocumentScreen(Screen):
         self.autosave()
         self.doc_id = doc_id
         self.history = History(doc)
-        self.saved_doc = doc
+        self.saved_doc = doc if doc_id is not None else None
         self._last_edit = ("", 0.0)
         self.show()
         self.schedule_measure()
@@ -130,9 +134,9 @@ class DocumentScreen(Screen):
         self._save_timer = self.set_timer(SAVE_DELAY, self.autosave)
 
     def autosave(self) -> bool:
-        """Write the document if it changed; an empty new document is not written."""
+        """Write the document if it changed; a new document with nothing in it is not written."""
         doc = self.doc
-        if doc == self.saved_doc or (self.doc_id is None and doc == self.blank()):
+        if doc == self.saved_doc or (self.doc_id is None and self.empty(doc)):
             return True
         try:
             if self.doc_id is None:
@@ -323,7 +327,7 @@ class DocumentScreen(Screen):
             parts.append(extra)
         if self.job is not None:
             parts.append("[b]generating…[/] esc stops")
-        elif self.doc != self.saved_doc:
+        elif self.doc != self.saved_doc and not (self.doc_id is None and self.empty(self.doc)):
             parts.append("unsaved")
         self.query_one("#status", Static).update(" · ".join(parts))
         self.refresh_bindings()

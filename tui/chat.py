@@ -74,6 +74,9 @@ class ChatScreen(DocumentScreen):
     def blank(self) -> ChatDocument:
         return NO_CHAT
 
+    def empty(self, doc: ChatDocument) -> bool:
+        return not doc.character.name
+
     @property
     def has_chat(self) -> bool:
         return bool(self.doc.character.name)

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
 
-from talesmith.runtime.documents import StoryHeader
+from talesmith.runtime.documents import Story, StoryHeader
 from talesmith.runtime.stories import StoryDocument
 
 from .base import DocumentScreen
@@ -43,6 +43,9 @@ class StoryScreen(DocumentScreen):
 
     def blank(self) -> StoryDocument:
         return StoryDocument()
+
+    def empty(self, doc: StoryDocument) -> bool:
+        return doc.story == Story()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
