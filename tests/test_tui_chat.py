@@ -161,3 +161,32 @@ async def test_history_beyond_the_context_drops_oldest_turns_and_shows_it(tmp_pa
         assert len(prompt) + screen.doc.settings.max_new_tokens <= 400
         assert any("no longer fit the context" in n.message for n in app._notifications)
         assert screen.doc.messages[-1].text == "Sure."
+
+
+async def test_stopping_a_reply_keeps_what_was_written(tmp_path):
+    from tui_fakes import SlowBackend
+
+    backend = SlowBackend([" " + "la " * 300], delay=0.05, n_ctx=4096)
+    lib = Library(tmp_path / "data" / "chats", "chat")
+    lib.save("c", ChatDocument.start(Character(name="Aqua", greeting="Hi!")))
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        screen.query_one("#composer").focus()
+        await pilot.press(*"Sing", "enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if screen.job is not None and len(screen.job.text) > 10:
+                break
+        await pilot.press("escape")
+        assert screen.job is None
+        reply = screen.doc.messages[-1]
+        assert reply.speaker == "character" and reply.text.startswith("la la")
+        await pilot.pause(0.3)
+        assert screen.doc.messages[-1] == reply
+        assert saved(tmp_path, "chats")[0]["model"] == "fake"

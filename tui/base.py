@@ -254,6 +254,9 @@ class DocumentScreen(Screen):
         job.done = True
         self.job = None
         self.finished(job, reason)
+        app: Any = self.app
+        if job.text and self.doc.model != app.model_name:  # which model wrote it, saved with the document
+            self.history = self.history.replace(dataclasses.replace(self.doc, model=app.model_name))
         self.generating_changed(False)
         self.autosave()
         self.refresh_status()
