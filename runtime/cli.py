@@ -24,7 +24,8 @@ from .errors import InputError, SettingsError, TalesmithError
 from .settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Local story writing and persona chat with fiction models.")
+                  help="Local story writing and persona chat with fiction models. "
+                       "Without a command, opens the terminal app (the same as `talesmith tui`).")
 err = Console(stderr=True, highlight=False)
 app.add_typer(models_app, name="models")
 
@@ -275,7 +276,7 @@ def batch(
 
 @app.callback(invoke_without_command=True)
 def _no_command(ctx: typer.Context) -> None:
-    """Local story writing and persona chat with fiction models. Without a command, opens the app."""
+    """Without a command, open the terminal app."""
     if ctx.invoked_subcommand is None:
         tui(model=None, lock=None, ctx=None, gpu_layers=0, threads=None, data_dir=None, chat=False)
 
