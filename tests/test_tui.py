@@ -345,3 +345,18 @@ async def test_japanese_synopsis_format(tmp_path):
         await settle(pilot)
         assert backend.prompts[-1] == "あらすじ：異世界に転生した。\n***\nそれは"
         assert editor(screen).text == "それはた。"
+
+
+async def test_quitting_during_a_generation_saves_what_was_written(tmp_path):
+    backend = SlowBackend([" " + "word " * 200], delay=0.05, n_ctx=4096)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Go", "ctrl+g")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if len(editor(app.screen).text) > 12:
+                break
+        await pilot.press("ctrl+q")
+    [doc] = saved(tmp_path)
+    assert doc["text"].startswith("Go word word") and doc["model"] == "fake"
