@@ -360,3 +360,19 @@ async def test_quitting_during_a_generation_saves_what_was_written(tmp_path):
         await pilot.press("ctrl+q")
     [doc] = saved(tmp_path)
     assert doc["text"].startswith("Go word word") and doc["model"] == "fake"
+
+
+async def test_new_documents_take_the_models_preset(tmp_path):
+    backend = TakesBackend([" x"], n_ctx=512)
+    app = TalesmithApp(lambda: backend, AppConfig(data_dir=tmp_path / "data", model_name="lit", preset="lit-6b"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.screen.doc.preset == "lit-6b" and app.screen.doc.settings.repetition_penalty == 1.2
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("f6")
+        await pilot.pause()
+        app.screen.query_one("#name", Input).value = "Bo"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen.doc.character.name == "Bo" and app.screen.doc.preset == "lit-6b"

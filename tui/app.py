@@ -31,6 +31,8 @@ class AppConfig:
     model_name: str = "gemma3-270m"
     mode: str = "story"
     """The screen shown first: story or chat."""
+    preset: str | None = None
+    """The model's sampling preset (from models.lock) for new stories and chats."""
 
 
 class BackendLoaded(Message):
@@ -75,8 +77,8 @@ class TalesmithApp(App):
         return f"The model {self.model_name} is still loading; try again in a moment."
 
     def on_mount(self) -> None:
-        self.install_screen(StoryScreen(self.config.data_dir), "story")
-        self.install_screen(ChatScreen(self.config.data_dir), "chat")
+        self.install_screen(StoryScreen(self.config.data_dir, preset=self.config.preset), "story")
+        self.install_screen(ChatScreen(self.config.data_dir, preset=self.config.preset), "chat")
         self.push_screen(self.config.mode if self.config.mode in ("story", "chat") else "story")
         self.load_backend()
 

@@ -17,6 +17,7 @@ from textual.widgets import Static
 
 from talesmith.runtime.documents import History
 from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.settings import PRESETS
 from talesmith.runtime.stories import Library
 
 from . import generation
@@ -42,9 +43,11 @@ class DocumentScreen(Screen):
         Binding("f4", "sampling", "Sampling", priority=True, tooltip="Sampling settings and presets"),
     ]
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
+        self.preset = preset if preset in PRESETS else None
+        """The model's own sampling preset (from models.lock), used for new documents."""
         self.library = Library(self.data_dir / self.FOLDER, self.KIND)
         self.history: History[Any] = History(self.blank())
         self.doc_id: str | None = None

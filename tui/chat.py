@@ -17,6 +17,7 @@ from textual.widgets import Footer, Input, ListItem, ListView, Static
 from talesmith.runtime.cards import Character, load_card, to_card
 from talesmith.runtime.documents import CHARACTER
 from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.settings import preset
 from talesmith.runtime.stories import ChatDocument, atomic_write, slug
 
 from .base import DocumentScreen
@@ -66,8 +67,8 @@ class ChatScreen(DocumentScreen):
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
+        super().__init__(data_dir, preset=preset)
         self.dropped = 0
         self.streaming_item: Static | None = None
 
@@ -279,7 +280,12 @@ class ChatScreen(DocumentScreen):
     def start_chat(self, character: Character) -> None:
         self.save_character(character)
         doc: ChatDocument = self.doc
-        settings = dict(settings=doc.settings, preset=doc.preset) if self.has_chat else {}
+        if self.has_chat:
+            settings = dict(settings=doc.settings, preset=doc.preset)
+        elif self.preset is not None:
+            settings = dict(settings=preset(self.preset), preset=self.preset)
+        else:
+            settings = {}
         self.load(None, ChatDocument.start(character, **settings))
         self.autosave()
         self.query_one("#composer").focus()

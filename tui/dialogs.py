@@ -214,8 +214,8 @@ class LibraryScreen(ModalScreen[str | None]):
                 return
             try:
                 self.library.rename(doc_id, name)
-            except TalesmithError as e:
-                self.notify(str(e), severity="error")
+            except (OSError, TalesmithError) as e:
+                self.notify(f"Could not rename {entry.name!r}: {e}", severity="error", timeout=8)
             self.reload(self.query_one("#entries", OptionList).highlighted or 0)
 
         self.app.push_screen(TextPrompt(f"New name for {entry.name!r}", entry.name), done)
@@ -227,8 +227,13 @@ class LibraryScreen(ModalScreen[str | None]):
         entry = next(e for e in self.entries if e.id == doc_id)
 
         def done(yes: bool | None) -> None:
-            if yes:
+            if not yes:
+                return
+            try:
                 self.library.delete(doc_id)
+            except OSError as e:
+                self.notify(f"Could not delete {entry.name!r}: {e}", severity="error", timeout=8)
+            else:
                 self.notify(f"Deleted {entry.name!r}", timeout=3)
                 self.reload(self.query_one("#entries", OptionList).highlighted or 0)
 

@@ -30,5 +30,6 @@ def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None =
 
         return LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 
-    config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode)
+    config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode,
+                       preset=ref.preset)
     TalesmithApp(factory, config).run()

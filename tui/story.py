@@ -12,6 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
 
 from talesmith.runtime.documents import Story, StoryHeader
+from talesmith.runtime.settings import preset
 from talesmith.runtime.stories import StoryDocument
 
 from .base import DocumentScreen
@@ -42,7 +43,9 @@ class StoryScreen(DocumentScreen):
         return super().check_action(action, parameters)
 
     def blank(self) -> StoryDocument:
-        return StoryDocument()
+        if self.preset is None:
+            return StoryDocument()
+        return StoryDocument(settings=preset(self.preset), preset=self.preset)
 
     def empty(self, doc: StoryDocument) -> bool:
         return doc.story == Story()
