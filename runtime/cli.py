@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .cli_models import models_app
 from .documents import FIELDS, FORMATS, make_document
@@ -98,7 +99,7 @@ def _load(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int
     ref = resolve(model, lock=lock)
     backend = LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
     for warning in backend.warnings:
-        err.print(f"[yellow]note:[/] {warning}")
+        err.print(f"[yellow]note:[/] {escape(warning)}")
     # A model converted by talesmith names its prompt format and preset inside the GGUF.
     meta = backend.info.metadata
     ref = dataclasses.replace(ref, prompt_format=ref.prompt_format or meta.get("talesmith.prompt_format"),
@@ -308,7 +309,7 @@ def main() -> None:
     try:
         app()
     except TalesmithError as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

@@ -136,3 +136,7 @@ def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
         return [(r["id"], r["sample"], r["seed"], r["text"]) for r in map(json.loads, path.read_text().splitlines())]
 
     assert key(out) == key(reference)
+
+
+def test_error_text_with_brackets_is_printed_as_is(tmp_path):
+    one_line_error(talesmith("generate", "--model", tmp_path / "[x]" / "m[/b].gguf", "hi"), "[x]/m[/b].gguf does not exist")
