@@ -3,6 +3,7 @@ replies are kept as swipes, any message can be edited or deleted."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,5 @@ class ChatScreen(DocumentScreen):
 
 
 def _with_character(doc: ChatDocument, character: Character) -> ChatDocument:
-    import dataclasses
-
     name = f"Chat with {character.name}" if doc.name == f"Chat with {doc.character.name}" else doc.name
     return dataclasses.replace(doc, character=character, name=name)

@@ -3,7 +3,7 @@ streams into; retry keeps alternatives to cycle through."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 from textual.app import ComposeResult
@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
 
-from talesmith.runtime.documents import Story, StoryHeader
+from talesmith.runtime.documents import Story
 from talesmith.runtime.settings import preset
 from talesmith.runtime.stories import StoryDocument
 
@@ -99,11 +99,11 @@ class StoryScreen(DocumentScreen):
         doc: StoryDocument = self.doc
         h = doc.story.header
         if key in ("title", "author", "genre", "style"):
-            new = doc.with_story(header=_replace(h, **{key: event.value}))
+            new = doc.with_story(header=dataclasses.replace(h, **{key: event.value}))
             if key == "title" and doc.name in (UNTITLED, h.title):
-                new = _renamed(new, event.value.strip() or UNTITLED)
+                new = dataclasses.replace(new, name=event.value.strip() or UNTITLED)
         elif key == "tags":
-            new = doc.with_story(header=_replace(h, tags=_tags(event.value)))
+            new = doc.with_story(header=dataclasses.replace(h, tags=_tags(event.value)))
         elif key in ("synopsis", "author_note"):
             new = doc.with_story(**{key: event.value})
         elif key == "author_note_depth":
@@ -213,15 +213,3 @@ class StoryScreen(DocumentScreen):
 
 def _tags(value: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in value.split(",") if t.strip())
-
-
-def _replace(header: StoryHeader, **changes: Any) -> StoryHeader:
-    import dataclasses
-
-    return dataclasses.replace(header, **changes)
-
-
-def _renamed(doc: StoryDocument, name: str) -> StoryDocument:
-    import dataclasses
-
-    return dataclasses.replace(doc, name=name)
