@@ -23,6 +23,8 @@ def convert_command(
     device: str = typer.Option("cpu", "--device", help="Where the LoRA merge math runs: cpu or cuda."),
     prompt_format: Optional[str] = typer.Option(None, "--format", help="Prompt format to record (default: guessed from the name)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Sampling preset to record (default: guessed from the name)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Use the tokenizer of this folder or hub repo "
+                                            "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B)."),
     lock: Optional[Path] = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
 ) -> None:
     """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and quantize them."""
@@ -34,7 +36,7 @@ def convert_command(
 
     request = ConvertRequest(source, outdir, revision=revision, loras=tuple(parse_spec(s) for s in lora or []),
                              quants=tuple(parse_quants(quant)), outtype=outtype, name=name, device=device,
-                             prompt_format=prompt_format, preset=preset)
+                             prompt_format=prompt_format, preset=preset, tokenizer=tokenizer)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as bars:
         tasks: dict[str, int] = {}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from talesmith.runtime.errors import ConversionError
+from talesmith.runtime.models import sha256 as file_sha256
 
 PREFIX = "base_model.model."
 
@@ -40,6 +41,8 @@ class Adapter:
     path: Path
     scale: float
     config: dict[str, Any]
+    sha256: str = ""
+    """Of the adapter's weights file."""
     pairs: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """Base weight name -> (A, B) tensors."""
     replacements: dict[str, Any] = field(default_factory=dict)
@@ -86,8 +89,8 @@ def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
         raise ConversionError(f"{path} is a {kind} adapter; talesmith merges LoRA adapters only")
     if config.get("use_dora"):
         raise ConversionError(f"{path} is a DoRA adapter; talesmith merges plain LoRA adapters only")
-    tensors = _adapter_tensors(path)
-    adapter = Adapter(path, scale, config)
+    tensors, weights_file = _adapter_tensors(path)
+    adapter = Adapter(path, scale, config, sha256=file_sha256(weights_file))
     a_parts: dict[str, Any] = {}
     b_parts: dict[str, Any] = {}
     for key, tensor in tensors.items():
@@ -108,13 +111,13 @@ def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
     return adapter
 
 
-def _adapter_tensors(path: Path) -> dict[str, Any]:
+def _adapter_tensors(path: Path) -> tuple[dict[str, Any], Path]:
     st = path / "adapter_model.safetensors"
     if st.exists():
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(st))
+            return load_file(str(st)), st
         except Exception as e:
             raise ConversionError(f"{st} could not be read ({e}); the file may be truncated") from None
     binary = path / "adapter_model.bin"
@@ -124,7 +127,7 @@ def _adapter_tensors(path: Path) -> dict[str, Any]:
         import torch
 
         try:
-            return torch.load(str(binary), map_location="cpu", weights_only=True)
+            return torch.load(str(binary), map_location="cpu", weights_only=True), binary
         except pickle.UnpicklingError:
             raise ConversionError(f"{binary} needs full unpickling, which can run code; use a safetensors "
                                   f"adapter") from None

@@ -13,7 +13,7 @@ from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT, preset as make_pr
 from .architectures import TensorPlan, architecture_for
 from .lora import MergedWeights, read_adapter
 from .quantize import QUANT_TYPES, quantize
-from .source import open_checkpoint
+from .source import open_checkpoint, tokenizer_folder
 from .vocab import read_vocab
 from .writer import OUTTYPES, write_gguf
 
@@ -35,6 +35,8 @@ class ConvertRequest:
     device: str = "cpu"
     prompt_format: str | None = None
     preset: str | None = None
+    tokenizer: str | None = None
+    """A folder or hub repo whose tokenizer to use (Genji-JP ships none: it uses GPT-J 6B's)."""
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,20 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     adapters = [read_adapter(path, scale) for path, scale in req.loras]
     weights = MergedWeights(ckpt, adapters, device=device)
     arch = architecture_for(ckpt, weights)
-    vocab = read_vocab(ckpt.folder, ckpt.config)
+    tokenizer_dir, tokenizer_origin = ckpt.folder, None
+    if req.tokenizer:
+        tokenizer_dir, tokenizer_origin = tokenizer_folder(req.tokenizer)
+    vocab = read_vocab(tokenizer_dir, ckpt.config)
     vocab.pad_to(arch.n_vocab())
 
     name = req.name or (origin.get("hub", "").split("/")[-1] or ckpt.folder.name)
     guessed_format, guessed_preset = _guess(" ".join([name, str(req.source)] + [str(p) for p, _ in req.loras]))
     prompt_format = req.prompt_format or guessed_format
     preset_name = req.preset or guessed_preset
-    adapter_records = [{"path": str(a.path.resolve()), "scale": a.scale,
+    adapter_records = [{"path": str(a.path.resolve()), "scale": a.scale, "sha256": a.sha256,
                         "base_model": a.config.get("base_model_name_or_path")} for a in adapters]
+    if tokenizer_origin:
+        origin = {**origin, "tokenizer": tokenizer_origin}
     metadata = {"name": name, "source": origin, "adapters": adapter_records, "prompt_format": prompt_format,
                 "preset": preset_name, "sampling": _sampling_metadata(preset_name)}
 

@@ -17,11 +17,27 @@ from typing import Any
 from talesmith.runtime.errors import ConversionError
 
 NEEDED = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json",
-          "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt"]
+          "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
+          "added_tokens.json"]
 PICKLES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
 
 
-def fetch(repo_id: str, revision: str | None) -> tuple[Path, str]:
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json"]
+
+
+def tokenizer_folder(spec: str, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A tokenizer from a local folder or a hub repo (only its tokenizer files are downloaded)."""
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return folder, {"path": str(folder.resolve())}
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        folder, commit = fetch(spec, revision, patterns=TOKENIZER_FILES)
+        return folder, {"hub": spec, "revision": revision or "main", "commit": commit}
+    raise ConversionError(f"tokenizer {spec} is neither a folder nor a hub repo id like owner/name")
+
+
+def fetch(repo_id: str, revision: str | None, patterns: list[str] | None = None) -> tuple[Path, str]:
     """Download only the files conversion needs from the hub; returns the folder and its commit hash."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -29,7 +45,8 @@ def fetch(repo_id: str, revision: str | None) -> tuple[Path, str]:
     try:
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
         names = [s.rfilename for s in info.siblings or []]
-        patterns = NEEDED if any(n.endswith(".safetensors") for n in names) else NEEDED + PICKLES
+        if patterns is None:
+            patterns = NEEDED if any(n.endswith(".safetensors") for n in names) else NEEDED + PICKLES
         folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=patterns)
         return Path(folder), str(info.sha)
     except RepositoryNotFoundError:

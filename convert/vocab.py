@@ -50,7 +50,7 @@ def _pre_tokenizer_name(pre: Any) -> str:
         return "gpt-2"
     if pre.get("type") == "Sequence":
         kinds = [p.get("type") for p in pre.get("pretokenizers", [])]
-        if kinds == ["Punctuation", "Digits", "ByteLevel"]:
+        if {"Punctuation", "Digits", "ByteLevel"} <= set(kinds):
             return "falcon"
         if kinds == ["Split", "ByteLevel"]:
             regex = pre["pretokenizers"][0].get("pattern", {}).get("Regex", "")
@@ -64,12 +64,13 @@ def _special_id(folder: Path, key: str, token_ids: dict[str, int], config: dict[
     value = config.get(f"{key}_token_id")
     if isinstance(value, int):
         return value
-    tok_config = folder / "tokenizer_config.json"
-    if tok_config.exists():
-        entry = json.loads(tok_config.read_text(encoding="utf-8")).get(f"{key}_token")
-        content = entry.get("content") if isinstance(entry, dict) else entry
-        if content in token_ids:
-            return token_ids[content]
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        if path.exists():
+            entry = json.loads(path.read_text(encoding="utf-8")).get(f"{key}_token")
+            content = entry.get("content") if isinstance(entry, dict) else entry
+            if content in token_ids:
+                return token_ids[content]
     return None
 
 
@@ -97,6 +98,29 @@ def bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
                  bos=_special_id(folder, "bos", token_ids, config), eos=_special_id(folder, "eos", token_ids, config),
                  unk=_special_id(folder, "unk", token_ids, config), pad=_special_id(folder, "pad", token_ids, config),
                  add_bos=add_bos)
+
+
+def slow_bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
+    """GPT-2's original files: vocab.json and merges.txt (older checkpoints have no tokenizer.json)."""
+    try:
+        token_ids: dict[str, int] = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{folder}: vocab.json / merges.txt could not be read ({e})") from None
+    added = folder / "added_tokens.json"
+    special = set()
+    if added.exists():
+        for text, i in json.loads(added.read_text(encoding="utf-8")).items():
+            token_ids[text] = i
+            special.add(i)
+    special |= {i for text, i in token_ids.items() if text == "<|endoftext|>"}
+    size = max(token_ids.values()) + 1
+    tokens, types = [f"[PAD{i}]" for i in range(size)], [UNUSED] * size
+    for text, i in token_ids.items():
+        tokens[i], types[i] = text, CONTROL if i in special else NORMAL
+    merges = [line for line in lines if line and not line.startswith("#version")]
+    return Vocab("gpt2", "gpt-2", tokens, types, merges, bos=_special_id(folder, "bos", token_ids, config),
+                 eos=_special_id(folder, "eos", token_ids, config), unk=_special_id(folder, "unk", token_ids, config))
 
 
 def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
@@ -129,5 +153,7 @@ def read_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         return spm_vocab(folder, config)
     if (folder / "tokenizer.json").exists():
         return bpe_vocab(folder, config)
-    raise ConversionError(f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); copy the base model's "
-                          f"tokenizer files into it")
+    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        return slow_bpe_vocab(folder, config)
+    raise ConversionError(f"{folder} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
+                          f"pass --tokenizer with the base model's folder or hub repo")

@@ -255,3 +255,30 @@ def test_sentencepiece_llama_tokenizes_and_computes_like_transformers(tmp_path):
     backend.close()
     ids = tok(SAMPLE_TEXTS["japanese"])["input_ids"]
     assert np.abs(gguf_logits(outputs[0].path, ids) - hf_logits(folder, ids)).max() < LOGIT_TOLERANCE
+
+
+def test_checkpoint_without_tokenizer_takes_one_from_elsewhere(tiny, tmp_path):
+    """Genji-JP ships no tokenizer; it uses GPT-J 6B's. Here: a GPT-J without one, and vocab.json + merges.txt."""
+    from tokenizers import Tokenizer
+
+    genji = tmp_path / "genji"
+    genji.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (genji / name).write_bytes((tiny["gptj"] / name).read_bytes())
+    with pytest.raises(ConversionError, match="has no tokenizer.*pass --tokenizer"):
+        convert(ConvertRequest(str(genji), tmp_path / "o", quants=()), lock=tmp_path / "models.lock")
+    slow = tmp_path / "gpt-j-tokenizer"
+    slow.mkdir()
+    Tokenizer.from_file(str(tiny["gptj"] / "tokenizer.json")).model.save(str(slow))  # vocab.json, merges.txt
+    outputs = convert(ConvertRequest(str(genji), tmp_path / "o", quants=(), outtype="f32", name="genji-tiny",
+                                     tokenizer=str(slow)), lock=tmp_path / "models.lock")
+    tok = transformers.AutoTokenizer.from_pretrained(tiny["gptj"])
+    backend = LlamaCppBackend(outputs[0].path, n_ctx=64)
+    for text in SAMPLE_TEXTS.values():
+        assert backend.tokenize(text, add_bos=False) == tok(text)["input_ids"]
+    backend.close()
+    from talesmith.runtime.models import read_lock
+
+    entry = read_lock(tmp_path / "models.lock")["genji-tiny-f32"]
+    assert entry["source"]["tokenizer"] == {"path": str(slow.resolve())}
+    assert entry["prompt_format"] == "japanese-story" and entry["preset"] == "genji-jp"
