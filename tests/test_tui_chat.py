@@ -189,3 +189,34 @@ async def test_stopping_a_reply_keeps_what_was_written(tmp_path):
         await pilot.pause(0.3)
         assert screen.doc.messages[-1] == reply
         assert saved(tmp_path, "chats")[0]["model"] == "fake"
+
+
+async def test_a_chat_waits_for_a_story_generation_on_the_same_model(tmp_path):
+    from tui_fakes import SlowBackend
+
+    backend = SlowBackend([" " + "la " * 150], delay=0.2, n_ctx=4096)
+    Library(tmp_path / "data" / "chats", "chat").save("c", ChatDocument.start(Character(name="Aqua", greeting="Hi!")))
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        story = app.screen
+        await pilot.press(*"Go", "ctrl+g")
+        await pilot.pause(0.1)
+        await pilot.press("f3")
+        await pilot.pause()
+        chat = app.screen
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        chat.query_one("#composer").focus()
+        await pilot.press(*"Hello", "enter")
+        await pilot.pause(0.1)
+        assert story.job is not None and chat.job is not None  # the chat waits for the backend
+        assert backend.calls == 1 and chat.job.text == ""
+        backend.delay = 0.0
+        await settle(pilot, chat, timeout=30)
+        await settle(pilot, story, timeout=30)
+        assert story.doc.text.startswith("Go la la")
+        assert [m.speaker for m in chat.doc.messages] == ["character", "user", "character"]
+        assert backend.prompts[-1].endswith("You: Hello\nAqua:")

@@ -60,7 +60,10 @@ def run(target: MessagePump, lock: threading.Lock, job: Job, backend: Any, docum
         settings: SamplingSettings) -> None:
     """The body of a generation worker thread. Posts Prepared, then Streamed per chunk, then Finished."""
     reason = timing = error = None
-    with lock:
+    with lock:  # one generation at a time on a backend, even from two screens
+        if job.stop.is_set():  # stopped while it waited for the backend
+            target.post_message(Finished(job, "stopped", None, None))
+            return
         try:
             prepared = prepare(backend, document, settings)
             target.post_message(Prepared(job, len(prepared.tokens), prepared.fitted.dropped))
