@@ -10,33 +10,57 @@ from rich.console import Console
 from rich.table import Table
 
 err = Console(stderr=True, highlight=False)
+GGUF_DEFAULT = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0"
+ONNX_DEFAULT = "fp32,int8,int4"
+ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
+
+
+def split_quants(quant: str | None, targets: tuple[str, ...]) -> tuple[str, str]:
+    """One --quant list for both formats: ONNX names (fp32, fp16, int8, int4) go to ONNX, the rest to GGUF."""
+    if quant is None:
+        return GGUF_DEFAULT, ONNX_DEFAULT
+    items = [q.strip() for q in quant.split(",") if q.strip()]
+    onnx = [q for q in items if q.lower() in ONNX_QUANTS]
+    gguf = [q for q in items if q.lower() not in ONNX_QUANTS]
+    if "gguf" not in targets and gguf:
+        onnx += gguf  # reported as unknown ONNX quantizations
+        gguf = []
+    return ",".join(gguf), ",".join(onnx) if onnx or "gguf" not in targets else ONNX_DEFAULT
 
 
 def convert_command(
     source: str = typer.Argument(..., help="A checkpoint folder, or a hub repo id (owner/name)."),
-    outdir: Path = typer.Option(..., "--output", "-o", help="Folder for the GGUF files."),
+    outdir: Path = typer.Option(..., "--output", "-o", help="Folder for the GGUF files and ONNX folders."),
+    to: str = typer.Option("gguf", "--to", help="Output formats: gguf, onnx, or gguf,onnx (both from one merge)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit (default: main)."),
     lora: Optional[list[str]] = typer.Option(None, "--lora", help="A PEFT adapter folder, optionally PATH:SCALE (repeatable)."),
-    quant: str = typer.Option("Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0", "--quant", help="Quantization types, comma-separated ('' for none)."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="Quantization types, comma-separated: GGUF "
+                                        f"({GGUF_DEFAULT} by default, '' for none) and ONNX ({ONNX_DEFAULT} by "
+                                        "default; fp32, fp16, int8, int4)."),
     outtype: str = typer.Option("f16", "--outtype", help="Type of the unquantized file: f16, f32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Base name of the files and lock entries."),
-    device: str = typer.Option("cpu", "--device", help="Where the LoRA merge math runs: cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="Where the LoRA merge and the ONNX export run: cpu or cuda."),
     prompt_format: Optional[str] = typer.Option(None, "--format", help="Prompt format to record (default: guessed from the name)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Sampling preset to record (default: guessed from the name)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Use the tokenizer of this folder or hub repo "
                                             "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B)."),
     lock: Optional[Path] = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
 ) -> None:
-    """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and quantize them."""
+    """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and/or ONNX, and quantize them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .lora import parse_spec
     from .pipeline import ConvertRequest, Progress as Hooks, convert
+    from .onnx import parse_onnx_quants
     from .quantize import parse_quants
 
+    targets = tuple(t.strip().lower() for t in to.split(",") if t.strip())
+    gguf_quants, onnx_quants = split_quants(quant, targets)
     request = ConvertRequest(source, outdir, revision=revision, loras=tuple(parse_spec(s) for s in lora or []),
-                             quants=tuple(parse_quants(quant)), outtype=outtype, name=name, device=device,
-                             prompt_format=prompt_format, preset=preset, tokenizer=tokenizer)
+                             quants=tuple(parse_quants(gguf_quants)) if "gguf" in targets else (),
+                             outtype=outtype, name=name, device=device, prompt_format=prompt_format, preset=preset,
+                             tokenizer=tokenizer, targets=targets,
+                             onnx_quants=parse_onnx_quants(onnx_quants) if "onnx" in targets else ())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as bars:
         tasks: dict[str, int] = {}
@@ -53,8 +77,10 @@ def convert_command(
         outputs = convert(request, Hooks(on_tensor=on_tensor, on_file_start=on_file_start, on_file_done=on_file_done),
                           lock=lock)
     table = Table(title="talesmith convert")
-    for column in ("file", "type", "size", "bits/weight", "seconds"):
-        table.add_column(column, justify="left" if column == "file" else "right")
+    for column in ("file", "type", "size", "bits/weight", "seconds", "quantized"):
+        table.add_column(column, justify="left" if column in ("file", "quantized") else "right")
     for o in outputs:
-        table.add_row(str(o.path), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}", f"{o.seconds:.1f}")
+        quantized = o.detail or ("none: the size is unchanged" if o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4") else "")
+        table.add_row(str(o.path), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}", f"{o.seconds:.1f}",
+                      quantized)
     Console().print(table)

@@ -1,7 +1,10 @@
-"""The whole conversion: checkpoint (+ adapters) -> f16/f32/bf16 GGUF -> quantized GGUFs -> models.lock."""
+"""The whole conversion: checkpoint (+ adapters) -> f16/f32/bf16 GGUF -> quantized GGUFs -> models.lock,
+and, with `targets` including "onnx", the same merge exported to ONNX and quantized (convert/onnx.py)."""
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,12 @@ class ConvertRequest:
     preset: str | None = None
     tokenizer: str | None = None
     """A folder or hub repo whose tokenizer to use (Genji-JP ships none: it uses GPT-J 6B's)."""
+    targets: tuple[str, ...] = ("gguf",)
+    """Output formats: "gguf", "onnx" or both (from one merge)."""
+    onnx_quants: tuple[str, ...] = ("fp32", "int8", "int4")
+
+
+TARGETS = ("gguf", "onnx")
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,9 @@ class Output:
     bits_per_weight: float
     seconds: float
     sha256: str
+    format: str = "gguf"
+    detail: str = ""
+    """What a quantization changed (ONNX: how many nodes were quantized), so that a no-op shows."""
 
 
 @dataclass
@@ -96,9 +108,7 @@ def _guess(name: str) -> tuple[str | None, str | None]:
 
 
 def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path | None = None) -> list[Output]:
-    """Convert a checkpoint to GGUF files in `req.outdir` and record each in models.lock."""
-    from talesmith.runtime.models import file_entry, record_model, sha256
-
+    """Convert a checkpoint to GGUF files and/or ONNX folders in `req.outdir` and record each in models.lock."""
     progress = progress or Progress()
     if req.outtype not in OUTTYPES:
         raise ConversionError(f"--outtype {req.outtype} is unknown; use one of {', '.join(OUTTYPES)}")
@@ -107,6 +117,18 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
         raise ConversionError(f"unknown quantization type {bad[0]!r}; choose from {', '.join(QUANT_TYPES)}")
     if req.preset and req.preset not in PRESETS:
         raise ConversionError(f"unknown preset {req.preset!r}; choose one of: {', '.join(PRESETS)}")
+    bad_targets = [t for t in req.targets if t not in TARGETS]
+    if bad_targets or not req.targets:
+        shown = ",".join(req.targets) or "(nothing)"
+        raise ConversionError(f"--to {shown} is unknown; use gguf, onnx or gguf,onnx")
+    if "onnx" in req.targets:
+        from .onnx import ONNX_QUANTS
+
+        bad = [q for q in req.onnx_quants if q not in ONNX_QUANTS]
+        if bad:
+            raise ConversionError(f"unknown ONNX quantization {bad[0]!r}; choose from {', '.join(ONNX_QUANTS)}")
+        if not req.onnx_quants:
+            raise ConversionError("--quant is empty; name at least one of fp32, fp16, int8, int4 for ONNX")
     device = check_device(req.device)
     ckpt, origin = open_checkpoint(req.source, req.revision)
     adapters = [read_adapter(path, scale) for path, scale in req.loras]
@@ -115,8 +137,6 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     tokenizer_dir, tokenizer_origin = ckpt.folder, None
     if req.tokenizer:
         tokenizer_dir, tokenizer_origin = tokenizer_folder(req.tokenizer)
-    vocab = read_vocab(tokenizer_dir, ckpt.config)
-    vocab.pad_to(arch.n_vocab())
 
     name = req.name or (origin.get("hub", "").split("/")[-1] or ckpt.folder.name)
     guessed_format, guessed_preset = _guess(" ".join([name, str(req.source)] + [str(p) for p, _ in req.loras]))
@@ -131,25 +151,61 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
 
     req.outdir.mkdir(parents=True, exist_ok=True)
     outputs: list[Output] = []
+    n_params = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
+    with tempfile.TemporaryDirectory(dir=req.outdir, prefix=".merge-") as tmp:
+        merged = ckpt.folder
+        if adapters and "onnx" in req.targets:
+            # One merge for every output: the ONNX exporter reads a checkpoint folder, and the GGUF
+            # writer reads the same merged tensors back.
+            from .onnx import save_merged
+
+            merged = save_merged(weights, Path(tmp) / "merged")
+            ckpt.close()
+            ckpt, _ = open_checkpoint(merged)
+            weights = MergedWeights(ckpt, [], device=device)
+            arch = architecture_for(ckpt, weights)
+        record = dict(name=name, origin=origin, adapters=adapter_records, prompt_format=prompt_format,
+                      preset=preset_name, hf_architecture=ckpt.architecture, lock=lock, progress=progress)
+        try:
+            if "gguf" in req.targets:
+                vocab = read_vocab(tokenizer_dir, ckpt.config)
+                vocab.pad_to(arch.n_vocab())
+                outputs += _gguf(req, arch, vocab, metadata, record, ckpt)
+            if "onnx" in req.targets:
+                outputs += _onnx(req, merged, tokenizer_dir, n_params, device, record)
+        finally:
+            ckpt.close()
+    return outputs
+
+
+def _entry(record: dict[str, Any], fmt: str, architecture: str, quantization: str, path: Path,
+           files: list[Path]) -> dict[str, Any]:
+    from talesmith.runtime.models import file_entry
+
+    entry = {"format": fmt, "architecture": architecture, "hf_architecture": record["hf_architecture"],
+             "quantization": quantization, "path": str(path.resolve()), "files": [file_entry(f) for f in files],
+             "source": record["origin"], "adapters": record["adapters"]}
+    entry.update({k: v for k in ("prompt_format", "preset") if (v := record[k])})
+    return entry
+
+
+def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: dict[str, Any], ckpt) -> list[Output]:
+    from talesmith.runtime.models import record_model, sha256
+
+    progress, name, outputs = record["progress"], record["name"], []
 
     def finish(path: Path, kind: str, started: float, n_params: int) -> None:
         size = path.stat().st_size
         output = Output(path, kind, size, size * 8 / n_params, time.perf_counter() - started, sha256(path))
         outputs.append(output)
-        entry = {"format": "gguf", "architecture": arch.gguf_arch, "hf_architecture": ckpt.architecture,
-                 "quantization": kind, "path": str(path.resolve()), "files": [file_entry(path)], "source": origin,
-                 "adapters": adapter_records}
-        entry.update({k: v for k, v in (("prompt_format", prompt_format), ("preset", preset_name)) if v})
-        record_model(f"{name}-{kind}".lower(), entry, lock=lock)
+        record_model(f"{name}-{kind}".lower(), _entry(record, "gguf", arch.gguf_arch, kind, path, [path]),
+                     lock=record["lock"])
         progress.on_file_done(output)
 
     base = req.outdir / f"{name}-{req.outtype}.gguf"
     progress.on_file_start(req.outtype.upper(), base)
     started = time.perf_counter()
-    try:
-        n_params = write_gguf(base, arch, vocab, metadata, outtype=req.outtype, on_tensor=progress.on_tensor)
-    finally:
-        ckpt.close()
+    n_params = write_gguf(base, arch, vocab, metadata, outtype=req.outtype, on_tensor=progress.on_tensor)
     finish(base, req.outtype.upper(), started, n_params)
     for qtype in req.quants:
         if qtype == req.outtype.upper():
@@ -159,4 +215,28 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
         started = time.perf_counter()
         quantize(base, target, qtype)
         finish(target, qtype, started, n_params)
+    return outputs
+
+
+def _onnx(req: ConvertRequest, merged: Path, tokenizer_dir: Path, n_params: int, device: str,
+          record: dict[str, Any]) -> list[Output]:
+    from talesmith.runtime.models import record_model, sha256
+
+    from . import onnx
+
+    progress, name, outputs = record["progress"], record["name"], []
+    meta = {"name": name, "source": record["origin"], "adapters": record["adapters"],
+            "prompt_format": record["prompt_format"], "preset": record["preset"],
+            "hf_architecture": record["hf_architecture"]}
+    builds = onnx.build(merged, tokenizer_dir, req.outdir, name, req.onnx_quants, meta=meta, device=device,
+                        on_start=lambda quant, folder: progress.on_file_start(f"ONNX-{quant.upper()}", folder))
+    for b in builds:
+        kind = f"ONNX-{b.quant.upper()}"
+        size = onnx.model_size(b.folder)
+        output = Output(b.folder, kind, size, size * 8 / n_params, b.seconds, sha256(b.folder / onnx.MODEL_FILE),
+                        format="onnx", detail=b.stats.describe())
+        outputs.append(output)
+        entry = _entry(record, "onnx", str(record["hf_architecture"]), b.quant, b.folder, onnx.folder_files(b.folder))
+        record_model(f"{name}-onnx-{b.quant}".lower(), entry, lock=record["lock"])
+        progress.on_file_done(output)
     return outputs

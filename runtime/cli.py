@@ -92,19 +92,20 @@ def read_config(path: Path | None) -> Config:
     return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling)
 
 
-def _load(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None):
-    from .llama_backend import LlamaCppBackend
+def _load(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None,
+          backend: str | None = None, device: str = "cpu"):
+    from .backends import model_metadata, open_backend
     from .models import resolve
 
     ref = resolve(model, lock=lock)
-    backend = LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
-    for warning in backend.warnings:
+    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+    for warning in opened.warnings:
         err.print(f"[yellow]note:[/] {escape(warning)}")
-    # A model converted by talesmith names its prompt format and preset inside the GGUF.
-    meta = backend.info.metadata
-    ref = dataclasses.replace(ref, prompt_format=ref.prompt_format or meta.get("talesmith.prompt_format"),
-                              preset=ref.preset or meta.get("talesmith.preset"))
-    return ref, backend
+    # A model converted by talesmith names its prompt format and preset (GGUF metadata, talesmith.json).
+    meta = model_metadata(opened)
+    ref = dataclasses.replace(ref, prompt_format=ref.prompt_format or meta.get("prompt_format"),
+                              preset=ref.preset or meta.get("preset"))
+    return ref, opened
 
 
 def _settings(preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]) -> SamplingSettings:
@@ -117,13 +118,17 @@ def _model_fields(ref: Any, fmt: str) -> dict[str, Any]:
     return ref.format_fields if fmt == ref.prompt_format else {}
 
 
-ModelOpt = typer.Option(None, "--model", "-m", help="A .gguf file or a name from models.lock (default: the bundled model).")
+ModelOpt = typer.Option(None, "--model", "-m", help="A .gguf file, an ONNX model folder or a name from models.lock "
+                        "(default: the bundled model).")
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
 PresetOpt = typer.Option(None, "--preset", help=f"Sampling preset: {', '.join(PRESETS)}.")
 FormatOpt = typer.Option(None, "--format", "-f", help=f"Prompt format: {', '.join(FORMATS)}.")
 CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
 GpuOpt = typer.Option(0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores).")
+BackendOpt = typer.Option(None, "--backend", help="llama (GGUF) or onnx (default: from the model file).")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
+                         "on the GPU unless --gpu-layers says otherwise).")
 ConfigOpt = typer.Option(None, "--config", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
 _F = "Format fields"
 
@@ -155,6 +160,8 @@ def generate(
     ctx: Optional[int] = CtxOpt,
     gpu_layers: int = GpuOpt,
     threads: Optional[int] = ThreadsOpt,
+    backend_name: Optional[str] = BackendOpt,
+    device: str = DeviceOpt,
     config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
@@ -173,7 +180,7 @@ def generate(
         if v not in (None, [])}
     if count < 1:
         raise SettingsError(f"--count {count} must be at least 1")
-    ref, backend = _load(model or cfg.model, lock, ctx, gpu_layers, threads)
+    ref, backend = _load(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt = fmt or ref.prompt_format or "raw"
     settings = _settings(preset, cfg, ref.preset, sampling)
     try:
@@ -232,6 +239,8 @@ def batch(
     ctx: Optional[int] = CtxOpt,
     gpu_layers: int = GpuOpt,
     threads: Optional[int] = ThreadsOpt,
+    backend_name: Optional[str] = BackendOpt,
+    device: str = DeviceOpt,
     config: Optional[Path] = ConfigOpt,
     sampling: dict[str, Any] = {},
 ) -> None:
@@ -246,7 +255,7 @@ def batch(
         raise InputError(f"output {output} is the input file; choose another output path")
     output.parent.mkdir(parents=True, exist_ok=True)
     out = OutputFile(output)
-    ref, backend = _load(model or cfg.model, lock, ctx, gpu_layers, threads)
+    ref, backend = _load(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt = fmt or cfg.format or ref.prompt_format or "raw"
     if fmt not in FORMATS:
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
