@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -103,9 +104,12 @@ def export(checkpoint: Path, out: Path, *, dtype: str = "fp32", device: str = "c
     logging.getLogger("optimum").setLevel(logging.ERROR)
     transformers.logging.set_verbosity_error()
     try:
-        main_export(str(checkpoint), output=str(out), task="text-generation-with-past", device=device,
-                    dtype=None if dtype == "fp32" else dtype, do_validation=False, custom_onnx_configs=custom,
-                    library_name="transformers")
+        with warnings.catch_warnings():  # the tracer's notes on Python control flow, harmless here
+            warnings.simplefilter("ignore")
+            main_export(
+                str(checkpoint), output=str(out), task="text-generation-with-past", device=device,
+                dtype=None if dtype == "fp32" else dtype, do_validation=False, custom_onnx_configs=custom,
+                library_name="transformers")
     except ConversionError:
         raise
     except Exception as e:  # the exporter's own errors are long traces: name the model and the cause

@@ -103,7 +103,9 @@ def _load(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int
         err.print(f"[yellow]note:[/] {escape(warning)}")
     # A model converted by talesmith names its prompt format and preset (GGUF metadata, talesmith.json).
     meta = model_metadata(opened)
-    ref = dataclasses.replace(ref, prompt_format=ref.prompt_format or meta.get("prompt_format"),
+    # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
+    path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
+    ref = dataclasses.replace(ref, path=path, prompt_format=ref.prompt_format or meta.get("prompt_format"),
                               preset=ref.preset or meta.get("preset"))
     return ref, opened
 
