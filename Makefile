@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
-# The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft).
+# The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft)
+# and the ONNX extra (optimum, onnxruntime).
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,convert]'
+	$(BIN)/pip install --quiet -e '.[test,convert,onnx]'
 	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)

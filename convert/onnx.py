@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,6 +30,9 @@ ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx_data"
 META_FILE = "talesmith.json"
+GENAI_DIR = "genai"
+GENAI_ARCHS = {"llama"}
+"""Architectures whose int4 output also gets onnxruntime-genai's own build (when it is installed)."""
 TWO_GB = 2**31 - 1
 SUPPORTED = {"gpt2", "gptj", "llama", "falcon"}
 
@@ -50,6 +53,8 @@ class QuantStats:
     matmul_nbits: int = 0
     matmul_integer: int = 0
     gemm_rewritten: int = 0
+    genai: bool = False
+    """Whether onnxruntime-genai's own int4 build was added (genai/)."""
 
     def describe(self) -> str:
         parts = []
@@ -59,6 +64,8 @@ class QuantStats:
             parts.append(f"{self.matmul_nbits} MatMulNBits")
         if self.matmul_integer:
             parts.append(f"{self.matmul_integer} MatMulInteger")
+        if self.genai:
+            parts.append("+ onnxruntime-genai build")
         return ", ".join(parts)
 
 
@@ -218,6 +225,9 @@ def quantize_int4(src: Path, dst: Path, *, block_size: int = 32) -> QuantStats:
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                  MatMulNBitsQuantizer)
 
+    import logging
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     model = _load(src)
     rewritten = gemm_to_matmul(model)
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
@@ -227,6 +237,35 @@ def quantize_int4(src: Path, dst: Path, *, block_size: int = 32) -> QuantStats:
     stats = QuantStats(matmul_nbits=count_ops(quantized).get("MatMulNBits", 0), gemm_rewritten=rewritten)
     _save(quantized, dst)
     return stats
+
+
+def build_genai(checkpoint: Path, tokenizer_dir: Path, out: Path, *, device: str = "cpu") -> bool:
+    """onnxruntime-genai's own int4 build of a checkpoint in `out` (for its faster Generator), when
+    onnxruntime-genai is installed; False when it is not."""
+    import subprocess
+    import sys
+
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return False
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".genai-") as tmp:
+        source = Path(tmp) / "source"  # the builder wants the tokenizer beside the weights
+        source.mkdir()
+        for p in checkpoint.iterdir():
+            if p.is_file():
+                os.symlink(p.resolve(), source / p.name)
+        for p in tokenizer_dir.iterdir():
+            if p.is_file() and p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added")):
+                if not (source / p.name).exists():
+                    os.symlink(p.resolve(), source / p.name)
+        result = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source),
+                                 "-o", str(out), "-p", "int4", "-e", "cuda" if device == "cuda" else "cpu",
+                                 "-c", str(Path(tmp) / "cache")], capture_output=True, text=True)
+    if result.returncode != 0 or not (out / "genai_config.json").exists():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ConversionError(f"onnxruntime-genai's builder failed on {checkpoint}: {tail[0]}")
+    return True
 
 
 # --- the merged checkpoint ----------------------------------------------------------------------
@@ -308,9 +347,11 @@ def _replace_dir(staged: Path, final: Path) -> None:
 
 
 def build(merged: Path, tokenizer_dir: Path, outdir: Path, name: str, quants: Iterable[str], *,
-          meta: dict[str, Any], device: str = "cpu", on_start=lambda quant, folder: None) -> list[OnnxBuild]:
+          meta: dict[str, Any], device: str = "cpu", genai: bool = True,
+          on_start=lambda quant, folder: None) -> list[OnnxBuild]:
     """Export `merged` (a checkpoint folder) once in fp32 (and once in fp16 if asked) and quantize it,
-    one finished folder `outdir/NAME-onnx-QUANT` per quantization, each written in a temporary folder first."""
+    one finished folder `outdir/NAME-onnx-QUANT` per quantization, each written in a temporary folder first.
+    With `genai`, an int4 Llama also gets onnxruntime-genai's own build (if it is installed)."""
     quants = list(dict.fromkeys(quants))
     outdir.mkdir(parents=True, exist_ok=True)
     results: list[OnnxBuild] = []
@@ -339,6 +380,9 @@ def build(merged: Path, tokenizer_dir: Path, outdir: Path, name: str, quants: It
                 quantize = quantize_int8 if quant == "int8" else quantize_int4
                 stats = quantize(fp32_dir / MODEL_FILE, staged / MODEL_FILE)
                 _copy_beside(fp32_dir, staged)
+                if quant == "int4" and genai and _model_type(merged) in GENAI_ARCHS:
+                    if build_genai(merged, tokenizer_dir, staged / GENAI_DIR, device=device):
+                        stats = replace(stats, genai=True)
                 _write_meta(staged, {**meta, "quantization": quant})
             seconds = time.perf_counter() - started + (fp32_seconds if quant == "fp32" else 0.0)
             if quant == "fp32":
@@ -347,6 +391,13 @@ def build(merged: Path, tokenizer_dir: Path, outdir: Path, name: str, quants: It
             _replace_dir(staged, final)
             results.append(OnnxBuild(final, quant, seconds, stats))
     return results
+
+
+def _model_type(checkpoint: Path) -> str:
+    try:
+        return str(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")).get("model_type"))
+    except (OSError, ValueError):
+        return ""
 
 
 def _finish_folder(folder: Path, tokenizer_dir: Path, meta: dict[str, Any]) -> None:
@@ -370,7 +421,8 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    """Every file of an output folder, its genai/ subfolder included."""
+    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def folder_size(folder: Path) -> int:

@@ -182,8 +182,10 @@ def _entry(record: dict[str, Any], fmt: str, architecture: str, quantization: st
            files: list[Path]) -> dict[str, Any]:
     from talesmith.runtime.models import file_entry
 
+    folder = path if path.is_dir() else path.parent
+    listed = [{**file_entry(f), "name": f.relative_to(folder).as_posix()} for f in files]
     entry = {"format": fmt, "architecture": architecture, "hf_architecture": record["hf_architecture"],
-             "quantization": quantization, "path": str(path.resolve()), "files": [file_entry(f) for f in files],
+             "quantization": quantization, "path": str(path.resolve()), "files": listed,
              "source": record["origin"], "adapters": record["adapters"]}
     entry.update({k: v for k in ("prompt_format", "preset") if (v := record[k])})
     return entry

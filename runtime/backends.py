@@ -36,11 +36,11 @@ def open_backend(path: str | os.PathLike[str], *, backend: str | None = None, de
             raise ModelError(f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
                              f"with `talesmith convert --to onnx` or use --backend llama")
         try:
-            from .onnx_backend import OnnxBackend
+            from .onnx_backend import open_onnx
         except ImportError as e:
             raise ModelError(f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
                              f"extra: pip install -e '.[onnx]'") from None
-        return OnnxBackend(path, n_ctx=n_ctx, device=device, threads=threads)
+        return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
     if backend_for(path) == "onnx":
         raise ModelError(f"{path} is an ONNX model; llama.cpp reads GGUF files: use --backend onnx")
     from .llama_backend import LlamaCppBackend
@@ -52,7 +52,7 @@ def open_backend(path: str | os.PathLike[str], *, backend: str | None = None, de
 
 def model_metadata(backend: Any) -> dict[str, Any]:
     """What a model converted by talesmith says about itself: prompt format and preset, if any."""
-    if getattr(backend, "name", "") == "onnxruntime":
+    if getattr(backend, "name", "").startswith("onnxruntime"):
         meta = backend.metadata
         return {"prompt_format": meta.get("prompt_format"), "preset": meta.get("preset")}
     meta = backend.info.metadata

@@ -6,6 +6,10 @@ The KV cache stays in ONNX Runtime's own buffers between steps (I/O binding: eac
 `present` becomes the next step's `past`), and across calls: `prefill` keeps the longest common
 prefix and evaluates only the rest. Sampling is talesmith.runtime.sampling's numpy chain, with
 llama.cpp's order and semantics. The tokenizer is the model's tokenizer.json, read with `tokenizers`.
+
+Where the folder also holds onnxruntime-genai's build of the model (`genai/`, written by the converter
+for int4 Llama models when onnxruntime-genai is installed), `GenaiBackend` runs the forward passes
+through its Generator (append_tokens, get_logits, rewind_to) and talesmith still does the sampling.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from .settings import SamplingSettings
 DEFAULT_CTX = 4096
 MODEL_FILE = "model.onnx"
 META_FILE = "talesmith.json"
+GENAI_DIR = "genai"
+"""A subfolder with onnxruntime-genai's own build of the model (int4 Llama), used for the forward passes when
+onnxruntime-genai is installed and the model runs on the CPU."""
 
 
 def model_folder(path: str | os.PathLike[str]) -> Path:
@@ -192,15 +199,20 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        if device == "cuda":
+            ort.set_default_logger_severity(4)  # a missing CUDA library is reported below, in one line
         try:
             self.session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=providers)
         except Exception as e:
             raise ModelError(f"ONNX Runtime could not load {folder / MODEL_FILE}: {str(e).splitlines()[0]}; the "
                              f"file may be truncated, convert it again") from None
+        finally:
+            ort.set_default_logger_severity(2)
         active = self.session.get_providers()
         if device == "cuda" and active[0] != "CUDAExecutionProvider":
             raise ModelError("--device cuda was asked for but ONNX Runtime fell back to the CPU (its CUDA "
-                             "libraries or the GPU are missing); use --device cpu or install CUDA 12 and cuDNN 9")
+                             "libraries or the GPU are missing); use --device cpu, or install the CUDA and cuDNN versions "
+                             "this onnxruntime-gpu was built for")
         self.device = device
         self.providers = tuple(active)
         self._read_io()
@@ -323,3 +335,110 @@ class OnnxBackend:
     def close(self) -> None:
         self._past = []
         self.session = None
+
+
+def genai_available(folder: Path) -> bool:
+    """Whether `folder` holds onnxruntime-genai's build of the model and onnxruntime-genai is installed."""
+    if not (folder / GENAI_DIR / "genai_config.json").exists():
+        return False
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class GenaiBackend(OnnxBackend):
+    """The same model folder, with forward passes through onnxruntime-genai's Generator (its fused
+    attention and shared KV buffer), and talesmith's own tokenizer, cache bookkeeping and sampling."""
+
+    name = "onnxruntime-genai"
+
+    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, threads: int | None = None):
+        import onnxruntime_genai as og
+
+        folder = model_folder(model_path)
+        self.folder = folder
+        self.model_path = str(folder)
+        self.warnings = []
+        self.metadata = _read_json(folder / META_FILE)
+        config = _read_json(folder / "config.json")
+        trained = config.get("max_position_embeddings") or config.get("n_positions")
+        if n_ctx is None:
+            n_ctx = min(trained or DEFAULT_CTX, DEFAULT_CTX)
+        elif n_ctx < 16:
+            raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
+        elif trained and n_ctx > trained:
+            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens this model was trained on; "
+                                 f"expect worse text past {trained}")
+        self.n_ctx = n_ctx
+        self.vocab = Vocabulary(folder)
+        self.device = "cpu"
+        self.providers = ("CPUExecutionProvider",)
+        try:
+            og_config = og.Config(str(folder / GENAI_DIR))
+            og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": threads or os.cpu_count() or 1, "inter_op_num_threads": 1}}}}))
+            self._model = og.Model(og_config)
+        except Exception as e:
+            raise ModelError(f"onnxruntime-genai could not load {folder / GENAI_DIR}: {str(e).splitlines()[0]}; "
+                             f"convert the model again") from None
+        self.eog_tokens = frozenset(_eos_ids(folder))
+        self._breakers = {}
+        self.reset()
+        self.n_vocab = int(np.asarray(self._probe_logits()).shape[-1])
+        self.logits = np.zeros(self.n_vocab, dtype=np.float32)
+        self.reset()
+
+    def _probe_logits(self):
+        self._generator.append_tokens([0])
+        return self._generator.get_logits()
+
+    def _new_generator(self) -> None:
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(max_length=self.n_ctx, do_sample=False)
+        self._generator = og.Generator(self._model, params)
+
+    def _run(self, tokens: Sequence[int]) -> None:
+        total = len(self._tokens) + len(tokens)
+        if total > self.n_ctx:
+            raise ContextOverflowError(f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or "
+                                       f"shorten the prompt")
+        self._generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+        self.logits = np.asarray(self._generator.get_logits(), dtype=np.float32).reshape(-1)
+        self._tokens.extend(int(t) for t in tokens)
+
+    def _truncate(self, n: int) -> None:
+        if n >= len(self._tokens):
+            return
+        if n == 0:
+            self._new_generator()
+        else:
+            self._generator.rewind_to(n)
+        del self._tokens[n:]
+
+    def reset(self) -> None:
+        self._tokens = []
+        self._new_generator()
+
+    def close(self) -> None:
+        self._generator = None
+        self._model = None
+
+
+def open_onnx(path: str | os.PathLike[str], *, n_ctx: int | None = None, device: str = "cpu",
+              threads: int | None = None, engine: str = "auto") -> OnnxBackend:
+    """An ONNX model folder in the fastest engine that fits: onnxruntime-genai's Generator where the
+    folder has its build and the model runs on the CPU, else a bare ONNX Runtime session.
+    `engine` "session" or "genai" forces one."""
+    if engine not in ("auto", "session", "genai"):
+        raise ModelError(f"ONNX engine {engine!r} is unknown; use auto, session or genai")
+    folder = model_folder(path)
+    if engine == "genai" or (engine == "auto" and device == "cpu" and genai_available(folder)):
+        if not genai_available(folder):
+            raise ModelError(f"{folder} has no onnxruntime-genai build (genai/) or onnxruntime-genai is not "
+                             f"installed; convert to int4 with onnxruntime-genai-cuda installed")
+        return GenaiBackend(folder, n_ctx=n_ctx, threads=threads)
+    return OnnxBackend(folder, n_ctx=n_ctx, device=device, threads=threads)

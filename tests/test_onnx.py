@@ -19,7 +19,7 @@ from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
 from talesmith.runtime.backends import open_backend  # noqa: E402
 from talesmith.runtime.errors import ConversionError, ModelError  # noqa: E402
 from talesmith.runtime.generate import collect, stream  # noqa: E402
-from talesmith.runtime.onnx_backend import OnnxBackend  # noqa: E402
+from talesmith.runtime.onnx_backend import OnnxBackend, genai_available, open_onnx  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings, preset  # noqa: E402
 
 KINDS = ["gpt2", "gptj", "llama", "falcon-7b", "falcon-new"]
@@ -164,8 +164,11 @@ def test_lock_entries_and_folders(exported):
     assert resolve("llama-onnx-int4", lock=lock).path == folder
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
     backend = open_backend(folder)  # chosen from the folder
-    assert backend.name == "onnxruntime" and backend.kv_heads == 2
+    assert backend.name.startswith("onnxruntime")
     backend.close()
+    session = open_onnx(folder, engine="session")
+    assert session.kv_heads == 2 and session.past_names[:2] == ["past_key_values.0.key", "past_key_values.0.value"]
+    session.close()
 
 
 def test_lora_merged_export_equals_peft_and_gguf_from_the_same_merge(tiny, tmp_path):
@@ -211,6 +214,35 @@ def test_cache_is_kept_across_calls_that_share_a_prefix(exported):
     assert collect(stream(fresh, longer, settings)).tokens == second.tokens
     again = collect(stream(backend, prompt, settings))  # shorter than the cache: truncated, not re-run
     assert again.timing.prompt_evaluated == 1 and again.tokens == first.tokens
+    backend.close()
+    fresh.close()
+
+
+def test_genai_engine_keeps_its_cache_and_agrees_with_fp32(tiny, exported):
+    """Where the converter added onnxruntime-genai's build (int4 Llama), its Generator runs the forward passes."""
+    folder = exported["llama"]["ONNX-INT4"].path
+    if not genai_available(folder):
+        pytest.skip("onnxruntime-genai is not installed (it is optional: pip install onnxruntime-genai-cuda==0.15.2)")
+    assert "onnxruntime-genai build" in exported["llama"]["ONNX-INT4"].detail
+    backend = open_onnx(folder, n_ctx=64)
+    assert backend.name == "onnxruntime-genai"
+    ids = english_ids(tiny["llama"])
+    backend.prefill(ids[:1])
+    rows = [backend.logits.copy()]
+    for token in ids[1:]:
+        backend.append(token)
+        rows.append(backend.logits.copy())
+    fp32 = onnx_logits(exported["llama"]["ONNX-FP32"].path, ids)
+    agreement = float((np.stack(rows).argmax(1) == fp32.argmax(1)).mean())
+    print(f"\nonnxruntime-genai int4 top-1 agreement with fp32: {agreement:.3f}")
+    assert agreement >= TOP1["int4"]
+    settings = SamplingSettings(temperature=0.8, top_k=40, seed=4, max_new_tokens=10, repetition_penalty=1.1)
+    prompt = ids[:8]
+    first = collect(stream(backend, prompt, settings))
+    second = collect(stream(backend, prompt + list(first.tokens[:3]), settings))
+    assert second.timing.prompt_evaluated == 1  # rewound to the shared prefix, not re-run
+    fresh = open_onnx(folder, n_ctx=64)
+    assert collect(stream(fresh, prompt + list(first.tokens[:3]), settings)).tokens == second.tokens
     backend.close()
     fresh.close()
 
