@@ -8,8 +8,10 @@ temperature, mirostat) and its memory API to keep the longest common prefix betw
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Collection, Sequence
 
 import llama_cpp
@@ -19,6 +21,8 @@ from .gguf_meta import read_info
 from .settings import WHOLE_CONTEXT, SamplingSettings
 
 DEFAULT_CTX = 4096
+MIN_SHIFT_KEPT = 16
+"""Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
@@ -27,6 +31,19 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     """llama.cpp's log, reduced to its errors (it otherwise writes notes over the streamed story)."""
     if level == _GGML_LOG_ERROR:
         sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+
+def state_meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
 
 
 def quiet_logs() -> None:
@@ -157,8 +174,11 @@ class LlamaCppBackend:
         self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
-        self.n_batch = min(n_batch, self.n_ctx)
+        self.n_batch = llama_cpp.llama_n_batch(self.ctx)  # what the context accepts per decode call
         self._memory = llama_cpp.llama_get_memory(self.ctx)
+        self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
+        self.last_shift = 0
+        """Cached tokens dropped by context shifting in the last prefill."""
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self._tokens: list[int] = []
         self._pieces: dict[int, bytes] = {}
@@ -224,20 +244,106 @@ class LlamaCppBackend:
                 n = 0
             del self._tokens[n:]
 
-    def prefill(self, tokens: Sequence[int]) -> int:
-        tokens = list(tokens)
-        if not tokens:
-            raise ContextOverflowError("the prompt is empty and the model adds no start token; write a prompt")
+    def _common_prefix(self, tokens: Sequence[int]) -> int:
         common = 0
         for a, b in zip(self._tokens, tokens):
             if a != b:
                 break
             common += 1
-        common = min(common, len(tokens) - 1)  # the last token is evaluated again for fresh logits
-        self._truncate(common)
+        return min(common, len(tokens) - 1)  # the last token is evaluated again for fresh logits
+
+    def _shift_plan(self, tokens: Sequence[int], common: int) -> tuple[int, int] | None:
+        """(gap, kept): `tokens` continue the cache after `gap` cached tokens at `common` were dropped."""
+        if not self._can_shift or common >= len(self._tokens) - 1:
+            return None
+        cached, rest = self._tokens, tokens[common:len(tokens) - 1]
+        if not rest:
+            return None
+        best = None
+        for start in range(common + 1, len(cached)):
+            if cached[start] != rest[0]:
+                continue
+            kept = 0
+            while start + kept < len(cached) and kept < len(rest) and cached[start + kept] == rest[kept]:
+                kept += 1
+            if best is None or kept > best[1]:
+                best = (start - common, kept)
+            if start + kept == len(cached) or kept == len(rest):
+                break
+        if best is None or best[1] < min(MIN_SHIFT_KEPT, len(rest)):
+            return None
+        return best
+
+    def pending(self, tokens: Sequence[int]) -> int:
+        """How many of `tokens` a prefill would evaluate now (after reusing and shifting the cache)."""
+        tokens = list(tokens)
+        if not tokens:
+            return 0
+        common = self._common_prefix(tokens)
+        plan = self._shift_plan(tokens, common)
+        return len(tokens) - common - (plan[1] if plan else 0)
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        tokens = list(tokens)
+        if not tokens:
+            raise ContextOverflowError("the prompt is empty and the model adds no start token; write a prompt")
+        common = self._common_prefix(tokens)
+        plan = self._shift_plan(tokens, common)
+        self.last_shift = 0
+        if plan:
+            gap, kept = plan
+            # Drop the cached range the prompt left out and slide what follows back into place,
+            # instead of evaluating it again (context shifting).
+            self._truncate(common + gap + kept)
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, common, common + gap)
+            llama_cpp.llama_memory_seq_add(self._memory, 0, common + gap, -1, -gap)
+            del self._tokens[common:common + gap]
+            self.last_shift = gap
+        else:
+            self._truncate(common)
         rest = tokens[len(self._tokens):]
         self._decode(rest)
         return len(rest)
+
+    # --- saved state ------------------------------------------------------------------------
+
+    def save_state(self, path: str | os.PathLike[str], *, model_sha256: str) -> None:
+        """Save the cache (with its tokens) to `path`, and a description beside it, atomically."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".partial")
+        arr = (llama_cpp.llama_token * len(self._tokens))(*self._tokens)
+        if not llama_cpp.llama_state_seq_save_file(self.ctx, str(partial).encode(), 0, arr, len(self._tokens)):
+            partial.unlink(missing_ok=True)
+            raise ModelError(f"llama.cpp could not save its state to {target}; check the folder is writable")
+        os.replace(partial, target)
+        meta = {"model_sha256": model_sha256, "n_ctx": self.n_ctx, "tokens": self._tokens}
+        write_text_atomic(state_meta_path(target), json.dumps(meta))
+
+    def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
+        """Restore a saved cache if it was made by this model for a prefix of `tokens`; returns tokens restored.
+
+        A state file of another model, another context size or another prompt is ignored (returns 0),
+        and so is one that is missing or unreadable: the cost is only re-evaluation.
+        """
+        target = Path(path)
+        try:
+            meta = json.loads(state_meta_path(target).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        saved = meta.get("tokens") or []
+        if (meta.get("model_sha256") != model_sha256 or meta.get("n_ctx") != self.n_ctx or not target.exists()
+                or len(saved) > len(tokens) or list(tokens[:len(saved)]) != saved):
+            return 0
+        self.reset()
+        out = (llama_cpp.llama_token * max(len(saved), 1))()
+        count = ctypes.c_size_t(0)
+        ok = llama_cpp.llama_state_seq_load_file(self.ctx, str(target).encode(), 0, out, len(saved),
+                                                  ctypes.byref(count))
+        if not ok or list(out[:count.value]) != saved:
+            llama_cpp.llama_memory_clear(self._memory, True)
+            return 0
+        self._tokens = list(saved)
+        return len(saved)
 
     def append(self, token: int) -> None:
         if len(self._tokens) >= self.n_ctx:

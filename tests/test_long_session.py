@@ -1,0 +1,68 @@
+"""Long chats and stories on the bundled model: prefix reuse, context shifting, saved KV state."""
+
+import pytest
+
+from talesmith.runtime.documents import CHARACTER, USER, Chat, Message
+from talesmith.runtime.generate import collect, prepare, stream
+from talesmith.runtime.llama_backend import LlamaCppBackend
+from talesmith.runtime.settings import SamplingSettings
+
+pytestmark = pytest.mark.model
+GREEDY = SamplingSettings(temperature=0, max_new_tokens=12, min_new_tokens=12, seed=1)
+PERSONA = "A cheerful goddess of water who loves festivals and hates the undead."
+
+
+def turn(backend, chat, text):
+    chat = Chat(chat.character, chat.persona, messages=chat.messages + (Message(USER, text),))
+    prepared = prepare(backend, chat, GREEDY)
+    reply = collect(stream(backend, prepared.tokens, GREEDY, stops=prepared.stops))
+    return Chat(chat.character, chat.persona, messages=chat.messages + (Message(CHARACTER, reply.text),)), \
+        prepared, reply
+
+
+def test_shifting_keeps_the_persona_and_matches_fresh_evaluation_until_overflow(bundled_path):
+    backend = LlamaCppBackend(bundled_path, n_ctx=320)
+    chat = Chat("Aqua", PERSONA)
+    shifted = 0
+    for i in range(24):
+        before = list(backend.cached_tokens)
+        chat, prepared, reply = turn(backend, chat, f"Tell me about festival number {i}, please.")
+        if prepared.fitted.dropped == 0:
+            # Not overflowed yet: the reused cache must give exactly what a fresh evaluation gives.
+            assert reply.timing.prompt_evaluated < len(prepared.tokens) or not before
+            fresh = LlamaCppBackend(bundled_path, n_ctx=320)
+            assert collect(stream(fresh, prepared.tokens, GREEDY, stops=prepared.stops)).text == reply.text
+            fresh.close()
+        elif backend.last_shift:
+            shifted += 1
+            # The dropped turns left the cache; the persona block and the kept turns are intact.
+            assert reply.timing.prompt_evaluated < 60
+            cached = list(backend.cached_tokens)
+            assert cached[:len(prepared.tokens) - 1] == prepared.tokens[:-1]
+            text = b"".join(backend.token_bytes(t) for t in cached).decode("utf-8", "replace")
+            assert text.startswith("Aqua's Persona: " + PERSONA + "\n<START>\n")
+    assert shifted >= 2
+    backend.close()
+
+
+def test_saved_state_resumes_without_reprocessing_and_refuses_strangers(llama, tmp_path):
+    from talesmith.runtime.models import sha256
+
+    digest = sha256(llama.model_path)
+    story = "".join(f"Line {i}: the keeper climbed the stairs and lit the lamp again.\n" for i in range(40))
+    tokens = llama.tokenize(story)
+    expected = collect(stream(llama, tokens, GREEDY)).text
+    llama.prefill(tokens)
+    state = tmp_path / "story.kv"
+    llama.save_state(state, model_sha256=digest)
+
+    llama.reset()
+    assert llama.load_state(state, tokens, model_sha256="0" * 64) == 0  # another model
+    assert llama.load_state(state, llama.tokenize("Another story entirely."), model_sha256=digest) == 0
+    assert llama.load_state(state, tokens, model_sha256=digest) == len(tokens)
+    resumed = collect(stream(llama, tokens, GREEDY))
+    assert resumed.timing.prompt_evaluated == 1 and resumed.text == expected
+    (tmp_path / "story.kv").write_bytes(b"garbage")
+    llama.reset()
+    assert llama.load_state(state, tokens, model_sha256=digest) == 0
+    assert list(llama.cached_tokens) == []
