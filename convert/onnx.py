@@ -55,6 +55,8 @@ class QuantStats:
     gemm_rewritten: int = 0
     genai: bool = False
     """Whether onnxruntime-genai's own int4 build was added (genai/)."""
+    fp16_from_fp32: bool = False
+    """Whether fp16 weights came from the fp32 graph (inputs and outputs stay float32) rather than an fp16 export."""
 
     def describe(self) -> str:
         parts = []
@@ -66,6 +68,8 @@ class QuantStats:
             parts.append(f"{self.matmul_integer} MatMulInteger")
         if self.genai:
             parts.append("+ onnxruntime-genai build")
+        if self.fp16_from_fp32:
+            parts.append("fp16 weights from the fp32 graph")
         return ", ".join(parts)
 
 
@@ -197,6 +201,13 @@ def _load(path: Path):
 
 def _is_big(path: Path) -> bool:
     return sum(p.stat().st_size for p in path.parent.glob(MODEL_FILE + "*")) > TWO_GB
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    """The fp32 graph with float16 weights and arithmetic; its inputs and outputs stay float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _save(convert_float_to_float16(_load(src), keep_io_types=True), dst)
 
 
 def quantize_int8(src: Path, dst: Path) -> QuantStats:
@@ -361,7 +372,8 @@ def build(merged: Path, tokenizer_dir: Path, outdir: Path, name: str, quants: It
         fp32_seconds = 0.0
         if needs_fp32:
             started = time.perf_counter()
-            on_start("fp32", outdir / f"{name}-onnx-fp32")
+            if "fp32" in quants:
+                on_start("fp32", outdir / f"{name}-onnx-fp32")
             export(merged, fp32_dir, dtype="fp32", device=device)
             _finish_folder(fp32_dir, tokenizer_dir, {**meta, "quantization": "fp32"})
             fp32_seconds = time.perf_counter() - started
@@ -373,7 +385,19 @@ def build(merged: Path, tokenizer_dir: Path, outdir: Path, name: str, quants: It
             staged = Path(tmp) / quant
             stats = QuantStats()
             if quant == "fp16":
-                export(merged, staged, dtype="fp16", device=device)
+                try:
+                    export(merged, staged, dtype="fp16", device=device)
+                except ConversionError:
+                    # GPT-2 traced in fp16 on the CPU mixes float and float16 inputs of LayerNormalization,
+                    # a graph ONNX Runtime refuses: convert the fp32 graph's weights instead.
+                    shutil.rmtree(staged, ignore_errors=True)
+                    if not (fp32_dir / MODEL_FILE).exists():
+                        export(merged, fp32_dir, dtype="fp32", device=device)
+                        _finish_folder(fp32_dir, tokenizer_dir, {**meta, "quantization": "fp32"})
+                    staged.mkdir()
+                    to_fp16(fp32_dir / MODEL_FILE, staged / MODEL_FILE)
+                    _copy_beside(fp32_dir, staged)
+                    stats = QuantStats(fp16_from_fp32=True)
                 _finish_folder(staged, tokenizer_dir, {**meta, "quantization": "fp16"})
             elif quant in ("int8", "int4"):
                 staged.mkdir()

@@ -134,6 +134,19 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _context_size(config: dict[str, Any], n_ctx: int | None, warnings: list[str]) -> int:
+    """The context to use: asked for, or the trained one up to DEFAULT_CTX; a note when beyond the trained one."""
+    trained = config.get("max_position_embeddings") or config.get("n_positions") or config.get("n_ctx")
+    if n_ctx is None:
+        return min(trained or DEFAULT_CTX, DEFAULT_CTX)
+    if n_ctx < 16:
+        raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
+    if trained and n_ctx > trained:
+        warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens this model was trained on; "
+                        f"expect worse text past {trained}")
+    return n_ctx
+
+
 def cuda_missing_reason() -> str | None:
     """Why ONNX Runtime cannot use CUDA here, or None when it lists the CUDA provider."""
     import onnxruntime as ort
@@ -184,15 +197,7 @@ class OnnxBackend:
             raise ModelError(f"--device {device} is unknown; use cpu or cuda")
         if device == "cuda" and (reason := cuda_missing_reason()):
             raise ModelError(f"--device cuda was asked for but {reason}; use --device cpu")
-        trained = config.get("max_position_embeddings") or config.get("n_positions") or config.get("n_ctx")
-        if n_ctx is None:
-            n_ctx = min(trained or DEFAULT_CTX, DEFAULT_CTX)
-        elif n_ctx < 16:
-            raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
-        elif trained and n_ctx > trained:
-            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens this model was trained on; "
-                                 f"expect worse text past {trained}")
-        self.n_ctx = n_ctx
+        self.n_ctx = _context_size(config, n_ctx, self.warnings)
         self.vocab = Vocabulary(folder)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -363,15 +368,7 @@ class GenaiBackend(OnnxBackend):
         self.warnings = []
         self.metadata = _read_json(folder / META_FILE)
         config = _read_json(folder / "config.json")
-        trained = config.get("max_position_embeddings") or config.get("n_positions")
-        if n_ctx is None:
-            n_ctx = min(trained or DEFAULT_CTX, DEFAULT_CTX)
-        elif n_ctx < 16:
-            raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
-        elif trained and n_ctx > trained:
-            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens this model was trained on; "
-                                 f"expect worse text past {trained}")
-        self.n_ctx = n_ctx
+        self.n_ctx = _context_size(config, n_ctx, self.warnings)
         self.vocab = Vocabulary(folder)
         self.device = "cpu"
         self.providers = ("CPUExecutionProvider",)

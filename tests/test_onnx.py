@@ -130,6 +130,20 @@ def test_quantized_models_agree_with_fp32_and_really_shrink(quant, tiny, exporte
     assert "Gemm -> MatMul" in exported["gpt2"][f"ONNX-{quant.upper()}"].detail
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_fp16_stays_close_to_fp32(kind, tiny, exported, tmp_path):
+    """Llama exports in fp16 directly; GPT-2's fp16 trace is refused by ONNX Runtime, so its fp32 graph is converted."""
+    outputs = convert(ConvertRequest(str(tiny[kind]), tmp_path, targets=("onnx",), onnx_quants=("fp16",), name=kind),
+                      lock=tmp_path / "models.lock")
+    assert [o.kind for o in outputs] == ["ONNX-FP16"]
+    ids = english_ids(tiny[kind])
+    fp16 = onnx_logits(outputs[0].path, ids)
+    fp32 = onnx_logits(exported[kind]["ONNX-FP32"].path, ids)
+    assert np.abs(fp16 - fp32).max() < 5e-3
+    assert outputs[0].size < exported[kind]["ONNX-FP32"].size * 0.7
+    assert ("from the fp32 graph" in outputs[0].detail) == (kind == "gpt2")
+
+
 def test_gemm_rewrite_is_exact(exported, tmp_path):
     import onnx
     import onnxruntime as ort
