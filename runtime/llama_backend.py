@@ -34,7 +34,7 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 def state_meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+    return path.with_name(path.name + ".meta")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -374,7 +374,10 @@ class Library:
         return doc
 
     def delete(self, doc_id: str) -> None:
-        self.path(doc_id).unlink(missing_ok=True)
+        path = self.path(doc_id)
+        path.unlink(missing_ok=True)
+        for cache in (path.with_suffix(".kv"), path.with_suffix(".kv.meta")):  # its saved KV state, if any
+            cache.unlink(missing_ok=True)
 
 
 # --- export -----------------------------------------------------------------------------------

@@ -66,3 +66,20 @@ def test_saved_state_resumes_without_reprocessing_and_refuses_strangers(llama, t
     llama.reset()
     assert llama.load_state(state, tokens, model_sha256=digest) == 0
     assert list(llama.cached_tokens) == []
+
+
+def test_kvstate_beside_a_document_and_the_reprocess_count(llama, tmp_path):
+    from talesmith.runtime import kvstate
+
+    doc = tmp_path / "stories" / "lighthouse.json"
+    doc.parent.mkdir()
+    doc.write_text("{}")
+    tokens = llama.tokenize("The keeper climbed the stairs. " * 30)
+    llama.prefill(tokens)
+    assert kvstate.reprocess_count(llama, tokens) == 1
+    assert kvstate.save(llama, doc) and kvstate.state_path(doc).exists()
+    assert sorted(p.name for p in doc.parent.glob("*.json")) == ["lighthouse.json"]  # the library lists only documents
+    llama.reset()
+    assert kvstate.reprocess_count(llama, tokens) == len(tokens)
+    assert kvstate.restore(llama, doc, tokens) == len(tokens)
+    assert kvstate.reprocess_count(llama, tokens + llama.tokenize(" And then", add_bos=False)) == 2

@@ -15,8 +15,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
+from talesmith.runtime import kvstate
 from talesmith.runtime.documents import History
 from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.generate import prepare
 from talesmith.runtime.settings import PRESETS
 from talesmith.runtime.stories import Library
 
@@ -110,6 +112,39 @@ class DocumentScreen(Screen):
         self._last_edit = ("", 0.0)
         self.show()
         self.schedule_measure()
+        app: Any = self.app
+        document = self.prompt_document()
+        if doc_id is not None and app.backend is not None and document is not None:
+            self._restore_state(app.backend, self.library.path(doc_id), document, self.doc.settings)
+
+    @work(thread=True, group="kvstate", exit_on_error=False)
+    def _restore_state(self, backend: Any, path: Any, document: Any, settings: Any) -> None:
+        """Resume the document's saved KV state, so a long story is not read again."""
+        app: Any = self.app
+        if not app.backend_lock.acquire(timeout=30):
+            return
+        try:
+            restored = kvstate.restore(backend, path, prepare(backend, document, settings).tokens)
+        except (TalesmithError, OSError):
+            restored = 0
+        finally:
+            app.backend_lock.release()
+        if restored:
+            self.app.call_from_thread(self.notify, f"Resumed {restored} tokens from the saved state", timeout=3)
+            self.app.call_from_thread(self.schedule_measure)
+
+    @work(thread=True, group="kvstate", exit_on_error=False)
+    def _save_state(self, backend: Any, path: Any) -> None:
+        """Save the KV state beside the document just generated in, for the next time it is opened."""
+        app: Any = self.app
+        if not app.backend_lock.acquire(timeout=30):
+            return
+        try:
+            kvstate.save(backend, path)
+        except (TalesmithError, OSError):
+            pass  # only a cache: without it the document is read again next time
+        finally:
+            app.backend_lock.release()
 
     def action_undo(self) -> None:
         self._travel(self.history.undo(), "Nothing to undo")
@@ -261,7 +296,8 @@ class DocumentScreen(Screen):
         if job.text and self.doc.model != app.model_name:  # which model wrote it, saved with the document
             self.history = self.history.replace(dataclasses.replace(self.doc, model=app.model_name))
         self.generating_changed(False)
-        self.autosave()
+        if self.autosave() and job.text and self.doc_id is not None and app.backend is not None:
+            self._save_state(app.backend, self.library.path(self.doc_id))
         self.refresh_status()
 
     def prepared(self, job: Job, dropped: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from textual.message import Message
 from textual.message_pump import MessagePump
 
+from talesmith.runtime import kvstate
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.generate import Timing, prepare, stream
 from talesmith.runtime.settings import SamplingSettings
@@ -102,15 +103,9 @@ def measure(backend: Any, lock: threading.Lock, document: Any, settings: Samplin
         return None
     try:
         prepared = prepare(backend, document, settings)
-        cached = tuple(backend.cached_tokens)
+        reprocess = kvstate.reprocess_count(backend, prepared.tokens)
     except TalesmithError as e:
         return Measure(0, 0, 0, str(e))
     finally:
         lock.release()
-    common = 0
-    for a, b in zip(cached, prepared.tokens):
-        if a != b:
-            break
-        common += 1
-    common = max(min(common, len(prepared.tokens) - 1), 0)
-    return Measure(len(prepared.tokens), len(prepared.tokens) - common, prepared.fitted.dropped)
+    return Measure(len(prepared.tokens), reprocess, prepared.fitted.dropped)
