@@ -8,7 +8,6 @@ special case: the adapter's delta has the fused shape.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ import numpy as np
 
 from talesmith.runtime.errors import ConversionError
 from talesmith.runtime.models import sha256 as file_sha256
+
+from .source import read_json
 
 PREFIX = "base_model.model."
 
@@ -77,13 +78,8 @@ def parse_spec(spec: str) -> tuple[Path, float]:
 
 def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
     """A PEFT adapter folder (adapter_config.json and adapter_model.safetensors or .bin)."""
-    config_path = path / "adapter_config.json"
-    if not config_path.exists():
-        raise ConversionError(f"{path} is not a PEFT adapter (no adapter_config.json); pass the adapter's folder")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{config_path} is not valid JSON ({e})") from None
+    config = read_json(path / "adapter_config.json",
+                       missing=f"{path} is not a PEFT adapter (no adapter_config.json); pass the adapter's folder")
     kind = config.get("peft_type", "LORA")
     if kind != "LORA":
         raise ConversionError(f"{path} is a {kind} adapter; talesmith merges LoRA adapters only")

@@ -126,6 +126,16 @@ def _open_file(path: Path):
         raise ConversionError(f"{path} could not be read ({e}); the file may be truncated") from None
 
 
+def read_json(path: Path, *, missing: str) -> Any:
+    """A JSON file a checkpoint or adapter needs; ConversionError with `missing` when it is not there."""
+    if not path.exists():
+        raise ConversionError(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({e})") from None
+
+
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes from a safetensors header, without reading any tensor data."""
     size = path.stat().st_size
@@ -177,13 +187,8 @@ def open_checkpoint(source: str | os.PathLike[str], revision: str | None = None)
         origin = {"hub": str(source), "revision": revision or "main", "commit": commit}
     else:
         raise ConversionError(f"{source} does not exist; pass a checkpoint folder or a hub repo id like owner/name")
-    config_path = folder / "config.json"
-    if not config_path.exists():
-        raise ConversionError(f"{folder} has no config.json; pass the folder of a Hugging Face checkpoint")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{config_path} is not valid JSON ({e})") from None
+    config = read_json(folder / "config.json",
+                       missing=f"{folder} has no config.json; pass the folder of a Hugging Face checkpoint")
     ckpt = Checkpoint(folder, config)
     for path in _weight_files(folder):
         if path.suffix == ".safetensors":
