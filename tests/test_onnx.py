@@ -304,11 +304,12 @@ def run(*args):
 
 def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):
     lock = tmp_path / "models.lock"
-    result = run("convert", tiny["gpt2"], "-o", tmp_path / "out", "--to", "onnx", "--quant", "fp32,int4",
+    result = run("convert", tiny["gpt2"], "-o", tmp_path / "out", "--to", "gguf,onnx", "--quant", "Q8_0,fp32,int4",
                  "--name", "tiny", "--lock", lock)
     assert result.returncode == 0, result.stderr
     assert "ONNX-INT4" in result.stdout and "MatMulNBits" in result.stdout  # the summary shows what was quantized
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"tiny-onnx-fp32", "tiny-onnx-int4"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"tiny-onnx-fp32", "tiny-onnx-int4", "tiny-f16.gguf",
+                                                              "tiny-Q8_0.gguf"}
     out = run("generate", "--lock", lock, "-m", "tiny-onnx-int4", "--json", "--max-new-tokens", "6", "--seed", "2",
               "--temperature", "0", "Once upon a time")
     assert out.returncode == 0, out.stderr
