@@ -25,6 +25,10 @@ def split_quants(quant: str | None, targets: tuple[str, ...]) -> tuple[str, str]
     if "gguf" not in targets and gguf:
         onnx += gguf  # reported as unknown ONNX quantizations
         gguf = []
+    if "onnx" not in targets and onnx:
+        from talesmith.runtime.errors import ConversionError
+
+        raise ConversionError(f"--quant {onnx[0]} is an ONNX quantization; add --to onnx (or --to gguf,onnx)")
     return ",".join(gguf), ",".join(onnx) if onnx or "gguf" not in targets else ONNX_DEFAULT
 
 

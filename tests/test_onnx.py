@@ -319,3 +319,13 @@ def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--backend tflite" in bad.stderr
     bad = run("convert", tiny["gpt2"], "-o", tmp_path / "x", "--to", "onnx", "--quant", "q4_k_m")
     assert bad.returncode == 2 and "unknown ONNX quantization 'q4_k_m'" in bad.stderr
+
+
+def test_one_quant_list_splits_between_gguf_and_onnx():
+    from talesmith.convert.cli import split_quants
+
+    assert split_quants("Q8_0,fp32,int4", ("gguf", "onnx")) == ("Q8_0", "fp32,int4")
+    assert split_quants("Q4_0", ("gguf", "onnx")) == ("Q4_0", "fp32,int8,int4")  # ONNX keeps its default
+    assert split_quants(None, ("onnx",))[1] == "fp32,int8,int4"
+    with pytest.raises(ConversionError, match="--quant int8 is an ONNX quantization; add --to onnx"):
+        split_quants("Q8_0,int8", ("gguf",))
