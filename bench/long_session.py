@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def main() -> None:
     path = bundled_model_path()
     backend = LlamaCppBackend(path, n_ctx=1024)
     on = chat_run(backend, args.turns, caching=True)
+    print(json.dumps({"caching_on": on}), file=sys.stderr, flush=True)  # progress: the run is long
     off = chat_run(backend, args.turns, caching=False)
     backend.close()
     print(json.dumps({
