@@ -26,9 +26,9 @@ def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None =
     ref = resolve(model, lock=lock)  # a bad name fails here, before the screen opens
 
     def factory():
-        from talesmith.runtime.llama_backend import LlamaCppBackend
+        from talesmith.runtime.backends import open_backend  # llama.cpp for GGUF files, ONNX Runtime for .onnx
 
-        return LlamaCppBackend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+        return open_backend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 
     config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode,
                        preset=ref.preset)
