@@ -320,7 +320,7 @@ class LlamaCppBackend:
         write_text_atomic(state_meta_path(target), json.dumps(meta))
 
     def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
-        """Restore a saved cache if it was made by this model for a prefix of `tokens`; returns tokens restored.
+        """Restore a saved cache made by this model, keeping the part it shares with `tokens`; returns its length.
 
         A state file of another model, another context size or another prompt is ignored (returns 0),
         and so is one that is missing or unreadable: the cost is only re-evaluation.
@@ -331,8 +331,14 @@ class LlamaCppBackend:
         except (OSError, ValueError):
             return 0
         saved = meta.get("tokens") or []
+        common = 0
+        for a, b in zip(saved, tokens):
+            if a != b:
+                break
+            common += 1
+        # The saved cache may run past the prompt (it holds the last reply too): what is shared is kept.
         if (meta.get("model_sha256") != model_sha256 or meta.get("n_ctx") != self.n_ctx or not target.exists()
-                or len(saved) > len(tokens) or list(tokens[:len(saved)]) != saved):
+                or common < min(len(saved), MIN_SHIFT_KEPT)):
             return 0
         self.reset()
         out = (llama_cpp.llama_token * max(len(saved), 1))()
@@ -343,7 +349,8 @@ class LlamaCppBackend:
             llama_cpp.llama_memory_clear(self._memory, True)
             return 0
         self._tokens = list(saved)
-        return len(saved)
+        self._truncate(common)
+        return common
 
     def append(self, token: int) -> None:
         if len(self._tokens) >= self.n_ctx:

@@ -62,6 +62,11 @@ def test_saved_state_resumes_without_reprocessing_and_refuses_strangers(llama, t
     assert llama.load_state(state, tokens, model_sha256=digest) == len(tokens)
     resumed = collect(stream(llama, tokens, GREEDY))
     assert resumed.timing.prompt_evaluated == 1 and resumed.text == expected
+    llama.save_state(state, model_sha256=digest)  # now holding the reply too, past the prompt
+    llama.reset()
+    shorter = tokens[:-5]
+    assert llama.load_state(state, shorter, model_sha256=digest) == len(shorter)
+    assert list(llama.cached_tokens) == shorter
     (tmp_path / "story.kv").write_bytes(b"garbage")
     llama.reset()
     assert llama.load_state(state, tokens, model_sha256=digest) == 0
