@@ -12,6 +12,16 @@ from typing import Collection, Protocol, Sequence
 from .settings import SamplingSettings
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class TokenSampler(Protocol):
     def sample(self, banned: Collection[int] = ()) -> int:
         """Pick the next token from the backend's current logits, never one of `banned`, and remember it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .backend import common_prefix
 from .models import sha256
 
 
@@ -37,9 +38,5 @@ def reprocess_count(backend: Any, tokens: Sequence[int]) -> int:
     """How many of `tokens` the next generation must evaluate, given what the backend has cached."""
     if hasattr(backend, "pending"):
         return backend.pending(tokens)
-    common = 0
-    for a, b in zip(backend.cached_tokens, tokens):
-        if a != b:
-            break
-        common += 1
+    common = common_prefix(backend.cached_tokens, tokens)
     return len(tokens) - max(min(common, len(tokens) - 1), 0)

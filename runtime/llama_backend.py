@@ -16,6 +16,7 @@ from typing import Collection, Sequence
 
 import llama_cpp
 
+from .backend import common_prefix
 from .errors import ContextOverflowError, ModelError
 from .gguf_meta import read_info
 from .settings import WHOLE_CONTEXT, SamplingSettings
@@ -245,12 +246,7 @@ class LlamaCppBackend:
             del self._tokens[n:]
 
     def _common_prefix(self, tokens: Sequence[int]) -> int:
-        common = 0
-        for a, b in zip(self._tokens, tokens):
-            if a != b:
-                break
-            common += 1
-        return min(common, len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        return min(common_prefix(self._tokens, tokens), len(tokens) - 1)  # the last token is evaluated again for fresh logits
 
     def _shift_plan(self, tokens: Sequence[int], common: int) -> tuple[int, int] | None:
         """(gap, kept): `tokens` continue the cache after `gap` cached tokens at `common` were dropped."""
@@ -331,11 +327,7 @@ class LlamaCppBackend:
         except (OSError, ValueError):
             return 0
         saved = meta.get("tokens") or []
-        common = 0
-        for a, b in zip(saved, tokens):
-            if a != b:
-                break
-            common += 1
+        common = common_prefix(saved, tokens)
         # The saved cache may run past the prompt (it holds the last reply too): what is shared is kept.
         if (meta.get("model_sha256") != model_sha256 or meta.get("n_ctx") != self.n_ctx or not target.exists()
                 or common < min(len(saved), MIN_SHIFT_KEPT)):

@@ -21,6 +21,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
+from .backend import common_prefix
 from .errors import ContextOverflowError, ModelError
 from .sampling import SamplerChain, dry_breakers
 from .settings import SamplingSettings
@@ -313,12 +314,7 @@ class OnnxBackend:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ContextOverflowError("the prompt is empty and the model adds no start token; write a prompt")
-        common = 0
-        for a, b in zip(self._tokens, tokens):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        common = min(common_prefix(self._tokens, tokens), len(tokens) - 1)  # the last token is evaluated again for fresh logits
         self._truncate(common)
         rest = tokens[common:]
         self._run(rest)
