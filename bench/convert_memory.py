@@ -125,7 +125,7 @@ def main() -> None:
     size = int(subprocess.run([sys.executable, __file__, "--build-only", "--layers", str(args.layers), "--workdir",
                                str(work)], check=True, capture_output=True, text=True).stdout)
     largest = N_VOCAB * N_EMBD * 2
-    ours = measure([sys.executable, "-m", "talesmith.runtime.cli", "convert", str(ckpt), "-o", str(work / "gguf"),
+    ours = measure([sys.executable, "-m", "talesmith.cli.main", "convert", str(ckpt), "-o", str(work / "gguf"),
                     "--lora", str(adapter), "--quant", "", "--outtype", "f16", "--lock", str(work / "models.lock")])
     naive = measure([sys.executable, "-c", NAIVE, str(ckpt), str(adapter), str(work / "merged")])
     print(json.dumps({

@@ -17,9 +17,9 @@ import time
 
 import llama_cpp
 
-from talesmith.runtime.generate import stream
-from talesmith.runtime.llama_backend import LlamaCppBackend
-from talesmith.runtime.models import bundled_model_path
+from talesmith.runtime.engine.generate import stream
+from talesmith.runtime.engine.llama import LlamaCppBackend
+from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
 PROMPT = ("[ Title: The Lighthouse Keeper; Genre: Mystery ]\n***\n"

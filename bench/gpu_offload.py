@@ -65,8 +65,8 @@ def build(folder: Path) -> None:
 
 
 def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
-    from talesmith.runtime.generate import stream
-    from talesmith.runtime.llama_backend import LlamaCppBackend
+    from talesmith.runtime.engine.generate import stream
+    from talesmith.runtime.engine.llama import LlamaCppBackend
     from talesmith.runtime.settings import preset
 
     backend = LlamaCppBackend(path, n_ctx=1024, gpu_layers=gpu_layers)
@@ -101,7 +101,7 @@ def main() -> None:
     merge = {}
     for device in ("cpu", "cuda"):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "convert", str(work / "llama"), "-o",
+        subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(work / "llama"), "-o",
                         str(work / device), "--lora", str(work / "lora"), "--quant", "Q4_K_M" if device == "cuda" else "",
                         "--name", "bench", "--device", device, "--lock", str(work / "models.lock")],
                        check=True, capture_output=True)

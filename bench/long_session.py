@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from talesmith.runtime import kvstate
-from talesmith.runtime.documents import CHARACTER, USER, Chat, Message, Story
-from talesmith.runtime.generate import collect, prepare, stream
-from talesmith.runtime.llama_backend import LlamaCppBackend
-from talesmith.runtime.models import bundled_model_path
+from talesmith.runtime.engine import kvstate
+from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story
+from talesmith.runtime.engine.generate import collect, prepare, stream
+from talesmith.runtime.engine.llama import LlamaCppBackend
+from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
 PERSONA = ("Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "

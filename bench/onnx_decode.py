@@ -6,7 +6,7 @@ by `talesmith convert --to onnx` to fp32 and int4, and built by onnxruntime-gena
 (end-of-text suppressed), with 2 threads, in this one run; runs alternate so that machine noise
 hits all alike, and the median is reported as tokens/s over the whole call (prompt included).
 
-- talesmith: talesmith.runtime.generate.stream on the ONNX backend (its numpy sampler chain): for int4,
+- talesmith: talesmith.runtime.engine.generate.stream on the ONNX backend (its numpy sampler chain): for int4,
   the forward passes go through onnxruntime-genai's Generator on the build the converter adds (genai/);
   `talesmith_int4_session` is the bare ONNX Runtime session loop on talesmith's own int4 model.onnx.
 - optimum: ORTModelForCausalLM.generate on the same folders.
@@ -75,8 +75,8 @@ def genai_folder(int4: Path) -> Path | None:
 
 
 def talesmith_runner(folder: Path, tokens: int, engine: str = "auto"):
-    from talesmith.runtime.generate import collect, stream
-    from talesmith.runtime.onnx_backend import open_onnx
+    from talesmith.runtime.engine.generate import collect, stream
+    from talesmith.runtime.engine.ort import open_onnx
     from talesmith.runtime.settings import SamplingSettings
 
     backend = open_onnx(folder, n_ctx=1024, threads=THREADS, engine=engine)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from talesmith.runtime.errors import ConversionError
-from talesmith.runtime.models import sha256 as file_sha256
+from talesmith.runtime.models.resolve import sha256 as file_sha256
 
 from .source import read_json
 

@@ -180,7 +180,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
 
 def _entry(record: dict[str, Any], fmt: str, architecture: str, quantization: str, path: Path,
            files: list[Path]) -> dict[str, Any]:
-    from talesmith.runtime.models import file_entry
+    from talesmith.runtime.models.resolve import file_entry
 
     folder = path if path.is_dir() else path.parent
     listed = [{**file_entry(f), "name": f.relative_to(folder).as_posix()} for f in files]
@@ -192,7 +192,7 @@ def _entry(record: dict[str, Any], fmt: str, architecture: str, quantization: st
 
 
 def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: dict[str, Any], ckpt) -> list[Output]:
-    from talesmith.runtime.models import record_model, sha256
+    from talesmith.runtime.models.resolve import record_model, sha256
 
     progress, name, outputs = record["progress"], record["name"], []
 
@@ -222,7 +222,7 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
 
 def _onnx(req: ConvertRequest, merged: Path, tokenizer_dir: Path, n_params: int, device: str,
           record: dict[str, Any]) -> list[Output]:
-    from talesmith.runtime.models import record_model, sha256
+    from talesmith.runtime.models.resolve import record_model, sha256
 
     from . import onnx
 

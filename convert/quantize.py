@@ -27,7 +27,7 @@ def quantize(source: Path, target: Path, qtype: str, *, threads: int | None = No
     """Quantize `source` into `target` (written as a `.partial` file, renamed when complete)."""
     import llama_cpp
 
-    from talesmith.runtime.llama_backend import quiet_logs
+    from talesmith.runtime.engine.llama import quiet_logs
 
     quiet_logs()
     params = llama_cpp.llama_model_quantize_default_params()

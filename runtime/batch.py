@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .backend import Backend
-from .documents import FIELDS, make_document
-from .errors import InputError, SettingsError, TalesmithError
-from .generate import collect, prepare, stream
-from .settings import FIELD_NAMES, SamplingSettings, parse_value
+from talesmith.runtime.engine.protocol import Backend
+from talesmith.runtime.documents.formats import FIELDS, make_document
+from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
+from talesmith.runtime.engine.generate import collect, prepare, stream
+from talesmith.runtime.settings import FIELD_NAMES, SamplingSettings, parse_value
 
 OUTPUT_FIELDS = ("id", "sample", "prompt", "text", "seed", "finish_reason", "prompt_tokens", "completion_tokens",
                  "seconds", "tokens_per_second", "model", "model_sha256", "settings")

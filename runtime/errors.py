@@ -27,3 +27,30 @@ class InputError(TalesmithError):
 
 class ConversionError(TalesmithError):
     """A checkpoint, adapter or option that conversion cannot use."""
+
+
+# The same kinds of error, for one kind of thing each.
+
+
+class HashMismatchError(ModelError):
+    """A file whose bytes are not the ones the lock pins."""
+
+
+class VerifyError(ModelError):
+    """`talesmith models verify` found files that are missing or altered."""
+
+
+class HubError(ModelError):
+    """The hub refused, could not be reached, or a download stopped half-way."""
+
+
+class HubUnreachable(HubError):
+    """The hub cannot be asked at all: offline mode, or no connection."""
+
+
+class LockError(InputError):
+    """A models.lock that cannot be read, or an entry with the wrong shape."""
+
+
+class CardError(InputError):
+    """A character card that cannot be read."""

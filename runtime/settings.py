@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from .errors import SettingsError
+from talesmith.runtime.errors import SettingsError
 
 WHOLE_CONTEXT = -1
 """A window of -1 means: look back over the whole context."""

@@ -22,7 +22,7 @@ def isolated_lock(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def bundled_path():
-    from talesmith.runtime.models import bundled_model_path
+    from talesmith.runtime.models.resolve import bundled_model_path
 
     return bundled_model_path()
 
@@ -30,7 +30,7 @@ def bundled_path():
 @pytest.fixture(scope="session")
 def llama(bundled_path):
     """The bundled default model, loaded once for all end-to-end tests."""
-    from talesmith.runtime.llama_backend import LlamaCppBackend
+    from talesmith.runtime.engine.llama import LlamaCppBackend
 
     backend = LlamaCppBackend(bundled_path, n_ctx=2048)
     yield backend

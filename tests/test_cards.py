@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from talesmith.runtime.cards import (MAX_CARD_TEXT, CardError, Character, load_card, parse_json_card, parse_png_card,
+from talesmith.runtime.documents.cards import (MAX_CARD_TEXT, CardError, Character, load_card, parse_json_card, parse_png_card,
                                      png_with_card, to_card)
 
 V2 = {"spec": "chara_card_v2", "spec_version": "2.0",

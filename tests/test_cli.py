@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-TALESMITH = [sys.executable, "-m", "talesmith.runtime.cli"]
+TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 
 def talesmith(*args, cwd=None, timeout=300):

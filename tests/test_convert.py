@@ -16,8 +16,8 @@ from talesmith.convert.lora import MergedWeights, read_adapter  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
 from talesmith.convert.source import open_checkpoint  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
-from talesmith.runtime.generate import collect, stream  # noqa: E402
-from talesmith.runtime.llama_backend import LlamaCppBackend  # noqa: E402
+from talesmith.runtime.engine.generate import collect, stream  # noqa: E402
+from talesmith.runtime.engine.llama import LlamaCppBackend  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings  # noqa: E402
 
 KINDS = ["gpt2", "gptj", "llama", "falcon-7b", "falcon-new"]
@@ -105,8 +105,8 @@ def test_q8_0_stays_close(kind, tiny, converted):
 
 
 def test_outputs_are_recorded_in_the_lock_with_gguf_metadata(converted):
-    from talesmith.runtime.gguf_meta import read_info
-    from talesmith.runtime.models import read_lock, resolve
+    from talesmith.runtime.models.gguf_header import read_info
+    from talesmith.runtime.models.resolve import read_lock, resolve
 
     lock = converted["gpt2"]["F32"].parent / "models.lock"
     entries = read_lock(lock)
@@ -173,7 +173,7 @@ def test_interrupted_conversion_leaves_no_finished_looking_file(tiny, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         convert(ConvertRequest(str(tiny["gpt2"]), tmp_path, quants=(), name="cut"), lock=tmp_path / "models.lock")
     assert list(tmp_path.glob("*.gguf*")) == []
-    from talesmith.runtime.models import read_lock
+    from talesmith.runtime.models.resolve import read_lock
 
     assert not any(name.startswith("cut") for name in read_lock(tmp_path / "models.lock"))
 
@@ -277,7 +277,7 @@ def test_checkpoint_without_tokenizer_takes_one_from_elsewhere(tiny, tmp_path):
     for text in SAMPLE_TEXTS.values():
         assert backend.tokenize(text, add_bos=False) == tok(text)["input_ids"]
     backend.close()
-    from talesmith.runtime.models import read_lock
+    from talesmith.runtime.models.resolve import read_lock
 
     entry = read_lock(tmp_path / "models.lock")["genji-tiny-f32"]
     assert entry["source"]["tokenizer"] == {"path": str(slow.resolve())}

@@ -11,9 +11,9 @@ pytest.importorskip("torch")
 
 from hub_server import HubServer, Repo  # noqa: E402
 from tiny_models import make_lora, make_model  # noqa: E402
-from talesmith.runtime.models import read_lock  # noqa: E402
+from talesmith.runtime.models.resolve import read_lock  # noqa: E402
 
-TALESMITH = [sys.executable, "-m", "talesmith.runtime.cli"]
+TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 
 def run(*args, env=None):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from talesmith.runtime.documents import Chat, Message, Story, StoryHeader, USER
-from talesmith.runtime.generate import collect, prepare, stream, stream_document
+from talesmith.runtime.documents.formats import Chat, Message, Story, StoryHeader, USER
+from talesmith.runtime.engine.generate import collect, prepare, stream, stream_document
 from talesmith.runtime.settings import SamplingSettings, preset
 
 pytestmark = pytest.mark.model

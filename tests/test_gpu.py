@@ -28,13 +28,13 @@ def python(code: str, *args: str) -> str:
 
 
 def test_offloaded_greedy_text_matches_the_cpu(tmp_path):
-    from talesmith.runtime.generate import collect, stream
-    from talesmith.runtime.llama_backend import LlamaCppBackend
+    from talesmith.runtime.engine.generate import collect, stream
+    from talesmith.runtime.engine.llama import LlamaCppBackend
     from talesmith.runtime.settings import SamplingSettings
 
     python("import sys; from pathlib import Path; from tiny_models import make_model; "
            "make_model('llama', Path(sys.argv[1]))", str(tmp_path / "llama"))
-    subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "convert", str(tmp_path / "llama"), "-o",
+    subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(tmp_path / "llama"), "-o",
                     str(tmp_path / "out"), "--quant", "", "--outtype", "f32", "--name", "llama", "--lock",
                     str(tmp_path / "models.lock")], check=True, capture_output=True, timeout=300)
     settings = SamplingSettings(temperature=0, max_new_tokens=24, min_new_tokens=24)

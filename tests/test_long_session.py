@@ -2,9 +2,9 @@
 
 import pytest
 
-from talesmith.runtime.documents import CHARACTER, USER, Chat, Message
-from talesmith.runtime.generate import collect, prepare, stream
-from talesmith.runtime.llama_backend import LlamaCppBackend
+from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message
+from talesmith.runtime.engine.generate import collect, prepare, stream
+from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.settings import SamplingSettings
 
 pytestmark = pytest.mark.model
@@ -46,7 +46,7 @@ def test_shifting_keeps_the_persona_and_matches_fresh_evaluation_until_overflow(
 
 
 def test_saved_state_resumes_without_reprocessing_and_refuses_strangers(llama, tmp_path):
-    from talesmith.runtime.models import sha256
+    from talesmith.runtime.models.resolve import sha256
 
     digest = sha256(llama.model_path)
     story = "".join(f"Line {i}: the keeper climbed the stairs and lit the lamp again.\n" for i in range(40))
@@ -74,7 +74,7 @@ def test_saved_state_resumes_without_reprocessing_and_refuses_strangers(llama, t
 
 
 def test_kvstate_beside_a_document_and_the_reprocess_count(llama, tmp_path):
-    from talesmith.runtime import kvstate
+    from talesmith.runtime.engine import kvstate
 
     doc = tmp_path / "stories" / "lighthouse.json"
     doc.parent.mkdir()

@@ -10,11 +10,11 @@ import tomllib
 import pytest
 
 from hub_server import HubServer, Repo
-from talesmith.runtime import hub as hubmod
+from talesmith.runtime.models import hub as hubmod
 from talesmith.runtime.errors import InputError, ModelError
-from talesmith.runtime.manage import HashMismatchError, pull, rows, verify
-from talesmith.runtime.pinning import add, lock_model
-from talesmith.runtime.models import resolve
+from talesmith.runtime.models.manage import HashMismatchError, pull, rows, verify
+from talesmith.runtime.models.pinning import add, lock_model
+from talesmith.runtime.models.resolve import resolve
 
 TINY = random.Random(5).randbytes(40_000)
 CONFIG = b'{"model_type": "gpt2", "n_layer": 2}\n'
@@ -215,7 +215,7 @@ def test_a_gated_repo_uses_the_login_token_and_never_stores_it(hub, monkeypatch,
 def test_cli_pull_prints_the_path_and_fails_with_one_line_on_a_cut_connection(hub, tmp_path):
     add("tiny", "acme/tiny-GGUF")
     hub.cut["tiny-Q4_K_M.gguf"] = 5_000
-    cli = [sys.executable, "-m", "talesmith.runtime.cli", "models"]
+    cli = [sys.executable, "-m", "talesmith.cli.main", "models"]
     failed = subprocess.run([*cli, "pull", "tiny"], capture_output=True, text=True, timeout=60)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.splitlines()[-1] == ("error: the connection broke while downloading tiny-Q4_K_M.gguf of "
@@ -264,7 +264,7 @@ def test_cli_verify_of_a_tampered_hub_file_asks_for_a_fresh_pull(hub, tmp_path):
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0x80
     blob.write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "models", "verify", "tiny"],
+    result = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "models", "verify", "tiny"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr == ("error: 1 of 1 files failed verification (first: tiny-Q4_K_M.gguf of tiny, mismatch); "

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talesmith.runtime import lockfile
+from talesmith.runtime.models import lockfile
 from talesmith.runtime.errors import InputError, ModelError
-from talesmith.runtime.lockfile import LockError
-from talesmith.runtime.manage import rows, verify
-from talesmith.runtime.pinning import add
-from talesmith.runtime.models import file_entry, record_model, remove_model, resolve
+from talesmith.runtime.models.lockfile import LockError
+from talesmith.runtime.models.manage import rows, verify
+from talesmith.runtime.models.pinning import add
+from talesmith.runtime.models.resolve import file_entry, record_model, remove_model, resolve
 
 REPO_LOCK = Path(__file__).parent.parent / "models.lock"
-CLI = [sys.executable, "-m", "talesmith.runtime.cli", "models"]
+CLI = [sys.executable, "-m", "talesmith.cli.main", "models"]
 
 
 @pytest.fixture(autouse=True)

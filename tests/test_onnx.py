@@ -16,10 +16,10 @@ pytest.importorskip("optimum.exporters.onnx")
 
 from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
-from talesmith.runtime.backends import open_backend  # noqa: E402
+from talesmith.runtime.engine.loading import open_backend  # noqa: E402
 from talesmith.runtime.errors import ConversionError, ModelError  # noqa: E402
-from talesmith.runtime.generate import collect, stream  # noqa: E402
-from talesmith.runtime.onnx_backend import OnnxBackend, genai_available, open_onnx  # noqa: E402
+from talesmith.runtime.engine.generate import collect, stream  # noqa: E402
+from talesmith.runtime.engine.ort import OnnxBackend, genai_available, open_onnx  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings, preset  # noqa: E402
 
 KINDS = ["gpt2", "gptj", "llama", "falcon-7b", "falcon-new"]
@@ -165,7 +165,7 @@ def test_gemm_rewrite_is_exact(exported, tmp_path):
 
 
 def test_lock_entries_and_folders(exported):
-    from talesmith.runtime.models import read_lock, resolve
+    from talesmith.runtime.models.resolve import read_lock, resolve
 
     folder = exported["llama"]["ONNX-INT4"].path
     lock = folder.parent / "models.lock"
@@ -188,7 +188,7 @@ def test_lock_entries_and_folders(exported):
 def test_lora_merged_export_equals_peft_and_gguf_from_the_same_merge(tiny, tmp_path):
     from peft import PeftModel
 
-    from talesmith.runtime.llama_backend import LlamaCppBackend
+    from talesmith.runtime.engine.llama import LlamaCppBackend
 
     for kind, targets in (("gpt2", ["c_attn", "c_fc"]), ("llama", ["q_proj", "v_proj", "down_proj"])):
         adapter = make_lora(kind, tiny[kind], tmp_path / f"{kind}-lora", seed=3, targets=targets)
@@ -295,7 +295,7 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error(exported):
         OnnxBackend(exported["gpt2"]["ONNX-FP32"].path, device="cuda")
 
 
-TALESMITH = [sys.executable, "-m", "talesmith.runtime.cli"]
+TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 
 def run(*args):
@@ -322,7 +322,7 @@ def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):
 
 
 def test_one_quant_list_splits_between_gguf_and_onnx():
-    from talesmith.convert.cli import split_quants
+    from talesmith.cli.convert import split_quants
 
     assert split_quants("Q8_0,fp32,int4", ("gguf", "onnx")) == ("Q8_0", "fp32,int4")
     assert split_quants("Q4_0", ("gguf", "onnx")) == ("Q4_0", "fp32,int8,int4")  # ONNX keeps its default

@@ -1,10 +1,10 @@
 import pytest
 
 from conftest import golden
-from talesmith.runtime.documents import (CHARACTER, USER, Chat, GenrePrompt, Message, RawText, Story, StoryHeader,
+from talesmith.runtime.documents.formats import (CHARACTER, USER, Chat, GenrePrompt, Message, RawText, Story, StoryHeader,
                                          TinyStory, make_document)
 from talesmith.runtime.errors import ContextOverflowError, SettingsError
-from talesmith.runtime.prompts import fit, plan, render, split_units
+from talesmith.runtime.documents.prompts import fit, plan, render, split_units
 
 DUNWICH = StoryHeader(title="The Dunwich Horror", author="H. P. Lovecraft", genre="Horror",
                       tags=("3rdperson", "scary"), style="Dark")

@@ -7,8 +7,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from talesmith.runtime import sampling as S
-from talesmith.runtime.llama_backend import LlamaSampler
+from talesmith.runtime.engine import samplers as S
+from talesmith.runtime.engine.llama import LlamaSampler
 from talesmith.runtime.settings import SamplingSettings
 
 N_VOCAB = 2000

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from talesmith.runtime.cards import Character
-from talesmith.runtime.documents import CHARACTER, USER, History, Story, StoryHeader
+from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.documents.formats import CHARACTER, USER, History, Story, StoryHeader
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.settings import preset
-from talesmith.runtime.stories import (ChatDocument, Library, StoryDocument, atomic_write, dumps, export,
+from talesmith.runtime.documents.stories import (ChatDocument, Library, StoryDocument, atomic_write, dumps, export,
                                        export_markdown, from_dict, to_dict)
 
 AQUA = Character(name="Aqua", persona="A goddess of water who calls {{user}} a shut-in.", scenario="{{char}} meets {{user}}.",

@@ -1,4 +1,4 @@
-from talesmith.runtime.textstream import Emit, Rewind, Stopped, TextStream
+from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
 
 
 def feed(stream, pieces):

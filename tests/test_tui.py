@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import Input, Static, TextArea
 
 from talesmith.runtime.errors import ModelError
-from talesmith.runtime.stories import Library
+from talesmith.runtime.documents.stories import Library
 from talesmith.tui.app import AppConfig, TalesmithApp
 from tui_fakes import FailingBackend, SlowBackend, TakesBackend
 
@@ -206,7 +206,7 @@ async def test_autosave_and_reopen_from_the_list(tmp_path):
 
 async def test_story_list_renames_exports_and_deletes(tmp_path):
     lib = Library(tmp_path / "data" / "stories", "story")
-    from talesmith.runtime.stories import StoryDocument
+    from talesmith.runtime.documents.stories import StoryDocument
 
     lib.save("one", StoryDocument(name="First").with_text("It was dark.\n"))
     app = make_app(tmp_path)

@@ -7,8 +7,8 @@ import json
 import pytest
 from textual.widgets import Input, ListView, Static, TextArea
 
-from talesmith.runtime.cards import Character
-from talesmith.runtime.stories import ChatDocument, Library
+from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.documents.stories import ChatDocument, Library
 from test_tui import make_app, saved, settle, status
 from tui_fakes import TakesBackend
 
@@ -21,7 +21,7 @@ CARD = {"spec": "chara_card_v2", "spec_version": "2.0",
 
 
 def png_card(card: dict) -> bytes:
-    from talesmith.runtime.cards import png_with_card, parse_json_card
+    from talesmith.runtime.documents.cards import png_with_card, parse_json_card
     from test_cards import tiny_png
 
     return png_with_card(tiny_png(), parse_json_card(json.dumps(card)))

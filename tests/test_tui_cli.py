@@ -5,7 +5,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from talesmith.runtime import cli
+from talesmith.cli import main as cli
 
 
 def test_no_arguments_and_tui_open_the_app(monkeypatch):
@@ -21,13 +21,13 @@ def test_no_arguments_and_tui_open_the_app(monkeypatch):
 
 
 def test_a_missing_model_is_one_line_before_the_screen_opens(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "talesmith.runtime.cli", "tui", "--model", str(tmp_path / "no.gguf")],
+    out = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "tui", "--model", str(tmp_path / "no.gguf")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "no.gguf does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_cli_imports_no_textual():
-    code = "import sys, talesmith.runtime.cli; print('textual' in sys.modules)"
+    code = "import sys, talesmith.cli.main; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"

@@ -3,7 +3,7 @@
 import pytest
 
 from talesmith.runtime.settings import preset
-from talesmith.runtime.stories import StoryDocument
+from talesmith.runtime.documents.stories import StoryDocument
 from test_tui import editor, make_app, saved, settle, status
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio]
@@ -53,8 +53,8 @@ async def test_story_streams_from_the_bundled_model_and_stops(tmp_path, llama):
 
 
 async def test_chat_reply_streams_from_the_bundled_model(tmp_path, llama):
-    from talesmith.runtime.cards import Character
-    from talesmith.runtime.stories import ChatDocument
+    from talesmith.runtime.documents.cards import Character
+    from talesmith.runtime.documents.stories import ChatDocument
 
     app = make_app(tmp_path, factory=lambda: Borrowed(llama), mode="chat")
     async with app.run_test(size=(80, 24)) as pilot:

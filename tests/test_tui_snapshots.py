@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from talesmith.runtime.cards import Character
-from talesmith.runtime.documents import Story, StoryHeader
+from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.documents.formats import Story, StoryHeader
 from talesmith.runtime.settings import preset
-from talesmith.runtime.stories import ChatDocument, StoryDocument
+from talesmith.runtime.documents.stories import ChatDocument, StoryDocument
 from test_tui import make_app, settle
 from tui_fakes import TakesBackend
 

@@ -18,7 +18,8 @@ from textual.message import Message
 
 from talesmith.runtime.errors import TalesmithError
 
-from .chat import ChatScreen
+from .base import DocumentScreen
+from .chat import ChatScreen, MessageList
 from .dialogs import HelpScreen
 from .styles import CSS
 from .story import StoryScreen
@@ -114,7 +115,12 @@ class TalesmithApp(App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen([
+                ("Everywhere", self.BINDINGS + DocumentScreen.COMMON_BINDINGS),
+                ("Story", StoryScreen.BINDINGS),
+                ("Chat", ChatScreen.BINDINGS),
+                ("Chat messages (tab to the list)", MessageList.BINDINGS),
+            ]))
 
     def action_mode(self, name: str) -> None:
         if self.screen.is_modal:

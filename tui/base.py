@@ -15,12 +15,12 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Static
 
-from talesmith.runtime import kvstate
-from talesmith.runtime.documents import History
+from talesmith.runtime.engine import kvstate
+from talesmith.runtime.documents.formats import History
 from talesmith.runtime.errors import TalesmithError
-from talesmith.runtime.generate import prepare
+from talesmith.runtime.engine.generate import prepare
 from talesmith.runtime.settings import PRESETS
-from talesmith.runtime.stories import Library
+from talesmith.runtime.documents.stories import Library
 
 from . import generation
 from .dialogs import LibraryScreen

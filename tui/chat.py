@@ -15,11 +15,11 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, ListItem, ListView, Static
 
-from talesmith.runtime.cards import Character, load_card, to_card
-from talesmith.runtime.documents import CHARACTER
+from talesmith.runtime.documents.cards import Character, load_card, to_card
+from talesmith.runtime.documents.formats import CHARACTER
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
-from talesmith.runtime.stories import ChatDocument, atomic_write, slug
+from talesmith.runtime.documents.stories import ChatDocument, atomic_write, slug
 
 from .base import DocumentScreen
 from .dialogs import CharacterEditor, TextEditor, TextPrompt

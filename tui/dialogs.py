@@ -15,9 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from talesmith.runtime.cards import Character
+from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.errors import TalesmithError
-from talesmith.runtime.stories import Library, slug
+from talesmith.runtime.documents.stories import Library, slug
 
 
 def _keys_table(title: str, bindings: list[Binding]) -> str:
@@ -30,20 +30,18 @@ def _keys_table(title: str, bindings: list[Binding]) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
+    """Every key, in sections given by the app: (title, bindings) pairs."""
+
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
-    def compose(self) -> ComposeResult:
-        from .app import TalesmithApp
-        from .base import DocumentScreen
-        from .chat import ChatScreen, MessageList
-        from .story import StoryScreen
+    def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
+        super().__init__()
+        self.sections = sections
 
-        everywhere = TalesmithApp.BINDINGS + DocumentScreen.COMMON_BINDINGS
+    def compose(self) -> ComposeResult:
+        tables = [_keys_table(title, bindings) for title, bindings in self.sections]
         text = "\n\n".join([
-            _keys_table("Everywhere", everywhere),
-            _keys_table("Story", StoryScreen.BINDINGS),
-            _keys_table("Chat", ChatScreen.BINDINGS),
-            _keys_table("Chat messages (tab to the list)", MessageList.BINDINGS),
+            *tables,
             _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
             "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
         ])
@@ -240,7 +238,7 @@ class LibraryScreen(ModalScreen[str | None]):
         self.app.push_screen(Confirm(f"Delete {entry.name!r} for good?"), done)
 
     def action_export(self, suffix: str) -> None:
-        from talesmith.runtime.stories import export
+        from talesmith.runtime.documents.stories import export
 
         doc_id = self.selected()
         if doc_id is None:

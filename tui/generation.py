@@ -15,9 +15,9 @@ from typing import Any
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from talesmith.runtime import kvstate
+from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
-from talesmith.runtime.generate import Timing, prepare, stream
+from talesmith.runtime.engine.generate import Timing, prepare, stream
 from talesmith.runtime.settings import SamplingSettings
 
 _ids = itertools.count(1)

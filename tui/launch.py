@@ -21,12 +21,12 @@ def default_data_dir() -> Path:
 
 def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None = None, gpu_layers: int = 0,
         threads: int | None = None, data_dir: Path | None = None, mode: str = "story") -> None:
-    from talesmith.runtime.models import DEFAULT_MODEL, resolve
+    from talesmith.runtime.models.resolve import DEFAULT_MODEL, resolve
 
     ref = resolve(model, lock=lock)  # a bad name fails here, before the screen opens
 
     def factory():
-        from talesmith.runtime.backends import open_backend  # llama.cpp for GGUF files, ONNX Runtime for .onnx
+        from talesmith.runtime.engine.loading import open_backend  # llama.cpp for GGUF files, ONNX Runtime for .onnx
 
         return open_backend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 

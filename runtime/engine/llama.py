@@ -16,10 +16,11 @@ from typing import Collection, Sequence
 
 import llama_cpp
 
-from .backend import common_prefix
-from .errors import ContextOverflowError, ModelError
-from .gguf_meta import read_info
-from .settings import WHOLE_CONTEXT, SamplingSettings
+from talesmith.runtime import files
+from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.errors import ContextOverflowError, ModelError
+from talesmith.runtime.models.gguf_header import read_info
+from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
 DEFAULT_CTX = 4096
 MIN_SHIFT_KEPT = 16
@@ -36,15 +37,6 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 def state_meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".meta")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 def quiet_logs() -> None:
@@ -313,7 +305,7 @@ class LlamaCppBackend:
             raise ModelError(f"llama.cpp could not save its state to {target}; check the folder is writable")
         os.replace(partial, target)
         meta = {"model_sha256": model_sha256, "n_ctx": self.n_ctx, "tokens": self._tokens}
-        write_text_atomic(state_meta_path(target), json.dumps(meta))
+        files.write_atomic(state_meta_path(target), json.dumps(meta), mode=files.PRIVATE)
 
     def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
         """Restore a saved cache made by this model, keeping the part it shares with `tokens`; returns its length.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Collection, Protocol, Sequence
 
-from .settings import SamplingSettings
+from talesmith.runtime.settings import SamplingSettings
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

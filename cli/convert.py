@@ -53,10 +53,10 @@ def convert_command(
     """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and/or ONNX, and quantize them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .lora import parse_spec
-    from .pipeline import ConvertRequest, Progress as Hooks, convert
-    from .onnx import parse_onnx_quants
-    from .quantize import parse_quants
+    from talesmith.convert.lora import parse_spec
+    from talesmith.convert.pipeline import ConvertRequest, Progress as Hooks, convert
+    from talesmith.convert.onnx import parse_onnx_quants
+    from talesmith.convert.quantize import parse_quants
 
     targets = tuple(t.strip().lower() for t in to.split(",") if t.strip())
     gguf_quants, onnx_quants = split_quants(quant, targets)

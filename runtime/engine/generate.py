@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
-from .backend import Backend
-from .documents import Document
-from .errors import ContextOverflowError
-from .prompts import FittedPrompt, fit, plan
-from .settings import SamplingSettings
-from .textstream import Emit, Rewind, Stopped, TextStream
+from talesmith.runtime.engine.protocol import Backend
+from talesmith.runtime.documents.formats import Document
+from talesmith.runtime.errors import ContextOverflowError
+from talesmith.runtime.documents.prompts import FittedPrompt, fit, plan
+from talesmith.runtime.settings import SamplingSettings
+from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
 
 MAX_REWINDS = 64
 """Rewinds for banned phrases allowed in one generation before it ends with reason "banned"."""

@@ -1,4 +1,4 @@
-"""`talesmith models ...`: a thin typer layer over talesmith.runtime.manage."""
+"""`talesmith models ...`: a thin typer layer over talesmith.runtime.models.manage."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
     """A table of the models in the lock and whether their files are here and verified."""
     from rich.table import Table
 
-    from .manage import rows
+    from talesmith.runtime.models.manage import rows
 
     table = Table("name", "format", "quant", "size", "here", "verified", box=None, pad_edge=False)
     style = {"present": "green", "missing": "dim", "partial": "yellow", "unpinned": "dim"}
@@ -40,7 +40,7 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
         verified = {"yes": "[green]yes[/]", "MISMATCH": "[bold red]MISMATCH[/]"}.get(r.verified, r.verified)
         table.add_row(escape(r.name), r.format, escape(r.quantization), _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
     if not table.rows:
-        from .models import lock_path
+        from talesmith.runtime.models.resolve import lock_path
 
         err.print(f"[dim]no models in {escape(str(lock_path(lock)))}; add one with `talesmith models add`[/]")
         return
@@ -52,7 +52,7 @@ def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
          force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
          lock: Optional[Path] = LockOpt) -> None:
     """Download a model at its pinned commit (resuming a partial download) and verify every sha256."""
-    from .manage import pull as pull_model
+    from talesmith.runtime.models.manage import pull as pull_model
 
     def announce(i: int, n: int, f: dict[str, Any]) -> None:
         err.print(f"[dim]{escape(name)}: {escape(f['name'])} ({i + 1}/{n}, {_size(f['size'])})[/]")
@@ -68,7 +68,7 @@ def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
 def verify(name: Optional[str] = typer.Argument(None, help="A model name (default: every model with files here)."),
            lock: Optional[Path] = LockOpt) -> None:
     """Re-hash local files against the lock; exit status 2 when any is missing or altered."""
-    from .manage import verify as verify_files, verify_error
+    from talesmith.runtime.models.manage import verify as verify_files, verify_error
 
     checks = verify_files(name, lock=lock)
     marks = {"ok": "[green]ok[/]", "missing": "[yellow]missing[/]", "mismatch": "[bold red]MISMATCH[/]",
@@ -94,7 +94,7 @@ def add(name: str = typer.Argument(..., help="The name to give the model."),
         architecture: Optional[str] = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
         lock: Optional[Path] = LockOpt) -> None:
     """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
-    from .pinning import add as add_model
+    from talesmith.runtime.models.pinning import add as add_model
 
     entry, note = add_model(name, source, revision=revision, include=include or (), fmt=fmt,
                             prompt_format=prompt_format, preset=preset, quantization=quantization,
@@ -113,7 +113,7 @@ def add(name: str = typer.Argument(..., help="The name to give the model."),
 def remove(name: str = typer.Argument(..., help="A model name from models.lock."),
            lock: Optional[Path] = LockOpt) -> None:
     """Take a model out of the lock (downloaded files stay in the cache)."""
-    from .models import remove_model
+    from talesmith.runtime.models.resolve import remove_model
 
     remove_model(name, lock=lock)
     err.print(f"[green]removed[/] {name}")
@@ -123,7 +123,7 @@ def remove(name: str = typer.Argument(..., help="A model name from models.lock."
 def path_of(name: str = typer.Argument(..., help="A model name from models.lock."),
             lock: Optional[Path] = LockOpt) -> None:
     """Print the local path of a model (its GGUF file, or its folder), for scripts."""
-    from .manage import model_path
+    from talesmith.runtime.models.manage import model_path
 
     print(model_path(name, lock=lock))
 
@@ -133,7 +133,7 @@ def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock.
              revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: the entry's)."),
              lock: Optional[Path] = LockOpt) -> None:
     """Resolve the model's branch or tag to the commit it points at now, and pin its files there."""
-    from .pinning import lock_model
+    from talesmith.runtime.models.pinning import lock_model
 
     entry, previous = lock_model(name, revision=revision, lock=lock)
     commit = entry["source"]["commit"]

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cards import Character, character_from_card, to_card
-from .documents import CHARACTER, USER, Chat, Message, Story, StoryHeader
-from .errors import InputError, SettingsError, TalesmithError
-from .settings import SamplingSettings, preset
+from talesmith.runtime import files
+from talesmith.runtime.documents.cards import Character, character_from_card, to_card
+from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
+from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
+from talesmith.runtime.settings import SamplingSettings, preset
 
 VERSION = 1
 
@@ -274,26 +275,8 @@ def dumps(doc: Document) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write a file so that a crash leaves either the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write a document so that a crash leaves either the old file or the new one, readable by its owner only."""
+    files.write_atomic(path, text, mode=files.PRIVATE)
 
 
 # --- the stories and chats folders ------------------------------------------------------------

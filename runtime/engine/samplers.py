@@ -8,7 +8,7 @@ C++ standard library's `std::mt19937` behind llama.cpp's `dist`, `xtc` and `miro
 a chain with the same seed picks the same tokens.
 
 `SamplerChain` builds the chain from one `SamplingSettings` in the order of
-talesmith.runtime.llama_backend: penalties, DRY, then greedy, or temperature + mirostat,
+talesmith.runtime.engine.llama: penalties, DRY, then greedy, or temperature + mirostat,
 or top-k, typical, top-p, min-p, XTC, temperature, and a seeded draw.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .settings import WHOLE_CONTEXT, SamplingSettings
+from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
 _F32 = np.float32
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from talesmith.runtime.errors import ModelError
 
 BACKENDS = ("llama", "onnx")
 DEVICES = ("cpu", "cuda")
@@ -36,14 +36,14 @@ def open_backend(path: str | os.PathLike[str], *, backend: str | None = None, de
             raise ModelError(f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
                              f"with `talesmith convert --to onnx` or use --backend llama")
         try:
-            from .onnx_backend import open_onnx
+            from talesmith.runtime.engine.ort import open_onnx
         except ImportError as e:
             raise ModelError(f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
                              f"extra: pip install -e '.[onnx]'") from None
         return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
     if backend_for(path) == "onnx":
         raise ModelError(f"{path} is an ONNX model; llama.cpp reads GGUF files: use --backend onnx")
-    from .llama_backend import LlamaCppBackend
+    from talesmith.runtime.engine.llama import LlamaCppBackend
 
     if device == "cuda" and not gpu_layers:
         gpu_layers = -1  # --device cuda with llama.cpp: offload every layer

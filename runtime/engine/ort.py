@@ -4,7 +4,7 @@ One InferenceSession runs the exported graph (inputs bound by name: `input_ids`,
 `position_ids`, `past_key_values.{i}.key|value`; outputs `logits`, `present.{i}.key|value`).
 The KV cache stays in ONNX Runtime's own buffers between steps (I/O binding: each step's
 `present` becomes the next step's `past`), and across calls: `prefill` keeps the longest common
-prefix and evaluates only the rest. Sampling is talesmith.runtime.sampling's numpy chain, with
+prefix and evaluates only the rest. Sampling is talesmith.runtime.engine.samplers's numpy chain, with
 llama.cpp's order and semantics. The tokenizer is the model's tokenizer.json, read with `tokenizers`.
 
 Where the folder also holds onnxruntime-genai's build of the model (`genai/`, written by the converter
@@ -21,10 +21,10 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from .backend import common_prefix
-from .errors import ContextOverflowError, ModelError
-from .sampling import SamplerChain, dry_breakers
-from .settings import SamplingSettings
+from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.errors import ContextOverflowError, ModelError
+from talesmith.runtime.engine.samplers import SamplerChain, dry_breakers
+from talesmith.runtime.settings import SamplingSettings
 
 DEFAULT_CTX = 4096
 MODEL_FILE = "model.onnx"

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import lockfile
-from .errors import ModelError
-from .integrity import file_entry, sha256
-from .lockfile import UNRESOLVED, check_entry, check_name
+from talesmith.runtime.models import lockfile
+from talesmith.runtime.errors import ModelError
+from talesmith.runtime.models.integrity import file_entry, sha256
+from talesmith.runtime.models.lockfile import UNRESOLVED, check_entry, check_name
 
 __all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "entry_of", "record_model",
            "remove_model", "file_entry", "sha256", "bundled_model_path", "location", "local_files", "model_file",
@@ -114,7 +114,7 @@ def location(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
         return _bundled_location()
     if source.get("commit", UNRESOLVED) == UNRESOLVED:
         return None
-    from .hub import snapshot_dir
+    from talesmith.runtime.models.hub import snapshot_dir
 
     return snapshot_dir(source["hub"], source["commit"])
 

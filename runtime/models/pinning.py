@@ -12,10 +12,11 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import hub, integrity
-from .errors import InputError, ModelError
-from .lockfile import FORMATS, UNRESOLVED, check_name
-from .models import entry_of, lock_path, read_lock, record_model
+from talesmith.runtime.models import hub
+from talesmith.runtime.models import integrity
+from talesmith.runtime.errors import InputError, ModelError
+from talesmith.runtime.models.lockfile import FORMATS, UNRESOLVED, check_name
+from talesmith.runtime.models.resolve import entry_of, lock_path, read_lock, record_model
 
 Lockish = str | os.PathLike[str] | None
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -56,8 +57,8 @@ def add(name: str, source: str, *, revision: str | None = None, include: Iterabl
 
 
 def _check_choices(fmt: str | None, prompt_format: str | None, preset: str | None) -> None:
-    from .documents import FORMATS as PROMPT_FORMATS
-    from .settings import PRESETS
+    from talesmith.runtime.documents.formats import FORMATS as PROMPT_FORMATS
+    from talesmith.runtime.settings import PRESETS
 
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
@@ -110,7 +111,7 @@ def _relative_to(p: Path, folder: Path) -> str:
 
 
 def _gguf_facts(path: Path) -> dict[str, str]:
-    from .gguf_meta import read_info
+    from talesmith.runtime.models.gguf_header import read_info
 
     info = read_info(path)
     facts = {"architecture": info.architecture}

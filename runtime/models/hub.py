@@ -16,17 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ModelError
+from talesmith.runtime.errors import HubError, HubUnreachable, ModelError
 
 _TRUE = {"1", "on", "yes", "true"}
-
-
-class HubError(ModelError):
-    """The hub refused, could not be reached, or a download stopped half-way."""
-
-
-class HubUnreachable(HubError):
-    """The hub cannot be asked at all: offline mode, or no connection."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""`talesmith batch`: every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from talesmith.cli.options import (BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
+                                   PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
+                                   sampling_options)
+from talesmith.runtime.documents.formats import FORMATS
+from talesmith.runtime.errors import InputError, SettingsError
+
+
+@sampling_options
+def batch(
+    input: Path = typer.Argument(..., help="A .csv or .jsonl file: a 'prompt' column or the format's fields, "
+                                             "optional 'id' and per-row sampling settings."),
+    output: Path = typer.Option(..., "--output", "-o", help="A .csv or .jsonl file; rerunning resumes it."),
+    samples: int = typer.Option(1, "--count", "-n", help="Samples per row."),
+    model: Optional[str] = ModelOpt,
+    lock: Optional[Path] = LockOpt,
+    preset: Optional[str] = PresetOpt,
+    fmt: Optional[str] = FormatOpt,
+    ctx: Optional[int] = CtxOpt,
+    gpu_layers: int = GpuOpt,
+    threads: Optional[int] = ThreadsOpt,
+    backend_name: Optional[str] = BackendOpt,
+    device: str = DeviceOpt,
+    config: Optional[Path] = ConfigOpt,
+    sampling: dict[str, Any] = {},
+) -> None:
+    """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, run_batch
+    from talesmith.runtime.models.resolve import sha256
+
+    cfg = read_config(config)
+    if output.resolve() == input.resolve():
+        raise InputError(f"output {output} is the input file; choose another output path")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    out = OutputFile(output)
+    ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
+    fmt = fmt or cfg.format or ref.prompt_format or "raw"
+    if fmt not in FORMATS:
+        raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    rows = read_rows(input, fmt)
+    settings = resolve_settings(preset, cfg, ref.preset, sampling)
+    digest = sha256(ref.path)
+    plan = plan_batch(rows, samples, out, model_sha256=digest)
+    if plan.skipped:
+        err.print(f"[dim]resuming {output}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]")
+    tokens = {"n": 0, "s": 0.0}
+    with Progress(TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]} tokens/s"), TimeRemainingColumn(), console=err) as progress:
+        bar = progress.add_task("rows", total=len(plan.tasks) + plan.skipped, completed=plan.skipped, rate="-")
+
+        def advance(record: dict[str, Any]) -> None:
+            tokens["n"] += record["completion_tokens"]
+            tokens["s"] += record["seconds"]
+            progress.update(bar, advance=1, rate=f"{tokens['n'] / tokens['s']:.1f}" if tokens["s"] else "-")
+
+        try:
+            run_batch(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings, model=ref.name,
+                      model_sha256=digest, on_record=advance)
+        finally:
+            out.close()
+    err.print(f"[green]done:[/] {output} ({len(plan.tasks)} new, {plan.skipped} kept)")
+    backend.close()

@@ -1,0 +1,107 @@
+"""`talesmith generate`: one prompt, streamed to standard output (or one JSON object per sample)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from talesmith.cli.options import (FIELDS_PANEL, BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
+                                   PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
+                                   sampling_options)
+from talesmith.runtime.documents.formats import make_document
+from talesmith.runtime.errors import SettingsError
+
+
+@sampling_options
+def generate(
+    prompt: str = typer.Argument("", help="The text to continue (the story so far, your chat message, ...)."),
+    model: Optional[str] = ModelOpt,
+    lock: Optional[Path] = LockOpt,
+    preset: Optional[str] = PresetOpt,
+    fmt: Optional[str] = FormatOpt,
+    title: Optional[str] = typer.Option(None, help="Story title.", rich_help_panel=FIELDS_PANEL),
+    author: Optional[str] = typer.Option(None, help="Story author.", rich_help_panel=FIELDS_PANEL),
+    genre: Optional[str] = typer.Option(None, help="Story genre (or horror / fairy tale for --format genre).", rich_help_panel=FIELDS_PANEL),
+    tags: Optional[str] = typer.Option(None, help="Story tags, comma-separated.", rich_help_panel=FIELDS_PANEL),
+    style: Optional[str] = typer.Option(None, help="Story style.", rich_help_panel=FIELDS_PANEL),
+    memory: Optional[str] = typer.Option(None, help="Memory: text kept at the top of a story.", rich_help_panel=FIELDS_PANEL),
+    author_note: Optional[str] = typer.Option(None, help="Author's note, inserted near the end of a story.", rich_help_panel=FIELDS_PANEL),
+    author_note_depth: Optional[int] = typer.Option(None, help="Lines from the end where the author's note goes.", rich_help_panel=FIELDS_PANEL),
+    synopsis: Optional[str] = typer.Option(None, help="Synopsis (あらすじ) of a Japanese story.", rich_help_panel=FIELDS_PANEL),
+    character: Optional[str] = typer.Option(None, help="Chat character's name.", rich_help_panel=FIELDS_PANEL),
+    persona: Optional[str] = typer.Option(None, help="Chat character's persona.", rich_help_panel=FIELDS_PANEL),
+    scenario: Optional[str] = typer.Option(None, help="Chat scenario.", rich_help_panel=FIELDS_PANEL),
+    examples: Optional[list[str]] = typer.Option(None, "--example", help="Example dialogue block (repeatable).", rich_help_panel=FIELDS_PANEL),
+    greeting: Optional[str] = typer.Option(None, help="The character's first message.", rich_help_panel=FIELDS_PANEL),
+    genre_style: Optional[str] = typer.Option(None, help="Genre prompt style: falcon or llama.", rich_help_panel=FIELDS_PANEL),
+    count: int = typer.Option(1, "--count", "-n", help="How many samples to generate."),
+    ctx: Optional[int] = CtxOpt,
+    gpu_layers: int = GpuOpt,
+    threads: Optional[int] = ThreadsOpt,
+    backend_name: Optional[str] = BackendOpt,
+    device: str = DeviceOpt,
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
+    echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
+    sampling: dict[str, Any] = {},
+) -> None:
+    """Generate text from a prompt, streamed to standard output."""
+    from talesmith.runtime.engine.generate import prepare, stream
+    from talesmith.runtime.models.resolve import sha256
+
+    cfg = read_config(config)
+    fmt = fmt or cfg.format
+    fields = {k: v for k, v in dict(
+        title=title, author=author, genre=genre, tags=tags, style=style, memory=memory, author_note=author_note,
+        author_note_depth=author_note_depth, synopsis=synopsis, character=character, persona=persona,
+        scenario=scenario, examples=examples, greeting=greeting, genre_style=genre_style).items()
+        if v not in (None, [])}
+    if count < 1:
+        raise SettingsError(f"--count {count} must be at least 1")
+    ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
+    fmt = fmt or ref.prompt_format or "raw"
+    settings = resolve_settings(preset, cfg, ref.preset, sampling)
+    try:
+        document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
+    prepared = prepare(backend, document, settings)
+    if prepared.fitted.dropped:
+        err.print(f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
+                  f"{backend.n_ctx} tokens (raise --ctx to keep them)")
+    base_seed = settings.seed
+    out = sys.stdout
+    for i in range(count):
+        run_settings = settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32)
+        if echo and not as_json:
+            out.write(prepared.fitted.text)
+        parts: list[str] = []
+        tokens: list[int] = []
+        for chunk in stream(backend, prepared.tokens, run_settings, stops=prepared.stops):
+            parts.append(chunk.text)
+            tokens.extend(chunk.tokens)
+            if not as_json:
+                out.write(chunk.text)
+                out.flush()
+        if as_json:
+            t = chunk.timing
+            out.write(json.dumps({
+                "text": "".join(parts), "prompt": prepared.fitted.text, "tokens": tokens, "seed": chunk.seed,
+                "finish_reason": chunk.finish_reason, "model": ref.name, "model_path": str(ref.path),
+                "model_sha256": sha256(ref.path), "settings": run_settings.replace(seed=chunk.seed).to_dict(),
+                "timings": {"prompt_tokens": t.prompt_tokens, "prompt_evaluated": t.prompt_evaluated,
+                            "prompt_seconds": round(t.prompt_seconds, 4), "generated_tokens": t.generated_tokens,
+                            "generate_seconds": round(t.generate_seconds, 4),
+                            "first_token_seconds": round(t.first_token_seconds or 0.0, 4),
+                            "tokens_per_second": round(t.tokens_per_second, 2)},
+            }, ensure_ascii=False) + "\n")
+        else:
+            out.write("\n" if i == count - 1 else "\n\n---\n\n")
+            err.print(f"[dim]{ref.name} · {backend.name} · seed {chunk.seed} · {chunk.timing.generated_tokens} tokens "
+                      f"· {chunk.timing.tokens_per_second:.1f} tokens/s · {chunk.finish_reason}[/]")
+        out.flush()
+    backend.close()

@@ -1,0 +1,68 @@
+"""The `talesmith` command: a thin typer front-end over the runtime and convert libraries.
+
+Each command lives in its own module and is registered here. Errors a user can cause print one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from talesmith.cli.batch import batch
+from talesmith.cli.convert import convert_command
+from talesmith.cli.generate import generate
+from talesmith.cli.models import models_app
+from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
+from talesmith.runtime.errors import TalesmithError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  help="Local story writing and persona chat with fiction models. "
+                       "Without a command, opens the terminal app (the same as `talesmith tui`).")
+app.command("generate")(generate)
+app.command("batch")(batch)
+app.add_typer(models_app, name="models")
+app.command("convert")(convert_command)
+
+
+@app.callback(invoke_without_command=True)
+def _no_command(ctx: typer.Context) -> None:
+    """Without a command, open the terminal app."""
+    if ctx.invoked_subcommand is None:
+        tui(model=None, lock=None, ctx=None, gpu_layers=0, threads=None, data_dir=None, chat=False)
+
+
+@app.command()
+def tui(
+    model: Optional[str] = ModelOpt,
+    lock: Optional[Path] = LockOpt,
+    ctx: Optional[int] = CtxOpt,
+    gpu_layers: int = GpuOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder for stories, chats and characters "
+                                            "(default: $TALESMITH_HOME or ~/.local/share/talesmith)."),
+    chat: bool = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen."),
+) -> None:
+    """Open the terminal app: story writing and persona chat."""
+    from talesmith.tui.launch import run
+
+    run(model=model, lock=lock, ctx=ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir,
+        mode="chat" if chat else "story")
+
+
+def main() -> None:
+    try:
+        app()
+    except TalesmithError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""What the `talesmith` commands share: the sampling options generated from SamplingSettings,
+the common model options, `--config` files, and opening a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from talesmith.runtime.documents.formats import FORMATS
+from talesmith.runtime.errors import InputError, SettingsError
+from talesmith.runtime.settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
+
+err = Console(stderr=True, highlight=False)
+
+_TUPLE_FIELDS = {"stop", "banned", "dry_sequence_breakers"}
+
+
+def _option_type(f: dataclasses.Field) -> Any:
+    if f.name in _TUPLE_FIELDS:
+        return Optional[list[str]]
+    return Optional[int] if f.type in ("int", "int | None") else Optional[float]
+
+
+def sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command one option per sampling setting; the command receives them as `sampling`."""
+    params = [p for p in inspect.signature(func).parameters.values() if p.name != "sampling"]
+    for f in dataclasses.fields(SamplingSettings):
+        flag = "--" + f.name.replace("_", "-")
+        option = typer.Option(None, flag, help=f.metadata["help"], rich_help_panel="Sampling", show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=_option_type(f)))
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        sampling = {}
+        for name in FIELD_NAMES:
+            value = kwargs.pop(name, None)
+            if value is not None and value != []:
+                sampling[name] = tuple(value) if name in _TUPLE_FIELDS else value
+        return func(sampling=sampling, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The contents of a `--config FILE.toml`: model, preset, format and its fields, and [sampling]."""
+
+    model: str | None = None
+    preset: str | None = None
+    format: str | None = None
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def read_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"config file {path} is not valid TOML ({e})") from None
+    known = {"model", "preset", "format", "sampling", "fields"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"config file {path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    sampling = data.get("sampling", {})
+    bad = sorted(set(sampling) - FIELD_NAMES)
+    if bad:
+        raise SettingsError(f"config file {path}: unknown sampling setting {bad[0]!r}")
+    return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling)
+
+
+def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None,
+          backend: str | None = None, device: str = "cpu"):
+    from talesmith.runtime.engine.loading import model_metadata, open_backend
+    from talesmith.runtime.models.resolve import resolve
+
+    ref = resolve(model, lock=lock)
+    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+    for warning in opened.warnings:
+        err.print(f"[yellow]note:[/] {escape(warning)}")
+    # A model converted by talesmith names its prompt format and preset (GGUF metadata, talesmith.json).
+    meta = model_metadata(opened)
+    # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
+    path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
+    ref = dataclasses.replace(ref, path=path, prompt_format=ref.prompt_format or meta.get("prompt_format"),
+                              preset=ref.preset or meta.get("preset"))
+    return ref, opened
+
+
+def resolve_settings(preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]) -> SamplingSettings:
+    name = preset or config.preset or ref_preset or "default"
+    return settings_from(name, {**config.sampling, **sampling})
+
+
+def model_fields(ref: Any, fmt: str) -> dict[str, Any]:
+    """The format fields a model's lock entry asks for, when its own format is used."""
+    return ref.format_fields if fmt == ref.prompt_format else {}
+
+
+ModelOpt = typer.Option(None, "--model", "-m", help="A .gguf file, an ONNX model folder or a name from models.lock "
+                        "(default: the bundled model).")
+LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
+PresetOpt = typer.Option(None, "--preset", help=f"Sampling preset: {', '.join(PRESETS)}.")
+FormatOpt = typer.Option(None, "--format", "-f", help=f"Prompt format: {', '.join(FORMATS)}.")
+CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
+GpuOpt = typer.Option(0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python.")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores).")
+BackendOpt = typer.Option(None, "--backend", help="llama (GGUF) or onnx (default: from the model file).")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
+                         "on the GPU unless --gpu-layers says otherwise).")
+ConfigOpt = typer.Option(None, "--config", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
+FIELDS_PANEL = "Format fields"
