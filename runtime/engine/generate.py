@@ -74,6 +74,8 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
     Closing the iterator stops generation at once.
     """
     settings = with_seed(settings)
+    seed = settings.seed
+    assert seed is not None  # with_seed gave it one
     prompt = list(prompt_tokens)
     if len(prompt) >= backend.n_ctx:
         raise ContextOverflowError(
@@ -82,7 +84,7 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
     started = time.perf_counter()
     evaluated = backend.prefill(prompt)
     prompt_seconds = time.perf_counter() - started
-    sampler = backend.sampler(settings, seed=settings.seed, history=prompt)
+    sampler = backend.sampler(settings, seed=seed, history=prompt)
     text = TextStream(stops=tuple(settings.stop) + tuple(stops), banned=settings.banned)
     generated: list[int] = []
     bans: dict[int, set[int]] = {}
@@ -126,7 +128,7 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
                     text.rewind(event.token_index)
                     final = text.finish()
                     yield Chunk(final.text if isinstance(final, (Emit, Stopped)) else "",
-                                tuple(generated[yielded:]), "banned", timing(), settings.seed)
+                                tuple(generated[yielded:]), "banned", timing(), seed)
                     return
                 bad = generated[event.token_index]
                 bans = {p: b for p, b in bans.items() if p <= event.token_index}
@@ -137,15 +139,16 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
                 sampler.reset(prompt + generated)
                 continue
             if isinstance(event, Stopped):
-                yield Chunk(event.text, tuple(generated[yielded:]), "stop", timing(), settings.seed)
+                yield Chunk(event.text, tuple(generated[yielded:]), "stop", timing(), seed)
                 return
             if reason is not None:
-                yield Chunk(event.text, tuple(generated[yielded:]), reason, timing(), settings.seed)
+                yield Chunk(event.text, tuple(generated[yielded:]), reason, timing(), seed)
                 return
             confirmed = text.confirmed_tokens()
             if event.text or confirmed > yielded:
-                yield Chunk(event.text, tuple(generated[yielded:confirmed]), None, timing(), settings.seed)
+                yield Chunk(event.text, tuple(generated[yielded:confirmed]), None, timing(), seed)
                 yielded = confirmed
+            assert token is not None  # an end of text or a finish returned above
             backend.append(token)
     finally:
         sampler.close()

@@ -40,6 +40,13 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def p(self) -> np.ndarray:
+        """The probabilities, which only a softmax gives."""
+        if self.probs is None:
+            raise ValueError("these candidates have no probabilities yet: take a softmax first")
+        return self.probs
+
 
 def candidates(logits: np.ndarray) -> Candidates:
     """Every token of the vocabulary, in id order, as llama.cpp starts each step."""
@@ -87,7 +94,7 @@ def top_p(c: Candidates, p: float, *, min_keep: int = 1) -> Candidates:
     if p >= 1.0:
         return c
     c = sort(softmax(c))
-    cum = np.cumsum(c.probs, dtype=_F32)
+    cum = np.cumsum(c.p, dtype=_F32)
     hit = np.nonzero((cum >= _F32(p)) & (np.arange(1, len(c) + 1) >= min_keep))[0]
     last = int(hit[0]) + 1 if len(hit) else len(c)
     return _take(c, np.arange(last), sorted=True)
@@ -116,11 +123,11 @@ def typical_p(c: Candidates, p: float, *, min_keep: int = 1) -> Candidates:
         return c
     c = softmax(c, do_sort=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logp = np.log(c.probs, dtype=_F32)
-        entropy = np.cumsum(np.nan_to_num(-c.probs * logp), dtype=_F32)[-1]
+        logp = np.log(c.p, dtype=_F32)
+        entropy = np.cumsum(np.nan_to_num(-c.p * logp), dtype=_F32)[-1]
         shifted = np.abs(-logp - entropy)
     order = np.argsort(shifted, kind="stable")
-    cum = np.cumsum(c.probs[order], dtype=_F32)
+    cum = np.cumsum(c.p[order], dtype=_F32)
     hit = np.nonzero((cum > _F32(p)) & (np.arange(len(c)) >= min_keep - 1))[0]
     last = int(hit[0]) + 1 if len(hit) else len(c)
     return _take(c, order[:last], sorted=False)
@@ -250,14 +257,14 @@ def dry(c: Candidates, recent: Sequence[int], *, multiplier: float, base: float 
         return Candidates(c.ids, c.logits, None, False)
     max_exponent = int(_F32(88.7228391) / _F32(math.log(base))) if base > 1.000001 else 0
     logits = c.logits.copy()
-    for i in np.nonzero(np.isin(c.ids, np.fromiter(longest_for, dtype=np.int64)))[0]:
-        token = int(c.ids[i])
+    for at in np.nonzero(np.isin(c.ids, np.fromiter(longest_for, dtype=np.int64)))[0]:
+        token = int(c.ids[at])
         if any(len(t) == 0 for t in breakers.get(token, ())):
             continue
         exponent = longest_for[token] - allowed_length
         if max_exponent > 0:
             exponent = min(exponent, max_exponent)
-        logits[i] = _F32(logits[i] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
+        logits[at] = _F32(logits[at] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
     return Candidates(c.ids, logits, None, False)
 
 
@@ -298,7 +305,7 @@ def xtc(c: Candidates, *, probability: float, threshold: float, rng: Mt19937, mi
     if rng.uniform_float() > probability:
         return c
     c = softmax(c, do_sort=True)
-    above = c.probs >= _F32(threshold)
+    above = c.p >= _F32(threshold)
     pos_last = 0
     for i in range(len(c)):
         if not above[i]:
@@ -339,7 +346,7 @@ def mirostat(c: Candidates, state: MirostatState, *, n_vocab: int, tau: float, e
     """Mirostat 1: estimate the Zipf exponent from the top `m` candidates, keep the top k that target
     surprise `tau`, draw, and move `state.mu` towards the target. Returns the kept candidates and the token."""
     c = softmax(c, do_sort=True)
-    p = c.probs
+    p = c.p
     sum_ti_bi = sum_ti_sq = _F32(0.0)
     for i in range(min(m - 1, len(c) - 1)):
         t_i = _F32(math.log((i + 2) / (i + 1)))
@@ -353,8 +360,8 @@ def mirostat(c: Candidates, state: MirostatState, *, n_vocab: int, tau: float, e
                      _F32(1 - np.power(_F32(n_vocab), -epsilon)), _F32(1) / s_hat, dtype=_F32)
     k_int = _c_int(k)
     c = softmax(top_k(c, max(k_int, 1)), do_sort=True)
-    idx = rng.discrete(c.probs)
-    _update_mu(state, c.probs[idx], tau, eta)
+    idx = rng.discrete(c.p)
+    _update_mu(state, c.p[idx], tau, eta)
     return c, int(c.ids[idx])
 
 
@@ -362,12 +369,12 @@ def mirostat_v2(c: Candidates, state: MirostatState, *, tau: float, eta: float, 
     """Mirostat 2: drop candidates whose surprise exceeds `state.mu`, draw, move mu towards `tau`."""
     c = softmax(c, do_sort=True)
     with np.errstate(divide="ignore"):
-        surprise = -np.log2(c.probs, dtype=_F32)
+        surprise = -np.log2(c.p, dtype=_F32)
     over = np.nonzero(surprise > _F32(state.mu))[0]
     size = max(int(over[0]) if len(over) else len(c), 1)
     c = softmax(_take(c, np.arange(size), sorted=True), do_sort=True)
-    idx = rng.discrete(c.probs)
-    _update_mu(state, c.probs[idx], tau, eta)
+    idx = rng.discrete(c.p)
+    _update_mu(state, c.p[idx], tau, eta)
     return c, int(c.ids[idx])
 
 

@@ -143,7 +143,8 @@ class TextStream:
         text = self.text
         hold = len(text)
 
-        ban_at, ban_pending = None, None
+        ban_at: int | None = None
+        ban_pending: int | None = None
         for phrase in self._phrases:
             start, pending = phrase.first_match(text, self.emitted, final)
             if start is not None and (ban_at is None or start < ban_at):
