@@ -17,15 +17,13 @@ from rich.markup import escape
 
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.errors import InputError, SettingsError
-from talesmith.runtime.settings import FIELD_NAMES, PRESETS, SamplingSettings, settings_from
+from talesmith.runtime.settings import FIELD_NAMES, LIST_FIELDS, PRESETS, SamplingSettings, settings_from
 
 err = Console(stderr=True, highlight=False)
 
-_TUPLE_FIELDS = {"stop", "banned", "dry_sequence_breakers"}
-
 
 def _option_type(f: dataclasses.Field) -> Any:
-    if f.name in _TUPLE_FIELDS:
+    if f.name in LIST_FIELDS:
         return Optional[list[str]]
     return Optional[int] if f.type in ("int", "int | None") else Optional[float]
 
@@ -45,7 +43,7 @@ def sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
         for name in FIELD_NAMES:
             value = kwargs.pop(name, None)
             if value is not None and value != []:
-                sampling[name] = tuple(value) if name in _TUPLE_FIELDS else value
+                sampling[name] = tuple(value) if name in LIST_FIELDS else value
         return func(sampling=sampling, **kwargs)
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -67,11 +65,12 @@ def read_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"config file {path} is not valid TOML ({e})") from None
+    check_config_types(path, data)
     known = {"model", "preset", "format", "sampling", "fields"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -81,6 +80,33 @@ def read_config(path: Path | None) -> Config:
     if bad:
         raise SettingsError(f"config file {path}: unknown sampling setting {bad[0]!r}")
     return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling)
+
+
+_CONFIG_TEXT = {"model": 'model = "NAME or PATH"', "preset": 'preset = "default"', "format": 'format = "story"'}
+_CONFIG_TABLES = {"fields": '[fields] with title = "..." and the like', "sampling": "[sampling] with temperature = 0.8 and the like"}
+
+
+def _value_ok(value: Any) -> bool:
+    """A setting or field value: text, a number, true/false, or a list of texts."""
+    if isinstance(value, list):
+        return all(isinstance(v, str) for v in value)
+    return isinstance(value, (str, int, float, bool))
+
+
+def check_config_types(path: Path, data: dict[str, Any]) -> None:
+    """One line naming the key, its value and the expected shape for a config value of the wrong type."""
+    for key, example in _CONFIG_TEXT.items():
+        if key in data and not isinstance(data[key], str):
+            raise InputError(f"config file {path}: {key} = {data[key]!r} must be text, e.g. {example}")
+    for key, example in _CONFIG_TABLES.items():
+        if key not in data:
+            continue
+        if not isinstance(data[key], dict):
+            raise InputError(f"config file {path}: {key} = {data[key]!r} must be a table, e.g. {example}")
+        for name, value in data[key].items():
+            if not _value_ok(value):
+                raise InputError(f"config file {path}: {key}.{name} = {value!r} must be text, a number, true/false "
+                                 f"or a list of texts")
 
 
 def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None,

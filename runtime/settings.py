@@ -56,7 +56,7 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _TUPLE_FIELDS:
+            if f.name in LIST_FIELDS:
                 if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
                     raise SettingsError(f"{f.name} must be a list of strings, got {value!r}")
                 object.__setattr__(self, f.name, tuple(value))
@@ -93,10 +93,11 @@ class SamplingSettings:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(SamplingSettings))
-_TUPLE_FIELDS = {"dry_sequence_breakers", "stop", "banned"}
+LIST_FIELDS = frozenset({"dry_sequence_breakers", "stop", "banned"})
+"""The settings that hold a list of strings (every other one is a number)."""
 _INT_FIELDS = {"top_k", "repetition_window", "dry_allowed_length", "dry_window", "mirostat",
                "seed", "max_new_tokens", "min_new_tokens"}
-_FLOAT_FIELDS = FIELD_NAMES - _TUPLE_FIELDS - _INT_FIELDS
+_FLOAT_FIELDS = FIELD_NAMES - LIST_FIELDS - _INT_FIELDS
 
 
 def _unknown_message(name: str) -> str:
@@ -136,7 +137,7 @@ def _check_ranges(s: SamplingSettings) -> None:
 
 
 def _check_strings(s: SamplingSettings) -> None:
-    for name in ("stop", "banned", "dry_sequence_breakers"):
+    for name in sorted(LIST_FIELDS):
         for item in getattr(s, name):
             _require(isinstance(item, str), f"{name} entries must be strings, got {item!r}")
             _require(item != "", f"{name} has an empty entry; remove it")
@@ -187,7 +188,7 @@ def parse_value(name: str, raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
     text = raw.strip()
-    if name in _TUPLE_FIELDS:
+    if name in LIST_FIELDS:
         if text.startswith("["):
             try:
                 items = json.loads(text)

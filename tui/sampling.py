@@ -13,14 +13,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
 from talesmith.runtime.errors import SettingsError
-from talesmith.runtime.settings import PRESETS, SamplingSettings, parse_value, preset
+from talesmith.runtime.settings import LIST_FIELDS, PRESETS, SamplingSettings, parse_value, preset
 
 FIELDS = dataclasses.fields(SamplingSettings)
-LISTS = {"stop", "banned", "dry_sequence_breakers"}
 
 
 def show_value(name: str, value: Any) -> str:
-    if name in LISTS:
+    if name in LIST_FIELDS:
         return json.dumps(list(value), ensure_ascii=False) if value else ""
     return "" if value is None else str(value)
 
@@ -29,7 +28,7 @@ def read_settings(raw: dict[str, str]) -> SamplingSettings:
     """Settings from the panel's texts; raises SettingsError naming the first bad field."""
     values = {}
     for name, text in raw.items():
-        if name in LISTS and not text.strip():
+        if name in LIST_FIELDS and not text.strip():
             values[name] = ()
         else:
             values[name] = parse_value(name, text)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from talesmith.runtime.errors import SettingsError
+
 USER = "user"
 CHARACTER = "character"
 
@@ -112,22 +114,22 @@ def _lines(value: object) -> tuple[str, ...]:
 def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> Document:
     """A document of format `fmt` from its text and fields (as given on a command line or in a batch row).
 
-    Unknown formats and fields that the format does not take raise ValueError naming them.
+    Unknown formats and fields that the format does not take raise SettingsError naming them.
     """
     if fmt not in FIELDS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+        raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     given = {k: v for k, v in (fields or {}).items() if v not in (None, "", ())}
     extra = sorted(set(given) - set(FIELDS[fmt]))
     if extra:
         takes = ", ".join(FIELDS[fmt]) or "no fields besides the prompt"
-        raise ValueError(f"format {fmt!r} does not take {extra[0]!r}; it takes: {takes}")
+        raise SettingsError(f"format {fmt!r} does not take {extra[0]!r}; it takes: {takes}")
     g = given.get
     if fmt in ("story", "japanese-story"):
         depth = g("author_note_depth", 3)
         try:
             depth = int(depth)
         except (TypeError, ValueError):
-            raise ValueError(f"author_note_depth {depth!r} is not a whole number") from None
+            raise SettingsError(f"author_note_depth {depth!r} is not a whole number") from None
         header = StoryHeader(title=str(g("title", "")), author=str(g("author", "")), genre=str(g("genre", "")),
                              tags=_tags(g("tags")), style=str(g("style", "")))
         return Story(text=text, header=header, synopsis=str(g("synopsis", "")), memory=str(g("memory", "")),
