@@ -36,12 +36,18 @@ class PromptPlan:
     note_depth: int = 1
     stops: tuple[str, ...] = ()
     """Stop strings that the format itself needs (for example the user's next chat line)."""
+    head_slots: tuple[int, int] = (0, 0)
+    """Where lore goes in the head: before and after the story header / character definition (offsets)."""
+    inserts: tuple[tuple[int, str], ...] = ()
+    """Lore placed in the history: (units from the end, text), moved back to the start of a line."""
 
     def render(self, drop: int = 0) -> str:
         """The prompt text with the `drop` oldest history units left out."""
         units = list(self.units[drop:])
-        if self.note:
-            units.insert(_note_index(units, self.note_depth), self.note)
+        places = [(_note_index(units, self.note_depth), self.note)] if self.note else []
+        places += [(_line_start(units, len(units) - depth), text) for depth, text in self.inserts]
+        for index, text in reversed(sorted(places, key=lambda p: p[0])):
+            units.insert(index, text)
         return self.head + "".join(units) + self.tail
 
 
@@ -51,6 +57,14 @@ class FittedPrompt:
     n_tokens: int
     dropped: int
     """How many history units were left out to fit the context."""
+
+
+def _line_start(units: list[str], index: int) -> int:
+    """`index` clamped to the units, moved back until the unit before it ends a line."""
+    index = max(0, min(index, len(units)))
+    while index > 0 and not units[index - 1].endswith("\n"):
+        index -= 1
+    return index
 
 
 def _note_index(units: list[str], depth: int) -> int:
@@ -113,7 +127,8 @@ def _(story: Story) -> PromptPlan:
     if story.author_note_depth < 1:
         raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
     note = f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
-    return PromptPlan(head=head, units=split_units(story.text), note=note, note_depth=story.author_note_depth)
+    return PromptPlan(head=head, units=split_units(story.text), note=note, note_depth=story.author_note_depth,
+                      head_slots=(len(_block(story.memory)), len(head)))
 
 
 def _speaker_name(chat: Chat, speaker: str) -> str:
@@ -127,13 +142,14 @@ def _(chat: Chat) -> PromptPlan:
     head = f"{chat.character}'s Persona: {chat.persona.strip()}\n"
     if chat.scenario.strip():
         head += f"Scenario: {chat.scenario.strip()}\n"
+    definition_end = len(head)
     for example in chat.examples:
         text = example.replace("{{char}}", chat.character).replace("{{user}}", chat.user_name)
         head += f"{START}\n" + _block(text)
     head += f"{START}\n"
     units = tuple(f"{_speaker_name(chat, m.speaker)}: {m.text.strip()}\n" for m in chat.messages)
     stops = (f"\n{chat.user_name}:", f"\n{START}")
-    return PromptPlan(head=head, units=units, tail=f"{chat.character}:", stops=stops)
+    return PromptPlan(head=head, units=units, tail=f"{chat.character}:", stops=stops, head_slots=(0, definition_end))
 
 
 GENRE_INSTRUCTIONS = {"horror": "horror story", "fairy tale": "fairy tale", "fairy-tale": "fairy tale",

@@ -1,0 +1,295 @@
+"""Lorebooks (World Info): entries of lore that enter the prompt when their keys appear in the recent text.
+
+Pure logic, following SillyTavern's World Info scan: keys (plain, or `/regex/flags`), secondary keys with
+AND ANY / NOT ALL / NOT ANY / AND ALL, case sensitivity and whole words (per entry or from the settings),
+constant and disabled entries, insertion order, scan depth, a token budget, recursion with a step limit
+and seeded probability. `activate` picks the entries; `apply` places them in a PromptPlan.
+
+Placement is cache-aware by default ("anchored"): an entry that fires stands in the history at the point
+where it fired and stays there while it is active, so a new entry costs only its own tokens and the prefix
+before it is never re-processed. "declared" places every entry where its position says, as SillyTavern does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import regex
+
+from talesmith.runtime.documents.prompts import PromptPlan
+from talesmith.runtime.errors import SettingsError
+
+BEFORE = "before"
+"""Before the story header (after the memory) or before the character definition."""
+AFTER = "after"
+"""After the story header (`***`) or after the character definition (before the example dialogue)."""
+NOTE_TOP = "note_top"
+NOTE_BOTTOM = "note_bottom"
+"""Just before / after the author's note (at its depth)."""
+DEPTH = "depth"
+"""In the history, before the `depth`-th unit (message or line) from the end; 0 is after the last one."""
+POSITIONS = (BEFORE, AFTER, NOTE_TOP, NOTE_BOTTOM, DEPTH)
+
+AND_ANY, NOT_ALL, NOT_ANY, AND_ALL = "and_any", "not_all", "not_any", "and_all"
+LOGICS = (AND_ANY, NOT_ALL, NOT_ANY, AND_ALL)
+"""SillyTavern's selectiveLogic 0, 1, 2, 3, in that order."""
+
+ANCHORED, DECLARED = "anchored", "declared"
+REGEX_TIMEOUT = 0.05
+"""Seconds a regex key may take on the scanned text before it counts as not matching."""
+ANCHOR_LOOKBACK = 256
+"""Units an anchored entry is followed back; an entry active for longer stands at the start of the history."""
+DEFAULT_DEPTH = 4
+MARK = "\x01"
+"""Starts each scanned message, as in SillyTavern, so `^` and whole words see message starts."""
+
+_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "u": 0, "g": 0, "y": 0}
+_REGEX_KEY = regex.compile(r"^/([\w\W]+?)/([gimsuy]*)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    keys: tuple[str, ...]
+    content: str
+    uid: int = 0
+    secondary: tuple[str, ...] = ()
+    logic: str = AND_ANY
+    selective: bool = True
+    """With secondary keys, the logic applies; without `selective` they are ignored (as in SillyTavern)."""
+    constant: bool = False
+    enabled: bool = True
+    order: int = 100
+    """Higher order: placed later (nearer the end) and kept first when the budget runs out."""
+    position: str = BEFORE
+    depth: int = DEFAULT_DEPTH
+    scan_depth: int | None = None
+    case_sensitive: bool | None = None
+    whole_words: bool | None = None
+    probability: int = 100
+    use_probability: bool = True
+    exclude_recursion: bool = False
+    """Not activated by other entries' content, only by the text."""
+    prevent_recursion: bool = False
+    """Its content does not activate other entries."""
+    delay_until_recursion: bool = False
+    """Activated only by other entries' content."""
+    name: str = ""
+    book: str = ""
+    """The lorebook it came from (set by Lorebook); with `uid` it names the entry."""
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise SettingsError(f"lorebook entry {self.uid}: position {self.position!r} is unknown; "
+                                f"use one of {', '.join(POSITIONS)}")
+        if self.logic not in LOGICS:
+            raise SettingsError(f"lorebook entry {self.uid}: logic {self.logic!r} is unknown; use one of {', '.join(LOGICS)}")
+        if self.depth < 0:
+            raise SettingsError(f"lorebook entry {self.uid}: depth {self.depth} is negative; use 0 or more")
+        if not 0 <= self.probability <= 100:
+            raise SettingsError(f"lorebook entry {self.uid}: probability {self.probability} is outside 0..100")
+
+    @property
+    def ident(self) -> str:
+        return f"{self.book}.{self.uid}"
+
+    @property
+    def title(self) -> str:
+        return self.name or (self.keys[0] if self.keys else f"entry {self.uid}")
+
+
+@dataclass(frozen=True)
+class Lorebook:
+    name: str
+    entries: tuple[Entry, ...] = ()
+    scan_depth: int | None = None
+    token_budget: int | None = None
+    recursive: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The file as read, so that export writes back what talesmith does not use."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", tuple(e if e.book == self.name else dataclasses.replace(e, book=self.name)
+                                                  for e in self.entries))
+
+
+@dataclass(frozen=True)
+class LoreSettings:
+    """SillyTavern's World Info activation settings, with its defaults."""
+
+    scan_depth: int = 2
+    """Units (messages, or lines of a story) searched for keys, counted from the end."""
+    budget_percent: float = 25.0
+    """Token budget as a percentage of the context..."""
+    budget_tokens: int | None = None
+    """...or as a number of tokens (wins when set)."""
+    recursive: bool = True
+    max_recursion_steps: int = 0
+    """Scan passes at most: 0 no limit, 1 no recursion, 2 one level of entries activated by entries, ..."""
+    case_sensitive: bool = False
+    whole_words: bool = False
+    seed: int = 0
+    placement: str = ANCHORED
+
+    def __post_init__(self) -> None:
+        if self.scan_depth < 0:
+            raise SettingsError(f"scan depth {self.scan_depth} is negative; use 0 or more units")
+        if self.placement not in (ANCHORED, DECLARED):
+            raise SettingsError(f"placement {self.placement!r} is unknown; use {ANCHORED} or {DECLARED}")
+        if self.max_recursion_steps < 0:
+            raise SettingsError(f"max recursion steps {self.max_recursion_steps} is negative; use 0 (no limit) or more")
+
+    def budget(self, n_ctx: int) -> int:
+        if self.budget_tokens is not None:
+            return self.budget_tokens
+        return round(self.budget_percent * n_ctx / 100)
+
+
+@dataclass(frozen=True)
+class Activated:
+    entry: Entry
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Activation:
+    entries: tuple[Activated, ...]
+    """In activation order (highest order first, constant ones before keyword ones of the same order)."""
+    overflowed: bool = False
+    """The budget ran out and some entries were left out."""
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+def parse_regex_key(key: str) -> regex.Pattern[str] | None:
+    """A `/pattern/flags` key as a compiled pattern; None for a plain key (or one that does not compile)."""
+    m = _REGEX_KEY.match(key)
+    if not m or regex.search(r"(^|[^\\])/", m.group(1)):
+        return None
+    flags = 0
+    for f in m.group(2):
+        flags |= _FLAGS[f]
+    try:
+        return regex.compile(m.group(1).replace("\\/", "/"), flags)
+    except (regex.error, ValueError, OverflowError):
+        return None
+
+
+def _search(pattern: regex.Pattern[str], text: str) -> bool:
+    try:
+        return pattern.search(text, timeout=REGEX_TIMEOUT) is not None
+    except TimeoutError:
+        return False
+
+
+def match_key(text: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
+    """Whether `key` occurs in `text`, with SillyTavern's rules for regex keys, case and whole words."""
+    pattern = parse_regex_key(key)
+    if pattern is not None:
+        return _search(pattern, text)
+    if not case_sensitive:
+        text, key = text.lower(), key.lower()
+    if whole_words and len(key.split()) <= 1:
+        return _search(regex.compile(r"(?:^|\W)(" + regex.escape(key) + r")(?:$|\W)"), text)
+    return key in text
+
+
+def _matches(entry: Entry, text: str, settings: LoreSettings) -> bool:
+    case = settings.case_sensitive if entry.case_sensitive is None else entry.case_sensitive
+    whole = settings.whole_words if entry.whole_words is None else entry.whole_words
+
+    def hit(key: str) -> bool:
+        key = key.strip()
+        return bool(key) and match_key(text, key, case_sensitive=case, whole_words=whole)
+
+    if not any(hit(k) for k in entry.keys):
+        return False
+    if not (entry.selective and entry.secondary):
+        return True
+    found = [hit(k) for k in entry.secondary]
+    return {AND_ANY: any(found), NOT_ALL: not all(found), NOT_ANY: not any(found), AND_ALL: all(found)}[entry.logic]
+
+
+def scan_text(units: Sequence[str], depth: int) -> str:
+    """The last `depth` units, newest first, each opened by MARK, as SillyTavern's scan buffer."""
+    if depth <= 0:
+        return ""
+    recent = [u.strip() for u in reversed(units[-depth:])]
+    return MARK + ("\n" + MARK).join(recent)
+
+
+# --- activation -------------------------------------------------------------------------------
+
+
+def _roll(entry: Entry, seed: int, turn: int) -> float:
+    """A number in [0, 100) that depends only on the seed, the entry and how long the history is."""
+    return random.Random(f"{seed}:{entry.ident}:{turn}").random() * 100
+
+
+def _candidates(entries: Sequence[Entry], units: Sequence[str], settings: LoreSettings, *, done: set[str],
+                recursion: Sequence[str], first: bool) -> list[Entry]:
+    out = []
+    for e in entries:
+        if not e.enabled or e.ident in done:
+            continue
+        if e.constant:
+            if first:
+                out.append(e)
+            continue
+        if (first and e.delay_until_recursion) or (not first and e.exclude_recursion):
+            continue
+        text = scan_text(units, settings.scan_depth if e.scan_depth is None else e.scan_depth)
+        if recursion:
+            text += "\n" + MARK + ("\n" + MARK).join(recursion)
+        if _matches(e, text, settings):
+            out.append(e)
+    return out
+
+
+def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
+    """SillyTavern's order: highest order first; ties keep their order in the books."""
+    return sorted(entries, key=lambda e: -e.order)
+
+
+def activate(books: Sequence[Lorebook], units: Sequence[str], *, settings: LoreSettings = LoreSettings(),
+             count_tokens: Callable[[str], int], n_ctx: int, macros: Mapping[str, str] | None = None) -> Activation:
+    """The entries that the history `units` (oldest first) activates, within the token budget."""
+    entries = sort_entries([e for b in books for e in b.entries])
+    budget = settings.budget(n_ctx)
+    done: dict[str, Activated] = {}
+    failed: set[str] = set()
+    recursion: list[str] = []
+    admitted_text, overflowed, step = "", False, 0
+    while True:
+        if settings.max_recursion_steps and step >= settings.max_recursion_steps:
+            break
+        found = _candidates(entries, units, settings, done=set(done) | failed, recursion=recursion, first=step == 0)
+        step += 1
+        new_text, admitted = "", []
+        for e in found:
+            if e.use_probability and e.probability < 100 and _roll(e, settings.seed, len(units)) >= e.probability:
+                failed.add(e.ident)
+                continue
+            content = fill(e.content, macros)
+            if count_tokens(admitted_text + new_text + content + "\n") >= budget:
+                overflowed = True
+                continue
+            new_text += content + "\n"
+            done[e.ident] = Activated(e, count_tokens(content))
+            admitted.append(e)
+        admitted_text += new_text
+        more = [fill(e.content, macros) for e in admitted if not e.prevent_recursion]
+        if overflowed or not settings.recursive or not more:
+            break
+        recursion.extend(more)
+    return Activation(tuple(done.values()), overflowed)
+
+
+def fill(text: str, macros: Mapping[str, str] | None) -> str:
+    """`{{char}}`, `{{user}}` and other `{{name}}` macros replaced (case-insensitively, as SillyTavern)."""
+    for name, value in (macros or {}).items():
+        text = regex.sub(r"\{\{" + regex.escape(name) + r"\}\}", lambda _m: value, text, flags=regex.IGNORECASE)
+    return text
