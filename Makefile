@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft)
-# and the ONNX extra (optimum, onnxruntime).
+# and the ONNX extra (optimum, onnxruntime); the analyze extra is for `talesmith analyze`.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,convert,onnx]'
+	$(BIN)/pip install --quiet -e '.[test,convert,onnx,analyze]'
 	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)

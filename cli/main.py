@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from talesmith.cli.analyze import analyze_command
 from talesmith.cli.batch import batch
 from talesmith.cli.convert import convert_command
 from talesmith.cli.generate import generate
@@ -26,6 +27,7 @@ app.command("generate")(generate)
 app.command("batch")(batch)
 app.add_typer(models_app, name="models")
 app.command("convert")(convert_command)
+app.command("analyze")(analyze_command)
 
 
 @app.callback(invoke_without_command=True)
