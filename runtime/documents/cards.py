@@ -13,6 +13,7 @@ import binascii
 import copy
 import json
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -42,6 +43,12 @@ class Character:
     alternate_greetings: tuple[str, ...] = ()
     examples: str = ""
     """Example dialogue, blocks separated by `<START>` lines; `{{char}}` and `{{user}}` are the names."""
+    system_prompt: str = ""
+    """The card's own system prompt; `{{original}}` stands for the app's (talesmith has none: empty)."""
+    post_history: str = ""
+    """The card's post_history_instructions, placed after the conversation."""
+    creator_notes: str = ""
+    """Notes for the user, never part of the prompt."""
     card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The whole card as read, unknown fields included; written back under the edited fields."""
 
@@ -53,6 +60,41 @@ class Character:
         """Description and personality, as Pygmalion's persona line carries them."""
         parts = [self.persona.strip(), f"Personality: {self.personality.strip()}" if self.personality.strip() else ""]
         return "\n".join(p for p in parts if p)
+
+    @property
+    def book_entries(self) -> int:
+        """How many entries the card's character_book (lorebook) holds; 0 when it has none."""
+        data = self.card.get("data") if isinstance(self.card.get("data"), dict) else self.card
+        book = data.get("character_book") if isinstance(data, dict) else None
+        entries = book.get("entries") if isinstance(book, dict) else None
+        return len(entries) if isinstance(entries, list) else 0
+
+
+_MACRO = re.compile(r"\{\{\s*(char|user|original)\s*\}\}|<(USER|BOT)>", re.IGNORECASE)
+
+
+def fill_macros(text: str, *, char: str, user: str, original: str = "") -> str:
+    """`{{char}}`, `{{user}}` (any case; also `<BOT>`, `<USER>`) and `{{original}}` replaced by their values.
+
+    The one place where talesmith fills card macros: chat prompts, greetings and what the app shows.
+    """
+    def value(m: re.Match[str]) -> str:
+        name = (m.group(1) or m.group(2)).lower()
+        return {"char": char, "bot": char, "user": user}.get(name, original)
+
+    return _MACRO.sub(value, text)
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """`text` with characters that cannot be written as UTF-8 (lone surrogates) replaced by U+FFFD;
+    surrogate pairs become the character they stand for. Returns the text and how many were replaced."""
+    try:
+        text.encode("utf-8")
+        return text, 0
+    except UnicodeEncodeError:
+        pass
+    fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return fixed, fixed.count("\ufffd") - text.count("\ufffd")
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str:
@@ -86,7 +128,9 @@ def character_from_card(card: Any, where: str = "card") -> Character:
     return Character(
         name=name, persona=_text(data, "description", where), personality=_text(data, "personality", where),
         scenario=_text(data, "scenario", where), greeting=_text(data, "first_mes", where),
-        alternate_greetings=tuple(greetings), examples=_text(data, "mes_example", where), card=copy.deepcopy(card))
+        alternate_greetings=tuple(greetings), examples=_text(data, "mes_example", where),
+        system_prompt=_text(data, "system_prompt", where), post_history=_text(data, "post_history_instructions", where),
+        creator_notes=_text(data, "creator_notes", where), card=copy.deepcopy(card))
 
 
 def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
@@ -101,8 +145,16 @@ def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
     return character_from_card(card, where)
 
 
+CARD_KEYS = (b"chara", b"ccv3")
+"""The keywords of the chunks that carry a card; only their size is limited."""
+
+
 def png_text_chunks(data: bytes, where: str = "card") -> dict[str, bytes]:
-    """The tEXt chunks of a PNG (keyword -> text), with every length checked before it is trusted."""
+    """The card-carrying tEXt chunks of a PNG (keyword -> text), with every length checked before it is trusted.
+
+    Other chunks are skipped whatever their size; a card in a compressed zTXt or an iTXt chunk is
+    named as unsupported.
+    """
     if not data.startswith(PNG_SIGNATURE):
         raise CardError(f"{where}: not a PNG file")
     chunks: dict[str, bytes] = {}
@@ -112,14 +164,15 @@ def png_text_chunks(data: bytes, where: str = "card") -> dict[str, bytes]:
         end = pos + 12 + length
         if end > len(data):
             raise CardError(f"{where}: PNG chunk {kind!r} claims {length} bytes but the file ends first")
-        if kind == b"tEXt":
+        keyword = data[pos + 8:pos + 8 + min(length, 80)].partition(b"\0")[0]
+        if kind in (b"zTXt", b"iTXt") and keyword in CARD_KEYS:
+            raise CardError(f"{where}: the card is in a {kind.decode()} PNG chunk, which talesmith does not read; "
+                            f"re-export the card from its editor as a plain PNG card (tEXt chunk) or as JSON")
+        if kind == b"tEXt" and keyword in CARD_KEYS:
             if length > MAX_CARD_TEXT:
-                raise CardError(f"{where}: a PNG text chunk of {length} bytes is larger than the "
-                                f"{MAX_CARD_TEXT} allowed")
-            body = data[pos + 8:pos + 8 + length]
-            keyword, sep, text = body.partition(b"\0")
-            if sep:
-                chunks.setdefault(keyword.decode("latin-1"), text)
+                raise CardError(f"{where}: the card's {keyword.decode()!r} chunk of {length} bytes is larger than "
+                                f"the {MAX_CARD_TEXT} allowed")
+            chunks.setdefault(keyword.decode("latin-1"), data[pos + 8 + len(keyword) + 1:pos + 8 + length])
         if kind == b"IEND":
             break
         pos = end
@@ -154,6 +207,8 @@ def load_card(path: str | os.PathLike[str]) -> Character:
         raise CardError(f"{p} cannot be read ({e.strerror})") from None
     if data.startswith(PNG_SIGNATURE):
         return parse_png_card(data, str(p))
+    if data[:8] and PNG_SIGNATURE.startswith(data[:8]) or data.startswith(PNG_SIGNATURE[:4]):
+        raise CardError(f"{p}: a PNG file cut short ({len(data)} bytes); download or export the card again")
     return parse_json_card(data, str(p))
 
 
@@ -166,7 +221,8 @@ def to_card(character: Character) -> dict[str, Any]:
     data = card.setdefault("data", {})
     data.update(name=character.name, description=character.persona, personality=character.personality,
                 scenario=character.scenario, first_mes=character.greeting, mes_example=character.examples,
-                alternate_greetings=list(character.alternate_greetings))
+                alternate_greetings=list(character.alternate_greetings), system_prompt=character.system_prompt,
+                post_history_instructions=character.post_history, creator_notes=character.creator_notes)
     return card
 
 

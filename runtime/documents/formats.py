@@ -60,6 +60,12 @@ class Chat:
     """Blocks of example dialogue; `{{char}}` and `{{user}}` stand for the two names."""
     messages: tuple[Message, ...] = ()
     user_name: str = "You"
+    user_persona: str = ""
+    """What the character knows about the user (shown as the user's persona)."""
+    system_prompt: str = ""
+    """The card's system prompt, placed first."""
+    post_history: str = ""
+    """The card's post-history instructions, placed after the conversation."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Callable
 
+from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import CHARACTER, Chat, Document, GenrePrompt, RawText, Story, TinyStory
 from talesmith.runtime.errors import ContextOverflowError, SettingsError
 
@@ -135,21 +136,35 @@ def _speaker_name(chat: Chat, speaker: str) -> str:
     return chat.character if speaker == CHARACTER else chat.user_name
 
 
+def chat_stops(user: str) -> tuple[str, ...]:
+    """Where a chat reply ends: the user's next line in the shapes models write it, a new block, `<END>`."""
+    return (f"\n{user}:", f"\n{START}", "<END>", f"\n{user} :", f"[ {user}:", f"[{user}:", f"\n*{user}:",
+            f"\n**{user}:**", f"\n### {user}:")
+
+
 @plan.register
 def _(chat: Chat) -> PromptPlan:
     if not chat.character.strip():
         raise SettingsError("a chat needs a character name; pass --character NAME")
-    head = f"{chat.character}'s Persona: {chat.persona.strip()}\n"
+
+    def fill(text: str) -> str:
+        return fill_macros(text, char=chat.character, user=chat.user_name)
+
+    head = _block(fill(chat.system_prompt))
+    definition_start = len(head)
+    head += f"{chat.character}'s Persona: {fill(chat.persona).strip()}\n"
+    if chat.user_persona.strip():
+        head += f"{chat.user_name}'s Persona: {fill(chat.user_persona).strip()}\n"
     if chat.scenario.strip():
-        head += f"Scenario: {chat.scenario.strip()}\n"
+        head += f"Scenario: {fill(chat.scenario).strip()}\n"
     definition_end = len(head)
     for example in chat.examples:
-        text = example.replace("{{char}}", chat.character).replace("{{user}}", chat.user_name)
-        head += f"{START}\n" + _block(text)
+        head += f"{START}\n" + _block(fill(example))
     head += f"{START}\n"
-    units = tuple(f"{_speaker_name(chat, m.speaker)}: {m.text.strip()}\n" for m in chat.messages)
-    stops = (f"\n{chat.user_name}:", f"\n{START}")
-    return PromptPlan(head=head, units=units, tail=f"{chat.character}:", stops=stops, head_slots=(0, definition_end))
+    units = tuple(f"{_speaker_name(chat, m.speaker)}: {fill(m.text).strip()}\n" for m in chat.messages)
+    tail = _block(fill(chat.post_history)) + f"{chat.character}:"
+    return PromptPlan(head=head, units=units, tail=tail, stops=chat_stops(chat.user_name),
+                      head_slots=(definition_start, definition_end))
 
 
 GENRE_INSTRUCTIONS = {"horror": "horror story", "fairy tale": "fairy tale", "fairy-tale": "fairy tale",

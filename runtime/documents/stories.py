@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from talesmith.runtime import files
-from talesmith.runtime.documents.cards import Character, character_from_card, to_card
+from talesmith.runtime.documents.cards import Character, character_from_card, clean_text, fill_macros, to_card
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import SamplingSettings, preset
@@ -126,8 +126,15 @@ class ChatMessage:
         return dataclasses.replace(self, swipes=tuple(swipes))
 
 
-def _fill(text: str, char: str, user: str) -> str:
-    return text.replace("{{char}}", char).replace("{{user}}", user)
+DEFAULT_USER = "You"
+
+
+@dataclass(frozen=True)
+class User:
+    """Who writes to the characters: a name for `{{user}}` and an optional persona the character knows."""
+
+    name: str = DEFAULT_USER
+    persona: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,27 +142,40 @@ class ChatDocument:
     character: Character
     messages: tuple[ChatMessage, ...] = ()
     name: str = ""
-    user_name: str = "You"
+    user_name: str = ""
+    """This chat's own user name; empty: the global one (see `User`)."""
     settings: SamplingSettings = field(default_factory=lambda: preset("pygmalion"))
     preset: str = "pygmalion"
     model: str = ""
+    user_persona: str = ""
+    """This chat's own user persona; empty: the global one."""
 
     @classmethod
-    def start(cls, character: Character, **kwargs: Any) -> "ChatDocument":
+    def start(cls, character: Character, *, user: User = User(), **kwargs: Any) -> "ChatDocument":
         """A new chat opened by the character's greeting (alternate greetings become its swipes)."""
-        user = kwargs.get("user_name", "You")
-        greetings = tuple(_fill(g, character.name, user) for g in (character.greeting, *character.alternate_greetings)
-                          if g.strip())
+        name = kwargs.get("user_name") or user.name
+        greetings = tuple(fill_macros(g, char=character.name, user=name)
+                          for g in (character.greeting, *character.alternate_greetings) if g.strip())
         messages = (ChatMessage(CHARACTER, greetings),) if greetings else ()
         kwargs.setdefault("name", f"Chat with {character.name}")
         return cls(character=character, messages=messages, **kwargs)
 
-    def to_chat(self, upto: int | None = None) -> Chat:
-        """The prompt document of the conversation (its first `upto` messages)."""
-        c, u = self.character.name, self.user_name
-        return Chat(character=c, persona=_fill(self.character.full_persona(), c, u),
-                    scenario=_fill(self.character.scenario, c, u), examples=self.character.example_blocks(),
-                    messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u)
+    def user(self, default: User = User()) -> User:
+        """The user of this chat: its own name and persona where set, else `default`'s."""
+        return User(self.user_name.strip() or default.name.strip() or DEFAULT_USER,
+                    self.user_persona.strip() or default.persona)
+
+    def fill(self, text: str, default: User = User()) -> str:
+        """`text` with the card macros filled for this chat."""
+        return fill_macros(text, char=self.character.name, user=self.user(default).name)
+
+    def to_chat(self, upto: int | None = None, *, user: User = User()) -> Chat:
+        """The prompt document of the conversation (its first `upto` messages); macros are left to the prompt."""
+        c, u = self.character, self.user(user)
+        return Chat(character=c.name, persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
+                    scenario=fill_macros(c.scenario, char=c.name, user=u.name), examples=c.example_blocks(),
+                    messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u.name,
+                    user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history)
 
     def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
         return dataclasses.replace(self, messages=tuple(messages))
@@ -218,7 +238,8 @@ def to_dict(doc: Document) -> dict[str, Any]:
                 "author_note": s.author_note, "author_note_depth": s.author_note_depth,
                 "alternatives": None if alt is None else {"base": alt.base, "options": list(alt.options),
                                                           "index": alt.index}}
-    return {"kind": "chat", **common, "user_name": doc.user_name, "character": to_card(doc.character),
+    return {"kind": "chat", **common, "user_name": doc.user_name, "user_persona": doc.user_persona,
+            "character": to_card(doc.character),
             "messages": [{"speaker": m.speaker, "swipes": list(m.swipes), "index": m.index} for m in doc.messages]}
 
 
@@ -253,9 +274,14 @@ def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
         swipes = tuple(str(s) for s in m["swipes"])
         messages.append(ChatMessage(m["speaker"], swipes, min(int(m.get("index", 0)), len(swipes) - 1)))
     return ChatDocument(character=character, messages=tuple(messages), name=str(d.get("name", "")),
-                        user_name=str(d.get("user_name", "You")) or "You",
+                        user_name=_own_user_name(d), user_persona=str(d.get("user_persona", "")),
                         settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
                         model=str(d.get("model", "")))
+
+
+def _own_user_name(d: dict[str, Any]) -> str:
+    name = str(d.get("user_name", ""))
+    return "" if name == DEFAULT_USER and "user_persona" not in d else name  # older files always wrote "You"
 
 
 def from_dict(d: Any, where: str = "document") -> Document:
@@ -274,9 +300,15 @@ def dumps(doc: Document) -> str:
     return json.dumps(to_dict(doc), ensure_ascii=False, indent=1) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write a document so that a crash leaves either the old file or the new one, readable by its owner only."""
+def atomic_write(path: Path, text: str) -> int:
+    """Write a document so that a crash leaves either the old file or the new one, readable by its owner only.
+
+    Characters that UTF-8 cannot hold (lone surrogates, from a hostile card) are written as U+FFFD;
+    returns how many were replaced, so the caller can say so.
+    """
+    text, replaced = clean_text(text)
     files.write_atomic(path, text, mode=files.PRIVATE)
+    return replaced
 
 
 # --- the stories and chats folders ------------------------------------------------------------
@@ -316,8 +348,9 @@ class Library:
             doc_id = f"{base}-{n}"
         return doc_id
 
-    def save(self, doc_id: str, doc: Document) -> None:
-        atomic_write(self.path(doc_id), dumps(doc))
+    def save(self, doc_id: str, doc: Document) -> int:
+        """Write the document; returns how many characters had to be replaced (see `atomic_write`)."""
+        return atomic_write(self.path(doc_id), dumps(doc))
 
     def load(self, doc_id: str) -> Document:
         path = self.path(doc_id)
@@ -373,7 +406,7 @@ def export_text(doc: Document) -> str:
 
 
 def _speaker(doc: ChatDocument, m: ChatMessage) -> str:
-    return doc.character.name if m.speaker == CHARACTER else doc.user_name
+    return doc.character.name if m.speaker == CHARACTER else doc.user().name
 
 
 def export_markdown(doc: Document) -> str:
