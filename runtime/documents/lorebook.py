@@ -275,8 +275,8 @@ def activate(books: Sequence[Lorebook], units: Sequence[str], *, settings: LoreS
                 continue
             content = fill(e.content, macros)
             if count_tokens(admitted_text + new_text + content + "\n") >= budget:
-                overflowed = True
-                continue
+                overflowed = True  # as SillyTavern: the rest of this pass is left out too
+                break
             new_text += content + "\n"
             done[e.ident] = Activated(e, count_tokens(content))
             admitted.append(e)
@@ -293,3 +293,84 @@ def fill(text: str, macros: Mapping[str, str] | None) -> str:
     for name, value in (macros or {}).items():
         text = regex.sub(r"\{\{" + regex.escape(name) + r"\}\}", lambda _m: value, text, flags=regex.IGNORECASE)
     return text
+
+
+# --- placement --------------------------------------------------------------------------------
+
+
+def _block(texts: Sequence[str]) -> str:
+    texts = [t.strip("\n") for t in texts if t.strip()]
+    return "\n".join(texts) + "\n" if texts else ""
+
+
+def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activation, *,
+            settings: LoreSettings, count_tokens: Callable[[str], int], n_ctx: int,
+            macros: Mapping[str, str] | None = None) -> dict[str, int]:
+    """For each activated keyword entry, how many units of the history stood before it when it fired.
+
+    An entry fired at the shortest prefix of the history from which it stayed active up to now; this is
+    worked out again from the history each time, so the same document always gives the same prompt.
+    """
+    n = len(units)
+    pending = {a.entry.ident for a in activation.entries if not a.entry.constant}
+    found: dict[str, int] = {}
+    k = n - 1
+    while pending and k >= max(0, n - ANCHOR_LOOKBACK):
+        earlier = activate(books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros)
+        active = {a.entry.ident for a in earlier.entries}
+        for ident in pending - active:
+            found[ident] = k + 1
+        pending &= active
+        k -= 1
+    found.update({ident: 0 for ident in pending})
+    return found
+
+
+def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, int] | None = None,
+          macros: Mapping[str, str] | None = None) -> PromptPlan:
+    """The plan with the activated entries placed: at their declared positions, or, for an entry that has
+    an anchor, at the point of the history where it fired (its depth or the note's depth counted back from
+    there). Entries in one place stand in ascending order."""
+    anchored = anchored or {}
+    chosen = sorted((a.entry for a in activation.entries), key=lambda e: e.order)
+    head: dict[str, list[str]] = {BEFORE: [], AFTER: []}
+    note: dict[str, list[str]] = {NOTE_TOP: [], NOTE_BOTTOM: []}
+    inserts: dict[int, list[str]] = {}
+    n = len(plan.units)
+    for e in chosen:
+        text = fill(e.content, macros)
+        back = e.depth if e.position == DEPTH else plan.note_depth if e.position in note else 0
+        if e.ident in anchored:
+            inserts.setdefault(n - max(0, anchored[e.ident] - back), []).append(text)
+        elif e.position in head or not plan.units:
+            head[e.position if e.position in head else BEFORE].append(text)
+        elif e.position in note and plan.note:
+            note[e.position].append(text)
+        else:
+            inserts.setdefault(back, []).append(text)
+    before, after = _block(head[BEFORE]), _block(head[AFTER])
+    b, a = plan.head_slots
+    new_head = plan.head[:b] + before + plan.head[b:a] + after + plan.head[a:]
+    new_note = _block(note[NOTE_TOP]) + plan.note + _block(note[NOTE_BOTTOM]) if plan.note else ""
+    extra = tuple((depth, _block(texts)) for depth, texts in sorted(inserts.items(), key=lambda i: -i[0]))
+    return dataclasses.replace(plan, head=new_head, note=new_note, inserts=plan.inserts + extra,
+                               head_slots=(b, a + len(before) + len(after)))
+
+
+@dataclass(frozen=True)
+class Lore:
+    """The lorebooks of one document (its own, its character's and the global ones) and their settings."""
+
+    books: tuple[Lorebook, ...] = ()
+    settings: LoreSettings = LoreSettings()
+    macros: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any(b.entries for b in self.books)
+
+    def apply(self, plan: PromptPlan, *, count_tokens: Callable[[str], int], n_ctx: int) -> tuple[PromptPlan, Activation]:
+        """The plan with the entries that its history activates, and which ones fired."""
+        kw = dict(settings=self.settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=self.macros)
+        activation = activate(self.books, plan.units, **kw)
+        anchored = anchors(self.books, plan.units, activation, **kw) if self.settings.placement == ANCHORED else {}
+        return place(plan, activation, anchored=anchored, macros=self.macros), activation

@@ -1,0 +1,254 @@
+"""Lorebook files: SillyTavern World Info JSON (talesmith's own format too), a card's `character_book`
+(v2 / v3) and the World Info of a KoboldAI Client story save.
+
+Each reader keeps the entry and the file as read, so that writing back gives the same JSON for every
+entry that was not edited, unknown fields included. A file of the wrong shape raises InputError naming
+it; nothing is half-read.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from talesmith.runtime.documents.lorebook import (AFTER, BEFORE, DEPTH, LOGICS, NOTE_BOTTOM, NOTE_TOP, Entry,
+                                                  Lorebook)
+from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
+
+MAX_LOREBOOK_FILE = 16 * 1024 * 1024
+ST_POSITIONS = {0: BEFORE, 1: AFTER, 2: NOTE_TOP, 3: NOTE_BOTTOM, 4: DEPTH, 5: AFTER, 6: AFTER}
+"""SillyTavern's positions; 5 and 6 (around the example messages) go after the character definition,
+7 (an outlet, placed only where a prompt names it) is read as a disabled entry."""
+OUTLET = 7
+TO_ST_POSITION = {BEFORE: 0, AFTER: 1, NOTE_TOP: 2, NOTE_BOTTOM: 3, DEPTH: 4}
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(k.strip() for k in value.split(",") if k.strip())
+    if not isinstance(value, list):
+        raise ValueError(f"keys must be a list of texts, got {type(value).__name__}")
+    return tuple(str(k) for k in value if str(k).strip())
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+def _logic(value: Any) -> str:
+    i = int(value or 0)
+    if not 0 <= i < len(LOGICS):
+        raise ValueError(f"selectiveLogic {i} is not 0..3")
+    return LOGICS[i]
+
+
+# --- SillyTavern World Info --------------------------------------------------------------------
+
+
+def entry_from_st(raw: dict[str, Any]) -> Entry:
+    """One entry of a SillyTavern World Info file (fields missing from older files take ST's defaults)."""
+    position = int(raw.get("position") or 0)
+    return Entry(
+        keys=_keys(raw.get("key", [])), content=str(raw.get("content") or ""), uid=int(raw.get("uid", 0)),
+        secondary=_keys(raw.get("keysecondary") or []), logic=_logic(raw.get("selectiveLogic")),
+        selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
+        enabled=not raw.get("disable", False) and position != OUTLET, order=int(raw.get("order", 100) or 0),
+        position=ST_POSITIONS.get(position, BEFORE), depth=int(raw.get("depth", 4) if raw.get("depth") is not None else 4),
+        scan_depth=_opt_int(raw.get("scanDepth")), case_sensitive=_opt_bool(raw.get("caseSensitive")),
+        whole_words=_opt_bool(raw.get("matchWholeWords")),
+        probability=int(raw.get("probability", 100) if raw.get("probability") is not None else 100),
+        use_probability=bool(raw.get("useProbability", False)),
+        exclude_recursion=bool(raw.get("excludeRecursion", False)),
+        prevent_recursion=bool(raw.get("preventRecursion", False)),
+        delay_until_recursion=bool(raw.get("delayUntilRecursion", False)), name=str(raw.get("comment") or ""))
+
+
+def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The entry as SillyTavern World Info JSON: the entry as read when unchanged, else updated over it."""
+    raw = copy.deepcopy(raw or {})
+    if raw and _same(entry_from_st(raw), entry):
+        return raw
+    raw.update(uid=entry.uid, key=list(entry.keys), keysecondary=list(entry.secondary), comment=entry.name,
+               content=entry.content, constant=entry.constant, selective=entry.selective,
+               selectiveLogic=LOGICS.index(entry.logic), order=entry.order, position=TO_ST_POSITION[entry.position],
+               disable=not entry.enabled, depth=entry.depth, scanDepth=entry.scan_depth,
+               caseSensitive=entry.case_sensitive, matchWholeWords=entry.whole_words,
+               probability=entry.probability, useProbability=entry.use_probability,
+               excludeRecursion=entry.exclude_recursion, preventRecursion=entry.prevent_recursion,
+               delayUntilRecursion=entry.delay_until_recursion)
+    return raw
+
+
+def _same(a: Entry, b: Entry) -> bool:
+    return dataclasses.replace(a, book=b.book) == b
+
+
+def _raw_entries(data: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = data.get("entries")
+    if isinstance(entries, dict):
+        entries = list(entries.values())
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("'entries' must be an object or list of entry objects")
+    return entries
+
+
+def from_st(data: Any, name: str) -> Lorebook:
+    """A SillyTavern World Info file (`{"entries": {"0": {...}, ...}}`, book settings optional)."""
+    if not isinstance(data, dict):
+        raise ValueError("a World Info file is a JSON object")
+    entries = tuple(entry_from_st(e) for e in _raw_entries(data))
+    return Lorebook(name=str(data.get("name") or name), entries=entries, scan_depth=_opt_int(data.get("scan_depth")),
+                    token_budget=_opt_int(data.get("token_budget")), recursive=_opt_bool(data.get("recursive_scanning")),
+                    raw=copy.deepcopy(data))
+
+
+def to_st(book: Lorebook) -> dict[str, Any]:
+    """The lorebook as SillyTavern World Info JSON, the file as read written back under any edits."""
+    out = copy.deepcopy(book.raw) if book.raw.get("entries") is not None else {}
+    old = {}
+    if out:
+        for key, raw in (out["entries"].items() if isinstance(out["entries"], dict) else enumerate(out["entries"])):
+            old[int(raw.get("uid", key))] = raw
+    out["entries"] = {str(e.uid): entry_to_st(e, old.get(e.uid)) for e in book.entries}
+    return out
+
+
+# --- character_book (card spec v2 / v3) --------------------------------------------------------
+
+
+def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
+    ext = raw.get("extensions") or {}
+    position = ext.get("position")
+    if position is None:
+        position = 1 if raw.get("position") == "after_char" else 0
+    return Entry(
+        keys=_keys(raw.get("keys", [])), content=str(raw.get("content") or ""), uid=int(raw.get("id", index) or index),
+        secondary=_keys(raw.get("secondary_keys") or []), logic=_logic(ext.get("selectiveLogic")),
+        selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
+        enabled=bool(raw.get("enabled", True)) and position != OUTLET, order=int(raw.get("insertion_order", 100) or 0),
+        position=ST_POSITIONS.get(int(position), BEFORE), depth=int(ext.get("depth", 4) or 0),
+        scan_depth=_opt_int(ext.get("scan_depth")),
+        case_sensitive=_opt_bool(raw.get("case_sensitive", ext.get("case_sensitive"))),
+        whole_words=_opt_bool(ext.get("match_whole_words")), probability=int(ext.get("probability", 100) or 0),
+        use_probability=bool(ext.get("useProbability", False)), exclude_recursion=bool(ext.get("exclude_recursion", False)),
+        prevent_recursion=bool(ext.get("prevent_recursion", False)),
+        delay_until_recursion=bool(ext.get("delay_until_recursion", False)),
+        name=str(raw.get("comment") or raw.get("name") or ""))
+
+
+def from_character_book(book: Any, name: str) -> Lorebook:
+    """A card's `character_book` (its `entries` a list, SillyTavern's extras under each `extensions`)."""
+    if not isinstance(book, dict):
+        raise ValueError("'character_book' must be an object")
+    entries = tuple(entry_from_card(e, i) for i, e in enumerate(_raw_entries(book)))
+    return Lorebook(name=str(book.get("name") or name), entries=entries, scan_depth=_opt_int(book.get("scan_depth")),
+                    token_budget=_opt_int(book.get("token_budget")), recursive=_opt_bool(book.get("recursive_scanning")),
+                    raw=copy.deepcopy(book))
+
+
+def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
+    """The `character_book` of parsed card JSON (as `Character.card` keeps it), or None."""
+    data = card.get("data") if isinstance(card.get("data"), dict) else card
+    book = data.get("character_book")
+    if not book:
+        return None
+    try:
+        return from_character_book(book, f"{data.get('name') or 'character'}'s lorebook")
+    except TalesmithError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise InputError(f"{where}: its character_book cannot be read ({e})") from None
+
+
+# --- KoboldAI Client story World Info ----------------------------------------------------------
+
+
+def from_kobold(items: Any, name: str) -> Lorebook:
+    """The `worldinfo` list of a KoboldAI Client story: comma-separated keys, `selective` meaning the
+    secondary keys must match too, `constant`; inserted after the memory."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError("'worldinfo' must be a list of entry objects")
+    entries = []
+    for i, raw in enumerate(items):
+        if not raw.get("init", True) and not str(raw.get("content", "")).strip():
+            continue  # the empty placeholder row the Kobold editor keeps at the end
+        entries.append(Entry(keys=_keys(raw.get("key") or ""), secondary=_keys(raw.get("keysecondary") or ""),
+                             content=str(raw.get("content") or ""), uid=int(raw.get("uid", i) or i),
+                             selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
+                             name=str(raw.get("comment") or ""), order=100, position=BEFORE))
+    return Lorebook(name=name, entries=tuple(entries))
+
+
+def to_kobold(book: Lorebook) -> list[dict[str, Any]]:
+    return [{"key": ", ".join(e.keys), "keysecondary": ", ".join(e.secondary), "content": e.content,
+             "comment": e.name, "folder": None, "num": i, "init": True, "selective": e.selective,
+             "constant": e.constant, "uid": e.uid} for i, e in enumerate(book.entries)]
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
+    """A lorebook from any JSON that carries one: World Info, a card with a character_book, a bare
+    character_book, or a KoboldAI story."""
+    try:
+        if isinstance(data, dict) and data.get("spec") in ("chara_card_v2", "chara_card_v3") or (
+                isinstance(data, dict) and "character_book" in data):
+            book = card_lorebook(data, where)
+            if book is None:
+                raise InputError(f"{where}: the card carries no lorebook (character_book)")
+            return book
+        if isinstance(data, dict) and isinstance(data.get("worldinfo"), list) and "actions" in data:
+            return from_kobold(data["worldinfo"], name)
+        if isinstance(data, dict) and isinstance(data.get("entries"), list):
+            return from_character_book(data, name)
+        if isinstance(data, dict) and isinstance(data.get("entries"), dict):
+            return from_st(data, name)
+    except TalesmithError:
+        raise
+    except SettingsError as e:
+        raise InputError(f"{where}: {e}") from None
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:
+        raise InputError(f"{where}: a lorebook entry has the wrong shape ({e})") from None
+    raise InputError(f"{where} is not a lorebook: expected SillyTavern World Info JSON (an 'entries' object), "
+                     f"a card with a character_book or a KoboldAI story")
+
+
+def read_json(path: str | os.PathLike[str], what: str, limit: int = MAX_LOREBOOK_FILE) -> Any:
+    """A JSON file, every failure one InputError naming the file."""
+    p = Path(path).expanduser()
+    try:
+        if p.stat().st_size > limit:
+            raise InputError(f"{p}: {p.stat().st_size} bytes is larger than a {what} can be ({limit})")
+        return json.loads(p.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{p} does not exist; give the path of a {what}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p} is a folder; give the path of a {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"{p} is not a readable JSON {what} ({e})") from None
+
+
+def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
+    """A lorebook from a .json file (World Info, card, character_book, KoboldAI story) or a PNG card."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() == ".png":
+        from talesmith.runtime.documents.cards import load_card
+
+        book = card_lorebook(load_card(p).card, str(p))
+        if book is None:
+            raise InputError(f"{p}: the card carries no lorebook (character_book)")
+        return book
+    return lorebook_from_json(read_json(p, "lorebook"), p.stem, str(p))
+
+
+def dumps(book: Lorebook) -> str:
+    return json.dumps(to_st(book), ensure_ascii=False, indent=4) + "\n"
