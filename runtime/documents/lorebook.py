@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import regex
 
+from talesmith.runtime.documents.formats import Chat
 from talesmith.runtime.documents.prompts import PromptPlan
 from talesmith.runtime.errors import SettingsError
 
@@ -367,6 +368,13 @@ class Lore:
 
     def __bool__(self) -> bool:
         return any(b.entries for b in self.books)
+
+    def for_document(self, document: object) -> "Lore":
+        """The lore with `{{char}}` and `{{user}}` set from a chat's names (other documents keep them)."""
+        if isinstance(document, Chat):
+            return dataclasses.replace(self, macros={"char": document.character, "user": document.user_name,
+                                                     **self.macros})
+        return self
 
     def apply(self, plan: PromptPlan, *, count_tokens: Callable[[str], int], n_ctx: int) -> tuple[PromptPlan, Activation]:
         """The plan with the entries that its history activates, and which ones fired."""

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import Document
 from talesmith.runtime.errors import ContextOverflowError
+from talesmith.runtime.documents.lorebook import Activation, Lore
 from talesmith.runtime.documents.prompts import FittedPrompt, fit, plan
 from talesmith.runtime.settings import SamplingSettings
 from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
@@ -172,18 +173,24 @@ class PreparedPrompt:
     fitted: FittedPrompt
     tokens: list[int]
     stops: tuple[str, ...]
+    lore: Activation | None = None
+    """The lorebook entries that fired, with their tokens (None without lorebooks)."""
 
 
-def prepare(backend: Backend, document: Document, settings: SamplingSettings) -> PreparedPrompt:
-    """The document's prompt, trimmed by its format's policy so that it and the reply fit the context."""
+def prepare(backend: Backend, document: Document, settings: SamplingSettings, *, lore: Lore | None = None) -> PreparedPrompt:
+    """The document's prompt, with the lorebook entries it activates, trimmed by its format's policy so that
+    it and the reply fit the context."""
     budget = backend.n_ctx - settings.max_new_tokens
     if budget < 1:
         raise ContextOverflowError(
             f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in a context of "
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx")
-    prompt_plan = plan(document)
+    prompt_plan, activation = plan(document), None
+    count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
+    if lore:
+        prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
     fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
-    return PreparedPrompt(fitted, backend.tokenize(fitted.text), prompt_plan.stops)
+    return PreparedPrompt(fitted, backend.tokenize(fitted.text), prompt_plan.stops, activation)
 
 
 def stream_document(backend: Backend, document: Document, settings: SamplingSettings,
