@@ -33,16 +33,29 @@ def batch(
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, run_batch
-    from talesmith.runtime.models.resolve import sha256
+    from talesmith.runtime.batch_output import OutputFile
 
     cfg = read_config(config)
     if output.resolve() == input.resolve():
         raise InputError(f"output {output} is the input file; choose another output path")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    out = OutputFile(output)
+    out = OutputFile(output)  # checked (ours, writable, no other writer) before any model is loaded
+    try:
+        _run(out, input, samples=samples, model=model, lock=lock, preset=preset, fmt=fmt, ctx=ctx,
+             gpu_layers=gpu_layers, threads=threads, backend_name=backend_name, device=device, cfg=cfg,
+             sampling=sampling)
+    finally:
+        out.close()
+
+
+def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Optional[Path], preset: Optional[str],
+         fmt: Optional[str], ctx: Optional[int], gpu_layers: int, threads: Optional[int], backend_name: Optional[str],
+         device: str, cfg: Any, sampling: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from talesmith.runtime.batch import plan_batch, read_rows, run_batch
+    from talesmith.runtime.models.resolve import sha256
+
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt = fmt or cfg.format or ref.prompt_format or "raw"
     if fmt not in FORMATS:
@@ -52,10 +65,11 @@ def batch(
     digest = sha256(ref.path)
     plan = plan_batch(rows, samples, out, model_sha256=digest)
     if plan.skipped:
-        err.print(f"[dim]resuming {output}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]")
+        err.print(f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]", soft_wrap=True)
     tokens = {"n": 0, "s": 0.0}
     with Progress(TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]} tokens/s"), TimeRemainingColumn(), console=err) as progress:
+                  TextColumn("{task.fields[rate]} tokens/s"), TimeRemainingColumn(), console=err,
+                  transient=True) as progress:
         bar = progress.add_task("rows", total=len(plan.tasks) + plan.skipped, completed=plan.skipped, rate="-")
 
         def advance(record: dict[str, Any]) -> None:
@@ -63,10 +77,10 @@ def batch(
             tokens["s"] += record["seconds"]
             progress.update(bar, advance=1, rate=f"{tokens['n'] / tokens['s']:.1f}" if tokens["s"] else "-")
 
-        try:
-            run_batch(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings, model=ref.name,
-                      model_sha256=digest, on_record=advance)
-        finally:
-            out.close()
-    err.print(f"[green]done:[/] {output} ({len(plan.tasks)} new, {plan.skipped} kept)")
+        def note(text: str) -> None:
+            progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
+
+        run_batch(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
+                  model=ref.name, model_sha256=digest, on_record=advance, on_note=note)
+    err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()

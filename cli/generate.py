@@ -50,6 +50,7 @@ def generate(
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
+    from talesmith.runtime.batch import check_trimmed
     from talesmith.runtime.engine.generate import prepare, stream
     from talesmith.runtime.models.resolve import sha256
 
@@ -70,6 +71,7 @@ def generate(
     except ValueError as e:
         raise SettingsError(str(e)) from None
     prepared = prepare(backend, document, settings)
+    check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
     if prepared.fitted.dropped:
         err.print(f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
                   f"{backend.n_ctx} tokens (raise --ctx to keep them)")
@@ -81,6 +83,7 @@ def generate(
             out.write(prepared.fitted.text)
         parts: list[str] = []
         tokens: list[int] = []
+        backend.reset()  # each sample from an empty cache: -n 3 --seed 7 writes what --seed 7, 8, 9 would
         for chunk in stream(backend, prepared.tokens, run_settings, stops=prepared.stops):
             parts.append(chunk.text)
             tokens.extend(chunk.tokens)

@@ -1,8 +1,10 @@
 """Batch generation: rows of prompts in, one output record per row and sample, resumable.
 
-Each finished record is appended with one write and flushed to disk at once. Rerunning the same
-command skips the records already there, so an interrupted run (even `kill -9`) loses nothing
-and duplicates nothing; a record cut short by a crash mid-write is removed before resuming.
+Each finished record is appended whole and flushed to disk at once (batch_output.py). Rerunning
+the same command skips the records already there, so an interrupted run (even `kill -9`) loses
+nothing and duplicates nothing. A record depends only on the command, its row and its sample:
+every prompt is evaluated from an empty cache, so resumed, reordered or uninterrupted runs write
+the same text.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ import csv
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import FIELDS, make_document
-from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
-from talesmith.runtime.engine.generate import collect, prepare, stream
+from talesmith.runtime.errors import ContextOverflowError, InputError, SettingsError, TalesmithError
+from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
+from talesmith.runtime.engine.generate import Completion, PreparedPrompt, collect, prepare, stream
+from talesmith.runtime.documents.prompts import plan
 from talesmith.runtime.settings import FIELD_NAMES, SamplingSettings, parse_value
 
-OUTPUT_FIELDS = ("id", "sample", "prompt", "text", "seed", "finish_reason", "prompt_tokens", "completion_tokens",
-                 "seconds", "tokens_per_second", "model", "model_sha256", "settings")
+__all__ = ["OUTPUT_FIELDS", "OutputFile", "Row", "Task", "Job", "read_rows", "row_seed", "plan_batch", "prepare_job",
+           "make_record", "run_task", "run_batch"]
 
 
 @dataclass(frozen=True)
@@ -40,29 +43,24 @@ class Task:
     sample: int
 
 
-def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use a .csv or .jsonl file")
-
-
 def read_rows(path: Path, fmt: str) -> list[Row]:
     """Rows of an input file, checked against the format's fields and the sampling settings."""
-    kind = _kind(path)
+    kind = file_kind(path)
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a byte order mark is not part of the first column
     except FileNotFoundError:
         raise InputError(f"input file {path} does not exist; pass a .csv or .jsonl file with a 'prompt' column") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"input file {path} cannot be read ({e}); it must be UTF-8 text") from None
     if kind == "csv":
-        records = list(csv.DictReader(io.StringIO(raw)))
+        allow_big_csv_fields()
+        try:
+            records = list(csv.DictReader(io.StringIO(raw, newline="")))
+        except csv.Error as e:
+            raise InputError(f"{path} is not valid CSV ({e}); check its quoting") from None
     else:
         records = []
-        for n, line in enumerate(raw.splitlines(), 1):
+        for n, line in enumerate(raw.split("\n"), 1):  # JSON text may hold U+2028, which splitlines() breaks on
             if not line.strip():
                 continue
             try:
@@ -77,6 +75,8 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
     allowed = {"id", "prompt"} | set(FIELDS[fmt]) | FIELD_NAMES
     rows = []
     for n, record in enumerate(records, 1):
+        if None in record:
+            raise InputError(f"{path} row {n} has more fields than the header names; quote fields holding commas")
         unknown = sorted(set(record) - allowed)
         if unknown:
             raise InputError(f"{path} has a column {unknown[0]!r} that format {fmt!r} does not use; allowed columns: "
@@ -103,93 +103,6 @@ def row_seed(base: int, row_id: str, sample: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-# --- the output file ---------------------------------------------------------------------------
-
-def _complete_records(path: Path, kind: str) -> tuple[list[dict[str, Any]], int]:
-    """The whole records of an output file and the byte length they take (a torn tail excluded)."""
-    data = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    good = 0
-    if kind == "jsonl":
-        offset = 0
-        for line in data.splitlines(keepends=True):
-            offset += len(line)
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good = offset
-        return records, good
-    text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines(keepends=True)
-    consumed = 0
-    position = {"i": 0, "chars": 0}
-
-    def feed() -> Iterator[str]:
-        while position["i"] < len(lines):
-            line = lines[position["i"]]
-            position["i"] += 1
-            position["chars"] += len(line)
-            yield line
-
-    reader = csv.reader(feed())
-    header = None
-    try:
-        for fields in reader:
-            whole_line = text[:position["chars"]].endswith("\n")
-            if header is None and whole_line:
-                header = fields
-            elif header is not None and whole_line and len(fields) == len(header):
-                records.append(dict(zip(header, fields)))
-            else:
-                break
-            consumed = position["chars"]
-    except csv.Error:
-        pass
-    return records, len(text[:consumed].encode("utf-8"))
-
-
-class OutputFile:
-    """An append-only CSV or JSONL file of finished records."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.kind = _kind(path)
-        self.records: list[dict[str, Any]] = []
-        if path.exists() and path.stat().st_size:
-            self.records, good = _complete_records(path, self.kind)
-            if good < path.stat().st_size:
-                os.truncate(path, good)  # a record torn by a crash mid-write
-        self._fd: int | None = None
-
-    def done(self) -> set[tuple[str, int]]:
-        return {(str(r["id"]), int(r["sample"])) for r in self.records}
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, data)
-        os.fsync(self._fd)
-
-    def append(self, record: dict[str, Any]) -> None:
-        if self.kind == "jsonl":
-            self._write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-            return
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            writer.writerow(OUTPUT_FIELDS)
-        writer.writerow(["" if record[k] is None else record[k] for k in OUTPUT_FIELDS])
-        self._write(buf.getvalue().encode("utf-8"))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -211,9 +124,27 @@ def plan_batch(rows: list[Row], samples: int, output: OutputFile, *, model_sha25
     return BatchPlan(tasks, len(rows) * samples - len(tasks))
 
 
-def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
-             base_seed: int, model: str, model_sha256: str) -> dict[str, Any]:
-    """Generate one sample of one row and return its output record."""
+def check_trimmed(document: Any, prepared: PreparedPrompt, *, n_ctx: int, max_new_tokens: int) -> None:
+    """Refuse a prompt whose trimming left out everything that was written (it would generate from nothing)."""
+    dropped = prepared.fitted.dropped
+    if dropped and dropped >= len(plan(document).units):
+        raise ContextOverflowError(
+            f"all {dropped} lines of the text had to be left out to fit the context of {n_ctx} tokens with "
+            f"{max_new_tokens} new ones; raise --ctx, lower --max-new-tokens or shorten the text")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A task with its settings, seed and prompt worked out: ready to generate."""
+
+    task: Task
+    settings: SamplingSettings
+    prepared: PreparedPrompt
+
+
+def prepare_job(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
+                base_seed: int, on_note: Callable[[str], None] = lambda note: None) -> Job:
+    """The settings, seed and fitted prompt of one sample of one row."""
     try:
         document = make_document(fmt, task.row.text, {**fields, **task.row.fields})
         row_settings = settings.replace(**task.row.overrides)
@@ -221,27 +152,53 @@ def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], 
         raise InputError(f"row {task.row.id}: {e}") from None
     seed = row_settings.seed if "seed" in task.row.overrides else row_seed(base_seed, task.row.id, task.sample)
     row_settings = row_settings.replace(seed=seed)
-    prepared = prepare(backend, document, row_settings)
-    result = collect(stream(backend, prepared.tokens, row_settings, stops=prepared.stops))
+    try:
+        prepared = prepare(backend, document, row_settings)
+    except TalesmithError as e:
+        raise type(e)(f"row {task.row.id}: {e}") from None
+    try:
+        check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=row_settings.max_new_tokens)
+    except ContextOverflowError as e:
+        raise ContextOverflowError(f"row {task.row.id}: {e}") from None
+    dropped = prepared.fitted.dropped
+    if dropped and task.sample == 0:
+        on_note(f"row {task.row.id}: left out its {dropped} oldest lines to fit the context of {backend.n_ctx} "
+                f"tokens (raise --ctx to keep them)")
+    return Job(task, row_settings, prepared)
+
+
+def make_record(job: Job, result: Completion, *, model: str, model_sha256: str) -> dict[str, Any]:
+    """The output record of a finished job."""
     t = result.timing
     return {
-        "id": task.row.id, "sample": task.sample, "prompt": prepared.fitted.text, "text": result.text,
-        "seed": seed, "finish_reason": result.finish_reason, "prompt_tokens": t.prompt_tokens,
+        "id": job.task.row.id, "sample": job.task.sample, "prompt": job.prepared.fitted.text, "text": result.text,
+        "seed": job.settings.seed, "finish_reason": result.finish_reason, "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.generated_tokens, "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
         "tokens_per_second": round(t.tokens_per_second, 2), "model": model, "model_sha256": model_sha256,
-        "settings": row_settings.to_json(),
+        "settings": job.settings.to_json(),
     }
+
+
+def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
+             base_seed: int, model: str, model_sha256: str,
+             on_note: Callable[[str], None] = lambda note: None) -> dict[str, Any]:
+    """Generate one sample of one row from an empty cache and return its output record."""
+    job = prepare_job(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note)
+    backend.reset()  # what a record says must not depend on the record before it
+    result = collect(stream(backend, job.prepared.tokens, job.settings, stops=job.prepared.stops))
+    return make_record(job, result, model=model, model_sha256=model_sha256)
 
 
 def run_batch(backend: Backend, plan: BatchPlan, output: OutputFile, *, fmt: str, fields: dict[str, Any],
               settings: SamplingSettings, model: str, model_sha256: str,
-              on_record: Callable[[dict[str, Any]], None] = lambda r: None) -> int:
+              on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+              on_note: Callable[[str], None] = lambda note: None) -> int:
     """Run the planned tasks, appending each record as soon as it is done. Returns how many were written."""
     base_seed = settings.seed if settings.seed is not None else 0
     written = 0
     for task in plan.tasks:
         record = run_task(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed,
-                          model=model, model_sha256=model_sha256)
+                          model=model, model_sha256=model_sha256, on_note=on_note)
         output.append(record)
         written += 1
         on_record(record)

@@ -4,6 +4,7 @@ import pytest
 
 from fakes import ScriptedBackend
 from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, row_seed, run_batch
+from talesmith.runtime.batch_output import read_records
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.settings import SamplingSettings
 
@@ -42,8 +43,8 @@ def test_csv_rows_to_jsonl_with_every_record_field(tmp_path):
 def test_jsonl_rows_with_format_fields_to_csv(tmp_path):
     rows = write(tmp_path / "in.jsonl", json.dumps({"id": "a", "title": "T", "prompt": "It began"}) + "\n")
     run(tmp_path, rows, "out.csv", fmt="story")
-    out = OutputFile(tmp_path / "out.csv")
-    assert out.records[0]["prompt"] == "[ Title: T ]\n***\nIt began" and out.records[0]["id"] == "a"
+    records = read_records(tmp_path / "out.csv")
+    assert records[0]["prompt"] == "[ Title: T ]\n***\nIt began" and records[0]["id"] == "a"
 
 
 def test_rerun_resumes_without_duplicates(tmp_path):
@@ -51,19 +52,19 @@ def test_rerun_resumes_without_duplicates(tmp_path):
     run(tmp_path, rows, "out.csv")
     plan, written = run(tmp_path, rows, "out.csv")
     assert (plan.skipped, written) == (3, 0)
-    assert len(OutputFile(tmp_path / "out.csv").records) == 3
+    assert len(read_records(tmp_path / "out.csv")) == 3
 
 
 @pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
 def test_a_record_torn_by_a_crash_is_removed_and_redone(tmp_path, name):
     rows = write(tmp_path / "in.csv", "prompt\na\nb\nc\n")
     run(tmp_path, rows, name)
-    before = OutputFile(tmp_path / name).records
+    before = read_records(tmp_path / name)
     whole = (tmp_path / name).read_bytes()
     (tmp_path / name).write_bytes(whole[:-7])  # the last record cut mid-write
     plan, written = run(tmp_path, rows, name)
     assert (plan.skipped, written) == (2, 1)
-    after = OutputFile(tmp_path / name).records
+    after = read_records(tmp_path / name)
     assert [{k: v for k, v in r.items() if k not in TIMING} for r in after] == \
            [{k: v for k, v in r.items() if k not in TIMING} for r in before]
 
@@ -74,14 +75,14 @@ def test_csv_text_with_newlines_and_quotes_survives(tmp_path):
                               "seconds", "tokens_per_second", "model", "model_sha256", "settings")}
     out.append({**record, "id": "1", "sample": 0, "text": 'She said "no",\nthen left.'})
     out.close()
-    assert OutputFile(tmp_path / "o.csv").records[0]["text"] == 'She said "no",\nthen left.'
+    assert read_records(tmp_path / "o.csv")[0]["text"] == 'She said "no",\nthen left.'
 
 
 def test_output_from_another_model_is_refused(tmp_path):
     rows = write(tmp_path / "in.csv", "prompt\na\n")
     run(tmp_path, rows, "out.jsonl")
-    with pytest.raises(InputError, match="written with another model"):
-        plan_batch(read_rows(rows, "raw"), 1, OutputFile(tmp_path / "out.jsonl"), model_sha256="other")
+    with OutputFile(tmp_path / "out.jsonl") as out, pytest.raises(InputError, match="written with another model"):
+        plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="other")
 
 
 @pytest.mark.parametrize("content,name,message", [

@@ -64,6 +64,8 @@ def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
     for key in ("prompt_format", "preset", "architecture", "quantization", "path"):
         if key in entry and not isinstance(entry[key], str):
             raise bad(f"{key} must be a string")
+    if not isinstance(entry.get("format_fields", {}), dict):
+        raise bad(f"format_fields {entry['format_fields']!r} must be a table, e.g. format_fields = {{ genre = \"horror\" }}")
     if "source" not in entry and "path" not in entry:
         raise bad("has neither source nor path")
     include = entry.get("include", [])
