@@ -18,9 +18,10 @@ from textual.message import Message
 
 from talesmith.runtime.errors import TalesmithError
 
+from . import preferences as prefs
 from .base import DocumentScreen
 from .chat import ChatScreen, MessageList
-from .dialogs import HelpScreen
+from .dialogs import Choice, HelpScreen, TextPrompt
 from .styles import CSS
 from .story import StoryScreen
 
@@ -66,6 +67,25 @@ class TalesmithApp(App):
         self.backend: Any = None
         self.backend_error = ""
         self.backend_lock = threading.Lock()
+        self.preferences = prefs.Preferences()
+        self.preferences_error = ""
+        try:
+            self.preferences = prefs.load(config.data_dir)
+        except TalesmithError as e:
+            self.preferences_error = str(e)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every notification is plain text: names, file paths and model output may hold brackets."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def set_preferences(self, preferences: prefs.Preferences) -> None:
+        try:
+            prefs.save(self.config.data_dir, preferences)
+        except OSError as e:
+            self.notify(f"Could not save your preferences to {self.config.data_dir}: {e}", severity="error")
+            return
+        self.preferences = preferences
 
     @property
     def model_name(self) -> str:
@@ -82,6 +102,8 @@ class TalesmithApp(App):
         self.install_screen(ChatScreen(self.config.data_dir, preset=self.config.preset), "chat")
         self.push_screen(self.config.mode if self.config.mode in ("story", "chat") else "story")
         self.load_backend()
+        if self.preferences_error:
+            self.notify(self.preferences_error, severity="error", timeout=15)
 
     @work(thread=True, group="model", exit_on_error=False)
     def load_backend(self) -> None:
@@ -106,6 +128,8 @@ class TalesmithApp(App):
             self.get_screen(name).backend_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "mode" and self.screen_stack and self.screen.is_modal:
+            return False  # a dialog's footer shows the dialog's keys
         if action == "mode" and parameters and self.screen_stack:
             try:
                 return self.screen is not self.get_screen(str(parameters[0]))
@@ -131,14 +155,41 @@ class TalesmithApp(App):
             self.switch_screen(name)
 
     async def action_quit(self) -> None:
-        self.save_all()
-        self.exit()
+        failed = self.save_all()
+        if not failed:
+            self.exit()
+            return
+        if self.screen.is_modal:
+            return
+        screen = failed[0]
+        self.switch_screen(screen.KIND)
+        question = (f"{screen.doc.name!r} could not be saved (see the message), so talesmith stays open. "
+                    f"Free some space and press ctrl+q again, or export the text elsewhere.")
+        self.push_screen(Choice(question, [("e", "export", "export elsewhere"), ("s", "stay", "stay")]),
+                         lambda answer: self._rescue(screen) if answer == "export" else None)
 
-    def save_all(self) -> None:
+    def _rescue(self, screen: DocumentScreen) -> None:
+        default = Path.home() / f"{screen.doc.name[:40] or 'talesmith'}.json".replace("/", "-")
+
+        def done(path: str | None) -> None:
+            if path and path.strip() and screen.export_to(Path(path.strip()).expanduser()):
+                self.action_quit_after_rescue()
+
+        self.push_screen(TextPrompt("Export to (.json keeps everything; .txt or .md the text)", str(default)), done)
+
+    def action_quit_after_rescue(self) -> None:
+        if not self.save_all():
+            self.exit()
+
+    def save_all(self) -> list[DocumentScreen]:
+        """Stop generations and save every document; the screens whose changes could not be saved."""
+        failed = []
         for name in ("story", "chat"):
             screen = self.get_screen(name)
             screen.stop_generation()
-            screen.autosave()
+            if not screen.autosave():
+                failed.append(screen)
+        return failed
 
     def on_unmount(self) -> None:
         backend, self.backend = self.backend, None

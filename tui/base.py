@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.binding import Binding
 from textual.screen import Screen
@@ -20,10 +20,13 @@ from talesmith.runtime.documents.formats import History
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import prepare
 from talesmith.runtime.settings import PRESETS
-from talesmith.runtime.documents.stories import Library
+from talesmith.runtime.documents.stories import Library, User, atomic_write, dumps, export
+
+from . import preferences as prefs
 
 from . import generation
-from .dialogs import LibraryScreen
+from . import promptview
+from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Prepared, Streamed
 from .sampling import SamplingScreen
 
@@ -31,6 +34,8 @@ MERGE_SECONDS = 1.5
 """Edits to one field closer together than this are one undo step."""
 SAVE_DELAY = 1.0
 MEASURE_DELAY = 0.3
+CHECKPOINT_SECONDS = 1.0
+"""While a generation streams, its text so far is written to the document's file this often."""
 
 
 class DocumentScreen(Screen):
@@ -42,7 +47,11 @@ class DocumentScreen(Screen):
         Binding("ctrl+y", "redo", "Redo", priority=True, show=False),
         Binding("ctrl+s", "save", "Save", priority=True, show=False, tooltip="Save now (saving is automatic)"),
         Binding("ctrl+o", "open", "Open", priority=True, tooltip="Saved documents: open, rename, delete, export"),
-        Binding("f4", "sampling", "Sampling", priority=True, tooltip="Sampling settings and presets"),
+        Binding("f4", "sampling", "Sampling", priority=True, tooltip="Sampling settings, presets and stop strings"),
+        Binding("f8", "user", "You", priority=True, show=False,
+                tooltip="Your name and persona (every chat, or this one), the cap on saved model state"),
+        Binding("f9", "prompt", "Prompt", priority=True, show=False,
+                tooltip="What the model sees: the exact prompt, its parts and token counts"),
     ]
 
     def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
@@ -60,6 +69,7 @@ class DocumentScreen(Screen):
         self._last_edit: tuple[str, float] = ("", 0.0)
         self._save_timer: Timer | None = None
         self._measure_timer: Timer | None = None
+        self._checkpointed = 0.0
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing right now are left out of the footer."""
@@ -86,6 +96,14 @@ class DocumentScreen(Screen):
 
     def status_extra(self) -> str:
         return ""
+
+    def disposable(self, doc: Any) -> bool:
+        """Whether a saved document that holds nothing again may lose its file (an untitled one)."""
+        return False
+
+    def streaming_doc(self, job: Job) -> Any:
+        """The document as it would be with the generation's text so far (for checkpoints)."""
+        raise NotImplementedError
 
     # --- the document ------------------------------------------------------------------------
 
@@ -141,6 +159,7 @@ class DocumentScreen(Screen):
             return
         try:
             kvstate.save(backend, path)
+            kvstate.enforce_cap(self.state_folders(), app.preferences.state_cap_mb * 1024 * 1024)
         except (TalesmithError, OSError):
             pass  # only a cache: without it the document is read again next time
         finally:
@@ -176,16 +195,62 @@ class DocumentScreen(Screen):
         doc = self.doc
         if doc == self.saved_doc or (self.doc_id is None and self.empty(doc)):
             return True
+        if self.doc_id is not None and self.empty(doc) and self.disposable(doc):
+            return self._discard()
+        if not self._write(doc):
+            return False
+        self.saved_doc = doc
+        self.refresh_status()
+        return True
+
+    def _write(self, doc: Any) -> bool:
         try:
             if self.doc_id is None:
                 self.doc_id = self.library.new_id(doc.name)
-            self.library.save(self.doc_id, doc)
+            replaced = self.library.save(self.doc_id, doc)
         except (OSError, TalesmithError) as e:
             self.notify(f"Could not save {doc.name!r} to {self.library.folder}: {e}. Your text is still here; "
                         f"free some space or fix the folder, then press ctrl+s.", severity="error", timeout=10)
             return False
-        self.saved_doc = doc
+        if replaced:
+            self.notify(f"{replaced} characters of {doc.name!r} cannot be stored as UTF-8 (broken surrogates, "
+                        f"often from a card); they were saved as \ufffd", severity="warning", timeout=8)
+        return True
+
+    def _discard(self) -> bool:
+        """An untitled document emptied again: its file goes, as if it had never been written."""
+        try:
+            self.library.delete(self.doc_id or "")
+        except (OSError, TalesmithError):
+            return False
+        self.doc_id, self.saved_doc = None, self.doc
         self.refresh_status()
+        return True
+
+    def unsaved(self) -> bool:
+        """Whether the document holds changes that are not on disk."""
+        return self.doc != self.saved_doc and not (self.doc_id is None and self.empty(self.doc))
+
+    def checkpoint(self, job: Job) -> None:
+        """Write the text streamed so far, so a crash loses at most CHECKPOINT_SECONDS of it."""
+        now = time.monotonic()
+        if now - self._checkpointed < CHECKPOINT_SECONDS:
+            return
+        self._checkpointed = now
+        self._write(self.streaming_doc(job))
+
+    def export_to(self, path: Path) -> bool:
+        """Write the document somewhere else (.json whole, .txt/.md as text) after saving failed."""
+        try:
+            if path.suffix.lower() == ".json":
+                atomic_write(path, dumps(self.doc))
+            else:
+                export(self.doc, path)
+        except (OSError, TalesmithError) as e:
+            self.notify(f"Could not export to {path}: {e}", severity="error", timeout=10)
+            return False
+        self.saved_doc = self.doc  # its changes are safe elsewhere
+        self.notify(f"Exported {self.doc.name!r} to {path}", timeout=5)
         return True
 
     def action_save(self) -> None:
@@ -198,7 +263,12 @@ class DocumentScreen(Screen):
         if self.busy(quiet=False):
             return
         self.autosave()
-        self.app.push_screen(LibraryScreen(self.library, self.data_dir / "exports"), self._opened)
+        app: Any = self.app
+        self.app.push_screen(LibraryScreen(self.library, self.data_dir / "exports", states=self.state_folders(),
+                                           cap_mb=app.preferences.state_cap_mb), self._opened)
+
+    def state_folders(self) -> list[Path]:
+        return [self.data_dir / "stories", self.data_dir / "chats"]
 
     def _opened(self, doc_id: str | None) -> None:
         if doc_id is not None:
@@ -220,6 +290,31 @@ class DocumentScreen(Screen):
                 self.history = self.history.replace(dataclasses.replace(self.doc, name=name))
                 self.saved_doc = self.doc
                 self.show()
+
+    # --- you ---------------------------------------------------------------------------------
+
+    def own_user(self) -> User | None:
+        """This document's own user name and persona (None: the document has none)."""
+        return None
+
+    def set_own_user(self, user: User) -> None:
+        pass
+
+    def action_user(self) -> None:
+        from .dialogs import UserScreen
+
+        app: Any = self.app
+        p = app.preferences
+
+        def done(result: tuple[User, int, User] | None) -> None:
+            if result is not None:
+                default, cap, own = result
+                app.set_preferences(prefs.Preferences(default, cap))
+                if self.own_user() is not None:
+                    self.set_own_user(own)
+                self.show()
+
+        self.app.push_screen(UserScreen(p.user, p.state_cap_mb, self.own_user()), done)
 
     # --- sampling ----------------------------------------------------------------------------
 
@@ -245,6 +340,7 @@ class DocumentScreen(Screen):
             self.notify(app.backend_problem, severity="error" if app.backend_error else "warning")
             return False
         self.job = Job(base)
+        self._checkpointed = time.monotonic()
         self.generating_changed(True)
         self.refresh_status()
         self._generate(self.job, app.backend, document, self.doc.settings)
@@ -278,6 +374,7 @@ class DocumentScreen(Screen):
         if job is self.job and not job.done:
             job.parts.append(message.text)
             self.streamed(job, message.text)
+            self.checkpoint(job)
 
     def on_finished(self, message: Finished) -> None:
         if message.timing is not None and message.timing.generated_tokens > 1:
@@ -348,7 +445,7 @@ class DocumentScreen(Screen):
         if not self.is_mounted:
             return
         app: Any = self.app
-        parts = [escape(app.model_name)]
+        parts: list[str | tuple[str, str]] = [app.model_name]
         if app.backend is not None:
             parts.append(app.backend.name)
             m = self.last_measure
@@ -359,7 +456,7 @@ class DocumentScreen(Screen):
                 if self.job is None:
                     parts.append(f"re {m.reprocess}")
         elif app.backend_error:
-            parts.append("[b red]model failed[/]")
+            parts.append(("model failed", "bold red"))
         else:
             parts.append("loading…")
         if self.tokens_per_second is not None:
@@ -368,8 +465,34 @@ class DocumentScreen(Screen):
         if extra:
             parts.append(extra)
         if self.job is not None:
-            parts.append("[b]generating…[/] esc stops")
-        elif self.doc != self.saved_doc and not (self.doc_id is None and self.empty(self.doc)):
+            parts.append(("generating… esc stops", "bold"))
+        elif self.unsaved():
             parts.append("unsaved")
-        self.query_one("#status", Static).update(" · ".join(parts))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for i, part in enumerate(parts):
+            line.append(" · " if i else "")
+            line.append(*((part,) if isinstance(part, str) else part))
+        self.query_one("#status", Static).update(line)
         self.refresh_bindings()
+
+    # --- the prompt view ---------------------------------------------------------------------
+
+    def action_prompt(self) -> None:
+        app: Any = self.app
+        document = self.prompt_document()
+        if document is None:
+            self.notify("Nothing to show yet: there is no prompt without a story or chat", timeout=3)
+            return
+        if app.backend is None:
+            self.notify(app.backend_problem, severity="warning")
+            return
+        if self.busy(quiet=False) or not app.backend_lock.acquire(timeout=2):
+            return
+        try:
+            report = promptview.report(app.backend, document, self.doc.settings)
+        except TalesmithError as e:
+            self.notify(str(e), severity="error", timeout=10)
+            return
+        finally:
+            app.backend_lock.release()
+        self.app.push_screen(PromptScreen(report))

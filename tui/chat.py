@@ -8,21 +8,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Input, ListItem, ListView, Static
+from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
 from talesmith.runtime.documents.cards import Character, load_card, to_card
 from talesmith.runtime.documents.formats import CHARACTER
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
-from talesmith.runtime.documents.stories import ChatDocument, atomic_write, slug
+from talesmith.runtime.documents.stories import ChatDocument, User, atomic_write, slug
 
 from .base import DocumentScreen
-from .dialogs import CharacterEditor, TextEditor, TextPrompt
+from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
 
 NO_CHAT = ChatDocument(Character(name=""), name="")
@@ -51,6 +52,28 @@ class MessageList(ListView):
             self.post_message(self.Act("delete", self.index))
 
 
+class Composer(TextArea):
+    """Where the user writes: enter sends, shift+enter or ctrl+j starts a new line; long pastes are kept."""
+
+    class Submitted(Message):
+        def __init__(self, composer: "Composer", value: str) -> None:
+            super().__init__()
+            self.composer, self.value = composer, value
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Submitted(self, self.text))
+            return
+        if event.key in ("shift+enter", "ctrl+j"):
+            event.stop()
+            event.prevent_default()
+            self.insert("\n")
+            return
+        await super()._on_key(event)
+
+
 class ChatScreen(DocumentScreen):
     KIND = "chat"
     FOLDER = "chats"
@@ -58,7 +81,7 @@ class ChatScreen(DocumentScreen):
         Binding("ctrl+r", "regenerate", "Regen", priority=True, tooltip="Regenerate the last reply as a new swipe"),
         Binding("alt+left", "swipe(-1)", "Swipe ◀", priority=True, show=False, tooltip="Previous swipe of the last reply"),
         Binding("alt+right", "swipe(1)", "Swipe ▶", priority=True, show=False,
-                tooltip="Next swipe of the last reply (past the last: a new one)"),
+                tooltip="Next swipe of the last reply (past the last: a new one; greetings stop at the last)"),
         Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
         Binding("f7", "import_card", "Import", priority=True, tooltip="Import a character card (.png / .json)"),
         Binding("f6", "new_character", "New character", priority=True, show=False,
@@ -88,7 +111,8 @@ class ChatScreen(DocumentScreen):
             yield Static(id="character")
             with Vertical(id="conversation"):
                 yield MessageList(id="messages")
-                yield Input(id="composer", placeholder="Write a message, enter sends", compact=True)
+                yield Composer(id="composer", soft_wrap=True, compact=True,
+                               placeholder="Write a message · enter sends · shift+enter or ctrl+j: new line")
         yield Static(id="status")
         yield Footer()
 
@@ -98,6 +122,11 @@ class ChatScreen(DocumentScreen):
 
     # --- document -> widgets -----------------------------------------------------------------
 
+    @property
+    def default_user(self) -> User:
+        app: Any = self.app
+        return app.preferences.user
+
     def show(self) -> None:
         doc: ChatDocument = self.doc
         self.query_one("#character", Static).update(self._character_text())
@@ -106,9 +135,10 @@ class ChatScreen(DocumentScreen):
         items.clear()
         self.streaming_item = None
         if not self.has_chat:
-            items.append(ListItem(Static(
-                "No chat open.\n\n[b]f6[/] new character\n[b]f7[/] import a character card (.png / .json)\n"
-                "[b]ctrl+o[/] open a saved chat", classes="message"), disabled=True))
+            items.append(ListItem(Static(Text.assemble(
+                "No chat open.\n\n", ("f6", "bold"), " new character\n", ("f7", "bold"),
+                " import a character card (.png / .json)\n", ("ctrl+o", "bold"), " open a saved chat"),
+                classes="message"), disabled=True))
         for i, m in enumerate(doc.messages):
             items.append(ListItem(Static(self._message_text(i), classes="message")))
         if index is not None and doc.messages:
@@ -116,33 +146,47 @@ class ChatScreen(DocumentScreen):
         items.scroll_end(animate=False)
         self.refresh_status()
 
-    def _character_text(self) -> str:
+    def _character_text(self) -> Text:
         c = self.doc.character
         if not c.name:
-            return "[dim]no character[/]"
-        persona = c.persona.strip()
+            return Text("no character", style="dim")
+        persona = self.doc.fill(c.persona.strip(), self.default_user)
         persona = persona[:300] + ("…" if len(persona) > 300 else "")
-        lines = [f"[b]{escape(c.name)}[/]", "", escape(persona)]
+        text = Text.assemble((c.name, "bold"), "\n\n", persona)
         if c.scenario.strip():
-            lines += ["", f"[i]{escape(c.scenario.strip()[:200])}[/]"]
-        lines += ["", "[dim]f5 edit[/]"]
-        return "\n".join(lines)
+            text.append("\n\n" + self.doc.fill(c.scenario.strip()[:200], self.default_user), "italic")
+        if c.book_entries:
+            text.append(f"\n\nLorebook: {c.book_entries} entries kept with the card, not used yet", "dim")
+        text.append(f"\n\nyou: {self.doc.user(self.default_user).name} (f8)\nf5 edit", "dim")
+        return text
 
-    def _message_text(self, i: int, streaming: str | None = None) -> str:
+    def _message_text(self, i: int, streaming: str | None = None) -> Text:
         doc: ChatDocument = self.doc
         m = doc.messages[i] if i < len(doc.messages) else None
         is_char = m is None or m.speaker == CHARACTER
-        name = doc.character.name if is_char else doc.user_name
-        text = streaming if streaming is not None else m.text
-        head = f"[b {'magenta' if is_char else 'cyan'}]{escape(name)}[/]"
+        name = doc.character.name if is_char else doc.user(self.default_user).name
+        text = streaming if streaming is not None else doc.fill(m.text, self.default_user)
+        head = Text(name, style=f"bold {'magenta' if is_char else 'cyan'}")
         if m is not None and len(m.swipes) > 1 and streaming is None:
-            head += f" [dim]‹{m.index + 1}/{len(m.swipes)}›[/]"
+            head.append(f" ‹{m.index + 1}/{len(m.swipes)}›", "dim")
         if i < self.dropped:
-            head += " [dim i](out of context)[/]"
-        return f"{head}\n{escape(text)}"
+            head.append(" (out of context)", "dim italic")
+        return Text.assemble(head, "\n", text)
 
     def prompt_document(self) -> Any:
-        return self.doc.to_chat() if self.has_chat else None
+        return self.doc.to_chat(user=self.default_user) if self.has_chat else None
+
+    def own_user(self) -> User | None:
+        return User(self.doc.user_name, self.doc.user_persona) if self.has_chat else None
+
+    def set_own_user(self, user: User) -> None:
+        self.commit(dataclasses.replace(self.doc, user_name=user.name, user_persona=user.persona))
+
+    def streaming_doc(self, job: Job) -> ChatDocument:
+        text = job.text.strip()
+        if not text:
+            return self.doc
+        return self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text)
 
     def measured(self, measure: Measure) -> None:
         self._set_dropped(measure.dropped)
@@ -169,9 +213,7 @@ class ChatScreen(DocumentScreen):
 
     # --- sending and replies -----------------------------------------------------------------
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id != "composer":
-            return
+    def on_composer_submitted(self, event: Composer.Submitted) -> None:
         text = event.value.strip()
         if not self._ready():
             return
@@ -181,8 +223,9 @@ class ChatScreen(DocumentScreen):
             else:
                 self.notify("Type a message first", timeout=2)
             return
-        event.input.value = ""
+        event.composer.load_text("")
         self.commit(self.doc.sent(text))
+        self.autosave()  # the message is on disk before the reply starts
         self.show()
         self._reply(REPLY)
 
@@ -197,7 +240,7 @@ class ChatScreen(DocumentScreen):
     def _reply(self, kind: str) -> None:
         doc: ChatDocument = self.doc
         upto = len(doc.messages) - 1 if kind == REGENERATE else None
-        if not self.start_generation(kind, doc.to_chat(upto)):
+        if not self.start_generation(kind, doc.to_chat(upto, user=self.default_user)):
             return
         items = self.query_one("#messages", MessageList)
         waiting = self._message_text(len(doc.messages) if kind == REPLY else len(doc.messages) - 1, streaming="…")
@@ -229,6 +272,9 @@ class ChatScreen(DocumentScreen):
             return
         last = doc.messages[-1]
         if step > 0 and last.index == len(last.swipes) - 1:
+            if len(doc.messages) == 1:  # the greetings: the card's own, not the model's
+                self.notify("That is the last greeting; ctrl+r writes a new one with the model", timeout=3)
+                return
             self._reply(REGENERATE)  # past the last swipe: write a new one
             return
         self.commit(doc.cycled(step))
@@ -270,16 +316,23 @@ class ChatScreen(DocumentScreen):
 
     # --- characters and chats ----------------------------------------------------------------
 
-    def save_character(self, character: Character) -> None:
+    def character_path(self, character: Character) -> Path:
+        return self.data_dir / "characters" / f"{slug(character.name)}.json"
+
+    def save_character(self, character: Character, path: Path | None = None) -> None:
         """Keep a copy of the card in the characters folder (unknown card fields included)."""
-        path = self.data_dir / "characters" / f"{slug(character.name)}.json"
+        path = path or self.character_path(character)
         try:
-            atomic_write(path, json.dumps(to_card(character), ensure_ascii=False, indent=1) + "\n")
+            replaced = atomic_write(path, json.dumps(to_card(character), ensure_ascii=False, indent=1) + "\n")
         except OSError as e:
             self.notify(f"Could not save the character card to {path}: {e}", severity="warning")
+            return
+        if replaced:
+            self.notify(f"{replaced} characters of the card cannot be stored as UTF-8; they were saved as \ufffd",
+                        severity="warning", timeout=8)
 
-    def start_chat(self, character: Character) -> None:
-        self.save_character(character)
+    def start_chat(self, character: Character, path: Path | None = None) -> None:
+        self.save_character(character, path)
         doc: ChatDocument = self.doc
         if self.has_chat:
             settings = dict(settings=doc.settings, preset=doc.preset)
@@ -287,7 +340,7 @@ class ChatScreen(DocumentScreen):
             settings = dict(settings=preset(self.preset), preset=self.preset)
         else:
             settings = {}
-        self.load(None, ChatDocument.start(character, **settings))
+        self.load(None, ChatDocument.start(character, user=self.default_user, **settings))
         self.autosave()
         self.query_one("#composer").focus()
 
@@ -331,10 +384,35 @@ class ChatScreen(DocumentScreen):
             except TalesmithError as e:
                 self.notify(f"{e}. Nothing was changed.", severity="error", timeout=10)
                 return
-            self.start_chat(character)
-            self.notify(f"Imported {character.name}", timeout=3)
+            self._import(character)
 
         self.app.push_screen(TextPrompt("Character card to import (.png or .json path)"), done)
+
+    def _import(self, character: Character) -> None:
+        """Start a chat with an imported character; a card of the same name already kept is replaced or kept."""
+        path = self.character_path(character)
+
+        def chosen(answer: str | None) -> None:
+            if answer is None:
+                self.notify("Import cancelled; nothing was changed", timeout=3)
+                return
+            target = path if answer == "replace" else _free_path(path)
+            self.start_chat(character, target)
+            self.notify(f"Imported {character.name} as {target.name}", timeout=4)
+
+        if not path.exists():
+            chosen("replace")
+            return
+        self.app.push_screen(Choice(f"A character card {path.name} is already kept in {path.parent}.",
+                                    [("r", "replace", "replace it"), ("k", "keep", "keep both")]), chosen)
+
+
+def _free_path(path: Path) -> Path:
+    """`path`, or `NAME-2.json`, `NAME-3.json`... when it is taken."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
 
 
 def _with_character(doc: ChatDocument, character: Character) -> ChatDocument:

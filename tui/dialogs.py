@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -16,8 +17,11 @@ from textual.widgets import Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
-from talesmith.runtime.documents.stories import Library, slug
+from talesmith.runtime.documents.stories import Library, User, slug
+
+from . import promptview
 
 
 def _keys_table(title: str, bindings: list[Binding]) -> str:
@@ -61,7 +65,7 @@ class TextPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="small"):
-            yield Label(self.question)
+            yield Label(self.question, markup=False)
             yield Input(self.value, id="answer")
             yield Static("enter accepts · escape cancels", classes="hint")
 
@@ -81,7 +85,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="small"):
-            yield Label(self.question)
+            yield Label(self.question, markup=False)
             yield Static("y: yes · n: no", classes="hint")
 
     def action_answer(self, yes: bool) -> None:
@@ -99,7 +103,7 @@ class TextEditor(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text)
+            yield Label(self.title_text, markup=False)
             yield TextArea(self.text, id="text", soft_wrap=True, compact=True)
             yield Static("ctrl+s saves · escape cancels", classes="hint")
 
@@ -115,7 +119,10 @@ class CharacterEditor(ModalScreen[Character | None]):
 
     BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
     AREAS = (("persona", "Persona (description)"), ("personality", "Personality"), ("scenario", "Scenario"),
-             ("greeting", "Greeting (first message)"), ("examples", "Example dialogue (<START> between blocks)"))
+             ("greeting", "Greeting (first message)"), ("examples", "Example dialogue (<START> between blocks)"),
+             ("system_prompt", "System prompt (placed first; {{original}} is empty in talesmith)"),
+             ("post_history", "Post-history instructions (placed after the conversation)"),
+             ("creator_notes", "Creator's notes (for you; never in the prompt)"))
 
     def __init__(self, character: Character | None = None) -> None:
         super().__init__()
@@ -130,6 +137,9 @@ class CharacterEditor(ModalScreen[Character | None]):
             for key, label in self.AREAS:
                 yield Label(label)
                 yield TextArea(getattr(c, key), id=key, soft_wrap=True, compact=True, classes="field-area")
+            if c.book_entries:
+                yield Static(f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
+                             f"card but not used in the prompt yet.", markup=False, classes="hint")
 
     def action_save(self) -> None:
         name = self.query_one("#name", Input).value.strip()
@@ -156,14 +166,17 @@ class LibraryScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Close"),
     ]
 
-    def __init__(self, library: Library, exports: Path) -> None:
+    def __init__(self, library: Library, exports: Path, *, states: list[Path] | None = None,
+                 cap_mb: int = 0) -> None:
         super().__init__()
         self.library, self.exports = library, exports
+        self.states, self.cap_mb = states or [], cap_mb
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(f"[b]Your {self.library.folder.name}[/]  ({escape(str(self.library.folder))})")
+            yield Label(Text.assemble((f"Your {self.library.folder.name}", "bold"), f"  ({self.library.folder})"))
             yield OptionList(id="entries")
+            yield Static(id="state-size", classes="hint")
             yield Static("enter open · r rename · d delete · t/m export · escape close", classes="hint")
 
     def on_mount(self) -> None:
@@ -175,10 +188,15 @@ class LibraryScreen(ModalScreen[str | None]):
         options.clear_options()
         for e in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified)) if e.modified else "unreadable"
-            label = f"{escape(e.name)}  [dim]{when}[/]" if not e.error else f"[red]{escape(e.id)} (unreadable)[/]"
+            label = (Text.assemble(e.name, (f"  {when}", "dim")) if not e.error
+                     else Text(f"{e.id} (unreadable)", style="red"))
             options.add_option(Option(label, id=e.id))
         if not entries:
-            options.add_option(Option(f"[dim]No {self.library.kind}s yet[/]", id="", disabled=True))
+            options.add_option(Option(Text(f"No {self.library.kind}s yet", style="dim"), id="", disabled=True))
+        size = kvstate.total_size(self.states) / (1024 * 1024)
+        self.query_one("#state-size", Static).update(
+            f"Saved model state (all stories and chats): {size:.1f} MB of at most {self.cap_mb} MB "
+            f"(oldest removed first; f8 sets the cap)")
         options.highlighted = min(highlight, max(len(entries) - 1, 0)) if entries else None
         self.entries = entries
 
@@ -261,6 +279,104 @@ class LibraryScreen(ModalScreen[str | None]):
                 self.notify(f"Exported to {written}", timeout=5)
 
         self.app.push_screen(TextPrompt("Export to (.txt or .md)", str(default)), done)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Choice(ModalScreen[str | None]):
+    """A question with a few answers, each on its own key: (key, answer, label) triples."""
+
+    def __init__(self, question: str, answers: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.question, self.answers = question, answers
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="small"):
+            yield Label(self.question, markup=False)
+            yield Static(" · ".join(f"{key}: {label}" for key, _, label in self.answers) + " · escape: cancel",
+                         markup=False, classes="hint")
+
+    def on_key(self, event) -> None:
+        for key, answer, _ in self.answers:
+            if event.key == key:
+                event.stop()
+                self.dismiss(answer)
+                return
+        if event.key == "escape":
+            event.stop()
+            self.dismiss(None)
+
+
+class PromptScreen(ModalScreen[None]):
+    """The prompt view: the parts with token counts, what was dropped, what is evaluated again, the text."""
+
+    BINDINGS = [Binding("escape,f9,q", "dismiss", "Close")]
+
+    def __init__(self, report: promptview.PromptReport) -> None:
+        super().__init__()
+        self.report = report
+
+    def compose(self) -> ComposeResult:
+        r = self.report
+        lines = Text()
+        lines.append(f"{r.n_tokens} tokens of {r.n_ctx} (the reply may take {r.max_new_tokens} more)\n\n", "bold")
+        for part in r.parts:
+            lines.append(f"{part.tokens:>7}  {part.name}\n")
+        if r.dropped_units:
+            lines.append(f"{r.dropped.tokens:>7}  dropped to fit: the {r.dropped_units} oldest of "
+                         f"{r.total_units} history units\n", "yellow")
+        else:
+            lines.append("         nothing dropped: everything fits\n", "dim")
+        lines.append(f"{r.reprocess:>7}  evaluated again by the next generation (not in the cache)\n", "bold")
+        lines.append("\nThe part evaluated again:\n", "bold")
+        lines.append(r.reprocess_text or "(nothing)", "cyan")
+        lines.append("\n\nThe exact prompt:\n", "bold")
+        lines.append(r.text)
+        with VerticalScroll(id="dialog"):
+            yield Static("What the model sees   (escape closes)", classes="dialog-title", markup=False)
+            yield Static(lines, id="prompt-text")
+
+
+class UserScreen(ModalScreen["tuple[User, int, User] | None"]):
+    """Who you are: a name and persona for every chat, this chat's own (empty: the global ones), the state cap."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default: User, cap_mb: int, own: User | None) -> None:
+        super().__init__()
+        self.default, self.cap_mb, self.own = default, cap_mb, own
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label("You  ctrl+s saves · escape cancels", markup=False)
+            yield Label("Your name in every chat ({{user}})", markup=False)
+            yield Input(self.default.name, id="name", compact=True)
+            yield Label("Your persona in every chat (what characters know about you)")
+            yield TextArea(self.default.persona, id="persona", soft_wrap=True, compact=True, classes="field-area")
+            if self.own is not None:
+                yield Label("Your name in this chat only (empty: the one above)")
+                yield Input(self.own.name, id="own-name", compact=True)
+                yield Label("Your persona in this chat only (empty: the one above)")
+                yield TextArea(self.own.persona, id="own-persona", soft_wrap=True, compact=True, classes="field-area")
+            yield Label("Saved model state of all documents, at most (MB; oldest removed first)")
+            yield Input(str(self.cap_mb), id="cap", compact=True, type="integer")
+
+    def action_save(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        if not name:
+            self.notify("Type a name (for example You)", severity="error")
+            return
+        try:
+            cap = int(self.query_one("#cap", Input).value)
+        except ValueError:
+            self.notify("The state cap must be a whole number of MB (0 keeps none)", severity="error")
+            return
+        default = User(name, self.query_one("#persona", TextArea).text)
+        own = User("", "")
+        if self.own is not None:
+            own = User(self.query_one("#own-name", Input).value.strip(), self.query_one("#own-persona", TextArea).text)
+        self.dismiss((default, max(cap, 0), own))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

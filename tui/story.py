@@ -4,6 +4,7 @@ streams into; retry keeps alternatives to cycle through."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from textual.app import ComposeResult
@@ -19,6 +20,12 @@ from .base import DocumentScreen
 from .generation import Job
 
 UNTITLED = StoryDocument().name
+SYNOPSIS_PREFIXES = ("あらすじ：", "あらすじ:", "あらすじ")
+"""What the prompt puts before the synopsis; pasted in front of it, it is taken off again."""
+
+
+class Fields(VerticalScroll, can_focus=False):
+    """The header, memory and note fields; not a tab stop itself, only its fields are."""
 HEADER_INPUTS = (("title", "Title"), ("author", "Author"), ("genre", "Genre"), ("tags", "Tags (comma-separated)"),
                  ("style", "Style"))
 
@@ -52,19 +59,19 @@ class StoryScreen(DocumentScreen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
-            with VerticalScroll(id="fields"):
+            with Fields(id="fields"):
                 for key, label in HEADER_INPUTS:
                     yield Label(label)
                     yield Input(id=key, compact=True)
-                yield Checkbox("Japanese (あらすじ)", id="japanese", compact=True)
-                yield Label("Synopsis (あらすじ)")
-                yield Input(id="synopsis", compact=True)
                 yield Label("Memory")
                 yield TextArea(id="memory", soft_wrap=True, compact=True, classes="field-area")
                 yield Label("Author's note")
                 yield Input(id="author_note", compact=True)
                 yield Label("Note depth (lines from end)")
                 yield Input(id="author_note_depth", compact=True, type="integer")
+                yield Checkbox("Japanese (あらすじ)", id="japanese", compact=True)
+                yield Label("Synopsis (the app adds あらすじ：)")
+                yield Input(id="synopsis", compact=True)
             yield TextArea(id="editor", soft_wrap=True, compact=True)
         yield Static(id="status")
         yield Footer()
@@ -100,10 +107,13 @@ class StoryScreen(DocumentScreen):
         h = doc.story.header
         if key in ("title", "author", "genre", "style"):
             new = doc.with_story(header=dataclasses.replace(h, **{key: event.value}))
-            if key == "title" and doc.name in (UNTITLED, h.title):
+            if key == "title" and _follows_title(doc.name, h.title):
                 new = dataclasses.replace(new, name=event.value.strip() or UNTITLED)
         elif key == "tags":
             new = doc.with_story(header=dataclasses.replace(h, tags=_tags(event.value)))
+        elif key == "synopsis" and event.value.lstrip().startswith(SYNOPSIS_PREFIXES):
+            event.input.value = _without_prefix(event.value)  # changes again, then is committed
+            return
         elif key in ("synopsis", "author_note"):
             new = doc.with_story(**{key: event.value})
         elif key == "author_note_depth":
@@ -133,6 +143,25 @@ class StoryScreen(DocumentScreen):
 
     def prompt_document(self) -> Any:
         return self.doc.story
+
+    def disposable(self, doc: StoryDocument) -> bool:
+        return doc.name == UNTITLED
+
+    def streaming_doc(self, job: Job) -> StoryDocument:
+        return self.doc.with_text(job.base + job.text)
+
+    def autosave(self) -> bool:
+        """Save; a story named after its title gets a suffix when another story has that name."""
+        doc: StoryDocument = self.doc
+        renamed = self.saved_doc is None or doc.name != getattr(self.saved_doc, "name", None)
+        if renamed and doc != self.saved_doc and doc.name != UNTITLED and not self.empty(doc):
+            taken = {e.name for e in self.library.entries() if e.id != self.doc_id}
+            name, n = doc.name, 2
+            while name in taken:
+                name, n = f"{doc.name} ({n})", n + 1
+            if name != doc.name:
+                self.history = self.history.replace(dataclasses.replace(doc, name=name))
+        return super().autosave()
 
     def status_extra(self) -> str:
         alt = self.doc.live_alternatives()
@@ -209,6 +238,20 @@ class StoryScreen(DocumentScreen):
         elif reason is not None:
             self.notify("The model ended without writing anything; try again or change the text", timeout=4)
         self.show()
+
+
+def _follows_title(name: str, title: str) -> bool:
+    """Whether a story's name is still its title (or the title with a collision suffix)."""
+    base = re.sub(r" \(\d+\)$", "", name)
+    return name == UNTITLED or base == title.strip()
+
+
+def _without_prefix(value: str) -> str:
+    value = value.lstrip()
+    for prefix in SYNOPSIS_PREFIXES:
+        if value.startswith(prefix):
+            return value[len(prefix):].lstrip()
+    return value
 
 
 def _tags(value: str) -> tuple[str, ...]:

@@ -58,8 +58,24 @@ CSS = """
 }
 
 #composer {
-    height: 1;
+    height: auto;
+    min-height: 1;
+    max-height: 6;
     border-top: none;
+}
+
+/* Focus is always visible: the focused field is tinted, the editor and lists get a bar on the left. */
+Input:focus, TextArea:focus, Checkbox:focus, Select:focus, OptionList:focus, ListView:focus {
+    background-tint: $accent 25%;
+}
+
+#editor, #messages, #composer {
+    border-left: blank;
+}
+
+#editor:focus, #messages:focus, #composer:focus {
+    border-left: thick $accent;
+    background-tint: $accent 0%;
 }
 
 ModalScreen {

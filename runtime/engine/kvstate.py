@@ -7,9 +7,11 @@ Backends without state files (or prefix caches) simply skip this.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
+from talesmith.runtime import files
 from talesmith.runtime.engine.protocol import common_prefix
 from talesmith.runtime.models.resolve import sha256
 
@@ -22,8 +24,56 @@ def save(backend: Any, document_path: Path) -> bool:
     """Save the backend's cache beside the document; False when the backend keeps no state files."""
     if not hasattr(backend, "save_state") or not backend.cached_tokens:
         return False
-    backend.save_state(state_path(document_path), model_sha256=sha256(backend.model_path))
+    path = state_path(document_path)
+    backend.save_state(path, model_sha256=sha256(backend.model_path))
+    for written in (path, meta_path(path)):  # what the user wrote can be read back from it: as private
+        if written.exists():
+            os.chmod(written, files.PRIVATE)
     return True
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta")
+
+
+def state_files(folders: Iterable[Path]) -> list[Path]:
+    """The saved state files (`.kv`) in `folders`, oldest first."""
+    found = [p for folder in folders if Path(folder).is_dir() for p in Path(folder).glob("*.kv")]
+    return sorted(found, key=_mtime)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size + (meta_path(path).stat().st_size if meta_path(path).exists() else 0)
+    except OSError:
+        return 0
+
+
+def total_size(folders: Iterable[Path]) -> int:
+    """Bytes taken by the saved state of the documents in `folders`."""
+    return sum(_size(p) for p in state_files(folders))
+
+
+def enforce_cap(folders: Iterable[Path], cap_bytes: int) -> list[Path]:
+    """Remove the oldest saved states until those left take at most `cap_bytes`; the state files removed."""
+    states = state_files(folders)
+    total = sum(_size(p) for p in states)
+    removed = []
+    for path in states:
+        if total <= cap_bytes:
+            break
+        total -= _size(path)
+        path.unlink(missing_ok=True)
+        meta_path(path).unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def restore(backend: Any, document_path: Path, tokens: Sequence[int]) -> int:

@@ -1,0 +1,60 @@
+"""The app's own settings, kept in `preferences.json` in the data folder: who the user is, and how much
+disk the saved model state may take. Plain data and file I/O, no Textual."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from talesmith.runtime import files
+from talesmith.runtime.documents.stories import User
+from talesmith.runtime.errors import InputError
+
+FILE = "preferences.json"
+STATE_CAP_MB = 512
+"""Default cap on the saved KV state files of all documents together."""
+
+
+@dataclass(frozen=True)
+class Preferences:
+    user: User = field(default_factory=User)
+    """The user name and persona of every chat that does not set its own."""
+    state_cap_mb: int = STATE_CAP_MB
+    """The saved model state of all documents together is kept under this many MB (oldest removed first)."""
+
+
+def load(data_dir: Path) -> Preferences:
+    """The preferences in `data_dir`; the defaults when there are none. A damaged file raises InputError."""
+    path = Path(data_dir) / FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Preferences()
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} cannot be read ({e}); fix or delete it to use the defaults") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object; fix or delete it to use the defaults")
+    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    cap = data.get("state_cap_mb", STATE_CAP_MB)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        raise InputError(f"{path}: state_cap_mb {cap!r} must be a whole number of MB, 0 or more")
+    return Preferences(User(str(user.get("name", "")).strip() or User().name, str(user.get("persona", ""))), cap)
+
+
+def save(data_dir: Path, preferences: Preferences) -> None:
+    data = {"user": {"name": preferences.user.name, "persona": preferences.user.persona},
+            "state_cap_mb": preferences.state_cap_mb}
+    files.write_atomic(Path(data_dir) / FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n",
+                       mode=files.PRIVATE)
+
+
+def parse_cap(text: str) -> int:
+    """A state cap typed by the user; raises InputError naming it."""
+    try:
+        cap = int(text.strip())
+    except ValueError:
+        raise InputError(f"state cap {text!r} is not a whole number of MB; type for example 512") from None
+    if cap < 0:
+        raise InputError(f"state cap {cap} must be 0 (keep none) or more MB")
+    return cap
