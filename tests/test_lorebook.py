@@ -235,21 +235,37 @@ def test_anchored_entries_stand_where_they_fired():
     golden("lorebook_chat_anchored.txt", placed(chat, BEFORE, placement="anchored"))
 
 
-def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
-    """The prompt up to the entry does not change from one turn to the next: only new text follows."""
-    entries = (e(1, ["dragon"], "Dragons breathe fire."),)
-    lore = Lore((Lorebook("b", entries),), LoreSettings(scan_depth=3))
+def chat_turns(lore, turns):
     messages = [Message(USER, "Hi."), Message(CHARACTER, "Hello."), Message(USER, "A dragon!")]
     prompts = []
-    for reply, user in [("Where?", "There."), ("I see it.", "Run."), ("Yes.", "Ok.")]:
-        prompts.append(lore.apply(plan(dataclasses.replace(CHAT, messages=tuple(messages))),
-                                  count_tokens=words, n_ctx=1000)[0].render())
+    for reply, user in turns:
+        chat = dataclasses.replace(CHAT, messages=tuple(messages))
+        prompts.append(lore.apply(plan(chat), count_tokens=words, n_ctx=1000))
         messages += [Message(CHARACTER, reply), Message(USER, user)]
-    first, second, third = prompts
-    assert first.endswith("You: A dragon!\nDragons breathe fire.\nAqua:".replace("You", "Kazuma"))
-    assert second.startswith(first[:-len("Aqua:")])
-    assert third.startswith(first[:first.index("Dragons breathe")])
-    assert "Dragons breathe fire." not in third  # the key is out of the scan depth: the entry went quiet
+    return prompts
+
+
+def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
+    """The prompt up to the entry does not change from one turn to the next: only new text follows."""
+    lore = Lore((Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."),)),), LoreSettings(scan_depth=3))
+    turns = chat_turns(lore, [("Where?", "There."), ("I see it.", "Run."), ("Yes.", "Ok.")])
+    (first, a1), (second, a2), (third, a3) = [(p.render(), act) for p, act in turns]
+    assert first.endswith("Kazuma: A dragon!\nDragons breathe fire.\nAqua:")
+    assert second.startswith(first[:-len("Aqua:")]) and third.startswith(second[:-len("Aqua:")])
+    # the key left the scan depth: the entry went quiet, and stays where it stands (it still fits the budget)
+    assert [a.entry.uid for a in a2.entries] == [1] and a2.lingering == ()
+    assert a3.entries == () and [a.entry.uid for a in a3.lingering] == [1]
+
+
+def test_a_quiet_entry_leaves_when_the_budget_does_not_hold_it():
+    book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["run"], "Running is futile here.")))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8))
+    turns = chat_turns(lore, [("Where?", "Run."), ("Fast!", "Ok."), ("-", "-")])
+    (p1, a1), (p2, a2), (p3, a3) = turns
+    assert [a.entry.uid for a in a1.entries] == [1]
+    assert [a.entry.uid for a in a2.entries] == [2] and a2.lingering == ()  # 3 + 4 + 2 newlines > 8
+    assert "Dragons" not in p2.render() and "Running is futile here.\nAqua:" in p2.render()
+    assert a3.entries == () and [a.entry.uid for a in a3.lingering] == [2]
 
 
 def test_fit_drops_history_but_keeps_head_lore():

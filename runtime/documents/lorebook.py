@@ -160,6 +160,8 @@ class Activation:
     """In activation order (highest order first, constant ones before keyword ones of the same order)."""
     overflowed: bool = False
     """The budget ran out and some entries were left out."""
+    lingering: tuple[Activated, ...] = ()
+    """Entries that went quiet but stay where they stand in the history (anchored placement)."""
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -306,25 +308,36 @@ def _block(texts: Sequence[str]) -> str:
 
 def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activation, *,
             settings: LoreSettings, count_tokens: Callable[[str], int], n_ctx: int,
-            macros: Mapping[str, str] | None = None) -> dict[str, int]:
-    """For each activated keyword entry, how many units of the history stood before it when it fired.
+            macros: Mapping[str, str] | None = None) -> tuple[dict[str, int], Activation]:
+    """Where each keyword entry stands in the history (how many units come before it), and the activation
+    with the entries that went quiet but still stand there (`lingering`).
 
-    An entry fired at the shortest prefix of the history from which it stayed active up to now; this is
-    worked out again from the history each time, so the same document always gives the same prompt.
+    An entry stands where it first fired within the last ANCHOR_LOOKBACK units (at the start of the
+    history if it was active before them). An entry that went quiet stays where it stands while the budget
+    left by the active ones holds it, most recently active first: taking it out would re-process everything
+    after it. This is worked out again from the history each time (the activation of each shorter history),
+    so the same document always gives the same prompt.
     """
     n = len(units)
-    pending = {a.entry.ident for a in activation.entries if not a.entry.constant}
-    found: dict[str, int] = {}
-    k = n - 1
-    while pending and k >= max(0, n - ANCHOR_LOOKBACK):
+    floor = max(0, n - ANCHOR_LOOKBACK)
+    first: dict[str, int] = {a.entry.ident: n for a in activation.entries if not a.entry.constant}
+    last: dict[str, tuple[int, Activated]] = {}
+    for k in range(n - 1, floor - 1, -1):
         earlier = activate(books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros)
-        active = {a.entry.ident for a in earlier.entries}
-        for ident in pending - active:
-            found[ident] = k + 1
-        pending &= active
-        k -= 1
-    found.update({ident: 0 for ident in pending})
-    return found
+        for a in earlier.entries:
+            if not a.entry.constant:
+                first[a.entry.ident] = 0 if k == floor and floor > 0 else k
+                last.setdefault(a.entry.ident, (k, a))
+    room = settings.budget(n_ctx) - count_tokens("".join(fill(a.entry.content, macros) + "\n" for a in activation.entries))
+    active = {a.entry.ident for a in activation.entries}
+    lingering = []
+    for ident, (_, a) in sorted(last.items(), key=lambda item: -item[1][0]):
+        if ident not in active and a.tokens + 1 < room:
+            lingering.append(a)
+            room -= a.tokens + 1
+        elif ident not in active:
+            first.pop(ident)
+    return first, dataclasses.replace(activation, lingering=tuple(lingering))
 
 
 def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, int] | None = None,
@@ -333,7 +346,7 @@ def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, in
     an anchor, at the point of the history where it fired (its depth or the note's depth counted back from
     there). Entries in one place stand in ascending order."""
     anchored = anchored or {}
-    chosen = sorted((a.entry for a in activation.entries), key=lambda e: e.order)
+    chosen = sorted((a.entry for a in activation.entries + activation.lingering), key=lambda e: e.order)
     head: dict[str, list[str]] = {BEFORE: [], AFTER: []}
     note: dict[str, list[str]] = {NOTE_TOP: [], NOTE_BOTTOM: []}
     inserts: dict[int, list[str]] = {}
@@ -380,5 +393,7 @@ class Lore:
         """The plan with the entries that its history activates, and which ones fired."""
         kw = dict(settings=self.settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=self.macros)
         activation = activate(self.books, plan.units, **kw)
-        anchored = anchors(self.books, plan.units, activation, **kw) if self.settings.placement == ANCHORED else {}
+        anchored: dict[str, int] = {}
+        if self.settings.placement == ANCHORED:
+            anchored, activation = anchors(self.books, plan.units, activation, **kw)
         return place(plan, activation, anchored=anchored, macros=self.macros), activation
