@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from talesmith.runtime.analysis.counting import NEGATIVE, POSITIVE, overlap
@@ -69,21 +69,22 @@ def show(reports: Sequence[SetReport]) -> None:
 
 def sentiment_table(reports: Sequence[SetReport]) -> Table:
     table = Table("set", "genre", "positive", "negative", "positive %", title="Sentiment by genre (last 512 words)")
+    order = genres(reports)
     for report in reports:
-        for genre in genres(reports):
+        for genre in order:
             c = report.sentiment.get(genre)
             if c is None:
                 continue
             total = c[POSITIVE] + c[NEGATIVE]
             share = f"{100 * c[POSITIVE] / total:.0f}" if total else "-"
             table.add_row(Text(report.name), Text(genre), str(c[POSITIVE]), str(c[NEGATIVE]), share,
-                          end_section=genre == genres(reports)[-1])
+                          end_section=genre == order[-1])
     return table
 
 
 def words_table(reports: Sequence[SetReport], kind: str) -> Table:
     lists = [r.top_positive if kind == POSITIVE else r.top_negative for r in reports]
-    table = Table("#", *(Text(r.name) for r in reports), title=f"Top {kind} words")
+    table = Table("#", *(Column(header=Text(r.name)) for r in reports), title=f"Top {kind} words")
     for rank in range(max([len(words) for words in lists] + [0])):
         table.add_row(str(rank + 1), *(Text(f"{words[rank][0]} {words[rank][1]}") if rank < len(words) else ""
                                        for words in lists))

@@ -72,18 +72,18 @@ class TransformersScorer:
     """
 
     def __init__(self, path: Path, *, batch_size: int = 16):
-        if not path.is_dir():
-            raise ModelError(f"sentiment model {path} is not a folder; pass a local Hugging Face "
-                             f"text-classification model (config.json, weights and tokenizer)")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"sentiment model {path} is not a model folder (no config.json); pass a local "
+                             f"Hugging Face text-classification model (config.json, weights and tokenizer)")
         try:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
         except ImportError as e:
             raise TalesmithError(f"--sentiment-model needs transformers ({e.name} is missing): "
                                  f"pip install 'talesmith[convert]'") from None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # a loader fails in many ways on a foreign or broken folder: one line for all
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"sentiment model {path} cannot be loaded ({reason}); pass a local "
                              f"text-classification model folder") from None

@@ -1,4 +1,4 @@
-"""A self-contained HTML report of analyzed story sets: inline CSS and SVG, no external assets, every
+"""A self-contained HTML report of analyzed story sets: inline CSS bar charts, no external assets, every
 value from the data escaped. Pure: reports in, text out."""
 
 from __future__ import annotations
@@ -11,36 +11,36 @@ from talesmith.runtime.analysis.report import SetReport, genres
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}
-th{background:#f3f3f3}td.n{text-align:right}.pos{fill:#3a7d44}.neg{fill:#b03a2e}svg text{font-size:12px}
+th{background:#f3f3f3}td.n{text-align:right}
+.track{display:flex;width:24em;height:1em;background:#eee}.pos{background:#3a7d44}.neg{background:#b03a2e}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:middle}"""
-BAR_WIDTH, ROW, LABEL = 400, 22, 160
 
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
+def _bar(counts: dict[str, int] | None) -> str:
+    """A bar of the positive and negative shares of a set's stories of one genre, with the counts."""
+    if counts is None:
+        return '<td></td><td>no stories</td>'
+    total = counts[POSITIVE] + counts[NEGATIVE]
+    share = 100 * counts[POSITIVE] / total if total else 0.0
+    spans = (f'<span class="pos" style="width:{share:.1f}%"></span>'
+             f'<span class="neg" style="width:{100 - share:.1f}%"></span>') if total else ""
+    return (f'<td><div class="track">{spans}</div></td>'
+            f'<td>{counts[POSITIVE]} positive, {counts[NEGATIVE]} negative'
+            + (f" ({share:.0f}% positive)" if total else "") + "</td>")
+
+
 def _bars(reports: Sequence[SetReport], genre: str) -> str:
-    """One horizontal bar per set: its stories of `genre`, positive then negative, to a common scale."""
-    counts = [r.sentiment.get(genre, {POSITIVE: 0, NEGATIVE: 0}) for r in reports]
-    most = max([c[POSITIVE] + c[NEGATIVE] for c in counts] + [1])
-    height = ROW * len(reports) + 4
-    parts = [f'<svg width="{LABEL + BAR_WIDTH + 120}" height="{height}" role="img" '
-             f'aria-label="sentiment of {_e(genre)} stories">']
-    for i, (report, c) in enumerate(zip(reports, counts)):
-        y = i * ROW + 2
-        pos, neg = (round(BAR_WIDTH * c[k] / most, 1) for k in (POSITIVE, NEGATIVE))
-        parts.append(f'<text x="0" y="{y + 15}">{_e(report.name)}</text>'
-                     f'<rect class="pos" x="{LABEL}" y="{y}" width="{pos}" height="{ROW - 6}"/>'
-                     f'<rect class="neg" x="{LABEL + pos}" y="{y}" width="{neg}" height="{ROW - 6}"/>'
-                     f'<text x="{LABEL + pos + neg + 6}" y="{y + 15}">{c[POSITIVE]} + / {c[NEGATIVE]} −</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    """One bar per set: the shares of its stories of `genre` that are positive and negative."""
+    rows = "\n".join(f"<tr><td>{_e(r.name)}</td>{_bar(r.sentiment.get(genre))}</tr>" for r in reports)
+    return f"<table>\n{rows}\n</table>"
 
 
 def _sentiment(reports: Sequence[SetReport]) -> str:
-    legend = '<p class="legend"><span style="background:#3a7d44"></span>positive' \
-             '<span style="background:#b03a2e"></span>negative</p>'
+    legend = '<p class="legend"><span class="pos"></span>positive<span class="neg"></span>negative</p>'
     sections = [f"<h3>{_e(g)}</h3>\n{_bars(reports, g)}" for g in genres(reports)]
     return "<h2>Sentiment by genre</h2>\n" + legend + "\n" + "\n".join(sections)
 
