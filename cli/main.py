@@ -30,11 +30,18 @@ app.command("convert")(convert_command)
 app.command("analyze")(analyze_command)
 
 
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder for stories, chats and characters "
+                          "(default: $TALESMITH_HOME or ~/.local/share/talesmith).")
+ChatOpt = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen.")
+
+
 @app.callback(invoke_without_command=True)
-def _no_command(ctx: typer.Context) -> None:
-    """Without a command, open the terminal app."""
+def _no_command(ctx: typer.Context, model: Optional[str] = ModelOpt, lock: Optional[Path] = LockOpt,
+                n_ctx: Optional[int] = CtxOpt, gpu_layers: int = GpuOpt, threads: Optional[int] = ThreadsOpt,
+                data_dir: Optional[Path] = DataDirOpt, chat: bool = ChatOpt) -> None:
+    """Without a command, open the terminal app (it takes every option of `talesmith tui`)."""
     if ctx.invoked_subcommand is None:
-        tui(model=None, lock=None, ctx=None, gpu_layers=0, threads=None, data_dir=None, chat=False)
+        tui(model=model, lock=lock, ctx=n_ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir, chat=chat)
 
 
 @app.command()
@@ -44,9 +51,8 @@ def tui(
     ctx: Optional[int] = CtxOpt,
     gpu_layers: int = GpuOpt,
     threads: Optional[int] = ThreadsOpt,
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder for stories, chats and characters "
-                                            "(default: $TALESMITH_HOME or ~/.local/share/talesmith)."),
-    chat: bool = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen."),
+    data_dir: Optional[Path] = DataDirOpt,
+    chat: bool = ChatOpt,
 ) -> None:
     """Open the terminal app: story writing and persona chat."""
     from talesmith.tui.launch import run

@@ -31,3 +31,17 @@ def test_the_cli_imports_no_textual():
     code = "import sys, talesmith.cli.main; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+def test_no_command_takes_every_option_of_tui(monkeypatch, tmp_path):
+    calls = []
+    import talesmith.tui.launch as launch
+
+    monkeypatch.setattr(launch, "run", lambda **kwargs: calls.append(kwargs))
+    args = ["--model", "x.gguf", "--lock", str(tmp_path / "m.lock"), "--ctx", "2048", "--gpu-layers", "-1",
+            "--threads", "3", "--data-dir", str(tmp_path / "d"), "--chat"]
+    for argv in (args, ["tui", *args]):
+        result = CliRunner().invoke(cli.app, argv)
+        assert result.exit_code == 0, result.output
+    assert calls[0] == calls[1] == dict(model="x.gguf", lock=tmp_path / "m.lock", ctx=2048, gpu_layers=-1, threads=3,
+                                        data_dir=tmp_path / "d", mode="chat")
