@@ -10,7 +10,11 @@ import typer
 from talesmith.cli.options import (BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
                                    PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
                                    sampling_options)
+import dataclasses
+
+from talesmith.cli.options import LorebookOpt
 from talesmith.runtime.documents.formats import FORMATS
+from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
 
 
@@ -30,12 +34,14 @@ def batch(
     backend_name: Optional[str] = BackendOpt,
     device: str = DeviceOpt,
     config: Optional[Path] = ConfigOpt,
+    lorebook: Optional[list[Path]] = LorebookOpt,
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
     from talesmith.runtime.batch_output import OutputFile
 
     cfg = read_config(config)
+    cfg = dataclasses.replace(cfg, lorebooks=cfg.lorebooks + tuple(lorebook or ()))
     if output.resolve() == input.resolve():
         raise InputError(f"output {output} is the input file; choose another output path")
     out = OutputFile(output)  # checked (ours, writable, no other writer) before any model is loaded
@@ -81,6 +87,6 @@ def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Opt
             progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
         run_batch(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
-                  model=ref.name, model_sha256=digest, on_record=advance, on_note=note)
+                  model=ref.name, model_sha256=digest, on_record=advance, on_note=note, lore=load_lore(cfg.lorebooks))
     err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()

@@ -12,7 +12,9 @@ import typer
 from talesmith.cli.options import (FIELDS_PANEL, BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
                                    PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
                                    sampling_options)
+from talesmith.cli.options import LorebookOpt
 from talesmith.runtime.documents.formats import make_document
+from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
 
 
@@ -45,6 +47,7 @@ def generate(
     backend_name: Optional[str] = BackendOpt,
     device: str = DeviceOpt,
     config: Optional[Path] = ConfigOpt,
+    lorebook: Optional[list[Path]] = LorebookOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
     sampling: dict[str, Any] = {},
@@ -70,7 +73,7 @@ def generate(
         document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:
         raise SettingsError(str(e)) from None
-    prepared = prepare(backend, document, settings)
+    prepared = prepare(backend, document, settings, lore=load_lore([*cfg.lorebooks, *(lorebook or [])]))
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
     if prepared.fitted.dropped:
         err.print(f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "

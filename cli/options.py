@@ -59,6 +59,8 @@ class Config:
     format: str | None = None
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lorebooks: tuple[Path, ...] = ()
+    """Lorebook files (relative to the config file's folder); `--lorebook` adds more."""
 
 
 def read_config(path: Path | None) -> Config:
@@ -71,7 +73,7 @@ def read_config(path: Path | None) -> Config:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"config file {path} is not valid TOML ({e})") from None
     check_config_types(path, data)
-    known = {"model", "preset", "format", "sampling", "fields"}
+    known = {"model", "preset", "format", "sampling", "fields", "lorebooks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"config file {path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -79,7 +81,11 @@ def read_config(path: Path | None) -> Config:
     bad = sorted(set(sampling) - FIELD_NAMES)
     if bad:
         raise SettingsError(f"config file {path}: unknown sampling setting {bad[0]!r}")
-    return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling)
+    books = data.get("lorebooks", [])
+    if not isinstance(books, list) or not all(isinstance(b, str) for b in books):
+        raise InputError(f"config file {path}: lorebooks = {books!r} must be a list of paths, e.g. lorebooks = [\"world.json\"]")
+    return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling,
+                  tuple(path.parent / Path(b).expanduser() for b in books))
 
 
 _CONFIG_TEXT = {"model": 'model = "NAME or PATH"', "preset": 'preset = "default"', "format": 'format = "story"'}
@@ -150,3 +156,5 @@ DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime's CU
                          "on the GPU unless --gpu-layers says otherwise).")
 ConfigOpt = typer.Option(None, "--config", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
 FIELDS_PANEL = "Format fields"
+LorebookOpt = typer.Option(None, "--lorebook", help="A lorebook: SillyTavern World Info JSON, a card with a "
+                           "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).")

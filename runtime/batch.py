@@ -21,6 +21,7 @@ from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import FIELDS, make_document
 from talesmith.runtime.errors import ContextOverflowError, InputError, SettingsError, TalesmithError
 from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
+from talesmith.runtime.documents.lorebook import Lore
 from talesmith.runtime.engine.generate import Completion, PreparedPrompt, collect, prepare, stream
 from talesmith.runtime.documents.prompts import plan
 from talesmith.runtime.settings import FIELD_NAMES, SamplingSettings, parse_value
@@ -143,7 +144,7 @@ class Job:
 
 
 def prepare_job(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
-                base_seed: int, on_note: Callable[[str], None] = lambda note: None) -> Job:
+                base_seed: int, on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> Job:
     """The settings, seed and fitted prompt of one sample of one row."""
     try:
         document = make_document(fmt, task.row.text, {**fields, **task.row.fields})
@@ -153,7 +154,7 @@ def prepare_job(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any
     seed = row_settings.seed if "seed" in task.row.overrides else row_seed(base_seed, task.row.id, task.sample)
     row_settings = row_settings.replace(seed=seed)
     try:
-        prepared = prepare(backend, document, row_settings)
+        prepared = prepare(backend, document, row_settings, lore=lore)
     except TalesmithError as e:
         raise type(e)(f"row {task.row.id}: {e}") from None
     try:
@@ -181,9 +182,10 @@ def make_record(job: Job, result: Completion, *, model: str, model_sha256: str) 
 
 def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
              base_seed: int, model: str, model_sha256: str,
-             on_note: Callable[[str], None] = lambda note: None) -> dict[str, Any]:
+             on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> dict[str, Any]:
     """Generate one sample of one row from an empty cache and return its output record."""
-    job = prepare_job(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note)
+    job = prepare_job(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note,
+                      lore=lore)
     backend.reset()  # what a record says must not depend on the record before it
     result = collect(stream(backend, job.prepared.tokens, job.settings, stops=job.prepared.stops))
     return make_record(job, result, model=model, model_sha256=model_sha256)
@@ -192,13 +194,13 @@ def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], 
 def run_batch(backend: Backend, plan: BatchPlan, output: OutputFile, *, fmt: str, fields: dict[str, Any],
               settings: SamplingSettings, model: str, model_sha256: str,
               on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-              on_note: Callable[[str], None] = lambda note: None) -> int:
+              on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> int:
     """Run the planned tasks, appending each record as soon as it is done. Returns how many were written."""
     base_seed = settings.seed if settings.seed is not None else 0
     written = 0
     for task in plan.tasks:
         record = run_task(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed,
-                          model=model, model_sha256=model_sha256, on_note=on_note)
+                          model=model, model_sha256=model_sha256, on_note=on_note, lore=lore)
         output.append(record)
         written += 1
         on_record(record)

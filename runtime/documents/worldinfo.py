@@ -13,10 +13,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from talesmith.runtime.documents.lorebook import (AFTER, BEFORE, DEPTH, LOGICS, NOTE_BOTTOM, NOTE_TOP, Entry,
-                                                  Lorebook)
+from talesmith.runtime.documents.lorebook import (AFTER, BEFORE, DEPTH, LOGICS, NOTE_BOTTOM, NOTE_TOP, Entry, Lore,
+                                                  Lorebook, LoreSettings)
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 
 MAX_LOREBOOK_FILE = 16 * 1024 * 1024
@@ -252,3 +252,23 @@ def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
 
 def dumps(book: Lorebook) -> str:
     return json.dumps(to_st(book), ensure_ascii=False, indent=4) + "\n"
+
+
+def book_settings(books: Sequence[Lorebook], base: LoreSettings = LoreSettings()) -> LoreSettings:
+    """The settings with the scan depth, token budget and recursion that a lorebook file sets (the first
+    book that sets one wins; a card's character_book usually does)."""
+    changes: dict[str, Any] = {}
+    for book in books:
+        if book.scan_depth is not None:
+            changes.setdefault("scan_depth", book.scan_depth)
+        if book.token_budget is not None:
+            changes.setdefault("budget_tokens", book.token_budget)
+        if book.recursive is not None:
+            changes.setdefault("recursive", book.recursive)
+    return dataclasses.replace(base, **changes)
+
+
+def load_lore(paths: Sequence[str | os.PathLike[str]], base: LoreSettings = LoreSettings()) -> Lore | None:
+    """The lorebooks in these files, or None without any."""
+    books = tuple(load_lorebook(p) for p in paths)
+    return Lore(books, book_settings(books, base)) if books else None
