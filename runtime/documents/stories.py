@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.cards import Character, character_from_card, clean_text, fill_macros, to_card
+from talesmith.runtime.documents import worldinfo
+from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import SamplingSettings, preset
@@ -63,6 +65,10 @@ class StoryDocument:
     settings: SamplingSettings = field(default_factory=_default_settings)
     preset: str = "default"
     model: str = ""
+    lorebooks: tuple[Lorebook, ...] = ()
+    """Lorebooks attached to this document (besides its character's and the global ones)."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
     @property
     def text(self) -> str:
@@ -149,6 +155,10 @@ class ChatDocument:
     model: str = ""
     user_persona: str = ""
     """This chat's own user persona; empty: the global one."""
+    lorebooks: tuple[Lorebook, ...] = ()
+    """Lorebooks attached to this document (besides its character's and the global ones)."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
     @classmethod
     def start(cls, character: Character, *, user: User = User(), **kwargs: Any) -> "ChatDocument":
@@ -228,6 +238,9 @@ def _settings_from(data: Any, where: str) -> SamplingSettings:
 def to_dict(doc: Document) -> dict[str, Any]:
     common = {"version": VERSION, "name": doc.name, "preset": doc.preset, "model": doc.model,
               "settings": doc.settings.to_dict()}
+    common.update({"lorebooks": [{"name": b.name, "world_info": worldinfo.to_st(b)} for b in doc.lorebooks]}
+                  if doc.lorebooks else {})
+    common.update({"extra": doc.extra} if doc.extra else {})
     if isinstance(doc, StoryDocument):
         s = doc.story
         alt = doc.live_alternatives()
@@ -241,6 +254,15 @@ def to_dict(doc: Document) -> dict[str, Any]:
     return {"kind": "chat", **common, "user_name": doc.user_name, "user_persona": doc.user_persona,
             "character": to_card(doc.character),
             "messages": [{"speaker": m.speaker, "swipes": list(m.swipes), "index": m.index} for m in doc.messages]}
+
+
+def _attached(d: dict[str, Any], where: str) -> dict[str, Any]:
+    """The lorebooks and imported extras of a document's JSON."""
+    books = tuple(worldinfo.lorebook_from_json(b["world_info"], str(b["name"]), where) for b in d.get("lorebooks") or [])
+    extra = d.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise InputError(f"{where}: 'extra' must be an object")
+    return {"lorebooks": books, "extra": extra}
 
 
 def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
@@ -260,7 +282,7 @@ def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
         alt = Alternatives(str(a["base"]), options, min(int(a.get("index", 0)), len(options) - 1))
     return StoryDocument(story=story, name=str(d.get("name", "Untitled story")), alternatives=alt,
                          settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
-                         model=str(d.get("model", "")))
+                         model=str(d.get("model", "")), **_attached(d, where))
 
 
 def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
@@ -276,7 +298,7 @@ def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
     return ChatDocument(character=character, messages=tuple(messages), name=str(d.get("name", "")),
                         user_name=_own_user_name(d), user_persona=str(d.get("user_persona", "")),
                         settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
-                        model=str(d.get("model", "")))
+                        model=str(d.get("model", "")), **_attached(d, where))
 
 
 def _own_user_name(d: dict[str, Any]) -> str:

@@ -272,3 +272,25 @@ def load_lore(paths: Sequence[str | os.PathLike[str]], base: LoreSettings = Lore
     """The lorebooks in these files, or None without any."""
     books = tuple(load_lorebook(p) for p in paths)
     return Lore(books, book_settings(books, base)) if books else None
+
+
+GLOBAL_FOLDER = Path("lorebooks") / "global"
+"""Lorebooks in this folder of the data directory apply to every story and chat in the app."""
+
+
+def global_lorebooks(data_dir: str | os.PathLike[str]) -> tuple[Lorebook, ...]:
+    folder = Path(data_dir) / GLOBAL_FOLDER
+    return tuple(load_lorebook(p) for p in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
+
+
+def document_lore(document: Any, *, global_books: Sequence[Lorebook] = (),
+                  base: LoreSettings = LoreSettings()) -> Lore | None:
+    """The lore of a story or chat document: its own lorebooks, its character's character_book and the
+    global ones, sorted together by insertion order (SillyTavern's "sorted evenly")."""
+    books = list(getattr(document, "lorebooks", ()))
+    character = getattr(document, "character", None)
+    if character is not None:
+        own = card_lorebook(character.card, character.name)
+        books += [own] if own is not None else []
+    books += list(global_books)
+    return Lore(tuple(books), book_settings(books, base)) if books else None

@@ -1,0 +1,48 @@
+"""Lorebooks attached to stories and chats, and a card's character_book, saved and read back."""
+
+import json
+
+from talesmith.runtime.documents.cards import character_from_card, to_card
+from talesmith.runtime.documents.lorebook import Entry, Lorebook
+from talesmith.runtime.documents.stories import ChatDocument, StoryDocument, from_dict, to_dict
+from talesmith.runtime.documents.worldinfo import GLOBAL_FOLDER, document_lore, from_st, global_lorebooks, to_st
+
+CARD = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+    "name": "Sera", "description": "A healer.", "first_mes": "Hello.",
+    "character_book": {"name": "Eldoria", "scan_depth": 5, "token_budget": 300, "recursive_scanning": False,
+                       "extensions": {"x": 1},
+                       "entries": [{"keys": ["glade"], "content": "The glade is safe.", "enabled": True,
+                                    "insertion_order": 100, "id": 3, "position": "after_char", "unknown": [1, 2],
+                                    "extensions": {"depth": 2, "selectiveLogic": 3, "probability": 40,
+                                                   "useProbability": True, "match_whole_words": True}}]}}}
+
+
+def test_card_character_book_is_read_and_exported_unchanged():
+    character = character_from_card(json.loads(json.dumps(CARD)))
+    lore = document_lore(ChatDocument(character=character))
+    (entry,) = lore.books[0].entries
+    assert (entry.keys, entry.uid, entry.position, entry.logic, entry.probability, entry.whole_words) == (
+        ("glade",), 3, "after", "and_all", 40, True)
+    assert (lore.settings.scan_depth, lore.settings.budget_tokens, lore.settings.recursive) == (5, 300, False)
+    assert to_card(character)["data"]["character_book"] == CARD["data"]["character_book"]
+
+
+def test_attached_lorebooks_and_extras_survive_saving():
+    book = from_st({"entries": {"7": {"uid": 7, "key": ["moon"], "content": "Two moons.", "extensions": {"a": 1}}}},
+                   "Sky")
+    doc = StoryDocument(lorebooks=(book, Lorebook("Mine", (Entry(("sun",), "One sun."),))), extra={"kobold": {"x": 1}})
+    back = from_dict(json.loads(json.dumps(to_dict(doc))))
+    assert [b.name for b in back.lorebooks] == ["Sky", "Mine"] and back.extra == {"kobold": {"x": 1}}
+    assert to_st(back.lorebooks[0]) == to_st(book) and back.lorebooks[1].entries[0].content == "One sun."
+    assert "lorebooks" not in to_dict(StoryDocument()) and "extra" not in to_dict(StoryDocument())
+
+
+def test_global_lorebooks_come_from_their_folder(tmp_path):
+    folder = tmp_path / GLOBAL_FOLDER
+    folder.mkdir(parents=True)
+    (folder / "world.json").write_text(json.dumps({"entries": {"0": {"uid": 0, "key": ["x"], "content": "X."}}}))
+    books = global_lorebooks(tmp_path)
+    assert [b.name for b in books] == ["world"]
+    lore = document_lore(StoryDocument(lorebooks=(Lorebook("Mine"),)), global_books=books)
+    assert [b.name for b in lore.books] == ["Mine", "world"]
+    assert global_lorebooks(tmp_path / "none") == () and document_lore(StoryDocument()) is None
