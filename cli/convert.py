@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 err = Console(stderr=True, highlight=False)
@@ -33,7 +34,7 @@ def split_quants(quant: str | None, targets: tuple[str, ...]) -> tuple[str, str]
 
 
 def convert_command(
-    source: str = typer.Argument(..., help="A checkpoint folder, or a hub repo id (owner/name)."),
+    source: str = typer.Argument(..., help="A checkpoint folder, or a hub repo id (owner/name, or gpt2 style)."),
     outdir: Path = typer.Option(..., "--output", "-o", help="Folder for the GGUF files and ONNX folders."),
     to: str = typer.Option("gguf", "--to", help="Output formats: gguf, onnx, or gguf,onnx (both from one merge)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit (default: main)."),
@@ -78,13 +79,31 @@ def convert_command(
         def on_file_done(output) -> None:
             bars.update(tasks[output.kind], total=1, completed=1, description=output.path.name)
 
-        outputs = convert(request, Hooks(on_tensor=on_tensor, on_file_start=on_file_start, on_file_done=on_file_done),
-                          lock=lock)
+        def on_note(text: str) -> None:
+            bars.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
+
+        outputs = convert(request, Hooks(on_tensor=on_tensor, on_file_start=on_file_start, on_file_done=on_file_done,
+                                         on_note=on_note), lock=lock)
+    print_summary(outputs, outdir)
+
+
+def shown_path(path: Path, outdir: Path) -> str:
+    """A file's name relative to the output folder (printed once above the table)."""
+    try:
+        return path.resolve().relative_to(outdir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def print_summary(outputs, outdir: Path) -> None:
+    console = Console(highlight=False)
+    console.print(f"in {escape(str(outdir.resolve()))}:", soft_wrap=True)
     table = Table(title="talesmith convert")
     for column in ("file", "type", "size", "bits/weight", "seconds", "quantized"):
-        table.add_column(column, justify="left" if column in ("file", "quantized") else "right")
+        table.add_column(column, justify="left" if column in ("file", "quantized") else "right",
+                         overflow="fold", min_width=len(column) if column != "file" else 12)
     for o in outputs:
         quantized = o.detail or ("none: the size is unchanged" if o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4") else "")
-        table.add_row(str(o.path), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}", f"{o.seconds:.1f}",
+        table.add_row(escape(shown_path(o.path, outdir)), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}", f"{o.seconds:.1f}",
                       quantized)
-    Console().print(table)
+    console.print(table)

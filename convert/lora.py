@@ -19,7 +19,8 @@ import numpy as np
 from talesmith.runtime.errors import ConversionError
 from talesmith.runtime.models.resolve import sha256 as file_sha256
 
-from .source import read_json
+from .safety import read_object
+from .source import first_line, load_pickle, safetensors_shapes
 
 PREFIX = "base_model.model."
 
@@ -49,14 +50,56 @@ class Adapter:
     replacements: dict[str, Any] = field(default_factory=dict)
     """Base tensor name -> full tensor (PEFT `modules_to_save`)."""
 
+    def rank(self, module: str) -> int:
+        return _pattern_value(self.config.get("rank_pattern") or {}, module, self.config.get("r", 8))
+
     def scaling(self, module: str) -> float:
-        rank = _pattern_value(self.config.get("rank_pattern") or {}, module, self.config.get("r", 8))
+        rank = self.rank(module)
         alpha = _pattern_value(self.config.get("alpha_pattern") or {}, module, self.config.get("lora_alpha", rank))
         return self.scale * lora_scaling(float(alpha), int(rank), rslora=bool(self.config.get("use_rslora")))
 
     @property
     def fan_in_fan_out(self) -> bool:
         return bool(self.config.get("fan_in_fan_out"))
+
+
+def _is_number(value: Any, *, whole: bool) -> bool:
+    kinds = (int,) if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_config(path: Path, config: dict[str, Any]) -> None:
+    """Refuse an adapter_config.json whose rank or alpha cannot be merged (zero, a string, a list...)."""
+    checks = [("r", config.get("r", 8), True), ("lora_alpha", config.get("lora_alpha", 1), False)]
+    for key, whole in (("rank_pattern", True), ("alpha_pattern", False)):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
+            raise ConversionError(f"{path}/adapter_config.json: {key} is {patterns!r}, not an object of module "
+                                  f"patterns; fix the file or train the adapter again")
+        checks += [(f"{key}[{k!r}]", v, whole) for k, v in patterns.items()]
+    for key, value, whole in checks:
+        if not _is_number(value, whole=whole):
+            kind = "a whole number" if whole else "a number"
+            raise ConversionError(f"{path}/adapter_config.json: {key} is {value!r}; it must be {kind} above 0 "
+                                  f"(fix the file or train the adapter again)")
+    for key in ("target_modules", "modules_to_save"):
+        if not isinstance(config.get(key) or [], (list, str)):
+            raise ConversionError(f"{path}/adapter_config.json: {key} is {config[key]!r}, not a list of names")
+
+
+def check_pair(path: Path, module: str, a, b, *, rank: int) -> None:
+    """A LoRA pair must be A (r x in) and B (out x r) with the rank of adapter_config.json."""
+    if a.dim() != 2 or b.dim() != 2:
+        raise ConversionError(f"{path}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}; LoRA "
+                              f"weights are matrices (2-D), the adapter is corrupt or not a LoRA adapter")
+    if a.shape[0] != b.shape[1]:
+        raise ConversionError(f"{path}: {module} has lora_A of rank {a.shape[0]} but lora_B of rank {b.shape[1]}; "
+                              f"the adapter is corrupt")
+    if a.shape[0] != rank:
+        raise ConversionError(f"{path}: {module} has rank {a.shape[0]} but adapter_config.json says r = {rank}; "
+                              f"the adapter's files do not belong together")
+    if not (a.is_floating_point() and b.is_floating_point()):
+        raise ConversionError(f"{path}: {module} holds {a.dtype} weights, not floating-point LoRA weights")
 
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
@@ -78,13 +121,15 @@ def parse_spec(spec: str) -> tuple[Path, float]:
 
 def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
     """A PEFT adapter folder (adapter_config.json and adapter_model.safetensors or .bin)."""
-    config = read_json(path / "adapter_config.json",
-                       missing=f"{path} is not a PEFT adapter (no adapter_config.json); pass the adapter's folder")
+    config = read_object(path / "adapter_config.json", what="PEFT adapter config")
+    if config is None:
+        raise ConversionError(f"{path} is not a PEFT adapter (no adapter_config.json); pass the adapter's folder")
     kind = config.get("peft_type", "LORA")
     if kind != "LORA":
         raise ConversionError(f"{path} is a {kind} adapter; talesmith merges LoRA adapters only")
     if config.get("use_dora"):
         raise ConversionError(f"{path} is a DoRA adapter; talesmith merges plain LoRA adapters only")
+    check_config(path, config)
     tensors, weights_file = _adapter_tensors(path)
     adapter = Adapter(path, scale, config, sha256=file_sha256(weights_file))
     a_parts: dict[str, Any] = {}
@@ -101,7 +146,11 @@ def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
     for module, a in a_parts.items():
         if module not in b_parts:
             raise ConversionError(f"{path}: {module} has lora_A but no lora_B; the adapter is incomplete")
+        check_pair(path, module, a, b_parts[module], rank=adapter.rank(module))
         adapter.pairs[module + ".weight"] = (a, b_parts[module])
+    unpaired = sorted(set(b_parts) - set(a_parts))
+    if unpaired:
+        raise ConversionError(f"{path}: {unpaired[0]} has lora_B but no lora_A; the adapter is incomplete")
     if not adapter.pairs and not adapter.replacements:
         raise ConversionError(f"{path} holds no LoRA weights")
     return adapter
@@ -112,21 +161,14 @@ def _adapter_tensors(path: Path) -> tuple[dict[str, Any], Path]:
     if st.exists():
         from safetensors.torch import load_file
 
+        safetensors_shapes(st)  # a corrupt or hostile header is refused before the library parses it
         try:
             return load_file(str(st)), st
         except Exception as e:
-            raise ConversionError(f"{st} could not be read ({e}); the file may be truncated") from None
+            raise ConversionError(f"{st} could not be read ({first_line(e)}); the file may be truncated") from None
     binary = path / "adapter_model.bin"
     if binary.exists():
-        import pickle
-
-        import torch
-
-        try:
-            return torch.load(str(binary), map_location="cpu", weights_only=True), binary
-        except pickle.UnpicklingError:
-            raise ConversionError(f"{binary} needs full unpickling, which can run code; use a safetensors "
-                                  f"adapter") from None
+        return load_pickle(binary, what="adapter"), binary
     raise ConversionError(f"{path} has no adapter_model.safetensors or adapter_model.bin")
 
 

@@ -4,6 +4,7 @@ and, with `targets` including "onnx", the same merge exported to ONNX and quanti
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT, preset as make_pr
 
 from .architectures import TensorPlan, architecture_for
 from .lora import MergedWeights, read_adapter
+from .safety import check_folder
 from .quantize import QUANT_TYPES, quantize
 from .source import open_checkpoint, tokenizer_folder
 from .vocab import read_vocab
@@ -68,7 +70,39 @@ class Progress:
     on_tensor: Callable[[TensorPlan, int, int], None] = lambda plan, done, total: None
     on_file_start: Callable[[str, Path], None] = lambda kind, path: None
     on_file_done: Callable[[Output], None] = lambda output: None
+    on_note: Callable[[str], None] | None = None
+    """Called with each note (an ignored auto_map, an adapter made for another base...) as it arises."""
     notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        if self.on_note:
+            self.on_note(text)
+
+
+def usable_name(raw: str) -> str:
+    """A model name models.lock accepts, from any folder or repo name ('My model (v2)' -> 'My-model-v2')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw.strip())
+    name = re.sub(r"-{2,}", "-", name).lstrip("._-").rstrip("-")
+    return name or "model"
+
+
+def _base_names(origin: dict[str, Any], config: dict[str, Any], folder: Path) -> set[str]:
+    names = {origin.get("hub", ""), folder.name, str(config.get("_name_or_path") or "")}
+    return {n.rstrip("/").split("/")[-1].lower() for n in names if n}
+
+
+def adapter_notes(adapters, origin: dict[str, Any], config: dict[str, Any], folder: Path) -> list[str]:
+    """A note for each adapter whose recorded base model is not the checkpoint it is merged into."""
+    ours = _base_names(origin, config, folder)
+    notes = []
+    for a in adapters:
+        base = a.config.get("base_model_name_or_path")
+        if isinstance(base, str) and base and base.rstrip("/").split("/")[-1].lower() not in ours:
+            into = origin.get("hub") or str(folder)
+            notes.append(f"adapter {a.path.name} was trained on {base!r} but is merged into {into!r}; its shapes "
+                         f"fit, but the result may be poor: check that this is the adapter's base model")
+    return notes
 
 
 def check_device(device: str) -> str:
@@ -130,15 +164,27 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
         if not req.onnx_quants:
             raise ConversionError("--quant is empty; name at least one of fp32, fp16, int8, int4 for ONNX")
     device = check_device(req.device)
+    if req.name:
+        from talesmith.runtime.models.lockfile import check_name
+
+        check_name(req.name)
     ckpt, origin = open_checkpoint(req.source, req.revision)
-    adapters = [read_adapter(path, scale) for path, scale in req.loras]
-    weights = MergedWeights(ckpt, adapters, device=device)
-    arch = architecture_for(ckpt, weights)
     tokenizer_dir, tokenizer_origin = ckpt.folder, None
     if req.tokenizer:
         tokenizer_dir, tokenizer_origin = tokenizer_folder(req.tokenizer)
+    for text in check_folder(ckpt.folder, ckpt.config, targets=req.targets, tokenizer_dir=tokenizer_dir):
+        progress.note(text)
+    adapters = [read_adapter(path, scale) for path, scale in req.loras]
+    weights = MergedWeights(ckpt, adapters, device=device)
+    if "onnx" in req.targets:
+        from .onnx_memory import check_fits
 
-    name = req.name or (origin.get("hub", "").split("/")[-1] or ckpt.folder.name)
+        check_fits(ckpt)  # one line before anything is written when the machine is too small
+    for text in adapter_notes(adapters, origin, ckpt.config, ckpt.folder):
+        progress.note(text)
+    arch = architecture_for(ckpt, weights)
+
+    name = req.name or usable_name(origin.get("hub", "").split("/")[-1] or ckpt.folder.name)
     guessed_format, guessed_preset = _guess(" ".join([name, str(req.source)] + [str(p) for p, _ in req.loras]))
     prompt_format = req.prompt_format or guessed_format
     preset_name = req.preset or guessed_preset
@@ -153,17 +199,6 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     outputs: list[Output] = []
     n_params = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
     with tempfile.TemporaryDirectory(dir=req.outdir, prefix=".merge-") as tmp:
-        merged = ckpt.folder
-        if adapters and "onnx" in req.targets:
-            # One merge for every output: the ONNX exporter reads a checkpoint folder, and the GGUF
-            # writer reads the same merged tensors back.
-            from .onnx import save_merged
-
-            merged = save_merged(weights, Path(tmp) / "merged")
-            ckpt.close()
-            ckpt, _ = open_checkpoint(merged)
-            weights = MergedWeights(ckpt, [], device=device)
-            arch = architecture_for(ckpt, weights)
         record = dict(name=name, origin=origin, adapters=adapter_records, prompt_format=prompt_format,
                       preset=preset_name, hf_architecture=ckpt.architecture, lock=lock, progress=progress)
         try:
@@ -172,7 +207,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
                 vocab.pad_to(arch.n_vocab())
                 outputs += _gguf(req, arch, vocab, metadata, record, ckpt)
             if "onnx" in req.targets:
-                outputs += _onnx(req, merged, tokenizer_dir, n_params, device, record)
+                outputs += _onnx(req, weights, tokenizer_dir, n_params, device, record)  # merged tensor by tensor
         finally:
             ckpt.close()
     return outputs
@@ -220,7 +255,7 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
     return outputs
 
 
-def _onnx(req: ConvertRequest, merged: Path, tokenizer_dir: Path, n_params: int, device: str,
+def _onnx(req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str,
           record: dict[str, Any]) -> list[Output]:
     from talesmith.runtime.models.resolve import record_model, sha256
 
@@ -230,7 +265,7 @@ def _onnx(req: ConvertRequest, merged: Path, tokenizer_dir: Path, n_params: int,
     meta = {"name": name, "source": record["origin"], "adapters": record["adapters"],
             "prompt_format": record["prompt_format"], "preset": record["preset"],
             "hf_architecture": record["hf_architecture"]}
-    builds = onnx.build(merged, tokenizer_dir, req.outdir, name, req.onnx_quants, meta=meta, device=device,
+    builds = onnx.build(weights, tokenizer_dir, req.outdir, name, req.onnx_quants, meta=meta, device=device,
                         on_start=lambda quant, folder: progress.on_file_start(f"ONNX-{quant.upper()}", folder))
     for b in builds:
         kind = f"ONNX-{b.quant.upper()}"

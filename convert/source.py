@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from talesmith.runtime.errors import ConversionError
 
+from .safety import read_object
+
 NEEDED = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json",
           "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
           "added_tokens.json"]
 PICKLES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+"""A hub repo id: `owner/name`, or an owner-less legacy id such as `gpt2` or `distilgpt2`."""
+
+
+def is_hub_id(spec: str) -> bool:
+    """Whether `spec`, naming no local folder, reads as a hub repo id (with or without an owner)."""
+    return bool(HUB_ID.fullmatch(spec)) and ".." not in spec and not spec.endswith((".", "-"))
 
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -31,10 +43,10 @@ def tokenizer_folder(spec: str, revision: str | None = None) -> tuple[Path, dict
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return folder, {"path": str(folder.resolve())}
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+    if is_hub_id(spec):
         folder, commit = fetch(spec, revision, patterns=TOKENIZER_FILES)
         return folder, {"hub": spec, "revision": revision or "main", "commit": commit}
-    raise ConversionError(f"tokenizer {spec} is neither a folder nor a hub repo id like owner/name")
+    raise ConversionError(f"tokenizer {spec} is neither a folder nor a hub repo id (like gpt2 or owner/name)")
 
 
 def fetch(repo_id: str, revision: str | None, patterns: list[str] | None = None) -> tuple[Path, str]:
@@ -53,8 +65,14 @@ def fetch(repo_id: str, revision: str | None, patterns: list[str] | None = None)
         raise ConversionError(f"{repo_id!r} is neither a local folder nor a hub repository you can access; check the "
                               f"name, or log in with `huggingface-cli login` for a gated repo") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise ConversionError(f"could not download {repo_id}@{revision or 'main'} ({e}); check the network or "
-                              f"pass a local folder") from None
+        raise ConversionError(f"could not download {repo_id}@{revision or 'main'} from the hub ({_reason(e)}; there is "
+                              f"no local folder of that name, so it was taken as a hub repo id); check the network "
+                              f"or pass a local folder") from None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text else type(error).__name__
 
 
 @dataclass
@@ -108,22 +126,48 @@ def _open_file(path: Path):
         from safetensors import safe_open
 
         return safe_open(str(path), framework="pt")
+    return load_pickle(path)
+
+
+def load_pickle(path: Path, *, what: str = "weights") -> dict[str, Any]:
+    """A `.bin` state dict read with `torch.load(weights_only=True)`: tensors by name, nothing else."""
     import pickle
+    import zipfile
 
     import torch
 
     try:
         try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as e:
             if "mmap" not in str(e):
                 raise
-            return torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy, non-zip pickle
-    except pickle.UnpicklingError:
-        raise ConversionError(f"{path} needs full unpickling, which can run arbitrary code; talesmith only reads "
-                              f"weights-only pickles. Convert it to safetensors with a tool you trust") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ConversionError(f"{path} could not be read ({e}); the file may be truncated") from None
+            state = torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy, non-zip pickle
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e).lower().replace(" ", "_") and _looks_like_torch(path, zipfile):
+            raise ConversionError(f"{path} needs full unpickling, which can run arbitrary code; talesmith only reads "
+                                  f"weights-only pickles. Convert it to safetensors with a tool you trust") from None
+        raise ConversionError(f"{path} is not a PyTorch {what} file (or it is corrupt); download it again") from None
+    except Exception as e:  # truncated or random bytes: torch raises many kinds
+        raise ConversionError(f"{path} could not be read as PyTorch {what} ({first_line(e)}); the file may be "
+                              f"truncated or corrupt, download it again") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ConversionError(f"{path} holds a {type(state).__name__} but not a state dict of named tensors; "
+                              f"it is not a PyTorch {what} file")
+    return state
+
+
+def _looks_like_torch(path: Path, zipfile) -> bool:
+    """A torch zip archive, or a pickle that starts with a protocol header."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5))
+
+
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0][:120] if lines else "") or type(error).__name__
 
 
 def read_json(path: Path, *, missing: str) -> Any:
@@ -136,7 +180,7 @@ def read_json(path: Path, *, missing: str) -> Any:
         raise ConversionError(f"{path} is not valid JSON ({e})") from None
 
 
-def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes from a safetensors header, without reading any tensor data."""
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -150,10 +194,30 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ConversionError(f"{path} has a corrupt header; download it again") from None
-    end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if end > size:
-        raise ConversionError(f"{path} is truncated: {size} bytes on disk, its tensors need {end}; download it again")
-    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    return _checked_header(path, header, size - 8 - n)
+
+
+def _checked_header(path: Path, header: Any, data_size: int) -> dict[str, tuple[int, ...]]:
+    """Each entry's shape, once the header is known to describe tensors that lie inside the file."""
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path} has a corrupt header (a JSON {type(header).__name__}, not an object); "
+                              f"download it again")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] and isinstance(shape, list)
+                and all(type(d) is int and d >= 0 for d in shape) and isinstance(entry.get("dtype"), str)):
+            raise ConversionError(f"{path} has a corrupt header: tensor {name[:80]!r} lacks a valid dtype, shape "
+                                  f"or data_offsets; download the file again")
+        if offsets[1] > data_size:
+            raise ConversionError(f"{path} is truncated: {name[:80]!r} ends at byte {offsets[1]} of its data but "
+                                  f"the file holds {data_size}; download it again")
+        shapes[name] = tuple(shape)
+    return shapes
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -162,8 +226,14 @@ def _weight_files(folder: Path) -> list[Path]:
         if index.exists():
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ConversionError(f"{index} is not a valid shard index ({e})") from None
+                if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                    raise TypeError("weight_map is not an object of file names")
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                raise ConversionError(f"{index} is not a valid shard index ({e}); download it again") from None
+            outside = [f for f in weight_map.values() if Path(f).name != f or f in ("", ".", "..")]
+            if outside:
+                raise ConversionError(f"{index} names shard {outside[0][:80]!r} outside the checkpoint folder; "
+                                      f"download the checkpoint again")
             files = sorted({folder / f for f in weight_map.values()})
             missing = [f.name for f in files if not f.exists()]
             if missing:
@@ -182,19 +252,21 @@ def open_checkpoint(source: str | os.PathLike[str], revision: str | None = None)
         origin: dict[str, Any] = {"path": str(folder.resolve())}
     elif folder.exists():
         raise ConversionError(f"{source} is a file; pass the checkpoint's folder (the one with config.json)")
-    elif str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+    elif is_hub_id(str(source)):
         folder, commit = fetch(str(source), revision)
         origin = {"hub": str(source), "revision": revision or "main", "commit": commit}
     else:
-        raise ConversionError(f"{source} does not exist; pass a checkpoint folder or a hub repo id like owner/name")
-    config = read_json(folder / "config.json",
-                       missing=f"{folder} has no config.json; pass the folder of a Hugging Face checkpoint")
+        raise ConversionError(f"{source} does not exist; pass a checkpoint folder or a hub repo id (like gpt2 or "
+                              f"owner/name)")
+    config = read_object(folder / "config.json", what="checkpoint config")
+    if config is None:
+        raise ConversionError(f"{folder} has no config.json; pass the folder of a Hugging Face checkpoint")
     ckpt = Checkpoint(folder, config)
     for path in _weight_files(folder):
         if path.suffix == ".safetensors":
-            shapes = _safetensors_shapes(path)
+            shapes = safetensors_shapes(path)
         else:
-            state = _open_file(path)
+            state = load_pickle(path)
             shapes = {k: tuple(v.shape) for k, v in state.items()}
             ckpt._open[path] = state
         for name, shape in shapes.items():

@@ -13,6 +13,8 @@ from typing import Any
 
 from talesmith.runtime.errors import ConversionError
 
+from .safety import read_object
+
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
@@ -29,7 +31,11 @@ class Vocab:
     eos: int | None = None
     unk: int | None = None
     pad: int | None = None
+    sep: int | None = None
     add_bos: bool = False
+    chat_template: str | None = None
+    add_space_prefix: bool | None = None
+    """SentencePiece only: whether a space is put before the text (llama.cpp's default: yes)."""
 
     def pad_to(self, size: int) -> None:
         """Pad the token list to the embedding size (GPT-J has 50,400 rows for 50,257 tokens)."""
@@ -42,85 +48,135 @@ class Vocab:
                 self.scores.append(-1000.0)
 
 
-def _pre_tokenizer_name(pre: Any) -> str:
-    """llama.cpp's name for the pre-tokenizer a tokenizer.json describes."""
-    if pre is None:
-        raise ConversionError("the tokenizer has no pre-tokenizer; talesmith supports byte-level BPE tokenizers")
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    if pre.get("type") == "Sequence":
-        kinds = [p.get("type") for p in pre.get("pretokenizers", [])]
-        if {"Punctuation", "Digits", "ByteLevel"} <= set(kinds):
-            return "falcon"
-        if kinds == ["Split", "ByteLevel"]:
-            regex = pre["pretokenizers"][0].get("pattern", {}).get("Regex", "")
-            if "\\p{N}{1,3}" in regex:
-                return "llama-bpe"
-    raise ConversionError(f"unsupported pre-tokenizer {json.dumps(pre)[:120]}; talesmith knows GPT-2, Falcon and "
-                          f"Llama 3 byte-level BPE tokenizers")
-
-
 def _special_id(folder: Path, key: str, token_ids: dict[str, int], config: dict[str, Any]) -> int | None:
     value = config.get(f"{key}_token_id")
-    if isinstance(value, int):
+    if isinstance(value, list) and value and all(type(v) is int for v in value):
+        value = value[0]  # several end tokens (Llama 3.1): the first is the one llama.cpp records
+    if type(value) is int and 0 <= value:
         return value
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        path = folder / name
-        if path.exists():
-            entry = json.loads(path.read_text(encoding="utf-8")).get(f"{key}_token")
-            content = entry.get("content") if isinstance(entry, dict) else entry
-            if content in token_ids:
-                return token_ids[content]
+        data = read_object(folder / name, what="tokenizer config") or {}
+        entry = data.get(f"{key}_token")
+        content = entry.get("content") if isinstance(entry, dict) else entry
+        if isinstance(content, str) and content in token_ids:
+            return token_ids[content]
     return None
 
 
+def _special_ids(folder: Path, token_ids: dict[str, int], config: dict[str, Any]) -> dict[str, int | None]:
+    return {key: _special_id(folder, key, token_ids, config) for key in ("bos", "eos", "unk", "pad", "sep")}
+
+
+def _load(path: Path):
+    from tokenizers import Tokenizer
+
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(spec, dict):
+            raise ValueError(f"a JSON {type(spec).__name__}, not an object")
+        return Tokenizer.from_str(json.dumps(spec)), spec
+    except Exception as e:
+        raise ConversionError(f"{path} is not a tokenizer the tokenizers library can read ({_short(e)}); download "
+                              f"it again") from None
+
+
+def _short(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0][:120] if lines else "") or type(error).__name__
+
+
+def _merges(spec: dict[str, Any]) -> list[str]:
+    """Merges as llama.cpp stores them ("a b"), from either of tokenizer.json's two spellings."""
+    return [m if isinstance(m, str) else " ".join(m) for m in spec.get("model", {}).get("merges", [])]
+
+
+def _is_byte_level(spec: dict[str, Any]) -> bool:
+    return '"ByteLevel"' in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
+
+
 def bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
-    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    model = data.get("model", {})
-    if model.get("type") != "BPE":
-        raise ConversionError(f"{folder}/tokenizer.json is a {model.get('type')} tokenizer; expected byte-level BPE")
-    token_ids: dict[str, int] = dict(model["vocab"])
-    special = set()
-    for added in data.get("added_tokens", []):
-        token_ids[added["content"]] = added["id"]
-        if added.get("special"):
-            special.add(added["id"])
+    """A byte-level BPE tokenizer.json: any file the `tokenizers` library loads (old ones have no model.type)."""
+    from .pretok import identify
+
+    tok, spec = _load(folder / "tokenizer.json")
+    kind = type(tok.model).__name__
+    if kind != "BPE":
+        raise ConversionError(f"{folder}/tokenizer.json is a {kind} tokenizer; talesmith converts byte-level BPE "
+                              f"(tokenizer.json) and SentencePiece (tokenizer.model) tokenizers")
+    if not _is_byte_level(spec):
+        raise ConversionError(f"{folder}/tokenizer.json is a BPE tokenizer that is not byte-level (SentencePiece "
+                              f"style); pass --tokenizer with a folder that has its tokenizer.model")
+    token_ids: dict[str, int] = tok.get_vocab(with_added_tokens=True)
+    added = tok.get_added_tokens_decoder()
     size = max(token_ids.values()) + 1
-    tokens = [f"[PAD{i}]" for i in range(size)]
-    types = [UNUSED] * size
+    tokens, types = [f"[PAD{i}]" for i in range(size)], [UNUSED] * size
     for text, i in token_ids.items():
-        tokens[i] = text
-        types[i] = CONTROL if i in special else NORMAL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    post = data.get("post_processor") or {}
+        tokens[i], types[i] = text, NORMAL
+    for i, token in added.items():
+        # Special tokens are control tokens (parsed only in text marked as the format's own);
+        # other added tokens are always matched, in llama.cpp as in the tokenizers library.
+        tokens[i], types[i] = token.content, CONTROL if token.special else USER_DEFINED
+    post = spec.get("post_processor") or {}
     add_bos = post.get("type") == "TemplateProcessing" and "bos" in json.dumps(post.get("single", "")).lower()
-    return Vocab("gpt2", _pre_tokenizer_name(data.get("pre_tokenizer")), tokens, types, merges,
-                 bos=_special_id(folder, "bos", token_ids, config), eos=_special_id(folder, "eos", token_ids, config),
-                 unk=_special_id(folder, "unk", token_ids, config), pad=_special_id(folder, "pad", token_ids, config),
-                 add_bos=add_bos)
+    tokenizer_config = read_object(folder / "tokenizer_config.json", what="tokenizer config") or {}
+    if isinstance(tokenizer_config.get("add_bos_token"), bool):
+        add_bos = tokenizer_config["add_bos_token"]
+    clean = tokenizer_config.get("clean_up_tokenization_spaces", True) is not False
+    ids = _special_ids(folder, token_ids, config)
+    return Vocab("gpt2", identify(tok, spec, clean_spaces=clean), tokens, types, _merges(spec), bos=ids["bos"],
+                 eos=ids["eos"], unk=ids["unk"], pad=ids["pad"], sep=ids["sep"], add_bos=add_bos,
+                 chat_template=_chat_template(tokenizer_config))
+
+
+def _chat_template(tokenizer_config: dict[str, Any]) -> str | None:
+    template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # named templates: llama.cpp records the default one
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                        None)
+    return template if isinstance(template, str) else None
+
+
+def _named_specials(folder: Path) -> set[str]:
+    """The tokens special_tokens_map.json and tokenizer_config.json call special."""
+    names: set[str] = set()
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        data = read_object(folder / file, what="tokenizer config") or {}
+        for key, value in data.items():
+            if key.endswith("_token") or key == "additional_special_tokens":
+                for v in value if isinstance(value, list) else [value]:
+                    v = v.get("content") if isinstance(v, dict) else v
+                    if isinstance(v, str):
+                        names.add(v)
+    return names
+
+
+def _json_ids(path: Path) -> dict[str, int]:
+    data = read_object(path, what="tokenizer vocabulary") or {}
+    if not all(type(i) is int and 0 <= i < 10_000_000 for i in data.values()):
+        raise ConversionError(f"{path} maps tokens to something other than ids; download it again")
+    return data
 
 
 def slow_bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     """GPT-2's original files: vocab.json and merges.txt (older checkpoints have no tokenizer.json)."""
     try:
-        token_ids: dict[str, int] = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
         lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{folder}: vocab.json / merges.txt could not be read ({e})") from None
-    added = folder / "added_tokens.json"
-    special = set()
-    if added.exists():
-        for text, i in json.loads(added.read_text(encoding="utf-8")).items():
-            token_ids[text] = i
-            special.add(i)
-    special |= {i for text, i in token_ids.items() if text == "<|endoftext|>"}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{folder}/merges.txt could not be read ({e})") from None
+    token_ids = _json_ids(folder / "vocab.json")
+    added = _json_ids(folder / "added_tokens.json")
+    token_ids.update(added)
+    special = _named_specials(folder) | {"<|endoftext|>"}
     size = max(token_ids.values()) + 1
     tokens, types = [f"[PAD{i}]" for i in range(size)], [UNUSED] * size
     for text, i in token_ids.items():
-        tokens[i], types[i] = text, CONTROL if i in special else NORMAL
+        tokens[i] = text
+        types[i] = CONTROL if text in special else USER_DEFINED if text in added else NORMAL
     merges = [line for line in lines if line and not line.startswith("#version")]
-    return Vocab("gpt2", "gpt-2", tokens, types, merges, bos=_special_id(folder, "bos", token_ids, config),
-                 eos=_special_id(folder, "eos", token_ids, config), unk=_special_id(folder, "unk", token_ids, config))
+    ids = _special_ids(folder, token_ids, config)
+    tokenizer_config = read_object(folder / "tokenizer_config.json", what="tokenizer config") or {}
+    return Vocab("gpt2", "gpt-2", tokens, types, merges, bos=ids["bos"], eos=ids["eos"], unk=ids["unk"],
+                 pad=ids["pad"], sep=ids["sep"], chat_template=_chat_template(tokenizer_config))
 
 
 def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
@@ -129,23 +185,48 @@ def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     except ImportError:
         raise ConversionError("this checkpoint has a SentencePiece tokenizer; install sentencepiece "
                               "(pip install 'talesmith[convert]')") from None
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    try:
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    except Exception as e:
+        raise ConversionError(f"{folder}/tokenizer.model is not a SentencePiece model ({_short(e)}); download it "
+                              f"again") from None
     tokens, scores, types = [], [], []
     for i in range(sp.vocab_size()):
         tokens.append(sp.id_to_piece(i))
         scores.append(sp.get_score(i))
         types.append(UNKNOWN if sp.is_unknown(i) else CONTROL if sp.is_control(i) else UNUSED if sp.is_unused(i)
                      else BYTE if sp.is_byte(i) else NORMAL)
-    added = folder / "added_tokens.json"
-    if added.exists():
-        for text, i in sorted(json.loads(added.read_text(encoding="utf-8")).items(), key=lambda kv: kv[1]):
-            if i == len(tokens):
-                tokens.append(text)
-                scores.append(-1000.0)
-                types.append(USER_DEFINED)
+    special = _named_specials(folder)
+    for text, i in sorted(_json_ids(folder / "added_tokens.json").items(), key=lambda kv: kv[1]):
+        if i == len(tokens):
+            tokens.append(text)
+            scores.append(-1000.0)
+            types.append(CONTROL if text in special else USER_DEFINED)
+    _hf_added_tokens(tokens, scores, types, read_object(folder / "tokenizer_config.json", what="tokenizer config"))
     bos, eos, unk = sp.bos_id(), sp.eos_id(), sp.unk_id()
+    ids = _special_ids(folder, {t: i for i, t in enumerate(tokens)}, config)
+    tokenizer_config = read_object(folder / "tokenizer_config.json", what="tokenizer config") or {}
+    add_bos = tokenizer_config.get("add_bos_token", True) is not False
+    prefix = tokenizer_config.get("add_prefix_space")
     return Vocab("llama", "default", tokens, types, scores=scores, bos=bos if bos >= 0 else None,
-                 eos=eos if eos >= 0 else None, unk=unk if unk >= 0 else None, add_bos=True)
+                 eos=eos if eos >= 0 else None, unk=unk if unk >= 0 else None, pad=ids["pad"], sep=ids["sep"],
+                 add_bos=add_bos, chat_template=_chat_template(tokenizer_config),
+                 add_space_prefix=prefix if isinstance(prefix, bool) else True)
+
+
+def _hf_added_tokens(tokens: list[str], scores: list[float], types: list[int], config: dict[str, Any] | None) -> None:
+    """tokenizer_config.json's added_tokens_decoder over a SentencePiece vocabulary, as llama.cpp reads it:
+    special ones become control tokens, others user-defined (with SentencePiece's space as a space)."""
+    for key, entry in ((config or {}).get("added_tokens_decoder") or {}).items():
+        if not (str(key).isdigit() and isinstance(entry, dict) and isinstance(entry.get("content"), str)):
+            continue
+        i = int(key)
+        if i >= len(tokens):
+            continue
+        special = bool(entry.get("special"))
+        tokens[i] = entry["content"] if special else entry["content"].replace("\u2581", " ")
+        types[i] = CONTROL if special else USER_DEFINED
+        scores[i] = -1000.0
 
 
 def read_vocab(folder: Path, config: dict[str, Any]) -> Vocab:

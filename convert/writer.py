@@ -17,9 +17,14 @@ from .vocab import Vocab
 OUTTYPES = ("f32", "f16", "bf16")
 
 
+KEEP_F32 = ("position_embd.weight", "token_types.weight")
+"""Matrices llama.cpp's converter keeps in f32 whatever the output type."""
+
+
 def _out_dtype(plan: TensorPlan, outtype: str) -> str:
-    """1-D tensors (norms, biases) stay f32, as llama.cpp expects; matrices take the output type."""
-    return "f32" if len(plan.shape) == 1 or outtype == "f32" else outtype
+    """1-D tensors (norms, biases) and position embeddings stay f32, as llama.cpp's converter writes them;
+    other matrices take the output type."""
+    return "f32" if len(plan.shape) == 1 or outtype == "f32" or plan.name in KEEP_F32 else outtype
 
 
 def _encode(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -37,15 +42,22 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
     return int(np.prod(shape)) * (4 if dtype == "f32" else 2)
 
 
-def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any], outtype: str) -> None:
+def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any], outtype: str,
+                  n_params: int) -> None:
     import gguf
 
+    w.add_type(gguf.GGUFType.MODEL)
     w.add_name(metadata["name"])
+    if n_params > 0:
+        w.add_size_label(gguf.size_label(n_params, 0, 0, 0))
     w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                      "bf16": gguf.LlamaFileType.MOSTLY_BF16}[outtype])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, value in arch.hparams().items():
         full = f"{arch.gguf_arch}.{key}"
-        if isinstance(value, bool):
+        if isinstance(value, str):
+            w.add_string(full, value)
+        elif isinstance(value, bool):
             w.add_bool(full, value)
         elif isinstance(value, int):
             w.add_uint32(full, value)
@@ -60,11 +72,16 @@ def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any],
     if vocab.merges:
         w.add_token_merges(vocab.merges)
     for setter, value in ((w.add_bos_token_id, vocab.bos), (w.add_eos_token_id, vocab.eos),
-                          (w.add_unk_token_id, vocab.unk), (w.add_pad_token_id, vocab.pad)):
+                          (w.add_unk_token_id, vocab.unk), (w.add_pad_token_id, vocab.pad),
+                          (w.add_sep_token_id, vocab.sep)):
         if value is not None:
             setter(value)
     w.add_add_bos_token(vocab.add_bos)
     w.add_add_eos_token(False)
+    if vocab.add_space_prefix is not None:
+        w.add_add_space_prefix(vocab.add_space_prefix)
+    if vocab.chat_template:
+        w.add_chat_template(vocab.chat_template)
     for key, value in metadata.get("sampling", {}).items():
         (w.add_uint32 if isinstance(value, int) else w.add_float32)(f"general.sampling.{key}", value)
     for key in ("prompt_format", "preset"):
@@ -91,7 +108,7 @@ def write_gguf(path: Path, arch: Architecture, vocab: Vocab, metadata: dict[str,
     partial = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(str(partial), arch.gguf_arch)
     try:
-        _add_metadata(writer, arch, vocab, metadata, outtype)
+        _add_metadata(writer, arch, vocab, metadata, outtype, sum(int(np.prod(p.shape)) for p in plans))
         for plan in plans:
             dtype = _out_dtype(plan, outtype)
             if dtype == "bf16":

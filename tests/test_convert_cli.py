@@ -45,7 +45,7 @@ def test_convert_errors_are_one_line(tmp_path):
     result = run("convert", tmp_path / "missing", "-o", tmp_path / "out")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'} does not exist; pass a checkpoint "
-                                                  f"folder or a hub repo id like owner/name"]
+                                                  f"folder or a hub repo id (like gpt2 or owner/name)"]
     result = run("convert", tmp_path, "-o", tmp_path / "out", "--quant", "Q3_X")
     assert result.returncode == 2 and "unknown quantization type 'Q3_X'" in result.stderr
 

@@ -58,7 +58,8 @@ class Falcon(Architecture):
                 "block_count": self.cfg("num_hidden_layers", "n_layer"),
                 "attention.head_count": n_head, "attention.head_count_kv": n_kv,
                 "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
-                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5))}
+                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
+                "tensor_data_layout": "jploski"}  # the fused QKV rows as grouped_qkv_to_blocks orders them
 
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv = self._heads()

@@ -42,8 +42,7 @@ class Llama(Architecture):
                   "rope.dimension_count": head_dim, "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
                   "attention.layer_norm_rms_epsilon": float(self.cfg("rms_norm_eps", default=1e-6)),
                   "vocab_size": self.n_vocab()}
-        if head_dim != self.cfg("hidden_size") // n_head:
-            params["attention.key_length"] = params["attention.value_length"] = head_dim
+        params["attention.key_length"] = params["attention.value_length"] = head_dim
         return params
 
     def tensors(self) -> list[TensorPlan]:

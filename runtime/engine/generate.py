@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+from talesmith.runtime.engine.markers import tokenize_prompt
 from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import Document
 from talesmith.runtime.errors import ContextOverflowError
@@ -190,7 +191,7 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
     if lore:
         prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
     fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
-    return PreparedPrompt(fitted, backend.tokenize(fitted.text), prompt_plan.stops, activation)
+    return PreparedPrompt(fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation)
 
 
 def stream_document(backend: Backend, document: Document, settings: SamplingSettings,

@@ -180,15 +180,16 @@ class LlamaCppBackend:
 
     # --- vocabulary -------------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        """`special`: the text is the prompt format's own (markers become control tokens); never user text."""
         data = text.encode("utf-8")
         size = len(data) + 8
         buf = (llama_cpp.llama_token * size)()
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, False)
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, special)
         if n < 0:
             size = -n
             buf = (llama_cpp.llama_token * size)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, False)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos and self._add_bos, special)
         return list(buf[:n])
 
     def token_bytes(self, token: int) -> bytes:

@@ -86,7 +86,9 @@ class Vocabulary:
         self.size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self._pieces: dict[int, bytes] = {}
 
-    def encode(self, text: str, *, add_special: bool) -> list[int]:
+    def encode(self, text: str, *, add_special: bool, special: bool = False) -> list[int]:
+        """`special`: the text is the prompt format's own; otherwise special tokens in it stay plain text."""
+        self.tokenizer.encode_special_tokens = not special
         return self.tokenizer.encode(text, add_special_tokens=add_special).ids
 
     def token_bytes(self, token: int) -> bytes:
@@ -246,8 +248,8 @@ class OnnxBackend:
 
     # --- vocabulary -------------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        return self.vocab.encode(text, add_special=add_bos)
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self.vocab.encode(text, add_special=add_bos, special=special)
 
     def token_bytes(self, token: int) -> bytes:
         return self.vocab.token_bytes(token)

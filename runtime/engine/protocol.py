@@ -47,7 +47,9 @@ class Backend(Protocol):
     def cached_tokens(self) -> Sequence[int]:
         """The tokens whose keys and values are in the cache now."""
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]: ...
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids; special tokens are parsed only with `special` (the prompt format's markers), never in
+        text the user wrote."""
 
     def is_eog(self, token: int) -> bool:
         """Whether `token` ends generation."""
