@@ -60,10 +60,11 @@ def test_chat_stops_on_end_and_the_user_s_next_line():
 def test_lone_surrogates_are_saved_as_replacement_characters(tmp_path):
     assert clean_text("ok") == ("ok", 0)
     assert clean_text("\ud800 x \ud83d\ude00") == ("\ufffd x \U0001F600", 1)
-    character = parse_json_card('{"name": "\\ud800 x", "description": "d"}')
+    character = parse_json_card('{"name": "\\ud800 x", "description": "d", "tags": ["\\udfff"]}')
+    assert (character.name, character.replaced, character.card["tags"]) == ("\ufffd x", 2, ["\ufffd"])
     library = Library(tmp_path, "chat")
-    assert library.save("c", ChatDocument.start(character)) == 2  # the card's name and the chat's
-    assert library.load("c").character.name == "\ufffd x"
+    assert library.save("c", ChatDocument.start(character).sent("typed \ud800")) == 1
+    assert library.load("c").messages[-1].text == "typed \ufffd"
 
 
 def test_a_cut_png_is_named_as_such(tmp_path):

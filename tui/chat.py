@@ -399,6 +399,9 @@ class ChatScreen(DocumentScreen):
             target = path if answer == "replace" else _free_path(path)
             self.start_chat(character, target)
             self.notify(f"Imported {character.name} as {target.name}", timeout=4)
+            if character.replaced:
+                self.notify(f"{character.replaced} characters of the card cannot be stored as UTF-8 (broken "
+                            f"surrogates); they were read as \ufffd", severity="warning", timeout=8)
 
         if not path.exists():
             chosen("replace")

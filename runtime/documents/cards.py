@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -51,6 +52,8 @@ class Character:
     """Notes for the user, never part of the prompt."""
     card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The whole card as read, unknown fields included; written back under the edited fields."""
+    replaced: int = field(default=0, compare=False, repr=False)
+    """Characters of the card file that UTF-8 cannot hold (lone surrogates), read as U+FFFD."""
 
     def example_blocks(self) -> tuple[str, ...]:
         blocks = [b.strip("\n") for b in self.examples.replace("\r\n", "\n").split("<START>")]
@@ -95,6 +98,23 @@ def clean_text(text: str) -> tuple[str, int]:
         pass
     fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return fixed, fixed.count("\ufffd") - text.count("\ufffd")
+
+
+def clean_tree(value: Any) -> tuple[Any, int]:
+    """Parsed JSON with every text passed through `clean_text`; returns it and the count replaced."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        pairs = [clean_tree(v) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    if isinstance(value, dict):
+        out, count = {}, 0
+        for k, v in value.items():
+            (k, a), (v, b) = clean_text(str(k)), clean_tree(v)
+            out[k] = v
+            count += a + b
+        return out, count
+    return value, 0
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str:
@@ -142,7 +162,11 @@ def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
         raise CardError(f"{where}: the card is not valid JSON ({e})") from None
     except RecursionError:
         raise CardError(f"{where}: the card's JSON is nested too deeply") from None
-    return character_from_card(card, where)
+    try:
+        card, replaced = clean_tree(card)
+    except RecursionError:
+        raise CardError(f"{where}: the card's JSON is nested too deeply") from None
+    return dataclasses.replace(character_from_card(card, where), replaced=replaced)
 
 
 CARD_KEYS = (b"chara", b"ccv3")

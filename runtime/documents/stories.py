@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from talesmith.runtime import files
-from talesmith.runtime.documents.cards import Character, character_from_card, clean_text, fill_macros, to_card
+from talesmith.runtime.documents.cards import (Character, character_from_card, clean_text, clean_tree, fill_macros,
+                                               to_card)
 from talesmith.runtime.documents import worldinfo
 from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
@@ -382,7 +383,7 @@ class Library:
             raise InputError(f"{path} no longer exists") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{path} cannot be read ({e}); it was left as it is") from None
-        doc = from_dict(data, str(path))
+        doc = from_dict(clean_tree(data)[0], str(path))
         if (self.kind == "story") != isinstance(doc, StoryDocument):
             raise InputError(f"{path} is not a {self.kind}")
         return doc

@@ -1,0 +1,198 @@
+"""The story screen as a writer uses it: the name follows the title, focus is visible and tab goes where
+expected, a pasted Japanese synopsis prefix, the prompt view, saved state, failing saves and quitting."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+from textual.widgets import Input, OptionList, Static
+
+import talesmith.tui.base as base
+from talesmith.runtime.documents.formats import Story, StoryHeader
+from talesmith.runtime.documents.stories import Library, StoryDocument
+from test_tui import editor, make_app, saved, settle
+from tui_fakes import StateBackend, TakesBackend
+
+pytestmark = pytest.mark.asyncio
+
+
+async def type_title(pilot, words: list[str]) -> None:
+    """Type the title word by word, with autosaves in between, as a person types."""
+    pilot.app.screen.query_one("#title", Input).focus()
+    for word in words:
+        await pilot.press(*word)
+        await pilot.pause(0.15)
+
+
+async def test_the_story_name_follows_the_whole_title_and_collisions_get_a_suffix(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "SAVE_DELAY", 0.05)
+    Library(tmp_path / "data" / "stories", "story").save(
+        "old", StoryDocument(story=Story(text="x", header=StoryHeader(title="H. P.")), name="The Colour Out of Space"))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"It came from the sky.")
+        await type_title(pilot, ["The", " Colour", " Out", " of", " Space"])
+        await pilot.pause(0.2)
+        assert app.screen.doc.name == "The Colour Out of Space (2)"
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        names = [str(app.screen.query_one("#entries", OptionList).get_option_at_index(i).prompt).split("  ")[0]
+                 for i in range(2)]
+        assert sorted(names) == ["The Colour Out of Space", "The Colour Out of Space (2)"]
+        await pilot.press("escape")
+        await type_title(pilot, [" Again"])
+        await pilot.pause(0.2)
+        assert app.screen.doc.name == "The Colour Out of Space Again"
+    assert sorted(d["name"] for d in saved(tmp_path)) == ["The Colour Out of Space", "The Colour Out of Space Again"]
+
+
+async def test_an_untitled_story_emptied_again_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "SAVE_DELAY", 0.05)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Once")
+        await pilot.pause(0.2)
+        assert len(saved(tmp_path)) == 1
+        await pilot.press(*["backspace"] * 4)
+        await pilot.pause(0.2)
+        assert saved(tmp_path) == [] and app.screen.doc_id is None
+        await pilot.press("ctrl+q")
+    assert saved(tmp_path) == []
+
+
+async def test_tab_goes_from_the_editor_through_the_fields_in_order_with_visible_focus(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        order = []
+        for _ in range(12):
+            order.append(app.focused.id)
+            await pilot.press("tab")
+        assert order == ["editor", "title", "author", "genre", "tags", "style", "memory", "author_note",
+                         "author_note_depth", "japanese", "synopsis", "editor"]
+        assert app.focused.id == "title"
+        await pilot.press(*"Dunwich")
+        assert screen.doc.story.header.title == "Dunwich"
+        focused, other = screen.query_one("#title", Input), screen.query_one("#author", Input)
+        assert focused.styles.background_tint.a > 0 and other.styles.background_tint.a == 0
+        assert str(screen.query_one("#editor").styles.border_left[0]) == "blank"
+        await pilot.press("shift+tab")
+        assert str(screen.query_one("#editor").styles.border_left[0]) == "thick"
+
+
+async def test_a_pasted_synopsis_prefix_is_taken_off(tmp_path):
+    backend = TakesBackend(["。"], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        screen.query_one("#japanese").value = True
+        screen.query_one("#synopsis", Input).value = "あらすじ：ある日、森で。"
+        await pilot.pause()
+        assert screen.query_one("#synopsis", Input).value == "ある日、森で。"
+        assert screen.doc.story.synopsis == "ある日、森で。"
+        screen.query_one("#editor").focus()
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[0] == "あらすじ：ある日、森で。\n***\n"
+        assert "the app adds あらすじ：" in str(screen.query("Label").last().render())
+
+
+async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_evaluated_again(tmp_path):
+    backend = TakesBackend([" more."], n_ctx=300)
+    text = "".join(f"Line {i} of the old story.\n" for i in range(20))
+    story = StoryDocument(story=Story(text=text, header=StoryHeader(title="[Dunwich]"), memory="Wilbur is tall.",
+                                      author_note="dread", author_note_depth=2))
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.screen.load(None, story)
+        await pilot.press("f9")
+        await pilot.pause()
+        shown = str(app.screen.query_one("#prompt-text", Static).render())
+        settings = story.settings
+        budget = 300 - settings.max_new_tokens
+        assert shown.startswith(f"{len(backend.tokenize(shown.split('The exact prompt:')[1][1:]))} tokens of 300")
+        assert "     16  memory\n" in shown and "     25  header / synopsis\n" in shown
+        assert "     25  author's note\n" in shown
+        assert "dropped to fit: the" in shown and "of 20 history units" in shown
+        prompt = shown.split("The exact prompt:\n", 1)[1]
+        assert prompt.startswith("Wilbur is tall.\n[ Title: [Dunwich] ]\n***\n") and len(prompt) <= budget
+        assert "Line 0 of" not in prompt and prompt.endswith("Line 19 of the old story.\n")
+        assert "evaluated again by the next generation" in shown
+        await pilot.press("escape")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == prompt
+
+
+async def test_saved_state_is_private_capped_and_its_size_shown(tmp_path, monkeypatch):
+    old_umask = os.umask(0o022)
+    try:
+        backend = StateBackend([" and on."], bytes_per_token=4096, n_ctx=2048)
+        app = make_app(tmp_path, backend)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            app.set_preferences(type(app.preferences)(app.preferences.user, 1))  # 1 MB
+            screen = app.screen
+            for i in range(3):
+                screen.load(None, StoryDocument(story=Story(text=f"Story {i}: " + "word " * 40)))
+                await pilot.press("ctrl+g")
+                await settle(pilot)
+                await pilot.pause(0.3)
+            states = sorted((tmp_path / "data" / "stories").glob("*.kv"))
+            assert len(states) == 1  # each is 0.9 MB: only the newest fits under 1 MB
+            assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "data" / "stories").iterdir())
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            size = states[0].stat().st_size + (tmp_path / "data" / "stories" / (states[0].name + ".meta")).stat().st_size
+            assert (f"Saved model state (all stories and chats): {size / 1048576:.1f} MB of at most 1 MB"
+                    in str(app.screen.query_one("#state-size", Static).render()))
+    finally:
+        os.umask(old_umask)
+
+
+async def test_quitting_when_saving_fails_stays_open_and_offers_an_export(tmp_path, monkeypatch):
+    app = make_app(tmp_path)
+
+    def full(self, doc_id, doc):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        monkeypatch.setattr(Library, "save", full)
+        await pilot.press(*"Precious words")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.is_running and "could not be saved" in str(app.screen.query_one("Label").render())
+        assert any("No space left on device" in n.message for n in app._notifications)
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#answer", Input).value = str(tmp_path / "rescue.json")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert not app.is_running
+    assert '"text": "Precious words"' in (tmp_path / "rescue.json").read_text()
+    assert editor is not None
+
+
+async def test_a_card_with_a_lone_surrogate_is_saved_with_a_note(tmp_path):
+    from test_tui_chat import import_card
+
+    card = tmp_path / "broken.json"
+    card.write_text('{"name": "\\ud800 x", "description": "d", "first_mes": "Hi \\ud800"}')
+    app = make_app(tmp_path, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await import_card(pilot, card)
+        assert any("2 characters of the card cannot be stored as UTF-8 (broken surrogates); they were read as \ufffd"
+                   in n.message for n in app._notifications)
+        await pilot.press("ctrl+q")
+    [chat] = saved(tmp_path, "chats")
+    assert chat["messages"][0]["swipes"] == ["Hi \ufffd"] and chat["character"]["data"]["name"] == "\ufffd x"
