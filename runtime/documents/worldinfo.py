@@ -184,10 +184,14 @@ def from_kobold(items: Any, name: str) -> Lorebook:
                              content=str(raw.get("content") or ""), uid=int(raw.get("uid", i) or i),
                              selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
                              name=str(raw.get("comment") or ""), order=100, position=BEFORE))
-    return Lorebook(name=name, entries=tuple(entries))
+    return Lorebook(name=name, entries=tuple(entries), raw={"worldinfo": copy.deepcopy(items)})
 
 
 def to_kobold(book: Lorebook) -> list[dict[str, Any]]:
+    """The entries as KoboldAI Client world info; the list as read when nothing was changed."""
+    old = book.raw.get("worldinfo")
+    if isinstance(old, list) and from_kobold(old, book.name).entries == book.entries:
+        return copy.deepcopy(old)
     return [{"key": ", ".join(e.keys), "keysecondary": ", ".join(e.secondary), "content": e.content,
              "comment": e.name, "folder": None, "num": i, "init": True, "selective": e.selective,
              "constant": e.constant, "uid": e.uid} for i, e in enumerate(book.entries)]

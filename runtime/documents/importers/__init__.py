@@ -1,0 +1,155 @@
+"""Files from other tools, recognised by their content and brought into talesmith's library.
+
+`read_import` reads and checks the whole file first (one InputError naming the file and what is wrong);
+only then does `save_import` write the result, in one atomic write, so nothing is ever half-imported:
+
+* a SillyTavern chat (.jsonl) -> a chat (with the character's card if it is in the library);
+* a SillyTavern textgen or kobold preset -> a user preset (`<data dir>/presets/NAME.json`);
+* a KoboldAI Client story save -> a story (text, memory, author's note, world info as its lorebook);
+* a Tavern / SillyTavern card (.png, .json) -> a character (`<data dir>/characters/NAME.json`);
+* a lorebook (SillyTavern World Info, a bare character_book) -> `<data dir>/lorebooks/NAME.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from talesmith.runtime import files
+from talesmith.runtime.documents.cards import PNG_SIGNATURE, Character, character_from_card, load_card, to_card
+from talesmith.runtime.documents.importers import kobold, presets, stchat
+from talesmith.runtime.documents.lorebook import Lorebook
+from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, slug
+from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps, lorebook_from_json
+from talesmith.runtime.errors import CardError, InputError
+
+MAX_IMPORT = 64 * 1024 * 1024
+KINDS = ("chat", "story", "preset", "character", "lorebook")
+
+
+@dataclass(frozen=True)
+class Imported:
+    kind: str
+    """One of KINDS."""
+    name: str
+    value: Any
+    """A ChatDocument, StoryDocument, UserPreset, Character or Lorebook."""
+    notes: tuple[str, ...] = ()
+    """What the user should know (settings without an equivalent, a card not found, ...)."""
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMPORT:
+            raise InputError(f"{path}: {size} bytes is more than talesmith imports ({MAX_IMPORT})")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist; give the path of the file to import") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; give the path of the file to import") from None
+    except OSError as e:
+        raise InputError(f"{path} cannot be read ({e.strerror})") from None
+
+
+def _known_character(characters: Path | None, name: str) -> Character | None:
+    path = characters / f"{slug(name)}.json" if characters else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return load_card(path)
+    except CardError:
+        return None
+
+
+def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
+    where, name = str(path), path.stem
+    if isinstance(data, dict) and "story_string" in data:
+        raise InputError(f"{where} is a SillyTavern context template, not a sampler preset; talesmith builds "
+                         f"each model's own prompt format")
+    if presets.is_sampler_preset(data):
+        preset = presets.from_sillytavern(data, name, where)
+        notes = ()
+        if preset.unmapped:
+            effective = preset.effective_unmapped
+            notes = tuple(line for line in (
+                "no equivalent, left out: " + ", ".join(f"{k}={v!r}" for k, v in effective.items()) if effective else "",
+                "also left out (off, or settings of the tool itself): "
+                + ", ".join(k for k in preset.unmapped if k not in effective)) if line and not line.endswith(": "))
+        return Imported("preset", name, preset, notes)
+    if kobold.is_kobold_story(data):
+        doc = kobold.story_from_kobold(data, name, where)
+        return Imported("story", name, doc)
+    if isinstance(data, dict) and (data.get("spec") in ("chara_card_v2", "chara_card_v3")
+                                   or ("name" in data and ("first_mes" in data or "description" in data))):
+        character = character_from_card(data, where)
+        return Imported("character", character.name, character)
+    if isinstance(data, dict) and "entries" in data:
+        book = lorebook_from_json(data, name, where)
+        return Imported("lorebook", book.name, book)
+    raise InputError(f"{where} is not a file talesmith can import: expected a SillyTavern chat (.jsonl), preset or "
+                     f"World Info, a KoboldAI story, or a character card")
+
+
+def read_import(path: str | os.PathLike[str], *, characters: Path | None = None) -> Imported:
+    """Read and check a file to import, recognised by its content; `characters` is the folder of cards
+    in which a chat's character is looked up."""
+    p = Path(path).expanduser()
+    raw = _read(p)
+    if raw.startswith(PNG_SIGNATURE):
+        character = load_card(p)
+        return Imported("character", character.name, character)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{p} is not UTF-8 text nor a PNG card; it cannot be imported") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        lines = stchat.parse_jsonl(text, str(p))
+        if not stchat.is_st_chat(lines):
+            raise InputError(f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the "
+                             f"character)") from None
+        name = str(lines[0].get("character_name") or "")
+        character = _known_character(characters, name)
+        doc = stchat.chat_from_st(lines, str(p), character=character)
+        notes = () if character else (f"no card for {name!r} in the library: the chat has a bare character; "
+                                      f"import the card too, then this chat again",)
+        return Imported("chat", doc.name, doc, notes)
+    except RecursionError:
+        raise InputError(f"{p}: the JSON is nested too deeply") from None
+    if isinstance(data, dict) and "character_name" in data:  # a one-line chat: just the metadata
+        return read_import_lines([data], p, characters)
+    return _from_json(data, p, characters)
+
+
+def read_import_lines(lines: list[dict[str, Any]], path: Path, characters: Path | None) -> Imported:
+    name = str(lines[0].get("character_name") or "")
+    doc = stchat.chat_from_st(lines, str(path), character=_known_character(characters, name))
+    return Imported("chat", doc.name, doc)
+
+
+def save_import(imported: Imported, data_dir: str | os.PathLike[str]) -> Path:
+    """Write an imported thing into the library under `data_dir` (one atomic write); returns the file."""
+    root = Path(data_dir)
+    value = imported.value
+    if isinstance(value, (ChatDocument, StoryDocument)):
+        folder, kind = ("chats", "chat") if isinstance(value, ChatDocument) else ("stories", "story")
+        library = Library(root / folder, kind)
+        doc_id = library.new_id(value.name)
+        library.save(doc_id, value)
+        return library.path(doc_id)
+    if isinstance(value, presets.UserPreset):
+        return presets.save_preset(root, value)
+    if isinstance(value, Character):
+        path = root / "characters" / f"{slug(value.name)}.json"
+        files.write_atomic(path, json.dumps(to_card(value), ensure_ascii=False, indent=1) + "\n")
+        return path
+    if isinstance(value, Lorebook):
+        path = root / "lorebooks" / f"{slug(value.name)}.json"
+        files.write_atomic(path, lorebook_dumps(value))
+        return path
+    raise InputError(f"cannot save an import of kind {imported.kind!r}")
