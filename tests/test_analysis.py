@@ -159,6 +159,15 @@ def test_batch_output_without_a_genre_column_takes_the_prompts_genre(tmp_path):
     assert s.texts == ("Boo.", "", "42") and s.genres == ("horror", "fairy tale", "")
 
 
+def test_big_csv_fields_byte_order_marks_and_line_separators_inside_stories(tmp_path):
+    big = "ghost " * 40_000
+    (tmp_path / "big.csv").write_text("\ufefftext,genre\n" + f'"{big}",horror\n', encoding="utf-8")
+    assert read_story_set("x", tmp_path / "big.csv").texts == (big,)
+    (tmp_path / "sep.jsonl").write_text('{"text": "one\u2028two\u0085three\\n", "genre": "horror"}\r\n',
+                                        encoding="utf-8")
+    assert read_story_set("x", tmp_path / "sep.jsonl").texts == ("one\u2028two\u0085three\n",)
+
+
 def test_named_columns(tmp_path):
     path = tmp_path / "out.csv"
     path.write_text("story,kind,genre\nA tale.,horror,ignored\n", encoding="utf-8")

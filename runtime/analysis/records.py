@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from talesmith.runtime.analysis.counting import ALL
+from talesmith.runtime.batch_output import allow_big_csv_fields
 from talesmith.runtime.errors import InputError
 
 TEXT_COLUMNS = ("text", "response")
@@ -64,6 +65,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def _csv(path: Path, raw: str) -> list[dict[str, Any]]:
+    allow_big_csv_fields()
     try:
         return list(csv.DictReader(io.StringIO(raw, newline="")))
     except csv.Error as e:
@@ -72,7 +74,7 @@ def _csv(path: Path, raw: str) -> list[dict[str, Any]]:
 
 def _jsonl(path: Path, raw: str) -> list[dict[str, Any]]:
     records = []
-    for n, line in enumerate(raw.splitlines(), 1):
+    for n, line in enumerate(raw.split("\n"), 1):  # only \n ends a record: a story may hold U+2028
         if not line.strip():
             continue
         try:
