@@ -5,7 +5,8 @@ and go quiet. Each turn's prompt is built exactly as `generate` builds it (promp
 tokenized with the bundled model's tokenizer; the tokens re-processed are those after the prefix it
 shares with the previous prompt plus the reply (the same common-prefix rule the backends' caches use).
 Runs, in one process: no lorebook (the baseline), SillyTavern's placement (entries before the
-character definition), SillyTavern's placement at depth 4, and talesmith's anchored placement.
+character definition), SillyTavern's placement at depth 4, and talesmith's anchored placement (with the
+default budget, and with a budget so small that entries that went quiet must leave).
 
     python bench/lorebook_session.py [--turns 40]
 """
@@ -94,7 +95,9 @@ def main() -> None:
     runs = {"no_lorebook": None,
             "declared_before_character": Lore((book(BEFORE),), LoreSettings(placement=DECLARED)),
             "declared_at_depth_4": Lore((book(DEPTH),), LoreSettings(placement=DECLARED)),
-            "anchored": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED))}
+            "anchored": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED)),
+            # a budget that holds about three entries: quiet ones must leave to make room
+            "anchored_budget_64_tokens": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED, budget_tokens=64))}
     results = {name: run(tokenize, args.turns, lore, args.ctx) for name, lore in runs.items()}
     base = results["no_lorebook"]["reprocessed_total"]
     summary = {name: {"reprocessed_total": r["reprocessed_total"], "ratio_to_no_lorebook": round(r["reprocessed_total"] / base, 2),

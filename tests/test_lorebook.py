@@ -259,11 +259,11 @@ def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
 
 def test_a_quiet_entry_leaves_when_the_budget_does_not_hold_it():
     book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["run"], "Running is futile here.")))
-    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=7))
     turns = chat_turns(lore, [("Where?", "Run."), ("Fast!", "Ok."), ("-", "-")])
     (p1, a1), (p2, a2), (p3, a3) = turns
     assert [a.entry.uid for a in a1.entries] == [1]
-    assert [a.entry.uid for a in a2.entries] == [2] and a2.lingering == ()  # 3 + 4 + 2 newlines > 8
+    assert [a.entry.uid for a in a2.entries] == [2] and a2.lingering == ()  # 4 + 3 tokens do not fit in 7
     assert "Dragons" not in p2.render() and "Running is futile here.\nAqua:" in p2.render()
     assert a3.entries == () and [a.entry.uid for a in a3.lingering] == [2]
 
@@ -280,3 +280,13 @@ def test_plans_without_history_take_every_entry_before_the_text():
 
     lore = Lore((Lorebook("b", (e(1, constant=True, content="Lore.", position=DEPTH),)),), LoreSettings())
     assert lore.apply(plan(RawText("Once")), count_tokens=words, n_ctx=100)[0].render() == "Lore.\nOnce"
+
+
+def test_when_the_budget_is_short_the_latest_standing_quiet_entry_leaves_first():
+    book = Lorebook("b", (e(1, ["alpha"], "one two three"), e(2, ["beta"], "four five six"),
+                          e(3, ["gamma"], "seven eight nine")))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8))
+    chat = dataclasses.replace(CHAT, messages=(Message(USER, "alpha"), Message(USER, "beta"), Message(USER, "gamma")))
+    p, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
+    assert [a.entry.uid for a in act.entries] == [3] and [a.entry.uid for a in act.lingering] == [1]
+    assert p.render().endswith("Kazuma: alpha\none two three\nKazuma: beta\nKazuma: gamma\nseven eight nine\nAqua:")

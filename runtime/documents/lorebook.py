@@ -13,6 +13,7 @@ before it is never re-processed. "declared" places every entry where its positio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -42,7 +43,7 @@ ANCHORED, DECLARED = "anchored", "declared"
 REGEX_TIMEOUT = 0.05
 """Seconds a regex key may take on the scanned text before it counts as not matching."""
 ANCHOR_LOOKBACK = 256
-"""Units an anchored entry is followed back; an entry active for longer stands at the start of the history."""
+"""Units of the history replayed to find where anchored entries stand (see `anchors`)."""
 DEFAULT_DEPTH = 4
 MARK = "\x01"
 """Starts each scanned message, as in SillyTavern, so `^` and whole words see message starts."""
@@ -265,25 +266,25 @@ def activate(books: Sequence[Lorebook], units: Sequence[str], *, settings: LoreS
     done: dict[str, Activated] = {}
     failed: set[str] = set()
     recursion: list[str] = []
-    admitted_text, overflowed, step = "", False, 0
+    used, overflowed, step = 0, False, 0
     while True:
         if settings.max_recursion_steps and step >= settings.max_recursion_steps:
             break
         found = _candidates(entries, units, settings, done=set(done) | failed, recursion=recursion, first=step == 0)
         step += 1
-        new_text, admitted = "", []
+        admitted = []
         for e in found:
             if e.use_probability and e.probability < 100 and _roll(e, settings.seed, len(units)) >= e.probability:
                 failed.add(e.ident)
                 continue
             content = fill(e.content, macros)
-            if count_tokens(admitted_text + new_text + content + "\n") >= budget:
+            cost = count_tokens(content + "\n")
+            if used + cost >= budget:
                 overflowed = True  # as SillyTavern: the rest of this pass is left out too
                 break
-            new_text += content + "\n"
+            used += cost
             done[e.ident] = Activated(e, count_tokens(content))
             admitted.append(e)
-        admitted_text += new_text
         more = [fill(e.content, macros) for e in admitted if not e.prevent_recursion]
         if overflowed or not settings.recursive or not more:
             break
@@ -306,38 +307,45 @@ def _block(texts: Sequence[str]) -> str:
     return "\n".join(texts) + "\n" if texts else ""
 
 
+def _replay_start(n: int) -> int:
+    """Where the replay of the history begins: ANCHOR_LOOKBACK to 1.5 times that before its end, moving
+    in steps of half of it so that what stands there changes only once per step."""
+    step = ANCHOR_LOOKBACK // 2
+    return max(0, (n // step - 2) * step)
+
+
 def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activation, *,
             settings: LoreSettings, count_tokens: Callable[[str], int], n_ctx: int,
             macros: Mapping[str, str] | None = None) -> tuple[dict[str, int], Activation]:
     """Where each keyword entry stands in the history (how many units come before it), and the activation
     with the entries that went quiet but still stand there (`lingering`).
 
-    An entry stands where it first fired within the last ANCHOR_LOOKBACK units (at the start of the
-    history if it was active before them). An entry that went quiet stays where it stands while the budget
-    left by the active ones holds it, most recently active first: taking it out would re-process everything
-    after it. This is worked out again from the history each time (the activation of each shorter history),
-    so the same document always gives the same prompt.
+    The history is replayed one unit at a time (the activation of each shorter history): an entry that
+    fires is put at the end of the history as it was then and stays where it stands while it is active.
+    An entry that went quiet stays too while the budget left by the active ones holds it, because taking it
+    out re-processes everything after it; when the budget is short, the ones that stand latest (cheapest to
+    take out) leave first. The same document always gives the same prompt.
     """
     n = len(units)
-    floor = max(0, n - ANCHOR_LOOKBACK)
-    first: dict[str, int] = {a.entry.ident: n for a in activation.entries if not a.entry.constant}
-    last: dict[str, tuple[int, Activated]] = {}
-    for k in range(n - 1, floor - 1, -1):
-        earlier = activate(books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros)
-        for a in earlier.entries:
-            if not a.entry.constant:
-                first[a.entry.ident] = 0 if k == floor and floor > 0 else k
-                last.setdefault(a.entry.ident, (k, a))
-    room = settings.budget(n_ctx) - count_tokens("".join(fill(a.entry.content, macros) + "\n" for a in activation.entries))
-    active = {a.entry.ident for a in activation.entries}
-    lingering = []
-    for ident, (_, a) in sorted(last.items(), key=lambda item: -item[1][0]):
-        if ident not in active and a.tokens + 1 < room:
-            lingering.append(a)
-            room -= a.tokens + 1
-        elif ident not in active:
-            first.pop(ident)
-    return first, dataclasses.replace(activation, lingering=tuple(lingering))
+    budget = settings.budget(n_ctx)
+    standing: dict[str, tuple[int, Activated]] = {}
+    for k in range(_replay_start(n), n + 1):
+        now = activation if k == n else activate(books, units[:k], settings=settings, count_tokens=count_tokens,
+                                                 n_ctx=n_ctx, macros=macros)
+        active = {a.entry.ident: a for a in now.entries if not a.entry.constant}
+        standing = {i: (at, active.get(i, a)) for i, (at, a) in standing.items()}
+        standing.update({i: (k, a) for i, a in active.items() if i not in standing})
+        room = budget - sum(count_tokens(fill(a.entry.content, macros) + "\n") for a in now.entries)
+        for ident, (_, a) in sorted(standing.items(), key=lambda item: item[1][0]):
+            if ident in active:
+                continue
+            cost = count_tokens(fill(a.entry.content, macros) + "\n")
+            if cost < room:
+                room -= cost
+            else:
+                del standing[ident]
+    lingering = tuple(a for i, (_, a) in standing.items() if i not in {x.entry.ident for x in activation.entries})
+    return {i: at for i, (at, _) in standing.items()}, dataclasses.replace(activation, lingering=lingering)
 
 
 def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, int] | None = None,
@@ -391,7 +399,8 @@ class Lore:
 
     def apply(self, plan: PromptPlan, *, count_tokens: Callable[[str], int], n_ctx: int) -> tuple[PromptPlan, Activation]:
         """The plan with the entries that its history activates, and which ones fired."""
-        kw = dict(settings=self.settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=self.macros)
+        count = functools.lru_cache(maxsize=None)(count_tokens)  # each entry is counted once per prompt
+        kw = dict(settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros)
         activation = activate(self.books, plan.units, **kw)
         anchored: dict[str, int] = {}
         if self.settings.placement == ANCHORED:
