@@ -12,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
-pytest.importorskip("optimum.exporters.onnx")
 
 from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
@@ -123,16 +122,14 @@ def test_quantized_models_agree_with_fp32_and_really_shrink(quant, tiny, exporte
         agreement[kind] = float((q.argmax(1) == fp32.argmax(1)).mean())
         out = exported[kind][f"ONNX-{quant.upper()}"]
         assert out.size < exported[kind]["ONNX-FP32"].size * 0.75, (kind, out.size)
-        assert ("MatMulNBits" if quant == "int4" else "MatMulInteger") in out.detail
+        assert f"MatMulNBits ({quant[3:]}-bit)" in out.detail
     print(f"\n{quant} top-1 agreement with fp32:", json.dumps(agreement))
     assert min(agreement.values()) >= TOP1[quant], agreement
-    # GPT-2's Conv1D layers export as Gemm, which the quantizers skip: they are rewritten first.
-    assert "Gemm -> MatMul" in exported["gpt2"][f"ONNX-{quant.upper()}"].detail
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_fp16_stays_close_to_fp32(kind, tiny, exported, tmp_path):
-    """Llama exports in fp16 directly; GPT-2's fp16 trace is refused by ONNX Runtime, so its fp32 graph is converted."""
+    """fp16 weights and arithmetic (the KV cache too); logits stay float32."""
     outputs = convert(ConvertRequest(str(tiny[kind]), tmp_path, targets=("onnx",), onnx_quants=("fp16",), name=kind),
                       lock=tmp_path / "models.lock")
     assert [o.kind for o in outputs] == ["ONNX-FP16"]
@@ -141,27 +138,6 @@ def test_fp16_stays_close_to_fp32(kind, tiny, exported, tmp_path):
     fp32 = onnx_logits(exported[kind]["ONNX-FP32"].path, ids)
     assert np.abs(fp16 - fp32).max() < 5e-3
     assert outputs[0].size < exported[kind]["ONNX-FP32"].size * 0.7
-    assert ("from the fp32 graph" in outputs[0].detail) == (kind == "gpt2")
-
-
-def test_gemm_rewrite_is_exact(exported, tmp_path):
-    import onnx
-    import onnxruntime as ort
-
-    from talesmith.convert.onnx import count_ops, gemm_to_matmul
-
-    src = exported["gpt2"]["ONNX-FP32"].path / "model.onnx"
-    model = onnx.load(str(src))
-    assert count_ops(model).get("Gemm", 0) == 8
-    assert gemm_to_matmul(model) == 8 and count_ops(model).get("Gemm", 0) == 0
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    feeds = {i.name: (np.zeros([1, 4, 0, 16], np.float32) if i.name.startswith("past") else
-                      np.array([[5, 9, 30]], np.int64) if i.name == "input_ids" else
-                      np.array([[0, 1, 2]], np.int64) if i.name == "position_ids" else np.ones((1, 3), np.int64))
-             for i in ort.InferenceSession(str(src)).get_inputs()}
-    before = ort.InferenceSession(str(src)).run(["logits"], feeds)[0]
-    after = ort.InferenceSession(str(tmp_path / "model.onnx")).run(["logits"], feeds)[0]
-    assert np.abs(before - after).max() < 1e-5
 
 
 def test_lock_entries_and_folders(exported):
