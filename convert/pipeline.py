@@ -179,7 +179,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     if "onnx" in req.targets:
         from .onnx_memory import check_fits
 
-        check_fits(ckpt)  # one line before anything is written when the machine is too small
+        check_fits(weights)  # one line before anything is written when the machine is too small
     for text in adapter_notes(adapters, origin, ckpt.config, ckpt.folder):
         progress.note(text)
     arch = architecture_for(ckpt, weights)
