@@ -19,10 +19,13 @@ import llama_cpp
 from talesmith.runtime import files
 from talesmith.runtime.engine.protocol import common_prefix
 from talesmith.runtime.errors import ContextOverflowError, ModelError
-from talesmith.runtime.models.gguf_header import read_info
+from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
+from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
 DEFAULT_CTX = 4096
+MIN_CTX = 16
+"""The smallest --ctx accepted (llama.cpp rounds any context up to a multiple of 256)."""
 MIN_SHIFT_KEPT = 16
 """Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
@@ -50,6 +53,9 @@ def gpu_offload_supported() -> bool:
 
 class LlamaSampler:
     """llama.cpp's native sampler chain built from one SamplingSettings."""
+
+    index = -1
+    """Which row of the last batch's logits to sample from (parallel sequences set their own)."""
 
     def __init__(self, backend: "LlamaCppBackend", settings: SamplingSettings, seed: int, history: Sequence[int]):
         self._backend = backend
@@ -115,10 +121,10 @@ class LlamaSampler:
     def sample(self, banned: Collection[int] = ()) -> int:
         ctx = self._backend.ctx
         if banned:
-            logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+            logits = llama_cpp.llama_get_logits_ith(ctx, self.index)
             for token in banned:
                 logits[token] = float("-inf")
-        return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+        return llama_cpp.llama_sampler_sample(self._chain, ctx, self.index)
 
     def reset(self, history: Sequence[int]) -> None:
         self.close()
@@ -140,17 +146,11 @@ class LlamaCppBackend:
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, gpu_layers: int = 0,
                  threads: int | None = None, n_batch: int = 512):
         info = read_info(model_path)
+        check_loadable(info)  # values llama.cpp would abort on, refused before it sees the file
         self.info = info
         self.model_path = str(info.path)
         self.warnings: list[str] = []
-        trained = info.context_length or DEFAULT_CTX
-        if n_ctx is None:
-            n_ctx = min(trained, DEFAULT_CTX)
-        elif n_ctx < 16:
-            raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
-        elif n_ctx > trained:
-            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens {info.name} was trained on; "
-                                 f"expect worse text past {trained}")
+        n_ctx = self._context_size(info, n_ctx, gpu_layers)
         if gpu_layers and not gpu_offload_supported():
             self.warnings.append(f"--gpu-layers {gpu_layers} ignored: this llama-cpp-python was built without GPU "
                                  f"support; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\"")
@@ -161,6 +161,8 @@ class LlamaCppBackend:
                 model_path=self.model_path, n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), n_gpu_layers=gpu_layers,
                 n_threads=threads, n_threads_batch=threads, verbose=False)
         except (ValueError, RuntimeError, OSError) as e:
+            if "llama_context" in str(e):
+                raise ModelError(context_failed(info, n_ctx, available=available_memory())) from None
             raise ModelError(f"llama.cpp could not load {self.model_path} ({info.architecture}): {e}; the file may be "
                              f"corrupt or its architecture unsupported by this llama.cpp") from None
         self.ctx = self._llm.ctx
@@ -177,6 +179,22 @@ class LlamaCppBackend:
         self._pieces: dict[int, bytes] = {}
         self._eog: frozenset[int] | None = None
         self._one = (llama_cpp.llama_token * 1)()
+
+    def _context_size(self, info: GGUFInfo, n_ctx: int | None, gpu_layers: int) -> int:
+        """The context to ask llama.cpp for: the model's (at most DEFAULT_CTX), or `n_ctx` once checked."""
+        trained = info.context_length or DEFAULT_CTX
+        if n_ctx is None:
+            return min(trained, DEFAULT_CTX)
+        if n_ctx < MIN_CTX:
+            raise ModelError(f"--ctx {n_ctx} is too small; use --ctx {MIN_CTX} or more")
+        if not gpu_layers:  # offloaded layers keep their cache in GPU memory, which is not counted here
+            too_big = context_too_big(info, n_ctx, available=available_memory())
+            if too_big:
+                raise ModelError(too_big)
+        if n_ctx > trained:
+            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens {info.name} was trained on; "
+                                 f"expect worse text past {trained}")
+        return n_ctx
 
     # --- vocabulary -------------------------------------------------------------------------
 
