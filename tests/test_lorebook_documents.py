@@ -46,3 +46,26 @@ def test_global_lorebooks_come_from_their_folder(tmp_path):
     lore = document_lore(StoryDocument(lorebooks=(Lorebook("Mine"),)), global_books=books)
     assert [b.name for b in lore.books] == ["Mine", "world"]
     assert global_lorebooks(tmp_path / "none") == () and document_lore(StoryDocument()) is None
+
+
+def test_the_app_documents_carry_their_lore_into_the_prompt():
+    from fakes import ScriptedBackend
+    from talesmith.runtime.documents.formats import Story
+    from talesmith.runtime.documents.stories import ChatMessage
+    from talesmith.runtime.engine.generate import prepare
+    from talesmith.runtime.settings import SamplingSettings
+
+    backend, settings = ScriptedBackend("x", n_ctx=2048), SamplingSettings(max_new_tokens=4)
+    chat = ChatDocument(character=character_from_card(json.loads(json.dumps(CARD))),
+                        messages=(ChatMessage("user", ("Is the glade safe?",)),), user_name="Kazuma")
+    prepared = prepare(backend, chat.to_chat(), settings)
+    assert [a.entry.uid for a in prepared.lore.entries] in ([3], [])  # a 40% entry: fired or not, by the seed
+    rolls = set()
+    for i in range(12):  # the roll depends on the seed, the entry and the length of the chat
+        chat = chat.sent(f"The glade, {i}?")
+        rolls.add(bool(prepare(backend, chat.to_chat(), settings).lore.entries))
+    assert rolls == {True, False}
+    story = StoryDocument(story=Story(text="The moon rose."), lorebooks=(from_st(
+        {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons."}}}, "Sky"),))
+    assert prepare(backend, story.prompt_story(), settings).fitted.text == "Two moons.\nThe moon rose."
+    assert prepare(backend, story.story, settings).fitted.text == "The moon rose."

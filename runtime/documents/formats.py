@@ -6,7 +6,7 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from talesmith.runtime.errors import SettingsError
 
@@ -41,6 +41,8 @@ class Story:
     """Lines from the end of the text before which the author's note is inserted (at least 1)."""
     japanese: bool = False
     """Use the Genji-JP synopsis format (`あらすじ：...`) instead of the annotated header."""
+    lore: Any = field(default=None, compare=False, repr=False)
+    """The lorebooks that apply (a `lorebook.Lore`), set by the story or chat document that made this one."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Chat:
     """The card's system prompt, placed first."""
     post_history: str = ""
     """The card's post-history instructions, placed after the conversation."""
+    lore: Any = field(default=None, compare=False, repr=False)
+    """The lorebooks that apply (a `lorebook.Lore`), set by the story or chat document that made this one."""
 
 
 @dataclass(frozen=True)

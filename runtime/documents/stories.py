@@ -80,6 +80,10 @@ class StoryDocument:
         alt = self.alternatives
         return alt if alt is not None and alt.text == self.story.text else None
 
+    def prompt_story(self) -> Story:
+        """The story to build the prompt from, with its lorebooks."""
+        return dataclasses.replace(self.story, lore=worldinfo.document_lore(self))
+
     def with_story(self, **changes: Any) -> "StoryDocument":
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
 
@@ -186,7 +190,8 @@ class ChatDocument:
         return Chat(character=c.name, persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
                     scenario=fill_macros(c.scenario, char=c.name, user=u.name), examples=c.example_blocks(),
                     messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u.name,
-                    user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history)
+                    user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history,
+                    lore=worldinfo.document_lore(self))
 
     def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
         return dataclasses.replace(self, messages=tuple(messages))

@@ -187,6 +187,7 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
             f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in a context of "
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx")
     prompt_plan, activation = plan(document), None
+    lore = lore if lore is not None else getattr(document, "lore", None)
     count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
     if lore:
         prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
