@@ -1,0 +1,135 @@
+"""The streaming ONNX builder: weights written in slices (same bytes whatever the slice), kept outside
+model.onnx, LoRA merged into GPT-J's and Falcon's fused/permuted projections, left padding, the memory
+estimate and the one-line refusal before anything is written."""
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+ort = pytest.importorskip("onnxruntime")
+
+from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
+from talesmith.convert import onnx_graph, onnx_memory  # noqa: E402
+from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
+from talesmith.runtime.errors import ConversionError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-build")
+    return {kind: make_model(kind, root / kind) for kind in ("gptj", "llama", "falcon-7b")}
+
+
+def to_onnx(folder, out, quants, **kw):
+    return {o.kind: o for o in convert(ConvertRequest(str(folder), out, targets=("onnx",), onnx_quants=quants,
+                                                      name=kw.pop("name", "m"), **kw), lock=out / "models.lock")}
+
+
+def test_slices_write_the_same_bytes_as_whole_tensors(tiny, tmp_path, monkeypatch):
+    whole = to_onnx(tiny["gptj"], tmp_path / "whole", ("fp32", "int4"))
+    monkeypatch.setattr(onnx_graph, "CHUNK_BYTES", 512)  # many slices per tensor, rows and columns
+    sliced = to_onnx(tiny["gptj"], tmp_path / "sliced", ("fp32", "int4"))
+    for kind in ("ONNX-FP32", "ONNX-INT4"):
+        a = (whole[kind].path / "model.onnx_data").read_bytes()
+        b = (sliced[kind].path / "model.onnx_data").read_bytes()
+        assert len(a) > 100_000 and a == b
+
+
+def test_weights_live_in_the_data_file_aligned(tiny, tmp_path):
+    import onnx
+
+    out = to_onnx(tiny["llama"], tmp_path, ("int4",))["ONNX-INT4"]
+    model = onnx.load(str(out.path / "model.onnx"), load_external_data=False)
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    inline = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    assert len(external) >= 2 * 7 * 2 + 2  # packed weights and scales of 7 projections x 2 layers, head, embeddings
+    assert all(len(t.raw_data) <= onnx_graph.INLINE_BYTES for t in inline)
+    offsets = [int(next(e.value for e in t.external_data if e.key == "offset")) for t in external]
+    assert all(o % onnx_graph.ALIGN == 0 for o in offsets) and len(set(offsets)) == len(offsets)
+    embed = next(t for t in external if t.name == "embed_tokens")
+    assert embed.data_type == onnx.TensorProto.FLOAT16  # the table stays fp16 beside 4-bit projections
+    assert (out.path / "model.onnx").stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("kind,targets", [("gptj", ["q_proj", "v_proj", "fc_in"]),
+                                          ("falcon-7b", ["query_key_value", "dense_4h_to_h"])])
+def test_lora_merged_into_permuted_and_fused_projections_equals_peft(kind, targets, tiny, tmp_path):
+    from peft import PeftModel
+
+    adapter = make_lora(kind, tiny[kind], tmp_path / "lora", seed=5, targets=targets)
+    out = to_onnx(tiny[kind], tmp_path / "out", ("fp32", "int4"), loras=((adapter, 1.0),))
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny[kind])
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
+    ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"]
+    with torch.no_grad():
+        ref = merged(torch.tensor([ids])).logits[0].numpy()
+    got = _run(out["ONNX-FP32"].path, [ids], np.ones((1, len(ids)), np.int64))[0]
+    assert np.abs(got - ref).max() < 1e-4
+    assert "MatMulNBits (4-bit)" in out["ONNX-INT4"].detail
+
+
+def _run(folder, rows, mask):
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.asarray(rows, np.int64), "attention_mask": mask,
+             "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0)}
+    for i in session.get_inputs():
+        if i.name.startswith("past_key_values."):
+            feeds[i.name] = np.zeros((len(rows), i.shape[1], 0, i.shape[3]), np.float32)
+    return session.run(["logits"], feeds)[0]
+
+
+@pytest.mark.parametrize("kind", ["gptj", "llama", "falcon-7b"])
+def test_left_padded_batch_matches_each_prompt_alone(kind, tiny, tmp_path):
+    folder = to_onnx(tiny[kind], tmp_path, ("fp32",))["ONNX-FP32"].path
+    ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"][:6]
+    short = ids[:4]
+    batch = _run(folder, [[0, 0] + short, ids], np.array([[0, 0, 1, 1, 1, 1], [1] * 6], np.int64))
+    alone = _run(folder, [short], np.ones((1, 4), np.int64))
+    assert np.abs(batch[0, 2:] - alone[0]).max() < 1e-4
+    assert np.abs(batch[1] - _run(folder, [ids], np.ones((1, 6), np.int64))[0]).max() < 1e-4
+
+
+def test_unsupported_variants_are_refused_before_anything_is_written(tiny, tmp_path):
+    import json
+
+    for kind, change, message in (("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling"),
+                                  ("falcon-7b", {"alibi": True}, "ALiBi")):
+        folder = tmp_path / kind
+        shutil.copytree(tiny[kind], folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ConversionError, match=message):
+            to_onnx(folder, tmp_path / "out", ("int4",))
+        assert not list((tmp_path / "out").glob("*onnx*"))
+
+
+def test_too_little_memory_is_one_line_before_anything_is_written(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_memory, "available_memory", lambda: 300 * 10**6)
+    with pytest.raises(ConversionError) as info:
+        to_onnx(tiny["llama"], tmp_path / "out", ("int4",), name="small")
+    text = str(info.value)
+    assert "\n" not in text and "needs about 0.8 GB of memory at its peak but only 0.3 GB is available" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_estimate_counts_the_largest_tensor_at_its_stored_width():
+    shapes = {"wte": (50400, 4096), "q": (4096, 4096), "fc_in": (16384, 4096)}
+
+    def ckpt(dtype):
+        return SimpleNamespace(config={"torch_dtype": dtype}, names=lambda: list(shapes), shape=shapes.__getitem__,
+                               folder=Path("gptj-6b"))
+
+    fixed = onnx_memory.BASELINE_BYTES + 3 * onnx_graph.CHUNK_BYTES
+    assert onnx_memory.estimate_peak(ckpt("float16")) == fixed + 50400 * 4096 * 2
+    assert onnx_memory.estimate_peak(ckpt("bfloat16")) == fixed + 50400 * 4096 * 4  # widened to float32 when read
+    # an adapter merged into fc_in holds its float32 weight and delta (8 bytes a value): still below the table
+    assert onnx_memory.estimate_peak(ckpt("float16"), merged={"fc_in"}) == fixed + 16384 * 4096 * 8
+    with pytest.raises(ConversionError, match="only 1.0 GB is available"):
+        onnx_memory.check_fits(SimpleNamespace(ckpt=ckpt("float16"), merged_names=set()), available=10**9)
+    weights = SimpleNamespace(ckpt=ckpt("float16"), merged_names=set())
+    assert onnx_memory.check_fits(weights, available=2 * 10**9) == fixed + 50400 * 4096 * 2
