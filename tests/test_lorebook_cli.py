@@ -80,3 +80,15 @@ def test_batch_with_a_lorebook(tmp_path, world):
     assert result.returncode == 0, result.stderr
     prompts = {r["id"]: r["prompt"] for r in map(json.loads, out.read_text().splitlines())}
     assert prompts == {"a": "Storms here last a week.\nA storm came.", "b": "Calm seas."}
+
+
+def test_lorebook_probability_follows_the_sampling_seed():
+    lore = load_lore([])
+    assert lore is None
+    from talesmith.runtime.documents.lorebook import Entry, Lore, Lorebook
+
+    lore = Lore((Lorebook("b", tuple(Entry(("x",), f"Entry {i}.", uid=i, probability=50) for i in range(20))),))
+    backend = ScriptedBackend("ok", n_ctx=2048)
+    document = make_document("raw", "x")
+    texts = [prepare(backend, document, SETTINGS.replace(seed=s), lore=lore).fitted.text for s in (1, 1, 2)]
+    assert texts[0] == texts[1] != texts[2]

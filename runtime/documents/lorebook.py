@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import regex
 
 from talesmith.runtime.documents.formats import Chat
-from talesmith.runtime.documents.prompts import PromptPlan
+from talesmith.runtime.documents.prompts import PromptPlan, split_units
 from talesmith.runtime.errors import SettingsError
 
 BEFORE = "before"
@@ -390,6 +390,9 @@ class Lore:
     def __bool__(self) -> bool:
         return any(b.entries for b in self.books)
 
+    def with_seed(self, seed: int) -> "Lore":
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, seed=seed))
+
     def for_document(self, document: object) -> "Lore":
         """The lore with `{{char}}` and `{{user}}` set from a chat's names (other documents keep them)."""
         if isinstance(document, Chat):
@@ -401,8 +404,9 @@ class Lore:
         """The plan with the entries that its history activates, and which ones fired."""
         count = functools.lru_cache(maxsize=None)(count_tokens)  # each entry is counted once per prompt
         kw = dict(settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros)
-        activation = activate(self.books, plan.units, **kw)
+        scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is what is scanned
+        activation = activate(self.books, scanned, **kw)
         anchored: dict[str, int] = {}
-        if self.settings.placement == ANCHORED:
+        if self.settings.placement == ANCHORED and plan.units:
             anchored, activation = anchors(self.books, plan.units, activation, **kw)
         return place(plan, activation, anchored=anchored, macros=self.macros), activation

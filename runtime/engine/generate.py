@@ -188,6 +188,8 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx")
     prompt_plan, activation = plan(document), None
     lore = lore if lore is not None else getattr(document, "lore", None)
+    if lore and settings.seed is not None:  # lorebook probabilities follow the sampling seed when there is one
+        lore = lore.with_seed(settings.seed)
     count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
     if lore:
         prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
