@@ -14,13 +14,14 @@ from rich.text import Text
 
 from talesmith.runtime.analysis.counting import NEGATIVE, POSITIVE, overlap
 from talesmith.runtime.analysis.report import SetReport, genres, to_json
+from talesmith.runtime.errors import InputError, SettingsError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
 def analyze_command(
-    sets: list[str] = typer.Argument(..., metavar="[NAME=]PATH...",
+    sets: list[str] = typer.Argument(..., metavar="[NAME=]PATH",
                                      help="Story sets: batch outputs (.csv/.jsonl) or training CSVs "
                                           "(prompt, response, label); NAME defaults to the file name."),
     text_column: Optional[str] = typer.Option(None, "--text-column",
@@ -41,13 +42,17 @@ def analyze_command(
     from talesmith.runtime.analysis.run import analyze_set, toolkit
     from talesmith.runtime.files import write_atomic
 
+    if html is not None and html.suffix.lower() not in (".html", ".htm"):
+        raise SettingsError(f"--html {html}: the report is an HTML file; give a path ending in .html")
+    if html is not None and html.is_dir():
+        raise InputError(f"cannot write the report {html} (it is a folder); choose another --html path")
     check_extra()
     story_sets = read_story_sets(sets, text_column=text_column, genre_column=genre_column)
     kit = toolkit(sentiment_model=sentiment_model)
     reports = []
     for story_set in story_sets:
-        err.print(f"[dim]analyzing {escape(story_set.name)} ({len(story_set.texts)} stories)[/]")
-        reports.append(analyze_set(story_set, kit))
+        with err.status(f"analyzing {escape(story_set.name)} ({len(story_set.texts)} stories)"):
+            reports.append(analyze_set(story_set, kit))
     if as_json:
         print(json.dumps(to_json(reports), ensure_ascii=False))
     else:
@@ -55,7 +60,10 @@ def analyze_command(
     if html is not None:
         from talesmith.runtime.analysis.html import render
 
-        write_atomic(html, render(reports))
+        try:
+            write_atomic(html, render(reports))
+        except OSError as e:
+            raise InputError(f"cannot write the report {html} ({e.strerror or e}); choose another --html path") from None
         err.print(f"[green]wrote[/] {escape(str(html))}")
 
 

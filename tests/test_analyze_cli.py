@@ -91,6 +91,11 @@ def test_bad_arguments_are_one_line_errors(sets, tmp_path):
     one_line_error(talesmith("analyze", training, f"data={generated}"), "two story sets are named 'data'")
     one_line_error(talesmith("analyze", training, "--genre-column", "kind"), "has no column 'kind'")
     one_line_error(talesmith("analyze", training, "--sentiment-model", tmp_path), "is not a model folder")
+    one_line_error(talesmith("analyze", training, "--html", training), "give a path ending in .html")
+    assert training.read_text(encoding="utf-8") == TRAINING
+    (tmp_path / "taken.html").mkdir()
+    one_line_error(talesmith("analyze", training, "--html", tmp_path / "taken.html"), "it is a folder")
+    one_line_error(talesmith("analyze", training, "--html", training / "r.html"), "cannot write the report")
 
 
 @pytest.mark.model
