@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.errors import InputError, SettingsError
-from talesmith.runtime.settings import FIELD_NAMES, LIST_FIELDS, PRESETS, SamplingSettings, settings_from
+from talesmith.runtime.settings import FIELD_NAMES, LIST_FIELDS, PRESETS, SamplingSettings, parse_value, settings_from
 
 err = Console(stderr=True, highlight=False)
 
@@ -135,6 +135,13 @@ def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers
 
 def resolve_settings(preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]) -> SamplingSettings:
     name = preset or config.preset or ref_preset or "default"
+    if name not in PRESETS:  # a preset imported with `talesmith import`
+        from talesmith.runtime.documents.importers.presets import find_user_preset
+        from talesmith.tui.launch import default_data_dir
+
+        user = find_user_preset(default_data_dir(), name)
+        if user is not None:
+            return user.settings.replace(**{k: parse_value(k, v) for k, v in {**config.sampling, **sampling}.items()})
     return settings_from(name, {**config.sampling, **sampling})
 
 

@@ -278,3 +278,18 @@ def test_import_command(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.model
+def test_an_imported_preset_is_used_by_generate(tmp_path):
+    source = tmp_path / "Godlike.json"
+    source.write_text(json.dumps(KOBOLD))
+    env = {**__import__("os").environ, "TALESMITH_HOME": str(tmp_path / "home")}
+    run = lambda *a: subprocess.run([*TALESMITH, *a], capture_output=True, text=True, timeout=300, env=env)  # noqa: E731
+    assert run("import", str(source)).returncode == 0
+    result = run("generate", "--preset", "Godlike", "--max-new-tokens", "3", "--seed", "1", "--json", "Once")
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)["settings"]
+    assert (settings["top_p"], settings["typical_p"], settings["max_new_tokens"]) == (0.5, 0.19, 3)
+    unknown = run("generate", "--preset", "nothing-like-it", "Once")
+    assert unknown.returncode == 2 and "unknown preset 'nothing-like-it'" in unknown.stderr

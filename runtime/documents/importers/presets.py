@@ -128,3 +128,8 @@ def load_preset(data_dir: Path, name: str) -> UserPreset:
         raise InputError(f"no user preset {name!r} ({path} does not exist)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SettingsError) as e:
         raise InputError(f"{path} is not a readable talesmith preset ({e})") from None
+
+
+def find_user_preset(data_dir: Path, name: str) -> UserPreset | None:
+    """The user preset of that name, or None when there is none."""
+    return load_preset(data_dir, name) if preset_path(data_dir, name).is_file() else None
