@@ -30,3 +30,16 @@ def import_command(
               f"-> {escape(str(path))}", soft_wrap=True)
     for note in imported.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
+def export_command(
+    file: Path = typer.Argument(..., help="A saved chat or story (the app's .json) or a lorebook."),
+    output: Path = typer.Option(..., "--output", "-o", help="A chat to .jsonl (SillyTavern), a story to .json "
+                                "(KoboldAI Client), a lorebook to .json (SillyTavern World Info)."),
+) -> None:
+    """Write a chat, story or lorebook back in SillyTavern's or KoboldAI's format."""
+    from talesmith.runtime.documents.importers import export_text
+    from talesmith.runtime.files import write_atomic
+
+    write_atomic(output, export_text(file, output))
+    err.print(f"[green]exported[/] {escape(str(file))} -> {escape(str(output))}", soft_wrap=True)

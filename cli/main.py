@@ -16,7 +16,7 @@ from talesmith.cli.analyze import analyze_command
 from talesmith.cli.batch import batch
 from talesmith.cli.convert import convert_command
 from talesmith.cli.generate import generate
-from talesmith.cli.importing import import_command
+from talesmith.cli.importing import export_command, import_command
 from talesmith.cli.models import models_app
 from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
 from talesmith.runtime.errors import TalesmithError
@@ -27,6 +27,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
 app.command("generate")(generate)
 app.command("batch")(batch)
 app.command("import")(import_command)
+app.command("export")(export_command)
 app.add_typer(models_app, name="models")
 app.command("convert")(convert_command)
 app.command("analyze")(analyze_command)

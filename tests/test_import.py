@@ -293,3 +293,28 @@ def test_an_imported_preset_is_used_by_generate(tmp_path):
     assert (settings["top_p"], settings["typical_p"], settings["max_new_tokens"]) == (0.5, 0.19, 3)
     unknown = run("generate", "--preset", "nothing-like-it", "Once")
     assert unknown.returncode == 2 and "unknown preset 'nothing-like-it'" in unknown.stderr
+
+
+def test_export_command_writes_st_chat_kobold_story_and_world_info(tmp_path):
+    chat = tmp_path / "Aqua.jsonl"
+    chat.write_text(jsonl(CHAT))
+    story = tmp_path / "niko.json"
+    story.write_text(json.dumps(KSTORY))
+    world = tmp_path / "Sky.json"
+    world.write_text(json.dumps({"entries": {"1": {"uid": 1, "key": ["a"], "content": "A.", "x": [1]}}}))
+    data = tmp_path / "d"
+    saved = [save_import(read_import(p), data) for p in (chat, story, world)]
+
+    def export(source, out):
+        return subprocess.run([*TALESMITH, "export", str(source), "-o", str(out)], capture_output=True, text=True,
+                              timeout=120)
+
+    for source, original, out in zip(saved, (chat, story, world), ("c.jsonl", "s.json", "w.json")):
+        result = export(source, tmp_path / out)
+        assert result.returncode == 0, result.stderr
+        if out.endswith(".jsonl"):
+            assert (tmp_path / out).read_text() == original.read_text()
+        else:
+            assert json.loads((tmp_path / out).read_text()) == json.loads(original.read_text())
+    wrong = export(saved[0], tmp_path / "c.json")
+    assert wrong.returncode == 2 and "export it to a file ending in .jsonl" in wrong.stderr

@@ -112,9 +112,9 @@ def from_st(data: Any, name: str) -> Lorebook:
 
 def to_st(book: Lorebook) -> dict[str, Any]:
     """The lorebook as SillyTavern World Info JSON, the file as read written back under any edits."""
-    out = copy.deepcopy(book.raw) if book.raw.get("entries") is not None else {}
+    out = copy.deepcopy(book.raw)  # what was read, unknown fields (or a KoboldAI list) included
     old = {}
-    if out:
+    if out.get("entries") is not None:
         for key, raw in (out["entries"].items() if isinstance(out["entries"], dict) else enumerate(out["entries"])):
             old[int(raw.get("uid", key))] = raw
     out["entries"] = {str(e.uid): entry_to_st(e, old.get(e.uid)) for e in book.entries}

@@ -153,3 +153,25 @@ def save_import(imported: Imported, data_dir: str | os.PathLike[str]) -> Path:
         files.write_atomic(path, lorebook_dumps(value))
         return path
     raise InputError(f"cannot save an import of kind {imported.kind!r}")
+
+
+def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> str:
+    """A saved talesmith chat as a SillyTavern chat (.jsonl), a saved story as a KoboldAI Client save
+    (.json), or a lorebook as SillyTavern World Info (.json): the text to write to `output`."""
+    from talesmith.runtime.documents.stories import from_dict
+    from talesmith.runtime.documents.worldinfo import read_json
+
+    src, out = Path(source).expanduser(), Path(output)
+    data = read_json(src, "talesmith chat, story or lorebook")
+    suffix = out.suffix.lower()
+    if isinstance(data, dict) and data.get("kind") in ("chat", "story"):
+        doc = from_dict(data, str(src))
+        if isinstance(doc, ChatDocument) and suffix == ".jsonl":
+            return stchat.dumps(stchat.chat_to_st(doc))
+        if isinstance(doc, StoryDocument) and suffix == ".json":
+            return json.dumps(kobold.story_to_kobold(doc), ensure_ascii=False) + "\n"
+        want = ".jsonl (a SillyTavern chat)" if isinstance(doc, ChatDocument) else ".json (a KoboldAI story)"
+        raise InputError(f"{src} is a {data['kind']}; export it to a file ending in {want}")
+    if suffix != ".json":
+        raise InputError(f"{src} is a lorebook; export it to a file ending in .json (SillyTavern World Info)")
+    return lorebook_dumps(lorebook_from_json(data, src.stem, str(src)))
