@@ -40,12 +40,9 @@ def analyze_command(
     from talesmith.runtime.analysis.engines import check_extra
     from talesmith.runtime.analysis.records import read_story_sets
     from talesmith.runtime.analysis.run import analyze_set, toolkit
-    from talesmith.runtime.files import write_atomic
 
-    if html is not None and html.suffix.lower() not in (".html", ".htm"):
-        raise SettingsError(f"--html {html}: the report is an HTML file; give a path ending in .html")
-    if html is not None and html.is_dir():
-        raise InputError(f"cannot write the report {html} (it is a folder); choose another --html path")
+    if html is not None:
+        check_report_path(html)
     check_extra()
     story_sets = read_story_sets(sets, text_column=text_column, genre_column=genre_column)
     kit = toolkit(sentiment_model=sentiment_model)
@@ -58,13 +55,26 @@ def analyze_command(
     else:
         show(reports)
     if html is not None:
-        from talesmith.runtime.analysis.html import render
+        write_report(html, reports)
 
-        try:
-            write_atomic(html, render(reports))
-        except OSError as e:
-            raise InputError(f"cannot write the report {html} ({e.strerror or e}); choose another --html path") from None
-        err.print(f"[green]wrote[/] {escape(str(html))}")
+
+def check_report_path(html: Path) -> None:
+    """Before any work: the report is an .html file, never one of the inputs or a folder."""
+    if html.suffix.lower() not in (".html", ".htm"):
+        raise SettingsError(f"--html {html}: the report is an HTML file; give a path ending in .html")
+    if html.is_dir():
+        raise InputError(f"cannot write the report {html} (it is a folder); choose another --html path")
+
+
+def write_report(html: Path, reports: Sequence[SetReport]) -> None:
+    from talesmith.runtime.analysis.html import render
+    from talesmith.runtime.files import write_atomic
+
+    try:
+        write_atomic(html, render(reports))
+    except OSError as e:
+        raise InputError(f"cannot write the report {html} ({e.strerror or e}); choose another --html path") from None
+    err.print(f"[green]wrote[/] {escape(str(html))}")
 
 
 def show(reports: Sequence[SetReport]) -> None:
