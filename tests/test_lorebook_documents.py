@@ -69,3 +69,17 @@ def test_the_app_documents_carry_their_lore_into_the_prompt():
         {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons."}}}, "Sky"),))
     assert prepare(backend, story.prompt_story(), settings).fitted.text == "Two moons.\nThe moon rose."
     assert prepare(backend, story.story, settings).fitted.text == "The moon rose."
+
+
+def test_the_prompt_view_lists_the_entries_that_fired():
+    from fakes import ScriptedBackend
+    from talesmith.runtime.documents.formats import Story
+    from talesmith.runtime.settings import SamplingSettings
+    from talesmith.tui.promptview import report
+
+    story = StoryDocument(story=Story(text="The moon rose.\nIt was late."), lorebooks=(from_st(
+        {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons.", "comment": "Moons"}}}, "Sky"),))
+    r = report(ScriptedBackend("x", n_ctx=2048), story.prompt_story(), SamplingSettings(max_new_tokens=4))
+    assert r.text == "The moon rose.\nTwo moons.\nIt was late."  # where the moon first came up
+    names = [p.name for p in r.parts]
+    assert "lorebook entry 'Moons' (fired)" in names and "inserted 1 from the end" in names

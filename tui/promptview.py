@@ -48,7 +48,7 @@ def _head_names(document: Any) -> tuple[str, str, str]:
 def report(backend: Any, document: Any, settings: SamplingSettings) -> PromptReport:
     """The prompt report of `document`; the caller holds the backend's lock. Raises TalesmithError."""
     prepared = prepare(backend, document, settings)
-    prompt = plan(document)
+    prompt = prepared.plan or plan(document)  # with its lorebook entries placed
     dropped = prepared.fitted.dropped
 
     def part(name: str, text: str) -> Part:
@@ -62,6 +62,10 @@ def report(backend: Any, document: Any, settings: SamplingSettings) -> PromptRep
              *(part(f"inserted {depth} from the end", text) for depth, text in prompt.inserts),
              part(f"history ({len(kept)} of {len(prompt.units)} kept)", "".join(kept)),
              part("after the history (reply cue, instructions)", prompt.tail)]
+    lore = prepared.lore
+    parts += [Part(f"lorebook entry {a.entry.title!r} ({how})", a.entry.content, a.tokens) for how, found in
+              (("fired", lore.entries if lore else ()), ("quiet, kept where it stands", lore.lingering if lore else ()))
+              for a in found]
     reprocess = kvstate.reprocess_count(backend, prepared.tokens)
     tail = b"".join(backend.token_bytes(t) for t in prepared.tokens[len(prepared.tokens) - reprocess:])
     return PromptReport(

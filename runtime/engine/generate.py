@@ -17,7 +17,7 @@ from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import Document
 from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.documents.lorebook import Activation, Lore
-from talesmith.runtime.documents.prompts import FittedPrompt, fit, plan
+from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
 from talesmith.runtime.settings import SamplingSettings
 from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
 
@@ -176,6 +176,8 @@ class PreparedPrompt:
     stops: tuple[str, ...]
     lore: Activation | None = None
     """The lorebook entries that fired, with their tokens (None without lorebooks)."""
+    plan: PromptPlan | None = None
+    """The prompt plan the text was fitted from (lorebook entries placed)."""
 
 
 def prepare(backend: Backend, document: Document, settings: SamplingSettings, *, lore: Lore | None = None) -> PreparedPrompt:
@@ -194,7 +196,8 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
     if lore:
         prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
     fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
-    return PreparedPrompt(fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation)
+    return PreparedPrompt(fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation,
+                          prompt_plan)
 
 
 def stream_document(backend: Backend, document: Document, settings: SamplingSettings,
