@@ -52,6 +52,8 @@ class DocumentScreen(Screen):
                 tooltip="Your name and persona (every chat, or this one), the cap on saved model state"),
         Binding("f9", "prompt", "Prompt", priority=True, show=False,
                 tooltip="What the model sees: the exact prompt, its parts and token counts"),
+        Binding("ctrl+l", "lorebooks", "Lore", priority=True, show=False,
+                tooltip="Lorebooks of this story or chat: entries, keys, positions; attach a lorebook file"),
     ]
 
     def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
@@ -476,6 +478,15 @@ class DocumentScreen(Screen):
         self.refresh_bindings()
 
     # --- the prompt view ---------------------------------------------------------------------
+
+    def action_lorebooks(self) -> None:
+        from .lorebook import LorebookScreen
+
+        def done(books: Any) -> None:
+            if books is not None:
+                self.commit(dataclasses.replace(self.doc, lorebooks=books))
+
+        self.app.push_screen(LorebookScreen(self.doc.lorebooks, name=self.doc.name or "this document"), done)
 
     def action_prompt(self) -> None:
         app: Any = self.app

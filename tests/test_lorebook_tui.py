@@ -1,0 +1,79 @@
+"""The lorebook editor (ctrl+l) driven through the pilot, and its pure edits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Input, TextArea
+
+from talesmith.runtime.documents.lorebook import Entry, Lorebook
+from talesmith.tui.lorebook import EntryEditor, LorebookScreen, describe, replace_entry, rows, toggled
+from test_tui import make_app, saved, settle
+from tui_fakes import TakesBackend
+
+
+def test_pure_edits():
+    books = (Lorebook("a", (Entry(("x",), "X.", uid=0),)), Lorebook("b", (Entry(("y",), "Y.", uid=4),)))
+    assert rows(books) == [(0, 0), (1, 0)]
+    added = replace_entry(books, 1, 1, Entry(("z",), "Z.", uid=5))
+    assert [e.uid for e in added[1].entries] == [4, 5] and added[1].entries[1].book == "b"
+    assert replace_entry(added, 0, 0, None)[0].entries == ()
+    assert toggled(books, 0, 0)[0].entries[0].enabled is False
+    assert describe(toggled(books, 0, 0)[0].entries[0]) == "x  [x · off]  before · order 100"
+    assert describe(Entry((), "C.", constant=True, position="depth", depth=2)) == "entry 0  [constant]  depth 2 · order 100"
+
+
+@pytest.mark.asyncio
+async def test_add_an_entry_attach_a_file_and_the_story_uses_them(tmp_path):
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"entries": {"0": {"uid": 0, "key": ["harbor"], "content": "The harbor is closed."}}}))
+    backend = TakesBackend([" Then."], n_ctx=1024)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        story = app.screen
+        story.query_one("#editor").focus()
+        await pilot.press(*"The lighthouse by the harbor.")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert isinstance(app.screen, LorebookScreen)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, EntryEditor)
+        app.screen.query_one("#keys", Input).value = "lighthouse"
+        app.screen.query_one("#content", TextArea).load_text("The lighthouse is haunted.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("o")
+        await pilot.pause()
+        app.screen.query_one("#answer", Input).value = str(world)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is story
+        assert [len(b.entries) for b in story.doc.lorebooks] == [1, 1]
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == "The lighthouse is haunted.\nThe harbor is closed.\nThe lighthouse by the harbor."
+    [doc] = saved(tmp_path)
+    assert [b["name"] for b in doc["lorebooks"]] == ["Untitled story lore", "world"]
+
+
+@pytest.mark.asyncio
+async def test_escape_leaves_the_lorebooks_as_they_were(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        story = app.screen
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press("ctrl+s")  # no keys: refused, the editor stays
+        await pilot.pause()
+        assert isinstance(app.screen, EntryEditor)
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        assert app.screen is story and story.doc.lorebooks == ()

@@ -1,0 +1,217 @@
+"""The lorebook editor: the open story's or chat's lorebooks, their entries listed, added, edited,
+enabled or disabled, deleted, and lorebook files attached. The changes come back as the new tuple of
+lorebooks when the editor closes (ctrl+s); escape leaves the document as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Checkbox, Input, Label, OptionList, Select, Static, TextArea
+from textual.widgets.option_list import Option
+
+from talesmith.runtime.documents.lorebook import LOGICS, POSITIONS, Entry, Lorebook
+from talesmith.runtime.documents.worldinfo import load_lorebook
+from talesmith.runtime.errors import TalesmithError
+
+from .dialogs import TextPrompt
+
+# --- pure edits over a tuple of lorebooks (no Textual) -------------------------------------------------
+
+Books = tuple[Lorebook, ...]
+
+
+def rows(books: Books) -> list[tuple[int, int]]:
+    """(book, entry) index pairs in the order the list shows them."""
+    return [(b, e) for b, book in enumerate(books) for e in range(len(book.entries))]
+
+
+def describe(entry: Entry) -> str:
+    where = f"{entry.position} {entry.depth}" if entry.position == "depth" else entry.position
+    flags = ("constant" if entry.constant else ", ".join(entry.keys) or "no keys") + ("" if entry.enabled else " · off")
+    return f"{entry.title}  [{flags}]  {where} · order {entry.order}"
+
+
+def replace_entry(books: Books, book: int, index: int, entry: Entry | None) -> Books:
+    """The books with one entry replaced (None deletes it); index == len(entries) adds it."""
+    entries = list(books[book].entries)
+    if entry is None:
+        del entries[index]
+    elif index == len(entries):
+        entries.append(entry)
+    else:
+        entries[index] = entry
+    return books[:book] + (dataclasses.replace(books[book], entries=tuple(entries)),) + books[book + 1:]
+
+
+def new_entry(book: Lorebook) -> Entry:
+    uid = max((e.uid for e in book.entries), default=-1) + 1
+    return Entry(keys=(), content="", uid=uid, book=book.name)
+
+
+def toggled(books: Books, book: int, index: int) -> Books:
+    entry = books[book].entries[index]
+    return replace_entry(books, book, index, dataclasses.replace(entry, enabled=not entry.enabled))
+
+
+def keys_from(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+# --- screens ------------------------------------------------------------------------------------------
+
+
+class EntryEditor(ModalScreen["Entry | None"]):
+    """One entry: keys, secondary keys and their logic, content, position, depth, order, enabled, constant."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__()
+        self.entry = entry
+
+    def compose(self) -> ComposeResult:
+        e = self.entry
+        with VerticalScroll(id="dialog"):
+            yield Label("Lorebook entry  ctrl+s saves · escape cancels", markup=False)
+            yield Label("Keys (comma-separated; /regex/flags for a pattern)", markup=False)
+            yield Input(", ".join(e.keys), id="keys", compact=True)
+            yield Label("Secondary keys (comma-separated) and how they must match", markup=False)
+            yield Input(", ".join(e.secondary), id="secondary", compact=True)
+            yield Select([(name.replace("_", " "), name) for name in LOGICS], value=e.logic, allow_blank=False,
+                         id="logic", compact=True)
+            yield Label("Content", markup=False)
+            yield TextArea(e.content, id="content", soft_wrap=True, compact=True, classes="field-area")
+            yield Label("Position, depth (for depth: units from the end), order (higher: later)", markup=False)
+            yield Select([(p.replace("_", " "), p) for p in POSITIONS], value=e.position, allow_blank=False,
+                         id="position", compact=True)
+            yield Input(str(e.depth), id="depth", compact=True, type="integer")
+            yield Input(str(e.order), id="order", compact=True, type="integer")
+            yield Checkbox("Enabled", e.enabled, id="enabled", compact=True)
+            yield Checkbox("Constant (always in the prompt)", e.constant, id="constant", compact=True)
+
+    def action_save(self) -> None:
+        q = self.query_one
+        try:
+            entry = dataclasses.replace(
+                self.entry, keys=keys_from(q("#keys", Input).value), secondary=keys_from(q("#secondary", Input).value),
+                selective=bool(keys_from(q("#secondary", Input).value)) or self.entry.selective,
+                logic=str(q("#logic", Select).value), content=q("#content", TextArea).text,
+                position=str(q("#position", Select).value), depth=int(q("#depth", Input).value or 0),
+                order=int(q("#order", Input).value or 0), enabled=q("#enabled", Checkbox).value,
+                constant=q("#constant", Checkbox).value)
+        except (TalesmithError, ValueError) as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        if not entry.constant and not entry.keys:
+            self.notify("An entry needs keys (or tick Constant); type them comma-separated", severity="error")
+            return
+        self.dismiss(entry)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class LorebookScreen(ModalScreen["Books | None"]):
+    """The open document's lorebooks and their entries."""
+
+    BINDINGS = [
+        Binding("enter,e", "edit", "Edit", show=False),
+        Binding("a", "add", "Add entry"),
+        Binding("space", "toggle", "On/off"),
+        Binding("d,delete", "delete", "Delete"),
+        Binding("o", "attach", "Attach file"),
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, books: Books, *, name: str = "this document") -> None:
+        super().__init__()
+        self.books: Books = books or (Lorebook(f"{name} lore"),)
+        self.original = books
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(Text("Lorebooks of this document", style="bold"))
+            yield OptionList(id="entries")
+            yield Static("enter edit · a add · space on/off · d delete · o attach a lorebook file · "
+                         "ctrl+s save · escape cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self, highlight: int = 0) -> None:
+        options = self.query_one("#entries", OptionList)
+        options.clear_options()
+        for b, i in rows(self.books):
+            book = self.books[b]
+            options.add_option(Option(Text.assemble((f"{book.name}: ", "dim"), describe(book.entries[i]))))
+        if not rows(self.books):
+            options.add_option(Option(Text("No entries yet: a adds one, o attaches a lorebook file", style="dim"),
+                                      disabled=True))
+        count = len(rows(self.books))
+        options.highlighted = min(highlight, count - 1) if count else None
+
+    def selected(self) -> tuple[int, int] | None:
+        highlighted = self.query_one("#entries", OptionList).highlighted
+        all_rows = rows(self.books)
+        return all_rows[highlighted] if highlighted is not None and highlighted < len(all_rows) else None
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_edit()
+
+    def _edit(self, book: int, index: int, entry: Entry) -> None:
+        def done(result: Entry | None) -> None:
+            if result is not None:
+                self.books = replace_entry(self.books, book, index, result)
+                self.reload(rows(self.books).index((book, index)))
+
+        self.app.push_screen(EntryEditor(entry), done)
+
+    def action_edit(self) -> None:
+        at = self.selected()
+        if at is not None:
+            self._edit(*at, self.books[at[0]].entries[at[1]])
+
+    def action_add(self) -> None:
+        book = self.selected()[0] if self.selected() is not None else len(self.books) - 1
+        self._edit(book, len(self.books[book].entries), new_entry(self.books[book]))
+
+    def action_toggle(self) -> None:
+        at = self.selected()
+        if at is not None:
+            self.books = toggled(self.books, *at)
+            self.reload(rows(self.books).index(at))
+
+    def action_delete(self) -> None:
+        at = self.selected()
+        if at is not None:
+            self.books = replace_entry(self.books, at[0], at[1], None)
+            self.reload(max(0, rows(self.books).index(at) if at in rows(self.books) else len(rows(self.books)) - 1))
+
+    def action_attach(self) -> None:
+        def done(path: str | None) -> None:
+            if not path or not path.strip():
+                return
+            try:
+                book = load_lorebook(Path(path.strip()).expanduser())
+            except TalesmithError as e:
+                self.notify(str(e), severity="error", timeout=10)
+                return
+            self.books = tuple(b for b in self.books if b.entries or b.name != book.name) + (book,)
+            self.reload()
+            self.notify(f"Attached {book.name} ({len(book.entries)} entries)", timeout=3)
+
+        self.app.push_screen(TextPrompt("A lorebook file to attach (World Info .json, a card, a KoboldAI story)"),
+                             done)
+
+    def action_save(self) -> None:
+        self.dismiss(tuple(b for b in self.books if b.entries))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
