@@ -83,3 +83,22 @@ def test_the_prompt_view_lists_the_entries_that_fired():
     assert r.text == "The moon rose.\nTwo moons.\nIt was late."  # where the moon first came up
     names = [p.name for p in r.parts]
     assert "lorebook entry 'Moons' (fired)" in names and "inserted 1 from the end" in names
+
+
+def test_a_lorebook_file_can_carry_talesmith_settings(tmp_path):
+    import pytest
+
+    from talesmith.runtime.documents.worldinfo import load_lore
+    from talesmith.runtime.errors import InputError
+
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"entries": {}, "scan_depth": 9,
+                                "talesmith": {"placement": "declared", "scan_depth": 4, "budget_percent": 10}}))
+    settings = load_lore([path]).settings
+    assert (settings.placement, settings.scan_depth, settings.budget_percent) == ("declared", 4, 10)
+    path.write_text(json.dumps({"entries": {}, "talesmith": {"placement": "nowhere"}}))
+    with pytest.raises(InputError, match="w.json: placement 'nowhere' is unknown"):
+        load_lore([path])
+    path.write_text(json.dumps({"entries": {}, "talesmith": {"colour": 1}}))
+    with pytest.raises(InputError, match="'talesmith' must be an object of lorebook settings"):
+        load_lore([path])

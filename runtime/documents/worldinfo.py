@@ -251,18 +251,43 @@ def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
         if book is None:
             raise InputError(f"{p}: the card carries no lorebook (character_book)")
         return book
-    return lorebook_from_json(read_json(p, "lorebook"), p.stem, str(p))
+    data = read_json(p, "lorebook")
+    own_settings(data, str(p))
+    return lorebook_from_json(data, p.stem, str(p))
 
 
 def dumps(book: Lorebook) -> str:
     return json.dumps(to_st(book), ensure_ascii=False, indent=4) + "\n"
 
 
+SETTINGS_KEY = "talesmith"
+"""A lorebook file may hold talesmith's activation settings under this key, e.g.
+`"talesmith": {"placement": "declared", "scan_depth": 4, "budget_percent": 10}`."""
+
+
+def own_settings(raw: Any, where: str) -> dict[str, Any]:
+    """The activation settings a lorebook file sets under SETTINGS_KEY, checked."""
+    table = raw.get(SETTINGS_KEY) if isinstance(raw, dict) else None
+    if table is None:
+        return {}
+    names = {f.name for f in dataclasses.fields(LoreSettings)}
+    if not isinstance(table, dict) or set(table) - names:
+        raise InputError(f"{where}: {SETTINGS_KEY!r} must be an object of lorebook settings "
+                         f"({', '.join(sorted(names))})")
+    try:
+        LoreSettings(**table)
+    except (SettingsError, TypeError) as e:
+        raise InputError(f"{where}: {e}") from None
+    return dict(table)
+
+
 def book_settings(books: Sequence[Lorebook], base: LoreSettings = LoreSettings()) -> LoreSettings:
-    """The settings with the scan depth, token budget and recursion that a lorebook file sets (the first
-    book that sets one wins; a card's character_book usually does)."""
+    """The settings with the scan depth, token budget and recursion that a lorebook file sets, and the
+    settings under its SETTINGS_KEY (the first book that sets one wins; a card's character_book usually does)."""
     changes: dict[str, Any] = {}
     for book in books:
+        for name, value in own_settings(book.raw, book.name).items():
+            changes.setdefault(name, value)
         if book.scan_depth is not None:
             changes.setdefault("scan_depth", book.scan_depth)
         if book.token_budget is not None:
