@@ -61,6 +61,8 @@ class Config:
     sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
     lorebooks: tuple[Path, ...] = ()
     """Lorebook files (relative to the config file's folder); `--lorebook` adds more."""
+    seed: Any = None
+    """The TinyStories project's own TOML (talesmith.convert.seed.SeedConfig): its model is converted on use."""
 
 
 def read_config(path: Path | None) -> Config:
@@ -72,6 +74,11 @@ def read_config(path: Path | None) -> Config:
         raise InputError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"config file {path} is not valid TOML ({e})") from None
+    from talesmith.convert.seed import is_seed_config, read_seed_config
+
+    if is_seed_config(data):  # the TinyStories seed's own config, read as it is
+        seed = read_seed_config(path, data)
+        return Config(format=seed.format, preset="tinystories", sampling=seed.sampling, seed=seed)
     check_config_types(path, data)
     known = {"model", "preset", "format", "sampling", "fields", "lorebooks"}
     unknown = sorted(set(data) - known)
@@ -122,8 +129,8 @@ def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers
 
     ref = resolve(model, lock=lock)
     opened = open_backend(ref.path, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
-    for warning in opened.warnings:
-        err.print(f"[yellow]note:[/] {escape(warning)}")
+    for warning in (*ref.warnings, *opened.warnings):
+        err.print(f"[yellow]note:[/] {escape(warning)}", soft_wrap=True)
     # A model converted by talesmith names its prompt format and preset (GGUF metadata, talesmith.json).
     meta = model_metadata(opened)
     # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.

@@ -118,6 +118,8 @@ class TalesmithApp(App):
 
     def on_backend_loaded(self, message: BackendLoaded) -> None:
         self.backend = message.backend
+        for warning in getattr(message.backend, "warnings", ()):
+            self.notify(warning, severity="warning", timeout=15)
         for name in ("story", "chat"):
             self.get_screen(name).backend_changed()
 

@@ -28,7 +28,9 @@ def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None =
     def factory():
         from talesmith.runtime.engine.loading import open_backend  # llama.cpp for GGUF files, ONNX Runtime for .onnx
 
-        return open_backend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+        backend = open_backend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+        backend.warnings[:0] = ref.warnings  # shown when the model has loaded
+        return backend
 
     config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode,
                        preset=ref.preset)

@@ -21,13 +21,20 @@ CACHE_ENV = "TALESMITH_CACHE"
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return files.sha256_file(path)
+    return remembered(path) or rehash(path)
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
-    """The file's sha256, computed once per process for an unchanged file."""
+    """The file's sha256, read once for as long as the file keeps its size and modification time
+    (remembered across runs in talesmith's cache folder)."""
     st = os.stat(path)
     return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def mismatch(path: str | os.PathLike[str], pinned: str) -> str | None:
+    """The file's sha256 when it differs from the `pinned` one, else None (cheap for an unchanged file)."""
+    digest = sha256(path)
+    return digest if digest != pinned else None
 
 
 def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:

