@@ -77,3 +77,24 @@ async def test_escape_leaves_the_lorebooks_as_they_were(tmp_path):
         await pilot.press("escape", "escape")
         await pilot.pause()
         assert app.screen is story and story.doc.lorebooks == ()
+
+
+@pytest.mark.asyncio
+async def test_global_lorebooks_apply_to_every_story(tmp_path):
+    folder = tmp_path / "data" / "lorebooks" / "global"
+    folder.mkdir(parents=True)
+    (folder / "world.json").write_text(json.dumps({"entries": {"0": {"uid": 0, "key": [], "constant": True,
+                                                                     "content": "It is always winter."}}}))
+    backend = TakesBackend([" Then."], n_ctx=1024)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#editor").focus()
+        await pilot.press(*"Snow fell.")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == "It is always winter.\nSnow fell."
+        (folder / "broken.json").write_text("{")
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == "Snow fell. Then."  # an unreadable global lorebook: none, and a warning

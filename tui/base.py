@@ -479,6 +479,16 @@ class DocumentScreen(Screen):
 
     # --- the prompt view ---------------------------------------------------------------------
 
+    def global_lorebooks(self) -> tuple[Any, ...]:
+        """The lorebooks in <data dir>/lorebooks/global/ (none, with a warning, when one cannot be read)."""
+        from talesmith.runtime.documents.worldinfo import global_lorebooks
+
+        try:
+            return global_lorebooks(self.data_dir)
+        except TalesmithError as e:
+            self.notify(f"global lorebooks left out: {e}", severity="warning", timeout=10)
+            return ()
+
     def action_lorebooks(self) -> None:
         from .lorebook import LorebookScreen
 

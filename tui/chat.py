@@ -174,7 +174,7 @@ class ChatScreen(DocumentScreen):
         return Text.assemble(head, "\n", text)
 
     def prompt_document(self) -> Any:
-        return self.doc.to_chat(user=self.default_user) if self.has_chat else None
+        return self.doc.to_chat(user=self.default_user, global_books=self.global_lorebooks()) if self.has_chat else None
 
     def own_user(self) -> User | None:
         return User(self.doc.user_name, self.doc.user_persona) if self.has_chat else None
@@ -240,7 +240,8 @@ class ChatScreen(DocumentScreen):
     def _reply(self, kind: str) -> None:
         doc: ChatDocument = self.doc
         upto = len(doc.messages) - 1 if kind == REGENERATE else None
-        if not self.start_generation(kind, doc.to_chat(upto, user=self.default_user)):
+        prompt = doc.to_chat(upto, user=self.default_user, global_books=self.global_lorebooks())
+        if not self.start_generation(kind, prompt):
             return
         items = self.query_one("#messages", MessageList)
         waiting = self._message_text(len(doc.messages) if kind == REPLY else len(doc.messages) - 1, streaming="…")

@@ -142,7 +142,7 @@ class StoryScreen(DocumentScreen):
             self.commit(self.doc.with_story(memory=event.text_area.text), edit="memory")
 
     def prompt_document(self) -> Any:
-        return self.doc.prompt_story()
+        return self.doc.prompt_story(global_books=self.global_lorebooks())
 
     def disposable(self, doc: StoryDocument) -> bool:
         return doc.name == UNTITLED
@@ -175,7 +175,7 @@ class StoryScreen(DocumentScreen):
         if self.busy(quiet=False):
             return
         doc: StoryDocument = self.doc
-        self.start_generation(doc.text, doc.prompt_story())
+        self.start_generation(doc.text, doc.prompt_story(global_books=self.global_lorebooks()))
 
     def action_retry(self) -> None:
         if self.busy(quiet=False):
@@ -185,7 +185,8 @@ class StoryScreen(DocumentScreen):
             self.notify("Nothing to retry here: the last generation was edited or there was none; ctrl+g generates",
                         timeout=4)
             return
-        if self.start_generation(alt.base, self.doc.with_text(alt.base).prompt_story()):
+        retried = self.doc.with_text(alt.base).prompt_story(global_books=self.global_lorebooks())
+        if self.start_generation(alt.base, retried):
             editor = self.query_one("#editor", TextArea)
             editor.load_text(alt.base)
             editor.move_cursor(editor.document.end)

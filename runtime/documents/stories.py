@@ -80,9 +80,9 @@ class StoryDocument:
         alt = self.alternatives
         return alt if alt is not None and alt.text == self.story.text else None
 
-    def prompt_story(self) -> Story:
-        """The story to build the prompt from, with its lorebooks."""
-        return dataclasses.replace(self.story, lore=worldinfo.document_lore(self))
+    def prompt_story(self, *, global_books: tuple[Lorebook, ...] = ()) -> Story:
+        """The story to build the prompt from, with its lorebooks (and the global ones)."""
+        return dataclasses.replace(self.story, lore=worldinfo.document_lore(self, global_books=global_books))
 
     def with_story(self, **changes: Any) -> "StoryDocument":
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
@@ -184,14 +184,14 @@ class ChatDocument:
         """`text` with the card macros filled for this chat."""
         return fill_macros(text, char=self.character.name, user=self.user(default).name)
 
-    def to_chat(self, upto: int | None = None, *, user: User = User()) -> Chat:
+    def to_chat(self, upto: int | None = None, *, user: User = User(), global_books: tuple[Lorebook, ...] = ()) -> Chat:
         """The prompt document of the conversation (its first `upto` messages); macros are left to the prompt."""
         c, u = self.character, self.user(user)
         return Chat(character=c.name, persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
                     scenario=fill_macros(c.scenario, char=c.name, user=u.name), examples=c.example_blocks(),
                     messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u.name,
                     user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history,
-                    lore=worldinfo.document_lore(self))
+                    lore=worldinfo.document_lore(self, global_books=global_books))
 
     def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
         return dataclasses.replace(self, messages=tuple(messages))
