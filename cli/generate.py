@@ -50,6 +50,8 @@ def generate(
     lorebook: Optional[list[Path]] = LorebookOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
+    query: Optional[str] = typer.Option(None, "--query", "-q", help="The prompt, as an option (as the TinyStories "
+                                        "project's own command takes it)."),
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
@@ -58,6 +60,11 @@ def generate(
     from talesmith.runtime.models.resolve import sha256
 
     cfg = read_config(config)
+    prompt = prompt if query is None else query
+    if cfg.seed is not None and not model:  # the TinyStories project's TOML: its model, converted on first use
+        from talesmith.cli.seedrun import seed_model
+
+        model, device = seed_model(cfg.seed, device, err)
     fmt = fmt or cfg.format
     fields = {k: v for k, v in dict(
         title=title, author=author, genre=genre, tags=tags, style=style, memory=memory, author_note=author_note,
@@ -69,6 +76,10 @@ def generate(
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt = fmt or ref.prompt_format or "raw"
     settings = resolve_settings(preset, cfg, ref.preset, sampling)
+    if cfg.seed is not None and "max_new_tokens" not in sampling:
+        from talesmith.cli.seedrun import fit_new_tokens
+
+        settings = fit_new_tokens(settings, backend, prompt, err)
     try:
         document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:
@@ -78,6 +89,11 @@ def generate(
     if prepared.fitted.dropped:
         err.print(f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
                   f"{backend.n_ctx} tokens (raise --ctx to keep them)")
+    rows = None
+    if cfg.seed is not None and cfg.seed.output_file is not None:
+        from talesmith.cli.seedrun import SampleRows
+
+        rows = SampleRows(cfg.seed.output_file, prepared.fitted.text)
     base_seed = settings.seed
     out = sys.stdout
     for i in range(count):
@@ -110,4 +126,9 @@ def generate(
             err.print(f"[dim]{ref.name} · {backend.name} · seed {chunk.seed} · {chunk.timing.generated_tokens} tokens "
                       f"· {chunk.timing.tokens_per_second:.1f} tokens/s · {chunk.finish_reason}[/]")
         out.flush()
+        if rows is not None:
+            rows.add(i, prompt=prepared.fitted.text, text="".join(parts), chunk=chunk, settings=run_settings,
+                     model=ref.name, sha=sha256(ref.path))
+    if rows is not None:
+        rows.close()
     backend.close()
