@@ -16,12 +16,13 @@ from talesmith.cli.analyze import analyze_command
 from talesmith.cli.batch import batch
 from talesmith.cli.convert import convert_command
 from talesmith.cli.generate import generate
+from talesmith.cli.help import TidyGroup
 from talesmith.cli.importing import export_command, import_command
 from talesmith.cli.models import models_app
 from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
 from talesmith.runtime.errors import TalesmithError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(cls=TidyGroup, add_completion=False, pretty_exceptions_enable=False,
                   help="Local story writing and persona chat with fiction models. "
                        "Without a command, opens the terminal app (the same as `talesmith tui`).")
 app.command("generate")(generate)

@@ -157,18 +157,18 @@ def model_fields(ref: Any, fmt: str) -> dict[str, Any]:
     return ref.format_fields if fmt == ref.prompt_format else {}
 
 
-ModelOpt = typer.Option(None, "--model", "-m", help="A .gguf file, an ONNX model folder or a name from models.lock "
+ModelOpt = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="A .gguf file, an ONNX model folder or a name from models.lock "
                         "(default: the bundled model).")
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
-PresetOpt = typer.Option(None, "--preset", help=f"Sampling preset: {', '.join(PRESETS)}.")
-FormatOpt = typer.Option(None, "--format", "-f", help=f"Prompt format: {', '.join(FORMATS)}.")
+PresetOpt = typer.Option(None, "--preset", metavar="NAME", help=f"Sampling preset: {', '.join(PRESETS)}.")
+FormatOpt = typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
 CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
 GpuOpt = typer.Option(0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores).")
-BackendOpt = typer.Option(None, "--backend", help="llama (GGUF) or onnx (default: from the model file).")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
+BackendOpt = typer.Option(None, "--backend", metavar="llama|onnx", help="llama (GGUF) or onnx (default: from the model file).")
+DeviceOpt = typer.Option("cpu", "--device", metavar="cpu|cuda", help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
                          "on the GPU unless --gpu-layers says otherwise).")
-ConfigOpt = typer.Option(None, "--config", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
+ConfigOpt = typer.Option(None, "--config", metavar="FILE", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
 FIELDS_PANEL = "Format fields"
 LorebookOpt = typer.Option(None, "--lorebook", help="A lorebook: SillyTavern World Info JSON, a card with a "
                            "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).")
