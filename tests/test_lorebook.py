@@ -290,3 +290,23 @@ def test_when_the_budget_is_short_the_latest_standing_quiet_entry_leaves_first()
     p, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
     assert [a.entry.uid for a in act.entries] == [3] and [a.entry.uid for a in act.lingering] == [1]
     assert p.render().endswith("Kazuma: alpha\none two three\nKazuma: beta\nKazuma: gamma\nseven eight nine\nAqua:")
+
+
+def test_the_replay_memo_gives_the_same_prompt_as_a_fresh_replay():
+    from talesmith.runtime.documents import lorebook
+
+    book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["sword"], "The sword is cursed."),
+                          e(3, ["ship"], "The ship sank.", probability=50)))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=9))
+    words_cycle = ["dragon", "calm", "sword", "ship", "calm", "dragon sword"]
+    messages = []
+    for i in range(30):
+        messages.append(Message(USER if i % 2 else CHARACTER, f"{words_cycle[i % 6]} {i}"))
+        chat = dataclasses.replace(CHAT, messages=tuple(messages))
+        memo = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)[0].render()
+        lorebook._REPLAYS.clear()
+        assert lore.apply(plan(chat), count_tokens=words, n_ctx=1000)[0].render() == memo
+    edited = dataclasses.replace(chat, messages=(messages[0], Message(USER, "ship ahoy"), *messages[2:]))
+    memo = lore.apply(plan(edited), count_tokens=words, n_ctx=1000)[0].render()
+    lorebook._REPLAYS.clear()
+    assert lore.apply(plan(edited), count_tokens=words, n_ctx=1000)[0].render() == memo

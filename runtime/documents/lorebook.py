@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import random
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -42,8 +45,8 @@ LOGICS = (AND_ANY, NOT_ALL, NOT_ANY, AND_ALL)
 ANCHORED, DECLARED = "anchored", "declared"
 REGEX_TIMEOUT = 0.05
 """Seconds a regex key may take on the scanned text before it counts as not matching."""
-ANCHOR_LOOKBACK = 256
-"""Units of the history replayed to find where anchored entries stand (see `anchors`)."""
+REPLAY_LIMIT = 2048
+"""Units of the history replayed at most to find where anchored entries stand (see `anchors`)."""
 DEFAULT_DEPTH = 4
 MARK = "\x01"
 """Starts each scanned message, as in SillyTavern, so `^` and whole words see message starts."""
@@ -168,6 +171,7 @@ class Activation:
 # --- matching ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_regex_key(key: str) -> regex.Pattern[str] | None:
     """A `/pattern/flags` key as a compiled pattern; None for a plain key (or one that does not compile)."""
     m = _REGEX_KEY.match(key)
@@ -189,25 +193,34 @@ def _search(pattern: regex.Pattern[str], text: str) -> bool:
         return False
 
 
-def match_key(text: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
-    """Whether `key` occurs in `text`, with SillyTavern's rules for regex keys, case and whole words."""
+@functools.lru_cache(maxsize=8192)
+def _word_pattern(key: str) -> regex.Pattern[str]:
+    return regex.compile(r"(?:^|\W)(" + regex.escape(key) + r")(?:$|\W)")
+
+
+def _hit(text: str, lowered: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
     pattern = parse_regex_key(key)
     if pattern is not None:
         return _search(pattern, text)
     if not case_sensitive:
-        text, key = text.lower(), key.lower()
+        text, key = lowered, key.lower()
     if whole_words and len(key.split()) <= 1:
-        return _search(regex.compile(r"(?:^|\W)(" + regex.escape(key) + r")(?:$|\W)"), text)
+        return _search(_word_pattern(key), text)
     return key in text
 
 
-def _matches(entry: Entry, text: str, settings: LoreSettings) -> bool:
+def match_key(text: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
+    """Whether `key` occurs in `text`, with SillyTavern's rules for regex keys, case and whole words."""
+    return _hit(text, text.lower(), key, case_sensitive=case_sensitive, whole_words=whole_words)
+
+
+def _matches(entry: Entry, text: str, lowered: str, settings: LoreSettings) -> bool:
     case = settings.case_sensitive if entry.case_sensitive is None else entry.case_sensitive
     whole = settings.whole_words if entry.whole_words is None else entry.whole_words
 
     def hit(key: str) -> bool:
         key = key.strip()
-        return bool(key) and match_key(text, key, case_sensitive=case, whole_words=whole)
+        return bool(key) and _hit(text, lowered, key, case_sensitive=case, whole_words=whole)
 
     if not any(hit(k) for k in entry.keys):
         return False
@@ -236,6 +249,8 @@ def _roll(entry: Entry, seed: int, turn: int) -> float:
 def _candidates(entries: Sequence[Entry], units: Sequence[str], settings: LoreSettings, *, done: set[str],
                 recursion: Sequence[str], first: bool) -> list[Entry]:
     out = []
+    tail = "\n" + MARK + ("\n" + MARK).join(recursion) if recursion else ""
+    windows: dict[int, tuple[str, str]] = {}  # scan depth -> the text and its lower case, made once
     for e in entries:
         if not e.enabled or e.ident in done:
             continue
@@ -245,10 +260,11 @@ def _candidates(entries: Sequence[Entry], units: Sequence[str], settings: LoreSe
             continue
         if (first and e.delay_until_recursion) or (not first and e.exclude_recursion):
             continue
-        text = scan_text(units, settings.scan_depth if e.scan_depth is None else e.scan_depth)
-        if recursion:
-            text += "\n" + MARK + ("\n" + MARK).join(recursion)
-        if _matches(e, text, settings):
+        depth = settings.scan_depth if e.scan_depth is None else e.scan_depth
+        if depth not in windows:
+            text = scan_text(units, depth) + tail
+            windows[depth] = (text, text.lower())
+        if _matches(e, *windows[depth], settings):
             out.append(e)
     return out
 
@@ -308,10 +324,51 @@ def _block(texts: Sequence[str]) -> str:
 
 
 def _replay_start(n: int) -> int:
-    """Where the replay of the history begins: ANCHOR_LOOKBACK to 1.5 times that before its end, moving
-    in steps of half of it so that what stands there changes only once per step."""
-    step = ANCHOR_LOOKBACK // 2
-    return max(0, (n // step - 2) * step)
+    """Where the replay of the history begins: at the start, or for a history of more than REPLAY_LIMIT
+    units, in steps of half of that, so that what stands there changes only once per step."""
+    step = REPLAY_LIMIT // 2
+    return max(0, (n // step - 1) * step)
+
+
+Standing = dict[str, tuple[int, Activated]]
+"""Entry -> (units before it, the entry as activated)."""
+
+
+@dataclass
+class _Replay:
+    units: list[str]
+    states: list[Standing]
+    """What stands after each prefix of the history, from the replay's start on."""
+
+
+_REPLAYS: OrderedDict[tuple[str, int], _Replay] = OrderedDict()
+"""Memo of recent replays (by lorebooks, settings and tokenizer), so that the next turn of a chat replays
+only its new units; the result is the same as replaying from the start."""
+_REPLAYS_LOCK = threading.Lock()
+REPLAYS_KEPT = 16
+
+
+def _fingerprint(books: Sequence[Lorebook], settings: LoreSettings, macros: Mapping[str, str] | None, n_ctx: int,
+                 count_tokens: Callable[[str], int]) -> str:
+    costs = tuple(count_tokens(fill(e.content, macros) + "\n") for b in books for e in b.entries)
+    text = repr((tuple(books), settings, sorted((macros or {}).items()), n_ctx, costs))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _step(standing: Standing, now: Activation, k: int, *, budget: int, cost: Callable[[Activated], int]) -> Standing:
+    """What stands after the prefix of `k` units, whose activation is `now`."""
+    active = {a.entry.ident: a for a in now.entries if not a.entry.constant}
+    after = {i: (at, active.get(i, a)) for i, (at, a) in standing.items()}
+    after.update({i: (k, a) for i, a in active.items() if i not in after})
+    room = budget - sum(cost(a) for a in now.entries)
+    for ident, (_, a) in sorted(after.items(), key=lambda item: item[1][0]):
+        if ident in active:
+            continue
+        if cost(a) < room:
+            room -= cost(a)
+        else:
+            del after[ident]
+    return after
 
 
 def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activation, *,
@@ -326,25 +383,26 @@ def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activat
     out re-processes everything after it; when the budget is short, the ones that stand latest (cheapest to
     take out) leave first. The same document always gives the same prompt.
     """
-    n = len(units)
-    budget = settings.budget(n_ctx)
-    standing: dict[str, tuple[int, Activated]] = {}
-    for k in range(_replay_start(n), n + 1):
+    n, start = len(units), _replay_start(len(units))
+    key = (_fingerprint(books, settings, macros, n_ctx, count_tokens), start)
+    with _REPLAYS_LOCK:
+        replay = _REPLAYS.pop(key, None) or _Replay([], [])
+    same = 0
+    while same < min(len(replay.units), n) and replay.units[same] == units[same]:
+        same += 1
+    states = replay.states[:max(0, min(same, start + len(replay.states) - 1) - start + 1)]
+    cost = lambda a: count_tokens(fill(a.entry.content, macros) + "\n")  # noqa: E731
+    for k in range(start + len(states), n + 1):
         now = activation if k == n else activate(books, units[:k], settings=settings, count_tokens=count_tokens,
                                                  n_ctx=n_ctx, macros=macros)
-        active = {a.entry.ident: a for a in now.entries if not a.entry.constant}
-        standing = {i: (at, active.get(i, a)) for i, (at, a) in standing.items()}
-        standing.update({i: (k, a) for i, a in active.items() if i not in standing})
-        room = budget - sum(count_tokens(fill(a.entry.content, macros) + "\n") for a in now.entries)
-        for ident, (_, a) in sorted(standing.items(), key=lambda item: item[1][0]):
-            if ident in active:
-                continue
-            cost = count_tokens(fill(a.entry.content, macros) + "\n")
-            if cost < room:
-                room -= cost
-            else:
-                del standing[ident]
-    lingering = tuple(a for i, (_, a) in standing.items() if i not in {x.entry.ident for x in activation.entries})
+        states.append(_step(states[-1] if states else {}, now, k, budget=settings.budget(n_ctx), cost=cost))
+    with _REPLAYS_LOCK:
+        _REPLAYS[key] = _Replay(list(units), states)
+        while len(_REPLAYS) > REPLAYS_KEPT:
+            _REPLAYS.popitem(last=False)
+    standing = states[n - start]
+    fired = {a.entry.ident for a in activation.entries}
+    lingering = tuple(a for i, (_, a) in standing.items() if i not in fired)
     return {i: at for i, (at, _) in standing.items()}, dataclasses.replace(activation, lingering=lingering)
 
 
