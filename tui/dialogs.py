@@ -139,7 +139,8 @@ class CharacterEditor(ModalScreen[Character | None]):
                 yield TextArea(getattr(c, key), id=key, soft_wrap=True, compact=True, classes="field-area")
             if c.book_entries:
                 yield Static(f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
-                             f"card but not used in the prompt yet.", markup=False, classes="hint")
+                             f"card and used in the prompt (ctrl+l edits this chat's own lorebooks).", markup=False,
+                             classes="hint")
 
     def action_save(self) -> None:
         name = self.query_one("#name", Input).value.strip()
