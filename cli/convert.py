@@ -50,6 +50,10 @@ def convert_command(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Use the tokenizer of this folder or hub repo "
                                             "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B)."),
     lock: Optional[Path] = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="Measure each GGUF quantization against the "
+                                 "unquantized file: KL divergence, top-1 agreement, perplexity."),
+    eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="Text file the quality is measured on "
+                                             "(default: bundled English and Japanese prose)."),
 ) -> None:
     """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and/or ONNX, and quantize them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,13 +69,21 @@ def convert_command(
                              quants=tuple(parse_quants(gguf_quants)) if "gguf" in targets else (),
                              outtype=outtype, name=name, device=device, prompt_format=prompt_format, preset=preset,
                              tokenizer=tokenizer, targets=targets,
-                             onnx_quants=parse_onnx_quants(onnx_quants) if "onnx" in targets else ())
+                             onnx_quants=parse_onnx_quants(onnx_quants) if "onnx" in targets else (),
+                             quality=quality, eval_text=eval_text)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as bars:
         tasks: dict[str, int] = {}
 
         def on_file_start(kind: str, path: Path) -> None:
+            if kind == "QUALITY":
+                n = len(request.quants)
+                tasks[kind] = bars.add_task(f"quality against {path.name}", total=n, completed=0)
+                return
             tasks[kind] = bars.add_task(path.name, total=None)
+
+        def on_quality(output) -> None:
+            bars.advance(tasks["QUALITY"])
 
         def on_tensor(plan, done: int, total: int) -> None:
             bars.update(tasks[request.outtype.upper()], total=total, completed=done, description=plan.name)
@@ -83,7 +95,7 @@ def convert_command(
             bars.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
         outputs = convert(request, Hooks(on_tensor=on_tensor, on_file_start=on_file_start, on_file_done=on_file_done,
-                                         on_note=on_note), lock=lock)
+                                         on_note=on_note, on_quality=on_quality), lock=lock)
     print_summary(outputs, outdir)
 
 
@@ -99,11 +111,26 @@ def print_summary(outputs, outdir: Path) -> None:
     console = Console(highlight=False)
     console.print(f"in {escape(str(outdir.resolve()))}:", soft_wrap=True)
     table = Table(title="talesmith convert")
-    for column in ("file", "type", "size", "bits/weight", "seconds", "quantized"):
+    columns = ["file", "type", "size", "bits/w", "sec"]
+    measured = any(o.quality for o in outputs)
+    detailed = any(o.format == "onnx" for o in outputs)
+    columns += ["KL", "top-1", "ppl"] if measured else []
+    columns += ["quantized"] if detailed else []
+    for column in columns:
         table.add_column(column, justify="left" if column in ("file", "quantized") else "right",
                          overflow="fold", min_width=len(column) if column != "file" else 12)
     for o in outputs:
-        quantized = o.detail or ("none: the size is unchanged" if o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4") else "")
-        table.add_row(escape(shown_path(o.path, outdir)), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}", f"{o.seconds:.1f}",
-                      quantized)
+        row = [escape(shown_path(o.path, outdir)), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}",
+               f"{o.seconds:.1f}"]
+        if measured:
+            q = o.quality
+            row += [f"{q.kl_divergence:.4f}", f"{q.top1_agreement:.1%}", f"{q.perplexity:.2f}"] if q else ["", "", ""]
+        if detailed:
+            unchanged = o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4")
+            row.append(o.detail or ("none: the size is unchanged" if unchanged else ""))
+        table.add_row(*row)
+    if measured:
+        ref = next((o for o in outputs if o.quality), None)
+        table.caption = (f"KL divergence and top-1 agreement against {outputs[0].kind}, perplexity on "
+                         f"{ref.quality.tokens} tokens ({outputs[0].kind}: {ref.quality.reference_perplexity:.2f})")
     console.print(table)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 models_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                         help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path.")
+                         help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path, quality.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -139,3 +139,21 @@ def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock.
     commit = entry["source"]["commit"]
     change = "unchanged" if previous == commit else f"was {previous[:12] if previous != 'unresolved' else previous}"
     err.print(f"[green]locked[/] {name} to {entry['source']['revision']} = {commit} ({change})")
+
+
+@models_app.command()
+def quality(name: str = typer.Argument(..., help="A quantized GGUF model from models.lock."),
+            eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="Text file to measure on (default: "
+                                                     "bundled English and Japanese prose)."),
+            lock: Optional[Path] = LockOpt) -> None:
+    """Measure a quantization against its unquantized file: KL divergence, top-1 agreement, perplexity."""
+    from rich.table import Table
+
+    from talesmith.convert.quality import rerun
+
+    result, reference = rerun(name, lock=lock, eval_path=eval_text)
+    table = Table("model", "against", "KL divergence", "top-1", "perplexity", "reference ppl", "tokens", box=None,
+                  pad_edge=False)
+    table.add_row(escape(name), escape(reference), f"{result.kl_divergence:.5f}", f"{result.top1_agreement:.1%}",
+                  f"{result.perplexity:.3f}", f"{result.reference_perplexity:.3f}", str(result.tokens))
+    out.print(table)

@@ -45,6 +45,10 @@ class ConvertRequest:
     targets: tuple[str, ...] = ("gguf",)
     """Output formats: "gguf", "onnx" or both (from one merge)."""
     onnx_quants: tuple[str, ...] = ("fp32", "int8", "int4")
+    quality: bool = True
+    """Measure each GGUF quantization against the unquantized file (KL divergence, top-1, perplexity)."""
+    eval_text: Path | None = None
+    """The text the quality is measured on (default: the bundled English and Japanese prose)."""
 
 
 TARGETS = ("gguf", "onnx")
@@ -61,6 +65,8 @@ class Output:
     format: str = "gguf"
     detail: str = ""
     """What a quantization changed (ONNX: how many nodes were quantized), so that a no-op shows."""
+    quality: Any = None
+    """A GGUF quantization's talesmith.convert.quality.Quality against the unquantized file."""
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Progress:
     on_file_start: Callable[[str, Path], None] = lambda kind, path: None
     on_file_done: Callable[[Output], None] = lambda output: None
     on_note: Callable[[str], None] | None = None
+    on_quality: Callable[[Output], None] = lambda output: None
+    """Called when a quantized file's quality has been measured."""
     """Called with each note (an ignored auto_map, an adapter made for another base...) as it arises."""
     notes: list[str] = field(default_factory=list)
 
@@ -252,7 +260,46 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
         started = time.perf_counter()
         quantize(base, target, qtype)
         finish(target, qtype, started, n_params)
+    if req.quality and len(outputs) > 1:
+        outputs[1:] = _quality(req, outputs[0], outputs[1:], record, arch.gguf_arch)
     return outputs
+
+
+def eval_text(path: Path | None) -> tuple[str, str]:
+    """The quality report's evaluation text and how the lock names it."""
+    if path is None:
+        from .evaltext import TEXT
+
+        return TEXT, "bundled"
+    try:
+        return path.read_text(encoding="utf-8"), str(path.resolve())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"--eval-text {path} could not be read ({e}); pass a UTF-8 text file") from None
+
+
+def _quality(req: ConvertRequest, base: Output, quantized: list[Output], record: dict[str, Any],
+             architecture: str) -> list[Output]:
+    from dataclasses import replace
+
+    from talesmith.runtime.models.resolve import record_model
+
+    from .quality import measure
+
+    text, label = eval_text(req.eval_text)
+    progress, name = record["progress"], record["name"]
+    progress.on_file_start("QUALITY", base.path)
+    done = {}
+
+    def on_done(path: Path, quality) -> None:
+        output = next(o for o in quantized if o.path == path)
+        done[path] = replace(output, quality=quality)
+        entry = _entry(record, "gguf", architecture, output.kind, path, [path])
+        entry["quality"] = quality.record(reference=f"{name}-{base.kind}".lower(), eval_text=label)
+        record_model(f"{name}-{output.kind}".lower(), entry, lock=record["lock"])
+        progress.on_quality(done[path])
+
+    measure(base.path, [o.path for o in quantized], text=text, on_done=on_done)
+    return [done[o.path] for o in quantized]
 
 
 def _onnx(req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str,

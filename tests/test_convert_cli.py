@@ -28,7 +28,7 @@ def test_convert_a_folder_with_a_lora_then_generate_from_the_lock(tmp_path):
     result = run("convert", base, "-o", tmp_path / "out", "--lora", f"{adapter}:0.5", "--quant", "Q8_0,Q4_0",
                  "--lock", lock)
     assert result.returncode == 0, result.stderr
-    assert "Q4_0" in result.stdout and "bits/weight" in result.stdout  # the summary table
+    assert "Q4_0" in result.stdout and "bits/w" in result.stdout and "top-1" in result.stdout  # the summary table
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert names == {"distilgpt2-tiny-f16.gguf", "distilgpt2-tiny-Q4_0.gguf", "distilgpt2-tiny-Q8_0.gguf"}
     entry = read_lock(lock)["distilgpt2-tiny-q8_0"]
