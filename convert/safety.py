@@ -127,5 +127,8 @@ def check_folder(folder: Path, config: dict[str, Any], *, targets: tuple[str, ..
     """Every check above, before anything else reads the folder; returns notes to show the user."""
     notes = check_config(folder, config, targets=targets)
     for tok in dict.fromkeys([folder, tokenizer_dir or folder]):
+        if tok != folder:  # transformers reads a tokenizer folder's config.json too, to find its class
+            tok_config = read_object(tok / "config.json", what="checkpoint config")
+            notes += check_config(tok, tok_config, targets=targets) if tok_config else []
         notes += check_tokenizer_config(tok)
     return notes

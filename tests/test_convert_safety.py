@@ -250,3 +250,10 @@ def test_an_adapter_of_another_base_is_merged_with_a_warning_naming_both(base, a
     assert result.returncode == 0, result.stderr
     assert (f"note: adapter broken was trained on 'gpt2-medium' but is merged into '{base}'"
             in " ".join(result.stderr.split()))
+
+
+def test_a_tokenizer_folder_asking_for_code_is_refused_too(base, tmp_path):
+    folder, marker = evil_folder(base, tmp_path, where="config")
+    with pytest.raises(ConversionError, match="asks for model_type 'evilgpt'"):
+        convert(ConvertRequest(str(base), tmp_path / "out", tokenizer=str(folder), targets=("onnx",)))
+    assert not marker.exists()
