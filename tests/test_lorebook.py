@@ -310,3 +310,11 @@ def test_the_replay_memo_gives_the_same_prompt_as_a_fresh_replay():
     memo = lore.apply(plan(edited), count_tokens=words, n_ctx=1000)[0].render()
     lorebook._REPLAYS.clear()
     assert lore.apply(plan(edited), count_tokens=words, n_ctx=1000)[0].render() == memo
+
+
+def test_books_of_the_same_name_keep_all_their_entries():
+    a, b = Lorebook("world", (e(0, ["x"], "From a."),)), Lorebook("world", (e(0, ["x"], "From b."),))
+    lore = Lore((a, b), LoreSettings(placement=DECLARED))
+    assert [x.name for x in lore.books] == ["world", "world (2)"]
+    p, act = lore.apply(plan(Chat("A", messages=(Message(USER, "x"),))), count_tokens=words, n_ctx=100)
+    assert len(act.entries) == 2 and p.render().startswith("From a.\nFrom b.\n")

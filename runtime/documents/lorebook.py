@@ -445,6 +445,15 @@ class Lore:
     settings: LoreSettings = LoreSettings()
     macros: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Entries are told apart by book name and uid: two books of the same name get distinct names.
+        seen: dict[str, int] = {}
+        books = []
+        for book in self.books:
+            seen[book.name] = seen.get(book.name, 0) + 1
+            books.append(book if seen[book.name] == 1 else dataclasses.replace(book, name=f"{book.name} ({seen[book.name]})"))
+        object.__setattr__(self, "books", tuple(books))
+
     def __bool__(self) -> bool:
         return any(b.entries for b in self.books)
 
