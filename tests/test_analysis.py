@@ -1,5 +1,7 @@
 """Story-set analysis: normalization, counting, reading story sets and the HTML report, with exact expectations."""
 
+import io
+
 import pytest
 
 from conftest import golden
@@ -94,7 +96,8 @@ BASE = report("base", {"horror": {"positive": 1, "negative": 2}, ALL: {"positive
 TRAINING = report("<b>training</b> & co", {"fairy tale": {"positive": 2, "negative": 0},
                                             "horror": {"positive": 0, "negative": 1},
                                             ALL: {"positive": 2, "negative": 1}},
-                  pos=[("love", 1), ("<script>alert(1)</script>", 1)], neg=[("dark", 2)])
+                  pos=[("love", 1), ("<script>alert(1)</script>", 1)], neg=[("dark", 2)],
+                  topics=[["[bold]king[/bold]", "princess"], ["ghost", "hous"]])
 
 
 def test_json_shape():
@@ -214,3 +217,17 @@ def test_set_names_must_differ(tmp_path):
         read_story_sets([str(tmp_path / "a/out.csv"), str(tmp_path / "b/out.csv")])
     sets = read_story_sets([f"a={tmp_path / 'a/out.csv'}", str(tmp_path / "b/out.csv")])
     assert [s.name for s in sets] == ["a", "out"]
+
+
+def test_terminal_tables_are_plain_text_of_the_data():
+    from rich.console import Console
+
+    from talesmith.cli.analyze import sentiment_table, topics_table, words_table
+
+    console = Console(width=100, record=True, color_system=None, file=io.StringIO())
+    for table in (sentiment_table([BASE, TRAINING]), words_table([BASE, TRAINING], "positive"),
+                  words_table([BASE, TRAINING], "negative"), topics_table(TRAINING)):
+        console.print(table)
+    text = console.export_text()
+    golden("analysis_tables.txt", text)
+    assert "[bold]king[/bold] princess" in text and "<script>alert(1)</script> 1" in text
