@@ -102,3 +102,34 @@ def test_a_lorebook_file_can_carry_talesmith_settings(tmp_path):
     path.write_text(json.dumps({"entries": {}, "talesmith": {"colour": 1}}))
     with pytest.raises(InputError, match="'talesmith' must be an object of lorebook settings"):
         load_lore([path])
+
+
+def test_a_bad_entry_in_a_card_book_names_the_card():
+    import pytest
+
+    from talesmith.runtime.documents.worldinfo import card_lorebook
+    from talesmith.runtime.errors import InputError
+
+    card = json.loads(json.dumps(CARD))
+    card["data"]["character_book"]["entries"][0]["extensions"]["depth"] = -2
+    with pytest.raises(InputError, match=r"^sera.png: its character_book: lorebook entry 3: depth -2 is negative"):
+        card_lorebook(card, "sera.png")
+    card["data"]["character_book"]["entries"] = "many"
+    with pytest.raises(InputError, match=r"^sera.png: its character_book cannot be read"):
+        card_lorebook(card, "sera.png")
+
+
+def test_a_broken_card_book_is_an_error_of_the_prompt_not_of_the_chat():
+    import pytest
+
+    from fakes import ScriptedBackend
+    from talesmith.runtime.engine.generate import prepare
+    from talesmith.runtime.errors import InputError
+    from talesmith.runtime.settings import SamplingSettings
+
+    card = json.loads(json.dumps(CARD))
+    card["data"]["character_book"]["entries"] = "many"
+    chat = ChatDocument(character=character_from_card(card)).sent("Hi")
+    prompt = chat.to_chat()  # building the prompt document never fails
+    with pytest.raises(InputError, match="its character_book cannot be read"):
+        prepare(ScriptedBackend("x", n_ctx=512), prompt, SamplingSettings(max_new_tokens=4))

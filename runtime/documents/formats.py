@@ -42,7 +42,7 @@ class Story:
     japanese: bool = False
     """Use the Genji-JP synopsis format (`あらすじ：...`) instead of the annotated header."""
     lore: Any = field(default=None, compare=False, repr=False)
-    """The lorebooks that apply (a `lorebook.Lore`), set by the story or chat document that made this one."""
+    """The lorebooks that apply: a `lorebook.Lore`, or a function that makes it (set by the document that made this)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Chat:
     post_history: str = ""
     """The card's post-history instructions, placed after the conversation."""
     lore: Any = field(default=None, compare=False, repr=False)
-    """The lorebooks that apply (a `lorebook.Lore`), set by the story or chat document that made this one."""
+    """The lorebooks that apply: a `lorebook.Lore`, or a function that makes it (set by the document that made this)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ keeps the states in a `documents.History` for undo and redo.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -82,7 +83,8 @@ class StoryDocument:
 
     def prompt_story(self, *, global_books: tuple[Lorebook, ...] = ()) -> Story:
         """The story to build the prompt from, with its lorebooks (and the global ones)."""
-        return dataclasses.replace(self.story, lore=worldinfo.document_lore(self, global_books=global_books))
+        return dataclasses.replace(self.story, lore=functools.partial(worldinfo.document_lore, self,
+                                                                      global_books=global_books))
 
     def with_story(self, **changes: Any) -> "StoryDocument":
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
@@ -191,7 +193,7 @@ class ChatDocument:
                     scenario=fill_macros(c.scenario, char=c.name, user=u.name), examples=c.example_blocks(),
                     messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u.name,
                     user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history,
-                    lore=worldinfo.document_lore(self, global_books=global_books))
+                    lore=functools.partial(worldinfo.document_lore, self, global_books=global_books))
 
     def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
         return dataclasses.replace(self, messages=tuple(messages))

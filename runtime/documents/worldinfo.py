@@ -162,6 +162,8 @@ def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
         return None
     try:
         return from_character_book(book, f"{data.get('name') or 'character'}'s lorebook")
+    except SettingsError as e:
+        raise InputError(f"{where}: its character_book: {e}") from None
     except TalesmithError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError) as e:

@@ -190,6 +190,7 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx")
     prompt_plan, activation = plan(document), None
     lore = lore if lore is not None else getattr(document, "lore", None)
+    lore = lore() if callable(lore) else lore  # built here, so that a broken lorebook is an error of this prompt
     if lore and settings.seed is not None:  # lorebook probabilities follow the sampling seed when there is one
         lore = lore.with_seed(settings.seed)
     count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
