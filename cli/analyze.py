@@ -22,7 +22,7 @@ err = Console(stderr=True, highlight=False)
 
 def analyze_command(
     sets: list[str] = typer.Argument(..., metavar="[NAME=]PATH",
-                                     help="Story sets: batch outputs (.csv/.jsonl) or training CSVs "
+                                     help="Story sets: each a batch output (.csv/.jsonl) or a training CSV "
                                           "(prompt, response, label); NAME defaults to the file name."),
     text_column: Optional[str] = typer.Option(None, "--text-column",
                                               help="The story column (default: text, else response)."),
