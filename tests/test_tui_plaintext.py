@@ -87,7 +87,7 @@ async def test_sillytavern_s_default_card_imports_and_shows(tmp_path):
         assert screen.doc.character.name == "Seraphina"
         panel = shown(screen.query_one("#character", Static))
         assert panel.startswith("Seraphina\n\n[Seraphina's Personality=")
-        assert "Lorebook: 4 entries kept with the card, not used yet" in panel
+        assert "Lorebook: 4 entries from the card (ctrl+l)" in panel
         assert messages(screen)[0].startswith("Seraphina\n*You wake with a start")
         await pilot.press(*"[Narrator] Hello?", "enter")
         await settle(pilot)

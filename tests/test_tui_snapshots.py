@@ -90,3 +90,45 @@ def test_help_screen(snap_compare, tmp_path):
         await still(pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_library_dialog_keeps_its_footer_at_80x24(snap_compare, tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")  # the dialog shows modification times
+    time.tzset()
+
+    from talesmith.runtime.documents.stories import Library
+
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    tmp_path = Path(tempfile.gettempdir()) / "talesmith-snapshot"  # the dialog shows the folder's path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    library = Library(tmp_path / "data" / "stories", "story")
+    library.save("a", STORY)
+    library.save("b", StoryDocument(story=STORY.story, name="[b]Bracketed[/] [Narrator] draft"))
+    for i, doc_id in enumerate("ab"):
+        os.utime(library.path(doc_id), (1_700_000_000 + i * 60, 1_700_000_000 + i * 60))
+    app = make_app(tmp_path, TakesBackend(["x"], n_ctx=2048))
+
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await still(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_prompt_view_at_80x24(snap_compare, tmp_path):
+    app = make_app(tmp_path, TakesBackend(["x"], n_ctx=2048), mode="chat")
+    before = app_with(CHAT, "chat")
+
+    async def run_before(pilot):
+        await before(pilot)
+        await pilot.press("f9")
+        await still(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

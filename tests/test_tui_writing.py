@@ -101,7 +101,7 @@ async def test_a_pasted_synopsis_prefix_is_taken_off(tmp_path):
         await pilot.press("ctrl+g")
         await settle(pilot)
         assert backend.prompts[0] == "あらすじ：ある日、森で。\n***\n"
-        assert "the app adds あらすじ：" in str(screen.query("Label").last().render())
+        assert str(screen.query("Label").last().render()) == "Synopsis (app adds あらすじ)"
 
 
 async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_evaluated_again(tmp_path):

@@ -112,7 +112,7 @@ class ChatScreen(DocumentScreen):
             with Vertical(id="conversation"):
                 yield MessageList(id="messages")
                 yield Composer(id="composer", soft_wrap=True, compact=True,
-                               placeholder="Write a message · enter sends · shift+enter or ctrl+j: new line")
+                               placeholder="enter sends · shift+enter or ctrl+j: new line")
         yield Static(id="status")
         yield Footer()
 
@@ -156,7 +156,7 @@ class ChatScreen(DocumentScreen):
         if c.scenario.strip():
             text.append("\n\n" + self.doc.fill(c.scenario.strip()[:200], self.default_user), "italic")
         if c.book_entries:
-            text.append(f"\n\nLorebook: {c.book_entries} entries kept with the card, not used yet", "dim")
+            text.append(f"\n\nLorebook: {c.book_entries} entries from the card (ctrl+l)", "dim")
         text.append(f"\n\nyou: {self.doc.user(self.default_user).name} (f8)\nf5 edit", "dim")
         return text
 

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList, Static, TextArea
+from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.cards import Character
@@ -49,6 +49,7 @@ class HelpScreen(ModalScreen[None]):
             _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
             "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
         ])
+        yield Footer()
         with VerticalScroll(id="dialog", classes="help"):
             yield Static("[b]talesmith keys[/]   (escape closes)", classes="dialog-title")
             yield Static(text)
@@ -64,6 +65,7 @@ class TextPrompt(ModalScreen[str | None]):
         self.question, self.value = question, value
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog", classes="small"):
             yield Label(self.question, markup=False)
             yield Input(self.value, id="answer")
@@ -84,6 +86,7 @@ class Confirm(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog", classes="small"):
             yield Label(self.question, markup=False)
             yield Static("y: yes · n: no", classes="hint")
@@ -102,6 +105,7 @@ class TextEditor(ModalScreen[str | None]):
         self.title_text, self.text = title, text
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog"):
             yield Label(self.title_text, markup=False)
             yield TextArea(self.text, id="text", soft_wrap=True, compact=True)
@@ -130,6 +134,7 @@ class CharacterEditor(ModalScreen[Character | None]):
 
     def compose(self) -> ComposeResult:
         c = self.character
+        yield Footer()
         with VerticalScroll(id="dialog"):
             yield Label("[b]Character[/]  ctrl+s saves · escape cancels")
             yield Label("Name")
@@ -174,6 +179,7 @@ class LibraryScreen(ModalScreen[str | None]):
         self.states, self.cap_mb = states or [], cap_mb
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog"):
             yield Label(Text.assemble((f"Your {self.library.folder.name}", "bold"), f"  ({self.library.folder})"))
             yield OptionList(id="entries")
@@ -293,6 +299,7 @@ class Choice(ModalScreen[str | None]):
         self.question, self.answers = question, answers
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog", classes="small"):
             yield Label(self.question, markup=False)
             yield Static(" · ".join(f"{key}: {label}" for key, _, label in self.answers) + " · escape: cancel",
@@ -334,6 +341,7 @@ class PromptScreen(ModalScreen[None]):
         lines.append(r.reprocess_text or "(nothing)", "cyan")
         lines.append("\n\nThe exact prompt:\n", "bold")
         lines.append(r.text)
+        yield Footer()
         with VerticalScroll(id="dialog"):
             yield Static("What the model sees   (escape closes)", classes="dialog-title", markup=False)
             yield Static(lines, id="prompt-text")
@@ -349,6 +357,7 @@ class UserScreen(ModalScreen["tuple[User, int, User] | None"]):
         self.default, self.cap_mb, self.own = default, cap_mb, own
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with VerticalScroll(id="dialog"):
             yield Label("You  ctrl+s saves · escape cancels", markup=False)
             yield Label("Your name in every chat ({{user}})", markup=False)
@@ -360,7 +369,7 @@ class UserScreen(ModalScreen["tuple[User, int, User] | None"]):
                 yield Input(self.own.name, id="own-name", compact=True)
                 yield Label("Your persona in this chat only (empty: the one above)")
                 yield TextArea(self.own.persona, id="own-persona", soft_wrap=True, compact=True, classes="field-area")
-            yield Label("Saved model state of all documents, at most (MB; oldest removed first)")
+            yield Label("Cap on saved model state, in MB (oldest removed first)")
             yield Input(str(self.cap_mb), id="cap", compact=True, type="integer")
 
     def action_save(self) -> None:

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Checkbox, Input, Label, OptionList, Select, Static, TextArea
+from textual.widgets import Checkbox, Footer, Input, Label, OptionList, Select, Static, TextArea
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.lorebook import LOGICS, POSITIONS, Entry, Lorebook
@@ -77,6 +77,7 @@ class EntryEditor(ModalScreen["Entry | None"]):
 
     def compose(self) -> ComposeResult:
         e = self.entry
+        yield Footer()
         with VerticalScroll(id="dialog"):
             yield Label("Lorebook entry  ctrl+s saves · escape cancels", markup=False)
             yield Label("Keys (comma-separated; /regex/flags for a pattern)", markup=False)
@@ -136,6 +137,7 @@ class LorebookScreen(ModalScreen["Books | None"]):
         self.original = books
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with Vertical(id="dialog"):
             yield Label(Text("Lorebooks of this document", style="bold"))
             yield OptionList(id="entries")

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Footer, Input, Label, Select, Static
 
 from talesmith.runtime.errors import SettingsError
 from talesmith.runtime.settings import LIST_FIELDS, PRESETS, SamplingSettings, parse_value, preset
@@ -43,6 +43,7 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
         self.preset_name, self.settings = preset_name, settings
 
     def compose(self) -> ComposeResult:
+        yield Footer()
         with VerticalScroll(id="dialog", classes="sampling"):
             yield Label("[b]Sampling[/]  ctrl+s saves with this document · escape cancels")
             yield Static("tab moves between settings; each one explains itself here", id="field-help",

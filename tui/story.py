@@ -70,7 +70,7 @@ class StoryScreen(DocumentScreen):
                 yield Label("Note depth (lines from end)")
                 yield Input(id="author_note_depth", compact=True, type="integer")
                 yield Checkbox("Japanese (あらすじ)", id="japanese", compact=True)
-                yield Label("Synopsis (the app adds あらすじ：)")
+                yield Label("Synopsis (app adds あらすじ)")
                 yield Input(id="synopsis", compact=True)
             yield TextArea(id="editor", soft_wrap=True, compact=True)
         yield Static(id="status")
