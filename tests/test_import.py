@@ -318,3 +318,27 @@ def test_export_command_writes_st_chat_kobold_story_and_world_info(tmp_path):
             assert json.loads((tmp_path / out).read_text()) == json.loads(original.read_text())
     wrong = export(saved[0], tmp_path / "c.json")
     assert wrong.returncode == 2 and "export it to a file ending in .jsonl" in wrong.stderr
+
+
+def test_a_bare_character_book_imports_and_exports_as_world_info(tmp_path):
+    source = tmp_path / "book.json"
+    source.write_text(json.dumps({"name": "Lore", "scan_depth": 3, "entries": [
+        {"keys": ["glade"], "content": "Safe.", "extensions": {"position": 4, "depth": 1}, "insertion_order": 7}]}))
+    saved = save_import(read_import(source), tmp_path / "d")
+    world = json.loads(export_text_of(saved, tmp_path / "w.json"))
+    assert world["scan_depth"] == 3 and [(e["key"], e["position"], e["depth"], e["order"]) for e in
+                                         world["entries"].values()] == [(["glade"], 4, 1, 7)]
+    assert from_st(world, "Lore").entries == load_lorebook(source).entries
+
+
+def export_text_of(source, out):
+    from talesmith.runtime.documents.importers import export_text
+
+    return export_text(source, out)
+
+
+def test_a_kobold_save_of_another_shape_is_one_error(tmp_path):
+    source = tmp_path / "united.json"
+    source.write_text(json.dumps({"prompt": "p", "actions": {"action_count": 1, "actions": {"0": {}}}}))
+    with pytest.raises(InputError, match="'actions' must be a list of texts"):
+        read_import(source)

@@ -53,11 +53,13 @@ def _logic(value: Any) -> str:
 # --- SillyTavern World Info --------------------------------------------------------------------
 
 
-def entry_from_st(raw: dict[str, Any]) -> Entry:
-    """One entry of a SillyTavern World Info file (fields missing from older files take ST's defaults)."""
+def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
+    """One entry of a SillyTavern World Info file (fields missing from older files take ST's defaults;
+    `uid` when it has none)."""
     position = int(raw.get("position") or 0)
     return Entry(
-        keys=_keys(raw.get("key", [])), content=str(raw.get("content") or ""), uid=int(raw.get("uid", 0)),
+        keys=_keys(raw.get("key", [])), content=str(raw.get("content") or ""),
+        uid=uid if raw.get("uid") is None else int(raw["uid"]),
         secondary=_keys(raw.get("keysecondary") or []), logic=_logic(raw.get("selectiveLogic")),
         selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
         enabled=not raw.get("disable", False) and position != OUTLET, order=int(raw.get("order", 100) or 0),
@@ -74,7 +76,7 @@ def entry_from_st(raw: dict[str, Any]) -> Entry:
 def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, Any]:
     """The entry as SillyTavern World Info JSON: the entry as read when unchanged, else updated over it."""
     raw = copy.deepcopy(raw or {})
-    if raw and _same(entry_from_st(raw), entry):
+    if raw and _same(entry_from_st(raw, entry.uid), entry):
         return raw
     raw.update(uid=entry.uid, key=list(entry.keys), keysecondary=list(entry.secondary), comment=entry.name,
                content=entry.content, constant=entry.constant, selective=entry.selective,
@@ -100,11 +102,25 @@ def _raw_entries(data: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
+def _st_items(data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(uid, entry) pairs of World Info: the entry's uid, else its numeric key, else its place."""
+    entries = data.get("entries")
+    pairs = list(entries.items()) if isinstance(entries, dict) else list(enumerate(entries or []))
+    out = []
+    for i, (key, raw) in enumerate(pairs):
+        if not isinstance(raw, dict):
+            raise ValueError("'entries' must hold entry objects")
+        uid = raw.get("uid")
+        out.append((int(uid) if uid is not None else int(key) if str(key).isdigit() else i, raw))
+    return out
+
+
 def from_st(data: Any, name: str) -> Lorebook:
     """A SillyTavern World Info file (`{"entries": {"0": {...}, ...}}`, book settings optional)."""
     if not isinstance(data, dict):
         raise ValueError("a World Info file is a JSON object")
-    entries = tuple(entry_from_st(e) for e in _raw_entries(data))
+    _raw_entries(data)  # the shape checked
+    entries = tuple(entry_from_st(raw, uid) for uid, raw in _st_items(data))
     return Lorebook(name=str(data.get("name") or name), entries=entries, scan_depth=_opt_int(data.get("scan_depth")),
                     token_budget=_opt_int(data.get("token_budget")), recursive=_opt_bool(data.get("recursive_scanning")),
                     raw=copy.deepcopy(data))
@@ -113,10 +129,7 @@ def from_st(data: Any, name: str) -> Lorebook:
 def to_st(book: Lorebook) -> dict[str, Any]:
     """The lorebook as SillyTavern World Info JSON, the file as read written back under any edits."""
     out = copy.deepcopy(book.raw)  # what was read, unknown fields (or a KoboldAI list) included
-    old = {}
-    if out.get("entries") is not None:
-        for key, raw in (out["entries"].items() if isinstance(out["entries"], dict) else enumerate(out["entries"])):
-            old[int(raw.get("uid", key))] = raw
+    old = dict(_st_items(out)) if isinstance(out.get("entries"), dict) else {}  # a character_book's list: new entries
     out["entries"] = {str(e.uid): entry_to_st(e, old.get(e.uid)) for e in book.entries}
     return out
 

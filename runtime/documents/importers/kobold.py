@@ -26,8 +26,8 @@ def is_kobold_story(data: Any) -> bool:
 
 def _actions(data: dict[str, Any], where: str) -> list[str]:
     actions = data.get("actions") or []
-    if isinstance(actions, dict):  # newer saves: {"0": "...", "1": "..."}
-        actions = [actions[k] for k in sorted(actions, key=lambda k: int(k))]
+    if isinstance(actions, dict) and all(str(k).isdigit() for k in actions):  # {"0": "...", "1": "..."}
+        actions = [actions[k] for k in sorted(actions, key=int)]
     if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
         raise InputError(f"{where}: 'actions' must be a list of texts")
     return actions
