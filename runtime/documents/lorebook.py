@@ -6,8 +6,10 @@ constant and disabled entries, insertion order, scan depth, a token budget, recu
 and seeded probability. `activate` picks the entries; `apply` places them in a PromptPlan.
 
 Placement is cache-aware by default ("anchored"): an entry that fires stands in the history at the point
-where it fired and stays there while it is active, so a new entry costs only its own tokens and the prefix
-before it is never re-processed. "declared" places every entry where its position says, as SillyTavern does.
+where it fired and stays there while it is active, and after it goes quiet while the budget holds it, so a
+new entry costs only its own tokens and the prefix before it is not re-processed. "declared" places every
+entry where its position says, as SillyTavern does. The placement replays the history; recent replays are
+remembered (a memo, same result) so that a chat's next turn replays only its new messages.
 """
 
 from __future__ import annotations
