@@ -11,8 +11,11 @@ from talesmith.cli.options import (BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, For
                                    PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
                                    sampling_options)
 import dataclasses
+import functools
+import time
 
 from talesmith.cli.options import LorebookOpt
+from talesmith.cli.parallel import ParallelOpt, parallel_sequences
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -35,6 +38,7 @@ def batch(
     device: str = DeviceOpt,
     config: Optional[Path] = ConfigOpt,
     lorebook: Optional[list[Path]] = LorebookOpt,
+    parallel: Optional[int] = ParallelOpt,
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
@@ -48,18 +52,19 @@ def batch(
     try:
         _run(out, input, samples=samples, model=model, lock=lock, preset=preset, fmt=fmt, ctx=ctx,
              gpu_layers=gpu_layers, threads=threads, backend_name=backend_name, device=device, cfg=cfg,
-             sampling=sampling)
+             sampling=sampling, parallel=parallel)
     finally:
         out.close()
 
 
 def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Optional[Path], preset: Optional[str],
          fmt: Optional[str], ctx: Optional[int], gpu_layers: int, threads: Optional[int], backend_name: Optional[str],
-         device: str, cfg: Any, sampling: dict[str, Any]) -> None:
+         device: str, cfg: Any, sampling: dict[str, Any], parallel: Optional[int]) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from talesmith.runtime.batch import plan_batch, read_rows, run_batch
+    from talesmith.runtime.batch_parallel import run_batch_parallel
     from talesmith.runtime.models.resolve import sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
@@ -70,23 +75,24 @@ def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Opt
     settings = resolve_settings(preset, cfg, ref.preset, sampling)
     digest = sha256(ref.path)
     plan = plan_batch(rows, samples, out, model_sha256=digest)
+    n_seq = parallel_sequences(parallel, backend, tasks=len(plan.all_tasks))
     if plan.skipped:
         err.print(f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]", soft_wrap=True)
-    tokens = {"n": 0, "s": 0.0}
+    tokens = {"n": 0, "start": time.perf_counter()}
     with Progress(TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]} tokens/s"), TimeRemainingColumn(), console=err,
                   transient=True) as progress:
         bar = progress.add_task("rows", total=len(plan.tasks) + plan.skipped, completed=plan.skipped, rate="-")
 
         def advance(record: dict[str, Any]) -> None:
-            tokens["n"] += record["completion_tokens"]
-            tokens["s"] += record["seconds"]
-            progress.update(bar, advance=1, rate=f"{tokens['n'] / tokens['s']:.1f}" if tokens["s"] else "-")
+            tokens["n"] += record["completion_tokens"]  # over the wall time: parallel records overlap
+            progress.update(bar, advance=1, rate=f"{tokens['n'] / (time.perf_counter() - tokens['start']):.1f}")
 
         def note(text: str) -> None:
             progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
-        run_batch(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
-                  model=ref.name, model_sha256=digest, on_record=advance, on_note=note, lore=load_lore(cfg.lorebooks))
+        run = run_batch if n_seq == 1 else functools.partial(run_batch_parallel, n_seq=n_seq)
+        run(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
+            model=ref.name, model_sha256=digest, on_record=advance, on_note=note, lore=load_lore(cfg.lorebooks))
     err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()

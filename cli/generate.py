@@ -13,6 +13,7 @@ from talesmith.cli.options import (FIELDS_PANEL, BackendOpt, ConfigOpt, CtxOpt, 
                                    PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
                                    sampling_options)
 from talesmith.cli.options import LorebookOpt
+from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
@@ -52,6 +53,7 @@ def generate(
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The prompt, as an option (as the TinyStories "
                                         "project's own command takes it)."),
+    parallel: Optional[int] = ParallelOpt,
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
@@ -96,14 +98,23 @@ def generate(
         rows = SampleRows(cfg.seed.output_file, prepared.fitted.text)
     base_seed = settings.seed
     out = sys.stdout
+    n_seq = parallel_sequences(parallel or 1, backend, tasks=count)  # one at a time, streamed, unless asked
+    sample_settings = [settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32)
+                       for i in range(count)]
+    ordered = parallel_chunks(backend, prepared.tokens, sample_settings, stops=prepared.stops,
+                              n_seq=n_seq) if n_seq > 1 else None
     for i in range(count):
         run_settings = settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32)
         if echo and not as_json:
             out.write(prepared.fitted.text)
         parts: list[str] = []
         tokens: list[int] = []
-        backend.reset()  # each sample from an empty cache: -n 3 --seed 7 writes what --seed 7, 8, 9 would
-        for chunk in stream(backend, prepared.tokens, run_settings, stops=prepared.stops):
+        if ordered is None:
+            backend.reset()  # each sample from an empty cache: -n 3 --seed 7 writes what --seed 7, 8, 9 would
+            chunks = stream(backend, prepared.tokens, run_settings, stops=prepared.stops)
+        else:
+            chunks = iter([next(ordered)])  # decoded together with the other samples
+        for chunk in chunks:
             parts.append(chunk.text)
             tokens.extend(chunk.tokens)
             if not as_json:

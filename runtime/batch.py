@@ -13,7 +13,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,7 +109,10 @@ def row_seed(base: int, row_id: str, sample: int) -> int:
 @dataclass(frozen=True)
 class BatchPlan:
     tasks: list[Task]
+    """The tasks still to do."""
     skipped: int
+    all_tasks: list[Task] = field(default_factory=list)
+    """Every task of the command, done or not, in order (rows, then samples)."""
 
 
 def plan_batch(rows: list[Row], samples: int, output: OutputFile, *, model_sha256: str) -> BatchPlan:
@@ -121,8 +124,9 @@ def plan_batch(rows: list[Row], samples: int, output: OutputFile, *, model_sha25
             raise InputError(f"{output.path} was written with another model (sha256 {record['model_sha256'][:12]}...); "
                              f"write to a new output file to use this one")
     done = output.done()
-    tasks = [Task(r, s) for r in rows for s in range(samples) if (r.id, s) not in done]
-    return BatchPlan(tasks, len(rows) * samples - len(tasks))
+    every = [Task(r, s) for r in rows for s in range(samples)]
+    tasks = [t for t in every if (t.row.id, t.sample) not in done]
+    return BatchPlan(tasks, len(every) - len(tasks), every)
 
 
 def check_trimmed(document: Any, prepared: PreparedPrompt, *, n_ctx: int, max_new_tokens: int) -> None:
