@@ -98,3 +98,31 @@ async def test_global_lorebooks_apply_to_every_story(tmp_path):
         await pilot.press("ctrl+g")
         await settle(pilot)
         assert backend.prompts[-1] == "Snow fell. Then."  # an unreadable global lorebook: none, and a warning
+
+
+@pytest.mark.asyncio
+async def test_the_import_key_brings_in_a_sillytavern_chat_and_a_preset(tmp_path):
+    from test_tui_chat import CARD, import_card, png_card
+
+    chat = tmp_path / "Aqua.jsonl"
+    chat.write_text('{"user_name":"Kazuma","character_name":"Aqua","create_date":1}\n'
+                    '{"name":"Aqua","is_user":false,"mes":"Hi!","swipes":["Hi!","Yo!"],"swipe_id":0}\n'
+                    '{"name":"Kazuma","is_user":true,"mes":"Hello."}\n')
+    preset = tmp_path / "Godlike.json"
+    preset.write_text(json.dumps({"temp": 0.7, "rep_pen": 1.1, "top_a": 0.75}))
+    card = tmp_path / "aqua.png"
+    card.write_bytes(png_card(CARD))
+    backend = TakesBackend([" Welcome back."], n_ctx=2048)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await import_card(pilot, card)  # the card first: the chat then finds its character
+        await import_card(pilot, chat)
+        assert screen.doc.character.persona == "A cheerful goddess of water."
+        assert [m.swipes for m in screen.doc.messages] == [("Hi!", "Yo!"), ("Hello.",)]
+        assert screen.doc.user_name == "Kazuma"
+        await import_card(pilot, preset)
+        assert (tmp_path / "data" / "presets" / "godlike.json").is_file()
+        await pilot.press("ctrl+q")
+    assert any(c["name"] == "Chat with Aqua" and len(c["messages"]) == 2 for c in saved(tmp_path, "chats"))

@@ -16,7 +16,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
-from talesmith.runtime.documents.cards import Character, load_card, to_card
+from talesmith.runtime.documents.cards import Character, to_card
+from talesmith.runtime.documents.importers import read_import, save_import
 from talesmith.runtime.documents.formats import CHARACTER
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
@@ -83,7 +84,8 @@ class ChatScreen(DocumentScreen):
         Binding("alt+right", "swipe(1)", "Swipe ▶", priority=True, show=False,
                 tooltip="Next swipe of the last reply (past the last: a new one; greetings stop at the last)"),
         Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
-        Binding("f7", "import_card", "Import", priority=True, tooltip="Import a character card (.png / .json)"),
+        Binding("f7", "import_card", "Import", priority=True,
+                tooltip="Import a card, a SillyTavern chat, preset or World Info, or a KoboldAI story"),
         Binding("f6", "new_character", "New character", priority=True, show=False,
                 tooltip="Create a character and start a chat with them"),
         Binding("ctrl+n", "new_chat", "New chat", priority=True, show=False,
@@ -380,14 +382,24 @@ class ChatScreen(DocumentScreen):
         def done(path: str | None) -> None:
             if not path or not path.strip():
                 return
-            try:
-                character = load_card(path.strip())
+            try:  # a card, or anything `talesmith import` reads (recognised by content)
+                imported = read_import(path.strip(), characters=self.data_dir / "characters")
+                saved = None if imported.kind == "character" else save_import(imported, self.data_dir)
             except TalesmithError as e:
                 self.notify(f"{e}. Nothing was changed.", severity="error", timeout=10)
                 return
-            self._import(character)
+            for note in imported.notes:
+                self.notify(note, severity="warning", timeout=10)
+            if imported.kind == "character":
+                self._import(imported.value)
+            elif imported.kind == "chat" and saved is not None:
+                self.autosave()
+                self._opened(saved.stem)
+            else:
+                self.notify(f"Imported {imported.kind} {imported.name!r} to {saved}", timeout=8)
 
-        self.app.push_screen(TextPrompt("Character card to import (.png or .json path)"), done)
+        self.app.push_screen(TextPrompt("File to import: a card (.png / .json), a SillyTavern chat, preset or World "
+                                        "Info, a KoboldAI story"), done)
 
     def _import(self, character: Character) -> None:
         """Start a chat with an imported character; a card of the same name already kept is replaced or kept."""

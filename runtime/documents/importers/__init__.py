@@ -83,13 +83,12 @@ def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
     if kobold.is_kobold_story(data):
         doc = kobold.story_from_kobold(data, name, where)
         return Imported("story", name, doc)
-    if isinstance(data, dict) and (data.get("spec") in ("chara_card_v2", "chara_card_v3")
-                                   or ("name" in data and ("first_mes" in data or "description" in data))):
-        character = character_from_card(data, where)
-        return Imported("character", character.name, character)
-    if isinstance(data, dict) and "entries" in data:
+    if isinstance(data, dict) and "entries" in data and data.get("spec") not in ("chara_card_v2", "chara_card_v3"):
         book = lorebook_from_json(data, name, where)
         return Imported("lorebook", book.name, book)
+    if isinstance(data, dict) and ("spec" in data or "name" in data):  # a card (v1 cards are flat)
+        character = character_from_card(data, where)
+        return Imported("character", character.name, character)
     raise InputError(f"{where} is not a file talesmith can import: expected a SillyTavern chat (.jsonl), preset or "
                      f"World Info, a KoboldAI story, or a character card")
 
