@@ -33,6 +33,10 @@ def _keys_table(title: str, bindings: list[Binding]) -> str:
     return "\n".join(rows)
 
 
+class Form(VerticalScroll, can_focus=False):
+    """A dialog's fields, scrolled to the one focused; not a tab stop itself."""
+
+
 class HelpScreen(ModalScreen[None]):
     """Every key, in sections given by the app: (title, bindings) pairs."""
 
@@ -135,7 +139,7 @@ class CharacterEditor(ModalScreen[Character | None]):
     def compose(self) -> ComposeResult:
         c = self.character
         yield Footer()
-        with VerticalScroll(id="dialog"):
+        with Form(id="dialog"):
             yield Label("[b]Character[/]  ctrl+s saves · escape cancels")
             yield Label("Name")
             yield Input(c.name, id="name", compact=True, placeholder="the character's name")
@@ -358,7 +362,7 @@ class UserScreen(ModalScreen["tuple[User, int, User] | None"]):
 
     def compose(self) -> ComposeResult:
         yield Footer()
-        with VerticalScroll(id="dialog"):
+        with Form(id="dialog"):
             yield Label("You  ctrl+s saves · escape cancels", markup=False)
             yield Label("Your name in every chat ({{user}})", markup=False)
             yield Input(self.default.name, id="name", compact=True)

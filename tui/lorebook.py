@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Footer, Input, Label, OptionList, Select, Static, TextArea
 from textual.widgets.option_list import Option
@@ -19,7 +19,7 @@ from talesmith.runtime.documents.lorebook import LOGICS, POSITIONS, Entry, Loreb
 from talesmith.runtime.documents.worldinfo import load_lorebook
 from talesmith.runtime.errors import TalesmithError
 
-from .dialogs import TextPrompt
+from .dialogs import Form, TextPrompt
 
 # --- pure edits over a tuple of lorebooks (no Textual) -------------------------------------------------
 
@@ -78,7 +78,7 @@ class EntryEditor(ModalScreen["Entry | None"]):
     def compose(self) -> ComposeResult:
         e = self.entry
         yield Footer()
-        with VerticalScroll(id="dialog"):
+        with Form(id="dialog"):
             yield Label("Lorebook entry  ctrl+s saves · escape cancels", markup=False)
             yield Label("Keys (comma-separated; /regex/flags for a pattern)", markup=False)
             yield Input(", ".join(e.keys), id="keys", compact=True)

@@ -8,11 +8,13 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static
 
 from talesmith.runtime.errors import SettingsError
+
+from .dialogs import Form
 from talesmith.runtime.settings import LIST_FIELDS, PRESETS, SamplingSettings, parse_value, preset
 
 FIELDS = dataclasses.fields(SamplingSettings)
@@ -44,7 +46,7 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
 
     def compose(self) -> ComposeResult:
         yield Footer()
-        with VerticalScroll(id="dialog", classes="sampling"):
+        with Form(id="dialog", classes="sampling"):
             yield Label("[b]Sampling[/]  ctrl+s saves with this document · escape cancels")
             yield Static("tab moves between settings; each one explains itself here", id="field-help",
                          classes="hint")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.errors import CardError, InputError
+from talesmith.runtime.errors import CardError
 
 MAX_CARD_FILE = 32 * 1024 * 1024
 """Largest card file read (PNG images with a card can be several MB)."""

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
