@@ -1,7 +1,9 @@
 """CUDA paths: llama.cpp layer offload and the LoRA merge on the GPU. Skipped without a CUDA GPU.
 
-torch and a CUDA build of llama.cpp each bring their own CUDA libraries; the test keeps them in
-separate processes (conversion runs as `talesmith convert`, like a user runs it).
+torch and a CUDA build of llama.cpp each bring their own CUDA libraries, so nothing CUDA runs in the
+test process itself: building, converting, decoding and merging each run in a child process with
+faulthandler on, so that a crash fails its test with the child's stack instead of killing pytest
+(bench/gpu_check.sh also runs each test in a process of its own).
 """
 
 import json
@@ -13,37 +15,54 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not llama_cpp.llama_supports_gpu_offload(), reason="llama-cpp-python built without GPU support"),
-]
+pytestmark = pytest.mark.gpu
+needs_offload = pytest.mark.skipif(not llama_cpp.llama_supports_gpu_offload(),
+                                   reason="llama-cpp-python built without GPU support")
 TESTS = Path(__file__).parent
 
 
 def python(code: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                            cwd=TESTS)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, *args], capture_output=True, text=True,
+                            timeout=300, cwd=TESTS)
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-3000:]}"
     return result.stdout
 
 
-def test_offloaded_greedy_text_matches_the_cpu(tmp_path):
-    from talesmith.runtime.engine.generate import collect, stream
-    from talesmith.runtime.engine.llama import LlamaCppBackend
-    from talesmith.runtime.settings import SamplingSettings
+GREEDY = """
+import json, sys
+from talesmith.runtime.engine.generate import collect, stream
+from talesmith.runtime.engine.llama import LlamaCppBackend
+from talesmith.runtime.settings import SamplingSettings
+backend = LlamaCppBackend(sys.argv[1], n_ctx=128, gpu_layers=int(sys.argv[2]))
+settings = SamplingSettings(temperature=0, max_new_tokens=24, min_new_tokens=24)
+print(json.dumps(list(collect(stream(backend, backend.tokenize("The storm had raged"), settings)).tokens)))
+if sys.argv[3] == "close":
+    backend.close()
+"""
 
+
+@pytest.fixture(scope="module")
+def tiny_llama_gguf(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gpu")
     python("import sys; from pathlib import Path; from tiny_models import make_model; "
-           "make_model('llama', Path(sys.argv[1]))", str(tmp_path / "llama"))
-    subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(tmp_path / "llama"), "-o",
-                    str(tmp_path / "out"), "--quant", "", "--outtype", "f32", "--name", "llama", "--lock",
-                    str(tmp_path / "models.lock")], check=True, capture_output=True, timeout=300)
-    settings = SamplingSettings(temperature=0, max_new_tokens=24, min_new_tokens=24)
-    texts = {}
-    for layers in (0, -1):
-        backend = LlamaCppBackend(tmp_path / "out" / "llama-f32.gguf", n_ctx=128, gpu_layers=layers)
-        texts[layers] = collect(stream(backend, backend.tokenize("The storm had raged"), settings)).tokens
-        backend.close()
-    assert texts[0] == texts[-1]
+           "make_model('llama', Path(sys.argv[1]))", str(tmp / "llama"))
+    subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(tmp / "llama"), "-o", str(tmp / "out"),
+                    "--quant", "", "--outtype", "f32", "--name", "llama", "--lock", str(tmp / "models.lock")],
+                   check=True, capture_output=True, timeout=300)
+    return tmp / "out" / "llama-f32.gguf"
+
+
+@needs_offload
+def test_offloaded_greedy_text_matches_the_cpu(tiny_llama_gguf):
+    cpu = json.loads(python(GREEDY, str(tiny_llama_gguf), "0", "close"))
+    gpu = json.loads(python(GREEDY, str(tiny_llama_gguf), "-1", "close"))
+    assert len(cpu) == 24 and gpu == cpu
+
+
+@needs_offload
+def test_an_offloaded_model_left_open_exits_cleanly(tiny_llama_gguf):
+    """The process ends with the model still loaded: it is freed before Python shuts down."""
+    assert len(json.loads(python(GREEDY, str(tiny_llama_gguf), "-1", "leave-open"))) == 24
 
 
 MERGE = """

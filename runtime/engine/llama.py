@@ -7,10 +7,12 @@ temperature, mirostat) and its memory API to keep the longest common prefix betw
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import os
 import sys
+import weakref
 from pathlib import Path
 from typing import Collection, Sequence
 
@@ -45,6 +47,21 @@ def state_meta_path(path: Path) -> Path:
 def quiet_logs() -> None:
     """Route llama.cpp's log through `_quiet_log`, which keeps only errors."""
     llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+
+
+_OPEN: "weakref.WeakSet[LlamaCppBackend]" = weakref.WeakSet()
+
+
+@atexit.register
+def _before_exit() -> None:
+    """Free every model while Python still runs, then take the Python log callback out of llama.cpp.
+
+    Without this, models freed by the garbage collector during shutdown, and the CUDA backend's own
+    teardown after it, call `_quiet_log` when the interpreter can no longer run it (a crash at exit
+    with no Python frame)."""
+    for backend in list(_OPEN):
+        backend.close()
+    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # NULL: llama.cpp's own logger
 
 
 def gpu_offload_supported() -> bool:
@@ -165,6 +182,7 @@ class LlamaCppBackend:
                 raise ModelError(context_failed(info, n_ctx, available=available_memory())) from None
             raise ModelError(f"llama.cpp could not load {self.model_path} ({info.architecture}): {e}; the file may be "
                              f"corrupt or its architecture unsupported by this llama.cpp") from None
+        _OPEN.add(self)
         self.ctx = self._llm.ctx
         self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
