@@ -67,3 +67,28 @@ async def test_chat_reply_streams_from_the_bundled_model(tmp_path, llama):
         speakers = [m.speaker for m in screen.doc.messages]
         assert speakers == ["character", "user", "character"]
         assert screen.doc.messages[-1].text.strip() and "\nYou:" not in screen.doc.messages[-1].text
+
+
+def test_saved_state_holds_only_the_cells_in_use_and_is_private(tmp_path, llama):
+    import os
+    import stat
+
+    from talesmith.runtime.engine import kvstate
+
+    sizes = {}
+    old = os.umask(0o022)
+    try:
+        for n in (10, 100):
+            llama.reset()
+            tokens = llama.tokenize("word " * n)
+            llama.prefill(tokens)
+            kvstate.save(llama, tmp_path / f"s{n}.json")
+            path = tmp_path / f"s{n}.kv"
+            sizes[len(tokens)] = path.stat().st_size
+            assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / f"s{n}.kv.meta").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+        llama.reset()
+    (short, small), (long, large) = sorted(sizes.items())
+    per_token = (large - small) / (long - short)
+    assert small < 2 * short * per_token and large < 2 * long * per_token  # not the whole context of 2048 cells
