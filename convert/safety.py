@@ -6,7 +6,7 @@ with `trust_remote_code`). talesmith never does. The rules, checked on the JSON 
 * config.json and tokenizer_config.json must be JSON objects;
 * the `model_type` must be one that talesmith (for GGUF) or transformers (for ONNX) implements itself;
   an unknown one is refused, naming the code the folder asks to run;
-* a tokenizer whose class only exists in the folder's own code is refused;
+* a tokenizer whose class only exists in the folder's own code (`auto_map`) is refused;
 * an `auto_map` beside a known model type or tokenizer class is ignored: the library's own
   implementation is used, and a note says so.
 """
@@ -75,8 +75,9 @@ def check_config(folder: Path, config: dict[str, Any], *, targets: tuple[str, ..
     auto_map = config.get("auto_map")
     if model_type is not None and not isinstance(model_type, str):
         raise ConversionError(f"{folder}/config.json has model_type {model_type!r}, not a name; download it again")
-    known = _transformers_model_types()
     ours = model_type in OWN_MODEL_TYPES
+    # transformers takes seconds to import: asked only when its answer matters.
+    known = _transformers_model_types() if "onnx" in targets or not ours else set()
 
     def lacking(target: str) -> bool:
         if auto_map and model_type is None:
@@ -109,7 +110,7 @@ def check_tokenizer_config(folder: Path) -> list[str]:
     auto_map = data.get("auto_map")
     if cls is not None and not isinstance(cls, str):
         raise ConversionError(f"{folder}/tokenizer_config.json has tokenizer_class {cls!r}, not a name")
-    if cls and not _tokenizer_class_known(cls):
+    if cls and auto_map and not _tokenizer_class_known(cls):
         raise ConversionError(f"{folder}/tokenizer_config.json names tokenizer class {cls!r}{_code(auto_map)}, "
                               f"which only its own code implements; talesmith never runs a checkpoint's code: "
                               f"pass --tokenizer with a folder whose tokenizer transformers knows")

@@ -32,7 +32,7 @@ class ScriptedBackend:
         self.evaluated = 0
 
     # vocabulary
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
         return list(text.encode("utf-8"))
 
     def token_bytes(self, token: int) -> bytes:
