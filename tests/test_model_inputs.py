@@ -273,3 +273,13 @@ async def test_the_app_shows_the_model_notes_once_it_has_loaded(tmp_path):
         await pilot.pause(0.05)
         notes = [(n.message, n.severity) for n in app._notifications]
     assert ("tiny.gguf of model 'tiny' no longer matches models.lock", "warning") in notes
+
+
+def test_the_bundled_model_is_known_where_no_lock_names_it(tmp_path, bundled_path):
+    env = {"TALESMITH_LOCK": str(tmp_path / "none.lock"), "TALESMITH_CACHE": str(tmp_path / "cache")}
+    listing = talesmith("models", "list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[1].split()[:6] == ["gemma3-270m", "gguf", "Q4_K_M", "253.1", "MB", "present"]
+    assert talesmith("models", "path", "gemma3-270m", env=env).stdout == f"{bundled_path}\n"
+    verified = talesmith("models", "verify", env=env)
+    assert verified.returncode == 0 and "gemma3-270m" in verified.stdout, verified.stderr

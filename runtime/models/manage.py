@@ -14,7 +14,8 @@ from talesmith.runtime.models import hub
 from talesmith.runtime.models import integrity
 from talesmith.runtime.errors import HashMismatchError, ModelError, VerifyError
 from talesmith.runtime.models.lockfile import UNRESOLVED
-from talesmith.runtime.models.resolve import BUNDLED_PACKAGE, entry_of, local_files, location, lock_path, read_lock, record_model
+from talesmith.runtime.models.resolve import (BUNDLED_PACKAGE, entry_of, known_models, local_files, location, lock_path,
+                                              record_model)
 from talesmith.runtime.models.pinning import lock_model
 
 Lockish = str | os.PathLike[str] | None
@@ -74,7 +75,7 @@ def verify(name: str | None = None, *, lock: Lockish = None) -> list[FileCheck]:
     """Re-hash the files of model `name` (or of every model with files on this machine) against the lock.
     Models that have no file here at all are left out when no name is given."""
     lp = lock_path(lock)
-    names = [name] if name else list(read_lock(lp))
+    names = [name] if name else list(known_models(lp))
     checks: list[FileCheck] = []
     for n in names:
         _, entry = entry_of(n, lp)
@@ -211,7 +212,7 @@ def rows(*, lock: Lockish = None) -> list[ModelRow]:
     """One row per model: what the lock says and what is on this machine, without re-reading files."""
     lp = lock_path(lock)
     out = []
-    for name, entry in read_lock(lp).items():
+    for name, entry in known_models(lp).items():
         files = local_files(name, entry, lp)
         size = sum(f["size"] for f, _ in files) if files else None
         here = [(f, p) for f, p in files if p is not None and p.exists()]

