@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --sdist) SDIST=$(realpath "$2"); shift ;;
         --venv) VENV=$2; shift ;;
         --wheelhouse) WHEELHOUSE=$(realpath "$2"); shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) OUTDIR=$1 ;;
     esac
