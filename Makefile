@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft)
-# and the ONNX extra (optimum, onnxruntime); the analyze extra is for `talesmith analyze`.
+# and the ONNX extra (optimum, onnxruntime); the analyze extra is for `talesmith analyze`, scale (Ray) for batch --ray.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,convert,onnx,analyze]'
+	$(BIN)/pip install --quiet -e '.[test,convert,onnx,analyze,scale]'
 	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)

@@ -15,7 +15,8 @@ import functools
 import time
 
 from talesmith.cli.options import LorebookOpt
-from talesmith.cli.parallel import ParallelOpt, parallel_sequences
+from talesmith.cli.parallel import (ParallelOpt, RayActorsOpt, RayCpusOpt, RayGpusOpt, RayOpt, RayOptions,
+                                   parallel_sequences)
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -39,6 +40,10 @@ def batch(
     config: Optional[Path] = ConfigOpt,
     lorebook: Optional[list[Path]] = LorebookOpt,
     parallel: Optional[int] = ParallelOpt,
+    ray: Optional[str] = RayOpt,
+    ray_actors: int = RayActorsOpt,
+    ray_cpus: float = RayCpusOpt,
+    ray_gpus: float = RayGpusOpt,
     sampling: dict[str, Any] = {},
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
@@ -52,19 +57,22 @@ def batch(
     try:
         _run(out, input, samples=samples, model=model, lock=lock, preset=preset, fmt=fmt, ctx=ctx,
              gpu_layers=gpu_layers, threads=threads, backend_name=backend_name, device=device, cfg=cfg,
-             sampling=sampling, parallel=parallel)
+             sampling=sampling, parallel=parallel,
+             ray=None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus))
     finally:
         out.close()
 
 
 def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Optional[Path], preset: Optional[str],
          fmt: Optional[str], ctx: Optional[int], gpu_layers: int, threads: Optional[int], backend_name: Optional[str],
-         device: str, cfg: Any, sampling: dict[str, Any], parallel: Optional[int]) -> None:
+         device: str, cfg: Any, sampling: dict[str, Any], parallel: Optional[int], ray: Any = None) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from talesmith.runtime.batch import plan_batch, read_rows, run_batch
     from talesmith.runtime.batch_parallel import run_batch_parallel
+    from talesmith.runtime.batch_ray import ModelSource, run_batch_ray
+    from talesmith.runtime.models.resolve import lock_path
     from talesmith.runtime.models.resolve import sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
@@ -92,7 +100,16 @@ def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Opt
             progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
         run = run_batch if n_seq == 1 else functools.partial(run_batch_parallel, n_seq=n_seq)
+        if ray is not None:
+            source = ModelSource(model or cfg.model, str(lock_path(lock)), _text(lock_path(lock)), digest,
+                                 gpu_layers=gpu_layers, n_ctx=ctx, backend=backend_name, device=device)
+            backend.close()  # the actors hold the model
+            run = functools.partial(run_batch_ray, options=ray, source=source, n_seq=n_seq)
         run(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
             model=ref.name, model_sha256=digest, on_record=advance, on_note=note, lore=load_lore(cfg.lorebooks))
     err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""

@@ -6,6 +6,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
+from talesmith.runtime.batch_ray import RayOptions  # noqa: F401 (ray itself is imported only when used)
 from talesmith.runtime.errors import SettingsError
 
 DEFAULT_PARALLEL = 8
@@ -13,6 +14,13 @@ DEFAULT_PARALLEL = 8
 
 ParallelOpt = typer.Option(None, "--parallel", help=f"Sequences decoded together in one llama.cpp context "
                            f"(default {DEFAULT_PARALLEL} with llama.cpp, 1 with ONNX); 1 decodes one at a time.")
+
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="Spread the rows over Ray actors: 'local' starts a "
+                      "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
+                      rich_help_panel="Ray")
+RayActorsOpt = typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
+RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
+RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray")
 
 
 def parallel_sequences(asked: Optional[int], backend: Any, *, tasks: int) -> int:
