@@ -283,3 +283,29 @@ def test_the_bundled_model_is_known_where_no_lock_names_it(tmp_path, bundled_pat
     assert talesmith("models", "path", "gemma3-270m", env=env).stdout == f"{bundled_path}\n"
     verified = talesmith("models", "verify", env=env)
     assert verified.returncode == 0 and "gemma3-270m" in verified.stdout, verified.stderr
+
+
+REAL_VOCAB = Path("/work/shared/real/llamacpp-vocab")
+
+
+def test_a_gguf_without_tensors_is_read_and_refused_as_no_model(tmp_path):
+    import gguf
+
+    path = tmp_path / "vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(4096)
+    w.add_token_list(TOKENS)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert read_info(path).n_tensors == 0  # no data section: nothing to pad the header to
+    assert error_line(talesmith("generate", "--model", path, "hi")) == \
+        f"error: {path} cannot be loaded: it holds no tensors (a vocabulary-only file?); pass a model file"
+
+
+@pytest.mark.skipif(not REAL_VOCAB.is_dir(), reason="the real vocabulary files are not on this machine")
+@pytest.mark.parametrize("name", ["ggml-vocab-gpt-2.gguf", "ggml-vocab-falcon.gguf", "ggml-vocab-llama-spm.gguf"])
+def test_llama_cpp_vocabulary_files_read_whole(name):
+    info = read_info(REAL_VOCAB / name)
+    assert info.n_tensors == 0 and load_problem(info) == "it holds no tensors (a vocabulary-only file?)"

@@ -171,7 +171,7 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
     except (ValueError, OverflowError, MemoryError) as e:
         why = str(e) or type(e).__name__
         raise ModelError(f"{p} is not a valid GGUF file ({why}); download or convert it again") from None
-    if data_start + data_end > size:
+    if n_tensors and data_start + data_end > size:  # with no tensors there is no data section to pad to
         raise ModelError(f"{p} is truncated: {size} bytes on disk, its tensors need {data_start + data_end}; "
                          f"download or convert it again")
     return GGUFInfo(p, version, metadata, n_tensors, frozenset(blocks), frozenset(arrays))
@@ -188,6 +188,8 @@ def load_problem(info: GGUFInfo) -> str | None:
 
     llama.cpp asserts on some values (block_count 0 or past its layer limit, a NaN epsilon) and
     aborts the whole process; these are checked here, before it sees the file."""
+    if info.n_tensors == 0:
+        return "it holds no tensors (a vocabulary-only file?)"
     for key, value in info.metadata.items():
         if isinstance(value, float) and not math.isfinite(value):
             return f"{key} is {value}, not a finite number"
@@ -212,7 +214,8 @@ def check_loadable(info: GGUFInfo) -> None:
     """ModelError naming the value when llama.cpp could not load the file's metadata safely."""
     problem = load_problem(info)
     if problem:
-        raise ModelError(f"{info.path} cannot be loaded: {problem}; download or convert it again")
+        fix = "pass a model file" if info.n_tensors == 0 else "download or convert it again"
+        raise ModelError(f"{info.path} cannot be loaded: {problem}; {fix}")
 
 
 def kv_bytes_per_token(info: GGUFInfo, *, lower_bound: bool = False) -> int | None:
