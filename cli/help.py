@@ -47,6 +47,8 @@ def metavar(param: Any) -> str:
         return "TEXT"
     if desc.is_path:
         return "PATH"
+    if desc.is_choice and desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
     return _by_type(desc.annotation)
 
 
