@@ -31,7 +31,6 @@ META_FILE = "talesmith.json"
 GENAI_DIR = "genai"
 GENAI_ARCHS = {"llama"}
 """Architectures whose int4 output also gets onnxruntime-genai's own build (when it is installed)."""
-SUPPORTED = {"gpt2", "gptj", "llama", "falcon"}
 
 
 def parse_onnx_quants(text: str) -> tuple[str, ...]:

@@ -2,10 +2,10 @@
 
 The graph builder holds one source tensor at a time, plus a few slices of CHUNK_BYTES (a float32 slice, its
 transposed or quantized form), so the peak is the interpreter with torch and ONNX Runtime loaded plus the
-largest tensor of the checkpoint as it is read: at its stored width (2 bytes for fp16, 4 for float32 and for
-bf16, which is widened to float32), or at 8 bytes when an adapter is merged into it (the float32 weight
-and the float32 delta side by side). Measured on a GPT-J-6B-shaped fp16 checkpoint (int4): 0.81 GB peak
-against this estimate's 1.24 GB.
+largest tensor of the checkpoint as it is read: 2 bytes a value for fp16, 4 for float32, 6 for bf16 (read,
+then widened to float32 beside it) and 14 where an adapter is merged (the stored tensor, its float32 copy,
+the delta and its scaled copy). Measured (int4, 2 cores): a GPT-J-6B-shaped fp16 checkpoint peaks at
+0.85 GB against an estimate of 1.24 GB; Falcon-7B's widths in bf16 at 2.16 GB against 2.60 GB.
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ from .onnx_graph import CHUNK_BYTES
 
 BASELINE_BYTES = 600 * 2**20
 """Python with torch, onnx, onnxruntime and transformers' tokenizer loaded (measured: about 450 MB)."""
+WIDTHS = {"float16": 2, "bfloat16": 6}
+"""Bytes per value held while one tensor is read, by the checkpoint's dtype (4 otherwise)."""
+MERGED_WIDTH = 14
 GB = 1e9
 
 
 def estimate_peak(ckpt, *, merged: frozenset[str] | set[str] = frozenset()) -> int:
     """Bytes of memory the ONNX conversion of `ckpt` needs at its peak (an upper estimate); `merged` names
     the tensors an adapter changes."""
-    width = 2 if str(ckpt.config.get("torch_dtype") or ckpt.config.get("dtype")) == "float16" else 4
-    largest = max((math.prod(ckpt.shape(n)) * (8 if n in merged else width) for n in ckpt.names()), default=0)
+    width = WIDTHS.get(str(ckpt.config.get("torch_dtype") or ckpt.config.get("dtype")), 4)
+    largest = max((math.prod(ckpt.shape(n)) * (MERGED_WIDTH if n in merged else width) for n in ckpt.names()),
+                  default=0)
     return BASELINE_BYTES + largest + 3 * CHUNK_BYTES
 
 
