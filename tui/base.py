@@ -4,7 +4,6 @@ the sampling panel, the generation worker and the status line."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from talesmith.runtime.engine import kvstate
-from talesmith.runtime.documents.formats import History
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import prepare
 from talesmith.runtime.settings import PRESETS
@@ -29,13 +27,11 @@ from . import promptview
 from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Prepared, Streamed
 from .sampling import SamplingScreen
+from .session import DocumentSession, Saved
 
-MERGE_SECONDS = 1.5
-"""Edits to one field closer together than this are one undo step."""
 SAVE_DELAY = 1.0
+"""Seconds after the last edit before the document is written."""
 MEASURE_DELAY = 0.3
-CHECKPOINT_SECONDS = 1.0
-"""While a generation streams, its text so far is written to the document's file this often."""
 
 
 class DocumentScreen(Screen):
@@ -62,16 +58,12 @@ class DocumentScreen(Screen):
         self.preset = preset if preset in PRESETS else None
         """The model's own sampling preset (from models.lock), used for new documents."""
         self.library = Library(self.data_dir / self.FOLDER, self.KIND)
-        self.history: History[Any] = History(self.blank())
-        self.doc_id: str | None = None
-        self.saved_doc: Any = self.history.present
-        self.job: Job | None = None
+        self.session: DocumentSession[Any] = DocumentSession(self.library, self.blank(), empty=self.empty,
+                                                             disposable=self.disposable)
         self.tokens_per_second: float | None = None
         self.last_measure: Measure | None = None
-        self._last_edit: tuple[str, float] = ("", 0.0)
         self._save_timer: Timer | None = None
         self._measure_timer: Timer | None = None
-        self._checkpointed = 0.0
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that do nothing right now are left out of the footer."""
@@ -111,25 +103,29 @@ class DocumentScreen(Screen):
 
     @property
     def doc(self) -> Any:
-        return self.history.present
+        return self.session.doc
+
+    @property
+    def doc_id(self) -> str | None:
+        return self.session.doc_id
+
+    @property
+    def saved_doc(self) -> Any:
+        return self.session.saved_doc
+
+    @property
+    def job(self) -> Job | None:
+        return self.session.job
 
     def commit(self, doc: Any, *, edit: str = "") -> None:
         """Make `doc` the present; edits of one field in quick succession are one undo step."""
-        if doc == self.doc:
-            return
-        now = time.monotonic()
-        merge = bool(edit) and self._last_edit[0] == edit and now - self._last_edit[1] < MERGE_SECONDS
-        self._last_edit = (edit, now)
-        self.history = self.history.push(doc, merge=merge)
-        self.schedule_save()
-        self.schedule_measure()
+        if self.session.commit(doc, edit=edit):
+            self.schedule_save()
+            self.schedule_measure()
 
     def load(self, doc_id: str | None, doc: Any) -> None:
         self.autosave()
-        self.doc_id = doc_id
-        self.history = History(doc)
-        self.saved_doc = doc if doc_id is not None else None
-        self._last_edit = ("", 0.0)
+        self.session.load(doc_id, doc)
         self.show()
         self.schedule_measure()
         app: Any = self.app
@@ -168,19 +164,17 @@ class DocumentScreen(Screen):
             app.backend_lock.release()
 
     def action_undo(self) -> None:
-        self._travel(self.history.undo(), "Nothing to undo")
+        self._travel(self.session.undo, "Nothing to undo")
 
     def action_redo(self) -> None:
-        self._travel(self.history.redo(), "Nothing to redo")
+        self._travel(self.session.redo, "Nothing to redo")
 
-    def _travel(self, history: History[Any], nothing: str) -> None:
+    def _travel(self, step: Any, nothing: str) -> None:
         if self.busy(quiet=False):
             return
-        if history is self.history:
+        if not step():
             self.notify(nothing, timeout=2)
             return
-        self.history = history
-        self._last_edit = ("", 0.0)
         self.show()
         self.schedule_save()
         self.schedule_measure()
@@ -194,52 +188,32 @@ class DocumentScreen(Screen):
 
     def autosave(self) -> bool:
         """Write the document if it changed; a new document with nothing in it is not written."""
-        doc = self.doc
-        if doc == self.saved_doc or (self.doc_id is None and self.empty(doc)):
+        if not self.session.unsaved():
             return True
-        if self.doc_id is not None and self.empty(doc) and self.disposable(doc):
-            return self._discard()
-        if not self._write(doc):
+        if not self._said(self.session.save()):
             return False
-        self.saved_doc = doc
         self.refresh_status()
         return True
 
-    def _write(self, doc: Any) -> bool:
-        try:
-            if self.doc_id is None:
-                self.doc_id = self.library.new_id(doc.name)
-            replaced = self.library.save(self.doc_id, doc)
-        except (OSError, TalesmithError) as e:
-            self.notify(f"Could not save {doc.name!r} to {self.library.folder}: {e}. Your text is still here; "
+    def _said(self, saved: Saved) -> bool:
+        """Tell the user what a save could not do; whether it wrote."""
+        name = self.doc.name
+        if saved.error:
+            self.notify(f"Could not save {name!r} to {self.library.folder}: {saved.error}. Your text is still here; "
                         f"free some space or fix the folder, then press ctrl+s.", severity="error", timeout=10)
-            return False
-        if replaced:
-            self.notify(f"{replaced} characters of {doc.name!r} cannot be stored as UTF-8 (broken surrogates, "
+        elif saved.replaced:
+            self.notify(f"{saved.replaced} characters of {name!r} cannot be stored as UTF-8 (broken surrogates, "
                         f"often from a card); they were saved as \ufffd", severity="warning", timeout=8)
-        return True
-
-    def _discard(self) -> bool:
-        """An untitled document emptied again: its file goes, as if it had never been written."""
-        try:
-            self.library.delete(self.doc_id or "")
-        except (OSError, TalesmithError):
-            return False
-        self.doc_id, self.saved_doc = None, self.doc
-        self.refresh_status()
-        return True
+        return saved.ok
 
     def unsaved(self) -> bool:
         """Whether the document holds changes that are not on disk."""
-        return self.doc != self.saved_doc and not (self.doc_id is None and self.empty(self.doc))
+        return self.session.unsaved()
 
     def checkpoint(self, job: Job) -> None:
-        """Write the text streamed so far, so a crash loses at most CHECKPOINT_SECONDS of it."""
-        now = time.monotonic()
-        if now - self._checkpointed < CHECKPOINT_SECONDS:
-            return
-        self._checkpointed = now
-        self._write(self.streaming_doc(job))
+        """Write the text streamed so far, so a crash loses at most a second or so of it."""
+        if self.session.checkpoint_due():
+            self._said(self.session.write(self.streaming_doc(job)))
 
     def export_to(self, path: Path) -> bool:
         """Write the document somewhere else (.json whole, .txt/.md as text) after saving failed."""
@@ -251,7 +225,7 @@ class DocumentScreen(Screen):
         except (OSError, TalesmithError) as e:
             self.notify(f"Could not export to {path}: {e}", severity="error", timeout=10)
             return False
-        self.saved_doc = self.doc  # its changes are safe elsewhere
+        self.session.mark_saved()  # its changes are safe elsewhere
         self.notify(f"Exported {self.doc.name!r} to {path}", timeout=5)
         return True
 
@@ -281,7 +255,7 @@ class DocumentScreen(Screen):
             return
         if self.doc_id is not None:  # the open document may have been renamed or deleted
             if not self.library.path(self.doc_id).exists():
-                self.saved_doc = self.doc  # deleted on purpose: not to be written again
+                self.session.mark_saved()  # deleted on purpose: not to be written again
                 self.load(None, self.blank())
                 return
             try:
@@ -289,8 +263,8 @@ class DocumentScreen(Screen):
             except TalesmithError:
                 return
             if name != self.doc.name:
-                self.history = self.history.replace(dataclasses.replace(self.doc, name=name))
-                self.saved_doc = self.doc
+                self.session.replace(dataclasses.replace(self.doc, name=name))
+                self.session.mark_saved()
                 self.show()
 
     # --- you ---------------------------------------------------------------------------------
@@ -341,11 +315,10 @@ class DocumentScreen(Screen):
         if app.backend is None:
             self.notify(app.backend_problem, severity="error" if app.backend_error else "warning")
             return False
-        self.job = Job(base)
-        self._checkpointed = time.monotonic()
+        job = self.session.start(base)
         self.generating_changed(True)
         self.refresh_status()
-        self._generate(self.job, app.backend, document, self.doc.settings)
+        self._generate(job, app.backend, document, self.doc.settings)
         return True
 
     @work(thread=True, group="generation", exit_on_error=False)
@@ -373,8 +346,7 @@ class DocumentScreen(Screen):
 
     def on_streamed(self, message: Streamed) -> None:
         job = message.job
-        if job is self.job and not job.done:
-            job.parts.append(message.text)
+        if self.session.streamed(job, message.text):
             self.streamed(job, message.text)
             self.checkpoint(job)
 
@@ -388,12 +360,11 @@ class DocumentScreen(Screen):
         self.schedule_measure()
 
     def finish(self, job: Job, reason: str | None) -> None:
-        job.done = True
-        self.job = None
+        self.session.end(job)
         self.finished(job, reason)
         app: Any = self.app
         if job.text and self.doc.model != app.model_name:  # which model wrote it, saved with the document
-            self.history = self.history.replace(dataclasses.replace(self.doc, model=app.model_name))
+            self.session.replace(dataclasses.replace(self.doc, model=app.model_name))
         self.generating_changed(False)
         if self.autosave() and job.text and self.doc_id is not None and app.backend is not None:
             self._save_state(app.backend, self.library.path(self.doc_id))

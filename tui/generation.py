@@ -7,9 +7,8 @@ at the next token.
 
 from __future__ import annotations
 
-import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from textual.message import Message
@@ -20,23 +19,7 @@ from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import Timing, prepare, stream
 from talesmith.runtime.settings import SamplingSettings
 
-_ids = itertools.count(1)
-
-
-@dataclass
-class Job:
-    """One generation: what it continues and the text it has produced so far."""
-
-    base: Any
-    """What the screen needs to place the result (the story text before it, or the kind of reply)."""
-    id: int = field(default_factory=lambda: next(_ids))
-    stop: threading.Event = field(default_factory=threading.Event)
-    parts: list[str] = field(default_factory=list)
-    done: bool = False
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
+from .session import Job
 
 
 class Prepared(Message):

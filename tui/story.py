@@ -160,7 +160,7 @@ class StoryScreen(DocumentScreen):
             while name in taken:
                 name, n = f"{doc.name} ({n})", n + 1
             if name != doc.name:
-                self.history = self.history.replace(dataclasses.replace(doc, name=name))
+                self.session.replace(dataclasses.replace(doc, name=name))
         return super().autosave()
 
     def status_extra(self) -> str:

@@ -127,9 +127,17 @@ def _text(data: dict[str, Any], key: str, where: str) -> str:
 
 
 def character_from_card(card: Any, where: str = "card") -> Character:
-    """A Character from parsed card JSON (v1 flat, v2 or v3)."""
+    """A Character from parsed card JSON (v1 flat, v2 or v3); texts UTF-8 cannot hold are read as U+FFFD."""
     if not isinstance(card, dict):
         raise CardError(f"{where}: a card must be a JSON object, got {type(card).__name__}")
+    try:
+        card, replaced = clean_tree(card)
+    except RecursionError:
+        raise CardError(f"{where}: the card's JSON is nested too deeply") from None
+    return dataclasses.replace(_character(card, where), replaced=replaced)
+
+
+def _character(card: dict[str, Any], where: str) -> Character:
     spec = card.get("spec")
     if spec in (V2, V3):
         data = card.get("data")
@@ -162,11 +170,7 @@ def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
         raise CardError(f"{where}: the card is not valid JSON ({e})") from None
     except RecursionError:
         raise CardError(f"{where}: the card's JSON is nested too deeply") from None
-    try:
-        card, replaced = clean_tree(card)
-    except RecursionError:
-        raise CardError(f"{where}: the card's JSON is nested too deeply") from None
-    return dataclasses.replace(character_from_card(card, where), replaced=replaced)
+    return character_from_card(card, where)
 
 
 CARD_KEYS = (b"chara", b"ccv3")

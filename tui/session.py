@@ -1,0 +1,178 @@
+"""One open story or chat, without Textual: its undo history, what is on disk, when edits merge into
+one undo step, saving (and forgetting an untitled document emptied again), the generation running and
+when its text is checkpointed. The screens show a session; this module decides."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from talesmith.runtime.documents.formats import History
+from talesmith.runtime.documents.stories import Library
+from talesmith.runtime.errors import TalesmithError
+
+D = TypeVar("D")
+_ids = itertools.count(1)
+
+MERGE_SECONDS = 1.5
+"""Edits to one field closer together than this are one undo step."""
+CHECKPOINT_SECONDS = 1.0
+"""While a generation streams, its text so far is written to the document's file this often."""
+
+
+@dataclass
+class Job:
+    """One generation: what it continues and the text it has produced so far."""
+
+    base: Any
+    """What the screen needs to place the result (the story text before it, or the kind of reply)."""
+    id: int = field(default_factory=lambda: next(_ids))
+    stop: threading.Event = field(default_factory=threading.Event)
+    parts: list[str] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a save did: `error` says why nothing was written; `replaced` counts characters UTF-8 cannot hold."""
+
+    error: str = ""
+    replaced: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+class DocumentSession(Generic[D]):
+    """A document of one library: `history.present` is what the user sees, `saved_doc` what is on disk."""
+
+    def __init__(self, library: Library, blank: D, *, empty: Callable[[D], bool],
+                 disposable: Callable[[D], bool] = lambda doc: False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.library = library
+        self.empty, self.disposable, self.clock = empty, disposable, clock
+        self.history: History[D] = History(blank)
+        self.doc_id: str | None = None
+        self.saved_doc: D | None = blank
+        self.job: Job | None = None
+        self._last_edit: tuple[str, float] = ("", 0.0)
+        self._checkpointed = 0.0
+
+    @property
+    def doc(self) -> D:
+        return self.history.present
+
+    # --- editing -----------------------------------------------------------------------------
+
+    def commit(self, doc: D, *, edit: str = "") -> bool:
+        """Make `doc` the present; edits of one field in quick succession are one undo step.
+        False when nothing changed."""
+        if doc == self.doc:
+            return False
+        now = self.clock()
+        merge = bool(edit) and self._last_edit[0] == edit and now - self._last_edit[1] < MERGE_SECONDS
+        self._last_edit = (edit, now)
+        self.history = self.history.push(doc, merge=merge)
+        return True
+
+    def replace(self, doc: D) -> None:
+        """Change the present without an undo step (its name after a rename, the model that wrote it)."""
+        self.history = self.history.replace(doc)
+
+    def load(self, doc_id: str | None, doc: D) -> None:
+        """Show `doc` (saved as `doc_id`, or new when None), with a fresh undo history."""
+        self.doc_id = doc_id
+        self.history = History(doc)
+        self.saved_doc = doc if doc_id is not None else None
+        self._last_edit = ("", 0.0)
+
+    def undo(self) -> bool:
+        return self._travel(self.history.undo())
+
+    def redo(self) -> bool:
+        return self._travel(self.history.redo())
+
+    def _travel(self, history: History[D]) -> bool:
+        if history is self.history:
+            return False
+        self.history = history
+        self._last_edit = ("", 0.0)
+        return True
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def unsaved(self) -> bool:
+        """Whether the document holds changes that are not on disk (a new empty one holds none)."""
+        return self.doc != self.saved_doc and not (self.doc_id is None and self.empty(self.doc))
+
+    def save(self) -> Saved:
+        """Write the document if it changed; a new document with nothing in it is not written, and a
+        disposable one (untitled) emptied again loses its file."""
+        doc = self.doc
+        if not self.unsaved():
+            return Saved()
+        if self.doc_id is not None and self.empty(doc) and self.disposable(doc):
+            try:
+                self.library.delete(self.doc_id)
+            except (OSError, TalesmithError) as e:
+                return Saved(error=str(e))
+            self.doc_id, self.saved_doc = None, doc
+            return Saved()
+        result = self.write(doc)
+        if result.ok:
+            self.saved_doc = doc
+        return result
+
+    def write(self, doc: D) -> Saved:
+        """Write `doc` as this document's file (a new document gets its id), whatever the present is."""
+        try:
+            if self.doc_id is None:
+                self.doc_id = self.library.new_id(getattr(doc, "name"))
+            return Saved(replaced=self.library.save(self.doc_id, doc))  # type: ignore[arg-type]
+        except (OSError, TalesmithError) as e:
+            return Saved(error=str(e))
+
+    def mark_saved(self) -> None:
+        """The present is safe (exported elsewhere, or deleted on purpose): nothing left to write."""
+        self.saved_doc = self.doc
+
+    # --- generation --------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def start(self, base: Any) -> Job:
+        """A new generation placed at `base`; its text is checkpointed from now on."""
+        self.job = Job(base)
+        self._checkpointed = self.clock()
+        return self.job
+
+    def streamed(self, job: Job, text: str) -> bool:
+        """Add a chunk to `job`; False when the job is no longer the running one (stopped, replaced)."""
+        if job is not self.job or job.done:
+            return False
+        job.parts.append(text)
+        return True
+
+    def checkpoint_due(self) -> bool:
+        """Whether the streamed text should be written now (at most every CHECKPOINT_SECONDS)."""
+        now = self.clock()
+        if self.job is None or now - self._checkpointed < CHECKPOINT_SECONDS:
+            return False
+        self._checkpointed = now
+        return True
+
+    def end(self, job: Job) -> None:
+        """The generation is over (finished or stopped); later chunks of it are ignored."""
+        job.done = True
+        if job is self.job:
+            self.job = None
