@@ -40,7 +40,7 @@ def build(kind: str, folder: Path) -> Path:
 
 @pytest.mark.skipif(reference_convert.vendor_dir() is None,
                     reason="llama.cpp's converter is not unpacked (python bench/reference_convert.py --fetch)")
-@pytest.mark.parametrize("kind, pre", [("gpt2", "gpt-2"), ("llama-spm", "-"), ("falcon-new", "gpt-2")])
+@pytest.mark.parametrize("kind, pre", [("gpt2", "gpt-2"), ("llama-spm", "-"), ("llama", "gpt-2"), ("falcon-new", "gpt-2")])
 def test_keys_values_and_tensors_equal_llama_cpps_converter(kind, pre, tmp_path):
     folder = build(kind, tmp_path / kind)
     ref_path = tmp_path / "ref.gguf"
