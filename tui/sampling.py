@@ -49,7 +49,7 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
         with Form(id="dialog", classes="sampling"):
             yield Label("[b]Sampling[/]  ctrl+s saves with this document · escape cancels")
             yield Static("tab moves between settings; each one explains itself here", id="field-help",
-                         classes="hint")
+                         classes="hint", markup=False)
             with Horizontal(classes="row"):
                 yield Label("preset", classes="name")
                 options = [(name, name) for name in PRESETS]
