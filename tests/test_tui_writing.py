@@ -36,7 +36,7 @@ async def test_the_story_name_follows_the_whole_title_and_collisions_get_a_suffi
         await settle(pilot)
         await pilot.press(*"It came from the sky.")
         await type_title(pilot, ["The", " Colour", " Out", " of", " Space"])
-        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
         assert app.screen.doc.name == "The Colour Out of Space (2)"
         await pilot.press("ctrl+o")
         await pilot.pause()
@@ -45,7 +45,7 @@ async def test_the_story_name_follows_the_whole_title_and_collisions_get_a_suffi
         assert sorted(names) == ["The Colour Out of Space", "The Colour Out of Space (2)"]
         await pilot.press("escape")
         await type_title(pilot, [" Again"])
-        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
         assert app.screen.doc.name == "The Colour Out of Space Again"
     assert sorted(d["name"] for d in saved(tmp_path)) == ["The Colour Out of Space", "The Colour Out of Space Again"]
 
@@ -55,11 +55,9 @@ async def test_an_untitled_story_emptied_again_is_not_kept(tmp_path, monkeypatch
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press(*"Once")
-        await pilot.pause(0.2)
+        await pilot.press(*"Once", "ctrl+s")
         assert len(saved(tmp_path)) == 1
-        await pilot.press(*["backspace"] * 4)
-        await pilot.pause(0.2)
+        await pilot.press(*["backspace"] * 4, "ctrl+s")
         assert saved(tmp_path) == [] and app.screen.doc_id is None
         await pilot.press("ctrl+q")
     assert saved(tmp_path) == []
@@ -145,7 +143,7 @@ async def test_saved_state_is_private_capped_and_its_size_shown(tmp_path, monkey
                 screen.load(None, StoryDocument(story=Story(text=f"Story {i}: " + "word " * 40)))
                 await pilot.press("ctrl+g")
                 await settle(pilot)
-                await pilot.pause(0.3)
+                await app.workers.wait_for_complete()  # the state is saved in a worker
             states = sorted((tmp_path / "data" / "stories").glob("*.kv"))
             assert len(states) == 1  # each is 0.9 MB: only the newest fits under 1 MB
             assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "data" / "stories").iterdir())
