@@ -26,6 +26,7 @@ async def set_user(pilot, name: str, persona: str, *, own_name: str | None = Non
     await pilot.press("f8")
     await pilot.pause()
     dialog = pilot.app.screen
+    assert pilot.app.focused is dialog.query_one("#name", Input)  # the first field, not the dialog itself
     dialog.query_one("#name", Input).value = name
     dialog.query_one("#persona", TextArea).load_text(persona)
     if own_name is not None:

@@ -123,6 +123,8 @@ async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_e
         prompt = shown.split("The exact prompt:\n", 1)[1]
         assert prompt.startswith("Wilbur is tall.\n[ Title: [Dunwich] ]\n***\n") and len(prompt) <= budget
         assert "Line 0 of" not in prompt and prompt.endswith("Line 19 of the old story.\n")
+        dropped = shown.split("Dropped to fit (the model does not see it):\n", 1)[1].split("\nThe part evaluated")[0]
+        assert dropped.startswith("Line 0 of the old story.\n") and dropped.endswith("Line 18 of the old story.\n")
         assert "evaluated again by the next generation" in shown
         await pilot.press("escape")
         await pilot.press("ctrl+g")

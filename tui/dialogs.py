@@ -341,6 +341,9 @@ class PromptScreen(ModalScreen[None]):
         else:
             lines.append("         nothing dropped: everything fits\n", "dim")
         lines.append(f"{r.reprocess:>7}  evaluated again by the next generation (not in the cache)\n", "bold")
+        if r.dropped_units:
+            lines.append("\nDropped to fit (the model does not see it):\n", "bold")
+            lines.append(r.dropped.text, "yellow")
         lines.append("\nThe part evaluated again:\n", "bold")
         lines.append(r.reprocess_text or "(nothing)", "cyan")
         lines.append("\n\nThe exact prompt:\n", "bold")
