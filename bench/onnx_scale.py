@@ -7,12 +7,13 @@ in its own process under a watchdog that kills it past --rss-limit-gb, it runs
 
 * `talesmith convert --to onnx --quant int4` and `talesmith convert --to gguf --quant Q4_K_M`
   (seconds, peak RSS, output size), and
-* greedy decoding of --tokens tokens from each output with 2 threads (tokens/s, peak RSS while loaded).
+* greedy decoding of --tokens tokens from each output with 2 threads, --rounds times, alternating
+  (median tokens/s, peak RSS while loaded).
 
 Prints JSON with both routes, the ratio of each route's peak RSS to its output's size, and the ONNX int4
 decode speed against the GGUF's. Needs about 30 GB of disk; the work folder is removed unless --keep.
 
-    python bench/onnx_scale.py [--layers 28] [--tokens 32] [--workdir /tmp/talesmith-onnx-scale]
+    python bench/onnx_scale.py [--layers 28] [--tokens 32] [--rounds 3] [--workdir /tmp/talesmith-onnx-scale]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -168,6 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=N_LAYER)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="decoding runs of each output, alternating")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/talesmith-onnx-scale"))
     parser.add_argument("--rss-limit-gb", type=float, default=8.0)
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint and the outputs")
@@ -193,7 +196,15 @@ def main() -> None:
             size = _size(output)
             report[key] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "output_mb": round(size / 2**20),
                            "peak_rss_over_output": round(run["peak_rss_mb"] * 2**20 / size, 2)}
-            report[key]["decode"] = decode(kind, output, args.tokens, limit=limit)
+        runs: dict[str, list[dict]] = {key: [] for key in routes}
+        for _ in range(args.rounds):  # alternating, so that the machine's load hits both alike
+            for key, (_, output, kind) in routes.items():
+                runs[key].append(decode(kind, output, args.tokens, limit=limit))
+        for key, done in runs.items():
+            speeds = [d["tokens_per_second"] for d in done]
+            report[key]["decode"] = {"tokens": args.tokens, "tokens_per_second": round(statistics.median(speeds), 2),
+                                     "runs": speeds, "load_seconds": max(d["load_seconds"] for d in done),
+                                     "peak_rss_mb": max(d["peak_rss_mb"] for d in done)}
         onnx_speed = report["onnx_int4"]["decode"]["tokens_per_second"]
         gguf_speed = report["gguf_q4_k_m"]["decode"]["tokens_per_second"]
         report["onnx_int4_vs_gguf_q4_k_m"] = {
