@@ -30,7 +30,7 @@ def expand_to_f16(src: Path, dst: Path) -> None:
     arch = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(str(dst), arch)
     for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment", "general.file_type"):
             continue
         kind = field.types[0]
         if kind == gguf.GGUFValueType.ARRAY:

@@ -67,9 +67,12 @@ class Tally:
                        math.exp(self.nll_ref / self.n), self.n)
 
 
-def windows(tokens: list[int], size: int) -> list[list[int]]:
-    """Consecutive windows of at most `size` tokens (each needs two to score anything)."""
-    return [w for w in (tokens[i:i + size] for i in range(0, len(tokens), size)) if len(w) >= 2]
+def windows(tokens: list[int], size: int, *, bos: int | None = None) -> list[list[int]]:
+    """Consecutive windows of at most `size` tokens (each needs two to score anything), each opened by the
+    begin-of-text token when the model expects one (as llama.cpp's perplexity tool does)."""
+    step = size - (bos is not None)
+    head = [bos] if bos is not None else []
+    return [head + w for w in (tokens[i:i + step] for i in range(0, len(tokens), step)) if len(head + w) >= 2]
 
 
 def _context_length(path: Path) -> int:
@@ -102,7 +105,8 @@ def measure(reference: Path, quantized: list[Path], *, text: str, window: int = 
     llm = _open(reference, size)
     try:
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
-        parts = windows(tokens, size)
+        wants_bos = str(llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+        parts = windows(tokens, size, bos=llm.token_bos() if wants_bos else None)
         if not parts:
             raise ConversionError("the evaluation text is too short to score; pass a longer --eval-text")
         ref = [log_softmax(_window_logits(llm, w)).astype(np.float32) for w in parts]

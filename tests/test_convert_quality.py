@@ -38,6 +38,7 @@ def test_tally_numbers_by_hand():
 def test_windows_need_two_tokens_each():
     assert windows(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5]]
     assert windows([1], 3) == []
+    assert windows(list(range(5)), 3, bos=9) == [[9, 0, 1], [9, 2, 3], [9, 4]]
     with pytest.raises(ConversionError, match="too short"):
         Tally().result()
 
