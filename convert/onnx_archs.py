@@ -274,11 +274,13 @@ class Llama(Reader):
 
 @register
 class Falcon(Reader):
-    model_types = ("falcon", "RefinedWeb", "RefinedWebModel")
+    model_types = ("falcon",)
 
     def read_spec(self) -> Spec:
         if self.config.get("alibi"):
             raise ConversionError("Falcon with ALiBi positions is not supported for ONNX")
+        if self.config.get("apply_residual_connection_post_layernorm"):
+            raise ConversionError("Falcon with apply_residual_connection_post_layernorm is not supported for ONNX")
         hidden, n_head = self.cfg("hidden_size", "n_embed"), self.cfg("num_attention_heads", "n_head")
         new = bool(self.config.get("new_decoder_architecture"))
         if new:

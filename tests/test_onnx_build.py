@@ -98,8 +98,9 @@ def test_unsupported_variants_are_refused_before_anything_is_written(tiny, tmp_p
     import json
 
     for kind, change, message in (("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling"),
-                                  ("falcon-7b", {"alibi": True}, "ALiBi")):
-        folder = tmp_path / kind
+                                  ("falcon-7b", {"alibi": True}, "ALiBi"),
+                                  ("falcon-7b", {"apply_residual_connection_post_layernorm": True}, "post_layernorm")):
+        folder = tmp_path / f"{kind}-{message}"
         shutil.copytree(tiny[kind], folder)
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, **change}))
