@@ -4,6 +4,12 @@ English: the opening of Lewis Carroll's "Alice's Adventures in Wonderland" (1865
 opening of Natsume Soseki's 『吾輩は猫である』 (1905). Both are in the public domain.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from talesmith.runtime.errors import ConversionError
+
 ENGLISH = """Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do: \
 once or twice she had peeped into the book her sister was reading, but it had no pictures or conversations in it, \
 "and what is the use of a book," thought Alice "without pictures or conversations?"
@@ -31,3 +37,13 @@ JAPANESE = """吾輩は猫である。名前はまだ無い。
 """
 
 TEXT = ENGLISH + "\n" + JAPANESE
+
+
+def eval_text(path: Path | None) -> tuple[str, str]:
+    """The quality report's evaluation text (this module's, or a file's) and how the lock names it."""
+    if path is None:
+        return TEXT, "bundled"
+    try:
+        return path.read_text(encoding="utf-8"), str(path.resolve())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"--eval-text {path} could not be read ({e}); pass a UTF-8 text file") from None

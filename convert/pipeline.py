@@ -265,24 +265,13 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
     return outputs
 
 
-def eval_text(path: Path | None) -> tuple[str, str]:
-    """The quality report's evaluation text and how the lock names it."""
-    if path is None:
-        from .evaltext import TEXT
-
-        return TEXT, "bundled"
-    try:
-        return path.read_text(encoding="utf-8"), str(path.resolve())
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConversionError(f"--eval-text {path} could not be read ({e}); pass a UTF-8 text file") from None
-
-
 def _quality(req: ConvertRequest, base: Output, quantized: list[Output], record: dict[str, Any],
              architecture: str) -> list[Output]:
     from dataclasses import replace
 
     from talesmith.runtime.models.resolve import record_model
 
+    from .evaltext import eval_text
     from .quality import measure
 
     text, label = eval_text(req.eval_text)

@@ -141,7 +141,7 @@ def rerun(name: str, *, lock: Path | None = None, eval_path: Path | None = None)
     """Measure model `name` of the lock again against its unquantized file; recorded in the lock."""
     from talesmith.runtime.models.resolve import entry_of, read_lock, record_model, resolve
 
-    from .pipeline import eval_text
+    from .evaltext import eval_text
 
     lp, entry = entry_of(name, lock)
     if entry.get("format") != "gguf":
