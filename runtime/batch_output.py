@@ -245,7 +245,8 @@ class OutputFile:
                              f"again to resume") from None
         self._size += len(data)
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: dict[str, Any], *, header: bool | None = None) -> bytes:
+        """One record's bytes (a new CSV file's first record comes with the header)."""
         if self.kind == "jsonl":
             return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         row = ["" if record[k] is None else record[k] for k in OUTPUT_FIELDS]
@@ -254,11 +255,17 @@ class OutputFile:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n", quoting=quoting).writerow(row)
         data = buf.getvalue().encode("utf-8")
-        return CSV_HEADER + data if self._size == 0 else data
+        return CSV_HEADER + data if (self._size == 0 if header is None else header) else data
 
     def append(self, record: dict[str, Any]) -> None:
-        self._write(self.encode(record))
-        self.records.append(record)
+        self.append_many([record])
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Append whole records with one write and one fsync (a crash may tear only the last one)."""
+        if not records:
+            return
+        self._write(b"".join(self.encode(r, header=i == 0 and self._size == 0) for i, r in enumerate(records)))
+        self.records.extend(records)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -206,11 +206,11 @@ class RayBatch:
                 _raise_user_error(e)
                 raise
             while upto < len(order) and order[upto] in finished:
-                for record in finished.pop(order[upto]):
-                    if (record["id"], record["sample"]) in todo:
-                        output.append(record)
-                        written += 1
-                        on_record(record)
+                new = [r for r in finished.pop(order[upto]) if (r["id"], r["sample"]) in todo]
+                output.append_many(new)  # a whole group, one write and one fsync
+                for record in new:
+                    on_record(record)
+                written += len(new)
                 upto += 1
         return written
 

@@ -103,3 +103,16 @@ def test_a_dead_actors_rows_go_to_another(tmp_path, rows, bundled_path, cluster)
     assert reference.restarts == 0
     assert key(tmp_path / "ray.jsonl") == key(tmp_path / "again.jsonl")
     assert len(key(tmp_path / "ray.jsonl")) == 10
+
+
+def test_parallel_sequences_on_actors_write_what_one_machine_writes(tmp_path, rows, bundled_path, cluster):
+    from talesmith.runtime.batch_parallel import run_batch_parallel
+
+    backend = LlamaCppBackend(bundled_path, n_ctx=256)
+    with OutputFile(tmp_path / "one.jsonl") as out:
+        plan = plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="x")
+        run_batch_parallel(backend, plan, out, n_seq=2, fmt="raw", fields={}, settings=SETTINGS, model="m",
+                           model_sha256="x")
+    backend.close()
+    run_ray(tmp_path, rows, "ray.jsonl", bundled_path, n_seq=2)  # groups of 8: one per actor
+    assert key(tmp_path / "ray.jsonl") == key(tmp_path / "one.jsonl")
