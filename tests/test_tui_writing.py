@@ -59,6 +59,7 @@ async def test_an_untitled_story_emptied_again_is_not_kept(tmp_path, monkeypatch
         assert len(saved(tmp_path)) == 1
         await pilot.press(*["backspace"] * 4, "ctrl+s")
         assert saved(tmp_path) == [] and app.screen.doc_id is None
+        assert app._notifications and list(app._notifications)[-1].message == "Nothing to save: this story is empty"
         await pilot.press("ctrl+q")
     assert saved(tmp_path) == []
 

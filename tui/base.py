@@ -231,7 +231,9 @@ class DocumentScreen(Screen):
 
     def action_save(self) -> None:
         if self.autosave():
-            self.notify(f"Saved {self.doc.name!r}", timeout=2)
+            empty = self.doc_id is None and self.empty(self.doc)
+            self.notify(f"Nothing to save: this {self.KIND} is empty" if empty else f"Saved {self.doc.name!r}",
+                        timeout=2)
 
     # --- library -----------------------------------------------------------------------------
 
