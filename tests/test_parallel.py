@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, run_batch
+from talesmith.runtime.batch import OutputFile, plan_batch, read_rows
 from talesmith.runtime.batch_output import read_records
 from talesmith.runtime.batch_parallel import groups, run_batch_parallel
 from talesmith.runtime.engine.generate import collect, stream

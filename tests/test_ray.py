@@ -1,6 +1,5 @@
 """Batch on Ray: a local cluster of 2 CPUs and 2 actors on the bundled model."""
 
-import json
 import os
 import signal
 import subprocess

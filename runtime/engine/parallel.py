@@ -109,7 +109,7 @@ class SequenceBackend:
         self.token_bytes = base.token_bytes
         self.tokenize = base.tokenize
         self.cached: list[int] = []
-        self.logits_row = -1
+        self.logits_row: int = -1
 
     @property
     def cached_tokens(self) -> Sequence[int]:
