@@ -6,12 +6,14 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Iterable
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from talesmith.runtime.errors import SettingsError
 
-USER = "user"
-CHARACTER = "character"
+Speaker = Literal["user", "character"]
+USER: Final = "user"
+CHARACTER: Final = "character"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Story:
 
 @dataclass(frozen=True)
 class Message:
-    speaker: Literal["user", "character"]
+    speaker: Speaker
     text: str
 
 
@@ -112,13 +114,22 @@ FIELDS: dict[str, tuple[str, ...]] = {
 def _tags(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(t.strip() for t in value.split(",") if t.strip())
-    return tuple(str(t) for t in value or ())
+    return tuple(str(t) for t in value) if isinstance(value, Iterable) else ()
 
 
 def _lines(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,) if value.strip() else ()
-    return tuple(str(v) for v in value or ())
+    return tuple(str(v) for v in value) if isinstance(value, Iterable) else ()
+
+
+def _whole_number(name: str, value: object) -> int:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise SettingsError(f"{name} {value!r} is not a whole number")
 
 
 def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> Document:
@@ -135,11 +146,7 @@ def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = N
         raise SettingsError(f"format {fmt!r} does not take {extra[0]!r}; it takes: {takes}")
     g = given.get
     if fmt in ("story", "japanese-story"):
-        depth = g("author_note_depth", 3)
-        try:
-            depth = int(depth)
-        except (TypeError, ValueError):
-            raise SettingsError(f"author_note_depth {depth!r} is not a whole number") from None
+        depth = _whole_number("author_note_depth", g("author_note_depth", 3))
         header = StoryHeader(title=str(g("title", "")), author=str(g("author", "")), genre=str(g("genre", "")),
                              tags=_tags(g("tags")), style=str(g("style", "")))
         return Story(text=text, header=header, synopsis=str(g("synopsis", "")), memory=str(g("memory", "")),

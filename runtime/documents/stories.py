@@ -20,7 +20,7 @@ from talesmith.runtime.documents.cards import (Character, character_from_card, c
                                                to_card)
 from talesmith.runtime.documents import worldinfo
 from talesmith.runtime.documents.lorebook import Lorebook
-from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
+from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Speaker, Story, StoryHeader
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import SamplingSettings, preset
 
@@ -116,7 +116,7 @@ class StoryDocument:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    speaker: str
+    speaker: Speaker
     swipes: tuple[str, ...]
     """The versions of this message (regenerated replies); `index` is the one shown."""
     index: int = 0
@@ -234,7 +234,8 @@ def _settings_from(data: Any, where: str) -> SamplingSettings:
     if not isinstance(data, dict):
         raise InputError(f"{where}: 'settings' must be an object")
     try:
-        return SamplingSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return SamplingSettings(**values)
     except TypeError as e:
         raise InputError(f"{where}: unknown sampling setting ({e})") from None
     except SettingsError as e:
