@@ -48,6 +48,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
         {"type": "Split", "pattern": {"Regex": "[0-9][0-9][0-9]"}, "behavior": "Isolated", "invert": False}]},
     "starcoder": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
     "deepseek-coder": _splits("[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"),
+    "deepseek-v3": _splits("\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
+                           "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
+                           "| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"),
 }
 """Each family llama.cpp supports, by its `tokenizer.ggml.pre` name, with its original model's pre-tokenizer."""
 

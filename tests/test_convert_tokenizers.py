@@ -104,7 +104,7 @@ def test_an_unknown_pre_tokenizer_is_refused_naming_what_was_found(tmp_path):
     message = str(e.value)
     assert message.startswith("tokenizer.json's pre-tokenizer (Sequence[WhitespaceSplit, ByteLevel]) splits text "
                               "like none of llama.cpp's families (gpt-2, llama-bpe, qwen2, falcon, starcoder, "
-                              "deepseek-coder, smollm); nearest is ")
+                              "deepseek-coder, deepseek-v3, smollm); nearest is ")
     assert message.endswith("Convert to ONNX instead (--to onnx), which uses the tokenizer as it is")
 
 
