@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     pre = argv.pop(0)
     sys.path[:0] = [str(vendor), str(vendor / "gguf-py")]
     if pre != "-":
-        import conversion.base as base  # the converter's own package, from the sdist
+        from conversion import base  # the converter's own package, from the sdist
 
         base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
     sys.argv = [str(vendor / "convert_hf_to_gguf.py"), *argv]

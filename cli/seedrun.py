@@ -14,7 +14,6 @@ from rich.markup import escape
 def seed_model(seed: Any, device: str, err: Console) -> tuple[str, str]:
     """The converted model's path (converting it first when the cache lacks it) and the device to use."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from talesmith.convert.pipeline import Progress as Hooks
     from talesmith.convert.seed import converted_model
 

@@ -9,12 +9,11 @@ position but the first predicts the next token. The unquantized model's log-prob
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
 from talesmith.runtime.errors import ConversionError
 
 
@@ -85,7 +84,6 @@ def _context_length(path: Path) -> int:
 
 def _open(path: Path, n_ctx: int):
     import llama_cpp
-
     from talesmith.runtime.engine.llama import quiet_logs
 
     quiet_logs()

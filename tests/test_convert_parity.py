@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-from tiny_models import make_model, make_spm_llama  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert, usable_name  # noqa: E402
 from talesmith.convert.source import is_hub_id  # noqa: E402
+from tiny_models import make_model, make_spm_llama  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

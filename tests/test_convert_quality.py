@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from talesmith.convert.quality import Tally, log_softmax, windows
 from talesmith.runtime.errors import ConversionError
 
@@ -46,8 +45,8 @@ def test_windows_need_two_tokens_each():
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     pytest.importorskip("torch")
-    from tiny_models import make_model
     from talesmith.convert.pipeline import ConvertRequest, convert
+    from tiny_models import make_model
 
     root = tmp_path_factory.mktemp("quality")
     folder = make_model("llama", root / "tiny-llama")

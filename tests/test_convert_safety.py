@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tiny_models import make_lora, make_model  # noqa: E402
 from talesmith.convert.lora import read_adapter  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, Progress, convert  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
+from tiny_models import make_lora, make_model  # noqa: E402
 
 TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 EVIL_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n\nclass EvilConfig:\n    pass\n"

@@ -9,15 +9,15 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tiny_models import CORPUS  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
-from talesmith.convert.pretok import FAMILIES, identify  # noqa: E402
+from talesmith.convert.pretok import FAMILIES  # noqa: E402
 from talesmith.convert.vocab import read_vocab  # noqa: E402
 from talesmith.runtime.documents.formats import TinyStory  # noqa: E402
 from talesmith.runtime.documents.prompts import render  # noqa: E402
 from talesmith.runtime.engine.llama import LlamaCppBackend  # noqa: E402
 from talesmith.runtime.engine.markers import tokenize_prompt  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
+from tiny_models import CORPUS  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
 HARD_TEXTS = {
@@ -165,7 +165,6 @@ def test_real_tokenizers_get_llama_cpps_family_and_its_test_ids(name, folder, tm
     """llama.cpp's own tokenizer test strings, through a vocab-only GGUF written from the real tokenizer."""
     import gguf
     import llama_cpp
-
     from talesmith.convert.writer import _add_metadata
 
     src = REAL / folder
