@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from talesmith.convert.quality import Tally, log_softmax, windows
 from talesmith.runtime.errors import ConversionError
 

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("torch")
 
 from hub_server import HubServer, Repo  # noqa: E402
+from tiny_models import make_lora, train_tokenizer  # noqa: E402
 from talesmith.convert.seed import read_seed_config  # noqa: E402
 from talesmith.runtime.errors import InputError, SettingsError  # noqa: E402
-from tiny_models import make_lora, train_tokenizer  # noqa: E402
 
 SEED_TOML = '''output_file = "output/test_gpt-xl_t125.csv"
 lora_peft = true
