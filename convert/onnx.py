@@ -4,8 +4,8 @@ The graph is built directly from the checkpoint, layer by layer (convert/onnx_de
 is converted or quantized as it is written into the external data file (convert/onnx_graph.py): nothing
 loads the whole model, so a 6-7B checkpoint converts in about as much memory as its largest tensor needs.
 int8 and int4 are weight-only MatMulNBits (blocks of 32 along the input dimension, symmetric, one float32
-scale per block; ONNX Runtime quantizes the activations inside the kernel). Embedding tables stay fp16 in
-the int8 and int4 outputs. Every output keeps its weights in `model.onnx_data` beside `model.onnx`.
+scale per block; ONNX Runtime quantizes the activations inside the kernel). The int4 output keeps the
+embedding table in the same 4-bit blocks (GatherBlockQuantized); int8 keeps it fp16. Every output keeps its weights in `model.onnx_data` beside `model.onnx`.
 
 Each output is a folder holding the model, its config, its tokenizer (with tokenizer.json, which
 the ONNX backend reads) and talesmith.json (prompt format, preset, where it came from).

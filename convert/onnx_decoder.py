@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .onnx_archs import Reader, Spec
-from .onnx_graph import Graph, linear
+from .onnx_graph import Graph, embedding, linear
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
 
     spec = reader.spec
     dtype, elem = _types(quant)
-    table_dtype = np.float32 if quant == "fp32" else np.float16
     ids = g.input("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
     mask = g.input("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])
     positions = g.input("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
@@ -51,9 +50,7 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
                                    ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim])
                            for kv in ("key", "value")))
 
-    x = g.op("Gather", g.table("embed_tokens", reader.embeddings(), table_dtype), ids)
-    if table_dtype != dtype:
-        x = g.op("Cast", x, to=elem)
+    x = embedding(g, ids, reader.embeddings(), quant=quant, dtype=dtype)
     pos_table = reader.positions()
     if pos_table is not None:
         x = g.op("Add", x, g.op("Gather", g.table("embed_positions", pos_table, dtype), positions))

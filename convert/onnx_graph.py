@@ -167,8 +167,9 @@ class Graph:
             self.data.write(offset + c * row_bytes, weight[:, c:c + step].T.astype(dtype))
         return name
 
-    def nbits(self, name: str, weight: np.ndarray, bits: int) -> tuple[str, str]:
-        """A [N, K] weight quantized to MatMulNBits blocks (symmetric, BLOCK_SIZE along K): (packed, scales)."""
+    def nbits(self, name: str, weight: np.ndarray, bits: int, *, rows: bool = False) -> tuple[str, str]:
+        """A [N, K] weight quantized to MatMulNBits blocks (symmetric, BLOCK_SIZE along K): (packed, scales).
+        With `rows`, the packed tensor is shaped [N, K * bits / 8] (GatherBlockQuantized's layout)."""
         from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
         quantize = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
@@ -178,7 +179,7 @@ class Graph:
         per_byte = 8 // bits
         packed_name, scales_name = name + f"_Q{bits}", name + "_scales"
         self._names.update((packed_name, scales_name))
-        packed_at = self._external(packed_name, np.uint8, (n, k_blocks, blob))
+        packed_at = self._external(packed_name, np.uint8, (n, k_blocks * blob) if rows else (n, k_blocks, blob))
         scales_at = self._external(scales_name, np.float32, (n, k_blocks))
         step = _rows_per_chunk(k_blocks * BLOCK_SIZE * 4)
         for r in range(0, n, step):
@@ -204,6 +205,19 @@ class Graph:
                                   opset_imports=[helper.make_opsetid("", OPSET),
                                                  helper.make_opsetid("com.microsoft", 1)])
         return model
+
+
+def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> str:
+    """Rows of an embedding table: 4-bit blocks (GatherBlockQuantized) for int4, else a table in `dtype`."""
+    from onnx import helper
+
+    if quant == "int4" and table.shape[1] % BLOCK_SIZE == 0:
+        packed, scales = g.nbits("embed_tokens", table, 4, rows=True)
+        return g.op("GatherBlockQuantized", packed, ids, scales, domain="com.microsoft", gather_axis=0,
+                    quantize_axis=1, block_size=BLOCK_SIZE, bits=4)
+    stored = np.float32 if quant == "fp32" else np.float16
+    x = g.op("Gather", g.table("embed_tokens", table, stored), ids)
+    return x if stored == dtype else g.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
 def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, name: str, quant: str) -> str:

@@ -275,7 +275,8 @@ TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 
 def run(*args):
-    return subprocess.run([*TALESMITH, *map(str, args)], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "COLUMNS": "250"}  # the summary table unwrapped, so that its cells can be read
+    return subprocess.run([*TALESMITH, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):

@@ -43,7 +43,8 @@ def test_slices_write_the_same_bytes_as_whole_tensors(tiny, tmp_path, monkeypatc
 def test_weights_live_in_the_data_file_aligned(tiny, tmp_path):
     import onnx
 
-    out = to_onnx(tiny["llama"], tmp_path, ("int4",))["ONNX-INT4"]
+    outs = to_onnx(tiny["llama"], tmp_path, ("int8", "int4"))
+    out = outs["ONNX-INT4"]
     model = onnx.load(str(out.path / "model.onnx"), load_external_data=False)
     external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     inline = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
@@ -51,8 +52,10 @@ def test_weights_live_in_the_data_file_aligned(tiny, tmp_path):
     assert all(len(t.raw_data) <= onnx_graph.INLINE_BYTES for t in inline)
     offsets = [int(next(e.value for e in t.external_data if e.key == "offset")) for t in external]
     assert all(o % onnx_graph.ALIGN == 0 for o in offsets) and len(set(offsets)) == len(offsets)
-    embed = next(t for t in external if t.name == "embed_tokens")
-    assert embed.data_type == onnx.TensorProto.FLOAT16  # the table stays fp16 beside 4-bit projections
+    embed = next(t for t in external if t.name == "embed_tokens_Q4")  # 4-bit rows for GatherBlockQuantized
+    assert embed.data_type == onnx.TensorProto.UINT8 and embed.dims[1] == 64 // 2  # hidden 64, two values a byte
+    int8 = onnx.load(str(outs["ONNX-INT8"].path / "model.onnx"), load_external_data=False)
+    assert next(t for t in int8.graph.initializer if t.name == "embed_tokens").data_type == onnx.TensorProto.FLOAT16
     assert (out.path / "model.onnx").stat().st_size < 100_000
 
 
