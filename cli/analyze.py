@@ -35,8 +35,9 @@ def analyze_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
 ) -> None:
-    """Sentiment by genre (on each story's last 512 words), top 30 positive and negative words, and 5 LDA topics
-    of 20 words, for each story set side by side."""
+    """Sentiment by genre, top opinion words and LDA topics of each story set, side by side.
+
+    Sentiment of each story's last 512 words; the top 30 positive and negative words; 5 topics of 20 words."""
     from talesmith.runtime.analysis.engines import check_extra
     from talesmith.runtime.analysis.records import read_story_sets
     from talesmith.runtime.analysis.run import analyze_set, toolkit

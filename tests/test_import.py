@@ -114,7 +114,7 @@ def test_textgen_preset_maps_windows_breakers_and_seed():
     assert p.settings == SamplingSettings(temperature=1.2, top_k=40, min_p=0.05, repetition_window=-1,
                                           presence_penalty=0.1, frequency_penalty=0.2, dry_multiplier=0.8,
                                           dry_sequence_breakers=("\n", ":"), dry_window=-1)
-    assert p.effective_unmapped == {"temperature_last": True} and set(p.unmapped) == {"temperature_last", "tfs",
+    assert p.effective_unmapped == {} and set(p.unmapped) == {"temperature_last", "tfs",
                                                                                      "num_beams", "add_bos_token"}
 
 

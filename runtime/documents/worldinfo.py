@@ -215,6 +215,15 @@ def to_kobold(book: Lorebook) -> list[dict[str, Any]]:
 # --- files -------------------------------------------------------------------------------------
 
 
+def carries_lorebook(data: Any) -> bool:
+    """Whether `data` has the shape of something `lorebook_from_json` reads (its entries not yet checked)."""
+    if not isinstance(data, dict):
+        return False
+    return (data.get("spec") in ("chara_card_v2", "chara_card_v3") or "character_book" in data
+            or (isinstance(data.get("worldinfo"), list) and "actions" in data)
+            or isinstance(data.get("entries"), (list, dict)))
+
+
 def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
     """A lorebook from any JSON that carries one: World Info, a card with a character_book, a bare
     character_book, or a KoboldAI story."""

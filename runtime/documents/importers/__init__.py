@@ -23,7 +23,7 @@ from talesmith.runtime.documents.cards import PNG_SIGNATURE, Character, characte
 from talesmith.runtime.documents.importers import kobold, presets, stchat
 from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, slug
-from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps, lorebook_from_json
+from talesmith.runtime.documents.worldinfo import carries_lorebook, dumps as lorebook_dumps, lorebook_from_json
 from talesmith.runtime.errors import CardError, InputError
 
 MAX_IMPORT = 64 * 1024 * 1024
@@ -171,6 +171,10 @@ def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) 
             return json.dumps(kobold.story_to_kobold(doc), ensure_ascii=False) + "\n"
         want = ".jsonl (a SillyTavern chat)" if isinstance(doc, ChatDocument) else ".json (a KoboldAI story)"
         raise InputError(f"{src} is a {data['kind']}; export it to a file ending in {want}")
+    if not carries_lorebook(data):
+        raise InputError(f"{src} is not a saved talesmith chat or story nor a lorebook; `export` writes those back "
+                         f"(a chat as .jsonl, a story or lorebook as .json)")
+    book = lorebook_from_json(data, src.stem, str(src))
     if suffix != ".json":
         raise InputError(f"{src} is a lorebook; export it to a file ending in .json (SillyTavern World Info)")
-    return lorebook_dumps(lorebook_from_json(data, src.stem, str(src)))
+    return lorebook_dumps(book)

@@ -56,10 +56,14 @@ NEUTRAL: dict[str, Any] = {
     "tfs": 1, "top_a": 0, "epsilon_cutoff": 0, "eta_cutoff": 0, "rep_pen_slope": 1, "rep_pen_decay": 0,
     "no_repeat_ngram_size": 0, "penalty_alpha": 0, "num_beams": 1, "length_penalty": 1, "encoder_rep_pen": 1,
     "skew": 0, "dynatemp": False, "smoothing_factor": 0, "guidance_scale": 1, "negative_prompt": "",
-    "grammar_string": "", "grammar": "", "banned_tokens": "", "logit_bias": [], "temperature_last": False,
+    "grammar_string": "", "grammar": "", "banned_tokens": "", "logit_bias": [], "temperature_last": True,
     "ban_eos_token": False, "ignore_eos_token": False, "do_sample": True, "json_schema": {},
 }
-"""Settings without an equivalent, at the value where they change nothing."""
+"""Settings without an equivalent, at the value where they change nothing (talesmith, as llama.cpp, always
+applies temperature after the other samplers: `temperature_last` true)."""
+
+NO_PENALTY_NEUTRAL = ("rep_pen_slope", "rep_pen_decay")
+"""Settings that shape the repetition penalty: they change nothing when there is no penalty (rep_pen 1)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ class UserPreset:
     @property
     def effective_unmapped(self) -> dict[str, Any]:
         """The unmapped settings whose value would change sampling in the tool they came from."""
-        return {k: v for k, v in self.unmapped.items() if k in NEUTRAL and v != NEUTRAL[k]}
+        no_penalty = self.settings.repetition_penalty == 1.0
+        return {k: v for k, v in self.unmapped.items()
+                if k in NEUTRAL and v != NEUTRAL[k] and not (no_penalty and k in NO_PENALTY_NEUTRAL)}
 
 
 def is_sampler_preset(data: Any) -> bool:
