@@ -124,20 +124,14 @@ def check_config_types(path: Path, data: dict[str, Any]) -> None:
 
 def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None,
           backend: str | None = None, device: str = "cpu"):
-    from talesmith.runtime.engine.loading import model_metadata, open_backend
-    from talesmith.runtime.models.resolve import resolve
+    """The library's one way of opening a model (talesmith.runtime.engine.loading.open_model), its notes printed."""
+    from talesmith.runtime.engine import loading
 
-    ref = resolve(model, lock=lock)
-    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
-    for warning in (*ref.warnings, *opened.warnings):
-        err.print(f"[yellow]note:[/] {escape(warning)}", soft_wrap=True)
-    # A model converted by talesmith names its prompt format and preset (GGUF metadata, talesmith.json).
-    meta = model_metadata(opened)
-    # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
-    path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
-    ref = dataclasses.replace(ref, path=path, prompt_format=ref.prompt_format or meta.get("prompt_format"),
-                              preset=ref.preset or meta.get("preset"))
-    return ref, opened
+    opened = loading.open_model(model, lock=lock, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers,
+                                threads=threads)
+    for note in opened.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    return opened.ref, opened.backend
 
 
 def resolve_settings(preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]) -> SamplingSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Collection, Sequence
 
+from talesmith.runtime.engine.protocol import ModelMetadata
 from talesmith.runtime.settings import SamplingSettings
 
 EOS = 1000
@@ -20,16 +21,21 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, script: str | bytes, *, pieces: Sequence[bytes] = (), n_ctx: int = 256,
-                 fallback: bytes = b"x"):
+                 fallback: bytes = b"x", meta: ModelMetadata = ModelMetadata()):
         self.script = script.encode() if isinstance(script, str) else script
         self.vocab = [bytes([i]) for i in range(256)] + list(pieces)
         self.n_ctx = n_ctx
         self.fallback = self.vocab.index(fallback)
         self.model_path = "scripted"
         self.eog_tokens = frozenset({EOS})
+        self.warnings: list[str] = []
+        self.meta = meta
         self._tokens: list[int] = []
         self._prompt_len = 0
         self.evaluated = 0
+
+    def metadata(self) -> ModelMetadata:
+        return self.meta
 
     # vocabulary
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:

@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from textual.widgets import Input, Static, TextArea
 
 from talesmith.runtime.errors import ModelError
 from talesmith.runtime.documents.stories import Library
-from talesmith.tui.app import AppConfig, TalesmithApp
-from tui_fakes import FailingBackend, SlowBackend, TakesBackend
+from talesmith.tui.app import AppConfig
+from tui_fakes import FailingBackend, RecordingApp, SlowBackend, TakesBackend, wait_until, workers_done
 
 pytestmark = pytest.mark.asyncio
 
 
-def make_app(tmp_path, backend=None, *, mode="story", factory=None):
+def make_app(tmp_path, backend=None, *, mode="story", factory=None, model_name="fake"):
     backend = backend or TakesBackend([" and the sea rose."], n_ctx=512)
-    return TalesmithApp(factory or (lambda: backend), AppConfig(data_dir=tmp_path / "data", model_name="fake", mode=mode))
+    config = AppConfig(data_dir=tmp_path / "data", model_name=model_name, mode=mode)
+    return RecordingApp(factory or (lambda: backend), config)
 
 
-async def settle(pilot, screen=None, timeout=10.0):
-    """Wait until the model is loaded and no generation runs."""
+async def settle(pilot, screen=None, timeout=30.0):
+    """Wait until the model is loaded, no generation runs and every worker is done."""
     app = pilot.app
-    deadline = time.monotonic() + timeout
-    while True:
-        await pilot.pause(0.02)
-        screen = screen or app.screen
-        if (app.backend is not None or app.backend_error) and getattr(screen, "job", None) is None:
-            await pilot.pause()
-            return
-        assert time.monotonic() < deadline, "generation did not finish"
+    await wait_until(pilot, lambda: (app.backend is not None or app.backend_error)
+                     and getattr(screen or app.screen, "job", None) is None, timeout=timeout, what="the generation")
+    await workers_done(pilot)
 
 
 def status(screen) -> str:
@@ -93,16 +88,13 @@ async def test_stop_interrupts_at_once_and_keeps_the_text(tmp_path):
         await settle(pilot)
         screen = app.screen
         await pilot.press("ctrl+g")
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if len(editor(screen).text) > 12:
-                break
+        await wait_until(pilot, lambda: len(editor(screen).text) > 12)
         assert screen.job is not None and editor(screen).read_only
         await pilot.press("escape")
         assert screen.job is None  # the screen is free at once
         kept = screen.doc.text
         assert 12 < len(kept) < 1000 and kept == editor(screen).text
-        await pilot.pause(0.3)
+        await workers_done(pilot)  # the worker has ended: any chunk it still sent was ignored
         assert editor(screen).text == kept and not editor(screen).read_only
         assert saved(tmp_path)[0]["text"] == kept
 
@@ -113,12 +105,11 @@ async def test_ui_stays_responsive_while_generating(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+g")
-        await pilot.pause(0.1)
+        await wait_until(pilot, backend.sampled.is_set)
         await pilot.press("f1")  # the help screen opens while tokens stream
-        await pilot.pause(0.1)
-        assert type(app.screen).__name__ == "HelpScreen"
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
-        await pilot.pause(0.05)
+        await pilot.pause()
         await pilot.press("escape")
         backend.gate.set()
         await settle(pilot)
@@ -248,7 +239,7 @@ async def test_sampling_panel_validates_and_saves_with_the_story(tmp_path):
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.screen is panel  # refused with a notification, the panel stays open
-        assert any("temperature" in n.message for n in app._notifications)
+        assert any("temperature" in n.message for n in app.notified)
         panel.query_one("#s-temperature", Input).value = "0.5"
         panel.query_one("#s-stop", Input).value = '["\\n\\n"]'
         await pilot.press("ctrl+s")
@@ -278,7 +269,7 @@ async def test_a_model_that_fails_to_load_is_a_notification(tmp_path):
         await pilot.press(*"Go", "ctrl+g")
         await pilot.pause()
         assert app.is_running and app.screen.job is None
-        messages = [n.message for n in app._notifications]
+        messages = [n.message for n in app.notified]
         assert any("x.gguf does not exist" in m for m in messages)
         assert "model failed" in status(app.screen)
         assert editor(app.screen).text == "Go"
@@ -290,7 +281,7 @@ async def test_a_generation_error_is_a_notification_and_keeps_the_text(tmp_path)
         await settle(pilot)
         await pilot.press(*"Go", "ctrl+g")
         await settle(pilot)
-        assert any("raise --ctx" in n.message for n in app._notifications)
+        assert any("raise --ctx" in n.message for n in app.notified)
         assert editor(app.screen).text == "Go" and app.screen.doc.text == "Go"
 
 
@@ -353,10 +344,7 @@ async def test_quitting_during_a_generation_saves_what_was_written(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press(*"Go", "ctrl+g")
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if len(editor(app.screen).text) > 12:
-                break
+        await wait_until(pilot, lambda: len(editor(app.screen).text) > 12)
         await pilot.press("ctrl+q")
     [doc] = saved(tmp_path)
     assert doc["text"].startswith("Go word word") and doc["model"] == "fake"
@@ -364,7 +352,7 @@ async def test_quitting_during_a_generation_saves_what_was_written(tmp_path):
 
 async def test_new_documents_take_the_models_preset(tmp_path):
     backend = TakesBackend([" x"], n_ctx=512)
-    app = TalesmithApp(lambda: backend, AppConfig(data_dir=tmp_path / "data", model_name="lit", preset="lit-6b"))
+    app = RecordingApp(lambda: backend, AppConfig(data_dir=tmp_path / "data", model_name="lit", preset="lit-6b"))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.screen.doc.preset == "lit-6b" and app.screen.doc.settings.repetition_penalty == 1.2

@@ -10,6 +10,7 @@ from textual.widgets import Input, ListView, Static, TextArea
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.stories import ChatDocument, Library
 from test_tui import make_app, saved, settle, status
+from tui_fakes import measured, wait_until, workers_done
 from tui_fakes import TakesBackend
 
 pytestmark = pytest.mark.asyncio
@@ -88,7 +89,7 @@ async def test_a_bad_card_is_a_notification_and_changes_nothing(tmp_path, conten
         before = screen.doc
         await import_card(pilot, bad)
         assert screen.doc is before
-        assert any("bad.png" in n.message and "Nothing was changed" in n.message for n in app._notifications)
+        assert any("bad.png" in n.message and "Nothing was changed" in n.message for n in app.notified)
         assert not (tmp_path / "data" / "chats").exists() and not (tmp_path / "data" / "characters").exists()
 
 
@@ -148,7 +149,7 @@ async def test_history_beyond_the_context_drops_oldest_turns_and_shows_it(tmp_pa
         await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press("enter")
-        await pilot.pause(0.5)
+        await measured(pilot)
         assert screen.dropped > 0
         assert "out of ctx" in status(screen)
         assert "(out of context)" in messages(screen)[0]
@@ -158,7 +159,7 @@ async def test_history_beyond_the_context_drops_oldest_turns_and_shows_it(tmp_pa
         assert prompt.startswith("Aqua's Persona: A goddess.\n<START>\nAqua: Splash!\n<START>\n")
         assert "Message number 0" not in prompt and prompt.endswith("You: And now?\nAqua:")
         assert len(prompt) + screen.doc.settings.max_new_tokens <= 400
-        assert any("no longer fit the context" in n.message for n in app._notifications)
+        assert any("no longer fit the context" in n.message for n in app.notified)
         assert screen.doc.messages[-1].text == "Sure."
 
 
@@ -178,15 +179,12 @@ async def test_stopping_a_reply_keeps_what_was_written(tmp_path):
         await pilot.pause()
         screen.query_one("#composer").focus()
         await pilot.press(*"Sing", "enter")
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if screen.job is not None and len(screen.job.text) > 10:
-                break
+        await wait_until(pilot, lambda: screen.job is not None and len(screen.job.text) > 10)
         await pilot.press("escape")
         assert screen.job is None
         reply = screen.doc.messages[-1]
         assert reply.speaker == "character" and reply.text.startswith("la la")
-        await pilot.pause(0.3)
+        await workers_done(pilot)  # the worker has ended: any chunk it still sent was ignored
         assert screen.doc.messages[-1] == reply
         assert saved(tmp_path, "chats")[0]["model"] == "fake"
 
@@ -201,7 +199,7 @@ async def test_a_chat_waits_for_a_story_generation_on_the_same_model(tmp_path):
         await settle(pilot)
         story = app.screen
         await pilot.press(*"Go", "ctrl+g")
-        await pilot.pause(0.1)
+        await wait_until(pilot, backend.sampled.is_set)
         await pilot.press("f3")
         await pilot.pause()
         chat = app.screen
@@ -211,7 +209,7 @@ async def test_a_chat_waits_for_a_story_generation_on_the_same_model(tmp_path):
         await pilot.pause()
         chat.query_one("#composer").focus()
         await pilot.press(*"Hello", "enter")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: chat.job is not None)
         assert story.job is not None and chat.job is not None  # the chat waits for the backend
         assert backend.calls == 1 and chat.job.text == ""
         backend.delay = 0.0

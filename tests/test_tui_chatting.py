@@ -12,7 +12,7 @@ from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.stories import ChatDocument, Library
 from test_tui import make_app, saved, settle
 from test_tui_chat import CARD, import_card, messages, png_card
-from tui_fakes import TakesBackend
+from tui_fakes import TakesBackend, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,7 +108,7 @@ async def test_greetings_stop_at_the_last_and_a_new_one_only_when_asked(tmp_path
         await pilot.press("alt+right")
         await settle(pilot)
         assert backend.calls == 0 and screen.doc.messages[0].index == 1
-        assert any("That is the last greeting" in n.message for n in app._notifications)
+        assert any("That is the last greeting" in n.message for n in app.notified)
         await pilot.press("ctrl+r")
         await settle(pilot)
         assert backend.calls == 1 and screen.doc.messages[0].swipes[-1] == "A new hello."
@@ -181,8 +181,7 @@ async def test_the_user_s_message_is_on_disk_before_the_reply_starts(tmp_path):
         await pilot.pause()
         screen.query_one("#composer").focus()
         await pilot.press(*"Are you there?", "enter")
-        await pilot.pause(0.05)
-        assert screen.job is not None
+        await wait_until(pilot, lambda: screen.job is not None)
         [chat] = saved(tmp_path, "chats")
         assert chat["messages"][-1]["swipes"] == ["Are you there?"]
         backend.delay = 0

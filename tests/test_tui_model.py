@@ -5,6 +5,7 @@ import pytest
 from talesmith.runtime.settings import preset
 from talesmith.runtime.documents.stories import StoryDocument
 from test_tui import editor, make_app, saved, settle, status
+from tui_fakes import workers_done
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio]
 
@@ -41,8 +42,8 @@ async def test_story_streams_from_the_bundled_model_and_stops(tmp_path, llama):
         await settle(pilot, timeout=120)
         assert len(screen.doc.live_alternatives().options) == 2
         screen.commit(screen.doc.kept())
-        await pilot.pause(0.5)
-        screen.update_measure()
+        screen.update_measure()  # measures in a worker
+        await workers_done(pilot)
         # everything up to the last generated token is cached: the next generation re-processes little
         assert screen.last_measure.reprocess <= 2
         final = screen.doc.text

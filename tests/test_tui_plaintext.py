@@ -43,15 +43,14 @@ async def test_a_card_a_message_and_a_reply_with_brackets_are_shown_as_written(t
         await settle(pilot)
         assert messages(screen)[1:] == ["You\n[Narrator] The door of the guild opens.",
                                         "[Narrator]\n[Narrator] She [b]smiles[/b]. [/]"]
-        assert any("Imported [Narrator]" in n.message for n in app._notifications)
+        assert any("Imported [Narrator]" in n.message for n in app.notified)
         assert app.is_running  # [@click=app.quit] was never a link
 
 
 async def test_titles_names_and_paths_in_the_library_and_status_line_are_plain(tmp_path):
     story = StoryDocument(story=Story(text="x", header=StoryHeader(title=HOSTILE)), name=HOSTILE)
     Library(tmp_path / "data" / "stories", "story").save("s", story)
-    app = make_app(tmp_path)
-    app.config = type(app.config)(data_dir=app.config.data_dir, model_name="[b]model[/] [/]")
+    app = make_app(tmp_path, model_name="[b]model[/] [/]")
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(pilot)
         assert status(app.screen).startswith("[b]model[/] [/] · scripted")
@@ -74,7 +73,7 @@ async def test_a_missing_card_path_with_brackets_is_one_plain_notification(tmp_p
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await import_card(pilot, tmp_path / "[/]odd[b].png")
-        assert any("[/]odd[b].png does not exist" in n.message and not n.markup for n in app._notifications)
+        assert any("[/]odd[b].png does not exist" in n.message and not n.markup for n in app.notified)
 
 
 @pytest.mark.skipif(not REAL_CARD.exists(), reason="the real SillyTavern card is not here")

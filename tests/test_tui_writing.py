@@ -59,7 +59,7 @@ async def test_an_untitled_story_emptied_again_is_not_kept(tmp_path, monkeypatch
         assert len(saved(tmp_path)) == 1
         await pilot.press(*["backspace"] * 4, "ctrl+s")
         assert saved(tmp_path) == [] and app.screen.doc_id is None
-        assert app._notifications and list(app._notifications)[-1].message == "Nothing to save: this story is empty"
+        assert app.notified[-1].message == "Nothing to save: this story is empty"
         await pilot.press("ctrl+q")
     assert saved(tmp_path) == []
 
@@ -172,7 +172,7 @@ async def test_quitting_when_saving_fails_stays_open_and_offers_an_export(tmp_pa
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert app.is_running and "could not be saved" in str(app.screen.query_one("Label").render())
-        assert any("No space left on device" in n.message for n in app._notifications)
+        assert any("No space left on device" in n.message for n in app.notified)
         await pilot.press("e")
         await pilot.pause()
         app.screen.query_one("#answer", Input).value = str(tmp_path / "rescue.json")
@@ -193,7 +193,7 @@ async def test_a_card_with_a_lone_surrogate_is_saved_with_a_note(tmp_path):
         await settle(pilot)
         await import_card(pilot, card)
         assert any("2 characters of the card cannot be stored as UTF-8 (broken surrogates); they were read as \ufffd"
-                   in n.message for n in app._notifications)
+                   in n.message for n in app.notified)
         await pilot.press("ctrl+q")
     [chat] = saved(tmp_path, "chats")
     assert chat["messages"][0]["swipes"] == ["Hi \ufffd"] and chat["character"]["data"]["name"] == "\ufffd x"

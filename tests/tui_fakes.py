@@ -1,15 +1,21 @@
-"""Scripted backends for the terminal app's tests, built on tests/fakes.py without changing it."""
+"""Scripted backends for the terminal app's tests (built on tests/fakes.py), the app recording its
+notifications, and waiting helpers."""
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Collection, Sequence
+import time
+from dataclasses import dataclass
+from typing import Callable, Collection, Sequence
 
 from fakes import ScriptedBackend, ScriptedSampler
+from textual.app import App
 
 from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.settings import SamplingSettings
+from talesmith.tui.app import TalesmithApp
+from talesmith.tui.base import MEASURE_DELAY
 
 
 class TakesBackend(ScriptedBackend):
@@ -77,3 +83,47 @@ class StateBackend(TakesBackend):
 
     def load_state(self, path, tokens: Sequence[int], *, model_sha256: str) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+    severity: str
+    markup: bool
+
+
+class _RecordNotifications(App):
+    """Records every notification as the app hands it to Textual (after TalesmithApp.notify made it plain)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.notified: list[Notice] = []
+        super().__init__(*args, **kwargs)
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        self.notified.append(Notice(message, severity, markup))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+class RecordingApp(TalesmithApp, _RecordNotifications):
+    """The talesmith app, keeping a list of what it notified (notifications on screen expire)."""
+
+
+async def wait_until(pilot, condition: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> None:
+    """Let the app run until `condition()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        await pilot.pause(0.01)
+
+
+async def workers_done(pilot) -> None:
+    """Wait for every worker (model loading, generation, measuring, state files), then for their messages."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def measured(pilot) -> None:
+    """Wait for the status line's measurement: its debounce timer, then its worker."""
+    await pilot.pause(MEASURE_DELAY + 0.05)
+    await workers_done(pilot)

@@ -6,7 +6,6 @@ tests) and loaded in a worker thread, so the app opens at once and stays respons
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,12 +15,15 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
+from talesmith.runtime.engine.loading import OpenedModel
+from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.errors import TalesmithError
 
 from . import preferences as prefs
 from .base import DocumentScreen
 from .chat import ChatScreen, MessageList
 from .dialogs import Choice, HelpScreen, TextPrompt
+from .model import ModelSession
 from .styles import CSS
 from .story import StoryScreen
 
@@ -38,9 +40,9 @@ class AppConfig:
 
 
 class BackendLoaded(Message):
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, opened: OpenedModel | Backend) -> None:
         super().__init__()
-        self.backend = backend
+        self.opened = opened
 
 
 class BackendFailed(Message):
@@ -60,13 +62,14 @@ class TalesmithApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Save everything and quit"),
     ]
 
-    def __init__(self, backend_factory: Callable[[], Any], config: AppConfig) -> None:
+    def __init__(self, backend_factory: Callable[[], OpenedModel | Backend], config: AppConfig) -> None:
+        """`backend_factory` opens the model (launch.py: talesmith.runtime.engine.loading.open_model); it runs in a
+        worker thread and may return the bare backend."""
         super().__init__()
         self.backend_factory = backend_factory
         self.config = config
-        self.backend: Any = None
-        self.backend_error = ""
-        self.backend_lock = threading.Lock()
+        self.model = ModelSession(config.model_name)
+        """The model, handed down to the screens."""
         self.preferences = prefs.Preferences()
         self.preferences_error = ""
         try:
@@ -89,17 +92,19 @@ class TalesmithApp(App):
 
     @property
     def model_name(self) -> str:
-        return self.config.model_name
+        return self.model.name
 
     @property
-    def backend_problem(self) -> str:
-        if self.backend_error:
-            return f"The model did not load: {self.backend_error}"
-        return f"The model {self.model_name} is still loading; try again in a moment."
+    def backend(self) -> Backend | None:
+        return self.model.backend
+
+    @property
+    def backend_error(self) -> str:
+        return self.model.error
 
     def on_mount(self) -> None:
-        self.install_screen(StoryScreen(self.config.data_dir, preset=self.config.preset), "story")
-        self.install_screen(ChatScreen(self.config.data_dir, preset=self.config.preset), "chat")
+        for screen in (StoryScreen, ChatScreen):
+            self.install_screen(screen(self.config.data_dir, model=self.model, preset=self.config.preset), screen.KIND)
         self.push_screen(self.config.mode if self.config.mode in ("story", "chat") else "story")
         self.load_backend()
         if self.preferences_error:
@@ -117,15 +122,19 @@ class TalesmithApp(App):
             self.post_message(BackendLoaded(backend))
 
     def on_backend_loaded(self, message: BackendLoaded) -> None:
-        self.backend = message.backend
-        for warning in getattr(message.backend, "warnings", ()):
-            self.notify(warning, severity="warning", timeout=15)
+        opened = message.opened
+        backend = opened.backend if isinstance(opened, OpenedModel) else opened
+        notes = opened.notes if isinstance(opened, OpenedModel) else tuple(backend.warnings)
+        self.model.metadata = backend.metadata()
+        self.model.backend = backend
+        for note in notes:
+            self.notify(note, severity="warning", timeout=15)
         for name in ("story", "chat"):
             self.get_screen(name).backend_changed()
 
     def on_backend_failed(self, message: BackendFailed) -> None:
-        self.backend_error = message.error
-        self.notify(self.backend_problem, severity="error", timeout=15)
+        self.model.error = message.error
+        self.notify(self.model.problem, severity="error", timeout=15)
         for name in ("story", "chat"):
             self.get_screen(name).backend_changed()
 
@@ -194,9 +203,9 @@ class TalesmithApp(App):
         return failed
 
     def on_unmount(self) -> None:
-        backend, self.backend = self.backend, None
-        if backend is not None and self.backend_lock.acquire(timeout=5):
+        backend, self.model.backend = self.model.backend, None
+        if backend is not None and self.model.lock.acquire(timeout=5):
             try:
                 backend.close()
             finally:
-                self.backend_lock.release()
+                self.model.lock.release()

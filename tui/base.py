@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-from rich.text import Text
 from textual import work
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Static
+from textual.worker import get_current_worker
 
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import prepare
+from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.settings import PRESETS
 from talesmith.runtime.documents.stories import Library, User, atomic_write, dumps, export
 
@@ -26,12 +26,22 @@ from . import generation
 from . import promptview
 from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Prepared, Streamed
+from .model import ModelSession
 from .sampling import SamplingScreen
 from .session import DocumentSession, Saved
+from .status import StatusLine
 
 SAVE_DELAY = 1.0
 """Seconds after the last edit before the document is written."""
 MEASURE_DELAY = 0.3
+
+
+class PreferencesHolder(Protocol):
+    """What the screens need of the app besides the model: the user's preferences, read and replaced."""
+
+    preferences: prefs.Preferences
+
+    def set_preferences(self, preferences: prefs.Preferences) -> None: ...
 
 
 class DocumentScreen(Screen):
@@ -52,8 +62,10 @@ class DocumentScreen(Screen):
                 tooltip="Lorebooks of this story or chat: entries, keys, positions; attach a lorebook file"),
     ]
 
-    def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
+    def __init__(self, data_dir: Path, *, model: ModelSession, preset: str | None = None) -> None:
         super().__init__()
+        self.model = model
+        """The model, as the app loads it (read here, never changed)."""
         self.data_dir = Path(data_dir)
         self.preset = preset if preset in PRESETS else None
         """The model's own sampling preset (from models.lock), used for new documents."""
@@ -102,6 +114,11 @@ class DocumentScreen(Screen):
     # --- the document ------------------------------------------------------------------------
 
     @property
+    def holder(self) -> PreferencesHolder:
+        """The app, as far as the screens use it besides the model."""
+        return cast(PreferencesHolder, self.app)
+
+    @property
     def doc(self) -> Any:
         return self.session.doc
 
@@ -128,40 +145,37 @@ class DocumentScreen(Screen):
         self.session.load(doc_id, doc)
         self.show()
         self.schedule_measure()
-        app: Any = self.app
         document = self.prompt_document()
-        if doc_id is not None and app.backend is not None and document is not None:
-            self._restore_state(app.backend, self.library.path(doc_id), document, self.doc.settings)
+        if doc_id is not None and self.model.backend is not None and document is not None:
+            self._restore_state(self.model.backend, self.library.path(doc_id), document, self.doc.settings)
 
     @work(thread=True, group="kvstate", exit_on_error=False)
-    def _restore_state(self, backend: Any, path: Any, document: Any, settings: Any) -> None:
+    def _restore_state(self, backend: Backend, path: Path, document: Any, settings: Any) -> None:
         """Resume the document's saved KV state, so a long story is not read again."""
-        app: Any = self.app
-        if not app.backend_lock.acquire(timeout=30):
+        if not self.model.lock.acquire(timeout=30):
             return
         try:
             restored = kvstate.restore(backend, path, prepare(backend, document, settings).tokens)
         except (TalesmithError, OSError):
             restored = 0
         finally:
-            app.backend_lock.release()
+            self.model.lock.release()
         if restored:
             self.app.call_from_thread(self.notify, f"Resumed {restored} tokens from the saved state", timeout=3)
             self.app.call_from_thread(self.schedule_measure)
 
     @work(thread=True, group="kvstate", exit_on_error=False)
-    def _save_state(self, backend: Any, path: Any) -> None:
+    def _save_state(self, backend: Backend, path: Path, cap_mb: int) -> None:
         """Save the KV state beside the document just generated in, for the next time it is opened."""
-        app: Any = self.app
-        if not app.backend_lock.acquire(timeout=30):
+        if not self.model.lock.acquire(timeout=30):
             return
         try:
             kvstate.save(backend, path)
-            kvstate.enforce_cap(self.state_folders(), app.preferences.state_cap_mb * 1024 * 1024)
+            kvstate.enforce_cap(self.state_folders(), cap_mb * 1024 * 1024)
         except (TalesmithError, OSError):
             pass  # only a cache: without it the document is read again next time
         finally:
-            app.backend_lock.release()
+            self.model.lock.release()
 
     def action_undo(self) -> None:
         self._travel(self.session.undo, "Nothing to undo")
@@ -241,9 +255,8 @@ class DocumentScreen(Screen):
         if self.busy(quiet=False):
             return
         self.autosave()
-        app: Any = self.app
         self.app.push_screen(LibraryScreen(self.library, self.data_dir / "exports", states=self.state_folders(),
-                                           cap_mb=app.preferences.state_cap_mb), self._opened)
+                                           cap_mb=self.holder.preferences.state_cap_mb), self._opened)
 
     def state_folders(self) -> list[Path]:
         return [self.data_dir / "stories", self.data_dir / "chats"]
@@ -281,13 +294,12 @@ class DocumentScreen(Screen):
     def action_user(self) -> None:
         from .dialogs import UserScreen
 
-        app: Any = self.app
-        p = app.preferences
+        p = self.holder.preferences
 
         def done(result: tuple[User, int, User] | None) -> None:
             if result is not None:
                 default, cap, own = result
-                app.set_preferences(prefs.Preferences(default, cap))
+                self.holder.set_preferences(prefs.Preferences(default, cap))
                 if self.own_user() is not None:
                     self.set_own_user(own)
                 self.show()
@@ -313,20 +325,18 @@ class DocumentScreen(Screen):
         return self.job is not None
 
     def start_generation(self, base: Any, document: Any) -> bool:
-        app: Any = self.app
-        if app.backend is None:
-            self.notify(app.backend_problem, severity="error" if app.backend_error else "warning")
+        if self.model.backend is None:
+            self.notify(self.model.problem, severity="error" if self.model.error else "warning")
             return False
         job = self.session.start(base)
         self.generating_changed(True)
         self.refresh_status()
-        self._generate(job, app.backend, document, self.doc.settings)
+        self._generate(job, self.model.backend, document, self.doc.settings)
         return True
 
     @work(thread=True, group="generation", exit_on_error=False)
-    def _generate(self, job: Job, backend: Any, document: Any, settings: Any) -> None:
-        app: Any = self.app
-        generation.run(self, app.backend_lock, job, backend, document, settings)
+    def _generate(self, job: Job, backend: Backend, document: Any, settings: Any) -> None:
+        generation.run(self, self.model.lock, job, backend, document, settings)
 
     def action_stop(self) -> None:
         if self.job is None:
@@ -364,12 +374,12 @@ class DocumentScreen(Screen):
     def finish(self, job: Job, reason: str | None) -> None:
         self.session.end(job)
         self.finished(job, reason)
-        app: Any = self.app
-        if job.text and self.doc.model != app.model_name:  # which model wrote it, saved with the document
-            self.session.replace(dataclasses.replace(self.doc, model=app.model_name))
+        if job.text and self.doc.model != self.model.name:  # which model wrote it, saved with the document
+            self.session.replace(dataclasses.replace(self.doc, model=self.model.name))
         self.generating_changed(False)
-        if self.autosave() and job.text and self.doc_id is not None and app.backend is not None:
-            self._save_state(app.backend, self.library.path(self.doc_id))
+        if self.autosave() and job.text and self.doc_id is not None and self.model.backend is not None:
+            cap_mb = self.holder.preferences.state_cap_mb
+            self._save_state(self.model.backend, self.library.path(self.doc_id), cap_mb)
         self.refresh_status()
 
     def prepared(self, job: Job, dropped: int) -> None:
@@ -391,6 +401,10 @@ class DocumentScreen(Screen):
         self.schedule_measure()
 
     def backend_changed(self) -> None:
+        """The app loaded the model (or failed to): new documents take the preset the model names."""
+        named = self.model.metadata.preset
+        if self.preset is None and named in PRESETS:
+            self.preset = named
         self.refresh_status()
         self.schedule_measure()
 
@@ -402,15 +416,22 @@ class DocumentScreen(Screen):
         self._measure_timer = self.set_timer(MEASURE_DELAY, self.update_measure)
 
     def update_measure(self) -> None:
-        app: Any = self.app
+        """Measure the next prompt in a worker thread (tokenizing a long story takes a while)."""
         document = self.prompt_document()
-        if app.backend is None or self.job is not None or document is None:
+        if self.model.backend is None or self.job is not None or document is None:
             self.refresh_status()
             return
-        result = generation.measure(app.backend, app.backend_lock, document, self.doc.settings)
-        if result is not None:
-            self.last_measure = result
-            self.measured(result)
+        self._measure(self.model.backend, document, self.doc.settings)
+
+    @work(thread=True, group="measure", exclusive=True, exit_on_error=False)
+    def _measure(self, backend: Backend, document: Any, settings: Any) -> None:
+        result = generation.measure(backend, self.model.lock, document, settings)
+        if result is not None and not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._measured, result)
+
+    def _measured(self, measure: Measure) -> None:
+        self.last_measure = measure
+        self.measured(measure)
         self.refresh_status()
 
     def measured(self, measure: Measure) -> None:
@@ -419,35 +440,19 @@ class DocumentScreen(Screen):
     def refresh_status(self) -> None:
         if not self.is_mounted:
             return
-        app: Any = self.app
-        parts: list[str | tuple[str, str]] = [app.model_name]
-        if app.backend is not None:
-            parts.append(app.backend.name)
-            m = self.last_measure
-            if m is not None and m.error:
-                parts.append("too long for the context")
-            elif m is not None:
-                parts.append(f"ctx {m.n_tokens}/{app.backend.n_ctx}")
-                if self.job is None:
-                    parts.append(f"re {m.reprocess}")
-        elif app.backend_error:
-            parts.append(("model failed", "bold red"))
-        else:
-            parts.append("loading…")
-        if self.tokens_per_second is not None:
-            parts.append(f"{self.tokens_per_second:.1f} tok/s")
-        extra = self.status_extra()
-        if extra:
-            parts.append(extra)
-        if self.job is not None:
-            parts.append(("generating… esc stops", "bold"))
-        elif self.unsaved():
-            parts.append("unsaved")
-        line = Text(no_wrap=True, overflow="ellipsis")
-        for i, part in enumerate(parts):
-            line.append(" · " if i else "")
-            line.append(*((part,) if isinstance(part, str) else part))
-        self.query_one("#status", Static).update(line)
+        line = self.query_one("#status", StatusLine)
+        backend, m = self.model.backend, self.last_measure
+        line.model_name = self.model.name
+        line.backend_name = backend.name if backend is not None else ""
+        line.failed = bool(self.model.error)
+        line.n_ctx = backend.n_ctx if backend is not None else 0
+        line.too_long = bool(m is not None and m.error)
+        line.n_tokens = m.n_tokens if m is not None else None
+        line.reprocess = m.reprocess if m is not None and self.job is None else None
+        line.tokens_per_second = self.tokens_per_second
+        line.extra = self.status_extra()
+        line.generating = self.job is not None
+        line.unsaved = self.unsaved()
         self.refresh_bindings()
 
     # --- the prompt view ---------------------------------------------------------------------
@@ -472,21 +477,20 @@ class DocumentScreen(Screen):
         self.app.push_screen(LorebookScreen(self.doc.lorebooks, name=self.doc.name or "this document"), done)
 
     def action_prompt(self) -> None:
-        app: Any = self.app
         document = self.prompt_document()
         if document is None:
             self.notify("Nothing to show yet: there is no prompt without a story or chat", timeout=3)
             return
-        if app.backend is None:
-            self.notify(app.backend_problem, severity="warning")
+        if self.model.backend is None:
+            self.notify(self.model.problem, severity="warning")
             return
-        if self.busy(quiet=False) or not app.backend_lock.acquire(timeout=2):
+        if self.busy(quiet=False) or not self.model.lock.acquire(timeout=2):
             return
         try:
-            report = promptview.report(app.backend, document, self.doc.settings)
+            report = promptview.report(self.model.backend, document, self.doc.settings)
         except TalesmithError as e:
             self.notify(str(e), severity="error", timeout=10)
             return
         finally:
-            app.backend_lock.release()
+            self.model.lock.release()
         self.app.push_screen(PromptScreen(report))

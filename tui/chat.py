@@ -23,6 +23,8 @@ from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
 from talesmith.runtime.documents.stories import ChatDocument, User, atomic_write, slug
 
+from .model import ModelSession
+from .status import StatusLine
 from .base import DocumentScreen
 from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
@@ -93,8 +95,8 @@ class ChatScreen(DocumentScreen):
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
-    def __init__(self, data_dir: Path, *, preset: str | None = None) -> None:
-        super().__init__(data_dir, preset=preset)
+    def __init__(self, data_dir: Path, *, model: ModelSession, preset: str | None = None) -> None:
+        super().__init__(data_dir, model=model, preset=preset)
         self.dropped = 0
         self.streaming_item: Static | None = None
 
@@ -115,7 +117,7 @@ class ChatScreen(DocumentScreen):
                 yield MessageList(id="messages")
                 yield Composer(id="composer", soft_wrap=True, compact=True,
                                placeholder="enter sends · shift+enter or ctrl+j: new line")
-        yield Static(id="status")
+        yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -126,8 +128,7 @@ class ChatScreen(DocumentScreen):
 
     @property
     def default_user(self) -> User:
-        app: Any = self.app
-        return app.preferences.user
+        return self.holder.preferences.user
 
     def show(self) -> None:
         doc: ChatDocument = self.doc

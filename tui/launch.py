@@ -26,11 +26,9 @@ def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None =
     ref = resolve(model, lock=lock)  # a bad name fails here, before the screen opens
 
     def factory():
-        from talesmith.runtime.engine.loading import open_backend  # llama.cpp for GGUF files, ONNX Runtime for .onnx
+        from talesmith.runtime.engine.loading import open_resolved  # llama.cpp for GGUF files, ONNX Runtime for .onnx
 
-        backend = open_backend(ref.path, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
-        backend.warnings[:0] = ref.warnings  # shown when the model has loaded
-        return backend
+        return open_resolved(ref, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 
     config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode,
                        preset=ref.preset)

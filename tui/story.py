@@ -10,12 +10,13 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Checkbox, Footer, Input, Label, Static, TextArea
+from textual.widgets import Checkbox, Footer, Input, Label, TextArea
 
 from talesmith.runtime.documents.formats import Story
 from talesmith.runtime.settings import preset
 from talesmith.runtime.documents.stories import StoryDocument
 
+from .status import StatusLine
 from .base import DocumentScreen
 from .generation import Job
 
@@ -73,7 +74,7 @@ class StoryScreen(DocumentScreen):
                 yield Label("Synopsis (app adds あらすじ)")
                 yield Input(id="synopsis", compact=True)
             yield TextArea(id="editor", soft_wrap=True, compact=True)
-        yield Static(id="status")
+        yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:

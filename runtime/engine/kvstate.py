@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from talesmith.runtime import files
-from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.engine.protocol import Backend, CacheShifter, StatefulBackend, common_prefix
 from talesmith.runtime.models.resolve import sha256
 
 
@@ -20,9 +20,9 @@ def state_path(document_path: Path) -> Path:
     return document_path.with_suffix(".kv")
 
 
-def save(backend: Any, document_path: Path) -> bool:
+def save(backend: Backend, document_path: Path) -> bool:
     """Save the backend's cache beside the document; False when the backend keeps no state files."""
-    if not hasattr(backend, "save_state") or not backend.cached_tokens:
+    if not isinstance(backend, StatefulBackend) or not backend.cached_tokens:
         return False
     path = state_path(document_path)
     backend.save_state(path, model_sha256=sha256(backend.model_path))
@@ -76,17 +76,17 @@ def enforce_cap(folders: Iterable[Path], cap_bytes: int) -> list[Path]:
     return removed
 
 
-def restore(backend: Any, document_path: Path, tokens: Sequence[int]) -> int:
+def restore(backend: Backend, document_path: Path, tokens: Sequence[int]) -> int:
     """Load the saved cache if it matches this model and a prefix of `tokens`; the tokens restored."""
     path = state_path(document_path)
-    if not hasattr(backend, "load_state") or not path.exists():
+    if not isinstance(backend, StatefulBackend) or not path.exists():
         return 0
     return backend.load_state(path, tokens, model_sha256=sha256(backend.model_path))
 
 
-def reprocess_count(backend: Any, tokens: Sequence[int]) -> int:
+def reprocess_count(backend: Backend, tokens: Sequence[int]) -> int:
     """How many of `tokens` the next generation must evaluate, given what the backend has cached."""
-    if hasattr(backend, "pending"):
+    if isinstance(backend, CacheShifter):
         return backend.pending(tokens)
     common = common_prefix(backend.cached_tokens, tokens)
     return len(tokens) - max(min(common, len(tokens) - 1), 0)

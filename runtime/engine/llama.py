@@ -19,15 +19,13 @@ from typing import Collection, Sequence
 import llama_cpp
 
 from talesmith.runtime import files
-from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.engine.choices import context_size
+from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
-DEFAULT_CTX = 4096
-MIN_CTX = 16
-"""The smallest --ctx accepted (llama.cpp rounds any context up to a multiple of 256)."""
 MIN_SHIFT_KEPT = 16
 """Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
@@ -200,19 +198,17 @@ class LlamaCppBackend:
 
     def _context_size(self, info: GGUFInfo, n_ctx: int | None, gpu_layers: int) -> int:
         """The context to ask llama.cpp for: the model's (at most DEFAULT_CTX), or `n_ctx` once checked."""
-        trained = info.context_length or DEFAULT_CTX
-        if n_ctx is None:
-            return min(trained, DEFAULT_CTX)
-        if n_ctx < MIN_CTX:
-            raise ModelError(f"--ctx {n_ctx} is too small; use --ctx {MIN_CTX} or more")
-        if not gpu_layers:  # offloaded layers keep their cache in GPU memory, which is not counted here
+        chosen = context_size(n_ctx, trained=info.context_length, name=info.name, warnings=self.warnings)
+        if n_ctx is not None and not gpu_layers:  # offloaded layers keep their cache in GPU memory, not counted here
             too_big = context_too_big(info, n_ctx, available=available_memory())
             if too_big:
                 raise ModelError(too_big)
-        if n_ctx > trained:
-            self.warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens {info.name} was trained on; "
-                                 f"expect worse text past {trained}")
-        return n_ctx
+        return chosen
+
+    def metadata(self) -> ModelMetadata:
+        """The prompt format and preset a GGUF converted by talesmith names (talesmith.* keys)."""
+        meta = self.info.metadata
+        return ModelMetadata(prompt_format=meta.get("talesmith.prompt_format"), preset=meta.get("talesmith.preset"))
 
     # --- vocabulary -------------------------------------------------------------------------
 

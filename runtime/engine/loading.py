@@ -5,14 +5,47 @@ Both backends are imported only when a model is opened, so that importing talesm
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from talesmith.runtime.engine.choices import check_device
+from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.errors import ModelError
 
-BACKENDS = ("llama", "onnx")
-DEVICES = ("cpu", "cuda")
+if TYPE_CHECKING:
+    from talesmith.runtime.models.resolve import ModelRef
+
+Opener = Callable[..., Backend]
+"""Opens the model at a path: `opener(path, device=..., n_ctx=..., gpu_layers=..., threads=...)`."""
+
+
+def _open_llama(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None) -> Backend:
+    if backend_for(path) == "onnx":
+        raise ModelError(f"{path} is an ONNX model; llama.cpp reads GGUF files: use --backend onnx")
+    from talesmith.runtime.engine.llama import LlamaCppBackend
+
+    if device == "cuda" and not gpu_layers:
+        gpu_layers = -1  # --device cuda with llama.cpp: offload every layer
+    return LlamaCppBackend(path, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
+
+
+def _open_onnx(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None) -> Backend:
+    if backend_for(path) != "onnx":
+        raise ModelError(f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
+                         f"with `talesmith convert --to onnx` or use --backend llama")
+    try:
+        from talesmith.runtime.engine.ort import open_onnx
+    except ImportError as e:
+        raise ModelError(f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
+                         f"extra: pip install -e '.[onnx]'") from None
+    return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
+
+
+OPENERS: dict[str, Opener] = {"llama": _open_llama, "onnx": _open_onnx}
+"""The backends by --backend name. An embedding program (or a test) may put its own opener here."""
 
 
 def backend_for(path: str | os.PathLike[str]) -> str:
@@ -24,36 +57,50 @@ def backend_for(path: str | os.PathLike[str]) -> str:
 
 
 def open_backend(path: str | os.PathLike[str], *, backend: str | None = None, device: str = "cpu",
-                 n_ctx: int | None = None, gpu_layers: int = 0, threads: int | None = None) -> Any:
+                 n_ctx: int | None = None, gpu_layers: int = 0, threads: int | None = None) -> Backend:
     """The model at `path` in the backend asked for (default: chosen from the file)."""
     kind = backend or backend_for(path)
-    if kind not in BACKENDS:
-        raise ModelError(f"--backend {kind} is unknown; use llama or onnx")
-    if device not in DEVICES:
-        raise ModelError(f"--device {device} is unknown; use cpu or cuda")
-    if kind == "onnx":
-        if backend_for(path) != "onnx":
-            raise ModelError(f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
-                             f"with `talesmith convert --to onnx` or use --backend llama")
-        try:
-            from talesmith.runtime.engine.ort import open_onnx
-        except ImportError as e:
-            raise ModelError(f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
-                             f"extra: pip install -e '.[onnx]'") from None
-        return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
-    if backend_for(path) == "onnx":
-        raise ModelError(f"{path} is an ONNX model; llama.cpp reads GGUF files: use --backend onnx")
-    from talesmith.runtime.engine.llama import LlamaCppBackend
-
-    if device == "cuda" and not gpu_layers:
-        gpu_layers = -1  # --device cuda with llama.cpp: offload every layer
-    return LlamaCppBackend(path, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
+    if kind not in OPENERS:
+        raise ModelError(f"--backend {kind} is unknown; use {' or '.join(OPENERS)}")
+    check_device(device)
+    return OPENERS[kind](Path(path), device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
 
 
-def model_metadata(backend: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OpenedModel:
+    """A model resolved and opened: what the CLI, batch and the app all start from."""
+
+    ref: ModelRef
+    """Its prompt format and preset filled from the model's own metadata where the lock names none; its path
+    the file outputs hash (an ONNX folder's model.onnx)."""
+    backend: Backend
+    notes: tuple[str, ...]
+    """For the user: the lock's (a file no longer matching its sha256) and the backend's."""
+
+
+def open_model(model: str | None, *, lock: str | os.PathLike[str] | None = None, backend: str | None = None,
+               device: str = "cpu", n_ctx: int | None = None, gpu_layers: int = 0,
+               threads: int | None = None) -> OpenedModel:
+    """Resolve `model` (a path, a models.lock name, None: the bundled one), open it and read what it says."""
+    from talesmith.runtime.models.resolve import resolve
+
+    return open_resolved(resolve(model, lock=lock), backend=backend, device=device, n_ctx=n_ctx,
+                         gpu_layers=gpu_layers, threads=threads)
+
+
+def open_resolved(ref: ModelRef, *, backend: str | None = None, device: str = "cpu", n_ctx: int | None = None,
+                  gpu_layers: int = 0, threads: int | None = None) -> OpenedModel:
+    """Open a model already resolved (the app resolves first, to refuse a bad name before its screen opens)."""
+    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers,
+                          threads=threads)
+    meta = opened.metadata()  # a model converted by talesmith names its prompt format and preset
+    # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
+    path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
+    ref = dataclasses.replace(ref, path=path, prompt_format=ref.prompt_format or meta.prompt_format,
+                              preset=ref.preset or meta.preset)
+    return OpenedModel(ref, opened, (*ref.warnings, *opened.warnings))
+
+
+def model_metadata(backend: Backend) -> dict[str, Any]:
     """What a model converted by talesmith says about itself: prompt format and preset, if any."""
-    if getattr(backend, "name", "").startswith("onnxruntime"):
-        meta = backend.metadata
-        return {"prompt_format": meta.get("prompt_format"), "preset": meta.get("preset")}
-    meta = backend.info.metadata
-    return {"prompt_format": meta.get("talesmith.prompt_format"), "preset": meta.get("talesmith.preset")}
+    return dataclasses.asdict(backend.metadata())

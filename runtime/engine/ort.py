@@ -21,12 +21,12 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from talesmith.runtime.engine.protocol import common_prefix
+from talesmith.runtime.engine.choices import check_device, context_size
+from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.engine.samplers import SamplerChain, dry_breakers
 from talesmith.runtime.settings import SamplingSettings
 
-DEFAULT_CTX = 4096
 MODEL_FILE = "model.onnx"
 META_FILE = "talesmith.json"
 GENAI_DIR = "genai"
@@ -137,17 +137,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _context_size(config: dict[str, Any], n_ctx: int | None, warnings: list[str]) -> int:
-    """The context to use: asked for, or the trained one up to DEFAULT_CTX; a note when beyond the trained one."""
-    trained = config.get("max_position_embeddings") or config.get("n_positions") or config.get("n_ctx")
-    if n_ctx is None:
-        return min(trained or DEFAULT_CTX, DEFAULT_CTX)
-    if n_ctx < 16:
-        raise ModelError(f"context size {n_ctx} is too small; use --ctx 512 or more")
-    if trained and n_ctx > trained:
-        warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens this model was trained on; "
-                        f"expect worse text past {trained}")
-    return n_ctx
+def _trained_context(config: dict[str, Any]) -> int | None:
+    return config.get("max_position_embeddings") or config.get("n_positions") or config.get("n_ctx")
 
 
 def cuda_missing_reason() -> str | None:
@@ -194,13 +185,12 @@ class OnnxBackend:
         self.folder = folder
         self.model_path = str(folder)
         self.warnings: list[str] = []
-        self.metadata = _read_json(folder / META_FILE)
+        self.talesmith_json = _read_json(folder / META_FILE)
         config = _read_json(folder / "config.json")
-        if device not in ("cpu", "cuda"):
-            raise ModelError(f"--device {device} is unknown; use cpu or cuda")
+        check_device(device)
         if device == "cuda" and (reason := cuda_missing_reason()):
             raise ModelError(f"--device cuda was asked for but {reason}; use --device cpu")
-        self.n_ctx = _context_size(config, n_ctx, self.warnings)
+        self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
         self.vocab = Vocabulary(folder)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -247,6 +237,11 @@ class OnnxBackend:
         self.n_vocab = int(logits.shape[-1])
 
     # --- vocabulary -------------------------------------------------------------------------
+
+    def metadata(self) -> ModelMetadata:
+        """The prompt format and preset a model folder converted by talesmith names (talesmith.json)."""
+        return ModelMetadata(prompt_format=self.talesmith_json.get("prompt_format"),
+                             preset=self.talesmith_json.get("preset"))
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
         return self.vocab.encode(text, add_special=add_bos, special=special)
@@ -364,9 +359,9 @@ class GenaiBackend(OnnxBackend):
         self.folder = folder
         self.model_path = str(folder)
         self.warnings = []
-        self.metadata = _read_json(folder / META_FILE)
+        self.talesmith_json = _read_json(folder / META_FILE)
         config = _read_json(folder / "config.json")
-        self.n_ctx = _context_size(config, n_ctx, self.warnings)
+        self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
         self.vocab = Vocabulary(folder)
         self.device = "cpu"
         self.providers = ("CPUExecutionProvider",)

@@ -7,7 +7,9 @@ behaves the same for the CLI, batch generation and the terminal app.
 
 from __future__ import annotations
 
-from typing import Collection, Protocol, Sequence
+import os
+from dataclasses import dataclass
+from typing import Collection, Protocol, Sequence, runtime_checkable
 
 from talesmith.runtime.settings import SamplingSettings
 
@@ -20,6 +22,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model converted by talesmith says about itself (GGUF metadata, talesmith.json); None: unsaid."""
+
+    prompt_format: str | None = None
+    preset: str | None = None
 
 
 class TokenSampler(Protocol):
@@ -42,6 +52,12 @@ class Backend(Protocol):
 
     eog_tokens: frozenset[int]
     """Tokens that end generation (end of text, end of turn)."""
+
+    warnings: list[str]
+    """Notes for the user from opening the model (e.g. a context beyond the trained one)."""
+
+    def metadata(self) -> ModelMetadata:
+        """The prompt format and preset the model names for itself."""
 
     @property
     def cached_tokens(self) -> Sequence[int]:
@@ -74,3 +90,22 @@ class Backend(Protocol):
         """A sampler that implements every field of `settings`, primed with `history` for penalties."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StatefulBackend(Protocol):
+    """A backend that can save its cache to a file and load it back (kvstate.py uses this)."""
+
+    def save_state(self, path: str | os.PathLike[str], *, model_sha256: str) -> None:
+        """Save the cache (with its tokens) to `path`, and a description beside it."""
+
+    def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
+        """Restore a saved cache of this model, keeping what it shares with `tokens`; how many tokens (0: none)."""
+
+
+@runtime_checkable
+class CacheShifter(Protocol):
+    """A backend whose prefill can also reuse cached tokens past a gap (context shifting)."""
+
+    def pending(self, tokens: Sequence[int]) -> int:
+        """How many of `tokens` a prefill would evaluate now."""
