@@ -86,3 +86,12 @@ def test_models_quality_measures_again_on_another_text(converted, tmp_path):
                            "--lock", lock], capture_output=True, text=True, timeout=300)
     assert same.returncode == 2 and "Traceback" not in same.stderr
     assert "no unquantized GGUF of tiny-llama-f16's source" in same.stderr or "unquantized file itself" in same.stderr
+
+
+def test_an_unreadable_eval_text_is_one_line(tmp_path):
+    from talesmith.convert.evaltext import TEXT, eval_text
+
+    assert eval_text(None) == (TEXT, "bundled")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConversionError, match=r"--eval-text .*bad.txt could not be read .*; pass a UTF-8 text file"):
+        eval_text(tmp_path / "bad.txt")
