@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and format check) over the tree, then mypy over the package as it is imported (talesmith.*):
+# its folders are linked under one talesmith/ namespace in build/typecheck.
+TYPECHECK := build/typecheck
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/talesmith
+	for part in runtime convert cli tui; do ln -s $(CURDIR)/$$part $(TYPECHECK)/talesmith/$$part; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/build/mypy-cache -p talesmith
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -37,42 +36,73 @@ def convert_command(
     source: str = typer.Argument(..., help="A checkpoint folder, or a hub repo id (owner/name, or gpt2 style)."),
     outdir: Path = typer.Option(..., "--output", "-o", help="Folder for the GGUF files and ONNX folders."),
     to: str = typer.Option("gguf", "--to", help="Output formats: gguf, onnx, or gguf,onnx (both from one merge)."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit (default: main)."),
-    lora: Optional[list[str]] = typer.Option(None, "--lora", help="A PEFT adapter folder, optionally PATH:SCALE (repeatable)."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="Quantization types, comma-separated: GGUF "
-                                        f"({GGUF_DEFAULT} by default, '' for none) and ONNX ({ONNX_DEFAULT} by "
-                                        "default; fp32, fp16, int8, int4)."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub branch, tag or commit (default: main)."),
+    lora: list[str] | None = typer.Option(
+        None, "--lora", help="A PEFT adapter folder, optionally PATH:SCALE (repeatable)."
+    ),
+    quant: str | None = typer.Option(
+        None,
+        "--quant",
+        help="Quantization types, comma-separated: GGUF "
+        f"({GGUF_DEFAULT} by default, '' for none) and ONNX ({ONNX_DEFAULT} by "
+        "default; fp32, fp16, int8, int4).",
+    ),
     outtype: str = typer.Option("f16", "--outtype", help="Type of the unquantized file: f16, f32 or bf16."),
-    name: Optional[str] = typer.Option(None, "--name", help="Base name of the files and lock entries."),
+    name: str | None = typer.Option(None, "--name", help="Base name of the files and lock entries."),
     device: str = typer.Option("cpu", "--device", help="Where the LoRA merge and the ONNX export run: cpu or cuda."),
-    prompt_format: Optional[str] = typer.Option(None, "--format", help="Prompt format to record (default: guessed from the name)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Sampling preset to record (default: guessed from the name)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Use the tokenizer of this folder or hub repo "
-                                            "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B)."),
-    lock: Optional[Path] = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
-    quality: bool = typer.Option(True, "--quality/--no-quality", help="Measure each GGUF quantization against the "
-                                 "unquantized file: KL divergence, top-1 agreement, perplexity."),
-    eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="Text file the quality is measured on "
-                                             "(default: bundled English and Japanese prose)."),
+    prompt_format: str | None = typer.Option(
+        None, "--format", help="Prompt format to record (default: guessed from the name)."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Sampling preset to record (default: guessed from the name)."
+    ),
+    tokenizer: str | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="Use the tokenizer of this folder or hub repo "
+        "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B).",
+    ),
+    lock: Path | None = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
+    quality: bool = typer.Option(
+        True,
+        "--quality/--no-quality",
+        help="Measure each GGUF quantization against the unquantized file: KL divergence, top-1 agreement, perplexity.",
+    ),
+    eval_text: Path | None = typer.Option(
+        None, "--eval-text", help="Text file the quality is measured on (default: bundled English and Japanese prose)."
+    ),
 ) -> None:
     """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and/or ONNX, and quantize them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from talesmith.convert.lora import parse_spec
-    from talesmith.convert.pipeline import ConvertRequest, Progress as Hooks, convert
     from talesmith.convert.onnx import parse_onnx_quants
+    from talesmith.convert.pipeline import ConvertRequest, convert
+    from talesmith.convert.pipeline import Progress as Hooks
     from talesmith.convert.quantize import parse_quants
 
     targets = tuple(t.strip().lower() for t in to.split(",") if t.strip())
     gguf_quants, onnx_quants = split_quants(quant, targets)
-    request = ConvertRequest(source, outdir, revision=revision, loras=tuple(parse_spec(s) for s in lora or []),
-                             quants=tuple(parse_quants(gguf_quants)) if "gguf" in targets else (),
-                             outtype=outtype, name=name, device=device, prompt_format=prompt_format, preset=preset,
-                             tokenizer=tokenizer, targets=targets,
-                             onnx_quants=parse_onnx_quants(onnx_quants) if "onnx" in targets else (),
-                             quality=quality, eval_text=eval_text)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as bars:
+    request = ConvertRequest(
+        source,
+        outdir,
+        revision=revision,
+        loras=tuple(parse_spec(s) for s in lora or []),
+        quants=tuple(parse_quants(gguf_quants)) if "gguf" in targets else (),
+        outtype=outtype,
+        name=name,
+        device=device,
+        prompt_format=prompt_format,
+        preset=preset,
+        tokenizer=tokenizer,
+        targets=targets,
+        onnx_quants=parse_onnx_quants(onnx_quants) if "onnx" in targets else (),
+        quality=quality,
+        eval_text=eval_text,
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bars:
         tasks: dict[str, int] = {}
 
         def on_file_start(kind: str, path: Path) -> None:
@@ -94,8 +124,17 @@ def convert_command(
         def on_note(text: str) -> None:
             bars.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
-        outputs = convert(request, Hooks(on_tensor=on_tensor, on_file_start=on_file_start, on_file_done=on_file_done,
-                                         on_note=on_note, on_quality=on_quality), lock=lock)
+        outputs = convert(
+            request,
+            Hooks(
+                on_tensor=on_tensor,
+                on_file_start=on_file_start,
+                on_file_done=on_file_done,
+                on_note=on_note,
+                on_quality=on_quality,
+            ),
+            lock=lock,
+        )
     print_summary(outputs, outdir)
 
 
@@ -117,11 +156,20 @@ def print_summary(outputs, outdir: Path) -> None:
     columns += ["KL", "top-1", "ppl"] if measured else []
     columns += ["quantized"] if detailed else []
     for column in columns:
-        table.add_column(column, justify="left" if column in ("file", "quantized") else "right",
-                         overflow="fold", min_width=len(column) if column != "file" else 12)
+        table.add_column(
+            column,
+            justify="left" if column in ("file", "quantized") else "right",
+            overflow="fold",
+            min_width=len(column) if column != "file" else 12,
+        )
     for o in outputs:
-        row = [escape(shown_path(o.path, outdir)), o.kind, f"{o.size / 2**20:,.1f} MiB", f"{o.bits_per_weight:.2f}",
-               f"{o.seconds:.1f}"]
+        row = [
+            escape(shown_path(o.path, outdir)),
+            o.kind,
+            f"{o.size / 2**20:,.1f} MiB",
+            f"{o.bits_per_weight:.2f}",
+            f"{o.seconds:.1f}",
+        ]
         if measured:
             q = o.quality
             row += [f"{q.kl_divergence:.4f}", f"{q.top1_agreement:.1%}", f"{q.perplexity:.2f}"] if q else ["", "", ""]
@@ -131,6 +179,8 @@ def print_summary(outputs, outdir: Path) -> None:
         table.add_row(*row)
     if measured:
         ref = next((o for o in outputs if o.quality), None)
-        table.caption = (f"KL divergence and top-1 agreement against {outputs[0].kind}, perplexity on "
-                         f"{ref.quality.tokens} tokens ({outputs[0].kind}: {ref.quality.reference_perplexity:.2f})")
+        table.caption = (
+            f"KL divergence and top-1 agreement against {outputs[0].kind}, perplexity on "
+            f"{ref.quality.tokens} tokens ({outputs[0].kind}: {ref.quality.reference_perplexity:.2f})"
+        )
     console.print(table)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-models_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                         help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path, quality.")
+models_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="The models pinned in models.lock: list, pull, verify, add, remove, lock, path, quality.",
+)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -28,7 +32,7 @@ def _size(n: int | None) -> str:
 
 
 @models_app.command("list")
-def list_models(lock: Optional[Path] = LockOpt) -> None:
+def list_models(lock: Path | None = LockOpt) -> None:
     """A table of the models in the lock and whether their files are here and verified."""
     from rich.table import Table
 
@@ -38,7 +42,14 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
     style = {"present": "green", "missing": "dim", "partial": "yellow", "unpinned": "dim"}
     for r in rows(lock=lock):
         verified = {"yes": "[green]yes[/]", "MISMATCH": "[bold red]MISMATCH[/]"}.get(r.verified, r.verified)
-        table.add_row(escape(r.name), r.format, escape(r.quantization), _size(r.size), f"[{style[r.present]}]{r.present}[/]", verified)
+        table.add_row(
+            escape(r.name),
+            r.format,
+            escape(r.quantization),
+            _size(r.size),
+            f"[{style[r.present]}]{r.present}[/]",
+            verified,
+        )
     if not table.rows:
         from talesmith.runtime.models.resolve import lock_path
 
@@ -48,9 +59,11 @@ def list_models(lock: Optional[Path] = LockOpt) -> None:
 
 
 @models_app.command()
-def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
-         force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
-         lock: Optional[Path] = LockOpt) -> None:
+def pull(
+    name: str = typer.Argument(..., help="A model name from models.lock."),
+    force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
+    lock: Path | None = LockOpt,
+) -> None:
     """Download a model at its pinned commit (resuming a partial download) and verify every sha256."""
     from talesmith.runtime.models.manage import pull as pull_model
 
@@ -65,14 +78,21 @@ def pull(name: str = typer.Argument(..., help="A model name from models.lock."),
 
 
 @models_app.command()
-def verify(name: Optional[str] = typer.Argument(None, help="A model name (default: every model with files here)."),
-           lock: Optional[Path] = LockOpt) -> None:
+def verify(
+    name: str | None = typer.Argument(None, help="A model name (default: every model with files here)."),
+    lock: Path | None = LockOpt,
+) -> None:
     """Re-hash local files against the lock; exit status 2 when any is missing or altered."""
-    from talesmith.runtime.models.manage import verify as verify_files, verify_error
+    from talesmith.runtime.models.manage import verify as verify_files
+    from talesmith.runtime.models.manage import verify_error
 
     checks = verify_files(name, lock=lock)
-    marks = {"ok": "[green]ok[/]", "missing": "[yellow]missing[/]", "mismatch": "[bold red]MISMATCH[/]",
-             "unpinned": "[yellow]unpinned[/]"}
+    marks = {
+        "ok": "[green]ok[/]",
+        "missing": "[yellow]missing[/]",
+        "mismatch": "[bold red]MISMATCH[/]",
+        "unpinned": "[yellow]unpinned[/]",
+    }
     for c in checks:
         out.print(f"{marks[c.state]}  {escape(c.model)}  {escape(c.name)}", soft_wrap=True)
     failure = verify_error(checks, lock=lock)
@@ -83,25 +103,43 @@ def verify(name: Optional[str] = typer.Argument(None, help="A model name (defaul
 
 
 @models_app.command()
-def add(name: str = typer.Argument(..., help="The name to give the model."),
-        source: str = typer.Argument(..., help="A hub repo id (owner/name), or a local file or folder."),
-        revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of a hub repo (default: main)."),
-        include: Optional[list[str]] = typer.Option(None, "--file", help="Only files matching this pattern (repeatable), e.g. '*Q4_K_M.gguf'."),
-        fmt: Optional[str] = typer.Option(None, "--format", help="hf, gguf or onnx (default: guessed from the files)."),
-        prompt_format: Optional[str] = typer.Option(None, "--prompt-format", help="The prompt format the model expects."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="The sampling preset for the model."),
-        quantization: Optional[str] = typer.Option(None, "--quantization", help="e.g. Q4_K_M."),
-        architecture: Optional[str] = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
-        lock: Optional[Path] = LockOpt) -> None:
+def add(
+    name: str = typer.Argument(..., help="The name to give the model."),
+    source: str = typer.Argument(..., help="A hub repo id (owner/name), or a local file or folder."),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Branch, tag or commit of a hub repo (default: main)."
+    ),
+    include: list[str] | None = typer.Option(
+        None, "--file", help="Only files matching this pattern (repeatable), e.g. '*Q4_K_M.gguf'."
+    ),
+    fmt: str | None = typer.Option(None, "--format", help="hf, gguf or onnx (default: guessed from the files)."),
+    prompt_format: str | None = typer.Option(None, "--prompt-format", help="The prompt format the model expects."),
+    preset: str | None = typer.Option(None, "--preset", help="The sampling preset for the model."),
+    quantization: str | None = typer.Option(None, "--quantization", help="e.g. Q4_K_M."),
+    architecture: str | None = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
+    lock: Path | None = LockOpt,
+) -> None:
     """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
     from talesmith.runtime.models.pinning import add as add_model
 
-    entry, note = add_model(name, source, revision=revision, include=include or (), fmt=fmt,
-                            prompt_format=prompt_format, preset=preset, quantization=quantization,
-                            architecture=architecture, lock=lock)
+    entry, note = add_model(
+        name,
+        source,
+        revision=revision,
+        include=include or (),
+        fmt=fmt,
+        prompt_format=prompt_format,
+        preset=preset,
+        quantization=quantization,
+        architecture=architecture,
+        lock=lock,
+    )
     if note:
-        err.print(f"[yellow]note:[/] left the revision unresolved ({escape(note)}); run `talesmith models lock {name}` "
-                  f"where the hub is reachable", soft_wrap=True)
+        err.print(
+            f"[yellow]note:[/] left the revision unresolved ({escape(note)}); run `talesmith models lock {name}` "
+            f"where the hub is reachable",
+            soft_wrap=True,
+        )
         err.print(f"[green]added[/] {name}")
         return
     pinned = entry.get("source", {}).get("commit")
@@ -110,8 +148,7 @@ def add(name: str = typer.Argument(..., help="The name to give the model."),
 
 
 @models_app.command()
-def remove(name: str = typer.Argument(..., help="A model name from models.lock."),
-           lock: Optional[Path] = LockOpt) -> None:
+def remove(name: str = typer.Argument(..., help="A model name from models.lock."), lock: Path | None = LockOpt) -> None:
     """Take a model out of the lock (downloaded files stay in the cache)."""
     from talesmith.runtime.models.resolve import remove_model
 
@@ -120,8 +157,9 @@ def remove(name: str = typer.Argument(..., help="A model name from models.lock."
 
 
 @models_app.command("path")
-def path_of(name: str = typer.Argument(..., help="A model name from models.lock."),
-            lock: Optional[Path] = LockOpt) -> None:
+def path_of(
+    name: str = typer.Argument(..., help="A model name from models.lock."), lock: Path | None = LockOpt
+) -> None:
     """Print the local path of a model (its GGUF file, or its folder), for scripts."""
     from talesmith.runtime.models.manage import model_path
 
@@ -129,9 +167,11 @@ def path_of(name: str = typer.Argument(..., help="A model name from models.lock.
 
 
 @models_app.command("lock")
-def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock."),
-             revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: the entry's)."),
-             lock: Optional[Path] = LockOpt) -> None:
+def lock_cmd(
+    name: str = typer.Argument(..., help="A hub model from models.lock."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit (default: the entry's)."),
+    lock: Path | None = LockOpt,
+) -> None:
     """Resolve the model's branch or tag to the commit it points at now, and pin its files there."""
     from talesmith.runtime.models.pinning import lock_model
 
@@ -142,18 +182,29 @@ def lock_cmd(name: str = typer.Argument(..., help="A hub model from models.lock.
 
 
 @models_app.command()
-def quality(name: str = typer.Argument(..., help="A quantized GGUF model from models.lock."),
-            eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="Text file to measure on (default: "
-                                                     "bundled English and Japanese prose)."),
-            lock: Optional[Path] = LockOpt) -> None:
+def quality(
+    name: str = typer.Argument(..., help="A quantized GGUF model from models.lock."),
+    eval_text: Path | None = typer.Option(
+        None, "--eval-text", help="Text file to measure on (default: bundled English and Japanese prose)."
+    ),
+    lock: Path | None = LockOpt,
+) -> None:
     """Measure a quantization against its unquantized file: KL divergence, top-1 agreement, perplexity."""
     from rich.table import Table
 
     from talesmith.convert.quality import rerun
 
     result, reference = rerun(name, lock=lock, eval_path=eval_text)
-    table = Table("model", "against", "KL divergence", "top-1", "perplexity", "reference ppl", "tokens", box=None,
-                  pad_edge=False)
-    table.add_row(escape(name), escape(reference), f"{result.kl_divergence:.5f}", f"{result.top1_agreement:.1%}",
-                  f"{result.perplexity:.3f}", f"{result.reference_perplexity:.3f}", str(result.tokens))
+    table = Table(
+        "model", "against", "KL divergence", "top-1", "perplexity", "reference ppl", "tokens", box=None, pad_edge=False
+    )
+    table.add_row(
+        escape(name),
+        escape(reference),
+        f"{result.kl_divergence:.5f}",
+        f"{result.top1_agreement:.1%}",
+        f"{result.perplexity:.3f}",
+        f"{result.reference_perplexity:.3f}",
+        str(result.tokens),
+    )
     out.print(table)

@@ -14,6 +14,7 @@ from rich.markup import escape
 def seed_model(seed: Any, device: str, err: Console) -> tuple[str, str]:
     """The converted model's path (converting it first when the cache lacks it) and the device to use."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from talesmith.convert.pipeline import Progress as Hooks
     from talesmith.convert.seed import converted_model
 
@@ -25,10 +26,19 @@ def seed_model(seed: Any, device: str, err: Console) -> tuple[str, str]:
         if gpu_offload_supported():
             device = "cuda"
         else:
-            err.print("[yellow]note:[/] device = \"cuda\" in the config, but this llama-cpp-python has no GPU "
-                      "support; running on the CPU", soft_wrap=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bars:
+            err.print(
+                '[yellow]note:[/] device = "cuda" in the config, but this llama-cpp-python has no GPU '
+                "support; running on the CPU",
+                soft_wrap=True,
+            )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
         tasks: dict[str, Any] = {}
 
         def on_file_start(kind: str, path: Path) -> None:
@@ -37,8 +47,11 @@ def seed_model(seed: Any, device: str, err: Console) -> tuple[str, str]:
         def on_tensor(plan, done: int, total: int) -> None:
             bars.update(tasks["F16"], total=total, completed=done)
 
-        hooks = Hooks(on_tensor=on_tensor, on_file_start=on_file_start,
-                      on_note=lambda text: bars.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True))
+        hooks = Hooks(
+            on_tensor=on_tensor,
+            on_file_start=on_file_start,
+            on_note=lambda text: bars.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True),
+        )
         path = converted_model(seed.model, device=device, progress=hooks)
     return str(path), device
 
@@ -55,12 +68,23 @@ class SampleRows:
 
     def add(self, i: int, *, prompt: str, text: str, chunk: Any, settings: Any, model: str, sha: str) -> None:
         t = chunk.timing
-        self.output.append({
-            "id": self.id, "sample": self.first + i, "prompt": prompt, "text": text, "seed": chunk.seed,
-            "finish_reason": chunk.finish_reason, "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.generated_tokens, "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
-            "tokens_per_second": round(t.tokens_per_second, 2), "model": model, "model_sha256": sha,
-            "settings": settings.replace(seed=chunk.seed).to_json()})
+        self.output.append(
+            {
+                "id": self.id,
+                "sample": self.first + i,
+                "prompt": prompt,
+                "text": text,
+                "seed": chunk.seed,
+                "finish_reason": chunk.finish_reason,
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.generated_tokens,
+                "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
+                "tokens_per_second": round(t.tokens_per_second, 2),
+                "model": model,
+                "model_sha256": sha,
+                "settings": settings.replace(seed=chunk.seed).to_json(),
+            }
+        )
 
     def close(self) -> None:
         self.output.close()
@@ -75,6 +99,9 @@ def fit_new_tokens(settings: Any, backend: Any, prompt: str, err: Console) -> An
     room = backend.n_ctx - len(backend.tokenize(render(TinyStory(prompt))))
     if settings.max_new_tokens <= room or room < 1:
         return settings
-    err.print(f"[yellow]note:[/] max_new_tokens {settings.max_new_tokens} is more than the context of "
-              f"{backend.n_ctx} tokens leaves after the prompt; generating at most {room}", soft_wrap=True)
+    err.print(
+        f"[yellow]note:[/] max_new_tokens {settings.max_new_tokens} is more than the context of "
+        f"{backend.n_ctx} tokens leaves after the prompt; generating at most {room}",
+        soft_wrap=True,
+    )
     return settings.replace(max_new_tokens=room)

@@ -74,14 +74,18 @@ def check_config(path: Path, config: dict[str, Any]) -> None:
     for key, whole in (("rank_pattern", True), ("alpha_pattern", False)):
         patterns = config.get(key) or {}
         if not isinstance(patterns, dict):
-            raise ConversionError(f"{path}/adapter_config.json: {key} is {patterns!r}, not an object of module "
-                                  f"patterns; fix the file or train the adapter again")
+            raise ConversionError(
+                f"{path}/adapter_config.json: {key} is {patterns!r}, not an object of module "
+                f"patterns; fix the file or train the adapter again"
+            )
         checks += [(f"{key}[{k!r}]", v, whole) for k, v in patterns.items()]
     for key, value, whole in checks:
         if not _is_number(value, whole=whole):
             kind = "a whole number" if whole else "a number"
-            raise ConversionError(f"{path}/adapter_config.json: {key} is {value!r}; it must be {kind} above 0 "
-                                  f"(fix the file or train the adapter again)")
+            raise ConversionError(
+                f"{path}/adapter_config.json: {key} is {value!r}; it must be {kind} above 0 "
+                f"(fix the file or train the adapter again)"
+            )
     for key in ("target_modules", "modules_to_save"):
         if not isinstance(config.get(key) or [], (list, str)):
             raise ConversionError(f"{path}/adapter_config.json: {key} is {config[key]!r}, not a list of names")
@@ -90,14 +94,19 @@ def check_config(path: Path, config: dict[str, Any]) -> None:
 def check_pair(path: Path, module: str, a, b, *, rank: int) -> None:
     """A LoRA pair must be A (r x in) and B (out x r) with the rank of adapter_config.json."""
     if a.dim() != 2 or b.dim() != 2:
-        raise ConversionError(f"{path}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}; LoRA "
-                              f"weights are matrices (2-D), the adapter is corrupt or not a LoRA adapter")
+        raise ConversionError(
+            f"{path}: {module} has lora_A {list(a.shape)} and lora_B {list(b.shape)}; LoRA "
+            f"weights are matrices (2-D), the adapter is corrupt or not a LoRA adapter"
+        )
     if a.shape[0] != b.shape[1]:
-        raise ConversionError(f"{path}: {module} has lora_A of rank {a.shape[0]} but lora_B of rank {b.shape[1]}; "
-                              f"the adapter is corrupt")
+        raise ConversionError(
+            f"{path}: {module} has lora_A of rank {a.shape[0]} but lora_B of rank {b.shape[1]}; the adapter is corrupt"
+        )
     if a.shape[0] != rank:
-        raise ConversionError(f"{path}: {module} has rank {a.shape[0]} but adapter_config.json says r = {rank}; "
-                              f"the adapter's files do not belong together")
+        raise ConversionError(
+            f"{path}: {module} has rank {a.shape[0]} but adapter_config.json says r = {rank}; "
+            f"the adapter's files do not belong together"
+        )
     if not (a.is_floating_point() and b.is_floating_point()):
         raise ConversionError(f"{path}: {module} holds {a.dtype} weights, not floating-point LoRA weights")
 
@@ -135,7 +144,7 @@ def read_adapter(path: Path, scale: float = 1.0) -> Adapter:
     a_parts: dict[str, Any] = {}
     b_parts: dict[str, Any] = {}
     for key, tensor in tensors.items():
-        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
         m = re.fullmatch(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", name)
         if m:
             (a_parts if m.group(2) == "A" else b_parts)[m.group(1)] = tensor
@@ -198,21 +207,27 @@ class MergedWeights:
             for module, (a, b) in adapter.pairs.items():
                 base = self._base_name(module)
                 if base is None:
-                    raise ConversionError(f"adapter {adapter.path} changes {module}, which this checkpoint does not "
-                                          f"have; is the adapter made for another base model?")
+                    raise ConversionError(
+                        f"adapter {adapter.path} changes {module}, which this checkpoint does not "
+                        f"have; is the adapter made for another base model?"
+                    )
                 out_in = (b.shape[0], a.shape[1])
                 shape = tuple(self.ckpt.shape(base))
                 expected = out_in[::-1] if adapter.fan_in_fan_out else out_in
                 if shape != expected:
-                    raise ConversionError(f"adapter {adapter.path} does not fit this checkpoint: {base} is "
-                                          f"{list(shape)} but the adapter makes {list(expected)}; is it made for "
-                                          f"another base model?")
+                    raise ConversionError(
+                        f"adapter {adapter.path} does not fit this checkpoint: {base} is "
+                        f"{list(shape)} but the adapter makes {list(expected)}; is it made for "
+                        f"another base model?"
+                    )
                 self._deltas.setdefault(base, []).append((adapter, module))
             for name, tensor in adapter.replacements.items():
                 base = self._base_name(name)
                 if base is None or tuple(self.ckpt.shape(base)) != tuple(tensor.shape):
-                    raise ConversionError(f"adapter {adapter.path} replaces {name}, which does not match this "
-                                          f"checkpoint; is it made for another base model?")
+                    raise ConversionError(
+                        f"adapter {adapter.path} replaces {name}, which does not match this "
+                        f"checkpoint; is it made for another base model?"
+                    )
                 self._replaced[base] = (adapter, name)
 
     @property
@@ -234,7 +249,10 @@ class MergedWeights:
         w = tensor.to(self.device, torch.float32)
         for adapter, module in deltas:
             a, b = adapter.pairs[module]
-            w += lora_delta(a.to(self.device, torch.float32), b.to(self.device, torch.float32),
-                            scaling=adapter.scaling(module.removesuffix(".weight")),
-                            fan_in_fan_out=adapter.fan_in_fan_out)
+            w += lora_delta(
+                a.to(self.device, torch.float32),
+                b.to(self.device, torch.float32),
+                scaling=adapter.scaling(module.removesuffix(".weight")),
+                fan_in_fan_out=adapter.fan_in_fan_out,
+            )
         return w.cpu().numpy()

@@ -18,9 +18,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from talesmith.runtime.errors import ConversionError
 
@@ -81,19 +82,22 @@ def write_model(weights, folder: Path, *, quant: str, on_layer=lambda done, tota
         graph = Graph(data)
         build_decoder(graph, reader, quant=quant, on_layer=on_layer)
     except OSError as e:
-        raise ConversionError(f"writing {folder / DATA_FILE} failed ({e.strerror or e}); free some disk space "
-                              f"and convert again") from None
+        raise ConversionError(
+            f"writing {folder / DATA_FILE} failed ({e.strerror or e}); free some disk space and convert again"
+        ) from None
     finally:
         data.close()
     try:
         onnx.save_model(graph.model(), str(folder / MODEL_FILE))
     except OSError as e:
-        raise ConversionError(f"writing {folder / MODEL_FILE} failed ({e.strerror or e}); free some disk space "
-                              f"and convert again") from None
+        raise ConversionError(
+            f"writing {folder / MODEL_FILE} failed ({e.strerror or e}); free some disk space and convert again"
+        ) from None
     return QuantStats(matmul_nbits=graph.counts.get("MatMulNBits", 0), bits=NBITS.get(quant, 0))
 
 
 # --- onnxruntime-genai ---------------------------------------------------------------------
+
 
 def build_genai(checkpoint: Path, tokenizer_dir: Path, out: Path, *, device: str = "cpu") -> bool:
     """onnxruntime-genai's own int4 build of a checkpoint in `out` (for its faster Generator), when
@@ -115,9 +119,25 @@ def build_genai(checkpoint: Path, tokenizer_dir: Path, out: Path, *, device: str
             if p.is_file() and p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added")):
                 if not (source / p.name).exists():
                     os.symlink(p.resolve(), source / p.name)
-        result = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source),
-                                 "-o", str(out), "-p", "int4", "-e", "cuda" if device == "cuda" else "cpu",
-                                 "-c", str(Path(tmp) / "cache")], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime_genai.models.builder",
+                "-i",
+                str(source),
+                "-o",
+                str(out),
+                "-p",
+                "int4",
+                "-e",
+                "cuda" if device == "cuda" else "cpu",
+                "-c",
+                str(Path(tmp) / "cache"),
+            ],
+            capture_output=True,
+            text=True,
+        )
     if result.returncode != 0 or not (out / "genai_config.json").exists():
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ConversionError(f"onnxruntime-genai's builder failed on {checkpoint}: {tail[0]}")
@@ -126,6 +146,7 @@ def build_genai(checkpoint: Path, tokenizer_dir: Path, out: Path, *, device: str
 
 # --- tokenizer ---------------------------------------------------------------------------------
 
+
 def save_tokenizer(tokenizer_dir: Path, folder: Path) -> None:
     """The model's tokenizer beside it, always with a tokenizer.json (the ONNX backend reads that)."""
     from transformers import AutoTokenizer
@@ -133,16 +154,20 @@ def save_tokenizer(tokenizer_dir: Path, folder: Path) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer_dir, use_fast=True)
     except Exception as e:
-        raise ConversionError(f"the tokenizer in {tokenizer_dir} could not be loaded ({e}); pass --tokenizer "
-                              f"with a folder or hub repo that has one") from None
+        raise ConversionError(
+            f"the tokenizer in {tokenizer_dir} could not be loaded ({e}); pass --tokenizer "
+            f"with a folder or hub repo that has one"
+        ) from None
     if not getattr(tok, "is_fast", False):
-        raise ConversionError(f"the tokenizer in {tokenizer_dir} has no fast (tokenizer.json) form; pass "
-                              f"--tokenizer with one that does")
+        raise ConversionError(
+            f"the tokenizer in {tokenizer_dir} has no fast (tokenizer.json) form; pass --tokenizer with one that does"
+        )
     tok.model_input_names = ["input_ids", "attention_mask"]  # no token_type_ids: GPT-2 would add them in
     tok.save_pretrained(folder)
 
 
 # --- one output folder --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OnnxBuild:
@@ -163,9 +188,18 @@ def _replace_dir(staged: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build(weights, tokenizer_dir: Path, outdir: Path, name: str, quants: Iterable[str], *,
-          meta: dict[str, Any], device: str = "cpu", genai: bool = True,
-          on_start=lambda quant, folder: None) -> list[OnnxBuild]:
+def build(
+    weights,
+    tokenizer_dir: Path,
+    outdir: Path,
+    name: str,
+    quants: Iterable[str],
+    *,
+    meta: dict[str, Any],
+    device: str = "cpu",
+    genai: bool = True,
+    on_start=lambda quant, folder: None,
+) -> list[OnnxBuild]:
     """One finished folder `outdir/NAME-onnx-QUANT` per quantization, each built from `weights`
     (talesmith.convert.lora.MergedWeights) in a temporary folder first and moved into place.
     With `genai`, an int4 Llama without adapters also gets onnxruntime-genai's own build (if it is
@@ -219,8 +253,10 @@ def _finish_folder(folder: Path, tokenizer_dir: Path, ckpt, meta: dict[str, Any]
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    (folder / META_FILE).write_text(json.dumps({k: v for k, v in meta.items() if v is not None}, indent=2,
-                                               ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / META_FILE).write_text(
+        json.dumps({k: v for k, v in meta.items() if v is not None}, indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
 
 
 def folder_files(folder: Path) -> list[Path]:

@@ -9,8 +9,9 @@ rotates in; q·k is unchanged since both move alike).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -20,8 +21,15 @@ from .architectures.falcon import grouped_qkv_to_blocks
 from .architectures.gptj import rotary_to_neox
 
 Linear = tuple[np.ndarray, "np.ndarray | None"]
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-               "gelu": "gelu", "silu": "silu", "swish": "silu", "relu": "relu"}
+ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+    "silu": "silu",
+    "swish": "silu",
+    "relu": "relu",
+}
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,10 @@ def reader_for(weights) -> Reader:
     model_type = str(weights.ckpt.config.get("model_type", ""))
     cls = READERS.get(model_type)
     if cls is None:
-        raise ConversionError(f"{weights.ckpt.folder}: ONNX conversion supports GPT-2, GPT-J, Llama and Falcon, "
-                              f"not {model_type or 'a model without model_type'!r}")
+        raise ConversionError(
+            f"{weights.ckpt.folder}: ONNX conversion supports GPT-2, GPT-J, Llama and Falcon, "
+            f"not {model_type or 'a model without model_type'!r}"
+        )
     return cls(weights)
 
 
@@ -157,10 +167,20 @@ class GPT2(Reader):
         if self.config.get("scale_attn_by_inverse_layer_idx") or self.config.get("scale_attn_weights") is False:
             raise ConversionError("GPT-2 with non-standard attention scaling is not supported for ONNX")
         hidden, n_head = self.cfg("n_embd"), self.cfg("n_head")
-        return Spec(n_layer=self.cfg("n_layer"), hidden=hidden, n_head=n_head, n_kv=n_head, head_dim=hidden // n_head,
-                    rotary_dim=0, rope_theta=0.0, norm="layer", eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
-                    activation=self.activation("activation_function", default="gelu_new"), block="sequential",
-                    gated=False)
+        return Spec(
+            n_layer=self.cfg("n_layer"),
+            hidden=hidden,
+            n_head=n_head,
+            n_kv=n_head,
+            head_dim=hidden // n_head,
+            rotary_dim=0,
+            rope_theta=0.0,
+            norm="layer",
+            eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
+            activation=self.activation("activation_function", default="gelu_new"),
+            block="sequential",
+            gated=False,
+        )
 
     def embeddings(self) -> np.ndarray:
         return self.get("transformer.wte.weight")
@@ -199,11 +219,20 @@ class GPTJ(Reader):
     def read_spec(self) -> Spec:
         hidden, n_head = self.cfg("n_embd"), self.cfg("n_head")
         head_dim = hidden // n_head
-        return Spec(n_layer=self.cfg("n_layer"), hidden=hidden, n_head=n_head, n_kv=n_head, head_dim=head_dim,
-                    rotary_dim=int(self.cfg("rotary_dim", default=head_dim)), rope_theta=10000.0, norm="layer",
-                    eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
-                    activation=self.activation("activation_function", default="gelu_new"), block="parallel",
-                    gated=False)
+        return Spec(
+            n_layer=self.cfg("n_layer"),
+            hidden=hidden,
+            n_head=n_head,
+            n_kv=n_head,
+            head_dim=head_dim,
+            rotary_dim=int(self.cfg("rotary_dim", default=head_dim)),
+            rope_theta=10000.0,
+            norm="layer",
+            eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
+            activation=self.activation("activation_function", default="gelu_new"),
+            block="parallel",
+            gated=False,
+        )
 
     def embeddings(self) -> np.ndarray:
         return self.get("transformer.wte.weight")
@@ -222,7 +251,10 @@ class GPTJ(Reader):
         return self.linear(f"transformer.h.{i}.attn.out_proj")
 
     def mlp(self, i: int) -> list[Callable[[], Linear]]:
-        return [lambda: self.linear(f"transformer.h.{i}.mlp.fc_in"), lambda: self.linear(f"transformer.h.{i}.mlp.fc_out")]
+        return [
+            lambda: self.linear(f"transformer.h.{i}.mlp.fc_in"),
+            lambda: self.linear(f"transformer.h.{i}.mlp.fc_out"),
+        ]
 
     def final_norm(self) -> Linear:
         return self.norm("transformer.ln_f")
@@ -241,11 +273,20 @@ class Llama(Reader):
             raise ConversionError(f"rope scaling {scaling} is not supported for ONNX yet; convert a model without it")
         hidden, n_head = self.cfg("hidden_size"), self.cfg("num_attention_heads")
         head_dim = int(self.cfg("head_dim", default=hidden // n_head))
-        return Spec(n_layer=self.cfg("num_hidden_layers"), hidden=hidden, n_head=n_head,
-                    n_kv=self.cfg("num_key_value_heads", default=n_head), head_dim=head_dim, rotary_dim=head_dim,
-                    rope_theta=float(self.cfg("rope_theta", default=10000.0)), norm="rms",
-                    eps=float(self.cfg("rms_norm_eps", default=1e-6)),
-                    activation=self.activation("hidden_act", default="silu"), block="sequential", gated=True)
+        return Spec(
+            n_layer=self.cfg("num_hidden_layers"),
+            hidden=hidden,
+            n_head=n_head,
+            n_kv=self.cfg("num_key_value_heads", default=n_head),
+            head_dim=head_dim,
+            rotary_dim=head_dim,
+            rope_theta=float(self.cfg("rope_theta", default=10000.0)),
+            norm="rms",
+            eps=float(self.cfg("rms_norm_eps", default=1e-6)),
+            activation=self.activation("hidden_act", default="silu"),
+            block="sequential",
+            gated=True,
+        )
 
     def embeddings(self) -> np.ndarray:
         return self.get("model.embed_tokens.weight")
@@ -262,8 +303,11 @@ class Llama(Reader):
 
     def mlp(self, i: int) -> list[Callable[[], Linear]]:
         m = f"model.layers.{i}.mlp"
-        return [lambda: self.linear(m + ".gate_proj"), lambda: self.linear(m + ".up_proj"),
-                lambda: self.linear(m + ".down_proj")]
+        return [
+            lambda: self.linear(m + ".gate_proj"),
+            lambda: self.linear(m + ".up_proj"),
+            lambda: self.linear(m + ".down_proj"),
+        ]
 
     def final_norm(self) -> Linear:
         return self.norm("model.norm")
@@ -293,11 +337,20 @@ class Falcon(Reader):
             block = "sequential"
         else:
             block = "parallel"
-        return Spec(n_layer=self.cfg("num_hidden_layers", "n_layer"), hidden=hidden, n_head=n_head, n_kv=n_kv,
-                    head_dim=hidden // n_head, rotary_dim=hidden // n_head,
-                    rope_theta=float(self.cfg("rope_theta", default=10000.0)), norm="layer",
-                    eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
-                    activation=self.activation("activation", default="gelu"), block=block, gated=False)
+        return Spec(
+            n_layer=self.cfg("num_hidden_layers", "n_layer"),
+            hidden=hidden,
+            n_head=n_head,
+            n_kv=n_kv,
+            head_dim=hidden // n_head,
+            rotary_dim=hidden // n_head,
+            rope_theta=float(self.cfg("rope_theta", default=10000.0)),
+            norm="layer",
+            eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
+            activation=self.activation("activation", default="gelu"),
+            block=block,
+            gated=False,
+        )
 
     def embeddings(self) -> np.ndarray:
         return self.get("transformer.word_embeddings.weight")

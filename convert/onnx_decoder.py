@@ -46,9 +46,14 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     positions = g.input("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
     pasts = []
     for i in range(spec.n_layer):
-        pasts.append(tuple(g.input(f"past_key_values.{i}.{kv}", elem,
-                                   ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim])
-                           for kv in ("key", "value")))
+        pasts.append(
+            tuple(
+                g.input(
+                    f"past_key_values.{i}.{kv}", elem, ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim]
+                )
+                for kv in ("key", "value")
+            )
+        )
 
     x = embedding(g, ids, reader.embeddings(), quant=quant, dtype=dtype)
     pos_table = reader.positions()
@@ -131,8 +136,18 @@ def _rotate(g: Graph, x: str, cos: str, sin: str, spec: Spec) -> str:
     return g.op("Concat", y, rest, axis=-1) if rest else y
 
 
-def _attention(g: Graph, reader: Reader, i: int, x: str, *, quant: str, dtype, rope: Rope | None, allowed: str,
-               past: tuple[str, str]) -> str:
+def _attention(
+    g: Graph,
+    reader: Reader,
+    i: int,
+    x: str,
+    *,
+    quant: str,
+    dtype,
+    rope: Rope | None,
+    allowed: str,
+    past: tuple[str, str],
+) -> str:
     s = reader.spec
     group = s.n_head // s.n_kv
     (wq, bq), (wk, bk), (wv, bv) = reader.qkv(i)
@@ -186,13 +201,36 @@ def _mlp(g: Graph, reader: Reader, i: int, x: str, *, quant: str) -> str:
     return linear(g, h, w, b, name=p + ".down", quant=quant)
 
 
-def _layer(g: Graph, reader: Reader, i: int, x: str, *, quant: str, dtype, rope: Rope | None, allowed: str,
-           past: tuple[str, str]) -> str:
+def _layer(
+    g: Graph,
+    reader: Reader,
+    i: int,
+    x: str,
+    *,
+    quant: str,
+    dtype,
+    rope: Rope | None,
+    allowed: str,
+    past: tuple[str, str],
+) -> str:
     s = reader.spec
     weights = reader.norms(i)
     if s.block == "sequential":
-        h = g.op("Add", x, _attention(g, reader, i, _norm(g, s, x, *weights[0], dtype=dtype), quant=quant,
-                                      dtype=dtype, rope=rope, allowed=allowed, past=past))
+        h = g.op(
+            "Add",
+            x,
+            _attention(
+                g,
+                reader,
+                i,
+                _norm(g, s, x, *weights[0], dtype=dtype),
+                quant=quant,
+                dtype=dtype,
+                rope=rope,
+                allowed=allowed,
+                past=past,
+            ),
+        )
         return g.op("Add", h, _mlp(g, reader, i, _norm(g, s, h, *weights[1], dtype=dtype), quant=quant))
     norms = [_norm(g, s, x, w, b, dtype=dtype) for w, b in weights]
     attn = _attention(g, reader, i, norms[0], quant=quant, dtype=dtype, rope=rope, allowed=allowed, past=past)

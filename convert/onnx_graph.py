@@ -9,8 +9,9 @@ near one source tensor plus one slice, whatever the model's size.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,14 +78,14 @@ class Graph:
         self.counts["#" + base] = n + 1
         return f"{base}_{n}"
 
-    def op(self, op_type: str, *inputs: str, out: str | None = None, outputs: int = 1, domain: str = "",
-           **attrs: Any):
+    def op(self, op_type: str, *inputs: str, out: str | None = None, outputs: int = 1, domain: str = "", **attrs: Any):
         """Add a node; returns its output name (or names, with `outputs` > 1)."""
         from onnx import helper
 
         names = [out] if out else [self._fresh(op_type) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=self._fresh(op_type + "_node"),
-                                           domain=domain, **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), names, name=self._fresh(op_type + "_node"), domain=domain, **attrs)
+        )
         self.counts[op_type] = self.counts.get(op_type, 0) + 1
         return names[0] if outputs == 1 else names
 
@@ -151,7 +152,7 @@ class Graph:
         row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
         step = _rows_per_chunk(row_bytes)
         for r in range(0, array.shape[0], step):
-            self.data.write(offset + r * row_bytes, array[r:r + step].astype(dtype))
+            self.data.write(offset + r * row_bytes, array[r : r + step].astype(dtype))
         return name
 
     def transposed(self, name: str, weight: np.ndarray, dtype: Any) -> str:
@@ -164,7 +165,7 @@ class Graph:
         row_bytes = n * np.dtype(dtype).itemsize
         step = _rows_per_chunk(max(row_bytes, n * 4))
         for c in range(0, k, step):
-            self.data.write(offset + c * row_bytes, weight[:, c:c + step].T.astype(dtype))
+            self.data.write(offset + c * row_bytes, weight[:, c : c + step].T.astype(dtype))
         return name
 
     def nbits(self, name: str, weight: np.ndarray, bits: int, *, rows: bool = False) -> tuple[str, str]:
@@ -183,7 +184,7 @@ class Graph:
         scales_at = self._external(scales_name, np.float32, (n, k_blocks))
         step = _rows_per_chunk(k_blocks * BLOCK_SIZE * 4)
         for r in range(0, n, step):
-            rows = weight[r:r + step]
+            rows = weight[r : r + step]
             m = rows.shape[0]
             fp32 = np.zeros((k_blocks * BLOCK_SIZE, m), np.float32)
             fp32[:k] = rows.T
@@ -201,9 +202,12 @@ class Graph:
         from onnx import helper
 
         graph = helper.make_graph(self.nodes, "talesmith", self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, producer_name=producer, ir_version=IR_VERSION,
-                                  opset_imports=[helper.make_opsetid("", OPSET),
-                                                 helper.make_opsetid("com.microsoft", 1)])
+        model = helper.make_model(
+            graph,
+            producer_name=producer,
+            ir_version=IR_VERSION,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        )
         return model
 
 
@@ -213,8 +217,17 @@ def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> st
 
     if quant == "int4" and table.shape[1] % BLOCK_SIZE == 0:
         packed, scales = g.nbits("embed_tokens", table, 4, rows=True)
-        return g.op("GatherBlockQuantized", packed, ids, scales, domain="com.microsoft", gather_axis=0,
-                    quantize_axis=1, block_size=BLOCK_SIZE, bits=4)
+        return g.op(
+            "GatherBlockQuantized",
+            packed,
+            ids,
+            scales,
+            domain="com.microsoft",
+            gather_axis=0,
+            quantize_axis=1,
+            block_size=BLOCK_SIZE,
+            bits=4,
+        )
     stored = np.float32 if quant == "fp32" else np.float16
     x = g.op("Gather", g.table("embed_tokens", table, stored), ids)
     return x if stored == dtype else g.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
@@ -225,8 +238,18 @@ def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, nam
     n, k = weight.shape
     if quant in NBITS:
         packed, scales = g.nbits(name, weight, NBITS[quant])
-        y = g.op("MatMulNBits", x, packed, scales, domain="com.microsoft", K=k, N=n, bits=NBITS[quant],
-                 block_size=BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL)
+        y = g.op(
+            "MatMulNBits",
+            x,
+            packed,
+            scales,
+            domain="com.microsoft",
+            K=k,
+            N=n,
+            bits=NBITS[quant],
+            block_size=BLOCK_SIZE,
+            accuracy_level=ACCURACY_LEVEL,
+        )
         bias_dtype = np.float32
     else:
         dtype = np.float16 if quant == "fp16" else np.float32

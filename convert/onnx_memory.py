@@ -29,8 +29,9 @@ def estimate_peak(ckpt, *, merged: frozenset[str] | set[str] = frozenset()) -> i
     """Bytes of memory the ONNX conversion of `ckpt` needs at its peak (an upper estimate); `merged` names
     the tensors an adapter changes."""
     width = WIDTHS.get(str(ckpt.config.get("torch_dtype") or ckpt.config.get("dtype")), 4)
-    largest = max((math.prod(ckpt.shape(n)) * (MERGED_WIDTH if n in merged else width) for n in ckpt.names()),
-                  default=0)
+    largest = max(
+        (math.prod(ckpt.shape(n)) * (MERGED_WIDTH if n in merged else width) for n in ckpt.names()), default=0
+    )
     return BASELINE_BYTES + largest + 3 * CHUNK_BYTES
 
 
@@ -76,7 +77,9 @@ def check_fits(weights, *, available: int | None = None) -> int:
     needed = estimate_peak(ckpt, merged=weights.merged_names)
     room = available if available is not None else available_memory()
     if room is not None and needed > room:
-        raise ConversionError(f"converting {ckpt.folder.name} to ONNX needs about {needed / GB:.1f} GB of memory at "
-                              f"its peak but only {room / GB:.1f} GB is available; close other programs or convert "
-                              f"on a machine with more memory")
+        raise ConversionError(
+            f"converting {ckpt.folder.name} to ONNX needs about {needed / GB:.1f} GB of memory at "
+            f"its peak but only {room / GB:.1f} GB is available; close other programs or convert "
+            f"on a machine with more memory"
+        )
     return needed

@@ -7,25 +7,32 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from talesmith.runtime.errors import ConversionError
-from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT, preset as make_preset
+from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT
+from talesmith.runtime.settings import preset as make_preset
 
 from .architectures import TensorPlan, architecture_for
 from .lora import MergedWeights, read_adapter
-from .safety import check_folder
 from .quantize import QUANT_TYPES, quantize
+from .safety import check_folder
 from .source import open_checkpoint, tokenizer_folder
 from .vocab import read_vocab
 from .writer import OUTTYPES, write_gguf
 
 # What a known model is for: its prompt format and sampling preset, matched on its name.
-KNOWN = (("lit-6b", "story", "lit-6b"), ("genji", "japanese-story", "genji-jp"),
-         ("pygmalion", "chat", "pygmalion"), ("tinystories", "tinystories", "tinystories"),
-         ("falcon", "genre", "genre-story"), ("llama-2", "genre", "genre-story"))
+KNOWN = (
+    ("lit-6b", "story", "lit-6b"),
+    ("genji", "japanese-story", "genji-jp"),
+    ("pygmalion", "chat", "pygmalion"),
+    ("tinystories", "tinystories", "tinystories"),
+    ("falcon", "genre", "genre-story"),
+    ("llama-2", "genre", "genre-story"),
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,10 @@ def adapter_notes(adapters, origin: dict[str, Any], config: dict[str, Any], fold
         base = a.config.get("base_model_name_or_path")
         if isinstance(base, str) and base and base.rstrip("/").split("/")[-1].lower() not in ours:
             into = origin.get("hub") or str(folder)
-            notes.append(f"adapter {a.path.name} was trained on {base!r} but is merged into {into!r}; its shapes "
-                         f"fit, but the result may be poor: check that this is the adapter's base model")
+            notes.append(
+                f"adapter {a.path.name} was trained on {base!r} but is merged into {into!r}; its shapes "
+                f"fit, but the result may be poor: check that this is the adapter's base model"
+            )
     return notes
 
 
@@ -120,8 +129,10 @@ def check_device(device: str) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConversionError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
-                                  "(or install a CUDA build of torch)")
+            raise ConversionError(
+                "--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
+                "(or install a CUDA build of torch)"
+            )
     return device
 
 
@@ -130,10 +141,17 @@ def _sampling_metadata(name: str | None) -> dict[str, Any]:
     if not name:
         return {}
     s = make_preset(name)
-    out: dict[str, Any] = {"temp": s.temperature, "top_p": s.top_p, "min_p": s.min_p,
-                           "penalty_repeat": s.repetition_penalty, "mirostat": s.mirostat,
-                           "mirostat_tau": s.mirostat_tau, "mirostat_eta": s.mirostat_eta,
-                           "xtc_probability": s.xtc_probability, "xtc_threshold": s.xtc_threshold}
+    out: dict[str, Any] = {
+        "temp": s.temperature,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
+        "penalty_repeat": s.repetition_penalty,
+        "mirostat": s.mirostat,
+        "mirostat_tau": s.mirostat_tau,
+        "mirostat_eta": s.mirostat_eta,
+        "xtc_probability": s.xtc_probability,
+        "xtc_threshold": s.xtc_threshold,
+    }
     if s.top_k:
         out["top_k"] = s.top_k
     if s.repetition_window != WHOLE_CONTEXT:
@@ -196,19 +214,40 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     guessed_format, guessed_preset = _guess(" ".join([name, str(req.source)] + [str(p) for p, _ in req.loras]))
     prompt_format = req.prompt_format or guessed_format
     preset_name = req.preset or guessed_preset
-    adapter_records = [{"path": str(a.path.resolve()), "scale": a.scale, "sha256": a.sha256,
-                        "base_model": a.config.get("base_model_name_or_path")} for a in adapters]
+    adapter_records = [
+        {
+            "path": str(a.path.resolve()),
+            "scale": a.scale,
+            "sha256": a.sha256,
+            "base_model": a.config.get("base_model_name_or_path"),
+        }
+        for a in adapters
+    ]
     if tokenizer_origin:
         origin = {**origin, "tokenizer": tokenizer_origin}
-    metadata = {"name": name, "source": origin, "adapters": adapter_records, "prompt_format": prompt_format,
-                "preset": preset_name, "sampling": _sampling_metadata(preset_name)}
+    metadata = {
+        "name": name,
+        "source": origin,
+        "adapters": adapter_records,
+        "prompt_format": prompt_format,
+        "preset": preset_name,
+        "sampling": _sampling_metadata(preset_name),
+    }
 
     req.outdir.mkdir(parents=True, exist_ok=True)
     outputs: list[Output] = []
     n_params = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
-    with tempfile.TemporaryDirectory(dir=req.outdir, prefix=".merge-") as tmp:
-        record = dict(name=name, origin=origin, adapters=adapter_records, prompt_format=prompt_format,
-                      preset=preset_name, hf_architecture=ckpt.architecture, lock=lock, progress=progress)
+    with tempfile.TemporaryDirectory(dir=req.outdir, prefix=".merge-"):
+        record = dict(
+            name=name,
+            origin=origin,
+            adapters=adapter_records,
+            prompt_format=prompt_format,
+            preset=preset_name,
+            hf_architecture=ckpt.architecture,
+            lock=lock,
+            progress=progress,
+        )
         try:
             if "gguf" in req.targets:
                 vocab = read_vocab(tokenizer_dir, ckpt.config)
@@ -221,15 +260,23 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     return outputs
 
 
-def _entry(record: dict[str, Any], fmt: str, architecture: str, quantization: str, path: Path,
-           files: list[Path]) -> dict[str, Any]:
+def _entry(
+    record: dict[str, Any], fmt: str, architecture: str, quantization: str, path: Path, files: list[Path]
+) -> dict[str, Any]:
     from talesmith.runtime.models.resolve import file_entry
 
     folder = path if path.is_dir() else path.parent
     listed = [{**file_entry(f), "name": f.relative_to(folder).as_posix()} for f in files]
-    entry = {"format": fmt, "architecture": architecture, "hf_architecture": record["hf_architecture"],
-             "quantization": quantization, "path": str(path.resolve()), "files": listed,
-             "source": record["origin"], "adapters": record["adapters"]}
+    entry = {
+        "format": fmt,
+        "architecture": architecture,
+        "hf_architecture": record["hf_architecture"],
+        "quantization": quantization,
+        "path": str(path.resolve()),
+        "files": listed,
+        "source": record["origin"],
+        "adapters": record["adapters"],
+    }
     entry.update({k: v for k in ("prompt_format", "preset") if (v := record[k])})
     return entry
 
@@ -243,8 +290,9 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
         size = path.stat().st_size
         output = Output(path, kind, size, size * 8 / n_params, time.perf_counter() - started, sha256(path))
         outputs.append(output)
-        record_model(f"{name}-{kind}".lower(), _entry(record, "gguf", arch.gguf_arch, kind, path, [path]),
-                     lock=record["lock"])
+        record_model(
+            f"{name}-{kind}".lower(), _entry(record, "gguf", arch.gguf_arch, kind, path, [path]), lock=record["lock"]
+        )
         progress.on_file_done(output)
 
     base = req.outdir / f"{name}-{req.outtype}.gguf"
@@ -265,8 +313,9 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
     return outputs
 
 
-def _quality(req: ConvertRequest, base: Output, quantized: list[Output], record: dict[str, Any],
-             architecture: str) -> list[Output]:
+def _quality(
+    req: ConvertRequest, base: Output, quantized: list[Output], record: dict[str, Any], architecture: str
+) -> list[Output]:
     from dataclasses import replace
 
     from talesmith.runtime.models.resolve import record_model
@@ -291,23 +340,45 @@ def _quality(req: ConvertRequest, base: Output, quantized: list[Output], record:
     return [done[o.path] for o in quantized]
 
 
-def _onnx(req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str,
-          record: dict[str, Any]) -> list[Output]:
+def _onnx(
+    req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str, record: dict[str, Any]
+) -> list[Output]:
     from talesmith.runtime.models.resolve import record_model, sha256
 
     from . import onnx
 
     progress, name, outputs = record["progress"], record["name"], []
-    meta = {"name": name, "source": record["origin"], "adapters": record["adapters"],
-            "prompt_format": record["prompt_format"], "preset": record["preset"],
-            "hf_architecture": record["hf_architecture"]}
-    builds = onnx.build(weights, tokenizer_dir, req.outdir, name, req.onnx_quants, meta=meta, device=device,
-                        on_start=lambda quant, folder: progress.on_file_start(f"ONNX-{quant.upper()}", folder))
+    meta = {
+        "name": name,
+        "source": record["origin"],
+        "adapters": record["adapters"],
+        "prompt_format": record["prompt_format"],
+        "preset": record["preset"],
+        "hf_architecture": record["hf_architecture"],
+    }
+    builds = onnx.build(
+        weights,
+        tokenizer_dir,
+        req.outdir,
+        name,
+        req.onnx_quants,
+        meta=meta,
+        device=device,
+        on_start=lambda quant, folder: progress.on_file_start(f"ONNX-{quant.upper()}", folder),
+    )
     for b in builds:
         kind = f"ONNX-{b.quant.upper()}"
         size = onnx.model_size(b.folder)
-        output = Output(b.folder, kind, size, size * 8 / n_params, b.seconds, sha256(b.folder / onnx.MODEL_FILE),
-                        format="onnx", detail=b.stats.describe())
+        output = Output(
+            b.folder,
+            kind,
+            size,
+            size * 8 / n_params,
+            b.seconds,
+            sha256(b.folder / onnx.MODEL_FILE),
+            format="onnx",
+            detail=b.stats.describe(),
+        )
         outputs.append(output)
         entry = _entry(record, "onnx", str(record["hf_architecture"]), b.quant, b.folder, onnx.folder_files(b.folder))
         record_model(f"{name}-onnx-{b.quant}".lower(), entry, lock=record["lock"])

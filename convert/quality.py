@@ -63,8 +63,9 @@ class Tally:
     def result(self) -> Quality:
         if not self.n:
             raise ConversionError("the evaluation text is too short to score; pass a longer --eval-text")
-        return Quality(self.kl / self.n, self.agree / self.n, math.exp(self.nll / self.n),
-                       math.exp(self.nll_ref / self.n), self.n)
+        return Quality(
+            self.kl / self.n, self.agree / self.n, math.exp(self.nll / self.n), math.exp(self.nll_ref / self.n), self.n
+        )
 
 
 def windows(tokens: list[int], size: int, *, bos: int | None = None) -> list[list[int]]:
@@ -72,7 +73,7 @@ def windows(tokens: list[int], size: int, *, bos: int | None = None) -> list[lis
     begin-of-text token when the model expects one (as llama.cpp's perplexity tool does)."""
     step = size - (bos is not None)
     head = [bos] if bos is not None else []
-    return [head + w for w in (tokens[i:i + step] for i in range(0, len(tokens), step)) if len(head + w) >= 2]
+    return [head + w for w in (tokens[i : i + step] for i in range(0, len(tokens), step)) if len(head + w) >= 2]
 
 
 def _context_length(path: Path) -> int:
@@ -85,6 +86,7 @@ def _context_length(path: Path) -> int:
 
 def _open(path: Path, n_ctx: int):
     import llama_cpp
+
     from talesmith.runtime.engine.llama import quiet_logs
 
     quiet_logs()
@@ -94,11 +96,18 @@ def _open(path: Path, n_ctx: int):
 def _window_logits(llm, window: list[int]) -> np.ndarray:
     llm.reset()
     llm.eval(window)
-    return np.array(llm.scores[:len(window) - 1], dtype=np.float32)
+    return np.array(llm.scores[: len(window) - 1], dtype=np.float32)
 
 
-def measure(reference: Path, quantized: list[Path], *, text: str, window: int = 256, max_tokens: int = 1024,
-            on_done: Callable[[Path, Quality], None] = lambda path, quality: None) -> dict[Path, Quality]:
+def measure(
+    reference: Path,
+    quantized: list[Path],
+    *,
+    text: str,
+    window: int = 256,
+    max_tokens: int = 1024,
+    on_done: Callable[[Path, Quality], None] = lambda path, quality: None,
+) -> dict[Path, Quality]:
     """Quality of each quantized file against `reference` (the unquantized GGUF) on `text`."""
     size = min(window, _context_length(reference))
     llm = _open(reference, size)
@@ -116,7 +125,7 @@ def measure(reference: Path, quantized: list[Path], *, text: str, window: int = 
         tally = Tally()
         llm = _open(path, size)
         try:
-            for w, ref_logp in zip(parts, ref):
+            for w, ref_logp in zip(parts, ref, strict=False):
                 tally.add(ref_logp, log_softmax(_window_logits(llm, w)), np.array(w[1:]))
         finally:
             llm.close()
@@ -128,12 +137,18 @@ def measure(reference: Path, quantized: list[Path], *, text: str, window: int = 
 def _find_reference(name: str, entry: dict, models: dict[str, dict]) -> str:
     """The unquantized GGUF converted from the same source and adapters as `entry`."""
     for other, e in models.items():
-        if (other != name and e.get("format") == "gguf" and str(e.get("quantization", "")).upper() in
-                ("F16", "F32", "BF16") and e.get("source") == entry.get("source")
-                and e.get("adapters", []) == entry.get("adapters", [])):
+        if (
+            other != name
+            and e.get("format") == "gguf"
+            and str(e.get("quantization", "")).upper() in ("F16", "F32", "BF16")
+            and e.get("source") == entry.get("source")
+            and e.get("adapters", []) == entry.get("adapters", [])
+        ):
             return other
-    raise ConversionError(f"no unquantized GGUF of {name}'s source in models.lock to measure it against; convert "
-                          f"it again with `talesmith convert` (which keeps the f16 file)")
+    raise ConversionError(
+        f"no unquantized GGUF of {name}'s source in models.lock to measure it against; convert "
+        f"it again with `talesmith convert` (which keeps the f16 file)"
+    )
 
 
 def rerun(name: str, *, lock: Path | None = None, eval_path: Path | None = None) -> tuple[Quality, str]:
@@ -144,8 +159,9 @@ def rerun(name: str, *, lock: Path | None = None, eval_path: Path | None = None)
 
     lp, entry = entry_of(name, lock)
     if entry.get("format") != "gguf":
-        raise ConversionError(f"{name} is a {entry.get('format')} model; the quality report measures GGUF "
-                              f"quantizations")
+        raise ConversionError(
+            f"{name} is a {entry.get('format')} model; the quality report measures GGUF quantizations"
+        )
     reference = (entry.get("quality") or {}).get("reference") or _find_reference(name, entry, read_lock(lp))
     if reference == name:
         raise ConversionError(f"{name} is the unquantized file itself; measure one of its quantizations")

@@ -19,8 +19,14 @@ from typing import Any
 
 from talesmith.runtime.errors import ConversionError
 
-OWN_MODEL_TYPES = {"gpt2": "gguf", "gptj": "gguf", "llama": "gguf", "falcon": "gguf", "RefinedWeb": "gguf",
-                   "RefinedWebModel": "gguf"}
+OWN_MODEL_TYPES = {
+    "gpt2": "gguf",
+    "gptj": "gguf",
+    "llama": "gguf",
+    "falcon": "gguf",
+    "RefinedWeb": "gguf",
+    "RefinedWebModel": "gguf",
+}
 """Model types whose GGUF conversion is talesmith's own code (the RefinedWeb names are Falcon's old layout)."""
 
 
@@ -35,8 +41,9 @@ def read_object(path: Path, *, what: str) -> dict[str, Any] | None:
     except OSError as e:
         raise ConversionError(f"{path} could not be read ({e.strerror or e})") from None
     if not isinstance(data, dict):
-        raise ConversionError(f"{path} holds a JSON {type(data).__name__}, not an object; it is not a {what} "
-                              f"file (download it again)")
+        raise ConversionError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; it is not a {what} file (download it again)"
+        )
     return data
 
 
@@ -54,8 +61,10 @@ def _tokenizer_class_known(name: str) -> bool:
     except ImportError:
         return False
     try:
-        return tokenizer_class_from_name(name) is not None or tokenizer_class_from_name(
-            name.removesuffix("Fast")) is not None
+        return (
+            tokenizer_class_from_name(name) is not None
+            or tokenizer_class_from_name(name.removesuffix("Fast")) is not None
+        )
     except Exception:  # transformers raises for some unknown names instead of returning None
         return False
 
@@ -63,8 +72,13 @@ def _tokenizer_class_known(name: str) -> bool:
 def _code(auto_map: Any) -> str:
     if isinstance(auto_map, dict) and auto_map:
         key, value = next(iter(auto_map.items()))
-        shown = value if isinstance(value, str) else next((v for v in value or [] if v), "?") \
-            if isinstance(value, list) else "?"
+        shown = (
+            value
+            if isinstance(value, str)
+            else next((v for v in value or [] if v), "?")
+            if isinstance(value, list)
+            else "?"
+        )
         return f" (auto_map {key} -> {shown})"
     return " (auto_map)" if auto_map else ""
 
@@ -88,16 +102,22 @@ def check_config(folder: Path, config: dict[str, Any], *, targets: tuple[str, ..
 
     needed = [t for t in targets if lacking(t)]
     if needed and ours:
-        raise ConversionError(f"{folder}/config.json has model_type {model_type!r}{_code(auto_map)}, which "
-                              f"transformers does not implement, so an ONNX export would need the checkpoint's own "
-                              f"code; talesmith never runs it: convert to GGUF (--to gguf), which talesmith implements")
+        raise ConversionError(
+            f"{folder}/config.json has model_type {model_type!r}{_code(auto_map)}, which "
+            f"transformers does not implement, so an ONNX export would need the checkpoint's own "
+            f"code; talesmith never runs it: convert to GGUF (--to gguf), which talesmith implements"
+        )
     if needed:
-        raise ConversionError(f"{folder}/config.json asks for model_type {model_type!r}{_code(auto_map)}, which only "
-                              f"the checkpoint's own code implements; talesmith never runs checkpoint code: convert a "
-                              f"supported architecture (GPT-2, GPT-J, Llama, Falcon)")
+        raise ConversionError(
+            f"{folder}/config.json asks for model_type {model_type!r}{_code(auto_map)}, which only "
+            f"the checkpoint's own code implements; talesmith never runs checkpoint code: convert a "
+            f"supported architecture (GPT-2, GPT-J, Llama, Falcon)"
+        )
     if auto_map:
-        return [f"{folder.name}/config.json asks for its own code{_code(auto_map)}; ignored: talesmith uses the "
-                f"library's own {model_type} and never runs a checkpoint's code"]
+        return [
+            f"{folder.name}/config.json asks for its own code{_code(auto_map)}; ignored: talesmith uses the "
+            f"library's own {model_type} and never runs a checkpoint's code"
+        ]
     return []
 
 
@@ -111,20 +131,27 @@ def check_tokenizer_config(folder: Path) -> list[str]:
     if cls is not None and not isinstance(cls, str):
         raise ConversionError(f"{folder}/tokenizer_config.json has tokenizer_class {cls!r}, not a name")
     if cls and auto_map and not _tokenizer_class_known(cls):
-        raise ConversionError(f"{folder}/tokenizer_config.json names tokenizer class {cls!r}{_code(auto_map)}, "
-                              f"which only its own code implements; talesmith never runs a checkpoint's code: "
-                              f"pass --tokenizer with a folder whose tokenizer transformers knows")
+        raise ConversionError(
+            f"{folder}/tokenizer_config.json names tokenizer class {cls!r}{_code(auto_map)}, "
+            f"which only its own code implements; talesmith never runs a checkpoint's code: "
+            f"pass --tokenizer with a folder whose tokenizer transformers knows"
+        )
     if auto_map and not cls:
-        raise ConversionError(f"{folder}/tokenizer_config.json asks for its own tokenizer code{_code(auto_map)}; "
-                              f"talesmith never runs a checkpoint's code: pass --tokenizer with another folder")
+        raise ConversionError(
+            f"{folder}/tokenizer_config.json asks for its own tokenizer code{_code(auto_map)}; "
+            f"talesmith never runs a checkpoint's code: pass --tokenizer with another folder"
+        )
     if auto_map:
-        return [f"{folder.name}/tokenizer_config.json asks for its own code{_code(auto_map)}; ignored: the "
-                f"library's {cls} is used"]
+        return [
+            f"{folder.name}/tokenizer_config.json asks for its own code{_code(auto_map)}; ignored: the "
+            f"library's {cls} is used"
+        ]
     return []
 
 
-def check_folder(folder: Path, config: dict[str, Any], *, targets: tuple[str, ...],
-                 tokenizer_dir: Path | None = None) -> list[str]:
+def check_folder(
+    folder: Path, config: dict[str, Any], *, targets: tuple[str, ...], tokenizer_dir: Path | None = None
+) -> list[str]:
     """Every check above, before anything else reads the folder; returns notes to show the user."""
     notes = check_config(folder, config, targets=targets)
     for tok in dict.fromkeys([folder, tokenizer_dir or folder]):

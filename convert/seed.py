@@ -25,13 +25,29 @@ from typing import Any
 
 from talesmith.runtime.errors import InputError, SettingsError
 
-SEED_KEYS = {"output_file", "lora_peft", "model_folder", "model_name", "quantized", "device", "starter", "ender",
-             "hyper-parameters"}
-SAMPLING_KEYS = {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_k": "top_k",
-                 "top_p": "top_p", "repetition_penalty": "repetition_penalty", "bad_words": "banned"}
+SEED_KEYS = {
+    "output_file",
+    "lora_peft",
+    "model_folder",
+    "model_name",
+    "quantized",
+    "device",
+    "starter",
+    "ender",
+    "hyper-parameters",
+}
+SAMPLING_KEYS = {
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "repetition_penalty": "repetition_penalty",
+    "bad_words": "banned",
+}
 """[hyper-parameters] keys and the sampling settings they set."""
-ACCEPTED_WITH_A_NOTE = {"length_penalty": "length_penalty is a beam-search setting; talesmith samples, so it has "
-                                          "no effect"}
+ACCEPTED_WITH_A_NOTE = {
+    "length_penalty": "length_penalty is a beam-search setting; talesmith samples, so it has no effect"
+}
 TINY_MARKERS = ("<|startoftext|>", "<|endoftext|>")
 
 
@@ -61,7 +77,7 @@ def is_seed_config(data: dict[str, Any]) -> bool:
 def _text(path: Path, data: dict[str, Any], key: str, default: str | None = None) -> str | None:
     value = data.get(key, default)
     if value is not None and not isinstance(value, str):
-        raise InputError(f"config file {path}: {key} = {value!r} must be text, e.g. {key} = \"...\"")
+        raise InputError(f'config file {path}: {key} = {value!r} must be text, e.g. {key} = "..."')
     return value
 
 
@@ -76,12 +92,15 @@ def read_seed_config(path: Path, data: dict[str, Any]) -> SeedConfig:
     """The seed's TOML as talesmith settings; one line naming the key for anything it cannot use."""
     unknown = sorted(set(data) - SEED_KEYS)
     if unknown:
-        raise InputError(f"config file {path}: unknown key {unknown[0]!r} in a TinyStories-style config; known "
-                         f"keys: {', '.join(sorted(SEED_KEYS))}")
+        raise InputError(
+            f"config file {path}: unknown key {unknown[0]!r} in a TinyStories-style config; known "
+            f"keys: {', '.join(sorted(SEED_KEYS))}"
+        )
     base = _text(path, data, "model_name")
     if not base:
-        raise InputError(f"config file {path}: model_name is missing; name the base model, e.g. "
-                         f"model_name = \"distilgpt2\"")
+        raise InputError(
+            f'config file {path}: model_name is missing; name the base model, e.g. model_name = "distilgpt2"'
+        )
     folder = path.parent
     base_path = folder / Path(base).expanduser()
     base = str(base_path) if base_path.is_dir() else base
@@ -89,39 +108,52 @@ def read_seed_config(path: Path, data: dict[str, Any]) -> SeedConfig:
     adapter = None
     if _flag(path, data, "lora_peft"):
         if not adapter_text:
-            raise InputError(f"config file {path}: lora_peft = true needs model_folder = \"the adapter's folder\"")
+            raise InputError(f'config file {path}: lora_peft = true needs model_folder = "the adapter\'s folder"')
         adapter = folder / Path(adapter_text).expanduser()
     markers = (_text(path, data, "starter", TINY_MARKERS[0]), _text(path, data, "ender", TINY_MARKERS[1]))
     if markers != TINY_MARKERS:
-        raise SettingsError(f"config file {path}: starter/ender {markers[0]!r}/{markers[1]!r} are not the "
-                            f"TinyStories markers {TINY_MARKERS[0]!r}/{TINY_MARKERS[1]!r}, the only ones talesmith's "
-                            f"tinystories format writes")
+        raise SettingsError(
+            f"config file {path}: starter/ender {markers[0]!r}/{markers[1]!r} are not the "
+            f"TinyStories markers {TINY_MARKERS[0]!r}/{TINY_MARKERS[1]!r}, the only ones talesmith's "
+            f"tinystories format writes"
+        )
     device = (_text(path, data, "device", "cpu") or "cpu").lower()
     if device not in ("cpu", "cuda", "gpu", "auto") and not device.startswith("cuda:"):
         raise SettingsError(f"config file {path}: device = {device!r} is unknown; use cpu, cuda or auto")
     sampling, notes = _sampling(path, data.get("hyper-parameters", {}))
     output = _text(path, data, "output_file")
-    return SeedConfig(SeedModel(base, adapter, "Q8_0" if _flag(path, data, "quantized") else "f16"),
-                      "cpu" if device == "cpu" else "cuda", "tinystories", sampling,
-                      folder / Path(output).expanduser() if output else None, tuple(notes))
+    return SeedConfig(
+        SeedModel(base, adapter, "Q8_0" if _flag(path, data, "quantized") else "f16"),
+        "cpu" if device == "cpu" else "cuda",
+        "tinystories",
+        sampling,
+        folder / Path(output).expanduser() if output else None,
+        tuple(notes),
+    )
 
 
 def _sampling(path: Path, table: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(table, dict):
-        raise InputError(f"config file {path}: hyper-parameters = {table!r} must be a table, e.g. "
-                         f"[hyper-parameters] with temperature = 1.0")
+        raise InputError(
+            f"config file {path}: hyper-parameters = {table!r} must be a table, e.g. "
+            f"[hyper-parameters] with temperature = 1.0"
+        )
     sampling, notes = {}, []
     for key, value in table.items():
         if key in ACCEPTED_WITH_A_NOTE:
             notes.append(ACCEPTED_WITH_A_NOTE[key])
         elif key in SAMPLING_KEYS:
             if key == "bad_words" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise InputError(f"config file {path}: hyper-parameters.bad_words = {value!r} must be a list of "
-                                 f"texts, e.g. bad_words = [\"Damn\"]")
+                raise InputError(
+                    f"config file {path}: hyper-parameters.bad_words = {value!r} must be a list of "
+                    f'texts, e.g. bad_words = ["Damn"]'
+                )
             sampling[SAMPLING_KEYS[key]] = tuple(value) if key == "bad_words" else value
         else:
-            raise SettingsError(f"config file {path}: unknown hyper-parameter {key!r}; known: "
-                                f"{', '.join(sorted([*SAMPLING_KEYS, *ACCEPTED_WITH_A_NOTE]))}")
+            raise SettingsError(
+                f"config file {path}: unknown hyper-parameter {key!r}; known: "
+                f"{', '.join(sorted([*SAMPLING_KEYS, *ACCEPTED_WITH_A_NOTE]))}"
+            )
     return sampling, notes
 
 
@@ -137,14 +169,21 @@ def cache_root() -> Path:
 def _folder_hashes(folder: Path) -> dict[str, str]:
     from talesmith.runtime.files import sha256_file
 
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".") and p.suffix not in (".md", ".py", ".txt")}
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".md", ".py", ".txt")
+    }
 
 
 def cache_key(base_folder: Path, adapter: Path | None, quant: str) -> str:
     """The sha256 of every source file's sha256 and the quantization: what the converted file depends on."""
-    sources = {"base": _folder_hashes(base_folder), "adapter": _folder_hashes(adapter) if adapter else None,
-               "quant": quant, "layout": 1}
+    sources = {
+        "base": _folder_hashes(base_folder),
+        "adapter": _folder_hashes(adapter) if adapter else None,
+        "quant": quant,
+        "layout": 1,
+    }
     return hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
 
 
@@ -164,10 +203,17 @@ def converted_model(model: SeedModel, *, device: str = "cpu", progress=None, cac
     found = target / f"{name}-{model.quant}.gguf"
     if found.exists():
         return found
-    request = ConvertRequest(str(base_folder), target, loras=((model.adapter, 1.0),) if model.adapter else (),
-                             quants=(model.quant,) if model.quant != "f16" else (), outtype="f16", name=name,
-                             device="cuda" if device == "cuda" and _cuda() else "cpu", prompt_format="tinystories",
-                             preset="tinystories")
+    request = ConvertRequest(
+        str(base_folder),
+        target,
+        loras=((model.adapter, 1.0),) if model.adapter else (),
+        quants=(model.quant,) if model.quant != "f16" else (),
+        outtype="f16",
+        name=name,
+        device="cuda" if device == "cuda" and _cuda() else "cpu",
+        prompt_format="tinystories",
+        preset="tinystories",
+    )
     convert(request, progress, lock=target / "models.lock")
     if model.quant != "f16":
         (target / f"{name}-f16.gguf").unlink(missing_ok=True)  # only the file asked for is kept

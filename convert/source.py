@@ -19,9 +19,19 @@ from talesmith.runtime.errors import ConversionError
 
 from .safety import read_object
 
-NEEDED = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json",
-          "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
-          "added_tokens.json"]
+NEEDED = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+]
 PICKLES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
 
 
@@ -34,8 +44,15 @@ def is_hub_id(spec: str) -> bool:
     return bool(HUB_ID.fullmatch(spec)) and ".." not in spec and not spec.endswith((".", "-"))
 
 
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "vocab.json", "merges.txt", "added_tokens.json"]
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+]
 
 
 def tokenizer_folder(spec: str, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
@@ -62,12 +79,16 @@ def fetch(repo_id: str, revision: str | None, patterns: list[str] | None = None)
         folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=patterns)
         return Path(folder), str(info.sha)
     except RepositoryNotFoundError:
-        raise ConversionError(f"{repo_id!r} is neither a local folder nor a hub repository you can access; check the "
-                              f"name, or log in with `huggingface-cli login` for a gated repo") from None
+        raise ConversionError(
+            f"{repo_id!r} is neither a local folder nor a hub repository you can access; check the "
+            f"name, or log in with `huggingface-cli login` for a gated repo"
+        ) from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise ConversionError(f"could not download {repo_id}@{revision or 'main'} from the hub ({_reason(e)}; there is "
-                              f"no local folder of that name, so it was taken as a hub repo id); check the network "
-                              f"or pass a local folder") from None
+        raise ConversionError(
+            f"could not download {repo_id}@{revision or 'main'} from the hub ({_reason(e)}; there is "
+            f"no local folder of that name, so it was taken as a hub repo id); check the network "
+            f"or pass a local folder"
+        ) from None
 
 
 def _reason(error: Exception) -> str:
@@ -103,7 +124,9 @@ class Checkpoint:
         """One tensor as a torch tensor (a copy read from the memory-mapped file)."""
         path = self._where.get(name)
         if path is None:
-            raise ConversionError(f"{self.folder} has no tensor {name!r}; is it a complete {self.architecture} checkpoint?")
+            raise ConversionError(
+                f"{self.folder} has no tensor {name!r}; is it a complete {self.architecture} checkpoint?"
+            )
         try:
             if path.suffix == ".safetensors":
                 # Opened per tensor: a handle kept open would keep every page read so far mapped (and resident).
@@ -115,7 +138,9 @@ class Checkpoint:
         except ConversionError:
             raise
         except Exception as e:  # a short read of a truncated file surfaces here
-            raise ConversionError(f"{path} could not be read ({e}); the file may be truncated, download it again") from None
+            raise ConversionError(
+                f"{path} could not be read ({e}); the file may be truncated, download it again"
+            ) from None
 
     def close(self) -> None:
         self._open.clear()
@@ -145,16 +170,23 @@ def load_pickle(path: Path, *, what: str = "weights") -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy, non-zip pickle
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e).lower().replace(" ", "_") and _looks_like_torch(path, zipfile):
-            raise ConversionError(f"{path} needs full unpickling, which can run arbitrary code; talesmith only reads "
-                                  f"weights-only pickles. Convert it to safetensors with a tool you trust") from None
+            raise ConversionError(
+                f"{path} needs full unpickling, which can run arbitrary code; talesmith only reads "
+                f"weights-only pickles. Convert it to safetensors with a tool you trust"
+            ) from None
         raise ConversionError(f"{path} is not a PyTorch {what} file (or it is corrupt); download it again") from None
     except Exception as e:  # truncated or random bytes: torch raises many kinds
-        raise ConversionError(f"{path} could not be read as PyTorch {what} ({first_line(e)}); the file may be "
-                              f"truncated or corrupt, download it again") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ConversionError(f"{path} holds a {type(state).__name__} but not a state dict of named tensors; "
-                              f"it is not a PyTorch {what} file")
+        raise ConversionError(
+            f"{path} could not be read as PyTorch {what} ({first_line(e)}); the file may be "
+            f"truncated or corrupt, download it again"
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ConversionError(
+            f"{path} holds a {type(state).__name__} but not a state dict of named tensors; "
+            f"it is not a PyTorch {what} file"
+        )
     return state
 
 
@@ -200,22 +232,33 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def _checked_header(path: Path, header: Any, data_size: int) -> dict[str, tuple[int, ...]]:
     """Each entry's shape, once the header is known to describe tensors that lie inside the file."""
     if not isinstance(header, dict):
-        raise ConversionError(f"{path} has a corrupt header (a JSON {type(header).__name__}, not an object); "
-                              f"download it again")
+        raise ConversionError(
+            f"{path} has a corrupt header (a JSON {type(header).__name__}, not an object); download it again"
+        )
     shapes: dict[str, tuple[int, ...]] = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-                and 0 <= offsets[0] <= offsets[1] and isinstance(shape, list)
-                and all(type(d) is int and d >= 0 for d in shape) and isinstance(entry.get("dtype"), str)):
-            raise ConversionError(f"{path} has a corrupt header: tensor {name[:80]!r} lacks a valid dtype, shape "
-                                  f"or data_offsets; download the file again")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+            and isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+            and isinstance(entry.get("dtype"), str)
+        ):
+            raise ConversionError(
+                f"{path} has a corrupt header: tensor {name[:80]!r} lacks a valid dtype, shape "
+                f"or data_offsets; download the file again"
+            )
         if offsets[1] > data_size:
-            raise ConversionError(f"{path} is truncated: {name[:80]!r} ends at byte {offsets[1]} of its data but "
-                                  f"the file holds {data_size}; download it again")
+            raise ConversionError(
+                f"{path} is truncated: {name[:80]!r} ends at byte {offsets[1]} of its data but "
+                f"the file holds {data_size}; download it again"
+            )
         shapes[name] = tuple(shape)
     return shapes
 
@@ -232,8 +275,10 @@ def _weight_files(folder: Path) -> list[Path]:
                 raise ConversionError(f"{index} is not a valid shard index ({e}); download it again") from None
             outside = [f for f in weight_map.values() if Path(f).name != f or f in ("", ".", "..")]
             if outside:
-                raise ConversionError(f"{index} names shard {outside[0][:80]!r} outside the checkpoint folder; "
-                                      f"download the checkpoint again")
+                raise ConversionError(
+                    f"{index} names shard {outside[0][:80]!r} outside the checkpoint folder; "
+                    f"download the checkpoint again"
+                )
             files = sorted({folder / f for f in weight_map.values()})
             missing = [f.name for f in files if not f.exists()]
             if missing:
@@ -256,8 +301,9 @@ def open_checkpoint(source: str | os.PathLike[str], revision: str | None = None)
         folder, commit = fetch(str(source), revision)
         origin = {"hub": str(source), "revision": revision or "main", "commit": commit}
     else:
-        raise ConversionError(f"{source} does not exist; pass a checkpoint folder or a hub repo id (like gpt2 or "
-                              f"owner/name)")
+        raise ConversionError(
+            f"{source} does not exist; pass a checkpoint folder or a hub repo id (like gpt2 or owner/name)"
+        )
     config = read_object(folder / "config.json", what="checkpoint config")
     if config is None:
         raise ConversionError(f"{folder} has no config.json; pass the folder of a Hugging Face checkpoint")

@@ -76,8 +76,9 @@ def _load(path: Path):
             raise ValueError(f"a JSON {type(spec).__name__}, not an object")
         return Tokenizer.from_str(json.dumps(spec)), spec
     except Exception as e:
-        raise ConversionError(f"{path} is not a tokenizer the tokenizers library can read ({_short(e)}); download "
-                              f"it again") from None
+        raise ConversionError(
+            f"{path} is not a tokenizer the tokenizers library can read ({_short(e)}); download it again"
+        ) from None
 
 
 def _short(error: Exception) -> str:
@@ -101,11 +102,15 @@ def bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     tok, spec = _load(folder / "tokenizer.json")
     kind = type(tok.model).__name__
     if kind != "BPE":
-        raise ConversionError(f"{folder}/tokenizer.json is a {kind} tokenizer; talesmith converts byte-level BPE "
-                              f"(tokenizer.json) and SentencePiece (tokenizer.model) tokenizers")
+        raise ConversionError(
+            f"{folder}/tokenizer.json is a {kind} tokenizer; talesmith converts byte-level BPE "
+            f"(tokenizer.json) and SentencePiece (tokenizer.model) tokenizers"
+        )
     if not _is_byte_level(spec):
-        raise ConversionError(f"{folder}/tokenizer.json is a BPE tokenizer that is not byte-level (SentencePiece "
-                              f"style); pass --tokenizer with a folder that has its tokenizer.model")
+        raise ConversionError(
+            f"{folder}/tokenizer.json is a BPE tokenizer that is not byte-level (SentencePiece "
+            f"style); pass --tokenizer with a folder that has its tokenizer.model"
+        )
     token_ids: dict[str, int] = tok.get_vocab(with_added_tokens=True)
     added = tok.get_added_tokens_decoder()
     size = max(token_ids.values()) + 1
@@ -123,16 +128,28 @@ def bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         add_bos = tokenizer_config["add_bos_token"]
     clean = tokenizer_config.get("clean_up_tokenization_spaces", True) is not False
     ids = _special_ids(folder, token_ids, config)
-    return Vocab("gpt2", identify(tok, spec, clean_spaces=clean), tokens, types, _merges(spec), bos=ids["bos"],
-                 eos=ids["eos"], unk=ids["unk"], pad=ids["pad"], sep=ids["sep"], add_bos=add_bos,
-                 chat_template=_chat_template(tokenizer_config))
+    return Vocab(
+        "gpt2",
+        identify(tok, spec, clean_spaces=clean),
+        tokens,
+        types,
+        _merges(spec),
+        bos=ids["bos"],
+        eos=ids["eos"],
+        unk=ids["unk"],
+        pad=ids["pad"],
+        sep=ids["sep"],
+        add_bos=add_bos,
+        chat_template=_chat_template(tokenizer_config),
+    )
 
 
 def _chat_template(tokenizer_config: dict[str, Any]) -> str | None:
     template = tokenizer_config.get("chat_template")
     if isinstance(template, list):  # named templates: llama.cpp records the default one
-        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
-                        None)
+        template = next(
+            (t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None
+        )
     return template if isinstance(template, str) else None
 
 
@@ -175,27 +192,49 @@ def slow_bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     merges = [line for line in lines if line and not line.startswith("#version")]
     ids = _special_ids(folder, token_ids, config)
     tokenizer_config = read_object(folder / "tokenizer_config.json", what="tokenizer config") or {}
-    return Vocab("gpt2", "gpt-2", tokens, types, merges, bos=ids["bos"], eos=ids["eos"], unk=ids["unk"],
-                 pad=ids["pad"], sep=ids["sep"], chat_template=_chat_template(tokenizer_config))
+    return Vocab(
+        "gpt2",
+        "gpt-2",
+        tokens,
+        types,
+        merges,
+        bos=ids["bos"],
+        eos=ids["eos"],
+        unk=ids["unk"],
+        pad=ids["pad"],
+        sep=ids["sep"],
+        chat_template=_chat_template(tokenizer_config),
+    )
 
 
 def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     try:
         import sentencepiece
     except ImportError:
-        raise ConversionError("this checkpoint has a SentencePiece tokenizer; install sentencepiece "
-                              "(pip install 'talesmith[convert]')") from None
+        raise ConversionError(
+            "this checkpoint has a SentencePiece tokenizer; install sentencepiece (pip install 'talesmith[convert]')"
+        ) from None
     try:
         sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
     except Exception as e:
-        raise ConversionError(f"{folder}/tokenizer.model is not a SentencePiece model ({_short(e)}); download it "
-                              f"again") from None
+        raise ConversionError(
+            f"{folder}/tokenizer.model is not a SentencePiece model ({_short(e)}); download it again"
+        ) from None
     tokens, scores, types = [], [], []
     for i in range(sp.vocab_size()):
         tokens.append(sp.id_to_piece(i))
         scores.append(sp.get_score(i))
-        types.append(UNKNOWN if sp.is_unknown(i) else CONTROL if sp.is_control(i) else UNUSED if sp.is_unused(i)
-                     else BYTE if sp.is_byte(i) else NORMAL)
+        types.append(
+            UNKNOWN
+            if sp.is_unknown(i)
+            else CONTROL
+            if sp.is_control(i)
+            else UNUSED
+            if sp.is_unused(i)
+            else BYTE
+            if sp.is_byte(i)
+            else NORMAL
+        )
     special = _named_specials(folder)
     for text, i in sorted(_json_ids(folder / "added_tokens.json").items(), key=lambda kv: kv[1]):
         if i == len(tokens):
@@ -208,10 +247,21 @@ def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
     tokenizer_config = read_object(folder / "tokenizer_config.json", what="tokenizer config") or {}
     add_bos = tokenizer_config.get("add_bos_token", True) is not False
     prefix = tokenizer_config.get("add_prefix_space")
-    return Vocab("llama", "default", tokens, types, scores=scores, bos=bos if bos >= 0 else None,
-                 eos=eos if eos >= 0 else None, unk=unk if unk >= 0 else None, pad=ids["pad"], sep=ids["sep"],
-                 add_bos=add_bos, chat_template=_chat_template(tokenizer_config),
-                 add_space_prefix=prefix if isinstance(prefix, bool) else True)
+    return Vocab(
+        "llama",
+        "default",
+        tokens,
+        types,
+        scores=scores,
+        bos=bos if bos >= 0 else None,
+        eos=eos if eos >= 0 else None,
+        unk=unk if unk >= 0 else None,
+        pad=ids["pad"],
+        sep=ids["sep"],
+        add_bos=add_bos,
+        chat_template=_chat_template(tokenizer_config),
+        add_space_prefix=prefix if isinstance(prefix, bool) else True,
+    )
 
 
 def _hf_added_tokens(tokens: list[str], scores: list[float], types: list[int], config: dict[str, Any] | None) -> None:
@@ -236,5 +286,7 @@ def read_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         return bpe_vocab(folder, config)
     if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
         return slow_bpe_vocab(folder, config)
-    raise ConversionError(f"{folder} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
-                          f"pass --tokenizer with the base model's folder or hub repo")
+    raise ConversionError(
+        f"{folder} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
+        f"pass --tokenizer with the base model's folder or hub repo"
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,8 @@ def _encode(array: np.ndarray, dtype: str) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=np.float32)
     if dtype == "f16":
         return np.ascontiguousarray(array, dtype=np.float16)
-    from gguf.quants import quantize
     from gguf.constants import GGMLQuantizationType
+    from gguf.quants import quantize
 
     return quantize(np.ascontiguousarray(array, dtype=np.float32), GGMLQuantizationType.BF16)
 
@@ -42,16 +43,20 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
     return int(np.prod(shape)) * (4 if dtype == "f32" else 2)
 
 
-def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any], outtype: str,
-                  n_params: int) -> None:
+def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any], outtype: str, n_params: int) -> None:
     import gguf
 
     w.add_type(gguf.GGUFType.MODEL)
     w.add_name(metadata["name"])
     if n_params > 0:
         w.add_size_label(gguf.size_label(n_params, 0, 0, 0))
-    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                     "bf16": gguf.LlamaFileType.MOSTLY_BF16}[outtype])
+    w.add_file_type(
+        {
+            "f32": gguf.LlamaFileType.ALL_F32,
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        }[outtype]
+    )
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, value in arch.hparams().items():
         full = f"{arch.gguf_arch}.{key}"
@@ -71,9 +76,13 @@ def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any],
         w.add_token_scores(vocab.scores)
     if vocab.merges:
         w.add_token_merges(vocab.merges)
-    for setter, value in ((w.add_bos_token_id, vocab.bos), (w.add_eos_token_id, vocab.eos),
-                          (w.add_unk_token_id, vocab.unk), (w.add_pad_token_id, vocab.pad),
-                          (w.add_sep_token_id, vocab.sep)):
+    for setter, value in (
+        (w.add_bos_token_id, vocab.bos),
+        (w.add_eos_token_id, vocab.eos),
+        (w.add_unk_token_id, vocab.unk),
+        (w.add_pad_token_id, vocab.pad),
+        (w.add_sep_token_id, vocab.sep),
+    ):
         if value is not None:
             setter(value)
     w.add_add_bos_token(vocab.add_bos)
@@ -93,8 +102,15 @@ def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any],
         w.add_string("general.source.huggingface.repository", metadata["source"]["hub"])
 
 
-def write_gguf(path: Path, arch: Architecture, vocab: Vocab, metadata: dict[str, Any], *, outtype: str = "f16",
-               on_tensor: Callable[[TensorPlan, int, int], None] = lambda plan, done, total: None) -> int:
+def write_gguf(
+    path: Path,
+    arch: Architecture,
+    vocab: Vocab,
+    metadata: dict[str, Any],
+    *,
+    outtype: str = "f16",
+    on_tensor: Callable[[TensorPlan, int, int], None] = lambda plan, done, total: None,
+) -> int:
     """Write the model to `path` one tensor at a time; returns the number of parameters.
 
     Only one tensor is in memory at once. The file appears under its name only once complete;
@@ -112,8 +128,13 @@ def write_gguf(path: Path, arch: Architecture, vocab: Vocab, metadata: dict[str,
         for plan in plans:
             dtype = _out_dtype(plan, outtype)
             if dtype == "bf16":
-                writer.add_tensor_info(plan.name, (*plan.shape[:-1], plan.shape[-1] * 2), np.dtype(np.uint8),
-                                       _nbytes(plan.shape, dtype), raw_dtype=gguf.GGMLQuantizationType.BF16)
+                writer.add_tensor_info(
+                    plan.name,
+                    (*plan.shape[:-1], plan.shape[-1] * 2),
+                    np.dtype(np.uint8),
+                    _nbytes(plan.shape, dtype),
+                    raw_dtype=gguf.GGMLQuantizationType.BF16,
+                )
             else:
                 np_dtype = np.dtype(np.float32 if dtype == "f32" else np.float16)
                 writer.add_tensor_info(plan.name, plan.shape, np_dtype, _nbytes(plan.shape, dtype))
@@ -123,8 +144,10 @@ def write_gguf(path: Path, arch: Architecture, vocab: Vocab, metadata: dict[str,
         for i, plan in enumerate(plans):
             array = plan.compute()
             if tuple(array.shape) != tuple(plan.shape):
-                raise ConversionError(f"tensor {plan.name} came out {list(array.shape)}, expected {list(plan.shape)}; "
-                                      f"the checkpoint does not match its config.json")
+                raise ConversionError(
+                    f"tensor {plan.name} came out {list(array.shape)}, expected {list(plan.shape)}; "
+                    f"the checkpoint does not match its config.json"
+                )
             writer.write_tensor_data(_encode(array, _out_dtype(plan, outtype)))
             del array
             on_tensor(plan, i + 1, len(plans))

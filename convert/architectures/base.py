@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from talesmith.runtime.errors import ConversionError
 
-ARCHITECTURES: dict[str, type["Architecture"]] = {}
+ARCHITECTURES: dict[str, type[Architecture]] = {}
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,13 @@ class Architecture:
     def has(self, hf_name: str) -> bool:
         return any(c in self.ckpt for c in (hf_name, hf_name.removeprefix("transformer."), "transformer." + hf_name))
 
-    def copy(self, gguf_name: str, hf_name: str, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-             shape: tuple[int, ...] | None = None) -> TensorPlan:
+    def copy(
+        self,
+        gguf_name: str,
+        hf_name: str,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> TensorPlan:
         source = self.name(hf_name)
         out_shape = shape or tuple(self.ckpt.shape(source))
 
@@ -87,6 +93,7 @@ def register(cls: type[Architecture]) -> type[Architecture]:
 def architecture_for(ckpt, weights) -> Architecture:
     arch = ckpt.architecture
     if arch not in ARCHITECTURES:
-        raise ConversionError(f"architecture {arch!r} is not supported; talesmith converts "
-                              f"{', '.join(sorted(ARCHITECTURES))}")
+        raise ConversionError(
+            f"architecture {arch!r} is not supported; talesmith converts {', '.join(sorted(ARCHITECTURES))}"
+        )
     return ARCHITECTURES[arch](ckpt, weights)

@@ -53,31 +53,45 @@ class Falcon(Architecture):
     def hparams(self) -> dict[str, Any]:
         n_head, n_kv = self._heads()
         hidden = self.cfg("hidden_size", "n_embed")
-        return {"context_length": self.cfg("max_position_embeddings", default=2048), "embedding_length": hidden,
-                "feed_forward_length": self.cfg("ffn_hidden_size", default=4 * hidden),
-                "block_count": self.cfg("num_hidden_layers", "n_layer"),
-                "attention.head_count": n_head, "attention.head_count_kv": n_kv,
-                "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
-                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
-                "tensor_data_layout": "jploski"}  # the fused QKV rows as grouped_qkv_to_blocks orders them
+        return {
+            "context_length": self.cfg("max_position_embeddings", default=2048),
+            "embedding_length": hidden,
+            "feed_forward_length": self.cfg("ffn_hidden_size", default=4 * hidden),
+            "block_count": self.cfg("num_hidden_layers", "n_layer"),
+            "attention.head_count": n_head,
+            "attention.head_count_kv": n_kv,
+            "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
+            "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
+            "tensor_data_layout": "jploski",
+        }  # the fused QKV rows as grouped_qkv_to_blocks orders them
 
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv = self._heads()
-        plans = [self.copy("token_embd.weight", "transformer.word_embeddings.weight"),
-                 self.copy("output_norm.weight", "transformer.ln_f.weight"),
-                 self.copy("output_norm.bias", "transformer.ln_f.bias")]
+        plans = [
+            self.copy("token_embd.weight", "transformer.word_embeddings.weight"),
+            self.copy("output_norm.weight", "transformer.ln_f.weight"),
+            self.copy("output_norm.bias", "transformer.ln_f.bias"),
+        ]
         if "lm_head.weight" in self.ckpt:
             plans.append(self.copy("output.weight", "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers", "n_layer")):
             h, b = f"transformer.h.{i}", f"blk.{i}"
-            norms = (("attn_norm", "ln_attn"), ("attn_norm_2", "ln_mlp")) if self.new_layout and \
-                self.has(f"{h}.ln_attn.weight") else (("attn_norm", "input_layernorm"),)
+            norms = (
+                (("attn_norm", "ln_attn"), ("attn_norm_2", "ln_mlp"))
+                if self.new_layout and self.has(f"{h}.ln_attn.weight")
+                else (("attn_norm", "input_layernorm"),)
+            )
             for ours, theirs in norms:
-                plans += [self.copy(f"{b}.{ours}.weight", f"{h}.{theirs}.weight"),
-                          self.copy(f"{b}.{ours}.bias", f"{h}.{theirs}.bias")]
+                plans += [
+                    self.copy(f"{b}.{ours}.weight", f"{h}.{theirs}.weight"),
+                    self.copy(f"{b}.{ours}.bias", f"{h}.{theirs}.bias"),
+                ]
             plans += [
-                self.copy(f"{b}.attn_qkv.weight", f"{h}.self_attention.query_key_value.weight",
-                          lambda a: grouped_qkv_to_blocks(a, n_head, n_kv)),
+                self.copy(
+                    f"{b}.attn_qkv.weight",
+                    f"{h}.self_attention.query_key_value.weight",
+                    lambda a: grouped_qkv_to_blocks(a, n_head, n_kv),
+                ),
                 self.copy(f"{b}.attn_output.weight", f"{h}.self_attention.dense.weight"),
                 self.copy(f"{b}.ffn_up.weight", f"{h}.mlp.dense_h_to_4h.weight"),
                 self.copy(f"{b}.ffn_down.weight", f"{h}.mlp.dense_4h_to_h.weight"),

@@ -17,16 +17,22 @@ class GPT2(Architecture):
 
     def hparams(self) -> dict[str, Any]:
         n_embd = self.cfg("n_embd")
-        return {"context_length": self.cfg("n_positions", "n_ctx"), "embedding_length": n_embd,
-                "feed_forward_length": self.cfg("n_inner", default=4 * n_embd), "block_count": self.cfg("n_layer"),
-                "attention.head_count": self.cfg("n_head"),
-                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5))}
+        return {
+            "context_length": self.cfg("n_positions", "n_ctx"),
+            "embedding_length": n_embd,
+            "feed_forward_length": self.cfg("n_inner", default=4 * n_embd),
+            "block_count": self.cfg("n_layer"),
+            "attention.head_count": self.cfg("n_head"),
+            "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
+        }
 
     def tensors(self) -> list[TensorPlan]:
-        plans = [self.copy("token_embd.weight", "transformer.wte.weight"),
-                 self.copy("position_embd.weight", "transformer.wpe.weight"),
-                 self.copy("output_norm.weight", "transformer.ln_f.weight"),
-                 self.copy("output_norm.bias", "transformer.ln_f.bias")]
+        plans = [
+            self.copy("token_embd.weight", "transformer.wte.weight"),
+            self.copy("position_embd.weight", "transformer.wpe.weight"),
+            self.copy("output_norm.weight", "transformer.ln_f.weight"),
+            self.copy("output_norm.bias", "transformer.ln_f.bias"),
+        ]
         if "lm_head.weight" in self.ckpt:
             plans.append(self.copy("output.weight", "lm_head.weight"))
         for i in range(self.cfg("n_layer")):

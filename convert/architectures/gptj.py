@@ -15,8 +15,7 @@ def rotary_to_neox(w: np.ndarray, n_head: int, rotary_dim: int) -> np.ndarray:
     Within each head, the first `rotary_dim` rows become: even rows, then odd rows; the rest stay.
     """
     head_dim = w.shape[0] // n_head
-    order = np.concatenate([np.arange(0, rotary_dim, 2), np.arange(1, rotary_dim, 2),
-                            np.arange(rotary_dim, head_dim)])
+    order = np.concatenate([np.arange(0, rotary_dim, 2), np.arange(1, rotary_dim, 2), np.arange(rotary_dim, head_dim)])
     rows = (np.arange(n_head)[:, None] * head_dim + order[None, :]).reshape(-1)
     return np.ascontiguousarray(w[rows])
 
@@ -31,11 +30,16 @@ class GPTJ(Architecture):
 
     def hparams(self) -> dict[str, Any]:
         n_embd, n_head = self.cfg("n_embd"), self.cfg("n_head")
-        return {"context_length": self.cfg("n_positions", "n_ctx"), "embedding_length": n_embd,
-                "feed_forward_length": self.cfg("n_inner", default=4 * n_embd), "block_count": self.cfg("n_layer"),
-                "attention.head_count": n_head, "attention.head_count_kv": n_head,
-                "rope.dimension_count": self.cfg("rotary_dim", default=n_embd // n_head),
-                "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5))}
+        return {
+            "context_length": self.cfg("n_positions", "n_ctx"),
+            "embedding_length": n_embd,
+            "feed_forward_length": self.cfg("n_inner", default=4 * n_embd),
+            "block_count": self.cfg("n_layer"),
+            "attention.head_count": n_head,
+            "attention.head_count_kv": n_head,
+            "rope.dimension_count": self.cfg("rotary_dim", default=n_embd // n_head),
+            "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
+        }
 
     def tensors(self) -> list[TensorPlan]:
         n_embd, n_head = self.cfg("n_embd"), self.cfg("n_head")
@@ -44,11 +48,13 @@ class GPTJ(Architecture):
         def neox(a: np.ndarray) -> np.ndarray:
             return rotary_to_neox(a, n_head, rotary)
 
-        plans = [self.copy("token_embd.weight", "transformer.wte.weight"),
-                 self.copy("output_norm.weight", "transformer.ln_f.weight"),
-                 self.copy("output_norm.bias", "transformer.ln_f.bias"),
-                 self.copy("output.weight", "lm_head.weight"),
-                 self.copy("output.bias", "lm_head.bias")]
+        plans = [
+            self.copy("token_embd.weight", "transformer.wte.weight"),
+            self.copy("output_norm.weight", "transformer.ln_f.weight"),
+            self.copy("output_norm.bias", "transformer.ln_f.bias"),
+            self.copy("output.weight", "lm_head.weight"),
+            self.copy("output.bias", "lm_head.bias"),
+        ]
         for i in range(self.cfg("n_layer")):
             h, b = f"transformer.h.{i}", f"blk.{i}"
             plans += [

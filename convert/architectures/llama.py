@@ -36,19 +36,27 @@ class Llama(Architecture):
 
     def hparams(self) -> dict[str, Any]:
         n_head, n_kv, head_dim = self._heads()
-        params = {"context_length": self.cfg("max_position_embeddings"), "embedding_length": self.cfg("hidden_size"),
-                  "feed_forward_length": self.cfg("intermediate_size"), "block_count": self.cfg("num_hidden_layers"),
-                  "attention.head_count": n_head, "attention.head_count_kv": n_kv,
-                  "rope.dimension_count": head_dim, "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
-                  "attention.layer_norm_rms_epsilon": float(self.cfg("rms_norm_eps", default=1e-6)),
-                  "vocab_size": self.n_vocab()}
+        params = {
+            "context_length": self.cfg("max_position_embeddings"),
+            "embedding_length": self.cfg("hidden_size"),
+            "feed_forward_length": self.cfg("intermediate_size"),
+            "block_count": self.cfg("num_hidden_layers"),
+            "attention.head_count": n_head,
+            "attention.head_count_kv": n_kv,
+            "rope.dimension_count": head_dim,
+            "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
+            "attention.layer_norm_rms_epsilon": float(self.cfg("rms_norm_eps", default=1e-6)),
+            "vocab_size": self.n_vocab(),
+        }
         params["attention.key_length"] = params["attention.value_length"] = head_dim
         return params
 
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv, _ = self._heads()
-        plans = [self.copy("token_embd.weight", "model.embed_tokens.weight"),
-                 self.copy("output_norm.weight", "model.norm.weight")]
+        plans = [
+            self.copy("token_embd.weight", "model.embed_tokens.weight"),
+            self.copy("output_norm.weight", "model.norm.weight"),
+        ]
         if "lm_head.weight" in self.ckpt:
             plans.append(self.copy("output.weight", "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers")):
