@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_fakes import run_cli, scripted_model  # noqa: F401 (fixtures)
+
 TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 
@@ -57,32 +59,43 @@ def test_unknown_model_name():
     one_line_error(talesmith("generate", "--model", "nosuchmodel", "hi"), "'nosuchmodel' is neither a file nor a model")
 
 
-def test_unknown_preset():
-    one_line_error(talesmith("generate", "--preset", "wild", "hi"), "unknown preset 'wild'", "lit-6b")
+def test_unknown_preset(run_cli, scripted_model):
+    one_line_error(run_cli("generate", "-m", scripted_model, "--preset", "wild", "hi"), "unknown preset 'wild'", "lit-6b")
 
 
-def test_invalid_setting():
-    one_line_error(talesmith("generate", "--top-p", "1.5", "hi"), "top_p 1.5 is outside (0, 1]")
+def test_invalid_setting(run_cli, scripted_model):
+    one_line_error(run_cli("generate", "-m", scripted_model, "--top-p", "1.5", "hi"), "top_p 1.5 is outside (0, 1]")
 
 
-def test_field_of_another_format():
-    one_line_error(talesmith("generate", "--format", "raw", "--title", "T", "hi"), "does not take 'title'")
+def test_field_of_another_format(run_cli, scripted_model):
+    one_line_error(run_cli("generate", "-m", scripted_model, "--format", "raw", "--title", "T", "hi"),
+                   "does not take 'title'")
 
 
-def test_bad_config_file(tmp_path):
+def test_bad_config_file(tmp_path, run_cli, scripted_model):
     config = tmp_path / "c.toml"
     config.write_text("[sampling]\ntop_q = 1\n")
-    one_line_error(talesmith("generate", "--config", config, "hi"), "unknown sampling setting 'top_q'")
+    one_line_error(run_cli("generate", "-m", scripted_model, "--config", config, "hi"), "unknown sampling setting 'top_q'")
 
 
-def test_unreadable_batch_input(tmp_path):
-    one_line_error(talesmith("batch", tmp_path / "none.csv", "-o", tmp_path / "o.jsonl"), "none.csv does not exist")
+def test_unreadable_batch_input(tmp_path, run_cli, scripted_model):
+    one_line_error(run_cli("batch", "-m", scripted_model, tmp_path / "none.csv", "-o", tmp_path / "o.jsonl"),
+                   "none.csv does not exist")
 
 
-def test_batch_input_with_wrong_columns(tmp_path):
+def test_batch_input_with_wrong_columns(tmp_path, run_cli, scripted_model):
     rows = tmp_path / "in.csv"
     rows.write_text("text\nhello\n")
-    one_line_error(talesmith("batch", rows, "-o", tmp_path / "o.jsonl"), "column 'text'")
+    one_line_error(run_cli("batch", "-m", scripted_model, rows, "-o", tmp_path / "o.jsonl"), "column 'text'")
+
+
+def test_generate_json_in_process_on_a_scripted_model(run_cli, scripted_model):
+    result = run_cli("generate", "-m", scripted_model, "--format", "raw", "--seed", "3", "--json", "Hi.")
+    assert result.returncode == 0 and result.stderr == ""
+    sample = json.loads(result.stdout)
+    assert sample["text"] == " Once upon a time." and sample["finish_reason"] == "eos"
+    assert sample["prompt"] == "Hi." and sample["tokens"] == list(b" Once upon a time.")
+    assert sample["model"] == "scripted" and sample["model_path"] == str(scripted_model) and sample["seed"] == 3
 
 
 @pytest.mark.model
@@ -90,10 +103,10 @@ def test_generate_streams_a_story_and_json_is_complete(tmp_path):
     args = ["generate", "--format", "story", "--title", "The Lighthouse Keeper", "--seed", "11",
             "--max-new-tokens", "24", "The storm had raged for three days."]
     text = talesmith(*args)
-    assert text.returncode == 0 and len(text.stdout.strip()) > 20
     result = talesmith(*args, "--json", "-n", "2")
     samples = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(samples) == 2 and samples[0]["text"] == text.stdout[:-1]  # same seed, same text
+    assert text.returncode == 0 and text.stdout == samples[0]["text"] + "\n"  # same seed, same text
+    assert len(samples) == 2 and samples[0]["text"].strip()
     assert samples[1]["seed"] == 12 and samples[0]["prompt"].startswith("[ Title: The Lighthouse Keeper ]\n***\n")
     assert samples[0]["model_sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     assert samples[0]["timings"]["generated_tokens"] == 24 and len(samples[0]["tokens"]) == 24

@@ -26,7 +26,7 @@ def test_max_new_tokens_ends_with_reason_length():
 
 def test_min_new_tokens_suppresses_end_of_text():
     c = run(ScriptedBackend("Hi"), min_new_tokens=4, max_new_tokens=10)
-    assert c.text.startswith("Hi") and len(c.tokens) >= 4
+    assert c.text == "Hixx" and c.tokens == tuple(b"Hixx") and c.finish_reason == "eos"  # x: the fallback byte
 
 
 def test_stop_string_ends_generation_without_it():
@@ -72,12 +72,13 @@ def test_closing_the_stream_stops_at_once():
     gen = stream(backend, [80], GREEDY)
     next(gen), next(gen)
     gen.close()
-    assert len(backend.cached_tokens) <= 3
+    assert backend.cached_tokens == (80, 97)  # the prompt and the first token; the second was never evaluated
 
 
 def test_a_random_seed_is_chosen_and_reported():
     c = collect(stream(ScriptedBackend("a"), [80], GREEDY.replace(seed=None)))
-    assert isinstance(c.seed, int)
+    assert isinstance(c.seed, int) and 0 <= c.seed < 2**31
+    assert collect(stream(ScriptedBackend("a"), [80], GREEDY.replace(seed=c.seed))).seed == c.seed
 
 
 def test_prompt_that_fills_the_context_is_an_error():
@@ -91,7 +92,7 @@ def test_prepare_trims_oldest_story_lines_to_leave_room_for_the_reply():
     story = Story(text="".join(f"Line {i}.\n" for i in range(10)))
     prepared = prepare(backend, story, GREEDY.replace(max_new_tokens=20))
     assert prepared.fitted.dropped == 5 and prepared.fitted.text == "Line 5.\nLine 6.\nLine 7.\nLine 8.\nLine 9.\n"
-    assert len(prepared.tokens) <= 40
+    assert prepared.tokens == list(prepared.fitted.text.encode())  # one token per byte: 40, 20 left for the reply
 
 
 def test_prepare_refuses_a_reply_longer_than_the_context():
