@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from talesmith.cli.main import main
 from talesmith.runtime.engine import loading
 

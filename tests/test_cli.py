@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_fakes import run_cli, scripted_model  # noqa: F401 (fixtures)
+pytest_plugins = ["cli_fakes"]  # the run_cli and scripted_model fixtures
 
 TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 

@@ -24,8 +24,8 @@ from .base import DocumentScreen
 from .chat import ChatScreen, MessageList
 from .dialogs import Choice, HelpScreen, TextPrompt
 from .model import ModelSession
-from .styles import CSS
 from .story import StoryScreen
+from .styles import CSS
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,15 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
+from talesmith.runtime.documents.stories import Library, User, atomic_write, dumps, export
 from talesmith.runtime.engine import kvstate
-from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import prepare
 from talesmith.runtime.engine.protocol import Backend
+from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import PRESETS
-from talesmith.runtime.documents.stories import Library, User, atomic_write, dumps, export
 
+from . import generation, promptview
 from . import preferences as prefs
-
-from . import generation
-from . import promptview
 from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Prepared, Streamed
 from .model import ModelSession

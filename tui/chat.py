@@ -17,17 +17,17 @@ from textual.message import Message
 from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
 from talesmith.runtime.documents.cards import Character, to_card
-from talesmith.runtime.documents.importers import read_import, save_import
 from talesmith.runtime.documents.formats import CHARACTER
+from talesmith.runtime.documents.importers import read_import, save_import
+from talesmith.runtime.documents.stories import ChatDocument, User, atomic_write, slug
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
-from talesmith.runtime.documents.stories import ChatDocument, User, atomic_write, slug
 
-from .model import ModelSession
-from .status import StatusLine
 from .base import DocumentScreen
 from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
+from .model import ModelSession
+from .status import StatusLine
 
 NO_CHAT = ChatDocument(Character(name=""), name="")
 REGENERATE, REPLY = "regenerate", "reply"

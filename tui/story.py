@@ -13,12 +13,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, TextArea
 
 from talesmith.runtime.documents.formats import Story
-from talesmith.runtime.settings import preset
 from talesmith.runtime.documents.stories import StoryDocument
+from talesmith.runtime.settings import preset
 
-from .status import StatusLine
 from .base import DocumentScreen
 from .generation import Job
+from .status import StatusLine
 
 UNTITLED = StoryDocument().name
 SYNOPSIS_PREFIXES = ("あらすじ：", "あらすじ:", "あらすじ")

@@ -9,7 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from talesmith.runtime.engine.choices import check_device
 from talesmith.runtime.engine.protocol import Backend
@@ -100,7 +100,3 @@ def open_resolved(ref: ModelRef, *, backend: str | None = None, device: str = "c
                               preset=ref.preset or meta.preset)
     return OpenedModel(ref, opened, (*ref.warnings, *opened.warnings))
 
-
-def model_metadata(backend: Backend) -> dict[str, Any]:
-    """What a model converted by talesmith says about itself: prompt format and preset, if any."""
-    return dataclasses.asdict(backend.metadata())
