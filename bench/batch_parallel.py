@@ -4,8 +4,9 @@ Every level runs the same rows through talesmith's batch path (`run_batch` for 1
 for the others) on the bundled model, writing a real output file; every record has the same length
 (end-of-text is held off until `--tokens`). Aggregate tokens/s = generated tokens / wall time.
 The levels run in turn, `--runs` rounds over all of them, so that load from elsewhere on the machine
-falls on every level alike; each level's median is reported. Prints JSON: the sequential baseline,
-the rate at 16, their ratio (target: 2.0 on 2 CPU cores) and the whole curve.
+falls on every level alike; each level's median is reported, and tokens per CPU second of this
+process (a measure that other work on a shared machine does not skew). Prints JSON: the sequential
+baseline, the rate at 16, their ratio (target: 2.0 on 2 CPU cores), the CPU-time ratio and the curve.
 
     python bench/batch_parallel.py [--rows 32] [--tokens 32] [--levels 1,4,8,16] [--ctx 512] [--runs 3]
 """
@@ -35,12 +36,12 @@ def level(backend: LlamaCppBackend, rows_path: Path, folder: Path, n_seq: int, t
     with OutputFile(output) as out:
         plan = plan_batch(read_rows(rows_path, "raw"), 1, out, model_sha256="bench")
         run = run_batch if n_seq == 1 else lambda *a, **k: run_batch_parallel(*a, n_seq=n_seq, **k)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         run(backend, plan, out, fmt="raw", fields={}, settings=settings, model="bench", model_sha256="bench")
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         generated = sum(int(r["completion_tokens"]) for r in out.records)
     return {"parallel": n_seq, "records": len(out.records), "tokens": generated,
-            "tokens_per_second": round(generated / seconds, 2)}
+            "tokens_per_second": round(generated / seconds, 2), "tokens_per_cpu_second": round(generated / cpu_seconds, 2)}
 
 
 def main() -> None:
@@ -63,14 +64,18 @@ def main() -> None:
     curve = []
     for i, n in enumerate(levels):
         rates = sorted(run[i]["tokens_per_second"] for run in runs)
-        curve.append({**runs[0][i], "tokens_per_second": statistics.median(rates), "runs": rates})
+        per_cpu = statistics.median(run[i]["tokens_per_cpu_second"] for run in runs)
+        curve.append({**runs[0][i], "tokens_per_second": statistics.median(rates), "runs": rates,
+                      "tokens_per_cpu_second": per_cpu})
     by_level = {c["parallel"]: c["tokens_per_second"] for c in curve}
+    per_cpu = {c["parallel"]: c["tokens_per_cpu_second"] for c in curve}
     top = max(levels)
     print(json.dumps({
         "model": "bundled gemma3-270m Q4_K_M", "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0],
         "rows": args.rows, "tokens_per_record": args.tokens, "runs": args.runs,
         "sequential_tokens_per_second": by_level.get(1), "parallel_tokens_per_second": by_level.get(top),
         "parallel_level": top, "ratio": round(by_level[top] / by_level[1], 2) if 1 in by_level else None,
+        "cpu_ratio": round(per_cpu[top] / per_cpu[1], 2) if 1 in per_cpu else None,
         "curve": curve,
     }, indent=2))
 
