@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from talesmith.convert.architectures import TensorPlan
+    from talesmith.convert.pipeline import Output
 
 err = Console(stderr=True, highlight=False)
 GGUF_DEFAULT = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0"
@@ -73,7 +78,7 @@ def convert_command(
     ),
 ) -> None:
     """Convert a Hugging Face checkpoint (with LoRA adapters merged) to GGUF files and/or ONNX, and quantize them."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from talesmith.convert.lora import parse_spec
     from talesmith.convert.onnx import parse_onnx_quants
@@ -103,7 +108,7 @@ def convert_command(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_file_start(kind: str, path: Path) -> None:
             if kind == "QUALITY":
@@ -112,13 +117,13 @@ def convert_command(
                 return
             tasks[kind] = bars.add_task(path.name, total=None)
 
-        def on_quality(output) -> None:
+        def on_quality(output: Output) -> None:
             bars.advance(tasks["QUALITY"])
 
-        def on_tensor(plan, done: int, total: int) -> None:
+        def on_tensor(plan: TensorPlan, done: int, total: int) -> None:
             bars.update(tasks[request.outtype.upper()], total=total, completed=done, description=plan.name)
 
-        def on_file_done(output) -> None:
+        def on_file_done(output: Output) -> None:
             bars.update(tasks[output.kind], total=1, completed=1, description=output.path.name)
 
         def on_note(text: str) -> None:
@@ -146,12 +151,13 @@ def shown_path(path: Path, outdir: Path) -> str:
         return str(path)
 
 
-def print_summary(outputs, outdir: Path) -> None:
+def print_summary(outputs: list[Output], outdir: Path) -> None:
     console = Console(highlight=False)
     console.print(f"in {escape(str(outdir.resolve()))}:", soft_wrap=True)
     table = Table(title="talesmith convert")
     columns = ["file", "type", "size", "bits/w", "sec"]
-    measured = any(o.quality for o in outputs)
+    ref = next((o.quality for o in outputs if o.quality), None)
+    measured = ref is not None
     detailed = any(o.format == "onnx" for o in outputs)
     columns += ["KL", "top-1", "ppl"] if measured else []
     columns += ["quantized"] if detailed else []
@@ -177,10 +183,9 @@ def print_summary(outputs, outdir: Path) -> None:
             unchanged = o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4")
             row.append(o.detail or ("none: the size is unchanged" if unchanged else ""))
         table.add_row(*row)
-    if measured:
-        ref = next((o for o in outputs if o.quality), None)
+    if ref is not None:
         table.caption = (
             f"KL divergence and top-1 agreement against {outputs[0].kind}, perplexity on "
-            f"{ref.quality.tokens} tokens ({outputs[0].kind}: {ref.quality.reference_perplexity:.2f})"
+            f"{ref.tokens} tokens ({outputs[0].kind}: {ref.reference_perplexity:.2f})"
         )
     console.print(table)

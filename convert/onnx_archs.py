@@ -9,7 +9,7 @@ rotates in; q·k is unchanged since both move alike).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -153,10 +153,12 @@ def reader_for(weights) -> Reader:
     return cls(weights)
 
 
-def _split_rows(w: np.ndarray | None, sizes: list[int]) -> list[np.ndarray | None]:
-    if w is None:
-        return [None] * len(sizes)
+def _split_rows(w: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(w, np.cumsum(sizes)[:-1], axis=0)
+
+
+def _split_bias(b: np.ndarray | None, sizes: list[int]) -> Sequence[np.ndarray | None]:
+    return [None] * len(sizes) if b is None else _split_rows(b, sizes)
 
 
 @register
@@ -196,7 +198,7 @@ class GPT2(Reader):
 
     def qkv(self, i: int) -> tuple[Linear, Linear, Linear]:
         w, b = self._conv(f"transformer.h.{i}.attn.c_attn")
-        ws, bs = _split_rows(w, [self.spec.hidden] * 3), _split_rows(b, [self.spec.hidden] * 3)
+        ws, bs = _split_rows(w, [self.spec.hidden] * 3), _split_bias(b, [self.spec.hidden] * 3)
         return (ws[0], bs[0]), (ws[1], bs[1]), (ws[2], bs[2])
 
     def attn_out(self, i: int) -> Linear:
@@ -368,7 +370,7 @@ class Falcon(Reader):
         w, b = self.linear(f"transformer.h.{i}.self_attention.query_key_value")
         sizes = [s.n_head * s.head_dim, s.n_kv * s.head_dim, s.n_kv * s.head_dim]
         ws = _split_rows(grouped_qkv_to_blocks(w, s.n_head, s.n_kv), sizes)
-        bs = _split_rows(None if b is None else grouped_qkv_to_blocks(b, s.n_head, s.n_kv), sizes)
+        bs = _split_bias(None if b is None else grouped_qkv_to_blocks(b, s.n_head, s.n_kv), sizes)
         return (ws[0], bs[0]), (ws[1], bs[1]), (ws[2], bs[2])
 
     def attn_out(self, i: int) -> Linear:

@@ -44,16 +44,14 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     ids = g.input("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
     mask = g.input("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])
     positions = g.input("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])
-    pasts = []
-    for i in range(spec.n_layer):
-        pasts.append(
-            tuple(
-                g.input(
-                    f"past_key_values.{i}.{kv}", elem, ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim]
-                )
-                for kv in ("key", "value")
-            )
+    past_shape = ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim]
+    pasts = [
+        (
+            g.input(f"past_key_values.{i}.key", elem, past_shape),
+            g.input(f"past_key_values.{i}.value", elem, past_shape),
         )
+        for i in range(spec.n_layer)
+    ]
 
     x = embedding(g, ids, reader.embeddings(), quant=quant, dtype=dtype)
     pos_table = reader.positions()

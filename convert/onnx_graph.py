@@ -42,7 +42,7 @@ class DataFile:
         return offset
 
     def write(self, offset: int, array: np.ndarray) -> None:
-        view = memoryview(np.ascontiguousarray(array)).cast("B")
+        view = np.ascontiguousarray(array).data.cast("B")
         while len(view):
             done = os.pwrite(self._fd, view, offset)
             view, offset = view[done:], offset + done
@@ -184,10 +184,10 @@ class Graph:
         scales_at = self._external(scales_name, np.float32, (n, k_blocks))
         step = _rows_per_chunk(k_blocks * BLOCK_SIZE * 4)
         for r in range(0, n, step):
-            rows = weight[r : r + step]
-            m = rows.shape[0]
+            chunk = weight[r : r + step]
+            m = chunk.shape[0]
             fp32 = np.zeros((k_blocks * BLOCK_SIZE, m), np.float32)
-            fp32[:k] = rows.T
+            fp32[:k] = chunk.T
             packed = np.zeros((m, k_blocks, blob), np.uint8)
             scales = np.zeros((m, k_blocks), np.float32)
             zero_points = np.zeros((m, -(-k_blocks // per_byte)), np.uint8)
@@ -250,7 +250,7 @@ def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, nam
             block_size=BLOCK_SIZE,
             accuracy_level=ACCURACY_LEVEL,
         )
-        bias_dtype = np.float32
+        bias_dtype: type[np.floating[Any]] = np.float32
     else:
         dtype = np.float16 if quant == "fp16" else np.float32
         y = g.op("MatMul", x, g.transposed(name, weight, dtype))

@@ -37,6 +37,7 @@ def estimate_peak(ckpt, *, merged: frozenset[str] | set[str] = frozenset()) -> i
 
 def available_memory() -> int | None:
     """Bytes this process may still use: what the system has available, less where a cgroup limit is lower."""
+    available: int | None
     try:
         import psutil
 

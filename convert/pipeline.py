@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from talesmith.runtime.errors import ConversionError
 from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT
@@ -23,6 +23,9 @@ from .safety import check_folder
 from .source import open_checkpoint, tokenizer_folder
 from .vocab import read_vocab
 from .writer import OUTTYPES, write_gguf
+
+if TYPE_CHECKING:
+    from .quality import Quality
 
 # What a known model is for: its prompt format and sampling preset, matched on its name.
 KNOWN = (
@@ -72,8 +75,8 @@ class Output:
     format: str = "gguf"
     detail: str = ""
     """What a quantization changed (ONNX: how many nodes were quantized), so that a no-op shows."""
-    quality: Any = None
-    """A GGUF quantization's talesmith.convert.quality.Quality against the unquantized file."""
+    quality: Quality | None = None
+    """A GGUF quantization's quality against the unquantized file."""
 
 
 @dataclass
@@ -84,9 +87,9 @@ class Progress:
     on_file_start: Callable[[str, Path], None] = lambda kind, path: None
     on_file_done: Callable[[Output], None] = lambda output: None
     on_note: Callable[[str], None] | None = None
+    """Called with each note (an ignored auto_map, an adapter made for another base...) as it arises."""
     on_quality: Callable[[Output], None] = lambda output: None
     """Called when a quantized file's quality has been measured."""
-    """Called with each note (an ignored auto_map, an adapter made for another base...) as it arises."""
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -328,7 +331,7 @@ def _quality(
     progress.on_file_start("QUALITY", base.path)
     done = {}
 
-    def on_done(path: Path, quality) -> None:
+    def on_done(path: Path, quality: Quality) -> None:
         output = next(o for o in quantized if o.path == path)
         done[path] = replace(output, quality=quality)
         entry = _entry(record, "gguf", architecture, output.kind, path, [path])
