@@ -81,3 +81,30 @@ def test_every_command_summary_is_one_paragraph_without_a_line_break():
     for name, callback in found:
         summary = (callback.__doc__ or "").strip().split("\n\n")[0]
         assert "\n" not in summary, f"{name}: {summary!r}"
+
+
+def test_imported_characters_lorebooks_and_presets_are_readable_by_the_user_only(tmp_path):
+    sources = {"card.json": {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Zed", "first_mes": "hi"}},
+               "world.json": {"entries": {"0": {"uid": 0, "key": ["a"], "content": "A."}}},
+               "preset.json": {"temp": 0.7, "rep_pen": 1.1}}
+    for name, data in sources.items():
+        (tmp_path / name).write_text(json.dumps(data))
+        path = save_import(read_import(tmp_path / name), tmp_path / "data")
+        assert path.stat().st_mode & 0o777 == 0o600, name
+
+
+def test_verify_of_every_model_reports_a_local_model_whose_file_is_gone(isolated_lock, tmp_path, monkeypatch):
+    from talesmith.runtime.models.manage import verify, verify_error
+    from talesmith.runtime.models.pinning import add
+
+    monkeypatch.setenv("TALESMITH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(bytes(10))
+    add("gone", str(folder))
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors").unlink()
+    checks = [(c.model, c.name, c.state) for c in verify() if c.model == "gone"]
+    assert checks == [("gone", "config.json", "missing"), ("gone", "model.safetensors", "missing")]
+    assert str(verify_error(verify())).startswith("2 of ")

@@ -73,14 +73,16 @@ def _check(name: str, f: dict[str, Any], path: Path | None, digest: str | None) 
 
 def verify(name: str | None = None, *, lock: Lockish = None) -> list[FileCheck]:
     """Re-hash the files of model `name` (or of every model with files on this machine) against the lock.
-    Models that have no file here at all are left out when no name is given."""
+    Models fetched from the hub or a package that have no file here at all are left out when no name is
+    given; a model the lock pins to a local path is always checked (nothing could fetch it again)."""
     lp = lock_path(lock)
     names = [name] if name else list(known_models(lp))
     checks: list[FileCheck] = []
     for n in names:
         _, entry = entry_of(n, lp)
         files = local_files(n, entry, lp)
-        if not name and not any(p is not None and p.exists() for _, p in files):
+        fetched = bool({"hub", "pypi"} & set(entry.get("source", {})))
+        if not name and fetched and not any(p is not None and p.exists() for _, p in files):
             continue
         if name and not files:
             raise ModelError(f"the lock lists no files for {n!r} yet; run `talesmith models pull {n}`")

@@ -145,11 +145,11 @@ def save_import(imported: Imported, data_dir: str | os.PathLike[str]) -> Path:
         return presets.save_preset(root, value)
     if isinstance(value, Character):
         path = root / "characters" / f"{slug(value.name)}.json"
-        files.write_atomic(path, json.dumps(to_card(value), ensure_ascii=False, indent=1) + "\n")
+        files.write_atomic(path, json.dumps(to_card(value), ensure_ascii=False, indent=1) + "\n", mode=files.PRIVATE)
         return path
     if isinstance(value, Lorebook):
         path = root / "lorebooks" / f"{slug(value.name)}.json"
-        files.write_atomic(path, lorebook_dumps(value))
+        files.write_atomic(path, lorebook_dumps(value), mode=files.PRIVATE)
         return path
     raise InputError(f"cannot save an import of kind {imported.kind!r}")
 

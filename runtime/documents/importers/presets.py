@@ -120,7 +120,7 @@ def save_preset(data_dir: Path, preset: UserPreset) -> Path:
     path = preset_path(data_dir, preset.name)
     text = json.dumps({"name": preset.name, "source": preset.source, "settings": preset.settings.to_dict(),
                        "unmapped": preset.unmapped}, ensure_ascii=False, indent=1) + "\n"
-    files.write_atomic(path, text)
+    files.write_atomic(path, text, mode=files.PRIVATE)
     return path
 
 
