@@ -129,6 +129,7 @@ def test_prompt_view_at_80x24(snap_compare, tmp_path):
     async def run_before(pilot):
         await before(pilot)
         await pilot.press("f9")
+        await pilot.app.workers.wait_for_complete()  # the prompt view is built in a worker
         await still(pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

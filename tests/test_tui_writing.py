@@ -14,7 +14,7 @@ import talesmith.tui.base as base
 from talesmith.runtime.documents.formats import Story, StoryHeader
 from talesmith.runtime.documents.stories import Library, StoryDocument
 from test_tui import editor, make_app, saved, settle
-from tui_fakes import StateBackend, TakesBackend
+from tui_fakes import StateBackend, TakesBackend, workers_done
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,7 +113,7 @@ async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_e
         await settle(pilot)
         app.screen.load(None, story)
         await pilot.press("f9")
-        await pilot.pause()
+        await workers_done(pilot)  # the prompt view is built in a worker
         shown = str(app.screen.query_one("#prompt-text", Static).render())
         settings = story.settings
         budget = 300 - settings.max_new_tokens

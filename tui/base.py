@@ -482,13 +482,19 @@ class DocumentScreen(Screen):
         if self.model.backend is None:
             self.notify(self.model.problem, severity="warning")
             return
-        if self.busy(quiet=False) or not self.model.lock.acquire(timeout=2):
+        if not self.busy(quiet=False):
+            self._show_prompt(self.model.backend, document, self.doc.settings)
+
+    @work(thread=True, group="prompt", exclusive=True, exit_on_error=False)
+    def _show_prompt(self, backend: Backend, document: Any, settings: Any) -> None:
+        """Tokenize the prompt's parts in a worker (a long story takes a while), then show them."""
+        if not self.model.lock.acquire(timeout=2):
             return
         try:
-            report = promptview.report(self.model.backend, document, self.doc.settings)
+            report = promptview.report(backend, document, settings)
         except TalesmithError as e:
-            self.notify(str(e), severity="error", timeout=10)
+            self.app.call_from_thread(self.notify, str(e), severity="error", timeout=10)
             return
         finally:
             self.model.lock.release()
-        self.app.push_screen(PromptScreen(report))
+        self.app.call_from_thread(self.app.push_screen, PromptScreen(report))
