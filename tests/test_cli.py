@@ -47,16 +47,16 @@ def test_missing_model_file(tmp_path):
     one_line_error(talesmith("generate", "--model", tmp_path / "none.gguf", "hi"), "none.gguf does not exist")
 
 
-def test_file_that_is_not_gguf(not_gguf):
-    one_line_error(talesmith("generate", "--model", not_gguf, "hi"), "is not a GGUF file")
+def test_file_that_is_not_gguf(not_gguf, run_cli):
+    one_line_error(run_cli("generate", "--model", not_gguf, "hi"), "is not a GGUF file")
 
 
-def test_truncated_gguf(truncated):
-    one_line_error(talesmith("generate", "--model", truncated, "hi"), "is truncated")
+def test_truncated_gguf(truncated, run_cli):
+    one_line_error(run_cli("generate", "--model", truncated, "hi"), "is truncated")
 
 
-def test_unknown_model_name():
-    one_line_error(talesmith("generate", "--model", "nosuchmodel", "hi"), "'nosuchmodel' is neither a file nor a model")
+def test_unknown_model_name(run_cli):
+    one_line_error(run_cli("generate", "--model", "nosuchmodel", "hi"), "'nosuchmodel' is neither a file nor a model")
 
 
 def test_unknown_preset(run_cli, scripted_model):
@@ -151,5 +151,5 @@ def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
     assert key(out) == key(reference)
 
 
-def test_error_text_with_brackets_is_printed_as_is(tmp_path):
-    one_line_error(talesmith("generate", "--model", tmp_path / "[x]" / "m[/b].gguf", "hi"), "[x]/m[/b].gguf does not exist")
+def test_error_text_with_brackets_is_printed_as_is(tmp_path, run_cli):
+    one_line_error(run_cli("generate", "--model", tmp_path / "[x]" / "m[/b].gguf", "hi"), "[x]/m[/b].gguf does not exist")
