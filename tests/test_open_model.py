@@ -21,7 +21,9 @@ def scripted(monkeypatch, tmp_path):
     """llama.cpp replaced by a scripted backend naming prompt format "chatml" and preset "lit-6b"."""
     monkeypatch.setenv("TALESMITH_CACHE", str(tmp_path / "cache"))
     backend = ScriptedBackend(" x", meta=ModelMetadata(prompt_format="chatml", preset="lit-6b"))
-    backend.warnings.append("--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048")
+    backend.warnings.append(
+        "--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048"
+    )
     opened = []
     monkeypatch.setitem(loading.OPENERS, "llama", lambda path, **options: opened.append((path, options)) or backend)
     return backend, opened
@@ -29,9 +31,11 @@ def scripted(monkeypatch, tmp_path):
 
 def lock_with(tmp_path: Path, path: Path, sha256: str, extra: str = "") -> Path:
     lock = tmp_path / "models.lock"
-    lock.write_text(f'version = 1\n\n[models.tiny]\nformat = "gguf"\npath = "{path.name}"\n{extra}files = [\n'
-                    f'  {{ name = "{path.name}", sha256 = "{sha256}", size = {path.stat().st_size} }},\n]\n',
-                    encoding="utf-8")
+    lock.write_text(
+        f'version = 1\n\n[models.tiny]\nformat = "gguf"\npath = "{path.name}"\n{extra}files = [\n'
+        f'  {{ name = "{path.name}", sha256 = "{sha256}", size = {path.stat().st_size} }},\n]\n',
+        encoding="utf-8",
+    )
     return lock
 
 
@@ -47,8 +51,14 @@ def test_open_model_gives_the_lock_note_the_backend_note_and_the_models_metadata
         f"tiny.gguf of model 'tiny' no longer matches {lock} (sha256 {sha256_file(path)[:12]}..., pinned "
         f"000000000000...); running it anyway: restore it, or re-add the model with `talesmith models add` to pin "
         f"the new file",
-        "--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048")
-    assert (model.ref.name, model.ref.path, model.ref.prompt_format, model.ref.preset) == ("tiny", path, "chatml", "lit-6b")
+        "--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048",
+    )
+    assert (model.ref.name, model.ref.path, model.ref.prompt_format, model.ref.preset) == (
+        "tiny",
+        path,
+        "chatml",
+        "lit-6b",
+    )
 
 
 def test_what_the_lock_says_wins_over_the_models_own_metadata(tmp_path, scripted):
@@ -57,7 +67,9 @@ def test_what_the_lock_says_wins_over_the_models_own_metadata(tmp_path, scripted
     lock = lock_with(tmp_path, path, sha256_file(path), extra='prompt_format = "story"\npreset = "default"\n')
     model = loading.open_model("tiny", lock=lock)
     assert (model.ref.prompt_format, model.ref.preset) == ("story", "default")
-    assert model.notes == ("--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048",)
+    assert model.notes == (
+        "--ctx 9000 is beyond the 2048 tokens this model was trained on; expect worse text past 2048",
+    )
 
 
 def test_unknown_backend_and_device_are_refused_by_name(tmp_path):

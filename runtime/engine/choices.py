@@ -28,6 +28,7 @@ def context_size(n_ctx: int | None, *, trained: int | None, name: str, warnings:
     if n_ctx < MIN_CTX:
         raise ModelError(f"--ctx {n_ctx} is too small; use --ctx {MIN_CTX} or more")
     if trained and n_ctx > trained:
-        warnings.append(f"--ctx {n_ctx} is beyond the {trained} tokens {name} was trained on; "
-                        f"expect worse text past {trained}")
+        warnings.append(
+            f"--ctx {n_ctx} is beyond the {trained} tokens {name} was trained on; expect worse text past {trained}"
+        )
     return n_ctx

@@ -8,8 +8,8 @@ Backends without state files (or prefix caches) simply skip this.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from talesmith.runtime import files
 from talesmith.runtime.engine.protocol import Backend, CacheShifter, StatefulBackend, common_prefix

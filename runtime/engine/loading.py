@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from talesmith.runtime.engine.choices import check_device
 from talesmith.runtime.engine.protocol import Backend
@@ -34,13 +35,17 @@ def _open_llama(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, 
 
 def _open_onnx(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None) -> Backend:
     if backend_for(path) != "onnx":
-        raise ModelError(f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
-                         f"with `talesmith convert --to onnx` or use --backend llama")
+        raise ModelError(
+            f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
+            f"with `talesmith convert --to onnx` or use --backend llama"
+        )
     try:
         from talesmith.runtime.engine.ort import open_onnx
     except ImportError as e:
-        raise ModelError(f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
-                         f"extra: pip install -e '.[onnx]'") from None
+        raise ModelError(
+            f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
+            f"extra: pip install -e '.[onnx]'"
+        ) from None
     return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
 
 
@@ -49,15 +54,22 @@ OPENERS: dict[str, Opener] = {"llama": _open_llama, "onnx": _open_onnx}
 
 
 def backend_for(path: str | os.PathLike[str]) -> str:
-    """"onnx" for a .onnx file or a folder holding model.onnx, "llama" otherwise."""
+    """ "onnx" for a .onnx file or a folder holding model.onnx, "llama" otherwise."""
     p = Path(path)
     if p.suffix.lower() == ".onnx" or (p.is_dir() and (p / "model.onnx").exists()):
         return "onnx"
     return "llama"
 
 
-def open_backend(path: str | os.PathLike[str], *, backend: str | None = None, device: str = "cpu",
-                 n_ctx: int | None = None, gpu_layers: int = 0, threads: int | None = None) -> Backend:
+def open_backend(
+    path: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    device: str = "cpu",
+    n_ctx: int | None = None,
+    gpu_layers: int = 0,
+    threads: int | None = None,
+) -> Backend:
     """The model at `path` in the backend asked for (default: chosen from the file)."""
     kind = backend or backend_for(path)
     if kind not in OPENERS:
@@ -78,25 +90,39 @@ class OpenedModel:
     """For the user: the lock's (a file no longer matching its sha256) and the backend's."""
 
 
-def open_model(model: str | None, *, lock: str | os.PathLike[str] | None = None, backend: str | None = None,
-               device: str = "cpu", n_ctx: int | None = None, gpu_layers: int = 0,
-               threads: int | None = None) -> OpenedModel:
+def open_model(
+    model: str | None,
+    *,
+    lock: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    device: str = "cpu",
+    n_ctx: int | None = None,
+    gpu_layers: int = 0,
+    threads: int | None = None,
+) -> OpenedModel:
     """Resolve `model` (a path, a models.lock name, None: the bundled one), open it and read what it says."""
     from talesmith.runtime.models.resolve import resolve
 
-    return open_resolved(resolve(model, lock=lock), backend=backend, device=device, n_ctx=n_ctx,
-                         gpu_layers=gpu_layers, threads=threads)
+    return open_resolved(
+        resolve(model, lock=lock), backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads
+    )
 
 
-def open_resolved(ref: ModelRef, *, backend: str | None = None, device: str = "cpu", n_ctx: int | None = None,
-                  gpu_layers: int = 0, threads: int | None = None) -> OpenedModel:
+def open_resolved(
+    ref: ModelRef,
+    *,
+    backend: str | None = None,
+    device: str = "cpu",
+    n_ctx: int | None = None,
+    gpu_layers: int = 0,
+    threads: int | None = None,
+) -> OpenedModel:
     """Open a model already resolved (the app resolves first, to refuse a bad name before its screen opens)."""
-    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers,
-                          threads=threads)
+    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
     meta = opened.metadata()  # a model converted by talesmith names its prompt format and preset
     # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
     path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
-    ref = dataclasses.replace(ref, path=path, prompt_format=ref.prompt_format or meta.prompt_format,
-                              preset=ref.preset or meta.preset)
+    ref = dataclasses.replace(
+        ref, path=path, prompt_format=ref.prompt_format or meta.prompt_format, preset=ref.preset or meta.preset
+    )
     return OpenedModel(ref, opened, (*ref.warnings, *opened.warnings))
-

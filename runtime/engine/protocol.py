@@ -8,8 +8,9 @@ behaves the same for the CLI, batch generation and the terminal app.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Collection, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from talesmith.runtime.settings import SamplingSettings
 
@@ -17,7 +18,7 @@ from talesmith.runtime.settings import SamplingSettings
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens `a` and `b` share."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
