@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.errors import ConversionError
+from talesmith.runtime.errors import ConversionError, HubUnreachable
 
 from .safety import read_object
 
@@ -67,33 +67,31 @@ def tokenizer_folder(spec: str, revision: str | None = None) -> tuple[Path, dict
 
 
 def fetch(repo_id: str, revision: str | None, patterns: list[str] | None = None) -> tuple[Path, str]:
-    """Download only the files conversion needs from the hub; returns the folder and its commit hash."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """Download only the files conversion needs from the hub; returns the folder and its commit hash.
 
-    try:
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
+    Hub errors are the models manager's one-line HubErrors, noting that the name was taken as a hub id.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    from talesmith.runtime.models import hub
+
+    if hub.is_offline():
+        raise HubUnreachable(
+            f"{repo_id} is not a local folder, and HF_HUB_OFFLINE is set so it cannot be fetched "
+            f"from the hub; pass a checkpoint folder, or unset HF_HUB_OFFLINE"
+        )
+    taken = f" (there is no local folder named {repo_id}, so it was taken as a hub repo id)"
+    missing = (
+        f"{repo_id!r} is neither a local folder nor a hub repository you can access; check the name, or log "
+        f"in with `hf auth login` (or set HF_TOKEN) for a gated or private repo"
+    )
+    with hub.translated_errors(repo_id, revision or "main", retry=taken, missing=missing):
+        info = HfApi(endpoint=hub.endpoint()).model_info(repo_id, revision=revision, files_metadata=False)
         names = [s.rfilename for s in info.siblings or []]
         if patterns is None:
             patterns = NEEDED if any(n.endswith(".safetensors") for n in names) else NEEDED + PICKLES
-        folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=patterns)
-        return Path(folder), str(info.sha)
-    except RepositoryNotFoundError:
-        raise ConversionError(
-            f"{repo_id!r} is neither a local folder nor a hub repository you can access; check the "
-            f"name, or log in with `huggingface-cli login` for a gated repo"
-        ) from None
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise ConversionError(
-            f"could not download {repo_id}@{revision or 'main'} from the hub ({_reason(e)}; there is "
-            f"no local folder of that name, so it was taken as a hub repo id); check the network "
-            f"or pass a local folder"
-        ) from None
-
-
-def _reason(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else type(error).__name__
+        folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=patterns, endpoint=hub.endpoint())
+    return Path(folder), str(info.sha)
 
 
 @dataclass

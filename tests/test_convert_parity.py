@@ -154,4 +154,6 @@ def test_an_owner_less_hub_id_is_fetched_from_the_hub(tmp_path):
                           env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf2"),
                                "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1,localhost"})
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
-    assert "no local folder of that name, so it was taken as a hub repo id" in " ".join(unreachable.stderr.split())
+    line = " ".join(unreachable.stderr.split())
+    assert line.startswith("error: cannot reach the hub at http://127.0.0.1:9 for distilgpt2")
+    assert line.endswith("(there is no local folder named distilgpt2, so it was taken as a hub repo id)")

@@ -24,11 +24,40 @@ MAX_LAYERS = 512
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 # Bytes per block and elements per block of the ggml tensor types, enough to bound the data.
-_BLOCKS = {0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32), 8: (34, 32),
-           9: (36, 32), 10: (84, 256), 11: (110, 256), 12: (144, 256), 13: (176, 256), 14: (210, 256),
-           15: (292, 256), 16: (66, 256), 17: (74, 256), 18: (98, 256), 19: (50, 256), 20: (36, 32),
-           21: (110, 256), 22: (82, 256), 23: (136, 256), 24: (1, 1), 25: (2, 1), 26: (4, 1), 27: (8, 1),
-           28: (8, 1), 29: (56, 256), 30: (2, 1), 34: (54, 256), 35: (66, 256), 39: (17, 32)}
+_BLOCKS = {
+    0: (4, 1),
+    1: (2, 1),
+    2: (18, 32),
+    3: (20, 32),
+    6: (22, 32),
+    7: (24, 32),
+    8: (34, 32),
+    9: (36, 32),
+    10: (84, 256),
+    11: (110, 256),
+    12: (144, 256),
+    13: (176, 256),
+    14: (210, 256),
+    15: (292, 256),
+    16: (66, 256),
+    17: (74, 256),
+    18: (98, 256),
+    19: (50, 256),
+    20: (36, 32),
+    21: (110, 256),
+    22: (82, 256),
+    23: (136, 256),
+    24: (1, 1),
+    25: (2, 1),
+    26: (4, 1),
+    27: (8, 1),
+    28: (8, 1),
+    29: (56, 256),
+    30: (2, 1),
+    34: (54, 256),
+    35: (66, 256),
+    39: (17, 32),
+}
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 
 
@@ -137,8 +166,10 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
     try:
         with p.open("rb") as f:
             if f.read(4) != MAGIC:
-                raise ModelError(f"{p} is not a GGUF file (no GGUF magic); pass a .gguf model, "
-                                 f"or convert a checkpoint with `talesmith convert`")
+                raise ModelError(
+                    f"{p} is not a GGUF file (no GGUF magic); pass a .gguf model, "
+                    f"or convert a checkpoint with `talesmith convert`"
+                )
             version, n_tensors, n_kv = struct.unpack("<IQQ", _read(f, 20))
             if version not in VERSIONS:
                 raise _Invalid(f"GGUF version {version}; llama.cpp reads versions 2 and 3")
@@ -172,8 +203,10 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
         why = str(e) or type(e).__name__
         raise ModelError(f"{p} is not a valid GGUF file ({why}); download or convert it again") from None
     if n_tensors and data_start + data_end > size:  # with no tensors there is no data section to pad to
-        raise ModelError(f"{p} is truncated: {size} bytes on disk, its tensors need {data_start + data_end}; "
-                         f"download or convert it again")
+        raise ModelError(
+            f"{p} is truncated: {size} bytes on disk, its tensors need {data_start + data_end}; "
+            f"download or convert it again"
+        )
     return GGUFInfo(p, version, metadata, n_tensors, frozenset(blocks), frozenset(arrays))
 
 
@@ -205,8 +238,10 @@ def load_problem(info: GGUFInfo) -> str | None:
     layers = info.hparam("block_count")
     if _is_int(layers) and layers > MAX_LAYERS:
         held = len(info.blocks)
-        return (f"{info.architecture}.block_count is {layers} (its tensors hold {held} block{'s' * (held != 1)}); "
-                f"llama.cpp loads at most {MAX_LAYERS}")
+        return (
+            f"{info.architecture}.block_count is {layers} (its tensors hold {held} block{'s' * (held != 1)}); "
+            f"llama.cpp loads at most {MAX_LAYERS}"
+        )
     return None
 
 
@@ -223,8 +258,14 @@ def kv_bytes_per_token(info: GGUFInfo, *, lower_bound: bool = False) -> int | No
 
     With `lower_bound`, a model with sliding-window attention counts one full-size layer only (its
     other layers may keep just the window)."""
-    keys = ("block_count", "embedding_length", "attention.head_count", "attention.head_count_kv",
-            "attention.key_length", "attention.value_length")
+    keys = (
+        "block_count",
+        "embedding_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+    )
     if any(f"{info.architecture}.{k}" in info.arrays for k in keys):
         return None
     layers, embd, heads = (info.hparam(k) for k in keys[:3])

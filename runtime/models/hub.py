@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from talesmith.runtime.errors import HubError, HubUnreachable, ModelError
+from talesmith.runtime.errors import HubError, HubUnreachable
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -84,8 +84,14 @@ def _reason(e: BaseException) -> str:
 
 
 @contextmanager
-def _translated(repo: str, revision: str, *, filename: str | None = None, retry: str = "") -> Iterator[None]:
-    """Turn huggingface-hub's and requests' exceptions into one-line HubErrors."""
+def translated_errors(
+    repo: str, revision: str, *, filename: str | None = None, retry: str = "", missing: str = ""
+) -> Iterator[None]:
+    """Turn huggingface-hub's and requests' exceptions into one-line HubErrors (every hub call goes through this).
+
+    `retry` is appended to the messages of errors that a later try may not meet (a network that is down);
+    `missing`, when given, is the message for a repository that does not exist.
+    """
     import requests
     from huggingface_hub import errors
 
@@ -96,32 +102,42 @@ def _translated(repo: str, revision: str, *, filename: str | None = None, retry:
     except errors.GatedRepoError:
         raise HubError(f"{repo} is gated: accept its terms at {endpoint()}/{repo}, then {login}") from None
     except errors.RepositoryNotFoundError:
-        raise HubError(f"hub repo {repo!r} does not exist, or it is private and needs a token "
-                       f"(check the name, or {login})") from None
+        if missing:
+            raise HubError(missing) from None
+        raise HubError(
+            f"hub repo {repo!r} does not exist, or it is private and needs a token (check the name, or {login})"
+        ) from None
     except errors.RevisionNotFoundError:
-        raise HubError(f"revision {revision!r} is not in {repo}; pass an existing branch, tag or commit "
-                       f"with --revision") from None
+        raise HubError(
+            f"revision {revision!r} is not in {repo}; pass an existing branch, tag or commit with --revision"
+        ) from None
     except errors.LocalEntryNotFoundError as e:
         if is_offline():
-            raise HubUnreachable(f"{what} at {revision[:12]} is not in the local cache and HF_HUB_OFFLINE is set; "
-                           f"unset HF_HUB_OFFLINE to download it") from None
+            raise HubUnreachable(
+                f"{what} at {revision[:12]} is not in the local cache and HF_HUB_OFFLINE is set; "
+                f"unset HF_HUB_OFFLINE to download it"
+            ) from None
         cause = e.__cause__ or e
-        raise HubUnreachable(f"cannot reach the hub at {endpoint()} for {what} ({_reason(cause)}); check the network"
-                       f"{retry}") from None
+        raise HubUnreachable(
+            f"cannot reach the hub at {endpoint()} for {what} ({_reason(cause)}); check the network{retry}"
+        ) from None
     except errors.EntryNotFoundError:
-        raise HubError(f"{filename} is not in {repo} at {revision[:12]}; correct the file list in "
-                       f"models.lock") from None
+        raise HubError(
+            f"{filename} is not in {repo} at {revision[:12]}; correct the file list in models.lock"
+        ) from None
     except errors.OfflineModeIsEnabled:
-        raise HubUnreachable(f"HF_HUB_OFFLINE is set, so {what} cannot be fetched; unset it where the hub is "
-                       f"reachable") from None
+        raise HubUnreachable(
+            f"HF_HUB_OFFLINE is set, so {what} cannot be fetched; unset it where the hub is reachable"
+        ) from None
     except errors.HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "an error"
         raise HubError(f"the hub answered {status} for {what}; try again later{retry}") from None
     except requests.exceptions.ChunkedEncodingError:
         raise HubError(f"the connection broke while downloading {what}{retry}") from None
     except requests.ConnectionError as e:
-        raise HubUnreachable(f"cannot reach the hub at {endpoint()} for {what} ({_reason(e)}); check the network"
-                             f"{retry}") from None
+        raise HubUnreachable(
+            f"cannot reach the hub at {endpoint()} for {what} ({_reason(e)}); check the network{retry}"
+        ) from None
     except (requests.RequestException, OSError) as e:
         raise HubError(f"downloading {what} failed ({_reason(e)}){retry}") from None
 
@@ -129,17 +145,20 @@ def _translated(repo: str, revision: str, *, filename: str | None = None, retry:
 def remote_revision(repo: str, revision: str) -> RemoteRevision:
     """The commit a branch, tag or commit of `repo` points at now, and that commit's files."""
     if is_offline():
-        raise HubUnreachable(f"cannot resolve revision {revision!r} of {repo}: HF_HUB_OFFLINE is set; "
-                       f"unset it where the hub is reachable")
+        raise HubUnreachable(
+            f"cannot resolve revision {revision!r} of {repo}: HF_HUB_OFFLINE is set; "
+            f"unset it where the hub is reachable"
+        )
     from huggingface_hub import HfApi
 
-    with _translated(repo, revision):
+    with translated_errors(repo, revision):
         info = HfApi(endpoint=endpoint()).model_info(repo, revision=revision, files_metadata=True)
     if not info.sha:
         raise HubError(f"the hub at {endpoint()} gave no commit for {repo} at {revision!r}")
     files = tuple(
         RemoteFile(s.rfilename, int(s.lfs.size if s.lfs else s.size or 0), s.lfs.sha256 if s.lfs else None)
-        for s in info.siblings or ())
+        for s in info.siblings or ()
+    )
     return RemoteRevision(repo, revision, info.sha, files)
 
 
@@ -148,9 +167,17 @@ def download(repo: str, commit: str, filename: str, *, force: bool = False, retr
     from huggingface_hub import hf_hub_download
 
     if force and is_offline():
-        raise HubUnreachable(f"downloading {filename} of {repo} again needs the hub, and HF_HUB_OFFLINE is set; "
-                             f"unset it or drop --force")
-    with _translated(repo, commit, filename=filename, retry=retry):
-        path = hf_hub_download(repo, filename, revision=commit, cache_dir=cache_dir(), endpoint=endpoint(),
-                               local_files_only=is_offline(), force_download=force)
+        raise HubUnreachable(
+            f"downloading {filename} of {repo} again needs the hub, and HF_HUB_OFFLINE is set; unset it or drop --force"
+        )
+    with translated_errors(repo, commit, filename=filename, retry=retry):
+        path = hf_hub_download(
+            repo,
+            filename,
+            revision=commit,
+            cache_dir=cache_dir(),
+            endpoint=endpoint(),
+            local_files_only=is_offline(),
+            force_download=force,
+        )
     return Path(path)

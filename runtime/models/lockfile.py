@@ -12,14 +12,14 @@ import contextlib
 import math
 import os
 import re
-import tempfile
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from talesmith.runtime import files
-from talesmith.runtime.errors import InputError, LockError
+from talesmith.runtime.errors import LockError
 
 VERSION = 1
 FORMATS = ("hf", "gguf", "onnx")
@@ -46,16 +46,19 @@ class Lock:
 
 def check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise LockError(f"model name {name!r} is not usable; use letters, digits, '.', '_' and '-', "
-                        f"starting with a letter or digit")
+        raise LockError(
+            f"model name {name!r} is not usable; use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
     return name
 
 
 def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
     """Raise LockError naming the first field of `entry` that has the wrong shape."""
+
     def bad(what: str) -> LockError:
-        return LockError(f"{where}: model {name!r} {what}; fix the entry or remove it with "
-                         f"`talesmith models remove {name}`")
+        return LockError(
+            f"{where}: model {name!r} {what}; fix the entry or remove it with `talesmith models remove {name}`"
+        )
 
     if not isinstance(entry, dict):
         raise bad("must be a table")
@@ -65,7 +68,9 @@ def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
         if key in entry and not isinstance(entry[key], str):
             raise bad(f"{key} must be a string")
     if not isinstance(entry.get("format_fields", {}), dict):
-        raise bad(f"format_fields {entry['format_fields']!r} must be a table, e.g. format_fields = {{ genre = \"horror\" }}")
+        raise bad(
+            f'format_fields {entry["format_fields"]!r} must be a table, e.g. format_fields = {{ genre = "horror" }}'
+        )
     if "source" not in entry and "path" not in entry:
         raise bad("has neither source nor path")
     include = entry.get("include", [])
@@ -103,8 +108,10 @@ def parse(text: str, path: Path) -> Lock:
         raise LockError(f"{path} is not valid TOML ({e}); fix the file or point --lock elsewhere") from None
     version = data.get("version", VERSION)
     if version != VERSION:
-        raise LockError(f"{path} has version {version!r}; this talesmith reads version {VERSION} "
-                        f"(upgrade talesmith or point --lock elsewhere)")
+        raise LockError(
+            f"{path} has version {version!r}; this talesmith reads version {VERSION} "
+            f"(upgrade talesmith or point --lock elsewhere)"
+        )
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise LockError(f"{path}: models must be a table of model entries")

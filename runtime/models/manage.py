@@ -6,17 +6,24 @@ Every function returns data and raises TalesmithErrors; the `talesmith models` c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from talesmith.runtime.models import hub
-from talesmith.runtime.models import integrity
 from talesmith.runtime.errors import HashMismatchError, ModelError, VerifyError
+from talesmith.runtime.models import hub, integrity
 from talesmith.runtime.models.lockfile import UNRESOLVED
-from talesmith.runtime.models.resolve import (BUNDLED_PACKAGE, entry_of, known_models, local_files, location, lock_path,
-                                              record_model)
 from talesmith.runtime.models.pinning import lock_model
+from talesmith.runtime.models.resolve import (
+    BUNDLED_PACKAGE,
+    entry_of,
+    known_models,
+    local_files,
+    location,
+    lock_path,
+    record_model,
+)
 
 Lockish = str | os.PathLike[str] | None
 
@@ -103,8 +110,10 @@ def verify_error(checks: list[FileCheck], *, lock: Lockish = None) -> VerifyErro
         fix = f"run `talesmith models pull {first.model} --force`"
     else:
         fix = f"restore {first.path} or re-add the model with `talesmith models add`"
-    return VerifyError(f"{len(bad)} of {len(checks)} files failed verification (first: {first.name} of "
-                       f"{first.model}, {first.state}); {fix}")
+    return VerifyError(
+        f"{len(bad)} of {len(checks)} files failed verification (first: {first.name} of "
+        f"{first.model}, {first.state}); {fix}"
+    )
 
 
 def _tree(folders: list[Path]) -> tuple[set[Path], set[Path]]:
@@ -130,8 +139,13 @@ def _remove_new(before: tuple[set[Path], set[Path]], folders: list[Path]) -> Non
             pass
 
 
-def pull(name: str, *, lock: Lockish = None, force: bool = False,
-         on_file: Callable[[int, int, dict[str, Any]], None] | None = None) -> PullResult:
+def pull(
+    name: str,
+    *,
+    lock: Lockish = None,
+    force: bool = False,
+    on_file: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> PullResult:
     """Fetch model `name` at its pinned commit and check every file's sha256 and size against the lock.
 
     A hub entry whose commit is unresolved is locked first. Partial downloads are resumed. When any
@@ -149,26 +163,38 @@ def pull(name: str, *, lock: Lockish = None, force: bool = False,
             from talesmith.runtime.models.resolve import bundled_model_path
 
             bundled_model_path()
-        checks = [_check(name, f, p, integrity.rehash(p) if p and p.exists() else None)
-                  for f, p in local_files(name, entry, lp)]
+        checks = [
+            _check(name, f, p, integrity.rehash(p) if p and p.exists() else None)
+            for f, p in local_files(name, entry, lp)
+        ]
         missing = [c for c in checks if c.state == "missing"]
         if missing:
-            raise ModelError(f"{missing[0].path} of model {name!r} is missing and is not on the hub, so it cannot be "
-                             f"pulled; restore it or remove the entry with `talesmith models remove {name}`")
+            raise ModelError(
+                f"{missing[0].path} of model {name!r} is missing and is not on the hub, so it cannot be "
+                f"pulled; restore it or remove the entry with `talesmith models remove {name}`"
+            )
         _raise_mismatch(name, checks, removed=False)
     pinned = tuple(c.name for c in checks if c.state == "unpinned")
     if pinned:
         digests = {c.name: c.actual for c in checks}
-        files = [{"name": f["name"], "sha256": f.get("sha256") or digests[f["name"]], "size": f["size"]}
-                 for f in entry["files"]]
+        files = [
+            {"name": f["name"], "sha256": f.get("sha256") or digests[f["name"]], "size": f["size"]}
+            for f in entry["files"]
+        ]
         record_model(name, {**entry, "files": files}, lock=lp)
     where = location(name, entry, lp)
     assert where is not None
     return PullResult(name, where, tuple(checks), pinned)
 
 
-def _pull_hub(name: str, entry: dict[str, Any], lp: Path, *, force: bool,
-              on_file: Callable[[int, int, dict[str, Any]], None] | None) -> list[FileCheck]:
+def _pull_hub(
+    name: str,
+    entry: dict[str, Any],
+    lp: Path,
+    *,
+    force: bool,
+    on_file: Callable[[int, int, dict[str, Any]], None] | None,
+) -> list[FileCheck]:
     repo, commit = entry["source"]["hub"], entry["source"]["commit"]
     files = entry.get("files", [])
     if not files:
@@ -182,7 +208,7 @@ def _pull_hub(name: str, entry: dict[str, Any], lp: Path, *, force: bool,
             on_file(i, len(files), f)
         paths.append(hub.download(repo, commit, f["name"], force=force, retry=retry))
     checks = []
-    for f, p in zip(files, paths):
+    for f, p in zip(files, paths, strict=False):
         if p.stat().st_size != f["size"]:
             checks.append(FileCheck(name, f["name"], p, "mismatch", f.get("sha256"), None))
         else:
@@ -202,9 +228,11 @@ def _raise_mismatch(name: str, checks: list[FileCheck], *, removed: bool) -> Non
     want = f"sha256 {c.expected[:12]}..." if c.expected else "its pinned size"
     kept = "; kept nothing new from this pull" if removed else ""
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-    raise HashMismatchError(f"{c.name} of model {name!r} has {got} but models.lock pins {want}{more}{kept}; "
-                            f"the source changed or was tampered with: check it, or re-pin with "
-                            f"`talesmith models lock {name}`")
+    raise HashMismatchError(
+        f"{c.name} of model {name!r} has {got} but models.lock pins {want}{more}{kept}; "
+        f"the source changed or was tampered with: check it, or re-pin with "
+        f"`talesmith models lock {name}`"
+    )
 
 
 # ---- listing -----------------------------------------------------------------------------------------

