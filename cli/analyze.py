@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -21,19 +21,27 @@ err = Console(stderr=True, highlight=False)
 
 
 def analyze_command(
-    sets: list[str] = typer.Argument(..., metavar="[NAME=]PATH",
-                                     help="Story sets: each a batch output (.csv/.jsonl) or a training CSV "
-                                          "(prompt, response, label); NAME defaults to the file name."),
-    text_column: Optional[str] = typer.Option(None, "--text-column",
-                                              help="The story column (default: text, else response)."),
-    genre_column: Optional[str] = typer.Option(None, "--genre-column",
-                                               help="The genre column (default: genre, else label, else the "
-                                                    "genre a genre-format prompt asks for)."),
-    sentiment_model: Optional[Path] = typer.Option(None, "--sentiment-model",
-                                                   help="A local Hugging Face text-classification model folder "
-                                                        "to label the stories instead of VADER."),
+    sets: list[str] = typer.Argument(
+        ...,
+        metavar="[NAME=]PATH",
+        help="Story sets: each a batch output (.csv/.jsonl) or a training CSV "
+        "(prompt, response, label); NAME defaults to the file name.",
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="The story column (default: text, else response)."
+    ),
+    genre_column: str | None = typer.Option(
+        None,
+        "--genre-column",
+        help="The genre column (default: genre, else label, else the genre a genre-format prompt asks for).",
+    ),
+    sentiment_model: Path | None = typer.Option(
+        None,
+        "--sentiment-model",
+        help="A local Hugging Face text-classification model folder to label the stories instead of VADER.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
 ) -> None:
     """Sentiment by genre, top opinion words and LDA topics of each story set, side by side.
 
@@ -96,8 +104,14 @@ def sentiment_table(reports: Sequence[SetReport]) -> Table:
                 continue
             total = c[POSITIVE] + c[NEGATIVE]
             share = f"{100 * c[POSITIVE] / total:.0f}" if total else "-"
-            table.add_row(Text(report.name), Text(genre), str(c[POSITIVE]), str(c[NEGATIVE]), share,
-                          end_section=genre == order[-1])
+            table.add_row(
+                Text(report.name),
+                Text(genre),
+                str(c[POSITIVE]),
+                str(c[NEGATIVE]),
+                share,
+                end_section=genre == order[-1],
+            )
     return table
 
 
@@ -105,8 +119,9 @@ def words_table(reports: Sequence[SetReport], kind: str) -> Table:
     lists = [r.top_positive if kind == POSITIVE else r.top_negative for r in reports]
     table = Table("#", *(Column(header=Text(r.name)) for r in reports), title=f"Top {kind} words")
     for rank in range(max([len(words) for words in lists] + [0])):
-        table.add_row(str(rank + 1), *(Text(f"{words[rank][0]} {words[rank][1]}") if rank < len(words) else ""
-                                       for words in lists))
+        table.add_row(
+            str(rank + 1), *(Text(f"{words[rank][0]} {words[rank][1]}") if rank < len(words) else "" for words in lists)
+        )
     table.add_section()
     table.add_row("shared", *(f"{overlap(words, lists[0])}/{len(words)}" for words in lists))
     return table

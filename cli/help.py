@@ -13,11 +13,26 @@ import typer
 from typer.core import TyperArgument, TyperGroup
 
 METAVARS = {
-    "--to": "FORMATS", "--quant": "TYPES", "--outtype": "TYPE", "--quantization": "TYPE",
-    "--lora": "PATH[:SCALE]", "--revision": "REV", "--tokenizer": "PATH|REPO", "--file": "PATTERN",
-    "--name": "NAME", "--prompt-format": "NAME", "--architecture": "NAME", "--format": "NAME",
-    "--text-column": "NAME", "--genre-column": "NAME", "--lorebook": "FILE", "--html": "FILE", "--seed": "N",
-    "--preset": "NAME", "--device": "cpu|cuda", "--backend": "llama|onnx",
+    "--to": "FORMATS",
+    "--quant": "TYPES",
+    "--outtype": "TYPE",
+    "--quantization": "TYPE",
+    "--lora": "PATH[:SCALE]",
+    "--revision": "REV",
+    "--tokenizer": "PATH|REPO",
+    "--file": "PATTERN",
+    "--name": "NAME",
+    "--prompt-format": "NAME",
+    "--architecture": "NAME",
+    "--format": "NAME",
+    "--text-column": "NAME",
+    "--genre-column": "NAME",
+    "--lorebook": "FILE",
+    "--html": "FILE",
+    "--seed": "N",
+    "--preset": "NAME",
+    "--device": "cpu|cuda",
+    "--backend": "llama|onnx",
 }
 """Metavars of options declared without one, by long name."""
 
@@ -67,7 +82,7 @@ def tidy(command: Any) -> None:
             param.metavar = metavar(param)
         if isinstance(param, TyperArgument):
             # typer shows an argument's type in a column of its own even beside its metavar
-            param.display_type_rich = _no_type_column
+            param.display_type_rich = _no_type_column  # type: ignore[method-assign]  # typer has no setting for it
     for sub in getattr(command, "commands", {}).values():
         tidy(sub)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from talesmith.runtime.errors import SettingsError
 
@@ -74,7 +75,7 @@ class SamplingSettings:
         for check in _CHECKS:
             check(self)
 
-    def replace(self, **overrides: Any) -> "SamplingSettings":
+    def replace(self, **overrides: Any) -> SamplingSettings:
         """A copy with some fields changed; unknown names are refused."""
         unknown = sorted(set(overrides) - FIELD_NAMES)
         if unknown:
@@ -95,8 +96,16 @@ class SamplingSettings:
 FIELD_NAMES = frozenset(f.name for f in fields(SamplingSettings))
 LIST_FIELDS = frozenset({"dry_sequence_breakers", "stop", "banned"})
 """The settings that hold a list of strings (every other one is a number)."""
-_INT_FIELDS = {"top_k", "repetition_window", "dry_allowed_length", "dry_window", "mirostat",
-               "seed", "max_new_tokens", "min_new_tokens"}
+_INT_FIELDS = {
+    "top_k",
+    "repetition_window",
+    "dry_allowed_length",
+    "dry_window",
+    "mirostat",
+    "seed",
+    "max_new_tokens",
+    "min_new_tokens",
+}
 _FLOAT_FIELDS = FIELD_NAMES - LIST_FIELDS - _INT_FIELDS
 
 
@@ -115,25 +124,32 @@ def _check_ranges(s: SamplingSettings) -> None:
     _require(0 < s.top_p <= 1, f"top_p {s.top_p} is outside (0, 1]; use a value like 0.9, or 1 to turn it off")
     _require(0 <= s.min_p < 1, f"min_p {s.min_p} is outside [0, 1); use a value like 0.05, or 0 to turn it off")
     _require(0 < s.typical_p <= 1, f"typical_p {s.typical_p} is outside (0, 1]; use 1 to turn it off")
-    _require(s.repetition_penalty > 0,
-             f"repetition_penalty {s.repetition_penalty} must be above 0; use 1 to turn it off")
+    _require(
+        s.repetition_penalty > 0, f"repetition_penalty {s.repetition_penalty} must be above 0; use 1 to turn it off"
+    )
     for name in ("repetition_window", "dry_window"):
         value = getattr(s, name)
-        _require(value == WHOLE_CONTEXT or value >= 1,
-                 f"{name} {value} must be -1 (whole context) or a positive number of tokens")
+        _require(
+            value == WHOLE_CONTEXT or value >= 1,
+            f"{name} {value} must be -1 (whole context) or a positive number of tokens",
+        )
     _require(s.dry_multiplier >= 0, f"dry_multiplier {s.dry_multiplier} is negative; use 0 to turn DRY off")
     _require(s.dry_base >= 1, f"dry_base {s.dry_base} is below 1; use a value like 1.75")
     _require(s.dry_allowed_length >= 1, f"dry_allowed_length {s.dry_allowed_length} must be at least 1")
-    _require(0 <= s.xtc_threshold <= 0.5,
-             f"xtc_threshold {s.xtc_threshold} is outside [0, 0.5]; above 0.5 XTC can never apply")
+    _require(
+        0 <= s.xtc_threshold <= 0.5,
+        f"xtc_threshold {s.xtc_threshold} is outside [0, 0.5]; above 0.5 XTC can never apply",
+    )
     _require(0 <= s.xtc_probability <= 1, f"xtc_probability {s.xtc_probability} is outside [0, 1]")
     _require(s.mirostat in (0, 1, 2), f"mirostat {s.mirostat} is not a mode; use 0 (off), 1 or 2")
     _require(s.mirostat_tau > 0, f"mirostat_tau {s.mirostat_tau} must be above 0")
     _require(s.mirostat_eta > 0, f"mirostat_eta {s.mirostat_eta} must be above 0")
     _require(s.seed is None or 0 <= s.seed < 2**32, f"seed {s.seed} is outside 0..4294967295")
     _require(s.max_new_tokens >= 1, f"max_new_tokens {s.max_new_tokens} must be at least 1")
-    _require(0 <= s.min_new_tokens <= s.max_new_tokens,
-             f"min_new_tokens {s.min_new_tokens} must be between 0 and max_new_tokens ({s.max_new_tokens})")
+    _require(
+        0 <= s.min_new_tokens <= s.max_new_tokens,
+        f"min_new_tokens {s.min_new_tokens} must be between 0 and max_new_tokens ({s.max_new_tokens})",
+    )
 
 
 def _check_strings(s: SamplingSettings) -> None:
@@ -150,20 +166,52 @@ _CHECKS = (_check_ranges, _check_strings)
 # Where a card samples through transformers' generate() without setting top_k, transformers
 # applies its default top_k=50, so the preset says so explicitly.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
-                    repetition_penalty=1.1, repetition_window=256, max_new_tokens=200),
+    "default": dict(
+        temperature=0.8,
+        top_k=40,
+        top_p=0.95,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        repetition_window=256,
+        max_new_tokens=200,
+    ),
     # hakurei/lit-6B: do_sample, temperature 1.0, top_p 0.9, repetition_penalty 1.2, 100 new tokens.
-    "lit-6b": dict(temperature=1.0, top_k=50, top_p=0.9, repetition_penalty=1.2,
-                   repetition_window=WHOLE_CONTEXT, max_new_tokens=100),
+    "lit-6b": dict(
+        temperature=1.0,
+        top_k=50,
+        top_p=0.9,
+        repetition_penalty=1.2,
+        repetition_window=WHOLE_CONTEXT,
+        max_new_tokens=100,
+    ),
     # NovelAI/genji-jp: temperature 1, top_p 0.9, repetition_penalty 1.125, min_length 1, 400 new tokens.
-    "genji-jp": dict(temperature=1.0, top_k=50, top_p=0.9, repetition_penalty=1.125,
-                     repetition_window=WHOLE_CONTEXT, min_new_tokens=1, max_new_tokens=400),
+    "genji-jp": dict(
+        temperature=1.0,
+        top_k=50,
+        top_p=0.9,
+        repetition_penalty=1.125,
+        repetition_window=WHOLE_CONTEXT,
+        min_new_tokens=1,
+        max_new_tokens=400,
+    ),
     # The TinyStories distilgpt2 + LoRA project's inference config.
-    "tinystories": dict(temperature=1.25, top_k=250, top_p=1.0, repetition_penalty=1.0,
-                        max_new_tokens=1096, banned=("Damn", "Shit", "Fuck")),
+    "tinystories": dict(
+        temperature=1.25,
+        top_k=250,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        max_new_tokens=1096,
+        banned=("Damn", "Shit", "Fuck"),
+    ),
     # Pygmalion-6B's own chat UI defaults.
-    "pygmalion": dict(temperature=0.5, top_k=0, top_p=0.9, repetition_penalty=1.05,
-                      repetition_window=WHOLE_CONTEXT, max_new_tokens=196),
+    "pygmalion": dict(
+        temperature=0.5,
+        top_k=0,
+        top_p=0.9,
+        repetition_penalty=1.05,
+        repetition_window=WHOLE_CONTEXT,
+        max_new_tokens=196,
+    ),
     # The Falcon-7B / Llama-2-7B horror and fairy-tale models: sampling (not greedy), 200 new tokens.
     "genre-story": dict(temperature=1.0, top_k=50, top_p=1.0, max_new_tokens=200),
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from talesmith.runtime.analysis.text import is_word
 
@@ -30,7 +30,7 @@ def sentiment_by_genre(genres: Sequence[str], labels: Sequence[str]) -> dict[str
     if ALL in genres:
         raise ValueError(f"a genre is named {ALL!r}, the key of all stories together")
     counts: dict[str, dict[str, int]] = {}
-    for genre, label in zip(genres, labels):
+    for genre, label in zip(genres, labels, strict=False):
         if genre:
             counts.setdefault(genre, {POSITIVE: 0, NEGATIVE: 0})[label] += 1
     counts[ALL] = {POSITIVE: labels.count(POSITIVE), NEGATIVE: labels.count(NEGATIVE)}

@@ -3,8 +3,8 @@ Snowball stemmer, and transformers for a local sentiment model. Each library is 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from talesmith.runtime.analysis.counting import NEGATIVE, POSITIVE, label_of
 from talesmith.runtime.errors import ModelError, TalesmithError
@@ -61,8 +61,10 @@ def _polarity(path: Path, label: str) -> str:
         return NEGATIVE
     if "pos" in lowered:
         return POSITIVE
-    raise ModelError(f"sentiment model {path} has a label {label!r} that is neither positive nor negative; "
-                     f"use a model whose labels are POSITIVE and NEGATIVE")
+    raise ModelError(
+        f"sentiment model {path} has a label {label!r} that is neither positive nor negative; "
+        f"use a model whose labels are POSITIVE and NEGATIVE"
+    )
 
 
 class TransformersScorer:
@@ -73,20 +75,24 @@ class TransformersScorer:
 
     def __init__(self, path: Path, *, batch_size: int = 16):
         if not (path / "config.json").is_file():
-            raise ModelError(f"sentiment model {path} is not a model folder (no config.json); pass a local "
-                             f"Hugging Face text-classification model (config.json, weights and tokenizer)")
+            raise ModelError(
+                f"sentiment model {path} is not a model folder (no config.json); pass a local "
+                f"Hugging Face text-classification model (config.json, weights and tokenizer)"
+            )
         try:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
         except ImportError as e:
-            raise TalesmithError(f"--sentiment-model needs transformers ({e.name} is missing): "
-                                 f"pip install 'talesmith[convert]'") from None
+            raise TalesmithError(
+                f"--sentiment-model needs transformers ({e.name} is missing): pip install 'talesmith[convert]'"
+            ) from None
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as e:  # a loader fails in many ways on a foreign or broken folder: one line for all
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"sentiment model {path} cannot be loaded ({reason}); pass a local "
-                             f"text-classification model folder") from None
+            raise ModelError(
+                f"sentiment model {path} cannot be loaded ({reason}); pass a local text-classification model folder"
+            ) from None
         self._labels = {label: _polarity(path, label) for label in model.config.id2label.values()}
         tokenizer.truncation_side = "left"
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -104,8 +110,9 @@ def _tokens(document: Sequence[str]) -> Sequence[str]:
     return document
 
 
-def lda_topics(documents: Sequence[Sequence[str]], *, topics: int = 5, words: int = 20, seed: int = 0,
-               max_iter: int = 10) -> list[list[str]]:
+def lda_topics(
+    documents: Sequence[Sequence[str]], *, topics: int = 5, words: int = 20, seed: int = 0, max_iter: int = 10
+) -> list[list[str]]:
     """The top `words` tokens of each of `topics` LDA topics (scikit-learn, online variational Bayes: mini-batches
     of 128 stories, about twice as fast as the batch method on 10,000 stories).
 
@@ -120,7 +127,6 @@ def lda_topics(documents: Sequence[Sequence[str]], *, topics: int = 5, words: in
     vectorizer = CountVectorizer(analyzer=_tokens)
     counts = vectorizer.fit_transform(documents)
     vocabulary = vectorizer.get_feature_names_out()
-    lda = LatentDirichletAllocation(n_components=topics, learning_method="online", max_iter=max_iter,
-                                    random_state=seed)
+    lda = LatentDirichletAllocation(n_components=topics, learning_method="online", max_iter=max_iter, random_state=seed)
     lda.fit(counts)
     return [[str(vocabulary[i]) for i in np.argsort(-weights, kind="stable")[:words]] for weights in lda.components_]

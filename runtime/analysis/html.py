@@ -3,8 +3,8 @@ value from the data escaped. Pure: reports in, text out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 from talesmith.runtime.analysis.counting import NEGATIVE, POSITIVE, overlap
 from talesmith.runtime.analysis.report import SetReport, genres
@@ -23,14 +23,23 @@ def _e(value: object) -> str:
 def _bar(counts: dict[str, int] | None) -> str:
     """A bar of the positive and negative shares of a set's stories of one genre, with the counts."""
     if counts is None:
-        return '<td></td><td>no stories</td>'
+        return "<td></td><td>no stories</td>"
     total = counts[POSITIVE] + counts[NEGATIVE]
     share = 100 * counts[POSITIVE] / total if total else 0.0
-    spans = (f'<span class="pos" style="width:{share:.1f}%"></span>'
-             f'<span class="neg" style="width:{100 - share:.1f}%"></span>') if total else ""
-    return (f'<td><div class="track">{spans}</div></td>'
-            f'<td>{counts[POSITIVE]} positive, {counts[NEGATIVE]} negative'
-            + (f" ({share:.0f}% positive)" if total else "") + "</td>")
+    spans = (
+        (
+            f'<span class="pos" style="width:{share:.1f}%"></span>'
+            f'<span class="neg" style="width:{100 - share:.1f}%"></span>'
+        )
+        if total
+        else ""
+    )
+    return (
+        f'<td><div class="track">{spans}</div></td>'
+        f"<td>{counts[POSITIVE]} positive, {counts[NEGATIVE]} negative"
+        + (f" ({share:.0f}% positive)" if total else "")
+        + "</td>"
+    )
 
 
 def _bars(reports: Sequence[SetReport], genre: str) -> str:
@@ -50,17 +59,19 @@ def _words(reports: Sequence[SetReport], kind: str) -> str:
     head = "".join(f"<th>{_e(r.name)}</th>" for r in reports)
     rows = []
     for rank in range(max([len(words) for words in lists] + [0])):
-        cells = "".join(f"<td>{_e(words[rank][0])} ({words[rank][1]})</td>" if rank < len(words) else "<td></td>"
-                        for words in lists)
+        cells = "".join(
+            f"<td>{_e(words[rank][0])} ({words[rank][1]})</td>" if rank < len(words) else "<td></td>" for words in lists
+        )
         rows.append(f'<tr><td class="n">{rank + 1}</td>{cells}</tr>')
-    shared = "".join(f'<td>{overlap(words, lists[0])} of {len(words)}</td>' for words in lists)
+    shared = "".join(f"<td>{overlap(words, lists[0])} of {len(words)}</td>" for words in lists)
     rows.append(f"<tr><th>shared with {_e(reports[0].name)}</th>{shared}</tr>")
     return f"<h2>Top {kind} words</h2>\n<table><tr><th>#</th>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
 def _topics(report: SetReport) -> str:
-    rows = "\n".join(f'<tr><td class="n">{i + 1}</td><td>{_e(" ".join(words))}</td></tr>'
-                     for i, words in enumerate(report.topics))
+    rows = "\n".join(
+        f'<tr><td class="n">{i + 1}</td><td>{_e(" ".join(words))}</td></tr>' for i, words in enumerate(report.topics)
+    )
     return f"<h3>{_e(report.name)}</h3>\n<table><tr><th>topic</th><th>top words</th></tr>\n{rows}\n</table>"
 
 
@@ -70,10 +81,17 @@ def render(reports: Sequence[SetReport]) -> str:
         raise ValueError("no story sets to report")
     names = ", ".join(r.name for r in reports)
     sets = "\n".join(f'<tr><td>{_e(r.name)}</td><td class="n">{r.stories}</td></tr>' for r in reports)
-    body = [f"<h1>Story sets: {_e(names)}</h1>",
-            f"<table><tr><th>set</th><th>stories</th></tr>\n{sets}\n</table>",
-            _sentiment(reports), _words(reports, POSITIVE), _words(reports, NEGATIVE),
-            "<h2>Topics</h2>\n" + "\n".join(_topics(r) for r in reports)]
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>talesmith analyze: {_e(names)}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    body = [
+        f"<h1>Story sets: {_e(names)}</h1>",
+        f"<table><tr><th>set</th><th>stories</th></tr>\n{sets}\n</table>",
+        _sentiment(reports),
+        _words(reports, POSITIVE),
+        _words(reports, NEGATIVE),
+        "<h2>Topics</h2>\n" + "\n".join(_topics(r) for r in reports),
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>talesmith analyze: {_e(names)}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )

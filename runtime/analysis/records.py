@@ -8,9 +8,10 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from talesmith.runtime.analysis.counting import ALL
 from talesmith.runtime.batch_output import allow_big_csv_fields
@@ -99,16 +100,19 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def read_story_set(name: str, path: Path, *, text_column: str | None = None,
-                   genre_column: str | None = None) -> StorySet:
+def read_story_set(
+    name: str, path: Path, *, text_column: str | None = None, genre_column: str | None = None
+) -> StorySet:
     """A story set from a batch output or training file; the columns default to TEXT_COLUMNS and GENRE_COLUMNS."""
     records, columns = read_records(path)
     if not records:
         raise InputError(f"{path} has no stories")
     text = _column(path, columns, text_column, TEXT_COLUMNS, "--text-column")
     if text is None:
-        raise InputError(f"{path} has no 'text' or 'response' column (columns: {', '.join(columns)}); "
-                         f"name the story column with --text-column")
+        raise InputError(
+            f"{path} has no 'text' or 'response' column (columns: {', '.join(columns)}); "
+            f"name the story column with --text-column"
+        )
     genre = _column(path, columns, genre_column, GENRE_COLUMNS, "--genre-column")
     if genre is not None:
         genres = tuple(_cell(r.get(genre)).strip() for r in records)
@@ -117,13 +121,15 @@ def read_story_set(name: str, path: Path, *, text_column: str | None = None,
     else:
         genres = ("",) * len(records)
     if ALL in genres:
-        raise InputError(f"{path} has a genre named {ALL!r}, which is the name of all stories together; "
-                         f"rename that genre")
+        raise InputError(
+            f"{path} has a genre named {ALL!r}, which is the name of all stories together; rename that genre"
+        )
     return StorySet(name, tuple(_cell(r.get(text)) for r in records), genres)
 
 
-def read_story_sets(specs: Sequence[str], *, text_column: str | None = None,
-                    genre_column: str | None = None) -> list[StorySet]:
+def read_story_sets(
+    specs: Sequence[str], *, text_column: str | None = None, genre_column: str | None = None
+) -> list[StorySet]:
     """The story sets of `[NAME=]PATH` arguments, names unique."""
     if not specs:
         raise InputError("no story sets given; pass one or more [NAME=]PATH")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from talesmith.runtime.analysis.counting import ALL
 
@@ -20,10 +21,14 @@ class SetReport:
     topics: list[list[str]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "stories": self.stories, "sentiment": self.sentiment,
-                "top_positive": [[w, c] for w, c in self.top_positive],
-                "top_negative": [[w, c] for w, c in self.top_negative],
-                "topics": [list(t) for t in self.topics]}
+        return {
+            "name": self.name,
+            "stories": self.stories,
+            "sentiment": self.sentiment,
+            "top_positive": [[w, c] for w, c in self.top_positive],
+            "top_negative": [[w, c] for w, c in self.top_negative],
+            "topics": [list(t) for t in self.topics],
+        }
 
 
 def to_json(reports: Sequence[SetReport]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from talesmith.runtime.analysis.counting import opinion_stems, sentiment_by_genre, top_words
 from talesmith.runtime.analysis.records import StorySet
@@ -18,7 +19,7 @@ TOPICS, TOPIC_WORDS = 5, 20
 
 class Scorer(Protocol):
     def labels(self, texts: Sequence[str]) -> list[str]:
-        """"positive" or "negative" for each text."""
+        """ "positive" or "negative" for each text."""
         ...
 
 
@@ -51,8 +52,11 @@ def toolkit(*, sentiment_model: Path | None = None, seed: int = 0) -> Toolkit:
 def analyze_set(story_set: StorySet, kit: Toolkit, *, last: int = LAST_WORDS, top: int = TOP_WORDS) -> SetReport:
     labels = kit.scorer.labels([last_words(t, last) for t in story_set.texts])
     documents = [kit.normalizer.tokens(t) for t in story_set.texts]
-    return SetReport(name=story_set.name, stories=len(story_set.texts),
-                     sentiment=sentiment_by_genre(story_set.genres, labels),
-                     top_positive=top_words(documents, kit.positive, n=top),
-                     top_negative=top_words(documents, kit.negative, n=top),
-                     topics=kit.topics(documents))
+    return SetReport(
+        name=story_set.name,
+        stories=len(story_set.texts),
+        sentiment=sentiment_by_genre(story_set.genres, labels),
+        top_positive=top_words(documents, kit.positive, n=top),
+        top_negative=top_words(documents, kit.negative, n=top),
+        topics=kit.topics(documents),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 """A run of letters, with apostrophes inside it (don't, o'clock)."""

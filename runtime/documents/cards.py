@@ -81,6 +81,7 @@ def fill_macros(text: str, *, char: str, user: str, original: str = "") -> str:
 
     The one place where talesmith fills card macros: chat prompts, greetings and what the app shows.
     """
+
     def value(m: re.Match[str]) -> str:
         name = (m.group(1) or m.group(2)).lower()
         return {"char": char, "bot": char, "user": user}.get(name, original)
@@ -154,11 +155,18 @@ def _character(card: dict[str, Any], where: str) -> Character:
     if not isinstance(greetings, list) or not all(isinstance(g, str) for g in greetings):
         raise CardError(f"{where}: 'alternate_greetings' must be a list of texts")
     return Character(
-        name=name, persona=_text(data, "description", where), personality=_text(data, "personality", where),
-        scenario=_text(data, "scenario", where), greeting=_text(data, "first_mes", where),
-        alternate_greetings=tuple(greetings), examples=_text(data, "mes_example", where),
-        system_prompt=_text(data, "system_prompt", where), post_history=_text(data, "post_history_instructions", where),
-        creator_notes=_text(data, "creator_notes", where), card=copy.deepcopy(card))
+        name=name,
+        persona=_text(data, "description", where),
+        personality=_text(data, "personality", where),
+        scenario=_text(data, "scenario", where),
+        greeting=_text(data, "first_mes", where),
+        alternate_greetings=tuple(greetings),
+        examples=_text(data, "mes_example", where),
+        system_prompt=_text(data, "system_prompt", where),
+        post_history=_text(data, "post_history_instructions", where),
+        creator_notes=_text(data, "creator_notes", where),
+        card=copy.deepcopy(card),
+    )
 
 
 def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
@@ -188,19 +196,23 @@ def png_text_chunks(data: bytes, where: str = "card") -> dict[str, bytes]:
     chunks: dict[str, bytes] = {}
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 12 + length
         if end > len(data):
             raise CardError(f"{where}: PNG chunk {kind!r} claims {length} bytes but the file ends first")
-        keyword = data[pos + 8:pos + 8 + min(length, 80)].partition(b"\0")[0]
+        keyword = data[pos + 8 : pos + 8 + min(length, 80)].partition(b"\0")[0]
         if kind in (b"zTXt", b"iTXt") and keyword in CARD_KEYS:
-            raise CardError(f"{where}: the card is in a {kind.decode()} PNG chunk, which talesmith does not read; "
-                            f"re-export the card from its editor as a plain PNG card (tEXt chunk) or as JSON")
+            raise CardError(
+                f"{where}: the card is in a {kind.decode()} PNG chunk, which talesmith does not read; "
+                f"re-export the card from its editor as a plain PNG card (tEXt chunk) or as JSON"
+            )
         if kind == b"tEXt" and keyword in CARD_KEYS:
             if length > MAX_CARD_TEXT:
-                raise CardError(f"{where}: the card's {keyword.decode()!r} chunk of {length} bytes is larger than "
-                                f"the {MAX_CARD_TEXT} allowed")
-            chunks.setdefault(keyword.decode("latin-1"), data[pos + 8 + len(keyword) + 1:pos + 8 + length])
+                raise CardError(
+                    f"{where}: the card's {keyword.decode()!r} chunk of {length} bytes is larger than "
+                    f"the {MAX_CARD_TEXT} allowed"
+                )
+            chunks.setdefault(keyword.decode("latin-1"), data[pos + 8 + len(keyword) + 1 : pos + 8 + length])
         if kind == b"IEND":
             break
         pos = end
@@ -247,10 +259,18 @@ def to_card(character: Character) -> dict[str, Any]:
         old = {k: v for k, v in card.items() if k not in ("spec", "spec_version", "data")}
         card = {"spec": V2, "spec_version": "2.0", "data": old}
     data = card.setdefault("data", {})
-    data.update(name=character.name, description=character.persona, personality=character.personality,
-                scenario=character.scenario, first_mes=character.greeting, mes_example=character.examples,
-                alternate_greetings=list(character.alternate_greetings), system_prompt=character.system_prompt,
-                post_history_instructions=character.post_history, creator_notes=character.creator_notes)
+    data.update(
+        name=character.name,
+        description=character.persona,
+        personality=character.personality,
+        scenario=character.scenario,
+        first_mes=character.greeting,
+        mes_example=character.examples,
+        alternate_greetings=list(character.alternate_greetings),
+        system_prompt=character.system_prompt,
+        post_history_instructions=character.post_history,
+        creator_notes=character.creator_notes,
+    )
     return card
 
 
@@ -263,8 +283,8 @@ def png_with_card(image: bytes, character: Character) -> bytes:
     chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
     out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
     while pos + 8 <= len(image):
-        length, kind = struct.unpack(">I4s", image[pos:pos + 8])
-        whole = image[pos:pos + 12 + length]
+        length, kind = struct.unpack(">I4s", image[pos : pos + 8])
+        whole = image[pos : pos + 12 + length]
         if kind == b"IEND":
             out.append(chunk)
         if not (kind == b"tEXt" and whole[8:].split(b"\0", 1)[0] in (b"chara", b"ccv3")):

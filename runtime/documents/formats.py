@@ -5,8 +5,8 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from talesmith.runtime.errors import SettingsError
@@ -147,19 +147,35 @@ def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = N
     g = given.get
     if fmt in ("story", "japanese-story"):
         depth = _whole_number("author_note_depth", g("author_note_depth", 3))
-        header = StoryHeader(title=str(g("title", "")), author=str(g("author", "")), genre=str(g("genre", "")),
-                             tags=_tags(g("tags")), style=str(g("style", "")))
-        return Story(text=text, header=header, synopsis=str(g("synopsis", "")), memory=str(g("memory", "")),
-                     author_note=str(g("author_note", "")), author_note_depth=depth,
-                     japanese=fmt == "japanese-story")
+        header = StoryHeader(
+            title=str(g("title", "")),
+            author=str(g("author", "")),
+            genre=str(g("genre", "")),
+            tags=_tags(g("tags")),
+            style=str(g("style", "")),
+        )
+        return Story(
+            text=text,
+            header=header,
+            synopsis=str(g("synopsis", "")),
+            memory=str(g("memory", "")),
+            author_note=str(g("author_note", "")),
+            author_note_depth=depth,
+            japanese=fmt == "japanese-story",
+        )
     if fmt == "chat":
         messages = []
         if g("greeting"):
             messages.append(Message(CHARACTER, str(g("greeting"))))
         if text.strip():
             messages.append(Message(USER, text))
-        return Chat(character=str(g("character", "")), persona=str(g("persona", "")),
-                    scenario=str(g("scenario", "")), examples=_lines(g("examples")), messages=tuple(messages))
+        return Chat(
+            character=str(g("character", "")),
+            persona=str(g("persona", "")),
+            scenario=str(g("scenario", "")),
+            examples=_lines(g("examples")),
+            messages=tuple(messages),
+        )
     if fmt == "genre":
         style = str(g("genre_style", "falcon"))
         return GenrePrompt(genre=str(g("genre", "horror")), style=style, text=text)  # type: ignore[arg-type]
@@ -182,7 +198,7 @@ class History(Generic[T]):
     past: tuple[T, ...] = ()
     future: tuple[T, ...] = ()
 
-    def push(self, state: T, *, merge: bool = False) -> "History[T]":
+    def push(self, state: T, *, merge: bool = False) -> History[T]:
         """Make `state` the present. With `merge`, it replaces the present instead (one undo step
         for a burst of typing). Redo is no longer possible after a new state."""
         if state == self.present:
@@ -191,7 +207,7 @@ class History(Generic[T]):
             return History(state, self.past, ())
         return History(state, (self.past + (self.present,))[-HISTORY_LIMIT:], ())
 
-    def replace(self, state: T) -> "History[T]":
+    def replace(self, state: T) -> History[T]:
         """Change the present without an undo step (for example after saving changes its name)."""
         return History(state, self.past, self.future)
 
@@ -203,12 +219,12 @@ class History(Generic[T]):
     def can_redo(self) -> bool:
         return bool(self.future)
 
-    def undo(self) -> "History[T]":
+    def undo(self) -> History[T]:
         if not self.past:
             return self
         return History(self.past[-1], self.past[:-1], (self.present,) + self.future)
 
-    def redo(self) -> "History[T]":
+    def redo(self) -> History[T]:
         if not self.future:
             return self
         return History(self.future[0], self.past + (self.present,), self.future[1:])

@@ -20,8 +20,9 @@ import hashlib
 import random
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import regex
 
@@ -89,10 +90,13 @@ class Entry:
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
-            raise SettingsError(f"lorebook entry {self.uid}: position {self.position!r} is unknown; "
-                                f"use one of {', '.join(POSITIONS)}")
+            raise SettingsError(
+                f"lorebook entry {self.uid}: position {self.position!r} is unknown; use one of {', '.join(POSITIONS)}"
+            )
         if self.logic not in LOGICS:
-            raise SettingsError(f"lorebook entry {self.uid}: logic {self.logic!r} is unknown; use one of {', '.join(LOGICS)}")
+            raise SettingsError(
+                f"lorebook entry {self.uid}: logic {self.logic!r} is unknown; use one of {', '.join(LOGICS)}"
+            )
         if self.depth < 0:
             raise SettingsError(f"lorebook entry {self.uid}: depth {self.depth} is negative; use 0 or more")
         if not 0 <= self.probability <= 100:
@@ -118,8 +122,11 @@ class Lorebook:
     """The file as read, so that export writes back what talesmith does not use."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "entries", tuple(e if e.book == self.name else dataclasses.replace(e, book=self.name)
-                                                  for e in self.entries))
+        object.__setattr__(
+            self,
+            "entries",
+            tuple(e if e.book == self.name else dataclasses.replace(e, book=self.name) for e in self.entries),
+        )
 
 
 @dataclass(frozen=True)
@@ -248,8 +255,15 @@ def _roll(entry: Entry, seed: int, turn: int) -> float:
     return random.Random(f"{seed}:{entry.ident}:{turn}").random() * 100
 
 
-def _candidates(entries: Sequence[Entry], units: Sequence[str], settings: LoreSettings, *, done: set[str],
-                recursion: Sequence[str], first: bool) -> list[Entry]:
+def _candidates(
+    entries: Sequence[Entry],
+    units: Sequence[str],
+    settings: LoreSettings,
+    *,
+    done: set[str],
+    recursion: Sequence[str],
+    first: bool,
+) -> list[Entry]:
     out = []
     tail = "\n" + MARK + ("\n" + MARK).join(recursion) if recursion else ""
     windows: dict[int, tuple[str, str]] = {}  # scan depth -> the text and its lower case, made once
@@ -276,8 +290,15 @@ def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: -e.order)
 
 
-def activate(books: Sequence[Lorebook], units: Sequence[str], *, settings: LoreSettings = LoreSettings(),
-             count_tokens: Callable[[str], int], n_ctx: int, macros: Mapping[str, str] | None = None) -> Activation:
+def activate(
+    books: Sequence[Lorebook],
+    units: Sequence[str],
+    *,
+    settings: LoreSettings = LoreSettings(),
+    count_tokens: Callable[[str], int],
+    n_ctx: int,
+    macros: Mapping[str, str] | None = None,
+) -> Activation:
     """The entries that the history `units` (oldest first) activates, within the token budget."""
     entries = sort_entries([e for b in books for e in b.entries])
     budget = settings.budget(n_ctx)
@@ -313,7 +334,7 @@ def activate(books: Sequence[Lorebook], units: Sequence[str], *, settings: LoreS
 def fill(text: str, macros: Mapping[str, str] | None) -> str:
     """`{{char}}`, `{{user}}` and other `{{name}}` macros replaced (case-insensitively, as SillyTavern)."""
     for name, value in (macros or {}).items():
-        text = regex.sub(r"\{\{" + regex.escape(name) + r"\}\}", lambda _m: value, text, flags=regex.IGNORECASE)
+        text = regex.sub(r"\{\{" + regex.escape(name) + r"\}\}", lambda _m, v=value: v, text, flags=regex.IGNORECASE)
     return text
 
 
@@ -350,8 +371,13 @@ _REPLAYS_LOCK = threading.Lock()
 REPLAYS_KEPT = 16
 
 
-def _fingerprint(books: Sequence[Lorebook], settings: LoreSettings, macros: Mapping[str, str] | None, n_ctx: int,
-                 count_tokens: Callable[[str], int]) -> str:
+def _fingerprint(
+    books: Sequence[Lorebook],
+    settings: LoreSettings,
+    macros: Mapping[str, str] | None,
+    n_ctx: int,
+    count_tokens: Callable[[str], int],
+) -> str:
     costs = tuple(count_tokens(fill(e.content, macros) + "\n") for b in books for e in b.entries)
     text = repr((tuple(books), settings, sorted((macros or {}).items()), n_ctx, costs))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -373,9 +399,16 @@ def _step(standing: Standing, now: Activation, k: int, *, budget: int, cost: Cal
     return after
 
 
-def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activation, *,
-            settings: LoreSettings, count_tokens: Callable[[str], int], n_ctx: int,
-            macros: Mapping[str, str] | None = None) -> tuple[dict[str, int], Activation]:
+def anchors(
+    books: Sequence[Lorebook],
+    units: Sequence[str],
+    activation: Activation,
+    *,
+    settings: LoreSettings,
+    count_tokens: Callable[[str], int],
+    n_ctx: int,
+    macros: Mapping[str, str] | None = None,
+) -> tuple[dict[str, int], Activation]:
     """Where each keyword entry stands in the history (how many units come before it), and the activation
     with the entries that went quiet but still stand there (`lingering`).
 
@@ -392,11 +425,14 @@ def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activat
     same = 0
     while same < min(len(replay.units), n) and replay.units[same] == units[same]:
         same += 1
-    states = replay.states[:max(0, min(same, start + len(replay.states) - 1) - start + 1)]
+    states = replay.states[: max(0, min(same, start + len(replay.states) - 1) - start + 1)]
     cost = lambda a: count_tokens(fill(a.entry.content, macros) + "\n")  # noqa: E731
     for k in range(start + len(states), n + 1):
-        now = activation if k == n else activate(books, units[:k], settings=settings, count_tokens=count_tokens,
-                                                 n_ctx=n_ctx, macros=macros)
+        now = (
+            activation
+            if k == n
+            else activate(books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros)
+        )
         states.append(_step(states[-1] if states else {}, now, k, budget=settings.budget(n_ctx), cost=cost))
     with _REPLAYS_LOCK:
         _REPLAYS[key] = _Replay(list(units), states)
@@ -408,8 +444,13 @@ def anchors(books: Sequence[Lorebook], units: Sequence[str], activation: Activat
     return {i: at for i, (at, _) in standing.items()}, dataclasses.replace(activation, lingering=lingering)
 
 
-def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, int] | None = None,
-          macros: Mapping[str, str] | None = None) -> PromptPlan:
+def place(
+    plan: PromptPlan,
+    activation: Activation,
+    *,
+    anchored: Mapping[str, int] | None = None,
+    macros: Mapping[str, str] | None = None,
+) -> PromptPlan:
     """The plan with the activated entries placed: at their declared positions, or, for an entry that has
     an anchor, at the point of the history where it fired (its depth or the note's depth counted back from
     there). Entries in one place stand in ascending order."""
@@ -435,8 +476,9 @@ def place(plan: PromptPlan, activation: Activation, *, anchored: Mapping[str, in
     new_head = plan.head[:b] + before + plan.head[b:a] + after + plan.head[a:]
     new_note = _block(note[NOTE_TOP]) + plan.note + _block(note[NOTE_BOTTOM]) if plan.note else ""
     extra = tuple((depth, _block(texts)) for depth, texts in sorted(inserts.items(), key=lambda i: -i[0]))
-    return dataclasses.replace(plan, head=new_head, note=new_note, inserts=plan.inserts + extra,
-                               head_slots=(b, a + len(before) + len(after)))
+    return dataclasses.replace(
+        plan, head=new_head, note=new_note, inserts=plan.inserts + extra, head_slots=(b, a + len(before) + len(after))
+    )
 
 
 @dataclass(frozen=True)
@@ -453,29 +495,43 @@ class Lore:
         books = []
         for book in self.books:
             seen[book.name] = seen.get(book.name, 0) + 1
-            books.append(book if seen[book.name] == 1 else dataclasses.replace(book, name=f"{book.name} ({seen[book.name]})"))
+            books.append(
+                book if seen[book.name] == 1 else dataclasses.replace(book, name=f"{book.name} ({seen[book.name]})")
+            )
         object.__setattr__(self, "books", tuple(books))
 
     def __bool__(self) -> bool:
         return any(b.entries for b in self.books)
 
-    def with_seed(self, seed: int) -> "Lore":
+    def with_seed(self, seed: int) -> Lore:
         return dataclasses.replace(self, settings=dataclasses.replace(self.settings, seed=seed))
 
-    def for_document(self, document: object) -> "Lore":
+    def for_document(self, document: object) -> Lore:
         """The lore with `{{char}}` and `{{user}}` set from a chat's names (other documents keep them)."""
         if isinstance(document, Chat):
-            return dataclasses.replace(self, macros={"char": document.character, "user": document.user_name,
-                                                     **self.macros})
+            return dataclasses.replace(
+                self, macros={"char": document.character, "user": document.user_name, **self.macros}
+            )
         return self
 
-    def apply(self, plan: PromptPlan, *, count_tokens: Callable[[str], int], n_ctx: int) -> tuple[PromptPlan, Activation]:
+    def apply(
+        self, plan: PromptPlan, *, count_tokens: Callable[[str], int], n_ctx: int
+    ) -> tuple[PromptPlan, Activation]:
         """The plan with the entries that its history activates, and which ones fired."""
         count = functools.lru_cache(maxsize=None)(count_tokens)  # each entry is counted once per prompt
-        kw = dict(settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros)
         scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is what is scanned
-        activation = activate(self.books, scanned, **kw)
+        activation = activate(
+            self.books, scanned, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
+        )
         anchored: dict[str, int] = {}
         if self.settings.placement == ANCHORED and plan.units:
-            anchored, activation = anchors(self.books, plan.units, activation, **kw)
+            anchored, activation = anchors(
+                self.books,
+                plan.units,
+                activation,
+                settings=self.settings,
+                count_tokens=count,
+                n_ctx=n_ctx,
+                macros=self.macros,
+            )
         return place(plan, activation, anchored=anchored, macros=self.macros), activation

@@ -12,9 +12,9 @@ and a tail that is always kept (`NAME:` in a chat). This is the one trimming pol
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import singledispatch
-from typing import Callable
 
 from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import CHARACTER, Chat, Document, GenrePrompt, RawText, Story, TinyStory
@@ -92,7 +92,7 @@ def split_units(text: str) -> tuple[str, ...]:
         start = 0
         for m in _SENTENCE_END.finditer(line):
             if m.end() > start and m.end() < len(line):
-                units.append(line[start:m.end()])
+                units.append(line[start : m.end()])
                 start = m.end()
         units.append(line[start:])
     return tuple(u for u in units if u)
@@ -100,9 +100,17 @@ def split_units(text: str) -> tuple[str, ...]:
 
 def _header_line(story: Story) -> str:
     h = story.header
-    parts = [(name, value) for name, value in (
-        ("Title", h.title), ("Author", h.author), ("Genre", h.genre),
-        ("Tags", ", ".join(h.tags)), ("Style", h.style)) if value]
+    parts = [
+        (name, value)
+        for name, value in (
+            ("Title", h.title),
+            ("Author", h.author),
+            ("Genre", h.genre),
+            ("Tags", ", ".join(h.tags)),
+            ("Style", h.style),
+        )
+        if value
+    ]
     return "[ " + "; ".join(f"{name}: {value}" for name, value in parts) + " ]\n"
 
 
@@ -128,8 +136,13 @@ def _(story: Story) -> PromptPlan:
     if story.author_note_depth < 1:
         raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
     note = f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
-    return PromptPlan(head=head, units=split_units(story.text), note=note, note_depth=story.author_note_depth,
-                      head_slots=(len(_block(story.memory)), len(head)))
+    return PromptPlan(
+        head=head,
+        units=split_units(story.text),
+        note=note,
+        note_depth=story.author_note_depth,
+        head_slots=(len(_block(story.memory)), len(head)),
+    )
 
 
 def _speaker_name(chat: Chat, speaker: str) -> str:
@@ -138,8 +151,17 @@ def _speaker_name(chat: Chat, speaker: str) -> str:
 
 def chat_stops(user: str) -> tuple[str, ...]:
     """Where a chat reply ends: the user's next line in the shapes models write it, a new block, `<END>`."""
-    return (f"\n{user}:", f"\n{START}", "<END>", f"\n{user} :", f"[ {user}:", f"[{user}:", f"\n*{user}:",
-            f"\n**{user}:**", f"\n### {user}:")
+    return (
+        f"\n{user}:",
+        f"\n{START}",
+        "<END>",
+        f"\n{user} :",
+        f"[ {user}:",
+        f"[{user}:",
+        f"\n*{user}:",
+        f"\n**{user}:**",
+        f"\n### {user}:",
+    )
 
 
 @plan.register
@@ -163,12 +185,21 @@ def _(chat: Chat) -> PromptPlan:
     head += f"{START}\n"
     units = tuple(f"{_speaker_name(chat, m.speaker)}: {fill(m.text).strip()}\n" for m in chat.messages)
     tail = _block(fill(chat.post_history)) + f"{chat.character}:"
-    return PromptPlan(head=head, units=units, tail=tail, stops=chat_stops(chat.user_name),
-                      head_slots=(definition_start, definition_end))
+    return PromptPlan(
+        head=head,
+        units=units,
+        tail=tail,
+        stops=chat_stops(chat.user_name),
+        head_slots=(definition_start, definition_end),
+    )
 
 
-GENRE_INSTRUCTIONS = {"horror": "horror story", "fairy tale": "fairy tale", "fairy-tale": "fairy tale",
-                      "fairytale": "fairy tale"}
+GENRE_INSTRUCTIONS = {
+    "horror": "horror story",
+    "fairy tale": "fairy tale",
+    "fairy-tale": "fairy tale",
+    "fairytale": "fairy tale",
+}
 
 
 def genre_instruction(genre: str) -> str:
@@ -217,13 +248,15 @@ def fit(prompt: PromptPlan, count_tokens: Callable[[str], int], budget: int) -> 
     if not everything:
         raise ContextOverflowError(
             f"the prompt is {n} tokens but only {budget} fit the context with the reply; "
-            f"shorten the prompt, lower --max-new-tokens, or raise --ctx")
+            f"shorten the prompt, lower --max-new-tokens, or raise --ctx"
+        )
     n_min = count_tokens(prompt.render(everything))
     if n_min > budget:
         what = "the persona, scenario and example dialogue" if prompt.tail else "the header, memory and author's note"
         raise ContextOverflowError(
             f"{what} alone take {n_min} tokens but only {budget} fit the context with the reply; "
-            f"shorten them, lower --max-new-tokens, or raise --ctx")
+            f"shorten them, lower --max-new-tokens, or raise --ctx"
+        )
     lo, hi = 1, everything  # the answer lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2

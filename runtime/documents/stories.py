@@ -11,16 +11,23 @@ import functools
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from talesmith.runtime import files
-from talesmith.runtime.documents.cards import (Character, character_from_card, clean_text, clean_tree, fill_macros,
-                                               to_card)
 from talesmith.runtime.documents import worldinfo
-from talesmith.runtime.documents.lorebook import Lorebook
+from talesmith.runtime.documents.cards import (
+    Character,
+    character_from_card,
+    clean_text,
+    clean_tree,
+    fill_macros,
+    to_card,
+)
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Speaker, Story, StoryHeader
+from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import SamplingSettings, preset
 
@@ -50,10 +57,10 @@ class Alternatives:
     def text(self) -> str:
         return self.base + self.current
 
-    def cycle(self, step: int) -> "Alternatives":
+    def cycle(self, step: int) -> Alternatives:
         return dataclasses.replace(self, index=(self.index + step) % len(self.options))
 
-    def add(self, option: str) -> "Alternatives":
+    def add(self, option: str) -> Alternatives:
         return Alternatives(self.base, self.options + (option,), len(self.options))
 
 
@@ -81,16 +88,17 @@ class StoryDocument:
 
     def prompt_story(self, *, global_books: tuple[Lorebook, ...] = ()) -> Story:
         """The story to build the prompt from, with its lorebooks (and the global ones)."""
-        return dataclasses.replace(self.story, lore=functools.partial(worldinfo.document_lore, self,
-                                                                      global_books=global_books))
+        return dataclasses.replace(
+            self.story, lore=functools.partial(worldinfo.document_lore, self, global_books=global_books)
+        )
 
-    def with_story(self, **changes: Any) -> "StoryDocument":
+    def with_story(self, **changes: Any) -> StoryDocument:
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
 
-    def with_text(self, text: str) -> "StoryDocument":
+    def with_text(self, text: str) -> StoryDocument:
         return self.with_story(text=text)
 
-    def continued(self, base: str, continuation: str) -> "StoryDocument":
+    def continued(self, base: str, continuation: str) -> StoryDocument:
         """The story after a generation at `base`: a retry adds an alternative, a new point starts a list."""
         alt = self.live_alternatives()
         if alt is not None and alt.base == base:
@@ -99,14 +107,14 @@ class StoryDocument:
             alt = Alternatives(base, (continuation,))
         return dataclasses.replace(self, story=dataclasses.replace(self.story, text=alt.text), alternatives=alt)
 
-    def cycled(self, step: int) -> "StoryDocument":
+    def cycled(self, step: int) -> StoryDocument:
         alt = self.live_alternatives()
         if alt is None or len(alt.options) < 2:
             return self
         alt = alt.cycle(step)
         return dataclasses.replace(self, story=dataclasses.replace(self.story, text=alt.text), alternatives=alt)
 
-    def kept(self) -> "StoryDocument":
+    def kept(self) -> StoryDocument:
         """Keep the alternative shown and forget the others."""
         return dataclasses.replace(self, alternatives=None)
 
@@ -125,13 +133,13 @@ class ChatMessage:
     def text(self) -> str:
         return self.swipes[self.index]
 
-    def with_swipe(self, text: str) -> "ChatMessage":
+    def with_swipe(self, text: str) -> ChatMessage:
         return ChatMessage(self.speaker, self.swipes + (text,), len(self.swipes))
 
-    def cycled(self, step: int) -> "ChatMessage":
+    def cycled(self, step: int) -> ChatMessage:
         return dataclasses.replace(self, index=(self.index + step) % len(self.swipes))
 
-    def edited(self, text: str) -> "ChatMessage":
+    def edited(self, text: str) -> ChatMessage:
         swipes = list(self.swipes)
         swipes[self.index] = text
         return dataclasses.replace(self, swipes=tuple(swipes))
@@ -166,19 +174,23 @@ class ChatDocument:
     """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
     @classmethod
-    def start(cls, character: Character, *, user: User = User(), **kwargs: Any) -> "ChatDocument":
+    def start(cls, character: Character, *, user: User = User(), **kwargs: Any) -> ChatDocument:
         """A new chat opened by the character's greeting (alternate greetings become its swipes)."""
         name = kwargs.get("user_name") or user.name
-        greetings = tuple(fill_macros(g, char=character.name, user=name)
-                          for g in (character.greeting, *character.alternate_greetings) if g.strip())
+        greetings = tuple(
+            fill_macros(g, char=character.name, user=name)
+            for g in (character.greeting, *character.alternate_greetings)
+            if g.strip()
+        )
         messages = (ChatMessage(CHARACTER, greetings),) if greetings else ()
         kwargs.setdefault("name", f"Chat with {character.name}")
         return cls(character=character, messages=messages, **kwargs)
 
     def user(self, default: User = User()) -> User:
         """The user of this chat: its own name and persona where set, else `default`'s."""
-        return User(self.user_name.strip() or default.name.strip() or DEFAULT_USER,
-                    self.user_persona.strip() or default.persona)
+        return User(
+            self.user_name.strip() or default.name.strip() or DEFAULT_USER, self.user_persona.strip() or default.persona
+        )
 
     def fill(self, text: str, default: User = User()) -> str:
         """`text` with the card macros filled for this chat."""
@@ -187,22 +199,29 @@ class ChatDocument:
     def to_chat(self, upto: int | None = None, *, user: User = User(), global_books: tuple[Lorebook, ...] = ()) -> Chat:
         """The prompt document of the conversation (its first `upto` messages); macros are left to the prompt."""
         c, u = self.character, self.user(user)
-        return Chat(character=c.name, persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
-                    scenario=fill_macros(c.scenario, char=c.name, user=u.name), examples=c.example_blocks(),
-                    messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]), user_name=u.name,
-                    user_persona=u.persona, system_prompt=c.system_prompt, post_history=c.post_history,
-                    lore=functools.partial(worldinfo.document_lore, self, global_books=global_books))
+        return Chat(
+            character=c.name,
+            persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
+            scenario=fill_macros(c.scenario, char=c.name, user=u.name),
+            examples=c.example_blocks(),
+            messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]),
+            user_name=u.name,
+            user_persona=u.persona,
+            system_prompt=c.system_prompt,
+            post_history=c.post_history,
+            lore=functools.partial(worldinfo.document_lore, self, global_books=global_books),
+        )
 
-    def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> "ChatDocument":
+    def _with(self, messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> ChatDocument:
         return dataclasses.replace(self, messages=tuple(messages))
 
-    def sent(self, text: str) -> "ChatDocument":
+    def sent(self, text: str) -> ChatDocument:
         return self._with(self.messages + (ChatMessage(USER, (text,)),))
 
-    def replied(self, text: str) -> "ChatDocument":
+    def replied(self, text: str) -> ChatDocument:
         return self._with(self.messages + (ChatMessage(CHARACTER, (text,)),))
 
-    def swiped_reply(self, text: str) -> "ChatDocument":
+    def swiped_reply(self, text: str) -> ChatDocument:
         """A new version of the last reply, shown."""
         return self._with(self.messages[:-1] + (self.messages[-1].with_swipe(text),))
 
@@ -210,18 +229,18 @@ class ChatDocument:
     def last_is_reply(self) -> bool:
         return bool(self.messages) and self.messages[-1].speaker == CHARACTER
 
-    def cycled(self, step: int) -> "ChatDocument":
+    def cycled(self, step: int) -> ChatDocument:
         if not self.last_is_reply or len(self.messages[-1].swipes) < 2:
             return self
         return self._with(self.messages[:-1] + (self.messages[-1].cycled(step),))
 
-    def edited(self, index: int, text: str) -> "ChatDocument":
+    def edited(self, index: int, text: str) -> ChatDocument:
         messages = list(self.messages)
         messages[index] = messages[index].edited(text)
         return self._with(messages)
 
-    def deleted(self, index: int) -> "ChatDocument":
-        return self._with(self.messages[:index] + self.messages[index + 1:])
+    def deleted(self, index: int) -> ChatDocument:
+        return self._with(self.messages[:index] + self.messages[index + 1 :])
 
 
 Document = StoryDocument | ChatDocument
@@ -243,29 +262,57 @@ def _settings_from(data: Any, where: str) -> SamplingSettings:
 
 
 def to_dict(doc: Document) -> dict[str, Any]:
-    common = {"version": VERSION, "name": doc.name, "preset": doc.preset, "model": doc.model,
-              "settings": doc.settings.to_dict()}
-    common.update({"lorebooks": [{"name": b.name, "world_info": worldinfo.to_st(b)} for b in doc.lorebooks]}
-                  if doc.lorebooks else {})
+    common = {
+        "version": VERSION,
+        "name": doc.name,
+        "preset": doc.preset,
+        "model": doc.model,
+        "settings": doc.settings.to_dict(),
+    }
+    common.update(
+        {"lorebooks": [{"name": b.name, "world_info": worldinfo.to_st(b)} for b in doc.lorebooks]}
+        if doc.lorebooks
+        else {}
+    )
     common.update({"extra": doc.extra} if doc.extra else {})
     if isinstance(doc, StoryDocument):
         s = doc.story
         alt = doc.live_alternatives()
-        return {"kind": "story", **common, "text": s.text,
-                "header": {"title": s.header.title, "author": s.header.author, "genre": s.header.genre,
-                           "tags": list(s.header.tags), "style": s.header.style},
-                "japanese": s.japanese, "synopsis": s.synopsis, "memory": s.memory,
-                "author_note": s.author_note, "author_note_depth": s.author_note_depth,
-                "alternatives": None if alt is None else {"base": alt.base, "options": list(alt.options),
-                                                          "index": alt.index}}
-    return {"kind": "chat", **common, "user_name": doc.user_name, "user_persona": doc.user_persona,
-            "character": to_card(doc.character),
-            "messages": [{"speaker": m.speaker, "swipes": list(m.swipes), "index": m.index} for m in doc.messages]}
+        return {
+            "kind": "story",
+            **common,
+            "text": s.text,
+            "header": {
+                "title": s.header.title,
+                "author": s.header.author,
+                "genre": s.header.genre,
+                "tags": list(s.header.tags),
+                "style": s.header.style,
+            },
+            "japanese": s.japanese,
+            "synopsis": s.synopsis,
+            "memory": s.memory,
+            "author_note": s.author_note,
+            "author_note_depth": s.author_note_depth,
+            "alternatives": None
+            if alt is None
+            else {"base": alt.base, "options": list(alt.options), "index": alt.index},
+        }
+    return {
+        "kind": "chat",
+        **common,
+        "user_name": doc.user_name,
+        "user_persona": doc.user_persona,
+        "character": to_card(doc.character),
+        "messages": [{"speaker": m.speaker, "swipes": list(m.swipes), "index": m.index} for m in doc.messages],
+    }
 
 
 def _attached(d: dict[str, Any], where: str) -> dict[str, Any]:
     """The lorebooks and imported extras of a document's JSON."""
-    books = tuple(worldinfo.lorebook_from_json(b["world_info"], str(b["name"]), where) for b in d.get("lorebooks") or [])
+    books = tuple(
+        worldinfo.lorebook_from_json(b["world_info"], str(b["name"]), where) for b in d.get("lorebooks") or []
+    )
     extra = d.get("extra") or {}
     if not isinstance(extra, dict):
         raise InputError(f"{where}: 'extra' must be an object")
@@ -274,12 +321,22 @@ def _attached(d: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
     h = d.get("header") or {}
-    header = StoryHeader(title=str(h.get("title", "")), author=str(h.get("author", "")),
-                         genre=str(h.get("genre", "")), tags=tuple(str(t) for t in h.get("tags", [])),
-                         style=str(h.get("style", "")))
-    story = Story(text=str(d.get("text", "")), header=header, synopsis=str(d.get("synopsis", "")),
-                  memory=str(d.get("memory", "")), author_note=str(d.get("author_note", "")),
-                  author_note_depth=int(d.get("author_note_depth", 3)), japanese=bool(d.get("japanese", False)))
+    header = StoryHeader(
+        title=str(h.get("title", "")),
+        author=str(h.get("author", "")),
+        genre=str(h.get("genre", "")),
+        tags=tuple(str(t) for t in h.get("tags", [])),
+        style=str(h.get("style", "")),
+    )
+    story = Story(
+        text=str(d.get("text", "")),
+        header=header,
+        synopsis=str(d.get("synopsis", "")),
+        memory=str(d.get("memory", "")),
+        author_note=str(d.get("author_note", "")),
+        author_note_depth=int(d.get("author_note_depth", 3)),
+        japanese=bool(d.get("japanese", False)),
+    )
     alt = None
     a = d.get("alternatives")
     if a:
@@ -287,9 +344,15 @@ def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
             raise InputError(f"{where}: 'alternatives.options' must be a non-empty list of texts")
         options = tuple(str(o) for o in a["options"])
         alt = Alternatives(str(a["base"]), options, min(int(a.get("index", 0)), len(options) - 1))
-    return StoryDocument(story=story, name=str(d.get("name", "Untitled story")), alternatives=alt,
-                         settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
-                         model=str(d.get("model", "")), **_attached(d, where))
+    return StoryDocument(
+        story=story,
+        name=str(d.get("name", "Untitled story")),
+        alternatives=alt,
+        settings=_settings_from(d.get("settings", {}), where),
+        preset=str(d.get("preset", "")),
+        model=str(d.get("model", "")),
+        **_attached(d, where),
+    )
 
 
 def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
@@ -302,10 +365,17 @@ def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
             raise InputError(f"{where}: a message has speaker {m['speaker']!r} or no text")
         swipes = tuple(str(s) for s in m["swipes"])
         messages.append(ChatMessage(m["speaker"], swipes, min(int(m.get("index", 0)), len(swipes) - 1)))
-    return ChatDocument(character=character, messages=tuple(messages), name=str(d.get("name", "")),
-                        user_name=_own_user_name(d), user_persona=str(d.get("user_persona", "")),
-                        settings=_settings_from(d.get("settings", {}), where), preset=str(d.get("preset", "")),
-                        model=str(d.get("model", "")), **_attached(d, where))
+    return ChatDocument(
+        character=character,
+        messages=tuple(messages),
+        name=str(d.get("name", "")),
+        user_name=_own_user_name(d),
+        user_persona=str(d.get("user_persona", "")),
+        settings=_settings_from(d.get("settings", {}), where),
+        preset=str(d.get("preset", "")),
+        model=str(d.get("model", "")),
+        **_attached(d, where),
+    )
 
 
 def _own_user_name(d: dict[str, Any]) -> str:

@@ -12,11 +12,22 @@ import copy
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from talesmith.runtime.documents.lorebook import (AFTER, BEFORE, DEPTH, LOGICS, NOTE_BOTTOM, NOTE_TOP, Entry, Lore,
-                                                  Lorebook, LoreSettings)
+from talesmith.runtime.documents.lorebook import (
+    AFTER,
+    BEFORE,
+    DEPTH,
+    LOGICS,
+    NOTE_BOTTOM,
+    NOTE_TOP,
+    Entry,
+    Lore,
+    Lorebook,
+    LoreSettings,
+)
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 
 MAX_LOREBOOK_FILE = 16 * 1024 * 1024
@@ -58,19 +69,27 @@ def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
     `uid` when it has none)."""
     position = int(raw.get("position") or 0)
     return Entry(
-        keys=_keys(raw.get("key", [])), content=str(raw.get("content") or ""),
+        keys=_keys(raw.get("key", [])),
+        content=str(raw.get("content") or ""),
         uid=uid if raw.get("uid") is None else int(raw["uid"]),
-        secondary=_keys(raw.get("keysecondary") or []), logic=_logic(raw.get("selectiveLogic")),
-        selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
-        enabled=not raw.get("disable", False) and position != OUTLET, order=int(raw.get("order", 100) or 0),
-        position=ST_POSITIONS.get(position, BEFORE), depth=int(raw.get("depth", 4) if raw.get("depth") is not None else 4),
-        scan_depth=_opt_int(raw.get("scanDepth")), case_sensitive=_opt_bool(raw.get("caseSensitive")),
+        secondary=_keys(raw.get("keysecondary") or []),
+        logic=_logic(raw.get("selectiveLogic")),
+        selective=bool(raw.get("selective", False)),
+        constant=bool(raw.get("constant", False)),
+        enabled=not raw.get("disable", False) and position != OUTLET,
+        order=int(raw.get("order", 100) or 0),
+        position=ST_POSITIONS.get(position, BEFORE),
+        depth=int(raw.get("depth", 4) if raw.get("depth") is not None else 4),
+        scan_depth=_opt_int(raw.get("scanDepth")),
+        case_sensitive=_opt_bool(raw.get("caseSensitive")),
         whole_words=_opt_bool(raw.get("matchWholeWords")),
         probability=int(raw.get("probability", 100) if raw.get("probability") is not None else 100),
         use_probability=bool(raw.get("useProbability", False)),
         exclude_recursion=bool(raw.get("excludeRecursion", False)),
         prevent_recursion=bool(raw.get("preventRecursion", False)),
-        delay_until_recursion=bool(raw.get("delayUntilRecursion", False)), name=str(raw.get("comment") or ""))
+        delay_until_recursion=bool(raw.get("delayUntilRecursion", False)),
+        name=str(raw.get("comment") or ""),
+    )
 
 
 def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,14 +97,28 @@ def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, An
     raw = copy.deepcopy(raw or {})
     if raw and _same(entry_from_st(raw, entry.uid), entry):
         return raw
-    raw.update(uid=entry.uid, key=list(entry.keys), keysecondary=list(entry.secondary), comment=entry.name,
-               content=entry.content, constant=entry.constant, selective=entry.selective,
-               selectiveLogic=LOGICS.index(entry.logic), order=entry.order, position=TO_ST_POSITION[entry.position],
-               disable=not entry.enabled, depth=entry.depth, scanDepth=entry.scan_depth,
-               caseSensitive=entry.case_sensitive, matchWholeWords=entry.whole_words,
-               probability=entry.probability, useProbability=entry.use_probability,
-               excludeRecursion=entry.exclude_recursion, preventRecursion=entry.prevent_recursion,
-               delayUntilRecursion=entry.delay_until_recursion)
+    raw.update(
+        uid=entry.uid,
+        key=list(entry.keys),
+        keysecondary=list(entry.secondary),
+        comment=entry.name,
+        content=entry.content,
+        constant=entry.constant,
+        selective=entry.selective,
+        selectiveLogic=LOGICS.index(entry.logic),
+        order=entry.order,
+        position=TO_ST_POSITION[entry.position],
+        disable=not entry.enabled,
+        depth=entry.depth,
+        scanDepth=entry.scan_depth,
+        caseSensitive=entry.case_sensitive,
+        matchWholeWords=entry.whole_words,
+        probability=entry.probability,
+        useProbability=entry.use_probability,
+        excludeRecursion=entry.exclude_recursion,
+        preventRecursion=entry.prevent_recursion,
+        delayUntilRecursion=entry.delay_until_recursion,
+    )
     return raw
 
 
@@ -121,9 +154,14 @@ def from_st(data: Any, name: str) -> Lorebook:
         raise ValueError("a World Info file is a JSON object")
     _raw_entries(data)  # the shape checked
     entries = tuple(entry_from_st(raw, uid) for uid, raw in _st_items(data))
-    return Lorebook(name=str(data.get("name") or name), entries=entries, scan_depth=_opt_int(data.get("scan_depth")),
-                    token_budget=_opt_int(data.get("token_budget")), recursive=_opt_bool(data.get("recursive_scanning")),
-                    raw=copy.deepcopy(data))
+    return Lorebook(
+        name=str(data.get("name") or name),
+        entries=entries,
+        scan_depth=_opt_int(data.get("scan_depth")),
+        token_budget=_opt_int(data.get("token_budget")),
+        recursive=_opt_bool(data.get("recursive_scanning")),
+        raw=copy.deepcopy(data),
+    )
 
 
 def to_st(book: Lorebook) -> dict[str, Any]:
@@ -143,18 +181,27 @@ def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
     if position is None:
         position = 1 if raw.get("position") == "after_char" else 0
     return Entry(
-        keys=_keys(raw.get("keys", [])), content=str(raw.get("content") or ""), uid=int(raw.get("id", index) or index),
-        secondary=_keys(raw.get("secondary_keys") or []), logic=_logic(ext.get("selectiveLogic")),
-        selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
-        enabled=bool(raw.get("enabled", True)) and position != OUTLET, order=int(raw.get("insertion_order", 100) or 0),
-        position=ST_POSITIONS.get(int(position), BEFORE), depth=int(ext.get("depth", 4) or 0),
+        keys=_keys(raw.get("keys", [])),
+        content=str(raw.get("content") or ""),
+        uid=int(raw.get("id", index) or index),
+        secondary=_keys(raw.get("secondary_keys") or []),
+        logic=_logic(ext.get("selectiveLogic")),
+        selective=bool(raw.get("selective", False)),
+        constant=bool(raw.get("constant", False)),
+        enabled=bool(raw.get("enabled", True)) and position != OUTLET,
+        order=int(raw.get("insertion_order", 100) or 0),
+        position=ST_POSITIONS.get(int(position), BEFORE),
+        depth=int(ext.get("depth", 4) or 0),
         scan_depth=_opt_int(ext.get("scan_depth")),
         case_sensitive=_opt_bool(raw.get("case_sensitive", ext.get("case_sensitive"))),
-        whole_words=_opt_bool(ext.get("match_whole_words")), probability=int(ext.get("probability", 100) or 0),
-        use_probability=bool(ext.get("useProbability", False)), exclude_recursion=bool(ext.get("exclude_recursion", False)),
+        whole_words=_opt_bool(ext.get("match_whole_words")),
+        probability=int(ext.get("probability", 100) or 0),
+        use_probability=bool(ext.get("useProbability", False)),
+        exclude_recursion=bool(ext.get("exclude_recursion", False)),
         prevent_recursion=bool(ext.get("prevent_recursion", False)),
         delay_until_recursion=bool(ext.get("delay_until_recursion", False)),
-        name=str(raw.get("comment") or raw.get("name") or ""))
+        name=str(raw.get("comment") or raw.get("name") or ""),
+    )
 
 
 def from_character_book(book: Any, name: str) -> Lorebook:
@@ -162,14 +209,20 @@ def from_character_book(book: Any, name: str) -> Lorebook:
     if not isinstance(book, dict):
         raise ValueError("'character_book' must be an object")
     entries = tuple(entry_from_card(e, i) for i, e in enumerate(_raw_entries(book)))
-    return Lorebook(name=str(book.get("name") or name), entries=entries, scan_depth=_opt_int(book.get("scan_depth")),
-                    token_budget=_opt_int(book.get("token_budget")), recursive=_opt_bool(book.get("recursive_scanning")),
-                    raw=copy.deepcopy(book))
+    return Lorebook(
+        name=str(book.get("name") or name),
+        entries=entries,
+        scan_depth=_opt_int(book.get("scan_depth")),
+        token_budget=_opt_int(book.get("token_budget")),
+        recursive=_opt_bool(book.get("recursive_scanning")),
+        raw=copy.deepcopy(book),
+    )
 
 
 def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
     """The `character_book` of parsed card JSON (as `Character.card` keeps it), or None."""
-    data = card.get("data") if isinstance(card.get("data"), dict) else card
+    inner = card.get("data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else card
     book = data.get("character_book")
     if not book:
         return None
@@ -195,10 +248,19 @@ def from_kobold(items: Any, name: str) -> Lorebook:
     for i, raw in enumerate(items):
         if not raw.get("init", True) and not str(raw.get("content", "")).strip():
             continue  # the empty placeholder row the Kobold editor keeps at the end
-        entries.append(Entry(keys=_keys(raw.get("key") or ""), secondary=_keys(raw.get("keysecondary") or ""),
-                             content=str(raw.get("content") or ""), uid=int(raw.get("uid", i) or i),
-                             selective=bool(raw.get("selective", False)), constant=bool(raw.get("constant", False)),
-                             name=str(raw.get("comment") or ""), order=100, position=BEFORE))
+        entries.append(
+            Entry(
+                keys=_keys(raw.get("key") or ""),
+                secondary=_keys(raw.get("keysecondary") or ""),
+                content=str(raw.get("content") or ""),
+                uid=int(raw.get("uid", i) or i),
+                selective=bool(raw.get("selective", False)),
+                constant=bool(raw.get("constant", False)),
+                name=str(raw.get("comment") or ""),
+                order=100,
+                position=BEFORE,
+            )
+        )
     return Lorebook(name=name, entries=tuple(entries), raw={"worldinfo": copy.deepcopy(items)})
 
 
@@ -207,9 +269,21 @@ def to_kobold(book: Lorebook) -> list[dict[str, Any]]:
     old = book.raw.get("worldinfo")
     if isinstance(old, list) and from_kobold(old, book.name).entries == book.entries:
         return copy.deepcopy(old)
-    return [{"key": ", ".join(e.keys), "keysecondary": ", ".join(e.secondary), "content": e.content,
-             "comment": e.name, "folder": None, "num": i, "init": True, "selective": e.selective,
-             "constant": e.constant, "uid": e.uid} for i, e in enumerate(book.entries)]
+    return [
+        {
+            "key": ", ".join(e.keys),
+            "keysecondary": ", ".join(e.secondary),
+            "content": e.content,
+            "comment": e.name,
+            "folder": None,
+            "num": i,
+            "init": True,
+            "selective": e.selective,
+            "constant": e.constant,
+            "uid": e.uid,
+        }
+        for i, e in enumerate(book.entries)
+    ]
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -219,17 +293,23 @@ def carries_lorebook(data: Any) -> bool:
     """Whether `data` has the shape of something `lorebook_from_json` reads (its entries not yet checked)."""
     if not isinstance(data, dict):
         return False
-    return (data.get("spec") in ("chara_card_v2", "chara_card_v3") or "character_book" in data
-            or (isinstance(data.get("worldinfo"), list) and "actions" in data)
-            or isinstance(data.get("entries"), (list, dict)))
+    return (
+        data.get("spec") in ("chara_card_v2", "chara_card_v3")
+        or "character_book" in data
+        or (isinstance(data.get("worldinfo"), list) and "actions" in data)
+        or isinstance(data.get("entries"), (list, dict))
+    )
 
 
 def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
     """A lorebook from any JSON that carries one: World Info, a card with a character_book, a bare
     character_book, or a KoboldAI story."""
     try:
-        if isinstance(data, dict) and data.get("spec") in ("chara_card_v2", "chara_card_v3") or (
-                isinstance(data, dict) and "character_book" in data):
+        if (
+            isinstance(data, dict)
+            and data.get("spec") in ("chara_card_v2", "chara_card_v3")
+            or (isinstance(data, dict) and "character_book" in data)
+        ):
             book = card_lorebook(data, where)
             if book is None:
                 raise InputError(f"{where}: the card carries no lorebook (character_book)")
@@ -246,8 +326,10 @@ def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
         raise InputError(f"{where}: {e}") from None
     except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:
         raise InputError(f"{where}: a lorebook entry has the wrong shape ({e})") from None
-    raise InputError(f"{where} is not a lorebook: expected SillyTavern World Info JSON (an 'entries' object), "
-                     f"a card with a character_book or a KoboldAI story")
+    raise InputError(
+        f"{where} is not a lorebook: expected SillyTavern World Info JSON (an 'entries' object), "
+        f"a card with a character_book or a KoboldAI story"
+    )
 
 
 def read_json(path: str | os.PathLike[str], what: str, limit: int = MAX_LOREBOOK_FILE) -> Any:
@@ -296,8 +378,9 @@ def own_settings(raw: Any, where: str) -> dict[str, Any]:
         return {}
     names = {f.name for f in dataclasses.fields(LoreSettings)}
     if not isinstance(table, dict) or set(table) - names:
-        raise InputError(f"{where}: {SETTINGS_KEY!r} must be an object of lorebook settings "
-                         f"({', '.join(sorted(names))})")
+        raise InputError(
+            f"{where}: {SETTINGS_KEY!r} must be an object of lorebook settings ({', '.join(sorted(names))})"
+        )
     try:
         LoreSettings(**table)
     except (SettingsError, TypeError) as e:
@@ -336,8 +419,9 @@ def global_lorebooks(data_dir: str | os.PathLike[str]) -> tuple[Lorebook, ...]:
     return tuple(load_lorebook(p) for p in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
 
 
-def document_lore(document: Any, *, global_books: Sequence[Lorebook] = (),
-                  base: LoreSettings = LoreSettings()) -> Lore | None:
+def document_lore(
+    document: Any, *, global_books: Sequence[Lorebook] = (), base: LoreSettings = LoreSettings()
+) -> Lore | None:
     """The lore of a story or chat document: its own lorebooks, its character's character_book and the
     global ones, sorted together by insertion order (SillyTavern's "sorted evenly")."""
     books = list(getattr(document, "lorebooks", ()))

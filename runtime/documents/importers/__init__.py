@@ -23,7 +23,8 @@ from talesmith.runtime.documents.cards import PNG_SIGNATURE, Character, characte
 from talesmith.runtime.documents.importers import kobold, presets, stchat
 from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, slug
-from talesmith.runtime.documents.worldinfo import carries_lorebook, dumps as lorebook_dumps, lorebook_from_json
+from talesmith.runtime.documents.worldinfo import carries_lorebook, lorebook_from_json
+from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps
 from talesmith.runtime.errors import CardError, InputError
 
 MAX_IMPORT = 64 * 1024 * 1024
@@ -68,17 +69,26 @@ def _known_character(characters: Path | None, name: str) -> Character | None:
 def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
     where, name = str(path), path.stem
     if isinstance(data, dict) and "story_string" in data:
-        raise InputError(f"{where} is a SillyTavern context template, not a sampler preset; talesmith builds "
-                         f"each model's own prompt format")
+        raise InputError(
+            f"{where} is a SillyTavern context template, not a sampler preset; talesmith builds "
+            f"each model's own prompt format"
+        )
     if presets.is_sampler_preset(data):
         preset = presets.from_sillytavern(data, name, where)
-        notes = ()
+        notes: tuple[str, ...] = ()
         if preset.unmapped:
             effective = preset.effective_unmapped
-            notes = tuple(line for line in (
-                "no equivalent, left out: " + ", ".join(f"{k}={v!r}" for k, v in effective.items()) if effective else "",
-                "also left out (off, or settings of the tool itself): "
-                + ", ".join(k for k in preset.unmapped if k not in effective)) if line and not line.endswith(": "))
+            notes = tuple(
+                line
+                for line in (
+                    "no equivalent, left out: " + ", ".join(f"{k}={v!r}" for k, v in effective.items())
+                    if effective
+                    else "",
+                    "also left out (off, or settings of the tool itself): "
+                    + ", ".join(k for k in preset.unmapped if k not in effective),
+                )
+                if line and not line.endswith(": ")
+            )
         return Imported("preset", name, preset, notes)
     if kobold.is_kobold_story(data):
         doc = kobold.story_from_kobold(data, name, where)
@@ -89,8 +99,10 @@ def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
     if isinstance(data, dict) and ("spec" in data or "name" in data):  # a card (v1 cards are flat)
         character = character_from_card(data, where)
         return Imported("character", character.name, character)
-    raise InputError(f"{where} is not a file talesmith can import: expected a SillyTavern chat (.jsonl), preset or "
-                     f"World Info, a KoboldAI story, or a character card")
+    raise InputError(
+        f"{where} is not a file talesmith can import: expected a SillyTavern chat (.jsonl), preset or "
+        f"World Info, a KoboldAI story, or a character card"
+    )
 
 
 def read_import(path: str | os.PathLike[str], *, characters: Path | None = None) -> Imported:
@@ -110,13 +122,20 @@ def read_import(path: str | os.PathLike[str], *, characters: Path | None = None)
     except json.JSONDecodeError:
         lines = stchat.parse_jsonl(text, str(p))
         if not stchat.is_st_chat(lines):
-            raise InputError(f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the "
-                             f"character)") from None
+            raise InputError(
+                f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the character)"
+            ) from None
         name = str(lines[0].get("character_name") or "")
-        character = _known_character(characters, name)
-        doc = stchat.chat_from_st(lines, str(p), character=character)
-        notes = () if character else (f"no card for {name!r} in the library: the chat has a bare character; "
-                                      f"import the card too, then this chat again",)
+        known = _known_character(characters, name)
+        doc = stchat.chat_from_st(lines, str(p), character=known)
+        notes = (
+            ()
+            if known
+            else (
+                f"no card for {name!r} in the library: the chat has a bare character; "
+                f"import the card too, then this chat again",
+            )
+        )
         return Imported("chat", doc.name, doc, notes)
     except RecursionError:
         raise InputError(f"{p}: the JSON is nested too deeply") from None
@@ -172,8 +191,10 @@ def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) 
         want = ".jsonl (a SillyTavern chat)" if isinstance(doc, ChatDocument) else ".json (a KoboldAI story)"
         raise InputError(f"{src} is a {data['kind']}; export it to a file ending in {want}")
     if not carries_lorebook(data):
-        raise InputError(f"{src} is not a saved talesmith chat or story nor a lorebook; `export` writes those back "
-                         f"(a chat as .jsonl, a story or lorebook as .json)")
+        raise InputError(
+            f"{src} is not a saved talesmith chat or story nor a lorebook; `export` writes those back "
+            f"(a chat as .jsonl, a story or lorebook as .json)"
+        )
     book = lorebook_from_json(data, src.stem, str(src))
     if suffix != ".json":
         raise InputError(f"{src} is a lorebook; export it to a file ending in .json (SillyTavern World Info)")

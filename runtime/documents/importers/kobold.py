@@ -42,26 +42,30 @@ def story_from_kobold(data: dict[str, Any], name: str, where: str) -> StoryDocum
     except (ValueError, TypeError, AttributeError) as e:
         raise InputError(f"{where}: its world info cannot be read ({e})") from None
     text = (data.get("prompt") or "") + "".join(_actions(data, where))
-    story = Story(text=text, memory=data.get("memory") or "", author_note=data.get("authorsnote") or "",
-                  author_note_depth=ANDEPTH)
-    return StoryDocument(story=story, name=name, lorebooks=(book,) if book.entries else (),
-                         extra={KEY: copy.deepcopy(data)})
+    story = Story(
+        text=text, memory=data.get("memory") or "", author_note=data.get("authorsnote") or "", author_note_depth=ANDEPTH
+    )
+    return StoryDocument(
+        story=story, name=name, lorebooks=(book,) if book.entries else (), extra={KEY: copy.deepcopy(data)}
+    )
 
 
 def story_to_kobold(doc: StoryDocument) -> dict[str, Any]:
     """The story as a KoboldAI Client save, the imported save (if any) written back under the edits."""
     out = copy.deepcopy(doc.extra.get(KEY) or {"gamestarted": True})
     text = doc.story.text
-    prompt = out.get("prompt") if isinstance(out.get("prompt"), str) and text.startswith(out.get("prompt")) else None
+    saved = out.get("prompt")
+    prompt = saved if isinstance(saved, str) and text.startswith(saved) else None
+    actions: list[str]
     if prompt is None:
         prompt, actions = text, []
     else:
-        actions, rest = [], text[len(prompt):]
+        actions, rest = [], text[len(prompt) :]
         for action in _actions(out, "story") if isinstance(out.get("actions"), (list, dict)) else []:
             if not rest.startswith(action):
                 break
             actions.append(action)
-            rest = rest[len(action):]
+            rest = rest[len(action) :]
         actions += [rest] if rest else []
     out.update(prompt=prompt, actions=actions, memory=doc.story.memory, authorsnote=doc.story.author_note)
     if doc.lorebooks or "worldinfo" in out:

@@ -52,8 +52,10 @@ def _swipes(raw: dict[str, Any]) -> tuple[tuple[str, ...], int]:
 def chat_from_st(lines: list[dict[str, Any]], where: str, *, character: Character | None = None) -> ChatDocument:
     """A chat from the objects of an ST .jsonl; `character` is the card to chat with (a bare one by default)."""
     if not is_st_chat(lines):
-        raise InputError(f"{where} is not a SillyTavern chat: the first line needs character_name and every "
-                         f"other line a message with 'mes'")
+        raise InputError(
+            f"{where} is not a SillyTavern chat: the first line needs character_name and every "
+            f"other line a message with 'mes'"
+        )
     meta = lines[0]
     name = str(meta.get("character_name") or "").strip()
     if not name:
@@ -66,10 +68,16 @@ def chat_from_st(lines: list[dict[str, Any]], where: str, *, character: Characte
             continue
         swipes, index = _swipes(raw)
         messages.append(ChatMessage(USER if raw.get("is_user") else CHARACTER, swipes, index))
-    character = character or Character(name=name, card={"spec": "chara_card_v2", "spec_version": "2.0",
-                                                         "data": {"name": name}})
-    return ChatDocument(character=character, messages=tuple(messages), name=f"Chat with {name}",
-                        user_name=str(meta.get("user_name") or ""), extra={KEY: copy.deepcopy(lines)})
+    character = character or Character(
+        name=name, card={"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": name}}
+    )
+    return ChatDocument(
+        character=character,
+        messages=tuple(messages),
+        name=f"Chat with {name}",
+        user_name=str(meta.get("user_name") or ""),
+        extra={KEY: copy.deepcopy(lines)},
+    )
 
 
 def _message(doc: ChatDocument, m: ChatMessage, raw: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
