@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from textual import work
 from textual.app import App
@@ -129,14 +129,14 @@ class TalesmithApp(App):
         self.model.backend = backend
         for note in notes:
             self.notify(note, severity="warning", timeout=15)
-        for name in ("story", "chat"):
-            self.get_screen(name).backend_changed()
+        for screen in self.document_screens():
+            screen.backend_changed()
 
     def on_backend_failed(self, message: BackendFailed) -> None:
         self.model.error = message.error
         self.notify(self.model.problem, severity="error", timeout=15)
-        for name in ("story", "chat"):
-            self.get_screen(name).backend_changed()
+        for screen in self.document_screens():
+            screen.backend_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "mode" and self.screen_stack and self.screen.is_modal:
@@ -151,7 +151,7 @@ class TalesmithApp(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen([
-                ("Everywhere", self.BINDINGS + DocumentScreen.COMMON_BINDINGS),
+                ("Everywhere", [*self.BINDINGS, *DocumentScreen.COMMON_BINDINGS]),
                 ("Story", StoryScreen.BINDINGS),
                 ("Chat", ChatScreen.BINDINGS),
                 ("Chat messages (tab to the list)", MessageList.BINDINGS),
@@ -160,9 +160,10 @@ class TalesmithApp(App):
     def action_mode(self, name: str) -> None:
         if self.screen.is_modal:
             return
-        target = self.get_screen(name)
-        if self.screen is not target:
-            self.screen.autosave()
+        current = self.screen
+        if current is not self.get_screen(name):
+            if isinstance(current, DocumentScreen):
+                current.autosave()
             self.switch_screen(name)
 
     async def action_quit(self) -> None:
@@ -192,11 +193,14 @@ class TalesmithApp(App):
         if not self.save_all():
             self.exit()
 
+    def document_screens(self) -> list[DocumentScreen]:
+        """The story and chat screens."""
+        return [cast(DocumentScreen, self.get_screen(name)) for name in ("story", "chat")]
+
     def save_all(self) -> list[DocumentScreen]:
         """Stop generations and save every document; the screens whose changes could not be saved."""
         failed = []
-        for name in ("story", "chat"):
-            screen = self.get_screen(name)
+        for screen in self.document_screens():
             screen.stop_generation()
             if not screen.autosave():
                 failed.append(screen)

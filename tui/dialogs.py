@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
@@ -24,10 +25,10 @@ from talesmith.runtime.documents.stories import Library, User, slug
 from . import promptview
 
 
-def _keys_table(title: str, bindings: list[Binding]) -> str:
+def _keys_table(title: str, bindings: Iterable[BindingType]) -> str:
     rows = [f"[b]{title}[/]"]
     for b in bindings:
-        if b.description:
+        if isinstance(b, Binding) and b.description:  # the first of a binding's keys names it
             key = b.key.split(",")[0]
             rows.append(f"  [b]{key:<11}[/] {escape(b.tooltip or b.description)}")
     return "\n".join(rows)
@@ -42,7 +43,7 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
-    def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
+    def __init__(self, sections: Sequence[tuple[str, Sequence[BindingType]]]) -> None:
         super().__init__()
         self.sections = sections
 

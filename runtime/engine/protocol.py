@@ -51,8 +51,9 @@ class Backend(Protocol):
     n_ctx: int
     """Context size in tokens."""
 
-    eog_tokens: frozenset[int]
-    """Tokens that end generation (end of text, end of turn)."""
+    @property
+    def eog_tokens(self) -> frozenset[int]:
+        """Tokens that end generation (end of text, end of turn)."""
 
     warnings: list[str]
     """Notes for the user from opening the model (e.g. a context beyond the trained one)."""
