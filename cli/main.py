@@ -7,7 +7,6 @@ and exit with status 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -22,9 +21,13 @@ from talesmith.cli.models import models_app
 from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
 from talesmith.runtime.errors import TalesmithError
 
-app = typer.Typer(cls=TidyGroup, add_completion=False, pretty_exceptions_enable=False,
-                  help="Local story writing and persona chat with fiction models. "
-                       "Without a command, opens the terminal app (the same as `talesmith tui`).")
+app = typer.Typer(
+    cls=TidyGroup,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Local story writing and persona chat with fiction models. "
+    "Without a command, opens the terminal app (the same as `talesmith tui`).",
+)
 app.command("generate")(generate)
 app.command("batch")(batch)
 app.command("import")(import_command)
@@ -34,15 +37,25 @@ app.command("convert")(convert_command)
 app.command("analyze")(analyze_command)
 
 
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder for stories, chats and characters "
-                          "(default: $TALESMITH_HOME or ~/.local/share/talesmith).")
+DataDirOpt = typer.Option(
+    None,
+    "--data-dir",
+    help="Folder for stories, chats and characters (default: $TALESMITH_HOME or ~/.local/share/talesmith).",
+)
 ChatOpt = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen.")
 
 
 @app.callback(invoke_without_command=True)
-def _no_command(ctx: typer.Context, model: Optional[str] = ModelOpt, lock: Optional[Path] = LockOpt,
-                n_ctx: Optional[int] = CtxOpt, gpu_layers: int = GpuOpt, threads: Optional[int] = ThreadsOpt,
-                data_dir: Optional[Path] = DataDirOpt, chat: bool = ChatOpt) -> None:
+def _no_command(
+    ctx: typer.Context,
+    model: str | None = ModelOpt,
+    lock: Path | None = LockOpt,
+    n_ctx: int | None = CtxOpt,
+    gpu_layers: int = GpuOpt,
+    threads: int | None = ThreadsOpt,
+    data_dir: Path | None = DataDirOpt,
+    chat: bool = ChatOpt,
+) -> None:
     """Without a command, open the terminal app (it takes every option of `talesmith tui`)."""
     if ctx.invoked_subcommand is None:
         tui(model=model, lock=lock, ctx=n_ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir, chat=chat)
@@ -50,19 +63,26 @@ def _no_command(ctx: typer.Context, model: Optional[str] = ModelOpt, lock: Optio
 
 @app.command()
 def tui(
-    model: Optional[str] = ModelOpt,
-    lock: Optional[Path] = LockOpt,
-    ctx: Optional[int] = CtxOpt,
+    model: str | None = ModelOpt,
+    lock: Path | None = LockOpt,
+    ctx: int | None = CtxOpt,
     gpu_layers: int = GpuOpt,
-    threads: Optional[int] = ThreadsOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    threads: int | None = ThreadsOpt,
+    data_dir: Path | None = DataDirOpt,
     chat: bool = ChatOpt,
 ) -> None:
     """Open the terminal app: story writing and persona chat."""
     from talesmith.tui.launch import run
 
-    run(model=model, lock=lock, ctx=ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir,
-        mode="chat" if chat else "story")
+    run(
+        model=model,
+        lock=lock,
+        ctx=ctx,
+        gpu_layers=gpu_layers,
+        threads=threads,
+        data_dir=data_dir,
+        mode="chat" if chat else "story",
+    )
 
 
 def main() -> None:

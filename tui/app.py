@@ -6,9 +6,10 @@ tests) and loaded in a worker thread, so the app opens at once and stays respons
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from textual import work
 from textual.app import App
@@ -77,8 +78,15 @@ class TalesmithApp(App):
         except TalesmithError as e:
             self.preferences_error = str(e)
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
-               markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """Every notification is plain text: names, file paths and model output may hold brackets."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
@@ -150,12 +158,16 @@ class TalesmithApp(App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen([
-                ("Everywhere", [*self.BINDINGS, *DocumentScreen.COMMON_BINDINGS]),
-                ("Story", StoryScreen.BINDINGS),
-                ("Chat", ChatScreen.BINDINGS),
-                ("Chat messages (tab to the list)", MessageList.BINDINGS),
-            ]))
+            self.push_screen(
+                HelpScreen(
+                    [
+                        ("Everywhere", [*self.BINDINGS, *DocumentScreen.COMMON_BINDINGS]),
+                        ("Story", StoryScreen.BINDINGS),
+                        ("Chat", ChatScreen.BINDINGS),
+                        ("Chat messages (tab to the list)", MessageList.BINDINGS),
+                    ]
+                )
+            )
 
     def action_mode(self, name: str) -> None:
         if self.screen.is_modal:
@@ -175,10 +187,14 @@ class TalesmithApp(App):
             return
         screen = failed[0]
         self.switch_screen(screen.KIND)
-        question = (f"{screen.doc.name!r} could not be saved (see the message), so talesmith stays open. "
-                    f"Free some space and press ctrl+q again, or export the text elsewhere.")
-        self.push_screen(Choice(question, [("e", "export", "export elsewhere"), ("s", "stay", "stay")]),
-                         lambda answer: self._rescue(screen) if answer == "export" else None)
+        question = (
+            f"{screen.doc.name!r} could not be saved (see the message), so talesmith stays open. "
+            f"Free some space and press ctrl+q again, or export the text elsewhere."
+        )
+        self.push_screen(
+            Choice(question, [("e", "export", "export elsewhere"), ("s", "stay", "stay")]),
+            lambda answer: self._rescue(screen) if answer == "export" else None,
+        )
 
     def _rescue(self, screen: DocumentScreen) -> None:
         default = Path.home() / f"{screen.doc.name[:40] or 'talesmith'}.json".replace("/", "-")

@@ -52,12 +52,30 @@ class DocumentScreen(Screen):
         Binding("ctrl+s", "save", "Save", priority=True, show=False, tooltip="Save now (saving is automatic)"),
         Binding("ctrl+o", "open", "Open", priority=True, tooltip="Saved documents: open, rename, delete, export"),
         Binding("f4", "sampling", "Sampling", priority=True, tooltip="Sampling settings, presets and stop strings"),
-        Binding("f8", "user", "You", priority=True, show=False,
-                tooltip="Your name and persona (every chat, or this one), the cap on saved model state"),
-        Binding("f9", "prompt", "Prompt", priority=True, show=False,
-                tooltip="What the model sees: the exact prompt, its parts and token counts"),
-        Binding("ctrl+l", "lorebooks", "Lore", priority=True, show=False,
-                tooltip="Lorebooks of this story or chat: entries, keys, positions; attach a lorebook file"),
+        Binding(
+            "f8",
+            "user",
+            "You",
+            priority=True,
+            show=False,
+            tooltip="Your name and persona (every chat, or this one), the cap on saved model state",
+        ),
+        Binding(
+            "f9",
+            "prompt",
+            "Prompt",
+            priority=True,
+            show=False,
+            tooltip="What the model sees: the exact prompt, its parts and token counts",
+        ),
+        Binding(
+            "ctrl+l",
+            "lorebooks",
+            "Lore",
+            priority=True,
+            show=False,
+            tooltip="Lorebooks of this story or chat: entries, keys, positions; attach a lorebook file",
+        ),
     ]
 
     def __init__(self, data_dir: Path, *, model: ModelSession, preset: str | None = None) -> None:
@@ -68,8 +86,9 @@ class DocumentScreen(Screen):
         self.preset = preset if preset in PRESETS else None
         """The model's own sampling preset (from models.lock), used for new documents."""
         self.library = Library(self.data_dir / self.FOLDER, self.KIND)
-        self.session: DocumentSession[Any] = DocumentSession(self.library, self.blank(), empty=self.empty,
-                                                             disposable=self.disposable)
+        self.session: DocumentSession[Any] = DocumentSession(
+            self.library, self.blank(), empty=self.empty, disposable=self.disposable
+        )
         self.tokens_per_second: float | None = None
         self.last_measure: Measure | None = None
         self._save_timer: Timer | None = None
@@ -211,11 +230,19 @@ class DocumentScreen(Screen):
         """Tell the user what a save could not do; whether it wrote."""
         name = self.doc.name
         if saved.error:
-            self.notify(f"Could not save {name!r} to {self.library.folder}: {saved.error}. Your text is still here; "
-                        f"free some space or fix the folder, then press ctrl+s.", severity="error", timeout=10)
+            self.notify(
+                f"Could not save {name!r} to {self.library.folder}: {saved.error}. Your text is still here; "
+                f"free some space or fix the folder, then press ctrl+s.",
+                severity="error",
+                timeout=10,
+            )
         elif saved.replaced:
-            self.notify(f"{saved.replaced} characters of {name!r} cannot be stored as UTF-8 (broken surrogates, "
-                        f"often from a card); they were saved as \ufffd", severity="warning", timeout=8)
+            self.notify(
+                f"{saved.replaced} characters of {name!r} cannot be stored as UTF-8 (broken surrogates, "
+                f"often from a card); they were saved as \ufffd",
+                severity="warning",
+                timeout=8,
+            )
         return saved.ok
 
     def unsaved(self) -> bool:
@@ -244,8 +271,9 @@ class DocumentScreen(Screen):
     def action_save(self) -> None:
         if self.autosave():
             empty = self.doc_id is None and self.empty(self.doc)
-            self.notify(f"Nothing to save: this {self.KIND} is empty" if empty else f"Saved {self.doc.name!r}",
-                        timeout=2)
+            self.notify(
+                f"Nothing to save: this {self.KIND} is empty" if empty else f"Saved {self.doc.name!r}", timeout=2
+            )
 
     # --- library -----------------------------------------------------------------------------
 
@@ -253,8 +281,15 @@ class DocumentScreen(Screen):
         if self.busy(quiet=False):
             return
         self.autosave()
-        self.app.push_screen(LibraryScreen(self.library, self.data_dir / "exports", states=self.state_folders(),
-                                           cap_mb=self.holder.preferences.state_cap_mb), self._opened)
+        self.app.push_screen(
+            LibraryScreen(
+                self.library,
+                self.data_dir / "exports",
+                states=self.state_folders(),
+                cap_mb=self.holder.preferences.state_cap_mb,
+            ),
+            self._opened,
+        )
 
     def state_folders(self) -> list[Path]:
         return [self.data_dir / "stories", self.data_dir / "chats"]

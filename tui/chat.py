@@ -59,7 +59,7 @@ class Composer(TextArea):
     """Where the user writes: enter sends, shift+enter or ctrl+j starts a new line; long pastes are kept."""
 
     class Submitted(Message):
-        def __init__(self, composer: "Composer", value: str) -> None:
+        def __init__(self, composer: Composer, value: str) -> None:
             super().__init__()
             self.composer, self.value = composer, value
 
@@ -82,16 +82,41 @@ class ChatScreen(DocumentScreen):
     FOLDER = "chats"
     BINDINGS = [
         Binding("ctrl+r", "regenerate", "Regen", priority=True, tooltip="Regenerate the last reply as a new swipe"),
-        Binding("alt+left", "swipe(-1)", "Swipe ◀", priority=True, show=False, tooltip="Previous swipe of the last reply"),
-        Binding("alt+right", "swipe(1)", "Swipe ▶", priority=True, show=False,
-                tooltip="Next swipe of the last reply (past the last: a new one; greetings stop at the last)"),
+        Binding(
+            "alt+left", "swipe(-1)", "Swipe ◀", priority=True, show=False, tooltip="Previous swipe of the last reply"
+        ),
+        Binding(
+            "alt+right",
+            "swipe(1)",
+            "Swipe ▶",
+            priority=True,
+            show=False,
+            tooltip="Next swipe of the last reply (past the last: a new one; greetings stop at the last)",
+        ),
         Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
-        Binding("f7", "import_card", "Import", priority=True,
-                tooltip="Import a card, a SillyTavern chat, preset or World Info, or a KoboldAI story"),
-        Binding("f6", "new_character", "New character", priority=True, show=False,
-                tooltip="Create a character and start a chat with them"),
-        Binding("ctrl+n", "new_chat", "New chat", priority=True, show=False,
-                tooltip="Start a new chat with the same character"),
+        Binding(
+            "f7",
+            "import_card",
+            "Import",
+            priority=True,
+            tooltip="Import a card, a SillyTavern chat, preset or World Info, or a KoboldAI story",
+        ),
+        Binding(
+            "f6",
+            "new_character",
+            "New character",
+            priority=True,
+            show=False,
+            tooltip="Create a character and start a chat with them",
+        ),
+        Binding(
+            "ctrl+n",
+            "new_chat",
+            "New chat",
+            priority=True,
+            show=False,
+            tooltip="Start a new chat with the same character",
+        ),
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
@@ -115,8 +140,12 @@ class ChatScreen(DocumentScreen):
             yield Static(id="character")
             with Vertical(id="conversation"):
                 yield MessageList(id="messages")
-                yield Composer(id="composer", soft_wrap=True, compact=True,
-                               placeholder="enter sends · shift+enter or ctrl+j: new line")
+                yield Composer(
+                    id="composer",
+                    soft_wrap=True,
+                    compact=True,
+                    placeholder="enter sends · shift+enter or ctrl+j: new line",
+                )
         yield StatusLine(id="status")
         yield Footer()
 
@@ -138,11 +167,24 @@ class ChatScreen(DocumentScreen):
         items.clear()
         self.streaming_item = None
         if not self.has_chat:
-            items.append(ListItem(Static(Text.assemble(
-                "No chat open.\n\n", ("f6", "bold"), " new character\n", ("f7", "bold"),
-                " import a character card (.png / .json)\n", ("ctrl+o", "bold"), " open a saved chat"),
-                classes="message"), disabled=True))
-        for i, m in enumerate(doc.messages):
+            items.append(
+                ListItem(
+                    Static(
+                        Text.assemble(
+                            "No chat open.\n\n",
+                            ("f6", "bold"),
+                            " new character\n",
+                            ("f7", "bold"),
+                            " import a character card (.png / .json)\n",
+                            ("ctrl+o", "bold"),
+                            " open a saved chat",
+                        ),
+                        classes="message",
+                    ),
+                    disabled=True,
+                )
+            )
+        for i, _m in enumerate(doc.messages):
             items.append(ListItem(Static(self._message_text(i), classes="message")))
         if index is not None and doc.messages:
             items.index = min(index, len(doc.messages) - 1)
@@ -168,7 +210,7 @@ class ChatScreen(DocumentScreen):
         m = doc.messages[i] if i < len(doc.messages) else None
         is_char = m is None or m.speaker == CHARACTER
         name = doc.character.name if is_char else doc.user(self.default_user).name
-        text = streaming if streaming is not None else doc.fill(m.text, self.default_user)
+        text = streaming if streaming is not None else doc.fill(m.text if m else "", self.default_user)
         head = Text(name, style=f"bold {'magenta' if is_char else 'cyan'}")
         if m is not None and len(m.swipes) > 1 and streaming is None:
             head.append(f" ‹{m.index + 1}/{len(m.swipes)}›", "dim")
@@ -202,8 +244,12 @@ class ChatScreen(DocumentScreen):
             grew = dropped > self.dropped
             self.dropped = dropped
             if grew:
-                self.notify(f"The {dropped} oldest messages no longer fit the context; the character no longer "
-                            f"sees them (persona and examples are kept)", severity="warning", timeout=6)
+                self.notify(
+                    f"The {dropped} oldest messages no longer fit the context; the character no longer "
+                    f"sees them (persona and examples are kept)",
+                    severity="warning",
+                    timeout=6,
+                )
             if self.job is None:
                 self.show()
 
@@ -315,8 +361,9 @@ class ChatScreen(DocumentScreen):
                 self.commit(self.doc.edited(index, text.strip()))
                 self.show()
 
-        self.app.push_screen(TextEditor("Edit message · ctrl+s saves · escape cancels",
-                                        self.doc.messages[index].text), done)
+        self.app.push_screen(
+            TextEditor("Edit message · ctrl+s saves · escape cancels", self.doc.messages[index].text), done
+        )
 
     # --- characters and chats ----------------------------------------------------------------
 
@@ -332,8 +379,11 @@ class ChatScreen(DocumentScreen):
             self.notify(f"Could not save the character card to {path}: {e}", severity="warning")
             return
         if replaced:
-            self.notify(f"{replaced} characters of the card cannot be stored as UTF-8; they were saved as \ufffd",
-                        severity="warning", timeout=8)
+            self.notify(
+                f"{replaced} characters of the card cannot be stored as UTF-8; they were saved as \ufffd",
+                severity="warning",
+                timeout=8,
+            )
 
     def start_chat(self, character: Character, path: Path | None = None) -> None:
         self.save_character(character, path)
@@ -399,8 +449,12 @@ class ChatScreen(DocumentScreen):
             else:
                 self.notify(f"Imported {imported.kind} {imported.name!r} to {saved}", timeout=8)
 
-        self.app.push_screen(TextPrompt("File to import: a card (.png / .json), a SillyTavern chat, preset or World "
-                                        "Info, a KoboldAI story"), done)
+        self.app.push_screen(
+            TextPrompt(
+                "File to import: a card (.png / .json), a SillyTavern chat, preset or World Info, a KoboldAI story"
+            ),
+            done,
+        )
 
     def _import(self, character: Character) -> None:
         """Start a chat with an imported character; a card of the same name already kept is replaced or kept."""
@@ -414,14 +468,23 @@ class ChatScreen(DocumentScreen):
             self.start_chat(character, target)
             self.notify(f"Imported {character.name} as {target.name}", timeout=4)
             if character.replaced:
-                self.notify(f"{character.replaced} characters of the card cannot be stored as UTF-8 (broken "
-                            f"surrogates); they were read as \ufffd", severity="warning", timeout=8)
+                self.notify(
+                    f"{character.replaced} characters of the card cannot be stored as UTF-8 (broken "
+                    f"surrogates); they were read as \ufffd",
+                    severity="warning",
+                    timeout=8,
+                )
 
         if not path.exists():
             chosen("replace")
             return
-        self.app.push_screen(Choice(f"A character card {path.name} is already kept in {path.parent}.",
-                                    [("r", "replace", "replace it"), ("k", "keep", "keep both")]), chosen)
+        self.app.push_screen(
+            Choice(
+                f"A character card {path.name} is already kept in {path.parent}.",
+                [("r", "replace", "replace it"), ("k", "keep", "keep both")],
+            ),
+            chosen,
+        )
 
 
 def _free_path(path: Path) -> Path:

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
@@ -18,9 +19,9 @@ from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.documents.stories import Library, User, slug
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
-from talesmith.runtime.documents.stories import Library, User, slug
 
 from . import promptview
 
@@ -49,11 +50,13 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         tables = [_keys_table(title, bindings) for title, bindings in self.sections]
-        text = "\n\n".join([
-            *tables,
-            _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
-            "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
-        ])
+        text = "\n\n".join(
+            [
+                *tables,
+                _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
+                "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
+            ]
+        )
         yield Footer()
         with VerticalScroll(id="dialog", classes="help"):
             yield Static("[b]talesmith keys[/]   (escape closes)", classes="dialog-title")
@@ -127,11 +130,16 @@ class CharacterEditor(ModalScreen[Character | None]):
     """Create or edit a character: name, persona, personality, scenario, greeting, example dialogue."""
 
     BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
-    AREAS = (("persona", "Persona (description)"), ("personality", "Personality"), ("scenario", "Scenario"),
-             ("greeting", "Greeting (first message)"), ("examples", "Example dialogue (<START> between blocks)"),
-             ("system_prompt", "System prompt (placed first; {{original}} is empty in talesmith)"),
-             ("post_history", "Post-history instructions (placed after the conversation)"),
-             ("creator_notes", "Creator's notes (for you; never in the prompt)"))
+    AREAS = (
+        ("persona", "Persona (description)"),
+        ("personality", "Personality"),
+        ("scenario", "Scenario"),
+        ("greeting", "Greeting (first message)"),
+        ("examples", "Example dialogue (<START> between blocks)"),
+        ("system_prompt", "System prompt (placed first; {{original}} is empty in talesmith)"),
+        ("post_history", "Post-history instructions (placed after the conversation)"),
+        ("creator_notes", "Creator's notes (for you; never in the prompt)"),
+    )
 
     def __init__(self, character: Character | None = None) -> None:
         super().__init__()
@@ -148,9 +156,12 @@ class CharacterEditor(ModalScreen[Character | None]):
                 yield Label(label)
                 yield TextArea(getattr(c, key), id=key, soft_wrap=True, compact=True, classes="field-area")
             if c.book_entries:
-                yield Static(f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
-                             f"card and used in the prompt (ctrl+l edits this chat's own lorebooks).", markup=False,
-                             classes="hint")
+                yield Static(
+                    f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
+                    f"card and used in the prompt (ctrl+l edits this chat's own lorebooks).",
+                    markup=False,
+                    classes="hint",
+                )
 
     def action_save(self) -> None:
         name = self.query_one("#name", Input).value.strip()
@@ -158,7 +169,7 @@ class CharacterEditor(ModalScreen[Character | None]):
             self.notify("A character needs a name; type it in the Name field", severity="error")
             self.query_one("#name", Input).focus()
             return
-        values = {key: self.query_one(f"#{key}", TextArea).text for key, _ in self.AREAS}
+        values: dict[str, Any] = {key: self.query_one(f"#{key}", TextArea).text for key, _ in self.AREAS}
         self.dismiss(dataclasses.replace(self.character, name=name, **values))
 
     def action_cancel(self) -> None:
@@ -177,8 +188,7 @@ class LibraryScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Close"),
     ]
 
-    def __init__(self, library: Library, exports: Path, *, states: list[Path] | None = None,
-                 cap_mb: int = 0) -> None:
+    def __init__(self, library: Library, exports: Path, *, states: list[Path] | None = None, cap_mb: int = 0) -> None:
         super().__init__()
         self.library, self.exports = library, exports
         self.states, self.cap_mb = states or [], cap_mb
@@ -200,15 +210,19 @@ class LibraryScreen(ModalScreen[str | None]):
         options.clear_options()
         for e in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified)) if e.modified else "unreadable"
-            label = (Text.assemble(e.name, (f"  {when}", "dim")) if not e.error
-                     else Text(f"{e.id} (unreadable)", style="red"))
+            label = (
+                Text.assemble(e.name, (f"  {when}", "dim"))
+                if not e.error
+                else Text(f"{e.id} (unreadable)", style="red")
+            )
             options.add_option(Option(label, id=e.id))
         if not entries:
             options.add_option(Option(Text(f"No {self.library.kind}s yet", style="dim"), id="", disabled=True))
         size = kvstate.total_size(self.states) / (1024 * 1024)
         self.query_one("#state-size", Static).update(
             f"Saved model state (all stories and chats): {size:.1f} MB of at most {self.cap_mb} MB "
-            f"(oldest removed first; f8 sets the cap)")
+            f"(oldest removed first; f8 sets the cap)"
+        )
         options.highlighted = min(highlight, max(len(entries) - 1, 0)) if entries else None
         self.entries = entries
 
@@ -307,8 +321,11 @@ class Choice(ModalScreen[str | None]):
         yield Footer()
         with Vertical(id="dialog", classes="small"):
             yield Label(self.question, markup=False)
-            yield Static(" · ".join(f"{key}: {label}" for key, _, label in self.answers) + " · escape: cancel",
-                         markup=False, classes="hint")
+            yield Static(
+                " · ".join(f"{key}: {label}" for key, _, label in self.answers) + " · escape: cancel",
+                markup=False,
+                classes="hint",
+            )
 
     def on_key(self, event) -> None:
         for key, answer, _ in self.answers:
@@ -337,8 +354,11 @@ class PromptScreen(ModalScreen[None]):
         for part in r.parts:
             lines.append(f"{part.tokens:>7}  {part.name}\n")
         if r.dropped_units:
-            lines.append(f"{r.dropped.tokens:>7}  dropped to fit: the {r.dropped_units} oldest of "
-                         f"{r.total_units} history units\n", "yellow")
+            lines.append(
+                f"{r.dropped.tokens:>7}  dropped to fit: the {r.dropped_units} oldest of "
+                f"{r.total_units} history units\n",
+                "yellow",
+            )
         else:
             lines.append("         nothing dropped: everything fits\n", "dim")
         lines.append(f"{r.reprocess:>7}  evaluated again by the next generation (not in the cache)\n", "bold")

@@ -15,8 +15,8 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 
 from talesmith.runtime.engine import kvstate
-from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.engine.generate import Timing, prepare, stream
+from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import SamplingSettings
 
 from .session import Job
@@ -40,8 +40,9 @@ class Finished(Message):
         self.job, self.reason, self.timing, self.error = job, reason, timing, error
 
 
-def run(target: MessagePump, lock: threading.Lock, job: Job, backend: Any, document: Any,
-        settings: SamplingSettings) -> None:
+def run(
+    target: MessagePump, lock: threading.Lock, job: Job, backend: Any, document: Any, settings: SamplingSettings
+) -> None:
     """The body of a generation worker thread. Posts Prepared, then Streamed per chunk, then Finished."""
     reason = timing = error = None
     with lock:  # one generation at a time on a backend, even from two screens

@@ -19,8 +19,16 @@ def default_data_dir() -> Path:
     return Path(base) / "talesmith"
 
 
-def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None = None, gpu_layers: int = 0,
-        threads: int | None = None, data_dir: Path | None = None, mode: str = "story") -> None:
+def run(
+    *,
+    model: str | None = None,
+    lock: Path | None = None,
+    ctx: int | None = None,
+    gpu_layers: int = 0,
+    threads: int | None = None,
+    data_dir: Path | None = None,
+    mode: str = "story",
+) -> None:
     from talesmith.runtime.models.resolve import DEFAULT_MODEL, resolve
 
     ref = resolve(model, lock=lock)  # a bad name fails here, before the screen opens
@@ -30,6 +38,7 @@ def run(*, model: str | None = None, lock: Path | None = None, ctx: int | None =
 
         return open_resolved(ref, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 
-    config = AppConfig(data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode,
-                       preset=ref.preset)
+    config = AppConfig(
+        data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode, preset=ref.preset
+    )
     TalesmithApp(factory, config).run()

@@ -46,7 +46,7 @@ def replace_entry(books: Books, book: int, index: int, entry: Entry | None) -> B
         entries.append(entry)
     else:
         entries[index] = entry
-    return books[:book] + (dataclasses.replace(books[book], entries=tuple(entries)),) + books[book + 1:]
+    return books[:book] + (dataclasses.replace(books[book], entries=tuple(entries)),) + books[book + 1 :]
 
 
 def new_entry(book: Lorebook) -> Entry:
@@ -84,13 +84,23 @@ class EntryEditor(ModalScreen["Entry | None"]):
             yield Input(", ".join(e.keys), id="keys", compact=True)
             yield Label("Secondary keys (comma-separated) and how they must match", markup=False)
             yield Input(", ".join(e.secondary), id="secondary", compact=True)
-            yield Select([(name.replace("_", " "), name) for name in LOGICS], value=e.logic, allow_blank=False,
-                         id="logic", compact=True)
+            yield Select(
+                [(name.replace("_", " "), name) for name in LOGICS],
+                value=e.logic,
+                allow_blank=False,
+                id="logic",
+                compact=True,
+            )
             yield Label("Content", markup=False)
             yield TextArea(e.content, id="content", soft_wrap=True, compact=True, classes="field-area")
             yield Label("Position, depth (for depth: units from the end), order (higher: later)", markup=False)
-            yield Select([(p.replace("_", " "), p) for p in POSITIONS], value=e.position, allow_blank=False,
-                         id="position", compact=True)
+            yield Select(
+                [(p.replace("_", " "), p) for p in POSITIONS],
+                value=e.position,
+                allow_blank=False,
+                id="position",
+                compact=True,
+            )
             yield Input(str(e.depth), id="depth", compact=True, type="integer")
             yield Input(str(e.order), id="order", compact=True, type="integer")
             yield Checkbox("Enabled", e.enabled, id="enabled", compact=True)
@@ -100,12 +110,18 @@ class EntryEditor(ModalScreen["Entry | None"]):
         q = self.query_one
         try:
             entry = dataclasses.replace(
-                self.entry, keys=keys_from(q("#keys", Input).value), secondary=keys_from(q("#secondary", Input).value),
+                self.entry,
+                keys=keys_from(q("#keys", Input).value),
+                secondary=keys_from(q("#secondary", Input).value),
                 selective=bool(keys_from(q("#secondary", Input).value)) or self.entry.selective,
-                logic=str(q("#logic", Select).value), content=q("#content", TextArea).text,
-                position=str(q("#position", Select).value), depth=int(q("#depth", Input).value or 0),
-                order=int(q("#order", Input).value or 0), enabled=q("#enabled", Checkbox).value,
-                constant=q("#constant", Checkbox).value)
+                logic=str(q("#logic", Select).value),
+                content=q("#content", TextArea).text,
+                position=str(q("#position", Select).value),
+                depth=int(q("#depth", Input).value or 0),
+                order=int(q("#order", Input).value or 0),
+                enabled=q("#enabled", Checkbox).value,
+                constant=q("#constant", Checkbox).value,
+            )
         except (TalesmithError, ValueError) as e:
             self.notify(str(e), severity="error", timeout=8)
             return
@@ -124,7 +140,7 @@ class LorebookScreen(ModalScreen["Books | None"]):
     BINDINGS = [
         Binding("enter,e", "edit", "Edit", show=False),
         Binding("a", "add", "Add entry"),
-        Binding("space", "toggle", "On/off"),
+        Binding("space", "toggle_entry", "On/off"),
         Binding("d,delete", "delete", "Delete"),
         Binding("o", "attach", "Attach file"),
         Binding("ctrl+s", "save", "Save", priority=True),
@@ -141,8 +157,10 @@ class LorebookScreen(ModalScreen["Books | None"]):
         with Vertical(id="dialog"):
             yield Label(Text("Lorebooks of this document", style="bold"))
             yield OptionList(id="entries")
-            yield Static("enter edit · a add · space on/off · d delete · o attach a lorebook file · "
-                         "ctrl+s save · escape cancel", classes="hint")
+            yield Static(
+                "enter edit · a add · space on/off · d delete · o attach a lorebook file · ctrl+s save · escape cancel",
+                classes="hint",
+            )
 
     def on_mount(self) -> None:
         self.reload()
@@ -154,8 +172,9 @@ class LorebookScreen(ModalScreen["Books | None"]):
             book = self.books[b]
             options.add_option(Option(Text.assemble((f"{book.name}: ", "dim"), describe(book.entries[i]))))
         if not rows(self.books):
-            options.add_option(Option(Text("No entries yet: a adds one, o attaches a lorebook file", style="dim"),
-                                      disabled=True))
+            options.add_option(
+                Option(Text("No entries yet: a adds one, o attaches a lorebook file", style="dim"), disabled=True)
+            )
         count = len(rows(self.books))
         options.highlighted = min(highlight, count - 1) if count else None
 
@@ -181,10 +200,11 @@ class LorebookScreen(ModalScreen["Books | None"]):
             self._edit(*at, self.books[at[0]].entries[at[1]])
 
     def action_add(self) -> None:
-        book = self.selected()[0] if self.selected() is not None else len(self.books) - 1
+        at = self.selected()
+        book = at[0] if at is not None else len(self.books) - 1
         self._edit(book, len(self.books[book].entries), new_entry(self.books[book]))
 
-    def action_toggle(self) -> None:
+    def action_toggle_entry(self) -> None:
         at = self.selected()
         if at is not None:
             self.books = toggled(self.books, *at)
@@ -209,8 +229,7 @@ class LorebookScreen(ModalScreen["Books | None"]):
             self.reload()
             self.notify(f"Attached {book.name} ({len(book.entries)} entries)", timeout=3)
 
-        self.app.push_screen(TextPrompt("A lorebook file to attach (World Info .json, a card, a KoboldAI story)"),
-                             done)
+        self.app.push_screen(TextPrompt("A lorebook file to attach (World Info .json, a card, a KoboldAI story)"), done)
 
     def action_save(self) -> None:
         self.dismiss(tuple(b for b in self.books if b.entries))

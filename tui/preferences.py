@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.stories import User
@@ -35,7 +36,8 @@ def load(data_dir: Path) -> Preferences:
         raise InputError(f"{path} cannot be read ({e}); fix or delete it to use the defaults") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold a JSON object; fix or delete it to use the defaults")
-    user = data.get("user") if isinstance(data.get("user"), dict) else {}
+    saved_user = data.get("user")
+    user: dict[str, Any] = saved_user if isinstance(saved_user, dict) else {}
     cap = data.get("state_cap_mb", STATE_CAP_MB)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         raise InputError(f"{path}: state_cap_mb {cap!r} must be a whole number of MB, 0 or more")
@@ -43,10 +45,11 @@ def load(data_dir: Path) -> Preferences:
 
 
 def save(data_dir: Path, preferences: Preferences) -> None:
-    data = {"user": {"name": preferences.user.name, "persona": preferences.user.persona},
-            "state_cap_mb": preferences.state_cap_mb}
-    files.write_atomic(Path(data_dir) / FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n",
-                       mode=files.PRIVATE)
+    data = {
+        "user": {"name": preferences.user.name, "persona": preferences.user.persona},
+        "state_cap_mb": preferences.state_cap_mb,
+    }
+    files.write_atomic(Path(data_dir) / FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n", mode=files.PRIVATE)
 
 
 def parse_cap(text: str) -> int:

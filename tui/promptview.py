@@ -57,19 +57,35 @@ def report(backend: Any, document: Any, settings: SamplingSettings) -> PromptRep
     a, b = prompt.head_slots if prompt.head_slots != (0, 0) else (len(prompt.head), len(prompt.head))
     first, second, third = _head_names(document)
     kept = prompt.units[dropped:]
-    parts = [part(first, prompt.head[:a]), part(second, prompt.head[a:b]), part(third, prompt.head[b:]),
-             part("author's note", prompt.note),
-             *(part(f"inserted {depth} from the end", text) for depth, text in prompt.inserts),
-             part(f"history ({len(kept)} of {len(prompt.units)} kept)", "".join(kept)),
-             part("after the history (reply cue, instructions)", prompt.tail)]
+    parts = [
+        part(first, prompt.head[:a]),
+        part(second, prompt.head[a:b]),
+        part(third, prompt.head[b:]),
+        part("author's note", prompt.note),
+        *(part(f"inserted {depth} from the end", text) for depth, text in prompt.inserts),
+        part(f"history ({len(kept)} of {len(prompt.units)} kept)", "".join(kept)),
+        part("after the history (reply cue, instructions)", prompt.tail),
+    ]
     lore = prepared.lore
-    parts += [Part(f"lorebook entry {a.entry.title!r} ({how})", a.entry.content, a.tokens) for how, found in
-              (("fired", lore.entries if lore else ()), ("quiet, kept where it stands", lore.lingering if lore else ()))
-              for a in found]
+    parts += [
+        Part(f"lorebook entry {a.entry.title!r} ({how})", a.entry.content, a.tokens)
+        for how, found in (
+            ("fired", lore.entries if lore else ()),
+            ("quiet, kept where it stands", lore.lingering if lore else ()),
+        )
+        for a in found
+    ]
     reprocess = kvstate.reprocess_count(backend, prepared.tokens)
-    tail = b"".join(backend.token_bytes(t) for t in prepared.tokens[len(prepared.tokens) - reprocess:])
+    tail = b"".join(backend.token_bytes(t) for t in prepared.tokens[len(prepared.tokens) - reprocess :])
     return PromptReport(
-        text=prepared.fitted.text, n_tokens=len(prepared.tokens), n_ctx=backend.n_ctx,
-        max_new_tokens=settings.max_new_tokens, parts=tuple(p for p in parts if p.text or p.name.startswith("history")),
-        dropped_units=dropped, total_units=len(prompt.units), dropped=part("dropped", "".join(prompt.units[:dropped])),
-        reprocess=reprocess, reprocess_text=tail.decode("utf-8", errors="replace"))
+        text=prepared.fitted.text,
+        n_tokens=len(prepared.tokens),
+        n_ctx=backend.n_ctx,
+        max_new_tokens=settings.max_new_tokens,
+        parts=tuple(p for p in parts if p.text or p.name.startswith("history")),
+        dropped_units=dropped,
+        total_units=len(prompt.units),
+        dropped=part("dropped", "".join(prompt.units[:dropped])),
+        reprocess=reprocess,
+        reprocess_text=tail.decode("utf-8", errors="replace"),
+    )

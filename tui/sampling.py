@@ -13,9 +13,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static
 
 from talesmith.runtime.errors import SettingsError
+from talesmith.runtime.settings import LIST_FIELDS, PRESETS, SamplingSettings, parse_value, preset
 
 from .dialogs import Form
-from talesmith.runtime.settings import LIST_FIELDS, PRESETS, SamplingSettings, parse_value, preset
 
 FIELDS = dataclasses.fields(SamplingSettings)
 
@@ -28,7 +28,7 @@ def show_value(name: str, value: Any) -> str:
 
 def read_settings(raw: dict[str, str]) -> SamplingSettings:
     """Settings from the panel's texts; raises SettingsError naming the first bad field."""
-    values = {}
+    values: dict[str, Any] = {}
     for name, text in raw.items():
         if name in LIST_FIELDS and not text.strip():
             values[name] = ()
@@ -48,18 +48,32 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
         yield Footer()
         with Form(id="dialog", classes="sampling"):
             yield Label("[b]Sampling[/]  ctrl+s saves with this document · escape cancels")
-            yield Static("tab moves between settings; each one explains itself here", id="field-help",
-                         classes="hint", markup=False)
+            yield Static(
+                "tab moves between settings; each one explains itself here",
+                id="field-help",
+                classes="hint",
+                markup=False,
+            )
             with Horizontal(classes="row"):
                 yield Label("preset", classes="name")
                 options = [(name, name) for name in PRESETS]
-                yield Select(options, value=self.preset_name if self.preset_name in PRESETS else Select.NULL,
-                             id="preset", compact=True, allow_blank=True, prompt="custom")
+                yield Select(
+                    options,
+                    value=self.preset_name if self.preset_name in PRESETS else Select.NULL,
+                    id="preset",
+                    compact=True,
+                    allow_blank=True,
+                    prompt="custom",
+                )
             for f in FIELDS:
                 with Horizontal(classes="row"):
                     yield Label(f.name, classes="name")
-                    yield Input(show_value(f.name, getattr(self.settings, f.name)), id=f"s-{f.name}",
-                                compact=True, tooltip=f.metadata["help"])
+                    yield Input(
+                        show_value(f.name, getattr(self.settings, f.name)),
+                        id=f"s-{f.name}",
+                        compact=True,
+                        tooltip=f.metadata["help"],
+                    )
 
     def on_mount(self) -> None:
         self.query_one("#preset", Select).focus()

@@ -7,14 +7,21 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from talesmith.runtime.documents.formats import History
 from talesmith.runtime.documents.stories import Library
 from talesmith.runtime.errors import TalesmithError
 
-D = TypeVar("D")
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+D = TypeVar("D", bound=_Named)
 _ids = itertools.count(1)
 
 MERGE_SECONDS = 1.5
@@ -54,9 +61,15 @@ class Saved:
 class DocumentSession(Generic[D]):
     """A document of one library: `history.present` is what the user sees, `saved_doc` what is on disk."""
 
-    def __init__(self, library: Library, blank: D, *, empty: Callable[[D], bool],
-                 disposable: Callable[[D], bool] = lambda doc: False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        library: Library,
+        blank: D,
+        *,
+        empty: Callable[[D], bool],
+        disposable: Callable[[D], bool] = lambda doc: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.library = library
         self.empty, self.disposable, self.clock = empty, disposable, clock
         self.history: History[D] = History(blank)
@@ -135,7 +148,7 @@ class DocumentSession(Generic[D]):
         """Write `doc` as this document's file (a new document gets its id), whatever the present is."""
         try:
             if self.doc_id is None:
-                self.doc_id = self.library.new_id(getattr(doc, "name"))
+                self.doc_id = self.library.new_id(doc.name)
             return Saved(replaced=self.library.save(self.doc_id, doc))  # type: ignore[arg-type]
         except (OSError, TalesmithError) as e:
             return Saved(error=str(e))

@@ -27,8 +27,15 @@ SYNOPSIS_PREFIXES = ("あらすじ：", "あらすじ:", "あらすじ")
 
 class Fields(VerticalScroll, can_focus=False):
     """The header, memory and note fields; not a tab stop itself, only its fields are."""
-HEADER_INPUTS = (("title", "Title"), ("author", "Author"), ("genre", "Genre"), ("tags", "Tags (comma-separated)"),
-                 ("style", "Style"))
+
+
+HEADER_INPUTS = (
+    ("title", "Title"),
+    ("author", "Author"),
+    ("genre", "Genre"),
+    ("tags", "Tags (comma-separated)"),
+    ("style", "Style"),
+)
 
 
 class StoryScreen(DocumentScreen):
@@ -37,11 +44,19 @@ class StoryScreen(DocumentScreen):
         Binding("ctrl+g", "generate", "Generate", priority=True, tooltip="Generate: continue the story"),
         Binding("ctrl+r", "retry", "Retry", priority=True, tooltip="Retry: another continuation at the same point"),
         Binding("ctrl+t", "keep", "Keep", priority=True, tooltip="Keep the alternative shown, forget the others"),
-        Binding("alt+left", "cycle(-1)", "Prev alt", priority=True, show=False, tooltip="Show the previous alternative"),
+        Binding(
+            "alt+left", "cycle(-1)", "Prev alt", priority=True, show=False, tooltip="Show the previous alternative"
+        ),
         Binding("alt+right", "cycle(1)", "Next alt", priority=True, show=False, tooltip="Show the next alternative"),
         Binding("ctrl+n", "new", "New story", priority=True, show=False, tooltip="Start a new story"),
-        Binding("ctrl+b", "toggle_fields", "Fields", priority=True, show=False,
-                tooltip="Hide or show the header, memory and note fields"),
+        Binding(
+            "ctrl+b",
+            "toggle_fields",
+            "Fields",
+            priority=True,
+            show=False,
+            tooltip="Hide or show the header, memory and note fields",
+        ),
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
@@ -87,8 +102,16 @@ class StoryScreen(DocumentScreen):
     def show(self) -> None:
         doc: StoryDocument = self.doc
         s, h = doc.story, doc.story.header
-        values = dict(title=h.title, author=h.author, genre=h.genre, tags=", ".join(h.tags), style=h.style,
-                      synopsis=s.synopsis, author_note=s.author_note, author_note_depth=str(s.author_note_depth))
+        values = dict(
+            title=h.title,
+            author=h.author,
+            genre=h.genre,
+            tags=", ".join(h.tags),
+            style=h.style,
+            synopsis=s.synopsis,
+            author_note=s.author_note,
+            author_note_depth=str(s.author_note_depth),
+        )
         for key, value in values.items():
             widget = self.query_one(f"#{key}", Input)
             if widget.value != value and not (key == "tags" and _tags(widget.value) == h.tags):
@@ -107,7 +130,8 @@ class StoryScreen(DocumentScreen):
         doc: StoryDocument = self.doc
         h = doc.story.header
         if key in ("title", "author", "genre", "style"):
-            new = doc.with_story(header=dataclasses.replace(h, **{key: event.value}))
+            changed: dict[str, Any] = {key: event.value}
+            new = doc.with_story(header=dataclasses.replace(h, **changed))
             if key == "title" and _follows_title(doc.name, h.title):
                 new = dataclasses.replace(new, name=event.value.strip() or UNTITLED)
         elif key == "tags":
@@ -123,8 +147,11 @@ class StoryScreen(DocumentScreen):
             except ValueError:
                 return
             if depth < 1:
-                self.notify(f"Author's note depth {depth} must be at least 1 (lines from the end)",
-                            severity="warning", timeout=4)
+                self.notify(
+                    f"Author's note depth {depth} must be at least 1 (lines from the end)",
+                    severity="warning",
+                    timeout=4,
+                )
                 return
             new = doc.with_story(author_note_depth=depth)
         else:
@@ -183,8 +210,9 @@ class StoryScreen(DocumentScreen):
             return
         alt = self.doc.live_alternatives()
         if alt is None:
-            self.notify("Nothing to retry here: the last generation was edited or there was none; ctrl+g generates",
-                        timeout=4)
+            self.notify(
+                "Nothing to retry here: the last generation was edited or there was none; ctrl+g generates", timeout=4
+            )
             return
         retried = self.doc.with_text(alt.base).prompt_story(global_books=self.global_lorebooks())
         if self.start_generation(alt.base, retried):
@@ -252,7 +280,7 @@ def _without_prefix(value: str) -> str:
     value = value.lstrip()
     for prefix in SYNOPSIS_PREFIXES:
         if value.startswith(prefix):
-            return value[len(prefix):].lstrip()
+            return value[len(prefix) :].lstrip()
     return value
 
 

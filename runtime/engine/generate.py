@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
-from talesmith.runtime.engine.markers import tokenize_prompt
-from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.documents.formats import Document
-from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.documents.lorebook import Activation, Lore
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
-from talesmith.runtime.settings import SamplingSettings
+from talesmith.runtime.engine.markers import tokenize_prompt
+from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
+from talesmith.runtime.errors import ContextOverflowError
+from talesmith.runtime.settings import SamplingSettings
 
 MAX_REWINDS = 64
 """Rewinds for banned phrases allowed in one generation before it ends with reason "banned"."""
@@ -40,7 +40,11 @@ class Timing:
 
     @property
     def tokens_per_second(self) -> float:
-        return (self.generated_tokens - 1) / self.generate_seconds if self.generated_tokens > 1 and self.generate_seconds > 0 else 0.0
+        return (
+            (self.generated_tokens - 1) / self.generate_seconds
+            if self.generated_tokens > 1 and self.generate_seconds > 0
+            else 0.0
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,9 @@ def with_seed(settings: SamplingSettings) -> SamplingSettings:
     return settings if settings.seed is not None else settings.replace(seed=secrets.randbelow(2**31))
 
 
-def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSettings,
-           *, stops: Sequence[str] = ()) -> Iterator[Chunk]:
+def stream(
+    backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSettings, *, stops: Sequence[str] = ()
+) -> Generator[Chunk, None, None]:
     """Generate after `prompt_tokens`, yielding text as soon as it is safe to show.
 
     `stops` are extra stop strings (the prompt format's own) besides `settings.stop`.
@@ -82,7 +87,8 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
     if len(prompt) >= backend.n_ctx:
         raise ContextOverflowError(
             f"the prompt is {len(prompt)} tokens but the context holds {backend.n_ctx}; "
-            f"shorten the prompt or raise --ctx")
+            f"shorten the prompt or raise --ctx"
+        )
     started = time.perf_counter()
     evaluated = backend.prefill(prompt)
     prompt_seconds = time.perf_counter() - started
@@ -96,9 +102,14 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
 
     def timing() -> Timing:
         now = time.perf_counter()
-        return Timing(len(prompt), evaluated, prompt_seconds, len(generated),
-                      now - first_token_at if first_token_at else 0.0,
-                      first_token_at - started if first_token_at else None)
+        return Timing(
+            len(prompt),
+            evaluated,
+            prompt_seconds,
+            len(generated),
+            now - first_token_at if first_token_at else 0.0,
+            first_token_at - started if first_token_at else None,
+        )
 
     try:
         while True:
@@ -126,16 +137,21 @@ def stream(backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSet
                 rewinds += 1
                 if rewinds > MAX_REWINDS:
                     # Give up on this phrase: end just before it, never show it.
-                    del generated[event.token_index:]
+                    del generated[event.token_index :]
                     text.rewind(event.token_index)
                     final = text.finish()
-                    yield Chunk(final.text if isinstance(final, (Emit, Stopped)) else "",
-                                tuple(generated[yielded:]), "banned", timing(), seed)
+                    yield Chunk(
+                        final.text if isinstance(final, (Emit, Stopped)) else "",
+                        tuple(generated[yielded:]),
+                        "banned",
+                        timing(),
+                        seed,
+                    )
                     return
                 bad = generated[event.token_index]
                 bans = {p: b for p, b in bans.items() if p <= event.token_index}
                 bans.setdefault(event.token_index, set()).add(bad)
-                del generated[event.token_index:]
+                del generated[event.token_index :]
                 text.rewind(event.token_index)
                 backend.prefill(prompt + generated)
                 sampler.reset(prompt + generated)
@@ -180,14 +196,17 @@ class PreparedPrompt:
     """The prompt plan the text was fitted from (lorebook entries placed)."""
 
 
-def prepare(backend: Backend, document: Document, settings: SamplingSettings, *, lore: Lore | None = None) -> PreparedPrompt:
+def prepare(
+    backend: Backend, document: Document, settings: SamplingSettings, *, lore: Lore | None = None
+) -> PreparedPrompt:
     """The document's prompt, with the lorebook entries it activates, trimmed by its format's policy so that
     it and the reply fit the context."""
     budget = backend.n_ctx - settings.max_new_tokens
     if budget < 1:
         raise ContextOverflowError(
             f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in a context of "
-            f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx")
+            f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx"
+        )
     prompt_plan, activation = plan(document), None
     lore = lore if lore is not None else getattr(document, "lore", None)
     lore = lore() if callable(lore) else lore  # built here, so that a broken lorebook is an error of this prompt
@@ -195,14 +214,18 @@ def prepare(backend: Backend, document: Document, settings: SamplingSettings, *,
         lore = lore.with_seed(settings.seed)
     count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
     if lore:
-        prompt_plan, activation = lore.for_document(document).apply(prompt_plan, count_tokens=count, n_ctx=backend.n_ctx)
+        prompt_plan, activation = lore.for_document(document).apply(
+            prompt_plan, count_tokens=count, n_ctx=backend.n_ctx
+        )
     fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
-    return PreparedPrompt(fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation,
-                          prompt_plan)
+    return PreparedPrompt(
+        fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation, prompt_plan
+    )
 
 
-def stream_document(backend: Backend, document: Document, settings: SamplingSettings,
-                    prepared: PreparedPrompt | None = None) -> Iterator[Chunk]:
+def stream_document(
+    backend: Backend, document: Document, settings: SamplingSettings, prepared: PreparedPrompt | None = None
+) -> Iterator[Chunk]:
     """Stream the continuation of a document (story, chat, ...)."""
     prepared = prepared or prepare(backend, document, settings)
     return stream(backend, prepared.tokens, settings, stops=prepared.stops)

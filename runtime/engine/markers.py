@@ -20,7 +20,7 @@ def marker_segments(document: Document, text: str) -> list[tuple[str, bool]]:
     """The prompt cut into (text, is the format's marker) parts, in order."""
     for marker in LEADING_MARKERS.get(type(document), ()):
         if text.startswith(marker):
-            rest = text[len(marker):]
+            rest = text[len(marker) :]
             return [(marker, True)] + ([(rest, False)] if rest else [])
     return [(text, False)]
 

@@ -45,8 +45,10 @@ def context_too_big(info: GGUFInfo, n_ctx: int, *, available: int | None) -> str
     least = kv_bytes_per_token(info, lower_bound=True)
     if least is None or available is None or least * n_ctx <= available:
         return None
-    return (f"--ctx {n_ctx} does not fit in memory: its KV cache alone needs at least {least * n_ctx / _GIB:.1f} GiB "
-            f"and {available / _GIB:.1f} GiB are free; {_advice(info, available)}")
+    return (
+        f"--ctx {n_ctx} does not fit in memory: its KV cache alone needs at least {least * n_ctx / _GIB:.1f} GiB "
+        f"and {available / _GIB:.1f} GiB are free; {_advice(info, available)}"
+    )
 
 
 def context_failed(info: GGUFInfo, n_ctx: int, *, available: int | None) -> str:

