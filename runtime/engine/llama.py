@@ -23,6 +23,7 @@ from talesmith.runtime.engine.choices import context_size
 from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
+from talesmith.runtime.models import gguf_keys
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
@@ -208,7 +209,7 @@ class LlamaCppBackend:
     def metadata(self) -> ModelMetadata:
         """The prompt format and preset a GGUF converted by talesmith names (talesmith.* keys)."""
         meta = self.info.metadata
-        return ModelMetadata(prompt_format=meta.get("talesmith.prompt_format"), preset=meta.get("talesmith.preset"))
+        return ModelMetadata(prompt_format=meta.get(gguf_keys.PROMPT_FORMAT), preset=meta.get(gguf_keys.PRESET))
 
     # --- vocabulary -------------------------------------------------------------------------
 
