@@ -6,27 +6,32 @@ import ctypes
 import os
 from pathlib import Path
 
+from gguf import LlamaFileType
+
 from talesmith.runtime.errors import ConversionError
 
 QUANT_TYPES = {
-    "Q8_0": 7,
-    "Q6_K": 18,
-    "Q5_K_M": 17,
-    "Q5_K_S": 16,
-    "Q5_0": 8,
-    "Q5_1": 9,
-    "Q4_K_M": 15,
-    "Q4_K_S": 14,
-    "Q4_0": 2,
-    "Q4_1": 3,
-    "Q3_K_L": 13,
-    "Q3_K_M": 12,
-    "Q3_K_S": 11,
-    "Q2_K": 10,
-    "F16": 1,
-    "BF16": 32,
+    name: LlamaFileType[f"MOSTLY_{name}"]
+    for name in (
+        "Q8_0",
+        "Q6_K",
+        "Q5_K_M",
+        "Q5_K_S",
+        "Q5_0",
+        "Q5_1",
+        "Q4_K_M",
+        "Q4_K_S",
+        "Q4_0",
+        "Q4_1",
+        "Q3_K_L",
+        "Q3_K_M",
+        "Q3_K_S",
+        "Q2_K",
+        "F16",
+        "BF16",
+    )
 }
-"""Names accepted by --quant, with llama.cpp's file-type numbers (LLAMA_FTYPE_MOSTLY_*)."""
+"""Names accepted by --quant, with llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*)."""
 
 
 def parse_quants(spec: str) -> list[str]:
@@ -45,7 +50,7 @@ def quantize(source: Path, target: Path, qtype: str, *, threads: int | None = No
 
     quiet_logs()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[qtype]
+    params.ftype = int(QUANT_TYPES[qtype])
     params.nthread = threads or os.cpu_count() or 1
     partial = target.with_name(target.name + ".partial")
     try:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from talesmith.runtime.errors import ConversionError
+from talesmith.runtime.models import gguf_keys
 
 from .architectures import Architecture, TensorPlan
 from .vocab import Vocab
@@ -93,11 +94,11 @@ def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any],
         w.add_chat_template(vocab.chat_template)
     for key, value in metadata.get("sampling", {}).items():
         (w.add_uint32 if isinstance(value, int) else w.add_float32)(f"general.sampling.{key}", value)
-    for key in ("prompt_format", "preset"):
+    for key, name in (("prompt_format", gguf_keys.PROMPT_FORMAT), ("preset", gguf_keys.PRESET)):
         if metadata.get(key):
-            w.add_string(f"talesmith.{key}", metadata[key])
-    w.add_string("talesmith.source", json.dumps(metadata.get("source", {}), sort_keys=True))
-    w.add_string("talesmith.adapters", json.dumps(metadata.get("adapters", []), sort_keys=True))
+            w.add_string(name, metadata[key])
+    w.add_string(gguf_keys.SOURCE, json.dumps(metadata.get("source", {}), sort_keys=True))
+    w.add_string(gguf_keys.ADAPTERS, json.dumps(metadata.get("adapters", []), sort_keys=True))
     if metadata.get("source", {}).get("hub"):
         w.add_string("general.source.huggingface.repository", metadata["source"]["hub"])
 

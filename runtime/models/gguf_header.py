@@ -15,49 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, Keys
+
 from talesmith.runtime.errors import ModelError
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 MAX_LAYERS = 512
 """llama.cpp's LLAMA_MAX_LAYERS: a block_count past it, or 0, aborts the process inside llama.cpp."""
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-# Bytes per block and elements per block of the ggml tensor types, enough to bound the data.
-_BLOCKS = {
-    0: (4, 1),
-    1: (2, 1),
-    2: (18, 32),
-    3: (20, 32),
-    6: (22, 32),
-    7: (24, 32),
-    8: (34, 32),
-    9: (36, 32),
-    10: (84, 256),
-    11: (110, 256),
-    12: (144, 256),
-    13: (176, 256),
-    14: (210, 256),
-    15: (292, 256),
-    16: (66, 256),
-    17: (74, 256),
-    18: (98, 256),
-    19: (50, 256),
-    20: (36, 32),
-    21: (110, 256),
-    22: (82, 256),
-    23: (136, 256),
-    24: (1, 1),
-    25: (2, 1),
-    26: (4, 1),
-    27: (8, 1),
-    28: (8, 1),
-    29: (56, 256),
-    30: (2, 1),
-    34: (54, 256),
-    35: (66, 256),
-    39: (17, 32),
+_SCALARS = {
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
 }
+_STRING, _ARRAY = GGUFValueType.STRING, GGUFValueType.ARRAY
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 
 
@@ -75,11 +54,11 @@ class GGUFInfo:
 
     @property
     def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", "unknown"))
+        return str(self.metadata.get(Keys.General.ARCHITECTURE, "unknown"))
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("general.name", self.path.stem))
+        return str(self.metadata.get(Keys.General.NAME, self.path.stem))
 
     @property
     def context_length(self) -> int | None:
@@ -148,10 +127,18 @@ def _skip(f: BinaryIO, n: int) -> None:
     f.seek(n, os.SEEK_CUR)
 
 
+def _block_sizes(kind: int) -> tuple[int, int]:
+    """Elements and bytes per block of ggml tensor type `kind` ((1, 0) for a type gguf does not know)."""
+    try:
+        return GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    except (ValueError, KeyError):
+        return 1, 0
+
+
 def _alignment(metadata: dict[str, Any]) -> int:
-    value = metadata.get("general.alignment", 32)
+    value = metadata.get(Keys.General.ALIGNMENT, GGUF_DEFAULT_ALIGNMENT)
     if not _is_int(value) or value <= 0 or value & (value - 1):
-        raise _Invalid(f"general.alignment is {value!r}, not a power of two")
+        raise _Invalid(f"{Keys.General.ALIGNMENT} is {value!r}, not a power of two")
     return value
 
 
@@ -192,7 +179,7 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
                 elements = 1
                 for d in dims:
                     elements *= d
-                block_bytes, block_size = _BLOCKS.get(kind, (0, 1))
+                block_size, block_bytes = _block_sizes(kind)
                 data_end = max(data_end, offset + elements // block_size * block_bytes)
             data_start = -(-f.tell() // alignment) * alignment
     except _Truncated:
