@@ -170,6 +170,20 @@ def _guess(name: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every output of one conversion is recorded with, and where its progress and lock entries go."""
+
+    name: str
+    origin: dict[str, Any]
+    adapters: list[dict[str, Any]]
+    prompt_format: str | None
+    preset: str | None
+    hf_architecture: str
+    lock: Path | None
+    progress: Progress
+
+
 def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path | None = None) -> list[Output]:
     """Convert a checkpoint to GGUF files and/or ONNX folders in `req.outdir` and record each in models.lock."""
     progress = progress or Progress()
@@ -241,7 +255,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
     outputs: list[Output] = []
     n_params = sum(math.prod(ckpt.shape(n)) for n in ckpt.names())
     with tempfile.TemporaryDirectory(dir=req.outdir, prefix=".merge-"):
-        record = dict(
+        record = _Run(
             name=name,
             origin=origin,
             adapters=adapter_records,
@@ -264,7 +278,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
 
 
 def _entry(
-    record: dict[str, Any], fmt: str, architecture: str, quantization: str, path: Path, files: list[Path]
+    record: _Run, fmt: str, architecture: str, quantization: str, path: Path, files: list[Path]
 ) -> dict[str, Any]:
     from talesmith.runtime.models.resolve import file_entry
 
@@ -273,28 +287,28 @@ def _entry(
     entry = {
         "format": fmt,
         "architecture": architecture,
-        "hf_architecture": record["hf_architecture"],
+        "hf_architecture": record.hf_architecture,
         "quantization": quantization,
         "path": str(path.resolve()),
         "files": listed,
-        "source": record["origin"],
-        "adapters": record["adapters"],
+        "source": record.origin,
+        "adapters": record.adapters,
     }
-    entry.update({k: v for k in ("prompt_format", "preset") if (v := record[k])})
+    entry.update({k: v for k, v in (("prompt_format", record.prompt_format), ("preset", record.preset)) if v})
     return entry
 
 
-def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: dict[str, Any], ckpt) -> list[Output]:
+def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: _Run, ckpt) -> list[Output]:
     from talesmith.runtime.models.resolve import record_model, sha256
 
-    progress, name, outputs = record["progress"], record["name"], []
+    progress, name, outputs = record.progress, record.name, []
 
     def finish(path: Path, kind: str, started: float, n_params: int) -> None:
         size = path.stat().st_size
         output = Output(path, kind, size, size * 8 / n_params, time.perf_counter() - started, sha256(path))
         outputs.append(output)
         record_model(
-            f"{name}-{kind}".lower(), _entry(record, "gguf", arch.gguf_arch, kind, path, [path]), lock=record["lock"]
+            f"{name}-{kind}".lower(), _entry(record, "gguf", arch.gguf_arch, kind, path, [path]), lock=record.lock
         )
         progress.on_file_done(output)
 
@@ -317,7 +331,7 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: di
 
 
 def _quality(
-    req: ConvertRequest, base: Output, quantized: list[Output], record: dict[str, Any], architecture: str
+    req: ConvertRequest, base: Output, quantized: list[Output], record: _Run, architecture: str
 ) -> list[Output]:
     from dataclasses import replace
 
@@ -327,7 +341,7 @@ def _quality(
     from .quality import measure
 
     text, label = eval_text(req.eval_text)
-    progress, name = record["progress"], record["name"]
+    progress, name = record.progress, record.name
     progress.on_file_start("QUALITY", base.path)
     done = {}
 
@@ -336,7 +350,7 @@ def _quality(
         done[path] = replace(output, quality=quality)
         entry = _entry(record, "gguf", architecture, output.kind, path, [path])
         entry["quality"] = quality.record(reference=f"{name}-{base.kind}".lower(), eval_text=label)
-        record_model(f"{name}-{output.kind}".lower(), entry, lock=record["lock"])
+        record_model(f"{name}-{output.kind}".lower(), entry, lock=record.lock)
         progress.on_quality(done[path])
 
     measure(base.path, [o.path for o in quantized], text=text, on_done=on_done)
@@ -344,20 +358,20 @@ def _quality(
 
 
 def _onnx(
-    req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str, record: dict[str, Any]
+    req: ConvertRequest, weights: MergedWeights, tokenizer_dir: Path, n_params: int, device: str, record: _Run
 ) -> list[Output]:
     from talesmith.runtime.models.resolve import record_model, sha256
 
     from . import onnx
 
-    progress, name, outputs = record["progress"], record["name"], []
+    progress, name, outputs = record.progress, record.name, []
     meta = {
         "name": name,
-        "source": record["origin"],
-        "adapters": record["adapters"],
-        "prompt_format": record["prompt_format"],
-        "preset": record["preset"],
-        "hf_architecture": record["hf_architecture"],
+        "source": record.origin,
+        "adapters": record.adapters,
+        "prompt_format": record.prompt_format,
+        "preset": record.preset,
+        "hf_architecture": record.hf_architecture,
     }
     builds = onnx.build(
         weights,
@@ -383,7 +397,7 @@ def _onnx(
             detail=b.stats.describe(),
         )
         outputs.append(output)
-        entry = _entry(record, "onnx", str(record["hf_architecture"]), b.quant, b.folder, onnx.folder_files(b.folder))
-        record_model(f"{name}-onnx-{b.quant}".lower(), entry, lock=record["lock"])
+        entry = _entry(record, "onnx", str(record.hf_architecture), b.quant, b.folder, onnx.folder_files(b.folder))
+        record_model(f"{name}-onnx-{b.quant}".lower(), entry, lock=record.lock)
         progress.on_file_done(output)
     return outputs
