@@ -25,13 +25,15 @@ from talesmith.runtime.analysis.records import read_story_set
 from talesmith.runtime.analysis.run import TOPIC_WORDS, TOPICS, analyze_set, toolkit
 from talesmith.runtime.analysis.text import last_words, words
 
-COMMON = ("the and a of to he she it was in that his her with as had for on at by they from but not you "
-          "all were when one there said what up out into then so no could would them their about over").split()
+COMMON = (
+    "the and a of to he she it was in that his her with as had for on at by they from but not you "
+    "all were when one there said what up out into then so no could would them their about over"
+).split()
 STORY = {
     "horror": "ghost house dark night moon grave blood shadow door cold dead scream fear old man woods "
-              "candle window stair whisper corpse cellar storm crypt".split(),
+    "candle window stair whisper corpse cellar storm crypt".split(),
     "fairy tale": "king princess prince queen castle forest beautiful little golden wish fairy dragon "
-                  "kingdom wood magic gift daughter son happy ever after".split(),
+    "kingdom wood magic gift daughter son happy ever after".split(),
 }
 
 
@@ -87,17 +89,30 @@ def main() -> None:
         naive, naive_seconds = timed(lambda: naive_tokens(list(story_set.texts)))
         _, lda_batch = timed(lambda: batch_lda(docs))
     assert naive == docs
-    print(json.dumps({
-        "stories": args.stories, "words_per_story": args.words,
-        "seconds": round(read + analyze, 3), "setup_seconds": setup,
-        "phases": {"read": read, "vader": vader, "normalize": normalize, "top_words": count, "lda": lda},
-        "baseline": {"vader_only_seconds": vader, "naive_normalize_seconds": naive_seconds,
-                     "batch_lda_seconds": lda_batch},
-        "ratios": {"total_over_vader_only": round((read + analyze) / vader, 2),
-                   "naive_over_cached_normalize": round(naive_seconds / normalize, 2),
-                   "batch_lda_over_online_lda": round(lda_batch / lda, 2)},
-        "sentiment": report.sentiment, "topics": [" ".join(t[:6]) for t in report.topics],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "stories": args.stories,
+                "words_per_story": args.words,
+                "seconds": round(read + analyze, 3),
+                "setup_seconds": setup,
+                "phases": {"read": read, "vader": vader, "normalize": normalize, "top_words": count, "lda": lda},
+                "baseline": {
+                    "vader_only_seconds": vader,
+                    "naive_normalize_seconds": naive_seconds,
+                    "batch_lda_seconds": lda_batch,
+                },
+                "ratios": {
+                    "total_over_vader_only": round((read + analyze) / vader, 2),
+                    "naive_over_cached_normalize": round(naive_seconds / normalize, 2),
+                    "batch_lda_over_online_lda": round(lda_batch / lda, 2),
+                },
+                "sentiment": report.sentiment,
+                "topics": [" ".join(t[:6]) for t in report.topics],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

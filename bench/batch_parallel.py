@@ -40,8 +40,13 @@ def level(backend: LlamaCppBackend, rows_path: Path, folder: Path, n_seq: int, t
         run(backend, plan, out, fmt="raw", fields={}, settings=settings, model="bench", model_sha256="bench")
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         generated = sum(int(r["completion_tokens"]) for r in out.records)
-    return {"parallel": n_seq, "records": len(out.records), "tokens": generated,
-            "tokens_per_second": round(generated / seconds, 2), "tokens_per_cpu_second": round(generated / cpu_seconds, 2)}
+    return {
+        "parallel": n_seq,
+        "records": len(out.records),
+        "tokens": generated,
+        "tokens_per_second": round(generated / seconds, 2),
+        "tokens_per_cpu_second": round(generated / cpu_seconds, 2),
+    }
 
 
 def main() -> None:
@@ -57,27 +62,49 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows_path = folder / "rows.jsonl"
-        rows_path.write_text("".join(json.dumps({"prompt": f"Story number {i}. Once upon a time, in a village by "
-                                                           f"the sea, there lived"}) + "\n" for i in range(args.rows)))
+        rows_path.write_text(
+            "".join(
+                json.dumps({"prompt": f"Story number {i}. Once upon a time, in a village by the sea, there lived"})
+                + "\n"
+                for i in range(args.rows)
+            )
+        )
         runs = [[level(backend, rows_path, folder, n, args.tokens) for n in levels] for _ in range(args.runs)]
     backend.close()
     curve = []
-    for i, n in enumerate(levels):
+    for i, _n in enumerate(levels):
         rates = sorted(run[i]["tokens_per_second"] for run in runs)
         per_cpu = statistics.median(run[i]["tokens_per_cpu_second"] for run in runs)
-        curve.append({**runs[0][i], "tokens_per_second": statistics.median(rates), "runs": rates,
-                      "tokens_per_cpu_second": per_cpu})
+        curve.append(
+            {
+                **runs[0][i],
+                "tokens_per_second": statistics.median(rates),
+                "runs": rates,
+                "tokens_per_cpu_second": per_cpu,
+            }
+        )
     by_level = {c["parallel"]: c["tokens_per_second"] for c in curve}
     per_cpu = {c["parallel"]: c["tokens_per_cpu_second"] for c in curve}
     top = max(levels)
-    print(json.dumps({
-        "model": "bundled gemma3-270m Q4_K_M", "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0],
-        "rows": args.rows, "tokens_per_record": args.tokens, "runs": args.runs,
-        "sequential_tokens_per_second": by_level.get(1), "parallel_tokens_per_second": by_level.get(top),
-        "parallel_level": top, "ratio": round(by_level[top] / by_level[1], 2) if 1 in by_level else None,
-        "cpu_ratio": round(per_cpu[top] / per_cpu[1], 2) if 1 in per_cpu else None,
-        "curve": curve,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": "bundled gemma3-270m Q4_K_M",
+                "cpu_count": os.cpu_count(),
+                "load_average": os.getloadavg()[0],
+                "rows": args.rows,
+                "tokens_per_record": args.tokens,
+                "runs": args.runs,
+                "sequential_tokens_per_second": by_level.get(1),
+                "parallel_tokens_per_second": by_level.get(top),
+                "parallel_level": top,
+                "ratio": round(by_level[top] / by_level[1], 2) if 1 in by_level else None,
+                "cpu_ratio": round(per_cpu[top] / per_cpu[1], 2) if 1 in per_cpu else None,
+                "curve": curve,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,16 +43,27 @@ def build_checkpoint(folder: Path, layers: int) -> int:
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
-    shards: list[dict[str, np.ndarray]] = [{"transformer.wte.weight": w(N_VOCAB, N_EMBD),
-                                           "transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
-                                           "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16)},
-                                          {"lm_head.weight": w(N_VOCAB, N_EMBD), "lm_head.bias": w(N_VOCAB)}]
+    shards: list[dict[str, np.ndarray]] = [
+        {
+            "transformer.wte.weight": w(N_VOCAB, N_EMBD),
+            "transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
+            "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16),
+        },
+        {"lm_head.weight": w(N_VOCAB, N_EMBD), "lm_head.bias": w(N_VOCAB)},
+    ]
     for i in range(layers):
         h = f"transformer.h.{i}"
-        shards.append({f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16), f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
-                       **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
-                       f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD), f"{h}.mlp.fc_in.bias": w(N_INNER),
-                       f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER), f"{h}.mlp.fc_out.bias": w(N_EMBD)})
+        shards.append(
+            {
+                f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16),
+                f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
+                **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
+                f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD),
+                f"{h}.mlp.fc_in.bias": w(N_INNER),
+                f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER),
+                f"{h}.mlp.fc_out.bias": w(N_EMBD),
+            }
+        )
     weight_map, total = {}, 0
     for n, shard in enumerate(shards):
         name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
@@ -60,12 +71,26 @@ def build_checkpoint(folder: Path, layers: int) -> int:
         weight_map.update({k: name for k in shard})
         total += sum(a.nbytes for a in shard.values())
         del shard
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                     "weight_map": weight_map}))
-    config = {"architectures": ["GPTJForCausalLM"], "model_type": "gptj", "n_embd": N_EMBD, "n_inner": N_INNER,
-              "n_head": N_HEAD, "n_layer": layers, "rotary_dim": ROTARY, "vocab_size": N_VOCAB,
-              "n_positions": N_POS, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
-              "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "float16", "tie_word_embeddings": False}
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    config = {
+        "architectures": ["GPTJForCausalLM"],
+        "model_type": "gptj",
+        "n_embd": N_EMBD,
+        "n_inner": N_INNER,
+        "n_head": N_HEAD,
+        "n_layer": layers,
+        "rotary_dim": ROTARY,
+        "vocab_size": N_VOCAB,
+        "n_positions": N_POS,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "torch_dtype": "float16",
+        "tie_word_embeddings": False,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return total
 
@@ -82,9 +107,20 @@ def build_adapter(folder: Path, layers: int, rank: int = 8) -> None:
             tensors[f"{key}.lora_A.weight"] = rng.standard_normal((rank, N_EMBD), dtype=np.float32) * 0.01
             tensors[f"{key}.lora_B.weight"] = rng.standard_normal((N_EMBD, rank), dtype=np.float32) * 0.01
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": rank, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
-        "fan_in_fan_out": False, "bias": "none", "task_type": "CAUSAL_LM", "base_model_name_or_path": "synthetic"}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": rank,
+                "lora_alpha": 16,
+                "target_modules": ["q_proj", "v_proj"],
+                "fan_in_fan_out": False,
+                "bias": "none",
+                "task_type": "CAUSAL_LM",
+                "base_model_name_or_path": "synthetic",
+            }
+        )
+    )
 
 
 NAIVE = """
@@ -122,20 +158,51 @@ def main() -> None:
         return
     # Build in a child process: a child forked from a large parent would report the parent's pages as its peak.
     shutil.rmtree(work, ignore_errors=True)
-    size = int(subprocess.run([sys.executable, __file__, "--build-only", "--layers", str(args.layers), "--workdir",
-                               str(work)], check=True, capture_output=True, text=True).stdout)
+    size = int(
+        subprocess.run(
+            [sys.executable, __file__, "--build-only", "--layers", str(args.layers), "--workdir", str(work)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     largest = N_VOCAB * N_EMBD * 2
-    ours = measure([sys.executable, "-m", "talesmith.cli.main", "convert", str(ckpt), "-o", str(work / "gguf"),
-                    "--lora", str(adapter), "--quant", "", "--outtype", "f16", "--lock", str(work / "models.lock")])
+    ours = measure(
+        [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "convert",
+            str(ckpt),
+            "-o",
+            str(work / "gguf"),
+            "--lora",
+            str(adapter),
+            "--quant",
+            "",
+            "--outtype",
+            "f16",
+            "--lock",
+            str(work / "models.lock"),
+        ]
+    )
     naive = measure([sys.executable, "-c", NAIVE, str(ckpt), str(adapter), str(work / "merged")])
-    print(json.dumps({
-        "benchmark": "convert_memory", "checkpoint_mb": round(size / 2**20, 1), "layers": args.layers,
-        "largest_tensor_mb": round(largest / 2**20, 1),
-        "talesmith": ours, "naive": naive,
-        "rss_ratio": round(ours["peak_rss_mb"] / naive["peak_rss_mb"], 3),
-        "time_ratio": round(ours["seconds"] / naive["seconds"], 3),
-        "talesmith_rss_over_largest_tensor": round(ours["peak_rss_mb"] / (largest / 2**20), 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "convert_memory",
+                "checkpoint_mb": round(size / 2**20, 1),
+                "layers": args.layers,
+                "largest_tensor_mb": round(largest / 2**20, 1),
+                "talesmith": ours,
+                "naive": naive,
+                "rss_ratio": round(ours["peak_rss_mb"] / naive["peak_rss_mb"], 3),
+                "time_ratio": round(ours["seconds"] / naive["seconds"], 3),
+                "talesmith_rss_over_largest_tensor": round(ours["peak_rss_mb"] / (largest / 2**20), 2),
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

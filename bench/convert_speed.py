@@ -50,21 +50,43 @@ def build_llama(folder: Path, layers: int) -> int:
     (folder / "model.safetensors").unlink()
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
     hidden, ffn, rng = 1024, 2816, np.random.default_rng(0)
-    tensors = {"model.embed_tokens.weight": _w(rng, vocab, hidden), "model.norm.weight": np.ones(hidden, np.float16),
-               "lm_head.weight": _w(rng, vocab, hidden)}
+    tensors = {
+        "model.embed_tokens.weight": _w(rng, vocab, hidden),
+        "model.norm.weight": np.ones(hidden, np.float16),
+        "lm_head.weight": _w(rng, vocab, hidden),
+    }
     for i in range(layers):
         h = f"model.layers.{i}"
-        tensors.update({f"{h}.input_layernorm.weight": np.ones(hidden, np.float16),
-                        f"{h}.post_attention_layernorm.weight": np.ones(hidden, np.float16),
-                        **{f"{h}.self_attn.{p}.weight": _w(rng, hidden, hidden) for p in ("q_proj", "k_proj", "v_proj",
-                                                                                          "o_proj")},
-                        f"{h}.mlp.gate_proj.weight": _w(rng, ffn, hidden), f"{h}.mlp.up_proj.weight": _w(rng, ffn, hidden),
-                        f"{h}.mlp.down_proj.weight": _w(rng, hidden, ffn)})
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-              "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": 16,
-              "num_key_value_heads": 16, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "vocab_size": vocab,
-              "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16",
-              "tie_word_embeddings": False}
+        tensors.update(
+            {
+                f"{h}.input_layernorm.weight": np.ones(hidden, np.float16),
+                f"{h}.post_attention_layernorm.weight": np.ones(hidden, np.float16),
+                **{
+                    f"{h}.self_attn.{p}.weight": _w(rng, hidden, hidden)
+                    for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+                },
+                f"{h}.mlp.gate_proj.weight": _w(rng, ffn, hidden),
+                f"{h}.mlp.up_proj.weight": _w(rng, ffn, hidden),
+                f"{h}.mlp.down_proj.weight": _w(rng, hidden, ffn),
+            }
+        )
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": ffn,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        "rope_theta": 10000.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "float16",
+        "tie_word_embeddings": False,
+    }
     return _save(folder, tensors, config)
 
 
@@ -81,19 +103,44 @@ def build_gpt2(folder: Path) -> tuple[int, str]:
 
         vocab, tokenizer = train_tokenizer(folder, vocab_size=2000), "trained here"
     n, layers, ctx, rng = 768, 12, 1024, np.random.default_rng(1)
-    tensors = {"transformer.wte.weight": _w(rng, vocab, n), "transformer.wpe.weight": _w(rng, ctx, n),
-               "transformer.ln_f.weight": np.ones(n, np.float16), "transformer.ln_f.bias": np.zeros(n, np.float16)}
+    tensors = {
+        "transformer.wte.weight": _w(rng, vocab, n),
+        "transformer.wpe.weight": _w(rng, ctx, n),
+        "transformer.ln_f.weight": np.ones(n, np.float16),
+        "transformer.ln_f.bias": np.zeros(n, np.float16),
+    }
     for i in range(layers):
         h = f"transformer.h.{i}"
-        tensors.update({f"{h}.ln_1.weight": np.ones(n, np.float16), f"{h}.ln_1.bias": np.zeros(n, np.float16),
-                        f"{h}.ln_2.weight": np.ones(n, np.float16), f"{h}.ln_2.bias": np.zeros(n, np.float16),
-                        f"{h}.attn.c_attn.weight": _w(rng, n, 3 * n), f"{h}.attn.c_attn.bias": _w(rng, 3 * n),
-                        f"{h}.attn.c_proj.weight": _w(rng, n, n), f"{h}.attn.c_proj.bias": _w(rng, n),
-                        f"{h}.mlp.c_fc.weight": _w(rng, n, 4 * n), f"{h}.mlp.c_fc.bias": _w(rng, 4 * n),
-                        f"{h}.mlp.c_proj.weight": _w(rng, 4 * n, n), f"{h}.mlp.c_proj.bias": _w(rng, n)})
-    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": n, "n_layer": layers, "n_head": 12,
-              "n_positions": ctx, "n_ctx": ctx, "vocab_size": vocab, "layer_norm_epsilon": 1e-5,
-              "bos_token_id": vocab - 1, "eos_token_id": vocab - 1, "torch_dtype": "float16"}
+        tensors.update(
+            {
+                f"{h}.ln_1.weight": np.ones(n, np.float16),
+                f"{h}.ln_1.bias": np.zeros(n, np.float16),
+                f"{h}.ln_2.weight": np.ones(n, np.float16),
+                f"{h}.ln_2.bias": np.zeros(n, np.float16),
+                f"{h}.attn.c_attn.weight": _w(rng, n, 3 * n),
+                f"{h}.attn.c_attn.bias": _w(rng, 3 * n),
+                f"{h}.attn.c_proj.weight": _w(rng, n, n),
+                f"{h}.attn.c_proj.bias": _w(rng, n),
+                f"{h}.mlp.c_fc.weight": _w(rng, n, 4 * n),
+                f"{h}.mlp.c_fc.bias": _w(rng, 4 * n),
+                f"{h}.mlp.c_proj.weight": _w(rng, 4 * n, n),
+                f"{h}.mlp.c_proj.bias": _w(rng, n),
+            }
+        )
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_embd": n,
+        "n_layer": layers,
+        "n_head": 12,
+        "n_positions": ctx,
+        "n_ctx": ctx,
+        "vocab_size": vocab,
+        "layer_norm_epsilon": 1e-5,
+        "bos_token_id": vocab - 1,
+        "eos_token_id": vocab - 1,
+        "torch_dtype": "float16",
+    }
     return _save(folder, tensors, config), tokenizer
 
 
@@ -123,8 +170,7 @@ print("yes" if same else "no")
 def identical(a: Path, b: Path) -> bool:
     """Compared in a child process: mapping both files here would raise this process's RSS, which every later
     child would inherit as its starting peak."""
-    done = subprocess.run([sys.executable, "-c", IDENTICAL, str(a), str(b)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", IDENTICAL, str(a), str(b)], capture_output=True, text=True, check=True)
     return done.stdout.strip() == "yes"
 
 
@@ -139,14 +185,38 @@ def run_pair(name: str, src: Path, pre: str, outtype: str, work: Path, repeats: 
     ref_file = work / f"{name}-{outtype}-llamacpp.gguf"
     ours_runs, ref_runs = [], []
     for _ in range(repeats):  # interleaved, so that a busy spell slows both alike
-        ours_runs.append(measure([sys.executable, "-m", "talesmith.cli.main", "convert", str(src), "-o", str(out),
-                                  "--quant", quant, "--outtype", "f16", "--name", name, "--lock",
-                                  str(out / "models.lock"), "--no-quality"]))
+        ours_runs.append(
+            measure(
+                [
+                    sys.executable,
+                    "-m",
+                    "talesmith.cli.main",
+                    "convert",
+                    str(src),
+                    "-o",
+                    str(out),
+                    "--quant",
+                    quant,
+                    "--outtype",
+                    "f16",
+                    "--name",
+                    name,
+                    "--lock",
+                    str(out / "models.lock"),
+                    "--no-quality",
+                ]
+            )
+        )
         ref_runs.append(measure(reference_convert.command(pre, src, ref_file, outtype)))
     ours, ref = best(ours_runs), best(ref_runs)
-    row = {"model": name, "type": outtype.upper(), "talesmith": ours, "llama.cpp": ref,
-           "time_ratio": round(ours["seconds"] / ref["seconds"], 3),
-           "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3)}
+    row = {
+        "model": name,
+        "type": outtype.upper(),
+        "talesmith": ours,
+        "llama.cpp": ref,
+        "time_ratio": round(ours["seconds"] / ref["seconds"], 3),
+        "rss_ratio": round(ours["peak_rss_mb"] / ref["peak_rss_mb"], 3),
+    }
     if outtype == "f16":
         row["tensors_bit_identical"] = identical(out / f"{name}-f16.gguf", ref_file)
     shutil.rmtree(out, ignore_errors=True)
@@ -170,16 +240,38 @@ def main() -> None:
     if reference_convert.vendor_dir() is None:
         reference_convert.fetch()
     shutil.rmtree(work, ignore_errors=True)
-    built = json.loads(subprocess.run([sys.executable, __file__, "--build-only", "--workdir", str(work),
-                                       "--llama-layers", str(args.llama_layers)], check=True, capture_output=True,
-                                      text=True).stdout)
+    built = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--build-only",
+                "--workdir",
+                str(work),
+                "--llama-layers",
+                str(args.llama_layers),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     rows = []
     for name, folder, pre in (("llama-200m", work / "llama-200m", "-"), ("gpt2-124m", work / "gpt2-124m", "gpt-2")):
         for outtype in ("f16", "q8_0"):
             rows.append(run_pair(name, folder, pre, outtype, work, args.repeats))
-    print(json.dumps({"benchmark": "convert_speed", "reference": f"llama.cpp convert_hf_to_gguf.py "
-                      f"(llama-cpp-python {reference_convert.VERSION} sdist)", "parameters": built["params"],
-                      "gpt2_tokenizer": built["gpt2_tokenizer"], "runs": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "convert_speed",
+                "reference": f"llama.cpp convert_hf_to_gguf.py (llama-cpp-python {reference_convert.VERSION} sdist)",
+                "parameters": built["params"],
+                "gpt2_tokenizer": built["gpt2_tokenizer"],
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

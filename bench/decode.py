@@ -22,18 +22,25 @@ from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
-PROMPT = ("[ Title: The Lighthouse Keeper; Genre: Mystery ]\n***\n"
-          "The storm had raged for three days when the knock came at the lighthouse door.")
+PROMPT = (
+    "[ Title: The Lighthouse Keeper; Genre: Mystery ]\n***\n"
+    "The storm had raged for three days when the knock came at the lighthouse door."
+)
 
 
 def bare_chain(backend: LlamaCppBackend, s, seed: int):
     """The same chain talesmith builds for the default preset, written out by hand."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    for smpl in (llama_cpp.llama_sampler_init_penalties(backend.n_vocab, s.repetition_window, s.repetition_penalty,
-                                                        s.frequency_penalty, s.presence_penalty),
-                 llama_cpp.llama_sampler_init_top_k(s.top_k), llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
-                 llama_cpp.llama_sampler_init_min_p(s.min_p, 1), llama_cpp.llama_sampler_init_temp(s.temperature),
-                 llama_cpp.llama_sampler_init_dist(seed)):
+    for smpl in (
+        llama_cpp.llama_sampler_init_penalties(
+            backend.n_vocab, s.repetition_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty
+        ),
+        llama_cpp.llama_sampler_init_top_k(s.top_k),
+        llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
+        llama_cpp.llama_sampler_init_min_p(s.min_p, 1),
+        llama_cpp.llama_sampler_init_temp(s.temperature),
+        llama_cpp.llama_sampler_init_dist(seed),
+    ):
         llama_cpp.llama_sampler_chain_add(chain, smpl)
     return chain
 
@@ -42,7 +49,7 @@ def run_bare(backend: LlamaCppBackend, tokens: list[int], n: int, s, seed: int) 
     ctx, vocab = backend.ctx, backend.vocab
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
     chain = bare_chain(backend, s, seed)
-    for t in tokens[-s.repetition_window:]:
+    for t in tokens[-s.repetition_window :]:
         llama_cpp.llama_sampler_accept(chain, t)
     eog = sorted(backend.eog_tokens)
     start = time.perf_counter()
@@ -71,10 +78,12 @@ def run_bare(backend: LlamaCppBackend, tokens: list[int], n: int, s, seed: int) 
 def run_talesmith(backend: LlamaCppBackend, tokens: list[int], n: int, s, seed: int) -> dict:
     backend.reset()
     settings = s.replace(seed=seed, max_new_tokens=n, min_new_tokens=n)
-    for chunk in stream(backend, tokens, settings):
-        pass
+    *_, chunk = stream(backend, tokens, settings)
     assert chunk.timing.generated_tokens == n, chunk
-    return {"tokens_per_second": chunk.timing.tokens_per_second, "first_token_seconds": chunk.timing.first_token_seconds}
+    return {
+        "tokens_per_second": chunk.timing.tokens_per_second,
+        "first_token_seconds": chunk.timing.first_token_seconds,
+    }
 
 
 def main() -> None:
@@ -94,15 +103,25 @@ def main() -> None:
         for name, fn in order if i % 2 == 0 else order[::-1]:
             results[name].append(fn(backend, tokens, args.tokens, s, 1000 + i))
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    print(json.dumps({
-        "benchmark": "decode", "model": backend.info.name, "backend": backend.name, "gpu_layers": args.gpu_layers,
-        "prompt_tokens": len(tokens), "new_tokens": args.tokens, "runs": args.runs,
-        "bare_tokens_per_second": round(med["bare"]["tokens_per_second"], 2),
-        "talesmith_tokens_per_second": round(med["talesmith"]["tokens_per_second"], 2),
-        "ratio": round(med["talesmith"]["tokens_per_second"] / med["bare"]["tokens_per_second"], 3),
-        "bare_first_token_seconds": round(med["bare"]["first_token_seconds"], 4),
-        "talesmith_first_token_seconds": round(med["talesmith"]["first_token_seconds"], 4),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "decode",
+                "model": backend.info.name,
+                "backend": backend.name,
+                "gpu_layers": args.gpu_layers,
+                "prompt_tokens": len(tokens),
+                "new_tokens": args.tokens,
+                "runs": args.runs,
+                "bare_tokens_per_second": round(med["bare"]["tokens_per_second"], 2),
+                "talesmith_tokens_per_second": round(med["talesmith"]["tokens_per_second"], 2),
+                "ratio": round(med["talesmith"]["tokens_per_second"] / med["bare"]["tokens_per_second"], 3),
+                "bare_first_token_seconds": round(med["bare"]["first_token_seconds"], 4),
+                "talesmith_first_token_seconds": round(med["talesmith"]["first_token_seconds"], 4),
+            },
+            indent=2,
+        )
+    )
     backend.close()
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-STORY = ("[ Title: The Lighthouse Keeper; Author: A. Keeper; Genre: Mystery; Tags: storm, sea; Style: slow ]\n***\n"
-         "The storm had raged for three days when the knock came at the lighthouse door. ")
+STORY = (
+    "[ Title: The Lighthouse Keeper; Author: A. Keeper; Genre: Mystery; Tags: storm, sea; Style: slow ]\n***\n"
+    "The storm had raged for three days when the knock came at the lighthouse door. "
+)
 
 
 def build_llama(out: Path, *, layers: int, hidden: int, inter: int, heads: int, kv_heads: int) -> dict:
@@ -44,29 +46,60 @@ def build_llama(out: Path, *, layers: int, hidden: int, inter: int, heads: int, 
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
     kv = hidden // heads * kv_heads
-    tensors = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": np.ones(hidden, np.float16),
-               "lm_head.weight": w(vocab, hidden)}
+    tensors = {
+        "model.embed_tokens.weight": w(vocab, hidden),
+        "model.norm.weight": np.ones(hidden, np.float16),
+        "lm_head.weight": w(vocab, hidden),
+    }
     for i in range(layers):
         p = f"model.layers.{i}"
-        tensors.update({f"{p}.input_layernorm.weight": np.ones(hidden, np.float16),
-                        f"{p}.post_attention_layernorm.weight": np.ones(hidden, np.float16),
-                        f"{p}.self_attn.q_proj.weight": w(hidden, hidden), f"{p}.self_attn.k_proj.weight": w(kv, hidden),
-                        f"{p}.self_attn.v_proj.weight": w(kv, hidden), f"{p}.self_attn.o_proj.weight": w(hidden, hidden),
-                        f"{p}.mlp.gate_proj.weight": w(inter, hidden), f"{p}.mlp.up_proj.weight": w(inter, hidden),
-                        f"{p}.mlp.down_proj.weight": w(hidden, inter)})
+        tensors.update(
+            {
+                f"{p}.input_layernorm.weight": np.ones(hidden, np.float16),
+                f"{p}.post_attention_layernorm.weight": np.ones(hidden, np.float16),
+                f"{p}.self_attn.q_proj.weight": w(hidden, hidden),
+                f"{p}.self_attn.k_proj.weight": w(kv, hidden),
+                f"{p}.self_attn.v_proj.weight": w(kv, hidden),
+                f"{p}.self_attn.o_proj.weight": w(hidden, hidden),
+                f"{p}.mlp.gate_proj.weight": w(inter, hidden),
+                f"{p}.mlp.up_proj.weight": w(inter, hidden),
+                f"{p}.mlp.down_proj.weight": w(hidden, inter),
+            }
+        )
     params = sum(t.size for t in tensors.values())
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-        "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False}))
-    adapter = {f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight":
-               rng.standard_normal((16, hidden) if x == "A" else (inter, 16), dtype=np.float32) * 0.01
-               for i in range(layers) for m in ("gate_proj", "up_proj") for x in "AB"}
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": hidden,
+                "intermediate_size": inter,
+                "num_hidden_layers": layers,
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv_heads,
+                "max_position_embeddings": 4096,
+                "rms_norm_eps": 1e-5,
+                "vocab_size": vocab,
+                "bos_token_id": 0,
+                "eos_token_id": 0,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
+    adapter = {
+        f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight": rng.standard_normal(
+            (16, hidden) if x == "A" else (inter, 16), dtype=np.float32
+        )
+        * 0.01
+        for i in range(layers)
+        for m in ("gate_proj", "up_proj")
+        for x in "AB"
+    }
     save_file(adapter, str(lora / "adapter_model.safetensors"))
-    (lora / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32,
-                                                          "target_modules": ["gate_proj", "up_proj"]}))
+    (lora / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["gate_proj", "up_proj"]})
+    )
     return {"params_millions": round(params / 1e6, 1), "layers": layers, "hidden": hidden}
 
 
@@ -86,9 +119,7 @@ def _run(backend, tokens: list[int], n: int):
     from talesmith.runtime.engine.generate import stream
 
     backend.reset()
-    chunk = None
-    for chunk in stream(backend, tokens, _settings(n)):
-        pass
+    *_, chunk = stream(backend, tokens, _settings(n))
     return chunk.timing
 
 
@@ -100,8 +131,12 @@ def decode(model: str, *, gpu_layers: int, backend: str | None, device: str, tok
     timings = [_run(opened, prompt, tokens) for _ in range(runs)]
     name = opened.name
     opened.close()
-    return {"backend": name, "tokens_per_second": round(statistics.median(t.tokens_per_second for t in timings), 1),
-            "runs": runs, "tokens": tokens}
+    return {
+        "backend": name,
+        "tokens_per_second": round(statistics.median(t.tokens_per_second for t in timings), 1),
+        "runs": runs,
+        "tokens": tokens,
+    }
 
 
 def first_token(model: str, *, gpu_layers: int, prompt_tokens: int) -> dict:
@@ -112,8 +147,10 @@ def first_token(model: str, *, gpu_layers: int, prompt_tokens: int) -> dict:
     _run(opened, prompt[:64], 2)  # warm-up
     timings = [_run(opened, prompt, 2) for _ in range(3)]
     opened.close()
-    return {"prompt_tokens": len(prompt),
-            "first_token_seconds": round(statistics.median(t.first_token_seconds for t in timings), 4)}
+    return {
+        "prompt_tokens": len(prompt),
+        "first_token_seconds": round(statistics.median(t.first_token_seconds for t in timings), 4),
+    }
 
 
 def merge(checkpoint: str, lora: str, *, device: str) -> dict:
@@ -130,8 +167,11 @@ def merge(checkpoint: str, lora: str, *, device: str) -> dict:
     merged = MergedWeights(ckpt, [adapter], device=device)
     started = time.perf_counter()
     checksum = sum(float(np.asarray(merged.get(name), dtype=np.float32).ravel()[0]) for name in merged.merged_names)
-    return {"seconds": round(time.perf_counter() - started, 3), "tensors": len(merged.merged_names),
-            "checksum": round(checksum, 6)}
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "tensors": len(merged.merged_names),
+        "checksum": round(checksum, 6),
+    }
 
 
 def batch(model: str, *, parallel: int, rows: int, gpu_layers: int, tokens: int, work: Path) -> dict:
@@ -142,20 +182,48 @@ def batch(model: str, *, parallel: int, rows: int, gpu_layers: int, tokens: int,
     out = work / f"out-{parallel}.jsonl"
     out.unlink(missing_ok=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "talesmith.cli.main", "batch", str(source), "-o", str(out), "-m", model,
-                    "--parallel", str(parallel), "--gpu-layers", str(gpu_layers), "--seed", "1",
-                    "--max-new-tokens", str(tokens), "--min-new-tokens", str(tokens)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "batch",
+            str(source),
+            "-o",
+            str(out),
+            "-m",
+            model,
+            "--parallel",
+            str(parallel),
+            "--gpu-layers",
+            str(gpu_layers),
+            "--seed",
+            "1",
+            "--max-new-tokens",
+            str(tokens),
+            "--min-new-tokens",
+            str(tokens),
+        ],
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     generated = sum(r.get("completion_tokens", tokens) for r in records)
-    return {"parallel": parallel, "rows": len(records), "seconds": round(seconds, 2),
-            "tokens_per_second": round(generated / seconds, 1)}
+    return {
+        "parallel": parallel,
+        "rows": len(records),
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(generated / seconds, 1),
+    }
 
 
 def part(key: str, rc: int, seconds: int, stdout: Path, log: Path) -> dict:
     """{"key", "value"}: the step's last JSON line when it succeeded (else its time), or its exit status
     and the last lines of its log when it failed."""
-    lines = [line for line in stdout.read_text(errors="replace").splitlines() if line.strip()] if stdout.exists() else []
+    lines = (
+        [line for line in stdout.read_text(errors="replace").splitlines() if line.strip()] if stdout.exists() else []
+    )
     if rc == 0:
         try:
             return {"key": key, "value": json.loads(lines[-1])}
@@ -193,16 +261,18 @@ def _ratios(r: dict) -> None:
         if name in r:
             r[name]["gpu_over_cpu"] = _ratio(r[name].get("gpu"), r[name].get("cpu"), "tokens_per_second")
     if "first_token_2000" in r:
-        r["first_token_2000"]["cpu_over_gpu"] = _ratio(r["first_token_2000"].get("cpu"),
-                                                       r["first_token_2000"].get("gpu"), "first_token_seconds")
-    for quant, sides in r.get("onnx", {}).items():
+        r["first_token_2000"]["cpu_over_gpu"] = _ratio(
+            r["first_token_2000"].get("cpu"), r["first_token_2000"].get("gpu"), "first_token_seconds"
+        )
+    for _quant, sides in r.get("onnx", {}).items():
         if isinstance(sides, dict) and "cpu" in sides:
             sides["cuda_over_cpu"] = _ratio(sides.get("cuda"), sides.get("cpu"), "tokens_per_second")
     if "lora_merge" in r:
         r["lora_merge"]["cpu_over_cuda"] = _ratio(r["lora_merge"].get("cpu"), r["lora_merge"].get("cuda"), "seconds")
     if isinstance(r.get("batch_parallel"), dict) and "p16" in r["batch_parallel"]:
-        r["batch_parallel"]["p16_over_p1"] = _ratio(r["batch_parallel"].get("p16"), r["batch_parallel"].get("p1"),
-                                                    "tokens_per_second")
+        r["batch_parallel"]["p16_over_p1"] = _ratio(
+            r["batch_parallel"].get("p16"), r["batch_parallel"].get("p1"), "tokens_per_second"
+        )
 
 
 def main() -> None:
@@ -247,15 +317,15 @@ def main() -> None:
     if a.command == "build-llama":
         result = build_llama(a.out, layers=a.layers, hidden=a.hidden, inter=a.inter, heads=a.heads, kv_heads=a.kv_heads)
     elif a.command == "decode":
-        result = decode(a.model, gpu_layers=a.gpu_layers, backend=a.backend, device=a.device, tokens=a.tokens,
-                        runs=a.runs)
+        result = decode(
+            a.model, gpu_layers=a.gpu_layers, backend=a.backend, device=a.device, tokens=a.tokens, runs=a.runs
+        )
     elif a.command == "first-token":
         result = first_token(a.model, gpu_layers=a.gpu_layers, prompt_tokens=a.prompt_tokens)
     elif a.command == "merge":
         result = merge(a.checkpoint, a.lora, device=a.device)
     elif a.command == "batch":
-        result = batch(a.model, parallel=a.parallel, rows=a.rows, gpu_layers=a.gpu_layers, tokens=a.tokens,
-                       work=a.work)
+        result = batch(a.model, parallel=a.parallel, rows=a.rows, gpu_layers=a.gpu_layers, tokens=a.tokens, work=a.work)
     elif a.command == "part":
         result = part(a.key, a.rc, a.seconds, a.stdout, a.log)
     else:

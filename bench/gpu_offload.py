@@ -38,30 +38,61 @@ def build(folder: Path) -> None:
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
     kv = HIDDEN // HEADS * KV_HEADS
-    tensors = {"model.embed_tokens.weight": w(vocab, HIDDEN), "model.norm.weight": np.ones(HIDDEN, np.float16),
-               "lm_head.weight": w(vocab, HIDDEN)}
+    tensors = {
+        "model.embed_tokens.weight": w(vocab, HIDDEN),
+        "model.norm.weight": np.ones(HIDDEN, np.float16),
+        "lm_head.weight": w(vocab, HIDDEN),
+    }
     for i in range(LAYERS):
         p = f"model.layers.{i}"
-        tensors.update({f"{p}.input_layernorm.weight": np.ones(HIDDEN, np.float16),
-                        f"{p}.post_attention_layernorm.weight": np.ones(HIDDEN, np.float16),
-                        f"{p}.self_attn.q_proj.weight": w(HIDDEN, HIDDEN), f"{p}.self_attn.k_proj.weight": w(kv, HIDDEN),
-                        f"{p}.self_attn.v_proj.weight": w(kv, HIDDEN), f"{p}.self_attn.o_proj.weight": w(HIDDEN, HIDDEN),
-                        f"{p}.mlp.gate_proj.weight": w(INTER, HIDDEN), f"{p}.mlp.up_proj.weight": w(INTER, HIDDEN),
-                        f"{p}.mlp.down_proj.weight": w(HIDDEN, INTER)})
+        tensors.update(
+            {
+                f"{p}.input_layernorm.weight": np.ones(HIDDEN, np.float16),
+                f"{p}.post_attention_layernorm.weight": np.ones(HIDDEN, np.float16),
+                f"{p}.self_attn.q_proj.weight": w(HIDDEN, HIDDEN),
+                f"{p}.self_attn.k_proj.weight": w(kv, HIDDEN),
+                f"{p}.self_attn.v_proj.weight": w(kv, HIDDEN),
+                f"{p}.self_attn.o_proj.weight": w(HIDDEN, HIDDEN),
+                f"{p}.mlp.gate_proj.weight": w(INTER, HIDDEN),
+                f"{p}.mlp.up_proj.weight": w(INTER, HIDDEN),
+                f"{p}.mlp.down_proj.weight": w(HIDDEN, INTER),
+            }
+        )
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-        "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-        "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": INTER,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS,
+                "num_key_value_heads": KV_HEADS,
+                "max_position_embeddings": 2048,
+                "rms_norm_eps": 1e-5,
+                "vocab_size": vocab,
+                "bos_token_id": 0,
+                "eos_token_id": 0,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     lora = folder.parent / "lora"
     lora.mkdir(exist_ok=True)
-    a = {f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight":
-         rng.standard_normal((16, HIDDEN) if x == "A" else (INTER, 16), dtype=np.float32) * 0.01
-         for i in range(LAYERS) for m in ("gate_proj", "up_proj") for x in "AB"}
+    a = {
+        f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight": rng.standard_normal(
+            (16, HIDDEN) if x == "A" else (INTER, 16), dtype=np.float32
+        )
+        * 0.01
+        for i in range(LAYERS)
+        for m in ("gate_proj", "up_proj")
+        for x in "AB"
+    }
     save_file(a, str(lora / "adapter_model.safetensors"))
-    (lora / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32,
-                                                          "target_modules": ["gate_proj", "up_proj"]}))
+    (lora / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["gate_proj", "up_proj"]})
+    )
 
 
 def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
@@ -77,8 +108,7 @@ def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
     runs = []
     for _ in range(3):
         backend.reset()
-        for chunk in stream(backend, tokens, settings):
-            pass
+        *_, chunk = stream(backend, tokens, settings)
         runs.append((chunk.timing.tokens_per_second, chunk.timing.first_token_seconds))
     backend.close()
     runs.sort()
@@ -101,19 +131,45 @@ def main() -> None:
     merge = {}
     for device in ("cpu", "cuda"):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(work / "llama"), "-o",
-                        str(work / device), "--lora", str(work / "lora"), "--quant", "Q4_K_M" if device == "cuda" else "",
-                        "--name", "bench", "--device", device, "--lock", str(work / "models.lock")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "talesmith.cli.main",
+                "convert",
+                str(work / "llama"),
+                "-o",
+                str(work / device),
+                "--lora",
+                str(work / "lora"),
+                "--quant",
+                "Q4_K_M" if device == "cuda" else "",
+                "--name",
+                "bench",
+                "--device",
+                device,
+                "--lock",
+                str(work / "models.lock"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         merge[device] = round(time.perf_counter() - started, 2)
     q4 = work / "cuda" / "bench-Q4_K_M.gguf"
     cpu, gpu = decode_speed(q4, 0), decode_speed(q4, -1)
-    print(json.dumps({
-        "benchmark": "gpu_offload", "params_millions": round((work / "cuda" / "bench-f16.gguf").stat().st_size / 2e6),
-        "convert_f16_seconds": merge, "merge_ratio_cuda_over_cpu": round(merge["cuda"] / merge["cpu"], 3),
-        "decode_q4_k_m": {"cpu": cpu, "gpu_all_layers": gpu},
-        "decode_speedup": round(gpu["tokens_per_second"] / cpu["tokens_per_second"], 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "gpu_offload",
+                "params_millions": round((work / "cuda" / "bench-f16.gguf").stat().st_size / 2e6),
+                "convert_f16_seconds": merge,
+                "merge_ratio_cuda_over_cpu": round(merge["cuda"] / merge["cpu"], 3),
+                "decode_q4_k_m": {"cpu": cpu, "gpu_all_layers": gpu},
+                "decode_speedup": round(gpu["tokens_per_second"] / cpu["tokens_per_second"], 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

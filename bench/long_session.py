@@ -20,15 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from talesmith.runtime.engine import kvstate
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story
+from talesmith.runtime.engine import kvstate
 from talesmith.runtime.engine.generate import collect, prepare, stream
 from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
-PERSONA = ("Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "
-           "divine powers, and cries easily when things go wrong.")
+PERSONA = (
+    "Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "
+    "divine powers, and cries easily when things go wrong."
+)
 
 
 def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool) -> dict:
@@ -38,8 +40,11 @@ def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool) -> dict:
     started = time.perf_counter()
     backend.reset()
     for i in range(turns):
-        chat = Chat(chat.character, chat.persona,
-                    messages=chat.messages + (Message(USER, f"Turn {i + 1}: tell me about the lanterns on the river."),))
+        chat = Chat(
+            chat.character,
+            chat.persona,
+            messages=chat.messages + (Message(USER, f"Turn {i + 1}: tell me about the lanterns on the river."),),
+        )
         if not caching:
             backend.reset()
         prepared = prepare(backend, chat, settings)
@@ -52,17 +57,29 @@ def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool) -> dict:
     total = time.perf_counter() - started
     # A turn's cost, smoothed over its neighbours (the machine is noisy): turns 4-6 and 58-60.
     early, late = statistics.median(prompt_seconds[3:6]), statistics.median(prompt_seconds[-3:])
-    return {"total_seconds": round(total, 2), "total_prompt_seconds": round(sum(prompt_seconds), 2), "turn5_prompt_seconds": round(early, 4),
-            "turn60_prompt_seconds": round(late, 4), "turn60_over_turn5": round(late / early, 2),
-            "prompt_tokens_evaluated": sum(evaluated), "overflowed_turns": sum(1 for d in dropped if d),
-            "cache_shifts": shifts, "per_turn_prompt_seconds": [round(s, 4) for s in prompt_seconds]}
+    return {
+        "total_seconds": round(total, 2),
+        "total_prompt_seconds": round(sum(prompt_seconds), 2),
+        "turn5_prompt_seconds": round(early, 4),
+        "turn60_prompt_seconds": round(late, 4),
+        "turn60_over_turn5": round(late / early, 2),
+        "prompt_tokens_evaluated": sum(evaluated),
+        "overflowed_turns": sum(1 for d in dropped if d),
+        "cache_shifts": shifts,
+        "per_turn_prompt_seconds": [round(s, 4) for s in prompt_seconds],
+    }
 
 
 def reopen(path: Path) -> dict:
     backend = LlamaCppBackend(path, n_ctx=2048)
     settings = preset("default", seed=3, max_new_tokens=1)
-    story = Story(text="".join(f"Chapter line {i}: the keeper climbed the stairs, wound the clock and lit the lamp "
-                               f"while the storm beat on the glass.\n" for i in range(60)))
+    story = Story(
+        text="".join(
+            f"Chapter line {i}: the keeper climbed the stairs, wound the clock and lit the lamp "
+            f"while the storm beat on the glass.\n"
+            for i in range(60)
+        )
+    )
     tokens = prepare(backend, story, settings).tokens
     with tempfile.TemporaryDirectory() as folder:
         doc = Path(folder) / "story.json"
@@ -79,9 +96,13 @@ def reopen(path: Path) -> dict:
     backend.close()
     without = min(results["without_state"][0], results["without_state_again"][0])
     with_state = min(results["with_state"][0], results["with_state_again"][0])
-    return {"story_tokens": len(tokens), "first_token_seconds_without_state": round(without, 4),
-            "first_token_seconds_with_state": round(with_state, 4), "speedup": round(without / with_state, 1),
-            "evaluated_with_state": results["with_state"][1]}
+    return {
+        "story_tokens": len(tokens),
+        "first_token_seconds_without_state": round(without, 4),
+        "first_token_seconds_with_state": round(with_state, 4),
+        "speedup": round(without / with_state, 1),
+        "evaluated_with_state": results["with_state"][1],
+    }
 
 
 def main() -> None:
@@ -94,13 +115,20 @@ def main() -> None:
     print(json.dumps({"caching_on": on}), file=sys.stderr, flush=True)  # progress: the run is long
     off = chat_run(backend, args.turns, caching=False)
     backend.close()
-    print(json.dumps({
-        "benchmark": "long_session", "turns": args.turns, "n_ctx": 1024,
-        "caching_on": on, "caching_off": off,
-        "total_time_ratio_off_over_on": round(off["total_seconds"] / on["total_seconds"], 2),
-        "prompt_time_ratio_off_over_on": round(off["total_prompt_seconds"] / on["total_prompt_seconds"], 2),
-        "reopen": reopen(path),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "long_session",
+                "turns": args.turns,
+                "n_ctx": 1024,
+                "caching_on": on,
+                "caching_off": off,
+                "total_time_ratio_off_over_on": round(off["total_seconds"] / on["total_seconds"], 2),
+                "prompt_time_ratio_off_over_on": round(off["total_prompt_seconds"] / on["total_prompt_seconds"], 2),
+                "reopen": reopen(path),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ from talesmith.runtime.documents.prompts import fit, plan
 from talesmith.runtime.engine.protocol import common_prefix
 from talesmith.runtime.models.resolve import bundled_model_path
 
-PERSONA = ("Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "
-           "divine powers, and cries easily when things go wrong.")
+PERSONA = (
+    "Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "
+    "divine powers, and cries easily when things go wrong."
+)
 LORE = {
     "Axel": "Axel is a town of beginner adventurers, with a guild hall, a market square and a river harbor.",
     "guild": "The Adventurers' Guild posts quests on a board; the receptionist Luna stamps every card.",
@@ -47,8 +49,11 @@ def script(turns: int) -> list[tuple[str, str]]:
     for i in range(turns):
         key = TOPICS[(i * 3) % len(TOPICS)]
         user = f"Turn {i + 1}: what do you know about {key}?" if i % 2 == 0 else f"Turn {i + 1}: and then what?"
-        reply = (f"Oh, {key}! Everyone knows that, I am a goddess after all." if i % 4 == 0
-                 else "Hmm, let me think about it while we walk along the river.")
+        reply = (
+            f"Oh, {key}! Everyone knows that, I am a goddess after all."
+            if i % 4 == 0
+            else "Hmm, let me think about it while we walk along the river."
+        )
         out.append((user, reply))
     return out
 
@@ -74,10 +79,15 @@ def run(tokenize, turns: int, lore: Lore | None, n_ctx: int) -> dict:
         reprocessed.append(len(tokens) - common_prefix(cache, tokens))
         cache = tokenize(text + " " + reply)  # the reply as if the model had just written it
         messages.append(Message(CHARACTER, reply))
-    return {"reprocessed_total": sum(reprocessed), "reprocessed_mean": round(statistics.mean(reprocessed), 1),
-            "reprocessed_median": statistics.median(reprocessed), "final_prompt_tokens": len(tokens),
-            "entries_fired_or_quiet": changes, "lore_ms_per_turn": round(1000 * lore_seconds / len(reprocessed), 2),
-            "per_turn": reprocessed}
+    return {
+        "reprocessed_total": sum(reprocessed),
+        "reprocessed_mean": round(statistics.mean(reprocessed), 1),
+        "reprocessed_median": statistics.median(reprocessed),
+        "final_prompt_tokens": len(tokens),
+        "entries_fired_or_quiet": changes,
+        "lore_ms_per_turn": round(1000 * lore_seconds / len(reprocessed), 2),
+        "per_turn": reprocessed,
+    }
 
 
 def main() -> None:
@@ -89,20 +99,32 @@ def main() -> None:
     tokenize = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)  # noqa: E731
 
     def book(position: str) -> Lorebook:
-        return Lorebook("konosuba", tuple(Entry(keys=(k,), content=v, uid=i, position=position, depth=4)
-                                          for i, (k, v) in enumerate(LORE.items())))
+        return Lorebook(
+            "konosuba",
+            tuple(
+                Entry(keys=(k,), content=v, uid=i, position=position, depth=4) for i, (k, v) in enumerate(LORE.items())
+            ),
+        )
 
-    runs = {"no_lorebook": None,
-            "declared_before_character": Lore((book(BEFORE),), LoreSettings(placement=DECLARED)),
-            "declared_at_depth_4": Lore((book(DEPTH),), LoreSettings(placement=DECLARED)),
-            "anchored": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED)),
-            # a budget that holds about three entries: quiet ones must leave to make room
-            "anchored_budget_64_tokens": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED, budget_tokens=64))}
+    runs = {
+        "no_lorebook": None,
+        "declared_before_character": Lore((book(BEFORE),), LoreSettings(placement=DECLARED)),
+        "declared_at_depth_4": Lore((book(DEPTH),), LoreSettings(placement=DECLARED)),
+        "anchored": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED)),
+        # a budget that holds about three entries: quiet ones must leave to make room
+        "anchored_budget_64_tokens": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED, budget_tokens=64)),
+    }
     results = {name: run(tokenize, args.turns, lore, args.ctx) for name, lore in runs.items()}
     base = results["no_lorebook"]["reprocessed_total"]
-    summary = {name: {"reprocessed_total": r["reprocessed_total"], "ratio_to_no_lorebook": round(r["reprocessed_total"] / base, 2),
-                      "entries_fired_or_quiet": r["entries_fired_or_quiet"], "lore_ms_per_turn": r["lore_ms_per_turn"]}
-               for name, r in results.items()}
+    summary = {
+        name: {
+            "reprocessed_total": r["reprocessed_total"],
+            "ratio_to_no_lorebook": round(r["reprocessed_total"] / base, 2),
+            "entries_fired_or_quiet": r["entries_fired_or_quiet"],
+            "lore_ms_per_turn": r["lore_ms_per_turn"],
+        }
+        for name, r in results.items()
+    }
     print(json.dumps({"turns": args.turns, "summary": summary, "runs": results}, indent=1))
 
 

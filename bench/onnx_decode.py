@@ -44,9 +44,18 @@ def make_checkpoint(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     n_vocab = train_tokenizer(folder)
-    config = tf.LlamaConfig(vocab_size=n_vocab, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-                            num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
-                            tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    config = tf.LlamaConfig(
+        vocab_size=n_vocab,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(0)
     tf.LlamaForCausalLM(config).eval().save_pretrained(folder, safe_serialization=True)
     return folder
@@ -55,8 +64,10 @@ def make_checkpoint(folder: Path) -> Path:
 def convert_onnx(checkpoint: Path, out: Path) -> dict[str, Path]:
     from talesmith.convert.pipeline import ConvertRequest, convert
 
-    outputs = convert(ConvertRequest(str(checkpoint), out, targets=("onnx",), onnx_quants=("fp32", "int4"),
-                                     name="bench"), lock=out / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(checkpoint), out, targets=("onnx",), onnx_quants=("fp32", "int4"), name="bench"),
+        lock=out / "models.lock",
+    )
     return {o.kind.split("-")[1].lower(): o.path for o in outputs}
 
 
@@ -87,6 +98,7 @@ def talesmith_runner(folder: Path, tokens: int, engine: str = "auto"):
     def run() -> list[int]:
         backend.reset()  # every run evaluates its prompt, as the others do
         return list(collect(stream(backend, prompt, settings)).tokens)
+
     return run
 
 
@@ -102,9 +114,16 @@ def optimum_runner(folder: Path, tokens: int):
     ids = torch.tensor([AutoTokenizer.from_pretrained(folder)(PROMPT)["input_ids"]])
 
     def run() -> list[int]:
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
-                             do_sample=False, pad_token_id=0)
-        return out[0, ids.shape[1]:].tolist()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        return out[0, ids.shape[1] :].tolist()
+
     return run
 
 
@@ -125,6 +144,7 @@ def genai_runner(folder: Path, tokens: int, checkpoint: Path):
             generator.generate_next_token()
             out.append(int(generator.get_next_tokens()[0]))
         return out[:tokens]
+
     return run
 
 
@@ -138,9 +158,16 @@ def pytorch_runner(checkpoint: Path, tokens: int):
 
     def run() -> list[int]:
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                 min_new_tokens=tokens, do_sample=False, pad_token_id=0)
-        return out[0, ids.shape[1]:].tolist()
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return out[0, ids.shape[1] :].tolist()
+
     return run
 
 
@@ -178,8 +205,9 @@ def main() -> None:
                 run()
                 times[name].append(time.perf_counter() - t)
         speed = {k: round(args.tokens / statistics.median(v), 1) for k, v in times.items()}
-        n_params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(
-            checkpoint).parameters())
+        n_params = sum(
+            p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(checkpoint).parameters()
+        )
     ratios = {
         "talesmith_int4_vs_optimum_int4": round(speed["talesmith_int4"] / speed["optimum_int4"], 2),
         "talesmith_fp32_vs_optimum_fp32": round(speed["talesmith_fp32"] / speed["optimum_fp32"], 2),
@@ -191,8 +219,12 @@ def main() -> None:
         ratios["genai_int4_vs_optimum_int4"] = round(speed["genai_int4"] / speed["optimum_int4"], 2)
     result = {
         "model": {"architecture": "llama", "layers": 8, "hidden": 1024, "parameters": n_params},
-        "tokens": args.tokens, "runs": args.runs, "threads": THREADS, "setup_seconds": round(setup, 1),
-        "tokens_per_second": speed, "ratios": ratios,
+        "tokens": args.tokens,
+        "runs": args.runs,
+        "threads": THREADS,
+        "setup_seconds": round(setup, 1),
+        "tokens_per_second": speed,
+        "ratios": ratios,
         "targets": {"talesmith_int4_vs_optimum_int4": 1.2, "talesmith_int4_vs_genai_int4": 0.8},
         "greedy_agrees": {
             "talesmith_fp32_vs_optimum_fp32": outputs["talesmith_fp32"] == outputs["optimum_fp32"],

@@ -56,10 +56,15 @@ def _layer_tensors(i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
 
     h = f"transformer.h.{i}"
-    return {f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16), f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
-            **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
-            f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD), f"{h}.mlp.fc_in.bias": w(N_INNER),
-            f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER), f"{h}.mlp.fc_out.bias": w(N_EMBD)}
+    return {
+        f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16),
+        f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
+        **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
+        f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD),
+        f"{h}.mlp.fc_in.bias": w(N_INNER),
+        f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER),
+        f"{h}.mlp.fc_out.bias": w(N_EMBD),
+    }
 
 
 def build_checkpoint(folder: Path, layers: int) -> dict:
@@ -74,25 +79,45 @@ def build_checkpoint(folder: Path, layers: int) -> dict:
     for s, group in enumerate(groups):
         shard: dict[str, np.ndarray] = {}
         if s == 0:
-            shard["transformer.wte.weight"] = (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(np.float16)
+            shard["transformer.wte.weight"] = (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(
+                np.float16
+            )
         for i in group:
             shard.update(_layer_tensors(int(i), rng))
         if s == n - 1:
-            shard.update({"transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
-                          "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16),
-                          "lm_head.weight": (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(np.float16),
-                          "lm_head.bias": np.zeros(N_VOCAB, np.float16)})
+            shard.update(
+                {
+                    "transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
+                    "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16),
+                    "lm_head.weight": (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(np.float16),
+                    "lm_head.bias": np.zeros(N_VOCAB, np.float16),
+                }
+            )
         name = f"model-{s + 1:05d}-of-{n:05d}.safetensors"
         save_file(shard, str(folder / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
         total += sum(a.nbytes for a in shard.values())
         del shard
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                     "weight_map": weight_map}))
-    config = {"architectures": ["GPTJForCausalLM"], "model_type": "gptj", "n_embd": N_EMBD, "n_inner": None,
-              "n_head": N_HEAD, "n_layer": layers, "rotary_dim": ROTARY, "vocab_size": N_VOCAB,
-              "n_positions": N_POS, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
-              "bos_token_id": 50256, "eos_token_id": 50256, "torch_dtype": "float16", "tie_word_embeddings": False}
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    config = {
+        "architectures": ["GPTJForCausalLM"],
+        "model_type": "gptj",
+        "n_embd": N_EMBD,
+        "n_inner": None,
+        "n_head": N_HEAD,
+        "n_layer": layers,
+        "rotary_dim": ROTARY,
+        "vocab_size": N_VOCAB,
+        "n_positions": N_POS,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "torch_dtype": "float16",
+        "tie_word_embeddings": False,
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return {"layers": layers, "bytes": total, "shards": n, "tokenizer": tokenizer}
 
@@ -154,7 +179,7 @@ settings = SamplingSettings(temperature=0, max_new_tokens=n, min_new_tokens=n)
 timing = collect(stream(backend, ids, settings)).timing
 print(json.dumps({"load_seconds": round(loaded, 1), "tokens": timing.generated_tokens,
                   "tokens_per_second": round(timing.tokens_per_second, 2)}))
-""" % (THREADS, THREADS, PROMPT)
+""" % (THREADS, THREADS, PROMPT)  # noqa: UP031  (the script's own braces would need escaping for .format)
 
 
 def decode(kind: str, path: Path, tokens: int, *, limit: int) -> dict:
@@ -184,34 +209,63 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     try:
         ckpt = work / "gptj-6b-random"
-        built = watched([sys.executable, __file__, "--layers", str(args.layers), "--build-only", str(ckpt)], limit=limit)
-        report: dict = {"checkpoint": {**json.loads(built["stdout"]), "seconds": built["seconds"],
-                                       "peak_rss_mb": built["peak_rss_mb"]}}
-        cli = [sys.executable, "-m", "talesmith.cli.main", "convert", str(ckpt), "-o", str(work / "out"),
-               "--name", "gptj6b", "--lock", str(work / "models.lock")]
-        routes = {"onnx_int4": (["--to", "onnx", "--quant", "int4"], work / "out" / "gptj6b-onnx-int4", "onnx"),
-                  "gguf_q4_k_m": (["--to", "gguf", "--quant", "Q4_K_M"], work / "out" / "gptj6b-Q4_K_M.gguf", "gguf")}
-        for key, (extra, output, kind) in routes.items():
+        built = watched(
+            [sys.executable, __file__, "--layers", str(args.layers), "--build-only", str(ckpt)], limit=limit
+        )
+        report: dict = {
+            "checkpoint": {
+                **json.loads(built["stdout"]),
+                "seconds": built["seconds"],
+                "peak_rss_mb": built["peak_rss_mb"],
+            }
+        }
+        cli = [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "convert",
+            str(ckpt),
+            "-o",
+            str(work / "out"),
+            "--name",
+            "gptj6b",
+            "--lock",
+            str(work / "models.lock"),
+        ]
+        routes = {
+            "onnx_int4": (["--to", "onnx", "--quant", "int4"], work / "out" / "gptj6b-onnx-int4", "onnx"),
+            "gguf_q4_k_m": (["--to", "gguf", "--quant", "Q4_K_M"], work / "out" / "gptj6b-Q4_K_M.gguf", "gguf"),
+        }
+        for key, (extra, output, _kind) in routes.items():
             run = watched(cli + extra, limit=limit)
             size = _size(output)
-            report[key] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "output_mb": round(size / 2**20),
-                           "peak_rss_over_output": round(run["peak_rss_mb"] * 2**20 / size, 2)}
+            report[key] = {
+                "seconds": run["seconds"],
+                "peak_rss_mb": run["peak_rss_mb"],
+                "output_mb": round(size / 2**20),
+                "peak_rss_over_output": round(run["peak_rss_mb"] * 2**20 / size, 2),
+            }
         runs: dict[str, list[dict]] = {key: [] for key in routes}
         for _ in range(args.rounds):  # alternating, so that the machine's load hits both alike
             for key, (_, output, kind) in routes.items():
                 runs[key].append(decode(kind, output, args.tokens, limit=limit))
         for key, done in runs.items():
             speeds = [d["tokens_per_second"] for d in done]
-            report[key]["decode"] = {"tokens": args.tokens, "tokens_per_second": round(statistics.median(speeds), 2),
-                                     "runs": speeds, "load_seconds": max(d["load_seconds"] for d in done),
-                                     "peak_rss_mb": max(d["peak_rss_mb"] for d in done)}
+            report[key]["decode"] = {
+                "tokens": args.tokens,
+                "tokens_per_second": round(statistics.median(speeds), 2),
+                "runs": speeds,
+                "load_seconds": max(d["load_seconds"] for d in done),
+                "peak_rss_mb": max(d["peak_rss_mb"] for d in done),
+            }
         onnx_speed = report["onnx_int4"]["decode"]["tokens_per_second"]
         gguf_speed = report["gguf_q4_k_m"]["decode"]["tokens_per_second"]
         report["onnx_int4_vs_gguf_q4_k_m"] = {
             "decode_speed": round(onnx_speed / gguf_speed, 3) if gguf_speed else None,
             "convert_seconds": round(report["onnx_int4"]["seconds"] / report["gguf_q4_k_m"]["seconds"], 3),
             "peak_rss": round(report["onnx_int4"]["peak_rss_mb"] / report["gguf_q4_k_m"]["peak_rss_mb"], 3),
-            "output_size": round(report["onnx_int4"]["output_mb"] / report["gguf_q4_k_m"]["output_mb"], 3)}
+            "output_size": round(report["onnx_int4"]["output_mb"] / report["gguf_q4_k_m"]["output_mb"], 3),
+        }
         print(json.dumps(report, indent=2))
     finally:
         if not args.keep:

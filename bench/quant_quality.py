@@ -75,16 +75,32 @@ def main() -> None:
         quantize(base, files[q], q)
     started = time.perf_counter()
     results = measure(base, list(files.values()), text=TEXT, max_tokens=args.tokens)
-    rows = [{"type": q, "size_mb": round(files[q].stat().st_size / 2**20, 1),
-             "kl_divergence": round(results[files[q]].kl_divergence, 6),
-             "top1_agreement": round(results[files[q]].top1_agreement, 4),
-             "perplexity": round(results[files[q]].perplexity, 3)} for q in QUANTS]
+    rows = [
+        {
+            "type": q,
+            "size_mb": round(files[q].stat().st_size / 2**20, 1),
+            "kl_divergence": round(results[files[q]].kl_divergence, 6),
+            "top1_agreement": round(results[files[q]].top1_agreement, 4),
+            "perplexity": round(results[files[q]].perplexity, 3),
+        }
+        for q in QUANTS
+    ]
     any_result = next(iter(results.values()))
-    print(json.dumps({"benchmark": "quant_quality", "model": args.model.name, "reference": "F16 (expanded)",
-                      "reference_size_mb": round(base.stat().st_size / 2**20, 1),
-                      "reference_perplexity": round(any_result.reference_perplexity, 3),
-                      "tokens_scored": any_result.tokens, "measure_seconds": round(time.perf_counter() - started, 1),
-                      "rows": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "quant_quality",
+                "model": args.model.name,
+                "reference": "F16 (expanded)",
+                "reference_size_mb": round(base.stat().st_size / 2**20, 1),
+                "reference_perplexity": round(any_result.reference_perplexity, 3),
+                "tokens_scored": any_result.tokens,
+                "measure_seconds": round(time.perf_counter() - started, 1),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

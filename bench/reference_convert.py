@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"
-CACHE = Path(os.environ.get("TALESMITH_LLAMA_CPP_SRC") or
-             Path.home() / ".cache" / "talesmith" / f"llama-cpp-python-{VERSION}")
+CACHE = Path(
+    os.environ.get("TALESMITH_LLAMA_CPP_SRC") or Path.home() / ".cache" / "talesmith" / f"llama-cpp-python-{VERSION}"
+)
 
 
 def vendor_dir() -> Path | None:
@@ -34,16 +35,34 @@ def vendor_dir() -> Path | None:
 def fetch() -> Path:
     """Download the sdist with pip and unpack it into the cache."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q",
-                        f"llama-cpp-python=={VERSION}", "-d", tmp], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-q",
+                f"llama-cpp-python=={VERSION}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+        )
         archive = next(Path(tmp).glob("*.tar.gz"))
         CACHE.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             top = tar.getnames()[0].split("/")[0]
-            members = [m for m in tar.getmembers() if m.name.startswith(f"{top}/vendor/llama.cpp/")
-                       and ("/gguf-py/" in m.name or "/conversion/" in m.name or m.name.endswith(".py"))]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.name.startswith(f"{top}/vendor/llama.cpp/")
+                and ("/gguf-py/" in m.name or "/conversion/" in m.name or m.name.endswith(".py"))
+            ]
             for m in members:
-                m.name = m.name[len(top) + 1:]
+                m.name = m.name[len(top) + 1 :]
             tar.extractall(CACHE, members=members, filter="data")
     found = vendor_dir()
     if found is None:

@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
-
-import typer
-
-from talesmith.cli.options import (BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
-                                   PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
-                                   sampling_options)
 import dataclasses
 import functools
 import time
+from pathlib import Path
+from typing import Any
 
-from talesmith.cli.options import LorebookOpt
-from talesmith.cli.parallel import (ParallelOpt, RayActorsOpt, RayCpusOpt, RayGpusOpt, RayOpt, RayOptions,
-                                   parallel_sequences)
+import typer
+
+from talesmith.cli.options import (
+    BackendOpt,
+    ConfigOpt,
+    CtxOpt,
+    DeviceOpt,
+    FormatOpt,
+    GpuOpt,
+    LockOpt,
+    LorebookOpt,
+    ModelOpt,
+    PresetOpt,
+    ThreadsOpt,
+    err,
+    model_fields,
+    open_model,
+    read_config,
+    resolve_settings,
+    sampling_options,
+)
+from talesmith.cli.parallel import (
+    ParallelOpt,
+    RayActorsOpt,
+    RayCpusOpt,
+    RayGpusOpt,
+    RayOpt,
+    RayOptions,
+    parallel_sequences,
+)
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -24,56 +45,90 @@ from talesmith.runtime.errors import InputError, SettingsError
 
 @sampling_options
 def batch(
-    input: Path = typer.Argument(..., help="A .csv or .jsonl file: a 'prompt' column or the format's fields, "
-                                             "optional 'id' and per-row sampling settings."),
+    input: Path = typer.Argument(
+        ...,
+        help="A .csv or .jsonl file: a 'prompt' column or the format's fields, "
+        "optional 'id' and per-row sampling settings.",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="A .csv or .jsonl file; rerunning resumes it."),
     samples: int = typer.Option(1, "--count", "-n", help="Samples per row."),
-    model: Optional[str] = ModelOpt,
-    lock: Optional[Path] = LockOpt,
-    preset: Optional[str] = PresetOpt,
-    fmt: Optional[str] = FormatOpt,
-    ctx: Optional[int] = CtxOpt,
+    model: str | None = ModelOpt,
+    lock: Path | None = LockOpt,
+    preset: str | None = PresetOpt,
+    fmt: str | None = FormatOpt,
+    ctx: int | None = CtxOpt,
     gpu_layers: int = GpuOpt,
-    threads: Optional[int] = ThreadsOpt,
-    backend_name: Optional[str] = BackendOpt,
+    threads: int | None = ThreadsOpt,
+    backend_name: str | None = BackendOpt,
     device: str = DeviceOpt,
-    config: Optional[Path] = ConfigOpt,
-    lorebook: Optional[list[Path]] = LorebookOpt,
-    parallel: Optional[int] = ParallelOpt,
-    ray: Optional[str] = RayOpt,
+    config: Path | None = ConfigOpt,
+    lorebook: list[Path] | None = LorebookOpt,
+    parallel: int | None = ParallelOpt,
+    ray: str | None = RayOpt,
     ray_actors: int = RayActorsOpt,
     ray_cpus: float = RayCpusOpt,
     ray_gpus: float = RayGpusOpt,
-    sampling: dict[str, Any] = {},
+    sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
     from talesmith.runtime.batch_output import OutputFile
 
+    if sampling is None:
+        sampling = {}
     cfg = read_config(config)
     cfg = dataclasses.replace(cfg, lorebooks=cfg.lorebooks + tuple(lorebook or ()))
     if output.resolve() == input.resolve():
         raise InputError(f"output {output} is the input file; choose another output path")
     out = OutputFile(output)  # checked (ours, writable, no other writer) before any model is loaded
     try:
-        _run(out, input, samples=samples, model=model, lock=lock, preset=preset, fmt=fmt, ctx=ctx,
-             gpu_layers=gpu_layers, threads=threads, backend_name=backend_name, device=device, cfg=cfg,
-             sampling=sampling, parallel=parallel,
-             ray=None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus))
+        _run(
+            out,
+            input,
+            samples=samples,
+            model=model,
+            lock=lock,
+            preset=preset,
+            fmt=fmt,
+            ctx=ctx,
+            gpu_layers=gpu_layers,
+            threads=threads,
+            backend_name=backend_name,
+            device=device,
+            cfg=cfg,
+            sampling=sampling,
+            parallel=parallel,
+            ray=None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus),
+        )
     finally:
         out.close()
 
 
-def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Optional[Path], preset: Optional[str],
-         fmt: Optional[str], ctx: Optional[int], gpu_layers: int, threads: Optional[int], backend_name: Optional[str],
-         device: str, cfg: Any, sampling: dict[str, Any], parallel: Optional[int], ray: Any = None) -> None:
+def _run(
+    out: Any,
+    input: Path,
+    *,
+    samples: int,
+    model: str | None,
+    lock: Path | None,
+    preset: str | None,
+    fmt: str | None,
+    ctx: int | None,
+    gpu_layers: int,
+    threads: int | None,
+    backend_name: str | None,
+    device: str,
+    cfg: Any,
+    sampling: dict[str, Any],
+    parallel: int | None,
+    ray: Any = None,
+) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from talesmith.runtime.batch import plan_batch, read_rows, run_batch
     from talesmith.runtime.batch_parallel import run_batch_parallel
     from talesmith.runtime.batch_ray import ModelSource, run_batch_ray
-    from talesmith.runtime.models.resolve import lock_path
-    from talesmith.runtime.models.resolve import sha256
+    from talesmith.runtime.models.resolve import lock_path, sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt = fmt or cfg.format or ref.prompt_format or "raw"
@@ -85,11 +140,20 @@ def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Opt
     plan = plan_batch(rows, samples, out, model_sha256=digest)
     n_seq = parallel_sequences(parallel, backend, tasks=len(plan.all_tasks))
     if plan.skipped:
-        err.print(f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]", soft_wrap=True)
+        err.print(
+            f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]",
+            soft_wrap=True,
+        )
     tokens = {"n": 0, "start": time.perf_counter()}
-    with Progress(TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]} tokens/s"), TimeRemainingColumn(), console=err,
-                  transient=True) as progress:
+    with Progress(
+        TextColumn("[bold]batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} tokens/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         bar = progress.add_task("rows", total=len(plan.tasks) + plan.skipped, completed=plan.skipped, rate="-")
 
         def advance(record: dict[str, Any]) -> None:
@@ -101,12 +165,31 @@ def _run(out: Any, input: Path, *, samples: int, model: Optional[str], lock: Opt
 
         run = run_batch if n_seq == 1 else functools.partial(run_batch_parallel, n_seq=n_seq)
         if ray is not None:
-            source = ModelSource(model or cfg.model, str(lock_path(lock)), _text(lock_path(lock)), digest,
-                                 gpu_layers=gpu_layers, n_ctx=ctx, backend=backend_name, device=device)
+            source = ModelSource(
+                model or cfg.model,
+                str(lock_path(lock)),
+                _text(lock_path(lock)),
+                digest,
+                gpu_layers=gpu_layers,
+                n_ctx=ctx,
+                backend=backend_name,
+                device=device,
+            )
             backend.close()  # the actors hold the model
             run = functools.partial(run_batch_ray, options=ray, source=source, n_seq=n_seq)
-        run(backend, plan, out, fmt=fmt, fields={**model_fields(ref, fmt), **cfg.fields}, settings=settings,
-            model=ref.name, model_sha256=digest, on_record=advance, on_note=note, lore=load_lore(cfg.lorebooks))
+        run(
+            backend,
+            plan,
+            out,
+            fmt=fmt,
+            fields={**model_fields(ref, fmt), **cfg.fields},
+            settings=settings,
+            model=ref.name,
+            model_sha256=digest,
+            on_record=advance,
+            on_note=note,
+            lore=load_lore(cfg.lorebooks),
+        )
     err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()
 

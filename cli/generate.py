@@ -4,63 +4,100 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from talesmith.cli.options import (FIELDS_PANEL, BackendOpt, ConfigOpt, CtxOpt, DeviceOpt, FormatOpt, GpuOpt, LockOpt, ModelOpt,
-                                   PresetOpt, ThreadsOpt, open_model, model_fields, resolve_settings, err, read_config,
-                                   sampling_options)
-from talesmith.cli.options import LorebookOpt
+from talesmith.cli.options import (
+    FIELDS_PANEL,
+    BackendOpt,
+    ConfigOpt,
+    CtxOpt,
+    DeviceOpt,
+    FormatOpt,
+    GpuOpt,
+    LockOpt,
+    LorebookOpt,
+    ModelOpt,
+    PresetOpt,
+    ThreadsOpt,
+    err,
+    model_fields,
+    open_model,
+    read_config,
+    resolve_settings,
+    sampling_options,
+)
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
 
+if TYPE_CHECKING:
+    from talesmith.runtime.engine.generate import Chunk
+
 
 @sampling_options
 def generate(
     prompt: str = typer.Argument("", help="The text to continue (the story so far, your chat message, ...)."),
-    model: Optional[str] = ModelOpt,
-    lock: Optional[Path] = LockOpt,
-    preset: Optional[str] = PresetOpt,
-    fmt: Optional[str] = FormatOpt,
-    title: Optional[str] = typer.Option(None, help="Story title.", rich_help_panel=FIELDS_PANEL),
-    author: Optional[str] = typer.Option(None, help="Story author.", rich_help_panel=FIELDS_PANEL),
-    genre: Optional[str] = typer.Option(None, help="Story genre (or horror / fairy tale for --format genre).", rich_help_panel=FIELDS_PANEL),
-    tags: Optional[str] = typer.Option(None, help="Story tags, comma-separated.", rich_help_panel=FIELDS_PANEL),
-    style: Optional[str] = typer.Option(None, help="Story style.", rich_help_panel=FIELDS_PANEL),
-    memory: Optional[str] = typer.Option(None, help="Memory: text kept at the top of a story.", rich_help_panel=FIELDS_PANEL),
-    author_note: Optional[str] = typer.Option(None, help="Author's note, inserted near the end of a story.", rich_help_panel=FIELDS_PANEL),
-    author_note_depth: Optional[int] = typer.Option(None, help="Lines from the end where the author's note goes.", rich_help_panel=FIELDS_PANEL),
-    synopsis: Optional[str] = typer.Option(None, help="Synopsis (あらすじ) of a Japanese story.", rich_help_panel=FIELDS_PANEL),
-    character: Optional[str] = typer.Option(None, help="Chat character's name.", rich_help_panel=FIELDS_PANEL),
-    persona: Optional[str] = typer.Option(None, help="Chat character's persona.", rich_help_panel=FIELDS_PANEL),
-    scenario: Optional[str] = typer.Option(None, help="Chat scenario.", rich_help_panel=FIELDS_PANEL),
-    examples: Optional[list[str]] = typer.Option(None, "--example", help="Example dialogue block (repeatable).", rich_help_panel=FIELDS_PANEL),
-    greeting: Optional[str] = typer.Option(None, help="The character's first message.", rich_help_panel=FIELDS_PANEL),
-    genre_style: Optional[str] = typer.Option(None, help="Genre prompt style: falcon or llama.", rich_help_panel=FIELDS_PANEL),
+    model: str | None = ModelOpt,
+    lock: Path | None = LockOpt,
+    preset: str | None = PresetOpt,
+    fmt: str | None = FormatOpt,
+    title: str | None = typer.Option(None, help="Story title.", rich_help_panel=FIELDS_PANEL),
+    author: str | None = typer.Option(None, help="Story author.", rich_help_panel=FIELDS_PANEL),
+    genre: str | None = typer.Option(
+        None, help="Story genre (or horror / fairy tale for --format genre).", rich_help_panel=FIELDS_PANEL
+    ),
+    tags: str | None = typer.Option(None, help="Story tags, comma-separated.", rich_help_panel=FIELDS_PANEL),
+    style: str | None = typer.Option(None, help="Story style.", rich_help_panel=FIELDS_PANEL),
+    memory: str | None = typer.Option(
+        None, help="Memory: text kept at the top of a story.", rich_help_panel=FIELDS_PANEL
+    ),
+    author_note: str | None = typer.Option(
+        None, help="Author's note, inserted near the end of a story.", rich_help_panel=FIELDS_PANEL
+    ),
+    author_note_depth: int | None = typer.Option(
+        None, help="Lines from the end where the author's note goes.", rich_help_panel=FIELDS_PANEL
+    ),
+    synopsis: str | None = typer.Option(
+        None, help="Synopsis (あらすじ) of a Japanese story.", rich_help_panel=FIELDS_PANEL
+    ),
+    character: str | None = typer.Option(None, help="Chat character's name.", rich_help_panel=FIELDS_PANEL),
+    persona: str | None = typer.Option(None, help="Chat character's persona.", rich_help_panel=FIELDS_PANEL),
+    scenario: str | None = typer.Option(None, help="Chat scenario.", rich_help_panel=FIELDS_PANEL),
+    examples: list[str] | None = typer.Option(
+        None, "--example", help="Example dialogue block (repeatable).", rich_help_panel=FIELDS_PANEL
+    ),
+    greeting: str | None = typer.Option(None, help="The character's first message.", rich_help_panel=FIELDS_PANEL),
+    genre_style: str | None = typer.Option(
+        None, help="Genre prompt style: falcon or llama.", rich_help_panel=FIELDS_PANEL
+    ),
     count: int = typer.Option(1, "--count", "-n", help="How many samples to generate."),
-    ctx: Optional[int] = CtxOpt,
+    ctx: int | None = CtxOpt,
     gpu_layers: int = GpuOpt,
-    threads: Optional[int] = ThreadsOpt,
-    backend_name: Optional[str] = BackendOpt,
+    threads: int | None = ThreadsOpt,
+    backend_name: str | None = BackendOpt,
     device: str = DeviceOpt,
-    config: Optional[Path] = ConfigOpt,
-    lorebook: Optional[list[Path]] = LorebookOpt,
+    config: Path | None = ConfigOpt,
+    lorebook: list[Path] | None = LorebookOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
-    query: Optional[str] = typer.Option(None, "--query", "-q", help="The prompt, as an option (as the TinyStories "
-                                        "project's own command takes it)."),
-    parallel: Optional[int] = ParallelOpt,
-    sampling: dict[str, Any] = {},
+    query: str | None = typer.Option(
+        None, "--query", "-q", help="The prompt, as an option (as the TinyStories project's own command takes it)."
+    ),
+    parallel: int | None = ParallelOpt,
+    sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
     from talesmith.runtime.batch import check_trimmed
     from talesmith.runtime.engine.generate import prepare, stream
     from talesmith.runtime.models.resolve import sha256
 
+    if sampling is None:
+        sampling = {}
     cfg = read_config(config)
     prompt = prompt if query is None else query
     if cfg.seed is not None and not model:  # the TinyStories project's TOML: its model, converted on first use
@@ -68,11 +105,27 @@ def generate(
 
         model, device = seed_model(cfg.seed, device, err)
     fmt = fmt or cfg.format
-    fields = {k: v for k, v in dict(
-        title=title, author=author, genre=genre, tags=tags, style=style, memory=memory, author_note=author_note,
-        author_note_depth=author_note_depth, synopsis=synopsis, character=character, persona=persona,
-        scenario=scenario, examples=examples, greeting=greeting, genre_style=genre_style).items()
-        if v not in (None, [])}
+    fields = {
+        k: v
+        for k, v in dict(
+            title=title,
+            author=author,
+            genre=genre,
+            tags=tags,
+            style=style,
+            memory=memory,
+            author_note=author_note,
+            author_note_depth=author_note_depth,
+            synopsis=synopsis,
+            character=character,
+            persona=persona,
+            scenario=scenario,
+            examples=examples,
+            greeting=greeting,
+            genre_style=genre_style,
+        ).items()
+        if v not in (None, [])
+    }
     if count < 1:
         raise SettingsError(f"--count {count} must be at least 1")
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
@@ -89,8 +142,10 @@ def generate(
     prepared = prepare(backend, document, settings, lore=load_lore([*cfg.lorebooks, *(lorebook or [])]))
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
     if prepared.fitted.dropped:
-        err.print(f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
-                  f"{backend.n_ctx} tokens (raise --ctx to keep them)")
+        err.print(
+            f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
+            f"{backend.n_ctx} tokens (raise --ctx to keep them)"
+        )
     rows = None
     if cfg.seed is not None and cfg.seed.output_file is not None:
         from talesmith.cli.seedrun import SampleRows
@@ -99,16 +154,21 @@ def generate(
     base_seed = settings.seed
     out = sys.stdout
     n_seq = parallel_sequences(parallel or 1, backend, tasks=count)  # one at a time, streamed, unless asked
-    sample_settings = [settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32)
-                       for i in range(count)]
-    ordered = parallel_chunks(backend, prepared.tokens, sample_settings, stops=prepared.stops,
-                              n_seq=n_seq) if n_seq > 1 else None
+    sample_settings = [
+        settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32) for i in range(count)
+    ]
+    ordered = (
+        parallel_chunks(backend, prepared.tokens, sample_settings, stops=prepared.stops, n_seq=n_seq)
+        if n_seq > 1
+        else None
+    )
     for i in range(count):
         run_settings = settings if base_seed is None else settings.replace(seed=(base_seed + i) % 2**32)
         if echo and not as_json:
             out.write(prepared.fitted.text)
         parts: list[str] = []
         tokens: list[int] = []
+        chunks: Iterator[Chunk]
         if ordered is None:
             backend.reset()  # each sample from an empty cache: -n 3 --seed 7 writes what --seed 7, 8, 9 would
             chunks = stream(backend, prepared.tokens, run_settings, stops=prepared.stops)
@@ -122,24 +182,49 @@ def generate(
                 out.flush()
         if as_json:
             t = chunk.timing
-            out.write(json.dumps({
-                "text": "".join(parts), "prompt": prepared.fitted.text, "tokens": tokens, "seed": chunk.seed,
-                "finish_reason": chunk.finish_reason, "model": ref.name, "model_path": str(ref.path),
-                "model_sha256": sha256(ref.path), "settings": run_settings.replace(seed=chunk.seed).to_dict(),
-                "timings": {"prompt_tokens": t.prompt_tokens, "prompt_evaluated": t.prompt_evaluated,
-                            "prompt_seconds": round(t.prompt_seconds, 4), "generated_tokens": t.generated_tokens,
+            out.write(
+                json.dumps(
+                    {
+                        "text": "".join(parts),
+                        "prompt": prepared.fitted.text,
+                        "tokens": tokens,
+                        "seed": chunk.seed,
+                        "finish_reason": chunk.finish_reason,
+                        "model": ref.name,
+                        "model_path": str(ref.path),
+                        "model_sha256": sha256(ref.path),
+                        "settings": run_settings.replace(seed=chunk.seed).to_dict(),
+                        "timings": {
+                            "prompt_tokens": t.prompt_tokens,
+                            "prompt_evaluated": t.prompt_evaluated,
+                            "prompt_seconds": round(t.prompt_seconds, 4),
+                            "generated_tokens": t.generated_tokens,
                             "generate_seconds": round(t.generate_seconds, 4),
                             "first_token_seconds": round(t.first_token_seconds or 0.0, 4),
-                            "tokens_per_second": round(t.tokens_per_second, 2)},
-            }, ensure_ascii=False) + "\n")
+                            "tokens_per_second": round(t.tokens_per_second, 2),
+                        },
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
         else:
             out.write("\n" if i == count - 1 else "\n\n---\n\n")
-            err.print(f"[dim]{ref.name} · {backend.name} · seed {chunk.seed} · {chunk.timing.generated_tokens} tokens "
-                      f"· {chunk.timing.tokens_per_second:.1f} tokens/s · {chunk.finish_reason}[/]")
+            err.print(
+                f"[dim]{ref.name} · {backend.name} · seed {chunk.seed} · {chunk.timing.generated_tokens} tokens "
+                f"· {chunk.timing.tokens_per_second:.1f} tokens/s · {chunk.finish_reason}[/]"
+            )
         out.flush()
         if rows is not None:
-            rows.add(i, prompt=prepared.fitted.text, text="".join(parts), chunk=chunk, settings=run_settings,
-                     model=ref.name, sha=sha256(ref.path))
+            rows.add(
+                i,
+                prompt=prepared.fitted.text,
+                text="".join(parts),
+                chunk=chunk,
+                settings=run_settings,
+                model=ref.name,
+                sha=sha256(ref.path),
+            )
     if rows is not None:
         rows.close()
     backend.close()

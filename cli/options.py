@@ -8,8 +8,9 @@ import dataclasses
 import functools
 import inspect
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,8 +25,8 @@ err = Console(stderr=True, highlight=False)
 
 def _option_type(f: dataclasses.Field) -> Any:
     if f.name in LIST_FIELDS:
-        return Optional[list[str]]
-    return Optional[int] if f.type in ("int", "int | None") else Optional[float]
+        return list[str] | None
+    return int | None if f.type in ("int", "int | None") else float | None
 
 
 def sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,8 +35,9 @@ def sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for f in dataclasses.fields(SamplingSettings):
         flag = "--" + f.name.replace("_", "-")
         option = typer.Option(None, flag, help=f.metadata["help"], rich_help_panel="Sampling", show_default=False)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=_option_type(f)))
+        params.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=_option_type(f))
+        )
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
@@ -90,13 +92,24 @@ def read_config(path: Path | None) -> Config:
         raise SettingsError(f"config file {path}: unknown sampling setting {bad[0]!r}")
     books = data.get("lorebooks", [])
     if not isinstance(books, list) or not all(isinstance(b, str) for b in books):
-        raise InputError(f"config file {path}: lorebooks = {books!r} must be a list of paths, e.g. lorebooks = [\"world.json\"]")
-    return Config(data.get("model"), data.get("preset"), data.get("format"), data.get("fields", {}), sampling,
-                  tuple(path.parent / Path(b).expanduser() for b in books))
+        raise InputError(
+            f'config file {path}: lorebooks = {books!r} must be a list of paths, e.g. lorebooks = ["world.json"]'
+        )
+    return Config(
+        data.get("model"),
+        data.get("preset"),
+        data.get("format"),
+        data.get("fields", {}),
+        sampling,
+        tuple(path.parent / Path(b).expanduser() for b in books),
+    )
 
 
 _CONFIG_TEXT = {"model": 'model = "NAME or PATH"', "preset": 'preset = "default"', "format": 'format = "story"'}
-_CONFIG_TABLES = {"fields": '[fields] with title = "..." and the like', "sampling": "[sampling] with temperature = 0.8 and the like"}
+_CONFIG_TABLES = {
+    "fields": '[fields] with title = "..." and the like',
+    "sampling": "[sampling] with temperature = 0.8 and the like",
+}
 
 
 def _value_ok(value: Any) -> bool:
@@ -118,23 +131,35 @@ def check_config_types(path: Path, data: dict[str, Any]) -> None:
             raise InputError(f"config file {path}: {key} = {data[key]!r} must be a table, e.g. {example}")
         for name, value in data[key].items():
             if not _value_ok(value):
-                raise InputError(f"config file {path}: {key}.{name} = {value!r} must be text, a number, true/false "
-                                 f"or a list of texts")
+                raise InputError(
+                    f"config file {path}: {key}.{name} = {value!r} must be text, a number, true/false "
+                    f"or a list of texts"
+                )
 
 
-def open_model(model: str | None, lock: Path | None, ctx: int | None, gpu_layers: int, threads: int | None,
-          backend: str | None = None, device: str = "cpu"):
+def open_model(
+    model: str | None,
+    lock: Path | None,
+    ctx: int | None,
+    gpu_layers: int,
+    threads: int | None,
+    backend: str | None = None,
+    device: str = "cpu",
+):
     """The library's one way of opening a model (talesmith.runtime.engine.loading.open_model), its notes printed."""
     from talesmith.runtime.engine import loading
 
-    opened = loading.open_model(model, lock=lock, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers,
-                                threads=threads)
+    opened = loading.open_model(
+        model, lock=lock, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads
+    )
     for note in opened.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     return opened.ref, opened.backend
 
 
-def resolve_settings(preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]) -> SamplingSettings:
+def resolve_settings(
+    preset: str | None, config: Config, ref_preset: str | None, sampling: dict[str, Any]
+) -> SamplingSettings:
     name = preset or config.preset or ref_preset or "default"
     if name not in PRESETS:  # a preset imported with `talesmith import`
         from talesmith.runtime.documents.importers.presets import find_user_preset
@@ -151,18 +176,38 @@ def model_fields(ref: Any, fmt: str) -> dict[str, Any]:
     return ref.format_fields if fmt == ref.prompt_format else {}
 
 
-ModelOpt = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="A .gguf file, an ONNX model folder or a name from models.lock "
-                        "(default: the bundled model).")
+ModelOpt = typer.Option(
+    None,
+    "--model",
+    "-m",
+    metavar="NAME|PATH",
+    help="A .gguf file, an ONNX model folder or a name from models.lock (default: the bundled model).",
+)
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
 PresetOpt = typer.Option(None, "--preset", metavar="NAME", help=f"Sampling preset: {', '.join(PRESETS)}.")
 FormatOpt = typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
 CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
-GpuOpt = typer.Option(0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python.")
+GpuOpt = typer.Option(
+    0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python."
+)
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores).")
-BackendOpt = typer.Option(None, "--backend", metavar="llama|onnx", help="llama (GGUF) or onnx (default: from the model file).")
-DeviceOpt = typer.Option("cpu", "--device", metavar="cpu|cuda", help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
-                         "on the GPU unless --gpu-layers says otherwise).")
-ConfigOpt = typer.Option(None, "--config", metavar="FILE", help="A TOML file with model, preset, format, \\[fields] and \\[sampling].")
+BackendOpt = typer.Option(
+    None, "--backend", metavar="llama|onnx", help="llama (GGUF) or onnx (default: from the model file)."
+)
+DeviceOpt = typer.Option(
+    "cpu",
+    "--device",
+    metavar="cpu|cuda",
+    help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
+    "on the GPU unless --gpu-layers says otherwise).",
+)
+ConfigOpt = typer.Option(
+    None, "--config", metavar="FILE", help="A TOML file with model, preset, format, \\[fields] and \\[sampling]."
+)
 FIELDS_PANEL = "Format fields"
-LorebookOpt = typer.Option(None, "--lorebook", help="A lorebook: SillyTavern World Info JSON, a card with a "
-                           "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).")
+LorebookOpt = typer.Option(
+    None,
+    "--lorebook",
+    help="A lorebook: SillyTavern World Info JSON, a card with a "
+    "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).",
+)

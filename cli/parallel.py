@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import typer
 
@@ -12,18 +13,27 @@ from talesmith.runtime.errors import SettingsError
 DEFAULT_PARALLEL = 8
 """Sequences decoded together by default with llama.cpp: on 2 CPU cores 8 give about twice the tokens/s of one."""
 
-ParallelOpt = typer.Option(None, "--parallel", help=f"Sequences decoded together in one llama.cpp context "
-                           f"(default {DEFAULT_PARALLEL} with llama.cpp, 1 with ONNX); 1 decodes one at a time.")
+ParallelOpt = typer.Option(
+    None,
+    "--parallel",
+    help=f"Sequences decoded together in one llama.cpp context "
+    f"(default {DEFAULT_PARALLEL} with llama.cpp, 1 with ONNX); 1 decodes one at a time.",
+)
 
-RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="Spread the rows over Ray actors: 'local' starts a "
-                      "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
-                      rich_help_panel="Ray")
+RayOpt = typer.Option(
+    None,
+    "--ray",
+    metavar="ADDRESS",
+    help="Spread the rows over Ray actors: 'local' starts a "
+    "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
+    rich_help_panel="Ray",
+)
 RayActorsOpt = typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
 RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
 RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray")
 
 
-def parallel_sequences(asked: Optional[int], backend: Any, *, tasks: int) -> int:
+def parallel_sequences(asked: int | None, backend: Any, *, tasks: int) -> int:
     """The number of parallel sequences to use: as asked, or the default for the backend, never more than the tasks."""
     from talesmith.runtime.engine.llama import LlamaCppBackend
 
@@ -33,13 +43,16 @@ def parallel_sequences(asked: Optional[int], backend: Any, *, tasks: int) -> int
     if asked < 1:
         raise SettingsError(f"--parallel {asked} must be at least 1")
     if asked > 1 and not llama:
-        raise SettingsError(f"--parallel {asked} needs the llama.cpp backend; {backend.name} decodes one sequence at a "
-                            f"time, use --parallel 1")
+        raise SettingsError(
+            f"--parallel {asked} needs the llama.cpp backend; {backend.name} decodes one sequence at a "
+            f"time, use --parallel 1"
+        )
     return asked
 
 
-def parallel_chunks(backend: Any, tokens: list[int], settings: list[Any], *, stops: tuple[str, ...],
-                    n_seq: int) -> Iterator[Any]:
+def parallel_chunks(
+    backend: Any, tokens: list[int], settings: list[Any], *, stops: tuple[str, ...], n_seq: int
+) -> Iterator[Any]:
     """One final chunk per sample, in order, decoded `n_seq` at a time (samples of one prompt share its cache)."""
     from talesmith.runtime.engine.generate import Chunk
     from talesmith.runtime.engine.parallel import ParallelDecoder, ParallelJob

@@ -13,21 +13,34 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from talesmith.runtime.engine.protocol import Backend
-from talesmith.runtime.documents.formats import FIELDS, make_document
-from talesmith.runtime.errors import ContextOverflowError, InputError, SettingsError, TalesmithError
 from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
+from talesmith.runtime.documents.formats import FIELDS, make_document
 from talesmith.runtime.documents.lorebook import Lore
-from talesmith.runtime.engine.generate import Completion, PreparedPrompt, collect, prepare, stream
 from talesmith.runtime.documents.prompts import plan
+from talesmith.runtime.engine.generate import Completion, PreparedPrompt, collect, prepare, stream
+from talesmith.runtime.engine.protocol import Backend
+from talesmith.runtime.errors import ContextOverflowError, InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import FIELD_NAMES, SamplingSettings, parse_value
 
-__all__ = ["OUTPUT_FIELDS", "OutputFile", "Row", "Task", "Job", "read_rows", "row_seed", "plan_batch", "prepare_job",
-           "make_record", "run_task", "run_batch"]
+__all__ = [
+    "OUTPUT_FIELDS",
+    "OutputFile",
+    "Row",
+    "Task",
+    "Job",
+    "read_rows",
+    "row_seed",
+    "plan_batch",
+    "prepare_job",
+    "make_record",
+    "run_task",
+    "run_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,9 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
     try:
         raw = path.read_text(encoding="utf-8-sig")  # a byte order mark is not part of the first column
     except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist; pass a .csv or .jsonl file with a 'prompt' column") from None
+        raise InputError(
+            f"input file {path} does not exist; pass a .csv or .jsonl file with a 'prompt' column"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"input file {path} cannot be read ({e}); it must be UTF-8 text") from None
     if kind == "csv":
@@ -80,8 +95,10 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
             raise InputError(f"{path} row {n} has more fields than the header names; quote fields holding commas")
         unknown = sorted(set(record) - allowed)
         if unknown:
-            raise InputError(f"{path} has a column {unknown[0]!r} that format {fmt!r} does not use; allowed columns: "
-                             f"id, prompt, {', '.join(FIELDS[fmt]) or '(no format fields)'} and sampling settings")
+            raise InputError(
+                f"{path} has a column {unknown[0]!r} that format {fmt!r} does not use; allowed columns: "
+                f"id, prompt, {', '.join(FIELDS[fmt]) or '(no format fields)'} and sampling settings"
+            )
         text = record.get("prompt")
         if text is None and not any(record.get(k) for k in FIELDS[fmt]):
             raise InputError(f"{path} row {n} has no 'prompt' and none of the {fmt!r} fields; add a 'prompt' column")
@@ -106,6 +123,7 @@ def row_seed(base: int, row_id: str, sample: int) -> int:
 
 # --- the run -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BatchPlan:
     tasks: list[Task]
@@ -121,8 +139,10 @@ def plan_batch(rows: list[Row], samples: int, output: OutputFile, *, model_sha25
         raise SettingsError(f"-n {samples}: the number of samples per row must be at least 1")
     for record in output.records:
         if record.get("model_sha256") and record["model_sha256"] != model_sha256:
-            raise InputError(f"{output.path} was written with another model (sha256 {record['model_sha256'][:12]}...); "
-                             f"write to a new output file to use this one")
+            raise InputError(
+                f"{output.path} was written with another model (sha256 {record['model_sha256'][:12]}...); "
+                f"write to a new output file to use this one"
+            )
     done = output.done()
     every = [Task(r, s) for r in rows for s in range(samples)]
     tasks = [t for t in every if (t.row.id, t.sample) not in done]
@@ -135,7 +155,8 @@ def check_trimmed(document: Any, prepared: PreparedPrompt, *, n_ctx: int, max_ne
     if dropped and dropped >= len(plan(document).units):
         raise ContextOverflowError(
             f"all {dropped} lines of the text had to be left out to fit the context of {n_ctx} tokens with "
-            f"{max_new_tokens} new ones; raise --ctx, lower --max-new-tokens or shorten the text")
+            f"{max_new_tokens} new ones; raise --ctx, lower --max-new-tokens or shorten the text"
+        )
 
 
 @dataclass(frozen=True)
@@ -147,8 +168,17 @@ class Job:
     prepared: PreparedPrompt
 
 
-def prepare_job(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
-                base_seed: int, on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> Job:
+def prepare_job(
+    backend: Backend,
+    task: Task,
+    *,
+    fmt: str,
+    fields: dict[str, Any],
+    settings: SamplingSettings,
+    base_seed: int,
+    on_note: Callable[[str], None] = lambda note: None,
+    lore: Lore | None = None,
+) -> Job:
     """The settings, seed and fitted prompt of one sample of one row."""
     try:
         document = make_document(fmt, task.row.text, {**fields, **task.row.fields})
@@ -167,8 +197,10 @@ def prepare_job(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any
         raise ContextOverflowError(f"row {task.row.id}: {e}") from None
     dropped = prepared.fitted.dropped
     if dropped and task.sample == 0:
-        on_note(f"row {task.row.id}: left out its {dropped} oldest lines to fit the context of {backend.n_ctx} "
-                f"tokens (raise --ctx to keep them)")
+        on_note(
+            f"row {task.row.id}: left out its {dropped} oldest lines to fit the context of {backend.n_ctx} "
+            f"tokens (raise --ctx to keep them)"
+        )
     return Job(task, row_settings, prepared)
 
 
@@ -176,35 +208,74 @@ def make_record(job: Job, result: Completion, *, model: str, model_sha256: str) 
     """The output record of a finished job."""
     t = result.timing
     return {
-        "id": job.task.row.id, "sample": job.task.sample, "prompt": job.prepared.fitted.text, "text": result.text,
-        "seed": job.settings.seed, "finish_reason": result.finish_reason, "prompt_tokens": t.prompt_tokens,
-        "completion_tokens": t.generated_tokens, "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
-        "tokens_per_second": round(t.tokens_per_second, 2), "model": model, "model_sha256": model_sha256,
+        "id": job.task.row.id,
+        "sample": job.task.sample,
+        "prompt": job.prepared.fitted.text,
+        "text": result.text,
+        "seed": job.settings.seed,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.generated_tokens,
+        "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
+        "tokens_per_second": round(t.tokens_per_second, 2),
+        "model": model,
+        "model_sha256": model_sha256,
         "settings": job.settings.to_json(),
     }
 
 
-def run_task(backend: Backend, task: Task, *, fmt: str, fields: dict[str, Any], settings: SamplingSettings,
-             base_seed: int, model: str, model_sha256: str,
-             on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> dict[str, Any]:
+def run_task(
+    backend: Backend,
+    task: Task,
+    *,
+    fmt: str,
+    fields: dict[str, Any],
+    settings: SamplingSettings,
+    base_seed: int,
+    model: str,
+    model_sha256: str,
+    on_note: Callable[[str], None] = lambda note: None,
+    lore: Lore | None = None,
+) -> dict[str, Any]:
     """Generate one sample of one row from an empty cache and return its output record."""
-    job = prepare_job(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note,
-                      lore=lore)
+    job = prepare_job(
+        backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note, lore=lore
+    )
     backend.reset()  # what a record says must not depend on the record before it
     result = collect(stream(backend, job.prepared.tokens, job.settings, stops=job.prepared.stops))
     return make_record(job, result, model=model, model_sha256=model_sha256)
 
 
-def run_batch(backend: Backend, plan: BatchPlan, output: OutputFile, *, fmt: str, fields: dict[str, Any],
-              settings: SamplingSettings, model: str, model_sha256: str,
-              on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-              on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> int:
+def run_batch(
+    backend: Backend,
+    plan: BatchPlan,
+    output: OutputFile,
+    *,
+    fmt: str,
+    fields: dict[str, Any],
+    settings: SamplingSettings,
+    model: str,
+    model_sha256: str,
+    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+    on_note: Callable[[str], None] = lambda note: None,
+    lore: Lore | None = None,
+) -> int:
     """Run the planned tasks, appending each record as soon as it is done. Returns how many were written."""
     base_seed = settings.seed if settings.seed is not None else 0
     written = 0
     for task in plan.tasks:
-        record = run_task(backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed,
-                          model=model, model_sha256=model_sha256, on_note=on_note, lore=lore)
+        record = run_task(
+            backend,
+            task,
+            fmt=fmt,
+            fields=fields,
+            settings=settings,
+            base_seed=base_seed,
+            model=model,
+            model_sha256=model_sha256,
+            on_note=on_note,
+            lore=lore,
+        )
         output.append(record)
         written += 1
         on_record(record)

@@ -16,14 +16,28 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.files import write_all
 
-OUTPUT_FIELDS = ("id", "sample", "prompt", "text", "seed", "finish_reason", "prompt_tokens", "completion_tokens",
-                 "seconds", "tokens_per_second", "model", "model_sha256", "settings")
+OUTPUT_FIELDS = (
+    "id",
+    "sample",
+    "prompt",
+    "text",
+    "seed",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "seconds",
+    "tokens_per_second",
+    "model",
+    "model_sha256",
+    "settings",
+)
 CSV_HEADER = (",".join(OUTPUT_FIELDS) + "\n").encode("utf-8")
 
 
@@ -87,7 +101,7 @@ def _csv_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
             return [], 0  # the header itself was torn
         raise ForeignFile("its first line is not talesmith's header")
     try:
-        text_lines = [line.decode("utf-8") for line in split_lines(data[len(CSV_HEADER):])]
+        text_lines = [line.decode("utf-8") for line in split_lines(data[len(CSV_HEADER) :])]
     except UnicodeDecodeError:
         raise ForeignFile("it is not UTF-8 text") from None
     state = {"read": 0, "exhausted": False}
@@ -116,8 +130,8 @@ def _csv_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
             break  # ended by the end of the file, not by its own line end: torn
         if len(fields) != len(OUTPUT_FIELDS):
             raise ForeignFile(f"record {len(records) + 1} has {len(fields)} fields, not {len(OUTPUT_FIELDS)}")
-        records.append(_check_record(dict(zip(OUTPUT_FIELDS, fields)), f"record {len(records) + 1}"))
-        good += sum(len(line.encode("utf-8")) for line in text_lines[consumed:state["read"]])
+        records.append(_check_record(dict(zip(OUTPUT_FIELDS, fields, strict=False)), f"record {len(records) + 1}"))
+        good += sum(len(line.encode("utf-8")) for line in text_lines[consumed : state["read"]])
         consumed = state["read"]
     return records, good
 
@@ -131,8 +145,9 @@ def read_output(path: Path, kind: str) -> tuple[list[dict[str, Any]], int]:
     try:
         return (_jsonl_records if kind == "jsonl" else _csv_records)(data)
     except ForeignFile as e:
-        raise InputError(f"{path} is not a talesmith batch output ({e}); it was left as it is, "
-                         f"write to a new file with -o") from None
+        raise InputError(
+            f"{path} is not a talesmith batch output ({e}); it was left as it is, write to a new file with -o"
+        ) from None
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -152,16 +167,19 @@ class WriterLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise InputError(f"cannot write in {self.path.parent} ({e.strerror}); choose an output "
-                                 f"folder you can write to") from None
+                raise InputError(
+                    f"cannot write in {self.path.parent} ({e.strerror}); choose an output folder you can write to"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = os.read(fd, 32).decode("ascii", errors="replace").strip() or "unknown"
                 os.close(fd)
-                output = self.path.name[:-len(".lock")]
-                raise InputError(f"another talesmith batch (pid {pid}) is writing {output}; wait for it to "
-                                 f"end or write to another file") from None
+                output = self.path.name[: -len(".lock")]
+                raise InputError(
+                    f"another talesmith batch (pid {pid}) is writing {output}; wait for it to "
+                    f"end or write to another file"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -202,8 +220,9 @@ class OutputFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise InputError(f"cannot create the output folder {self.path.parent} ({e.strerror}); "
-                             f"choose another -o path") from None
+            raise InputError(
+                f"cannot create the output folder {self.path.parent} ({e.strerror}); choose another -o path"
+            ) from None
         if self.path.is_dir():
             raise InputError(f"output {self.path} is a folder; pass a .csv or .jsonl file path")
 
@@ -240,9 +259,11 @@ class OutputFile:
                 pass  # the torn record is cut when the same command runs again
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
             why = "the disk is full" if full else f"writing failed ({e.strerror or e})"
-            raise InputError(f"{self.path}: {why}; its {len(self.records)} whole records are kept, "
-                             f"{'free some space' if full else 'fix the cause'} and run the same command "
-                             f"again to resume") from None
+            raise InputError(
+                f"{self.path}: {why}; its {len(self.records)} whole records are kept, "
+                f"{'free some space' if full else 'fix the cause'} and run the same command "
+                f"again to resume"
+            ) from None
         self._size += len(data)
 
     def encode(self, record: dict[str, Any], *, header: bool | None = None) -> bytes:
@@ -251,9 +272,11 @@ class OutputFile:
             return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         row = ["" if record[k] is None else record[k] for k in OUTPUT_FIELDS]
         # The writer leaves a lone "\r" unquoted, where a reader would take it for a line end.
-        quoting = csv.QUOTE_ALL if any("\r" in str(v) for v in row) else csv.QUOTE_MINIMAL
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n", quoting=quoting).writerow(row)
+        if any("\r" in str(v) for v in row):
+            csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(row)
+        else:
+            csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerow(row)
         data = buf.getvalue().encode("utf-8")
         return CSV_HEADER + data if (self._size == 0 if header is None else header) else data
 
@@ -273,7 +296,7 @@ class OutputFile:
             self._fd = None
         self._lock.release()
 
-    def __enter__(self) -> "OutputFile":
+    def __enter__(self) -> OutputFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,8 @@ are written. Records are written in task order, so a resumed file is the uninter
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from talesmith.runtime.batch import BatchPlan, Job, Task, make_record, prepare_job
 from talesmith.runtime.batch_output import OutputFile
@@ -24,7 +25,7 @@ CTX_STEP = 256
 
 def groups(tasks: list[Task], n_seq: int) -> list[list[Task]]:
     size = ROUNDS * n_seq
-    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 def context_per_sequence(jobs: list[Job], n_ctx: int) -> int:
@@ -49,10 +50,21 @@ def run_group(backend: Any, n_seq: int, jobs: list[Job]):
         decoder.close()
 
 
-def run_batch_parallel(backend: Any, plan: BatchPlan, output: OutputFile, *, n_seq: int, fmt: str,
-                       fields: dict[str, Any], settings: SamplingSettings, model: str, model_sha256: str,
-                       on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-                       on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> int:
+def run_batch_parallel(
+    backend: Any,
+    plan: BatchPlan,
+    output: OutputFile,
+    *,
+    n_seq: int,
+    fmt: str,
+    fields: dict[str, Any],
+    settings: SamplingSettings,
+    model: str,
+    model_sha256: str,
+    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+    on_note: Callable[[str], None] = lambda note: None,
+    lore: Lore | None = None,
+) -> int:
     """Run the planned tasks `n_seq` at a time, appending each record in task order. Returns how many were written."""
     base_seed = settings.seed if settings.seed is not None else 0
     todo = {(t.row.id, t.sample) for t in plan.tasks}
@@ -60,9 +72,19 @@ def run_batch_parallel(backend: Any, plan: BatchPlan, output: OutputFile, *, n_s
     for group in groups(plan.all_tasks, n_seq):
         if not any((t.row.id, t.sample) in todo for t in group):
             continue
-        jobs = [prepare_job(backend, t, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed,
-                            on_note=on_note if (t.row.id, t.sample) in todo else lambda note: None, lore=lore)
-                for t in group]
+        jobs = [
+            prepare_job(
+                backend,
+                t,
+                fmt=fmt,
+                fields=fields,
+                settings=settings,
+                base_seed=base_seed,
+                on_note=on_note if (t.row.id, t.sample) in todo else lambda note: None,
+                lore=lore,
+            )
+            for t in group
+        ]
         for job, completion in run_group(backend, n_seq, jobs):
             if (job.task.row.id, job.task.sample) not in todo:
                 continue  # written before; decoded again only to keep its group the same

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from talesmith.runtime.batch import BatchPlan, Task, make_record, prepare_job, run_task
 from talesmith.runtime.batch_output import OutputFile
@@ -80,10 +81,18 @@ def open_on_node(source: ModelSource, threads: int) -> Any:
     path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path
     digest = sha256_file(path)
     if digest != source.sha256:
-        raise ModelError(f"{path} on {os.uname().nodename} has sha256 {digest[:12]}..., not the driver's "
-                         f"{source.sha256[:12]}...; give every node the same model file")
-    return open_backend(ref.path, backend=source.backend, device=source.device, n_ctx=source.n_ctx,
-                        gpu_layers=source.gpu_layers, threads=threads)
+        raise ModelError(
+            f"{path} on {os.uname().nodename} has sha256 {digest[:12]}..., not the driver's "
+            f"{source.sha256[:12]}...; give every node the same model file"
+        )
+    return open_backend(
+        ref.path,
+        backend=source.backend,
+        device=source.device,
+        n_ctx=source.n_ctx,
+        gpu_layers=source.gpu_layers,
+        threads=threads,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,12 +120,16 @@ class BatchWorker:
     def run(self, tasks: list[Task], spec: GroupSpec) -> list[dict[str, Any]]:
         """The records of every task of the group, in order."""
         base_seed = spec.settings.seed if spec.settings.seed is not None else 0
-        kw = dict(fmt=spec.fmt, fields=spec.fields, settings=spec.settings, base_seed=base_seed, lore=spec.lore)
+        kw: dict[str, Any] = dict(
+            fmt=spec.fmt, fields=spec.fields, settings=spec.settings, base_seed=base_seed, lore=spec.lore
+        )
         if spec.n_seq == 1:
             return [run_task(self.backend, t, model=spec.model, model_sha256=spec.model_sha256, **kw) for t in tasks]
         jobs = [prepare_job(self.backend, t, **kw) for t in tasks]
-        return [make_record(job, completion, model=spec.model, model_sha256=spec.model_sha256)
-                for job, completion in run_group(self.backend, spec.n_seq, jobs)]
+        return [
+            make_record(job, completion, model=spec.model, model_sha256=spec.model_sha256)
+            for job, completion in run_group(self.backend, spec.n_seq, jobs)
+        ]
 
 
 def _raise_user_error(error: BaseException) -> None:
@@ -136,11 +149,13 @@ def _raise_creation_error(error: BaseException) -> None:
     if "creation task" not in str(error):
         return
     cause: Any = error
-    while getattr(cause, "cause", None) is not None and getattr(cause, "cause") is not cause:
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
         cause = cause.cause
-    raise ModelError(f"a Ray actor could not open the model: {type(cause).__name__}: "
-                     f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}; check the model and "
-                     f"talesmith are installed on every node") from None
+    raise ModelError(
+        f"a Ray actor could not open the model: {type(cause).__name__}: "
+        f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}; check the model and "
+        f"talesmith are installed on every node"
+    ) from None
 
 
 @dataclass(frozen=True)
@@ -165,8 +180,12 @@ class RayBatch:
             if options.address:
                 self.ray.init(address=options.address, logging_level="ERROR", log_to_driver=False)
             else:
-                self.ray.init(num_cpus=max(1, int(options.actors * options.cpus)), include_dashboard=False,
-                              logging_level="ERROR", log_to_driver=False)
+                self.ray.init(
+                    num_cpus=max(1, int(options.actors * options.cpus)),
+                    include_dashboard=False,
+                    logging_level="ERROR",
+                    log_to_driver=False,
+                )
         self._remote = self.ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_restarts=0)(BatchWorker)
         self.actors = [self._new_actor() for _ in range(options.actors)]
         self.restarts = 0
@@ -174,11 +193,17 @@ class RayBatch:
     def _new_actor(self) -> Any:
         return self._remote.remote(self.source, max(1, int(self.options.cpus)))
 
-    def run(self, plan: BatchPlan, output: OutputFile, spec: GroupSpec,
-            on_record: Callable[[dict[str, Any]], None] = lambda r: None) -> int:
+    def run(
+        self,
+        plan: BatchPlan,
+        output: OutputFile,
+        spec: GroupSpec,
+        on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+    ) -> int:
         todo = {(t.row.id, t.sample) for t in plan.tasks}
-        pending = deque(g for g in enumerate(groups(plan.all_tasks, spec.n_seq))
-                        if any((t.row.id, t.sample) in todo for t in g[1]))
+        pending = deque(
+            g for g in enumerate(groups(plan.all_tasks, spec.n_seq)) if any((t.row.id, t.sample) in todo for t in g[1])
+        )
         order = [index for index, _ in pending]
         spec_ref = self.ray.put(spec)
         running: dict[Any, tuple[Any, int, list[Task]]] = {}
@@ -217,8 +242,10 @@ class RayBatch:
     def _replace(self, dead: Any) -> Any:
         self.restarts += 1
         if self.restarts > MAX_RESTARTS * max(1, len(self.actors)):
-            raise ModelError(f"Ray actors died {self.restarts} times; see `ray status` and the workers' logs, then "
-                             f"run the same command again to resume")
+            raise ModelError(
+                f"Ray actors died {self.restarts} times; see `ray status` and the workers' logs, then "
+                f"run the same command again to resume"
+            )
         self.actors = [a for a in self.actors if a is not dead]
         fresh = self._new_actor()
         self.actors.append(fresh)
@@ -230,14 +257,28 @@ class RayBatch:
         self.actors = []
 
 
-def run_batch_ray(backend: Any, plan: BatchPlan, output: OutputFile, *, options: RayOptions, source: ModelSource,
-                  n_seq: int, fmt: str, fields: dict[str, Any], settings: SamplingSettings, model: str,
-                  model_sha256: str, on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-                  on_note: Callable[[str], None] = lambda note: None, lore: Lore | None = None) -> int:
+def run_batch_ray(
+    backend: Any,
+    plan: BatchPlan,
+    output: OutputFile,
+    *,
+    options: RayOptions,
+    source: ModelSource,
+    n_seq: int,
+    fmt: str,
+    fields: dict[str, Any],
+    settings: SamplingSettings,
+    model: str,
+    model_sha256: str,
+    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+    on_note: Callable[[str], None] = lambda note: None,
+    lore: Lore | None = None,
+) -> int:
     """run_batch's counterpart on Ray (`backend` is unused: each actor opens its own)."""
     runner = RayBatch(options, source)
     try:
-        return runner.run(plan, output, GroupSpec(n_seq, fmt, fields, settings, model, model_sha256, lore),
-                          on_record=on_record)
+        return runner.run(
+            plan, output, GroupSpec(n_seq, fmt, fields, settings, model, model_sha256, lore), on_record=on_record
+        )
     finally:
         runner.close()

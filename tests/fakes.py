@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 from talesmith.runtime.engine.protocol import ModelMetadata
 from talesmith.runtime.settings import SamplingSettings
@@ -20,8 +20,15 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, script: str | bytes, *, pieces: Sequence[bytes] = (), n_ctx: int = 256,
-                 fallback: bytes = b"x", meta: ModelMetadata = ModelMetadata()):
+    def __init__(
+        self,
+        script: str | bytes,
+        *,
+        pieces: Sequence[bytes] = (),
+        n_ctx: int = 256,
+        fallback: bytes = b"x",
+        meta: ModelMetadata = ModelMetadata(),
+    ):
         self.script = script.encode() if isinstance(script, str) else script
         self.vocab = [bytes([i]) for i in range(256)] + list(pieces)
         self.n_ctx = n_ctx
@@ -55,7 +62,7 @@ class ScriptedBackend:
     def prefill(self, tokens: Sequence[int]) -> int:
         tokens = list(tokens)
         common = 0
-        for a, b in zip(self._tokens, tokens):
+        for a, b in zip(self._tokens, tokens, strict=False):
             if a != b:
                 break
             common += 1
@@ -72,16 +79,16 @@ class ScriptedBackend:
         self.evaluated += 1
 
     def generated_bytes(self) -> bytes:
-        return b"".join(self.token_bytes(t) for t in self._tokens[self._prompt_len:])
+        return b"".join(self.token_bytes(t) for t in self._tokens[self._prompt_len :])
 
     def candidates(self) -> list[int]:
-        rest = self.script[len(self.generated_bytes()):]
+        rest = self.script[len(self.generated_bytes()) :]
         if not rest:
             return [EOS, self.fallback]
         found = sorted((i for i, p in enumerate(self.vocab) if rest.startswith(p)), key=lambda i: -len(self.vocab[i]))
         return found + [self.fallback, EOS]
 
-    def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> "ScriptedSampler":
+    def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> ScriptedSampler:
         self._prompt_len = len(history)  # the loop primes the sampler with exactly the prompt
         return ScriptedSampler(self)
 

@@ -61,8 +61,7 @@ class HubServer:
         """filename -> bytes served instead of the real ones (headers still describe the real file)."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -75,7 +74,7 @@ class HubServer:
     def gets(self, filename: str) -> list[Request]:
         return [r for r in self.log if r.method == "GET" and r.path.endswith("/" + filename)]
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread.start()
         return self
 
@@ -131,8 +130,14 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if commit is None:
                 return self._error(404, "RevisionNotFound")
             if api:
-                return self._json({"id": repo.repo_id, "sha": commit, "private": False,
-                                   "siblings": [repo.sibling(n) for n in sorted(repo.files)]})
+                return self._json(
+                    {
+                        "id": repo.repo_id,
+                        "sha": commit,
+                        "private": False,
+                        "siblings": [repo.sibling(n) for n in sorted(repo.files)],
+                    }
+                )
             return self._file(repo, commit, target[2], body)
 
         def _json(self, data: dict) -> None:
@@ -151,7 +156,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             start = 0
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes=") and rng.endswith("-"):
-                start = int(rng[len("bytes="):-1])
+                start = int(rng[len("bytes=") : -1])
             self.send_response(206 if start else 200)
             self.send_header("X-Repo-Commit", commit)
             if name in repo.lfs:

@@ -30,8 +30,13 @@ def kit():
 
 def test_stemmer_and_stopwords_need_no_data():
     stem = engines.english_stemmer()
-    assert [stem(w) for w in ("beautiful", "womanizer", "princesses", "ghosts", "happiness")] == \
-        ["beauti", "woman", "princess", "ghost", "happi"]
+    assert [stem(w) for w in ("beautiful", "womanizer", "princesses", "ghosts", "happiness")] == [
+        "beauti",
+        "woman",
+        "princess",
+        "ghost",
+        "happi",
+    ]
     assert {"the", "and", "was"} <= engines.english_stopwords()
 
 
@@ -39,17 +44,33 @@ def test_opinion_words_are_vaders_lexicon_stemmed_like_the_stories(kit):
     assert {"happi", "laugh", "beauti", "love"} <= kit.positive
     assert {"ghost", "dead", "scream", "grave"} <= kit.negative
     assert not kit.positive & kit.negative
-    assert kit.normalizer.tokens("The ghosts were screaming; she laughed happily.") == \
-        ["ghost", "scream", "laugh", "happili"]
+    assert kit.normalizer.tokens("The ghosts were screaming; she laughed happily.") == [
+        "ghost",
+        "scream",
+        "laugh",
+        "happili",
+    ]
 
 
 def test_a_hand_written_set(kit):
     report = analyze_set(StorySet("hand", STORIES, GENRES), kit)
     assert report.stories == 4
-    assert report.sentiment == {"horror": {"positive": 0, "negative": 2}, "fairy tale": {"positive": 2, "negative": 0},
-                                "all": {"positive": 2, "negative": 2}}
-    assert report.top_positive == [("happi", 2), ("laugh", 2), ("beauti", 1), ("gift", 1), ("happili", 1),
-                                   ("joy", 1), ("live", 1), ("love", 1), ("smile", 1)]
+    assert report.sentiment == {
+        "horror": {"positive": 0, "negative": 2},
+        "fairy tale": {"positive": 2, "negative": 0},
+        "all": {"positive": 2, "negative": 2},
+    }
+    assert report.top_positive == [
+        ("happi", 2),
+        ("laugh", 2),
+        ("beauti", 1),
+        ("gift", 1),
+        ("happili", 1),
+        ("joy", 1),
+        ("live", 1),
+        ("love", 1),
+        ("smile", 1),
+    ]
     assert report.top_negative == [("ghost", 3), ("dark", 1), ("dead", 1), ("death", 1), ("grave", 1), ("scream", 1)]
     vocabulary = {t for s in STORIES for t in kit.normalizer.tokens(s)}
     assert len(vocabulary) == 28
@@ -81,8 +102,10 @@ def test_small_vocabulary_and_empty_sets(kit):
 def test_sentiment_is_judged_on_the_last_512_words(kit):
     story = "terrible horrible awful death. " * 250 + "the happy sunny day. " * 128
     assert kit.scorer.labels([story]) == ["negative"]
-    assert analyze_set(StorySet("ending", (story,), ("horror",)), kit).sentiment["horror"] == \
-        {"positive": 1, "negative": 0}
+    assert analyze_set(StorySet("ending", (story,), ("horror",)), kit).sentiment["horror"] == {
+        "positive": 1,
+        "negative": 0,
+    }
 
 
 # --- a local transformers sentiment model --------------------------------------------------------
@@ -98,12 +121,23 @@ def make_classifier(folder: Path, labels=("NEGATIVE", "POSITIVE"), seed=3) -> Pa
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                         sep_token="[SEP]").save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16, max_position_embeddings=16, initializer_range=1.0,
-                                     id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(folder)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        initializer_range=1.0,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
     torch.manual_seed(seed)
     transformers.BertForSequenceClassification(config).save_pretrained(folder)
     return folder

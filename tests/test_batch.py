@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, row_seed, run_batch
 from talesmith.runtime.batch_output import read_records
 from talesmith.runtime.errors import InputError
@@ -21,8 +21,16 @@ def run(tmp_path, rows_path, out_name, *, samples=1, fmt="raw"):
     out = OutputFile(tmp_path / out_name)
     rows = read_rows(rows_path, fmt)
     plan = plan_batch(rows, samples, out, model_sha256="abc")
-    written = run_batch(ScriptedBackend(" and then"), plan, out, fmt=fmt, fields={}, settings=SETTINGS,
-                        model="scripted", model_sha256="abc")
+    written = run_batch(
+        ScriptedBackend(" and then"),
+        plan,
+        out,
+        fmt=fmt,
+        fields={},
+        settings=SETTINGS,
+        model="scripted",
+        model_sha256="abc",
+    )
     out.close()
     return plan, written
 
@@ -35,9 +43,21 @@ def test_csv_rows_to_jsonl_with_every_record_field(tmp_path):
     assert records[0]["text"] == " and then" and records[0]["prompt"] == "Once"
     assert records[0]["seed"] == row_seed(3, "1", 0) and records[1]["seed"] == row_seed(3, "1", 1)
     assert json.loads(records[2]["settings"])["temperature"] == 0.5
-    assert set(records[0]) == {"id", "sample", "prompt", "text", "seed", "finish_reason", "prompt_tokens",
-                               "completion_tokens", "seconds", "tokens_per_second", "model", "model_sha256",
-                               "settings"}
+    assert set(records[0]) == {
+        "id",
+        "sample",
+        "prompt",
+        "text",
+        "seed",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "seconds",
+        "tokens_per_second",
+        "model",
+        "model_sha256",
+        "settings",
+    }
 
 
 def test_jsonl_rows_with_format_fields_to_csv(tmp_path):
@@ -65,14 +85,30 @@ def test_a_record_torn_by_a_crash_is_removed_and_redone(tmp_path, name):
     plan, written = run(tmp_path, rows, name)
     assert (plan.skipped, written) == (2, 1)
     after = read_records(tmp_path / name)
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in after] == \
-           [{k: v for k, v in r.items() if k not in TIMING} for r in before]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in after] == [
+        {k: v for k, v in r.items() if k not in TIMING} for r in before
+    ]
 
 
 def test_csv_text_with_newlines_and_quotes_survives(tmp_path):
     out = OutputFile(tmp_path / "o.csv")
-    record = {k: "" for k in ("id", "sample", "prompt", "seed", "finish_reason", "prompt_tokens", "completion_tokens",
-                              "seconds", "tokens_per_second", "model", "model_sha256", "settings")}
+    record = {
+        k: ""
+        for k in (
+            "id",
+            "sample",
+            "prompt",
+            "seed",
+            "finish_reason",
+            "prompt_tokens",
+            "completion_tokens",
+            "seconds",
+            "tokens_per_second",
+            "model",
+            "model_sha256",
+            "settings",
+        )
+    }
     out.append({**record, "id": "1", "sample": 0, "text": 'She said "no",\nthen left.'})
     out.close()
     assert read_records(tmp_path / "o.csv")[0]["text"] == 'She said "no",\nthen left.'
@@ -85,15 +121,18 @@ def test_output_from_another_model_is_refused(tmp_path):
         plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="other")
 
 
-@pytest.mark.parametrize("content,name,message", [
-    ("text\nhello\n", "in.csv", "column 'text' that format 'raw' does not use"),
-    ("prompt,top_p\nx,1.5\n", "in.csv", None),
-    ("prompt,top_k\nx,lots\n", "in.csv", "row 1: top_k value 'lots' is not a whole number"),
-    ("{not json\n", "in.jsonl", "line 1 is not JSON"),
-    ("", "in.csv", "has no rows"),
-    ("id,prompt\n1,a\n1,b\n", "in.csv", "id '1' appears more than once"),
-    ("prompt\nx\n", "in.txt", "unknown file type .txt"),
-])
+@pytest.mark.parametrize(
+    "content,name,message",
+    [
+        ("text\nhello\n", "in.csv", "column 'text' that format 'raw' does not use"),
+        ("prompt,top_p\nx,1.5\n", "in.csv", None),
+        ("prompt,top_k\nx,lots\n", "in.csv", "row 1: top_k value 'lots' is not a whole number"),
+        ("{not json\n", "in.jsonl", "line 1 is not JSON"),
+        ("", "in.csv", "has no rows"),
+        ("id,prompt\n1,a\n1,b\n", "in.csv", "id '1' appears more than once"),
+        ("prompt\nx\n", "in.txt", "unknown file type .txt"),
+    ],
+)
 def test_bad_input_files_name_the_problem(tmp_path, content, name, message):
     path = write(tmp_path / name, content)
     if message is None:  # a bad setting is caught when its row runs, naming the row

@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from fakes import ScriptedBackend
 
 import talesmith.cli.batch as cli_batch
 import talesmith.cli.options as options
-from fakes import ScriptedBackend
 from talesmith.cli.main import main
 from talesmith.runtime.batch_output import CSV_HEADER, read_output, read_records
 from talesmith.runtime.models.resolve import ModelRef
@@ -65,13 +65,16 @@ def texts(path):
 
 # --- whose file it is --------------------------------------------------------------------------
 
+
 def test_a_foreign_csv_output_is_refused_and_left_as_it_is(tmp_path, cli):
     rows = rows_file(tmp_path, "prompt\nOnce\n")
     mine = tmp_path / "mydata.csv"
     mine.write_bytes(b"name,score\nalice,1\nbob,2,extra\ncarol,3\n")
-    one_line(cli("batch", rows, "-o", mine),
-             f"{mine} is not a talesmith batch output (its first line is not talesmith's header); "
-             f"it was left as it is, write to a new file with -o")
+    one_line(
+        cli("batch", rows, "-o", mine),
+        f"{mine} is not a talesmith batch output (its first line is not talesmith's header); "
+        f"it was left as it is, write to a new file with -o",
+    )
     assert mine.read_bytes() == b"name,score\nalice,1\nbob,2,extra\ncarol,3\n"
     assert not (tmp_path / "mydata.csv.lock").exists()
 
@@ -83,9 +86,11 @@ def test_an_output_with_a_bad_line_in_the_middle_is_refused_whole(tmp_path, cli)
     lines = out.read_bytes().split(b"\n")
     damaged = b"\n".join([lines[0], b"{oops", *lines[1:]])
     out.write_bytes(damaged)
-    one_line(cli("batch", rows, "-o", out),
-             f"{out} is not a talesmith batch output (line 2 is not JSON); it was left as it is, "
-             f"write to a new file with -o")
+    one_line(
+        cli("batch", rows, "-o", out),
+        f"{out} is not a talesmith batch output (line 2 is not JSON); it was left as it is, "
+        f"write to a new file with -o",
+    )
     assert out.read_bytes() == damaged
 
 
@@ -93,9 +98,11 @@ def test_json_lines_of_someone_else_are_refused(tmp_path, cli):
     rows = rows_file(tmp_path, "prompt\na\n")
     out = tmp_path / "notes.jsonl"
     out.write_bytes(b'{"id": 1, "note": "mine"}\n{"id": 2, "note": "also mine"}')
-    one_line(cli("batch", rows, "-o", out),
-             f"{out} is not a talesmith batch output (line 1 is not a talesmith record); it was left as it is, "
-             f"write to a new file with -o")
+    one_line(
+        cli("batch", rows, "-o", out),
+        f"{out} is not a talesmith batch output (line 1 is not a talesmith record); it was left as it is, "
+        f"write to a new file with -o",
+    )
     assert out.read_bytes() == b'{"id": 1, "note": "mine"}\n{"id": 2, "note": "also mine"}'
 
 
@@ -103,12 +110,14 @@ def test_a_csv_record_with_a_wrong_field_count_in_the_middle_is_refused(tmp_path
     rows = rows_file(tmp_path, "prompt\na\nb\n")
     out = tmp_path / "out.csv"
     assert cli("batch", rows, "-o", out)[0] == 0
-    body = out.read_bytes()[len(CSV_HEADER):]
+    body = out.read_bytes()[len(CSV_HEADER) :]
     damaged = CSV_HEADER + b"1,0,x\n" + body
     out.write_bytes(damaged)
-    one_line(cli("batch", rows, "-o", out),
-             f"{out} is not a talesmith batch output (record 1 has 3 fields, not 13); it was left as it is, "
-             f"write to a new file with -o")
+    one_line(
+        cli("batch", rows, "-o", out),
+        f"{out} is not a talesmith batch output (record 1 has 3 fields, not 13); it was left as it is, "
+        f"write to a new file with -o",
+    )
     assert out.read_bytes() == damaged
 
 
@@ -131,8 +140,10 @@ def test_text_with_every_kind_of_line_break_resumes_without_redoing_anything(tmp
     out = tmp_path / name
     assert cli("batch", rows, "-o", out)[0] == 0
     before = out.read_bytes()
-    assert cli("batch", rows, "-o", out) == (0, [f"resuming {out}: 6 of 6 already done",
-                                                  f"done: {out} (0 new, 6 kept)"])
+    assert cli("batch", rows, "-o", out) == (
+        0,
+        [f"resuming {out}: 6 of 6 already done", f"done: {out} (0 new, 6 kept)"],
+    )
     assert out.read_bytes() == before
     assert [r["prompt"] for r in read_records(out)] == ODD
 
@@ -163,7 +174,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, cli):
 
 def test_a_config_with_a_byte_order_mark_is_read(tmp_path, cli):
     config = tmp_path / "c.toml"
-    config.write_bytes('\ufeff[sampling]\nmax_new_tokens = 4\n'.encode("utf-8"))
+    config.write_bytes("\ufeff[sampling]\nmax_new_tokens = 4\n".encode("utf-8"))
     out = tmp_path / "out.jsonl"
     assert cli("batch", rows_file(tmp_path, "prompt\nOnce\n"), "-o", out, "--config", config)[0] == 0
     assert [r["text"] for r in read_records(out)] == [" and"]
@@ -171,11 +182,14 @@ def test_a_config_with_a_byte_order_mark_is_read(tmp_path, cli):
 
 def test_a_row_with_more_fields_than_the_header(tmp_path, cli):
     rows = rows_file(tmp_path, "prompt\nOnce, upon\n")
-    one_line(cli("batch", rows, "-o", tmp_path / "o.jsonl"),
-             f"{rows} row 1 has more fields than the header names; quote fields holding commas")
+    one_line(
+        cli("batch", rows, "-o", tmp_path / "o.jsonl"),
+        f"{rows} row 1 has more fields than the header names; quote fields holding commas",
+    )
 
 
 # --- a full disk, short writes -----------------------------------------------------------------
+
 
 def reference(tmp_path, cli, rows, name):
     ref = tmp_path / f"reference-{name}"
@@ -208,15 +222,18 @@ def test_a_full_disk_stops_with_one_line_at_the_last_whole_record_and_resumes(tm
             return real_write(fd, data)
         if budget["left"] <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = real_write(fd, bytes(data)[:budget["left"]])
+        n = real_write(fd, bytes(data)[: budget["left"]])
         budget["left"] -= n
         return n
 
     monkeypatch.setattr(os, "write", full_disk)
     code, lines = cli("batch", rows, "-o", out)
     kept = len(read_records(out))
-    one_line((code, lines), f"{out}: the disk is full; its {kept} whole records are kept, free some space and run "
-                            f"the same command again to resume")
+    one_line(
+        (code, lines),
+        f"{out}: the disk is full; its {kept} whole records are kept, free some space and run "
+        f"the same command again to resume",
+    )
     assert 1 <= kept < 4
     assert read_output(out, out.suffix[1:])[1] == out.stat().st_size  # ends exactly at a whole record
     assert texts(out) == texts(ref)[:kept]
@@ -227,20 +244,31 @@ def test_a_full_disk_stops_with_one_line_at_the_last_whole_record_and_resumes(tm
 
 # --- one writer ---------------------------------------------------------------------------------
 
+
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, cli):
     rows = rows_file(tmp_path, "prompt\na\n")
     out = tmp_path / "out.jsonl"
     assert cli("batch", rows, "-o", out)[0] == 0
     before = out.read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from talesmith.runtime.batch_output import OutputFile\n"
-        f"out = OutputFile(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from talesmith.runtime.batch_output import OutputFile\n"
+                f"out = OutputFile(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        one_line(cli("batch", rows, "-o", out),
-                 f"another talesmith batch (pid {holder.pid}) is writing out.jsonl; wait for it to end or write "
-                 f"to another file")
+        one_line(
+            cli("batch", rows, "-o", out),
+            f"another talesmith batch (pid {holder.pid}) is writing out.jsonl; wait for it to end or write "
+            f"to another file",
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -260,12 +288,15 @@ def test_a_record_twice_in_an_output_counts_once(tmp_path, cli):
 
 # --- the output folder is checked before anything is generated ---------------------------------
 
+
 def test_an_output_under_a_file_fails_before_generating(tmp_path, cli):
     rows = rows_file(tmp_path, "prompt\na\n")
     (tmp_path / "plain").write_text("a file")
     calls = []
-    one_line(cli("batch", rows, "-o", tmp_path / "plain" / "out.jsonl", backend=lambda: calls.append(1)),
-             f"cannot create the output folder {tmp_path / 'plain'} (File exists); choose another -o path")
+    one_line(
+        cli("batch", rows, "-o", tmp_path / "plain" / "out.jsonl", backend=lambda: calls.append(1)),
+        f"cannot create the output folder {tmp_path / 'plain'} (File exists); choose another -o path",
+    )
     assert calls == [] and (tmp_path / "plain").read_text() == "a file"
 
 
@@ -282,8 +313,10 @@ def test_a_read_only_output_folder_fails_before_generating(tmp_path, cli, monkey
 
     monkeypatch.setattr(os, "open", read_only)
     calls = []
-    one_line(cli("batch", rows, "-o", folder / "out.jsonl", backend=lambda: calls.append(1)),
-             f"cannot write in {folder} (Permission denied); choose an output folder you can write to")
+    one_line(
+        cli("batch", rows, "-o", folder / "out.jsonl", backend=lambda: calls.append(1)),
+        f"cannot write in {folder} (Permission denied); choose an output folder you can write to",
+    )
     assert calls == [] and list(folder.iterdir()) == []
 
 
@@ -292,19 +325,33 @@ def test_a_really_read_only_output_folder(tmp_path, cli):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
-    one_line(cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", folder / "out.jsonl"),
-             f"cannot write in {folder} (Permission denied); choose an output folder you can write to")
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", folder / "out.jsonl"),
+        f"cannot write in {folder} (Permission denied); choose an output folder you can write to",
+    )
 
 
 # --- a prompt the trimming policy empties -------------------------------------------------------
 
+
 def test_a_prompt_trimmed_to_nothing_is_an_error_naming_the_row(tmp_path, cli):
     rows = rows_file(tmp_path, json.dumps({"id": "long", "title": "T", "prompt": "x" * 300}) + "\n", "in.jsonl")
     out = tmp_path / "out.jsonl"
-    one_line(cli("batch", rows, "-o", out, "--format", "story", "--max-new-tokens", "8",
-                 backend=lambda: ScriptedBackend(" and then", n_ctx=64)),
-             "row long: all 1 lines of the text had to be left out to fit the context of 64 tokens with 8 new ones; "
-             "raise --ctx, lower --max-new-tokens or shorten the text")
+    one_line(
+        cli(
+            "batch",
+            rows,
+            "-o",
+            out,
+            "--format",
+            "story",
+            "--max-new-tokens",
+            "8",
+            backend=lambda: ScriptedBackend(" and then", n_ctx=64),
+        ),
+        "row long: all 1 lines of the text had to be left out to fit the context of 64 tokens with 8 new ones; "
+        "raise --ctx, lower --max-new-tokens or shorten the text",
+    )
     assert not out.exists() or out.read_bytes() == b""
 
 
@@ -312,30 +359,48 @@ def test_a_prompt_trimmed_in_part_gets_a_note(tmp_path, cli):
     text = "".join(f"line {i}\n" for i in range(20))
     rows = rows_file(tmp_path, json.dumps({"id": "r", "title": "T", "prompt": text}) + "\n", "in.jsonl")
     out = tmp_path / "out.jsonl"
-    code, lines = cli("batch", rows, "-o", out, "--format", "story", "--max-new-tokens", "8",
-                      backend=lambda: ScriptedBackend(" and then", n_ctx=80))
+    code, lines = cli(
+        "batch",
+        rows,
+        "-o",
+        out,
+        "--format",
+        "story",
+        "--max-new-tokens",
+        "8",
+        backend=lambda: ScriptedBackend(" and then", n_ctx=80),
+    )
     assert code == 0
     assert lines[0].startswith("note: row r: left out its ") and lines[0].endswith(
-        " oldest lines to fit the context of 80 tokens (raise --ctx to keep them)")
+        " oldest lines to fit the context of 80 tokens (raise --ctx to keep them)"
+    )
 
 
 # --- config files of the wrong shape ------------------------------------------------------------
 
-@pytest.mark.parametrize("toml,message", [
-    ("sampling = 5\n", "sampling = 5 must be a table, e.g. [sampling] with temperature = 0.8 and the like"),
-    ("fields = 5\n", "fields = 5 must be a table, e.g. [fields] with title = \"...\" and the like"),
-    ("model = 5\n", "model = 5 must be text, e.g. model = \"NAME or PATH\""),
-    ("format = [\"story\"]\n", "format = ['story'] must be text, e.g. format = \"story\""),
-    ("preset = true\n", "preset = True must be text, e.g. preset = \"default\""),
-    ("[sampling]\ntemperature = {a = 1}\n", "sampling.temperature = {'a': 1} must be text, a number, true/false "
-                                             "or a list of texts"),
-])
+
+@pytest.mark.parametrize(
+    "toml,message",
+    [
+        ("sampling = 5\n", "sampling = 5 must be a table, e.g. [sampling] with temperature = 0.8 and the like"),
+        ("fields = 5\n", 'fields = 5 must be a table, e.g. [fields] with title = "..." and the like'),
+        ("model = 5\n", 'model = 5 must be text, e.g. model = "NAME or PATH"'),
+        ('format = ["story"]\n', "format = ['story'] must be text, e.g. format = \"story\""),
+        ("preset = true\n", 'preset = True must be text, e.g. preset = "default"'),
+        (
+            "[sampling]\ntemperature = {a = 1}\n",
+            "sampling.temperature = {'a': 1} must be text, a number, true/false or a list of texts",
+        ),
+    ],
+)
 def test_config_values_of_the_wrong_type(tmp_path, cli, toml, message):
     config = tmp_path / "c.toml"
     config.write_text(toml)
     out = tmp_path / "o.jsonl"
-    one_line(cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", out, "--config", config),
-             f"config file {config}: {message}")
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", out, "--config", config),
+        f"config file {config}: {message}",
+    )
     assert not out.exists()
 
 
@@ -343,7 +408,8 @@ def test_a_lock_entry_with_format_fields_of_the_wrong_type(tmp_path, cli, monkey
     lock = tmp_path / "models.lock"
     lock.write_text('version = 1\n[models.tiny]\nformat = "gguf"\npath = "tiny.gguf"\nformat_fields = 5\n')
     monkeypatch.setattr(cli_batch, "open_model", options.open_model)  # the real one: the lock is read first
-    one_line(cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", tmp_path / "o.jsonl", "-m", "tiny",
-                 "--lock", lock),
-             f"{lock}: model 'tiny' format_fields 5 must be a table, e.g. format_fields = {{ genre = \"horror\" }}; "
-             f"fix the entry or remove it with `talesmith models remove tiny`")
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", tmp_path / "o.jsonl", "-m", "tiny", "--lock", lock),
+        f"{lock}: model 'tiny' format_fields 5 must be a table, e.g. format_fields = {{ genre = \"horror\" }}; "
+        f"fix the entry or remove it with `talesmith models remove tiny`",
+    )

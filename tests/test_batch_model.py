@@ -32,8 +32,12 @@ def test_a_record_does_not_depend_on_the_record_before_it(llama):
 
 def test_generate_n_writes_what_single_runs_with_the_following_seeds_write(bundled_path):
     def texts(*args):
-        result = subprocess.run([*TALESMITH, "generate", "--json", "--max-new-tokens", "16", *args, "It was late"],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [*TALESMITH, "generate", "--json", "--max-new-tokens", "16", *args, "It was late"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return [json.loads(line)["text"] for line in result.stdout.splitlines()]
 

@@ -6,27 +6,45 @@ import json
 import zlib
 
 import pytest
-
 from conftest import golden
-from talesmith.runtime.documents.cards import (MAX_CARD_TEXT, CardError, clean_text, fill_macros, load_card,
-                                               parse_json_card, parse_png_card, to_card)
+from test_cards import _chunk, tiny_png
+
+from talesmith.runtime.documents.cards import (
+    MAX_CARD_TEXT,
+    CardError,
+    clean_text,
+    fill_macros,
+    load_card,
+    parse_json_card,
+    parse_png_card,
+    to_card,
+)
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message
 from talesmith.runtime.documents.prompts import plan, render
 from talesmith.runtime.documents.stories import ChatDocument, Library, User, from_dict
-from test_cards import _chunk, tiny_png
 
-CARD = {"spec": "chara_card_v2", "spec_version": "2.0",
-        "data": {"name": "Seraphina", "description": "[{{char}}'s Personality= \"caring\"] Guards {{user}}.",
-                 "scenario": "{{user}} wakes in {{char}}'s glade.", "first_mes": "You're awake, {{user}}!",
-                 "mes_example": "<START>\n{{user}}: Where am I?\n{{char}}: Safe.",
-                 "system_prompt": "{{original}}Write {{char}}'s next reply.",
-                 "post_history_instructions": "Stay in character as {{char}}; never speak for {{User}}.",
-                 "creator_notes": "Contest winner", "character_book": {"entries": [{"keys": ["glade"]}]}}}
+CARD = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Seraphina",
+        "description": '[{{char}}\'s Personality= "caring"] Guards {{user}}.',
+        "scenario": "{{user}} wakes in {{char}}'s glade.",
+        "first_mes": "You're awake, {{user}}!",
+        "mes_example": "<START>\n{{user}}: Where am I?\n{{char}}: Safe.",
+        "system_prompt": "{{original}}Write {{char}}'s next reply.",
+        "post_history_instructions": "Stay in character as {{char}}; never speak for {{User}}.",
+        "creator_notes": "Contest winner",
+        "character_book": {"entries": [{"keys": ["glade"]}]},
+    },
+}
 
 
 def test_fill_macros_any_case_and_the_old_forms():
-    assert fill_macros("{{char}} {{ User }} {{CHAR}} <USER> <BOT> [{{original}}]", char="Sera", user="Sam",
-                       original="o") == "Sera Sam Sera Sam Sera [o]"
+    assert (
+        fill_macros("{{char}} {{ User }} {{CHAR}} <USER> <BOT> [{{original}}]", char="Sera", user="Sam", original="o")
+        == "Sera Sam Sera Sam Sera [o]"
+    )
 
 
 def test_card_fields_are_read_written_back_and_shaped_into_the_prompt():
@@ -37,7 +55,9 @@ def test_card_fields_are_read_written_back_and_shaped_into_the_prompt():
     data = to_card(character)["data"]
     assert data["post_history_instructions"] == CARD["data"]["post_history_instructions"]
     assert data["character_book"] == CARD["data"]["character_book"]
-    chat = ChatDocument.start(character, user=User("Sam", "A lost traveller, {{char}}'s guest.")).sent("Thanks, {{char}}.")
+    chat = ChatDocument.start(character, user=User("Sam", "A lost traveller, {{char}}'s guest.")).sent(
+        "Thanks, {{char}}."
+    )
     assert chat.messages[0].text == "You're awake, Sam!"
     golden("chat_card_fields.txt", render(chat.to_chat(user=User("Sam", "A lost traveller, {{char}}'s guest."))))
 
@@ -59,7 +79,7 @@ def test_chat_stops_on_end_and_the_user_s_next_line():
 
 def test_lone_surrogates_are_saved_as_replacement_characters(tmp_path):
     assert clean_text("ok") == ("ok", 0)
-    assert clean_text("\ud800 x \ud83d\ude00") == ("\ufffd x \U0001F600", 1)
+    assert clean_text("\ud800 x \ud83d\ude00") == ("\ufffd x \U0001f600", 1)
     character = parse_json_card('{"name": "\\ud800 x", "description": "d", "tags": ["\\udfff"]}')
     assert (character.name, character.replaced, character.card["tags"]) == ("\ufffd x", 2, ["\ufffd"])
     library = Library(tmp_path, "chat")
@@ -91,6 +111,10 @@ def test_only_the_card_s_own_chunk_is_limited_in_size():
 
 
 def test_message_macros_are_filled_in_the_prompt():
-    chat = Chat(character="Aqua", persona="p", user_name="Sam",
-                messages=(Message(CHARACTER, "Hi {{user}}"), Message(USER, "I am {{user}}, you are {{char}}")))
+    chat = Chat(
+        character="Aqua",
+        persona="p",
+        user_name="Sam",
+        messages=(Message(CHARACTER, "Hi {{user}}"), Message(USER, "I am {{user}}, you are {{char}}")),
+    )
     assert render(chat).endswith("Aqua: Hi Sam\nSam: I am Sam, you are Aqua\nAqua:")

@@ -7,14 +7,33 @@ import zlib
 
 import pytest
 
-from talesmith.runtime.documents.cards import (MAX_CARD_TEXT, CardError, Character, load_card, parse_json_card, parse_png_card,
-                                     png_with_card, to_card)
+from talesmith.runtime.documents.cards import (
+    MAX_CARD_TEXT,
+    CardError,
+    Character,
+    load_card,
+    parse_json_card,
+    parse_png_card,
+    png_with_card,
+    to_card,
+)
 
-V2 = {"spec": "chara_card_v2", "spec_version": "2.0",
-      "data": {"name": "Aqua", "description": "A goddess.", "personality": "cheerful", "scenario": "A tavern.",
-               "first_mes": "Hello!", "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Yo\n<START>\n{{char}}: Again",
-               "alternate_greetings": ["Hey!"], "creator_notes": "keep me",
-               "extensions": {"depth_prompt": {"prompt": "x", "depth": 4}}, "character_book": {"entries": []}}}
+V2 = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Aqua",
+        "description": "A goddess.",
+        "personality": "cheerful",
+        "scenario": "A tavern.",
+        "first_mes": "Hello!",
+        "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Yo\n<START>\n{{char}}: Again",
+        "alternate_greetings": ["Hey!"],
+        "creator_notes": "keep me",
+        "extensions": {"depth_prompt": {"prompt": "x", "depth": 4}},
+        "character_book": {"entries": []},
+    },
+}
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -33,8 +52,13 @@ def card_png(card: dict, key: bytes = b"chara") -> bytes:
 
 def test_v2_json_card_fields():
     c = parse_json_card(json.dumps(V2))
-    assert (c.name, c.persona, c.personality, c.scenario, c.greeting) == ("Aqua", "A goddess.", "cheerful", "A tavern.",
-                                                                           "Hello!")
+    assert (c.name, c.persona, c.personality, c.scenario, c.greeting) == (
+        "Aqua",
+        "A goddess.",
+        "cheerful",
+        "A tavern.",
+        "Hello!",
+    )
     assert c.alternate_greetings == ("Hey!",)
     assert c.example_blocks() == ("{{user}}: Hi\n{{char}}: Yo", "{{char}}: Again")
     assert c.full_persona() == "A goddess.\nPersonality: cheerful"
@@ -64,9 +88,16 @@ def test_png_cards_chara_and_ccv3(tmp_path):
     path = tmp_path / "aqua.png"
     path.write_bytes(card_png(V2))
     assert load_card(path).name == "Aqua"
-    both = tiny_png(_chunk(b"tEXt", b"chara\0" + base64.b64encode(json.dumps(V2).encode())),
-                    _chunk(b"tEXt", b"ccv3\0" + base64.b64encode(json.dumps(
-                        {**V2, "spec": "chara_card_v3", "data": {**V2["data"], "name": "Aqua3"}}).encode())))
+    both = tiny_png(
+        _chunk(b"tEXt", b"chara\0" + base64.b64encode(json.dumps(V2).encode())),
+        _chunk(
+            b"tEXt",
+            b"ccv3\0"
+            + base64.b64encode(
+                json.dumps({**V2, "spec": "chara_card_v3", "data": {**V2["data"], "name": "Aqua3"}}).encode()
+            ),
+        ),
+    )
     assert parse_png_card(both).name == "Aqua3"  # v3 wins when both are present
 
 
@@ -77,27 +108,33 @@ def test_card_written_into_a_png_reads_back_and_replaces_the_old_one():
     assert out.count(b"chara\0") == 1
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", b"x" * 13), "no character card"),
-    (tiny_png(_chunk(b"tEXt", b"chara\0!!!not base64!!!")), "not valid base64"),
-    (tiny_png(_chunk(b"tEXt", b"chara\0" + base64.b64encode(b"{broken"))), "not valid JSON"),
-    (tiny_png(_chunk(b"tEXt", b"chara\0" + base64.b64encode(b"[1, 2]"))), "must be a JSON object"),
-    (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 2**31) + b"tEXtchara\0abc", "file ends first"),
-    (b"\x89PNG\r\n\x1a\n" + _chunk(b"tEXt", b"chara\0" + b"A" * (MAX_CARD_TEXT + 8)), "larger than"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", b"x" * 13), "no character card"),
+        (tiny_png(_chunk(b"tEXt", b"chara\0!!!not base64!!!")), "not valid base64"),
+        (tiny_png(_chunk(b"tEXt", b"chara\0" + base64.b64encode(b"{broken"))), "not valid JSON"),
+        (tiny_png(_chunk(b"tEXt", b"chara\0" + base64.b64encode(b"[1, 2]"))), "must be a JSON object"),
+        (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 2**31) + b"tEXtchara\0abc", "file ends first"),
+        (b"\x89PNG\r\n\x1a\n" + _chunk(b"tEXt", b"chara\0" + b"A" * (MAX_CARD_TEXT + 8)), "larger than"),
+    ],
+)
 def test_hostile_pngs_are_refused_with_a_reason(data, message):
     with pytest.raises(CardError, match=message):
         parse_png_card(data, "evil.png")
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"spec": "chara_card_v2", "data": "x"}', "needs a 'data' object"),
-    ('{"spec": "chara_card_v2", "data": {"name": ""}}', "no character name"),
-    ('{"spec": "chara_card_v2", "data": {"name": "A", "description": 5}}', "must be text"),
-    ('{"spec": "chara_card_v2", "data": {"name": "A", "alternate_greetings": "hi"}}', "list of texts"),
-    ('{"spec": "something"}', "not a character card"),
-    ("[" * 100000 + "]" * 100000, "nested too deeply|not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"spec": "chara_card_v2", "data": "x"}', "needs a 'data' object"),
+        ('{"spec": "chara_card_v2", "data": {"name": ""}}', "no character name"),
+        ('{"spec": "chara_card_v2", "data": {"name": "A", "description": 5}}', "must be text"),
+        ('{"spec": "chara_card_v2", "data": {"name": "A", "alternate_greetings": "hi"}}', "list of texts"),
+        ('{"spec": "something"}', "not a character card"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply|not valid JSON"),
+    ],
+)
 def test_malformed_json_cards_are_refused(text, message):
     with pytest.raises(CardError, match=message):
         parse_json_card(text)

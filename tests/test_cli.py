@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -60,7 +59,9 @@ def test_unknown_model_name(run_cli):
 
 
 def test_unknown_preset(run_cli, scripted_model):
-    one_line_error(run_cli("generate", "-m", scripted_model, "--preset", "wild", "hi"), "unknown preset 'wild'", "lit-6b")
+    one_line_error(
+        run_cli("generate", "-m", scripted_model, "--preset", "wild", "hi"), "unknown preset 'wild'", "lit-6b"
+    )
 
 
 def test_invalid_setting(run_cli, scripted_model):
@@ -68,19 +69,24 @@ def test_invalid_setting(run_cli, scripted_model):
 
 
 def test_field_of_another_format(run_cli, scripted_model):
-    one_line_error(run_cli("generate", "-m", scripted_model, "--format", "raw", "--title", "T", "hi"),
-                   "does not take 'title'")
+    one_line_error(
+        run_cli("generate", "-m", scripted_model, "--format", "raw", "--title", "T", "hi"), "does not take 'title'"
+    )
 
 
 def test_bad_config_file(tmp_path, run_cli, scripted_model):
     config = tmp_path / "c.toml"
     config.write_text("[sampling]\ntop_q = 1\n")
-    one_line_error(run_cli("generate", "-m", scripted_model, "--config", config, "hi"), "unknown sampling setting 'top_q'")
+    one_line_error(
+        run_cli("generate", "-m", scripted_model, "--config", config, "hi"), "unknown sampling setting 'top_q'"
+    )
 
 
 def test_unreadable_batch_input(tmp_path, run_cli, scripted_model):
-    one_line_error(run_cli("batch", "-m", scripted_model, tmp_path / "none.csv", "-o", tmp_path / "o.jsonl"),
-                   "none.csv does not exist")
+    one_line_error(
+        run_cli("batch", "-m", scripted_model, tmp_path / "none.csv", "-o", tmp_path / "o.jsonl"),
+        "none.csv does not exist",
+    )
 
 
 def test_batch_input_with_wrong_columns(tmp_path, run_cli, scripted_model):
@@ -100,8 +106,18 @@ def test_generate_json_in_process_on_a_scripted_model(run_cli, scripted_model):
 
 @pytest.mark.model
 def test_generate_streams_a_story_and_json_is_complete(tmp_path):
-    args = ["generate", "--format", "story", "--title", "The Lighthouse Keeper", "--seed", "11",
-            "--max-new-tokens", "24", "The storm had raged for three days."]
+    args = [
+        "generate",
+        "--format",
+        "story",
+        "--title",
+        "The Lighthouse Keeper",
+        "--seed",
+        "11",
+        "--max-new-tokens",
+        "24",
+        "The storm had raged for three days.",
+    ]
     text = talesmith(*args)
     result = talesmith(*args, "--json", "-n", "2")
     samples = [json.loads(line) for line in result.stdout.splitlines()]
@@ -116,8 +132,10 @@ def test_generate_streams_a_story_and_json_is_complete(tmp_path):
 @pytest.mark.model
 def test_config_file_sets_model_format_and_sampling(tmp_path, bundled_path):
     config = tmp_path / "tiny.toml"
-    config.write_text(f'model = "{bundled_path}"\npreset = "tinystories"\nformat = "tinystories"\n'
-                      f'[sampling]\nmax_new_tokens = 12\nseed = 4\n')
+    config.write_text(
+        f'model = "{bundled_path}"\npreset = "tinystories"\nformat = "tinystories"\n'
+        f"[sampling]\nmax_new_tokens = 12\nseed = 4\n"
+    )
     result = talesmith("generate", "--config", config, "--json", "Once upon a time")
     sample = json.loads(result.stdout)
     assert sample["prompt"] == "<|startoftext|> Once upon a time"
@@ -134,8 +152,9 @@ def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
     assert talesmith("batch", rows, "-o", reference, *common).returncode == 0
 
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([*TALESMITH, "batch", str(rows), "-o", str(out), *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*TALESMITH, "batch", str(rows), "-o", str(out), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
         time.sleep(0.05)
@@ -152,4 +171,6 @@ def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
 
 
 def test_error_text_with_brackets_is_printed_as_is(tmp_path, run_cli):
-    one_line_error(run_cli("generate", "--model", tmp_path / "[x]" / "m[/b].gguf", "hi"), "[x]/m[/b].gguf does not exist")
+    one_line_error(
+        run_cli("generate", "--model", tmp_path / "[x]" / "m[/b].gguf", "hi"), "[x]/m[/b].gguf does not exist"
+    )

@@ -2,14 +2,16 @@
 
 import pytest
 
-from talesmith.runtime.documents.formats import Chat, Message, Story, StoryHeader, USER
+from talesmith.runtime.documents.formats import USER, Chat, Message, Story, StoryHeader
 from talesmith.runtime.engine.generate import collect, prepare, stream, stream_document
 from talesmith.runtime.settings import SamplingSettings, preset
 
 pytestmark = pytest.mark.model
 
-STORY = Story(text="The storm had raged for three days when the knock came at the lighthouse door.",
-              header=StoryHeader(title="The Lighthouse Keeper", genre="Mystery"))
+STORY = Story(
+    text="The storm had raged for three days when the knock came at the lighthouse door.",
+    header=StoryHeader(title="The Lighthouse Keeper", genre="Mystery"),
+)
 
 
 def test_same_seed_same_text_different_seed_different_text(llama):
@@ -23,9 +25,21 @@ def test_same_seed_same_text_different_seed_different_text(llama):
 
 
 def test_every_sampler_of_the_chain_runs(llama):
-    s = SamplingSettings(temperature=0.9, top_k=50, top_p=0.9, min_p=0.02, typical_p=0.95, repetition_penalty=1.1,
-                         presence_penalty=0.2, frequency_penalty=0.2, dry_multiplier=0.8, xtc_probability=0.5,
-                         xtc_threshold=0.1, seed=5, max_new_tokens=24)
+    s = SamplingSettings(
+        temperature=0.9,
+        top_k=50,
+        top_p=0.9,
+        min_p=0.02,
+        typical_p=0.95,
+        repetition_penalty=1.1,
+        presence_penalty=0.2,
+        frequency_penalty=0.2,
+        dry_multiplier=0.8,
+        xtc_probability=0.5,
+        xtc_threshold=0.1,
+        seed=5,
+        max_new_tokens=24,
+    )
     assert collect(stream_document(llama, STORY, s)).timing.generated_tokens > 0
     for mode in (1, 2):
         m = collect(stream_document(llama, STORY, s.replace(mirostat=mode)))
@@ -52,8 +66,11 @@ def test_stop_sequences_are_honoured(llama):
 
 
 def test_japanese_streams_without_replacement_characters(llama):
-    story = Story(japanese=True, synopsis="あなたは異世界に転生してしまいました。勇者となって、仲間を作り、異世界を冒険しよう！",
-                  text="転生すると、ある能力を手に入れていた。それは、")
+    story = Story(
+        japanese=True,
+        synopsis="あなたは異世界に転生してしまいました。勇者となって、仲間を作り、異世界を冒険しよう！",
+        text="転生すると、ある能力を手に入れていた。それは、",
+    )
     chunks = list(stream_document(llama, story, preset("genji-jp", seed=7, max_new_tokens=60)))
     text = "".join(c.text for c in chunks)
     assert all("\ufffd" not in c.text for c in chunks)
@@ -82,8 +99,9 @@ def test_reuse_gives_the_same_greedy_text_as_a_fresh_evaluation(llama):
 
 
 def test_chat_reply_stops_before_the_users_next_line(llama):
-    chat = Chat(character="Aqua", persona="A cheerful goddess of water.",
-                messages=(Message(USER, "Hello! Who are you?"),))
+    chat = Chat(
+        character="Aqua", persona="A cheerful goddess of water.", messages=(Message(USER, "Hello! Who are you?"),)
+    )
     reply = collect(stream_document(llama, chat, preset("pygmalion", seed=3, max_new_tokens=80)))
     assert "\nYou:" not in reply.text
 
@@ -94,6 +112,8 @@ def test_long_story_is_trimmed_by_policy_not_cut(llama):
     s = SamplingSettings(temperature=0, max_new_tokens=16, seed=1)
     prepared = prepare(llama, story, s)
     assert prepared.fitted.dropped > 0
-    assert prepared.fitted.text.startswith("The keeper is named Ada.\n[ Title: The Lighthouse Keeper; Genre: Mystery ]\n***\n")
+    assert prepared.fitted.text.startswith(
+        "The keeper is named Ada.\n[ Title: The Lighthouse Keeper; Genre: Mystery ]\n***\n"
+    )
     assert prepared.fitted.text.endswith("Chapter line 399: the keeper climbed the stairs again.\n")
     assert len(prepared.tokens) + s.max_new_tokens <= llama.n_ctx

@@ -1,9 +1,9 @@
 import pytest
-
 from fakes import ScriptedBackend
-from talesmith.runtime.documents.formats import Chat, Message, RawText, Story, USER
-from talesmith.runtime.errors import ContextOverflowError
+
+from talesmith.runtime.documents.formats import USER, Chat, Message, RawText, Story
 from talesmith.runtime.engine.generate import collect, prepare, stream, stream_document
+from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.settings import SamplingSettings
 
 GREEDY = SamplingSettings(temperature=0, max_new_tokens=64, seed=1)

@@ -16,14 +16,20 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 pytestmark = pytest.mark.gpu
-needs_offload = pytest.mark.skipif(not llama_cpp.llama_supports_gpu_offload(),
-                                   reason="llama-cpp-python built without GPU support")
+needs_offload = pytest.mark.skipif(
+    not llama_cpp.llama_supports_gpu_offload(), reason="llama-cpp-python built without GPU support"
+)
 TESTS = Path(__file__).parent
 
 
 def python(code: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, *args], capture_output=True, text=True,
-                            timeout=300, cwd=TESTS)
+    result = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=TESTS,
+    )
     assert result.returncode == 0, f"exit status {result.returncode}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -44,11 +50,33 @@ if sys.argv[3] == "close":
 @pytest.fixture(scope="module")
 def tiny_llama_gguf(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu")
-    python("import sys; from pathlib import Path; from tiny_models import make_model; "
-           "make_model('llama', Path(sys.argv[1]))", str(tmp / "llama"))
-    subprocess.run([sys.executable, "-m", "talesmith.cli.main", "convert", str(tmp / "llama"), "-o", str(tmp / "out"),
-                    "--quant", "", "--outtype", "f32", "--name", "llama", "--lock", str(tmp / "models.lock")],
-                   check=True, capture_output=True, timeout=300)
+    python(
+        "import sys; from pathlib import Path; from tiny_models import make_model; "
+        "make_model('llama', Path(sys.argv[1]))",
+        str(tmp / "llama"),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "convert",
+            str(tmp / "llama"),
+            "-o",
+            str(tmp / "out"),
+            "--quant",
+            "",
+            "--outtype",
+            "f32",
+            "--name",
+            "llama",
+            "--lock",
+            str(tmp / "models.lock"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return tmp / "out" / "llama-f32.gguf"
 
 

@@ -25,14 +25,26 @@ COMMANDS = list(command_paths())
 
 
 def help_text(path) -> str:
-    result = CliRunner().invoke(app, [*path, "--help"], prog_name="talesmith", env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    result = CliRunner().invoke(
+        app, [*path, "--help"], prog_name="talesmith", env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def test_every_command_is_checked():
-    assert {" ".join(p) for p in COMMANDS} >= {"", "generate", "batch", "convert", "tui", "models", "models add",
-                                                "models path", "models pull", "models verify"}
+    assert {" ".join(p) for p in COMMANDS} >= {
+        "",
+        "generate",
+        "batch",
+        "convert",
+        "tui",
+        "models",
+        "models add",
+        "models path",
+        "models pull",
+        "models verify",
+    }
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "talesmith")
@@ -48,9 +60,18 @@ def test_help_has_metavars_not_type_tags_and_fits_80_columns(path):
 
 def test_shared_options_name_their_values():
     text = help_text(["generate"])
-    for option, shown in [("--model", "NAME|PATH"), ("--lock", "PATH"), ("--ctx", "N"), ("--preset", "NAME"),
-                          ("--format", "NAME"), ("--config", "FILE"), ("--temperature", "X"), ("--stop", "TEXT"),
-                          ("--backend", "llama|onnx"), ("--device", "cpu|cuda")]:
+    for option, shown in [
+        ("--model", "NAME|PATH"),
+        ("--lock", "PATH"),
+        ("--ctx", "N"),
+        ("--preset", "NAME"),
+        ("--format", "NAME"),
+        ("--config", "FILE"),
+        ("--temperature", "X"),
+        ("--stop", "TEXT"),
+        ("--backend", "llama|onnx"),
+        ("--device", "cpu|cuda"),
+    ]:
         row = next(line for line in text.splitlines() if re.search(rf"│ +{re.escape(option)}\b", line))
         assert re.search(rf"\s{re.escape(shown)}\s", row), row
     assert "Usage: talesmith generate [OPTIONS] [PROMPT]" in text
@@ -63,8 +84,13 @@ def test_convert_names_its_lists():
 
 
 def test_the_installed_command_at_80_columns():
-    result = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "--help"], capture_output=True, text=True,
-                            env={"COLUMNS": "80", "PATH": ""}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "talesmith.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "80", "PATH": ""},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert TYPE_TAG.findall(result.stdout) == []
     assert max(cell_len(line) for line in result.stdout.splitlines()) <= 80

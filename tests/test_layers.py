@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"runtime": "talesmith.runtime", "convert": "talesmith.convert", "cli": "talesmith.cli",
-            "tui": "talesmith.tui"}
+PACKAGES = {
+    "runtime": "talesmith.runtime",
+    "convert": "talesmith.convert",
+    "cli": "talesmith.cli",
+    "tui": "talesmith.tui",
+}
 # What each part may not import.
 FORBIDDEN = {
     "talesmith.runtime": ("talesmith.convert", "talesmith.cli", "talesmith.tui"),
@@ -79,8 +83,13 @@ def test_every_part_is_found():
 
 @pytest.mark.parametrize("part", sorted(FORBIDDEN))
 def test_no_layer_imports_a_higher_one(part):
-    bad = [(m, t) for m, targets in graph().items() if m == part or m.startswith(part + ".")
-           for t in targets if any(t == f or t.startswith(f + ".") for f in FORBIDDEN[part])]
+    bad = [
+        (m, t)
+        for m, targets in graph().items()
+        if m == part or m.startswith(part + ".")
+        for t in targets
+        if any(t == f or t.startswith(f + ".") for f in FORBIDDEN[part])
+    ]
     assert bad == []
 
 
@@ -103,7 +112,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
             if m.startswith(t + "."):
                 continue
             if state.get(t) == 1:
-                return stack[stack.index(t):] + [t]
+                return stack[stack.index(t) :] + [t]
             if t not in state:
                 found = visit(t)
                 if found:

@@ -16,8 +16,11 @@ def turn(backend, chat, text):
     chat = Chat(chat.character, chat.persona, messages=chat.messages + (Message(USER, text),))
     prepared = prepare(backend, chat, GREEDY)
     reply = collect(stream(backend, prepared.tokens, GREEDY, stops=prepared.stops))
-    return Chat(chat.character, chat.persona, messages=chat.messages + (Message(CHARACTER, reply.text),)), \
-        prepared, reply
+    return (
+        Chat(chat.character, chat.persona, messages=chat.messages + (Message(CHARACTER, reply.text),)),
+        prepared,
+        reply,
+    )
 
 
 def test_shifting_keeps_the_persona_and_matches_fresh_evaluation_until_overflow(bundled_path):
@@ -38,7 +41,7 @@ def test_shifting_keeps_the_persona_and_matches_fresh_evaluation_until_overflow(
             # The dropped turns left the cache; the persona block and the kept turns are intact.
             assert reply.timing.prompt_evaluated < 60
             cached = list(backend.cached_tokens)
-            assert cached[:len(prepared.tokens) - 1] == prepared.tokens[:-1]
+            assert cached[: len(prepared.tokens) - 1] == prepared.tokens[:-1]
             text = b"".join(backend.token_bytes(t) for t in cached).decode("utf-8", "replace")
             assert text.startswith("Aqua's Persona: " + PERSONA + "\n<START>\n")
     assert shifted >= 2

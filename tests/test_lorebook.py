@@ -3,12 +3,29 @@
 import dataclasses
 
 import pytest
-
 from conftest import golden
+
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
-from talesmith.runtime.documents.lorebook import (AFTER, AND_ALL, AND_ANY, BEFORE, DECLARED, DEPTH, NOT_ALL, NOT_ANY,
-                                                  NOTE_BOTTOM, NOTE_TOP, Entry, Lore, Lorebook, LoreSettings, activate,
-                                                  match_key, parse_regex_key, scan_text)
+from talesmith.runtime.documents.lorebook import (
+    AFTER,
+    AND_ALL,
+    AND_ANY,
+    BEFORE,
+    DECLARED,
+    DEPTH,
+    NOT_ALL,
+    NOT_ANY,
+    NOTE_BOTTOM,
+    NOTE_TOP,
+    Entry,
+    Lore,
+    Lorebook,
+    LoreSettings,
+    activate,
+    match_key,
+    parse_regex_key,
+    scan_text,
+)
 from talesmith.runtime.documents.prompts import fit, plan
 from talesmith.runtime.errors import SettingsError
 
@@ -71,12 +88,21 @@ def test_entry_case_and_whole_word_options_override_the_settings():
     assert fired(entries, ["the Moon, the sun, a star"], whole_words=True) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("logic, text, expected", [
-    (AND_ANY, "dragon fire", True), (AND_ANY, "dragon", False), (AND_ANY, "dragon fire ice", True),
-    (AND_ALL, "dragon fire", False), (AND_ALL, "dragon fire ice", True),
-    (NOT_ANY, "dragon", True), (NOT_ANY, "dragon ice", False),
-    (NOT_ALL, "dragon ice", True), (NOT_ALL, "dragon fire ice", False), (NOT_ALL, "dragon", True),
-])
+@pytest.mark.parametrize(
+    "logic, text, expected",
+    [
+        (AND_ANY, "dragon fire", True),
+        (AND_ANY, "dragon", False),
+        (AND_ANY, "dragon fire ice", True),
+        (AND_ALL, "dragon fire", False),
+        (AND_ALL, "dragon fire ice", True),
+        (NOT_ANY, "dragon", True),
+        (NOT_ANY, "dragon ice", False),
+        (NOT_ALL, "dragon ice", True),
+        (NOT_ALL, "dragon fire ice", False),
+        (NOT_ALL, "dragon", True),
+    ],
+)
 def test_secondary_key_logic(logic, text, expected):
     entry = e(1, ["dragon"], secondary=("fire", "ice"), logic=logic)
     assert fired([entry], [text]) == ([1] if expected else [])
@@ -123,8 +149,11 @@ def test_activation_order_is_highest_order_first():
 
 
 def test_budget_keeps_highest_order_entries_and_stops_at_the_first_that_overflows():
-    entries = [e(1, ["x"], "one two three", order=3), e(2, ["x"], "four five six seven", order=2),
-               e(3, ["x"], "eight", order=1)]
+    entries = [
+        e(1, ["x"], "one two three", order=3),
+        e(2, ["x"], "four five six seven", order=2),
+        e(3, ["x"], "eight", order=1),
+    ]
     # budget 8 tokens: 3 fit (3 < 8); 3 + 4 = 7 fit; 7 + 1 = 8 reaches it: left out.
     book = Lorebook("b", tuple(entries))
     act = activate([book], ["x"], settings=LoreSettings(budget_tokens=8), count_tokens=words, n_ctx=100)
@@ -139,8 +168,11 @@ def test_budget_keeps_highest_order_entries_and_stops_at_the_first_that_overflow
 
 
 def chain():
-    return [e(1, ["castle"], "The castle has a tower."), e(2, ["tower"], "The tower hides a key."),
-            e(3, ["key"], "The key opens the vault.")]
+    return [
+        e(1, ["castle"], "The castle has a tower."),
+        e(2, ["tower"], "The tower hides a key."),
+        e(3, ["key"], "The key opens the vault."),
+    ]
 
 
 def test_recursion_follows_activated_content():
@@ -199,17 +231,33 @@ def test_macros_fill_char_and_user():
 
 # --- placement: golden prompts ------------------------------------------------------------------------
 
-STORY = Story(text="The night was cold.\nThe dragon slept.\nA knight came.\nHe drew his sword.\nThe dragon",
-              header=StoryHeader(title="Embers", author="Anon", genre="Fantasy"), memory="Dragons hoard gold.",
-              author_note="Keep it tense.", author_note_depth=2)
-CHAT = Chat("Aqua", persona="A goddess.", scenario="A tavern.", examples=("{{user}}: Hi\n{{char}}: Hello!",),
-            messages=(Message(CHARACTER, "Welcome!"), Message(USER, "Tell me of the dragon."),
-                      Message(CHARACTER, "It sleeps."), Message(USER, "And the sword?")), user_name="Kazuma")
+STORY = Story(
+    text="The night was cold.\nThe dragon slept.\nA knight came.\nHe drew his sword.\nThe dragon",
+    header=StoryHeader(title="Embers", author="Anon", genre="Fantasy"),
+    memory="Dragons hoard gold.",
+    author_note="Keep it tense.",
+    author_note_depth=2,
+)
+CHAT = Chat(
+    "Aqua",
+    persona="A goddess.",
+    scenario="A tavern.",
+    examples=("{{user}}: Hi\n{{char}}: Hello!",),
+    messages=(
+        Message(CHARACTER, "Welcome!"),
+        Message(USER, "Tell me of the dragon."),
+        Message(CHARACTER, "It sleeps."),
+        Message(USER, "And the sword?"),
+    ),
+    user_name="Kazuma",
+)
 
 
 def placed(document, position, *, depth=4, placement=DECLARED):
-    entries = (e(1, ["dragon"], "Dragons breathe fire.", position=position, depth=depth, order=2),
-               e(2, ["sword"], "The sword is cursed.", position=position, depth=depth, order=1))
+    entries = (
+        e(1, ["dragon"], "Dragons breathe fire.", position=position, depth=depth, order=2),
+        e(2, ["sword"], "The sword is cursed.", position=position, depth=depth, order=1),
+    )
     lore = Lore((Lorebook("b", entries),), LoreSettings(scan_depth=4, placement=placement))
     return lore.apply(plan(document), count_tokens=words, n_ctx=1000)[0].render()
 
@@ -230,8 +278,9 @@ def test_story_depth_zero_stays_before_the_unfinished_line():
 
 
 def test_anchored_entries_stand_where_they_fired():
-    chat = dataclasses.replace(CHAT, messages=CHAT.messages + (Message(CHARACTER, "Cursed, they say."),
-                                                                Message(USER, "Hm.")))
+    chat = dataclasses.replace(
+        CHAT, messages=CHAT.messages + (Message(CHARACTER, "Cursed, they say."), Message(USER, "Hm."))
+    )
     golden("lorebook_chat_anchored.txt", placed(chat, BEFORE, placement="anchored"))
 
 
@@ -251,7 +300,7 @@ def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
     turns = chat_turns(lore, [("Where?", "There."), ("I see it.", "Run."), ("Yes.", "Ok.")])
     (first, a1), (second, a2), (third, a3) = [(p.render(), act) for p, act in turns]
     assert first.endswith("Kazuma: A dragon!\nDragons breathe fire.\nAqua:")
-    assert second.startswith(first[:-len("Aqua:")]) and third.startswith(second[:-len("Aqua:")])
+    assert second.startswith(first[: -len("Aqua:")]) and third.startswith(second[: -len("Aqua:")])
     # the key left the scan depth: the entry went quiet, and stays where it stands (it still fits the budget)
     assert [a.entry.uid for a in a2.entries] == [1] and a2.lingering == ()
     assert a3.entries == () and [a.entry.uid for a in a3.lingering] == [1]
@@ -283,8 +332,9 @@ def test_plans_without_history_take_every_entry_before_the_text():
 
 
 def test_when_the_budget_is_short_the_latest_standing_quiet_entry_leaves_first():
-    book = Lorebook("b", (e(1, ["alpha"], "one two three"), e(2, ["beta"], "four five six"),
-                          e(3, ["gamma"], "seven eight nine")))
+    book = Lorebook(
+        "b", (e(1, ["alpha"], "one two three"), e(2, ["beta"], "four five six"), e(3, ["gamma"], "seven eight nine"))
+    )
     lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8))
     chat = dataclasses.replace(CHAT, messages=(Message(USER, "alpha"), Message(USER, "beta"), Message(USER, "gamma")))
     p, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
@@ -295,8 +345,14 @@ def test_when_the_budget_is_short_the_latest_standing_quiet_entry_leaves_first()
 def test_the_replay_memo_gives_the_same_prompt_as_a_fresh_replay():
     from talesmith.runtime.documents import lorebook
 
-    book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["sword"], "The sword is cursed."),
-                          e(3, ["ship"], "The ship sank.", probability=50)))
+    book = Lorebook(
+        "b",
+        (
+            e(1, ["dragon"], "Dragons breathe fire."),
+            e(2, ["sword"], "The sword is cursed."),
+            e(3, ["ship"], "The ship sank.", probability=50),
+        ),
+    )
     lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=9))
     words_cycle = ["dragon", "calm", "sword", "ship", "calm", "dragon sword"]
     messages = []

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from talesmith.runtime.batch import Row, Task, run_task
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
@@ -15,9 +15,12 @@ from talesmith.runtime.settings import SamplingSettings
 
 TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 SETTINGS = SamplingSettings(max_new_tokens=4, seed=3)
-WORLD = {"entries": {"0": {"uid": 0, "key": ["lighthouse"], "content": "The lighthouse is haunted.", "order": 10},
-                     "1": {"uid": 1, "key": ["storm"], "content": "Storms here last a week.", "order": 20,
-                           "position": 1}}}
+WORLD = {
+    "entries": {
+        "0": {"uid": 0, "key": ["lighthouse"], "content": "The lighthouse is haunted.", "order": 10},
+        "1": {"uid": 1, "key": ["storm"], "content": "Storms here last a week.", "order": 20, "position": 1},
+    }
+}
 
 
 def talesmith(*args):
@@ -37,10 +40,24 @@ def test_batch_and_generate_build_the_same_prompt(world):
     fields = {"title": "Keeper"}
     document = make_document("story", "The lighthouse stood in the storm.", fields)
     direct = prepare(backend, document, SETTINGS, lore=lore)
-    record = run_task(backend, Task(Row("r", "The lighthouse stood in the storm.", {}, {}), 0), fmt="story",
-                      fields=fields, settings=SETTINGS, base_seed=3, model="m", model_sha256="x", lore=lore)
-    assert record["prompt"] == direct.fitted.text == (
-        "[ Title: Keeper ]\n***\nThe lighthouse is haunted.\nStorms here last a week.\nThe lighthouse stood in the storm.")
+    record = run_task(
+        backend,
+        Task(Row("r", "The lighthouse stood in the storm.", {}, {}), 0),
+        fmt="story",
+        fields=fields,
+        settings=SETTINGS,
+        base_seed=3,
+        model="m",
+        model_sha256="x",
+        lore=lore,
+    )
+    assert (
+        record["prompt"]
+        == direct.fitted.text
+        == (
+            "[ Title: Keeper ]\n***\nThe lighthouse is haunted.\nStorms here last a week.\nThe lighthouse stood in the storm."
+        )
+    )
     assert [a.entry.uid for a in direct.lore.entries] == [1, 0]
 
 
@@ -62,8 +79,9 @@ def test_config_lorebooks_must_be_a_list_of_paths(tmp_path):
 @pytest.mark.model
 def test_generate_with_lorebooks_from_the_option_and_the_config(tmp_path, world):
     other = tmp_path / "more.json"
-    other.write_text(json.dumps({"entries": {"0": {"uid": 0, "key": [], "content": "It is 1890.", "constant": True,
-                                                   "order": 1}}}))
+    other.write_text(
+        json.dumps({"entries": {"0": {"uid": 0, "key": [], "content": "It is 1890.", "constant": True, "order": 1}}})
+    )
     config = tmp_path / "c.toml"
     config.write_text('format = "story"\nlorebooks = ["more.json"]\n[sampling]\nmax_new_tokens = 4\nseed = 1\n')
     result = talesmith("generate", "--config", config, "--lorebook", world, "--json", "The lighthouse was dark.")

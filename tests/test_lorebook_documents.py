@@ -7,14 +7,40 @@ from talesmith.runtime.documents.lorebook import Entry, Lorebook
 from talesmith.runtime.documents.stories import ChatDocument, StoryDocument, from_dict, to_dict
 from talesmith.runtime.documents.worldinfo import GLOBAL_FOLDER, document_lore, from_st, global_lorebooks, to_st
 
-CARD = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
-    "name": "Sera", "description": "A healer.", "first_mes": "Hello.",
-    "character_book": {"name": "Eldoria", "scan_depth": 5, "token_budget": 300, "recursive_scanning": False,
-                       "extensions": {"x": 1},
-                       "entries": [{"keys": ["glade"], "content": "The glade is safe.", "enabled": True,
-                                    "insertion_order": 100, "id": 3, "position": "after_char", "unknown": [1, 2],
-                                    "extensions": {"depth": 2, "selectiveLogic": 3, "probability": 40,
-                                                   "useProbability": True, "match_whole_words": True}}]}}}
+CARD = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Sera",
+        "description": "A healer.",
+        "first_mes": "Hello.",
+        "character_book": {
+            "name": "Eldoria",
+            "scan_depth": 5,
+            "token_budget": 300,
+            "recursive_scanning": False,
+            "extensions": {"x": 1},
+            "entries": [
+                {
+                    "keys": ["glade"],
+                    "content": "The glade is safe.",
+                    "enabled": True,
+                    "insertion_order": 100,
+                    "id": 3,
+                    "position": "after_char",
+                    "unknown": [1, 2],
+                    "extensions": {
+                        "depth": 2,
+                        "selectiveLogic": 3,
+                        "probability": 40,
+                        "useProbability": True,
+                        "match_whole_words": True,
+                    },
+                }
+            ],
+        },
+    },
+}
 
 
 def test_card_character_book_is_read_and_exported_unchanged():
@@ -22,14 +48,21 @@ def test_card_character_book_is_read_and_exported_unchanged():
     lore = document_lore(ChatDocument(character=character))
     (entry,) = lore.books[0].entries
     assert (entry.keys, entry.uid, entry.position, entry.logic, entry.probability, entry.whole_words) == (
-        ("glade",), 3, "after", "and_all", 40, True)
+        ("glade",),
+        3,
+        "after",
+        "and_all",
+        40,
+        True,
+    )
     assert (lore.settings.scan_depth, lore.settings.budget_tokens, lore.settings.recursive) == (5, 300, False)
     assert to_card(character)["data"]["character_book"] == CARD["data"]["character_book"]
 
 
 def test_attached_lorebooks_and_extras_survive_saving():
-    book = from_st({"entries": {"7": {"uid": 7, "key": ["moon"], "content": "Two moons.", "extensions": {"a": 1}}}},
-                   "Sky")
+    book = from_st(
+        {"entries": {"7": {"uid": 7, "key": ["moon"], "content": "Two moons.", "extensions": {"a": 1}}}}, "Sky"
+    )
     doc = StoryDocument(lorebooks=(book, Lorebook("Mine", (Entry(("sun",), "One sun."),))), extra={"kobold": {"x": 1}})
     back = from_dict(json.loads(json.dumps(to_dict(doc))))
     assert [b.name for b in back.lorebooks] == ["Sky", "Mine"] and back.extra == {"kobold": {"x": 1}}
@@ -50,14 +83,18 @@ def test_global_lorebooks_come_from_their_folder(tmp_path):
 
 def test_the_app_documents_carry_their_lore_into_the_prompt():
     from fakes import ScriptedBackend
+
     from talesmith.runtime.documents.formats import Story
     from talesmith.runtime.documents.stories import ChatMessage
     from talesmith.runtime.engine.generate import prepare
     from talesmith.runtime.settings import SamplingSettings
 
     backend, settings = ScriptedBackend("x", n_ctx=2048), SamplingSettings(max_new_tokens=4)
-    chat = ChatDocument(character=character_from_card(json.loads(json.dumps(CARD))),
-                        messages=(ChatMessage("user", ("Is the glade safe?",)),), user_name="Kazuma")
+    chat = ChatDocument(
+        character=character_from_card(json.loads(json.dumps(CARD))),
+        messages=(ChatMessage("user", ("Is the glade safe?",)),),
+        user_name="Kazuma",
+    )
     prepared = prepare(backend, chat.to_chat(), settings)
     assert [a.entry.uid for a in prepared.lore.entries] in ([3], [])  # a 40% entry: fired or not, by the seed
     rolls = set()
@@ -65,20 +102,29 @@ def test_the_app_documents_carry_their_lore_into_the_prompt():
         chat = chat.sent(f"The glade, {i}?")
         rolls.add(bool(prepare(backend, chat.to_chat(), settings).lore.entries))
     assert rolls == {True, False}
-    story = StoryDocument(story=Story(text="The moon rose."), lorebooks=(from_st(
-        {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons."}}}, "Sky"),))
+    story = StoryDocument(
+        story=Story(text="The moon rose."),
+        lorebooks=(from_st({"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons."}}}, "Sky"),),
+    )
     assert prepare(backend, story.prompt_story(), settings).fitted.text == "Two moons.\nThe moon rose."
     assert prepare(backend, story.story, settings).fitted.text == "The moon rose."
 
 
 def test_the_prompt_view_lists_the_entries_that_fired():
     from fakes import ScriptedBackend
+
     from talesmith.runtime.documents.formats import Story
     from talesmith.runtime.settings import SamplingSettings
     from talesmith.tui.promptview import report
 
-    story = StoryDocument(story=Story(text="The moon rose.\nIt was late."), lorebooks=(from_st(
-        {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons.", "comment": "Moons"}}}, "Sky"),))
+    story = StoryDocument(
+        story=Story(text="The moon rose.\nIt was late."),
+        lorebooks=(
+            from_st(
+                {"entries": {"0": {"uid": 0, "key": ["moon"], "content": "Two moons.", "comment": "Moons"}}}, "Sky"
+            ),
+        ),
+    )
     r = report(ScriptedBackend("x", n_ctx=2048), story.prompt_story(), SamplingSettings(max_new_tokens=4))
     assert r.text == "The moon rose.\nTwo moons.\nIt was late."  # where the moon first came up
     names = [p.name for p in r.parts]
@@ -92,8 +138,15 @@ def test_a_lorebook_file_can_carry_talesmith_settings(tmp_path):
     from talesmith.runtime.errors import InputError
 
     path = tmp_path / "w.json"
-    path.write_text(json.dumps({"entries": {}, "scan_depth": 9,
-                                "talesmith": {"placement": "declared", "scan_depth": 4, "budget_percent": 10}}))
+    path.write_text(
+        json.dumps(
+            {
+                "entries": {},
+                "scan_depth": 9,
+                "talesmith": {"placement": "declared", "scan_depth": 4, "budget_percent": 10},
+            }
+        )
+    )
     settings = load_lore([path]).settings
     assert (settings.placement, settings.scan_depth, settings.budget_percent) == ("declared", 4, 10)
     path.write_text(json.dumps({"entries": {}, "talesmith": {"placement": "nowhere"}}))
@@ -121,8 +174,8 @@ def test_a_bad_entry_in_a_card_book_names_the_card():
 
 def test_a_broken_card_book_is_an_error_of_the_prompt_not_of_the_chat():
     import pytest
-
     from fakes import ScriptedBackend
+
     from talesmith.runtime.engine.generate import prepare
     from talesmith.runtime.errors import InputError
     from talesmith.runtime.settings import SamplingSettings

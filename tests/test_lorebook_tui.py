@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_tui import make_app, saved, settle
 from textual.widgets import Input, TextArea
+from tui_fakes import TakesBackend
 
 from talesmith.runtime.documents.lorebook import Entry, Lorebook
 from talesmith.tui.lorebook import EntryEditor, LorebookScreen, describe, replace_entry, rows, toggled
-from test_tui import make_app, saved, settle
-from tui_fakes import TakesBackend
 
 
 def test_pure_edits():
@@ -21,7 +21,10 @@ def test_pure_edits():
     assert replace_entry(added, 0, 0, None)[0].entries == ()
     assert toggled(books, 0, 0)[0].entries[0].enabled is False
     assert describe(toggled(books, 0, 0)[0].entries[0]) == "x  [x · off]  before · order 100"
-    assert describe(Entry((), "C.", constant=True, position="depth", depth=2)) == "entry 0  [constant]  depth 2 · order 100"
+    assert (
+        describe(Entry((), "C.", constant=True, position="depth", depth=2))
+        == "entry 0  [constant]  depth 2 · order 100"
+    )
 
 
 @pytest.mark.asyncio
@@ -83,8 +86,9 @@ async def test_escape_leaves_the_lorebooks_as_they_were(tmp_path):
 async def test_global_lorebooks_apply_to_every_story(tmp_path):
     folder = tmp_path / "data" / "lorebooks" / "global"
     folder.mkdir(parents=True)
-    (folder / "world.json").write_text(json.dumps({"entries": {"0": {"uid": 0, "key": [], "constant": True,
-                                                                     "content": "It is always winter."}}}))
+    (folder / "world.json").write_text(
+        json.dumps({"entries": {"0": {"uid": 0, "key": [], "constant": True, "content": "It is always winter."}}})
+    )
     backend = TakesBackend([" Then."], n_ctx=1024)
     app = make_app(tmp_path, backend)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -105,9 +109,11 @@ async def test_the_import_key_brings_in_a_sillytavern_chat_and_a_preset(tmp_path
     from test_tui_chat import CARD, import_card, png_card
 
     chat = tmp_path / "Aqua.jsonl"
-    chat.write_text('{"user_name":"Kazuma","character_name":"Aqua","create_date":1}\n'
-                    '{"name":"Aqua","is_user":false,"mes":"Hi!","swipes":["Hi!","Yo!"],"swipe_id":0}\n'
-                    '{"name":"Kazuma","is_user":true,"mes":"Hello."}\n')
+    chat.write_text(
+        '{"user_name":"Kazuma","character_name":"Aqua","create_date":1}\n'
+        '{"name":"Aqua","is_user":false,"mes":"Hi!","swipes":["Hi!","Yo!"],"swipe_id":0}\n'
+        '{"name":"Kazuma","is_user":true,"mes":"Hello."}\n'
+    )
     preset = tmp_path / "Godlike.json"
     preset.write_text(json.dumps({"temp": 0.7, "rep_pen": 1.1, "top_a": 0.75}))
     card = tmp_path / "aqua.png"

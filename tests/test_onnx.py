@@ -14,11 +14,12 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
 from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
+
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
-from talesmith.runtime.engine.loading import open_backend  # noqa: E402
-from talesmith.runtime.errors import ConversionError, ModelError  # noqa: E402
 from talesmith.runtime.engine.generate import collect, stream  # noqa: E402
+from talesmith.runtime.engine.loading import open_backend  # noqa: E402
 from talesmith.runtime.engine.ort import OnnxBackend, genai_available, open_onnx  # noqa: E402
+from talesmith.runtime.errors import ConversionError, ModelError  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings, preset  # noqa: E402
 
 KINDS = ["gpt2", "gptj", "llama", "falcon-7b", "falcon-new"]
@@ -39,8 +40,10 @@ def exported(tiny, tmp_path_factory):
     lock = out / "models.lock"
     results = {}
     for kind, folder in tiny.items():
-        outputs = convert(ConvertRequest(str(folder), out, targets=("onnx",), onnx_quants=("fp32", "int8", "int4"),
-                                         name=kind), lock=lock)
+        outputs = convert(
+            ConvertRequest(str(folder), out, targets=("onnx",), onnx_quants=("fp32", "int8", "int4"), name=kind),
+            lock=lock,
+        )
         results[kind] = {o.kind: o for o in outputs}
     return results
 
@@ -82,8 +85,14 @@ def test_greedy_text_matches_transformers(kind, tiny, exported):
     ids = tok("The storm had raged")["input_ids"]
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny[kind]).eval()
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=12, do_sample=False, min_new_tokens=12, pad_token_id=0)[0, len(ids):]
+        ref = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=12,
+            do_sample=False,
+            min_new_tokens=12,
+            pad_token_id=0,
+        )[0, len(ids) :]
     backend = OnnxBackend(exported[kind]["ONNX-FP32"].path, n_ctx=64)
     got = collect(stream(backend, ids, SamplingSettings(temperature=0, max_new_tokens=12, min_new_tokens=12)))
     backend.close()
@@ -100,7 +109,9 @@ def test_tokenizer_and_streaming_bytes_match_on_english_japanese_emoji(kind, tin
         assert backend.tokenize(text) == ids
         pieces = [backend.token_bytes(t) for t in ids]
         assert b"".join(pieces).decode("utf-8") == text
-    assert any(len(p) and not _complete_utf8(p) for p in map(backend.token_bytes, tok(SAMPLE_TEXTS["emoji"])["input_ids"]))
+    assert any(
+        len(p) and not _complete_utf8(p) for p in map(backend.token_bytes, tok(SAMPLE_TEXTS["emoji"])["input_ids"])
+    )
     backend.close()
 
 
@@ -130,8 +141,10 @@ def test_quantized_models_agree_with_fp32_and_really_shrink(quant, tiny, exporte
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_fp16_stays_close_to_fp32(kind, tiny, exported, tmp_path):
     """fp16 weights and arithmetic (the KV cache too); logits stay float32."""
-    outputs = convert(ConvertRequest(str(tiny[kind]), tmp_path, targets=("onnx",), onnx_quants=("fp16",), name=kind),
-                      lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(tiny[kind]), tmp_path, targets=("onnx",), onnx_quants=("fp16",), name=kind),
+        lock=tmp_path / "models.lock",
+    )
     assert [o.kind for o in outputs] == ["ONNX-FP16"]
     ids = english_ids(tiny[kind])
     fp16 = onnx_logits(outputs[0].path, ids)
@@ -168,9 +181,19 @@ def test_lora_merged_export_equals_peft_and_gguf_from_the_same_merge(tiny, tmp_p
 
     for kind, targets in (("gpt2", ["c_attn", "c_fc"]), ("llama", ["q_proj", "v_proj", "down_proj"])):
         adapter = make_lora(kind, tiny[kind], tmp_path / f"{kind}-lora", seed=3, targets=targets)
-        outputs = convert(ConvertRequest(str(tiny[kind]), tmp_path / "out", loras=((adapter, 1.0),), name=f"{kind}-lora",
-                                         targets=("gguf", "onnx"), quants=(), outtype="f32", onnx_quants=("fp32",)),
-                          lock=tmp_path / "models.lock")
+        outputs = convert(
+            ConvertRequest(
+                str(tiny[kind]),
+                tmp_path / "out",
+                loras=((adapter, 1.0),),
+                name=f"{kind}-lora",
+                targets=("gguf", "onnx"),
+                quants=(),
+                outtype="f32",
+                onnx_quants=("fp32",),
+            ),
+            lock=tmp_path / "models.lock",
+        )
         by_kind = {o.kind: o for o in outputs}
         base = transformers.AutoModelForCausalLM.from_pretrained(tiny[kind])
         merged = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
@@ -191,8 +214,15 @@ def test_lora_merged_export_equals_peft_and_gguf_from_the_same_merge(tiny, tmp_p
 
 def test_cache_is_kept_across_calls_that_share_a_prefix(exported):
     folder = exported["llama"]["ONNX-FP32"].path
-    settings = SamplingSettings(temperature=0.9, top_p=0.9, seed=11, max_new_tokens=10, repetition_penalty=1.2,
-                                dry_multiplier=0.5, xtc_probability=0.3)
+    settings = SamplingSettings(
+        temperature=0.9,
+        top_p=0.9,
+        seed=11,
+        max_new_tokens=10,
+        repetition_penalty=1.2,
+        dry_multiplier=0.5,
+        xtc_probability=0.3,
+    )
     backend = OnnxBackend(folder, n_ctx=64)
     prompt = backend.tokenize("The storm had raged for three days")
     first = collect(stream(backend, prompt, settings))
@@ -247,7 +277,7 @@ def test_banned_phrases_and_stops_work_on_the_onnx_backend(exported):
     assert phrase not in banned.text
     stop = text[4:7]
     stopped = collect(stream(backend, prompt, greedy.replace(stop=(stop,))))
-    assert stopped.finish_reason == "stop" and stopped.text == text[:text.index(stop)]
+    assert stopped.finish_reason == "stop" and stopped.text == text[: text.index(stop)]
     backend.close()
 
 
@@ -264,8 +294,9 @@ def test_errors_are_one_line(exported, tiny, tmp_path):
         open_backend(tiny["gpt2"] / "config.json", backend="onnx")
 
 
-@pytest.mark.skipif(bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or os.path.exists("/dev/nvidia0"),
-                    reason="this machine has a GPU")
+@pytest.mark.skipif(
+    bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or os.path.exists("/dev/nvidia0"), reason="this machine has a GPU"
+)
 def test_cuda_asked_for_without_a_gpu_is_a_clear_error(exported):
     with pytest.raises(ModelError, match="--device cuda was asked for"):
         OnnxBackend(exported["gpt2"]["ONNX-FP32"].path, device="cuda")
@@ -281,14 +312,43 @@ def run(*args):
 
 def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):
     lock = tmp_path / "models.lock"
-    result = run("convert", tiny["gpt2"], "-o", tmp_path / "out", "--to", "gguf,onnx", "--quant", "Q8_0,fp32,int4",
-                 "--name", "tiny", "--lock", lock)
+    result = run(
+        "convert",
+        tiny["gpt2"],
+        "-o",
+        tmp_path / "out",
+        "--to",
+        "gguf,onnx",
+        "--quant",
+        "Q8_0,fp32,int4",
+        "--name",
+        "tiny",
+        "--lock",
+        lock,
+    )
     assert result.returncode == 0, result.stderr
     assert "ONNX-INT4" in result.stdout and "MatMulNBits" in result.stdout  # the summary shows what was quantized
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"tiny-onnx-fp32", "tiny-onnx-int4", "tiny-f16.gguf",
-                                                              "tiny-Q8_0.gguf"}
-    out = run("generate", "--lock", lock, "-m", "tiny-onnx-int4", "--json", "--max-new-tokens", "6", "--seed", "2",
-              "--temperature", "0", "Once upon a time")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "tiny-onnx-fp32",
+        "tiny-onnx-int4",
+        "tiny-f16.gguf",
+        "tiny-Q8_0.gguf",
+    }
+    out = run(
+        "generate",
+        "--lock",
+        lock,
+        "-m",
+        "tiny-onnx-int4",
+        "--json",
+        "--max-new-tokens",
+        "6",
+        "--seed",
+        "2",
+        "--temperature",
+        "0",
+        "Once upon a time",
+    )
     assert out.returncode == 0, out.stderr
     sample = json.loads(out.stdout)
     assert len(sample["tokens"]) == 6 and sample["finish_reason"] == "length"

@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 ort = pytest.importorskip("onnxruntime")
 
 from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
+
 from talesmith.convert import onnx_graph, onnx_memory  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
@@ -26,8 +27,13 @@ def tiny(tmp_path_factory):
 
 
 def to_onnx(folder, out, quants, **kw):
-    return {o.kind: o for o in convert(ConvertRequest(str(folder), out, targets=("onnx",), onnx_quants=quants,
-                                                      name=kw.pop("name", "m"), **kw), lock=out / "models.lock")}
+    return {
+        o.kind: o
+        for o in convert(
+            ConvertRequest(str(folder), out, targets=("onnx",), onnx_quants=quants, name=kw.pop("name", "m"), **kw),
+            lock=out / "models.lock",
+        )
+    }
 
 
 def test_slices_write_the_same_bytes_as_whole_tensors(tiny, tmp_path, monkeypatch):
@@ -59,8 +65,9 @@ def test_weights_live_in_the_data_file_aligned(tiny, tmp_path):
     assert (out.path / "model.onnx").stat().st_size < 100_000
 
 
-@pytest.mark.parametrize("kind,targets", [("gptj", ["q_proj", "v_proj", "fc_in"]),
-                                          ("falcon-7b", ["query_key_value", "dense_4h_to_h"])])
+@pytest.mark.parametrize(
+    "kind,targets", [("gptj", ["q_proj", "v_proj", "fc_in"]), ("falcon-7b", ["query_key_value", "dense_4h_to_h"])]
+)
 def test_lora_merged_into_permuted_and_fused_projections_equals_peft(kind, targets, tiny, tmp_path):
     from peft import PeftModel
 
@@ -78,8 +85,11 @@ def test_lora_merged_into_permuted_and_fused_projections_equals_peft(kind, targe
 
 def _run(folder, rows, mask):
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": np.asarray(rows, np.int64), "attention_mask": mask,
-             "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0)}
+    feeds = {
+        "input_ids": np.asarray(rows, np.int64),
+        "attention_mask": mask,
+        "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0),
+    }
     for i in session.get_inputs():
         if i.name.startswith("past_key_values."):
             feeds[i.name] = np.zeros((len(rows), i.shape[1], 0, i.shape[3]), np.float32)
@@ -100,9 +110,11 @@ def test_left_padded_batch_matches_each_prompt_alone(kind, tiny, tmp_path):
 def test_unsupported_variants_are_refused_before_anything_is_written(tiny, tmp_path):
     import json
 
-    for kind, change, message in (("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling"),
-                                  ("falcon-7b", {"alibi": True}, "ALiBi"),
-                                  ("falcon-7b", {"apply_residual_connection_post_layernorm": True}, "post_layernorm")):
+    for kind, change, message in (
+        ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling"),
+        ("falcon-7b", {"alibi": True}, "ALiBi"),
+        ("falcon-7b", {"apply_residual_connection_post_layernorm": True}, "post_layernorm"),
+    ):
         folder = tmp_path / f"{kind}-{message}"
         shutil.copytree(tiny[kind], folder)
         config = json.loads((folder / "config.json").read_text())
@@ -125,8 +137,9 @@ def test_estimate_counts_the_largest_tensor_at_its_stored_width():
     shapes = {"wte": (50400, 4096), "q": (4096, 4096), "fc_in": (16384, 4096)}
 
     def ckpt(dtype):
-        return SimpleNamespace(config={"torch_dtype": dtype}, names=lambda: list(shapes), shape=shapes.__getitem__,
-                               folder=Path("gptj-6b"))
+        return SimpleNamespace(
+            config={"torch_dtype": dtype}, names=lambda: list(shapes), shape=shapes.__getitem__, folder=Path("gptj-6b")
+        )
 
     fixed = onnx_memory.BASELINE_BYTES + 3 * onnx_graph.CHUNK_BYTES
     assert onnx_memory.estimate_peak(ckpt("float16")) == fixed + 50400 * 4096 * 2

@@ -53,14 +53,16 @@ def test_each_sequence_keeps_its_own_bans_stops_and_limits(small):
     short = ParallelJob(small.tokenize("Two cats"), GREEDY.replace(max_new_tokens=3))
     out, _ = decode(small, [free, banned, stopped, short], 4)
     assert "lighthouse" in out[0].text and "lighthouse" not in out[1].text.lower()
-    assert out[2].finish_reason == "stop" and out[2].text == out[0].text[:out[0].text.index("stairs")]
+    assert out[2].finish_reason == "stop" and out[2].text == out[0].text[: out[0].text.index("stairs")]
     assert (out[3].finish_reason, len(out[3].tokens)) == ("length", 3)
 
 
 def test_more_jobs_than_sequences_run_to_the_end_and_the_same_jobs_give_the_same_text(small):
     settings = SamplingSettings(max_new_tokens=10)
-    jobs = [ParallelJob(small.tokenize(p), settings.replace(seed=i))
-            for i, p in enumerate(["Once upon a time", "The ship", "In the forest", "My recipe", "Rain fell"] * 2)]
+    jobs = [
+        ParallelJob(small.tokenize(p), settings.replace(seed=i))
+        for i, p in enumerate(["Once upon a time", "The ship", "In the forest", "My recipe", "Rain fell"] * 2)
+    ]
     first, steps = decode(small, jobs, 3)
     again, _ = decode(small, jobs, 3)
     assert sorted(first) == list(range(10))
@@ -81,8 +83,9 @@ def test_a_resumed_parallel_batch_writes_the_uninterrupted_records(small, tmp_pa
     def run(name):
         with OutputFile(tmp_path / name) as out:
             plan = plan_batch(read_rows(rows, "raw"), 2, out, model_sha256="x")
-            run_batch_parallel(small, plan, out, n_seq=2, fmt="raw", fields={}, settings=settings, model="m",
-                               model_sha256="x")
+            run_batch_parallel(
+                small, plan, out, n_seq=2, fmt="raw", fields={}, settings=settings, model="m", model_sha256="x"
+            )
 
     def texts(name):
         return [(r["id"], r["sample"], r["text"]) for r in read_records(tmp_path / name)]
@@ -98,9 +101,27 @@ def test_a_resumed_parallel_batch_writes_the_uninterrupted_records(small, tmp_pa
 
 def test_generate_n_in_parallel_is_the_same_every_time(bundled_path):
     def texts():
-        result = subprocess.run([*TALESMITH, "generate", "--json", "-n", "3", "--parallel", "3", "--seed", "7",
-                                 "--max-new-tokens", "10", "--ctx", "256", "It was late"],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                *TALESMITH,
+                "generate",
+                "--json",
+                "-n",
+                "3",
+                "--parallel",
+                "3",
+                "--seed",
+                "7",
+                "--max-new-tokens",
+                "10",
+                "--ctx",
+                "256",
+                "It was late",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return [(json.loads(line)["seed"], json.loads(line)["text"]) for line in result.stdout.splitlines()]
 

@@ -1,8 +1,8 @@
 """`--parallel`: the default per backend, and what is refused."""
 
 import pytest
-
 from fakes import ScriptedBackend
+
 from talesmith.cli.parallel import DEFAULT_PARALLEL, parallel_sequences
 from talesmith.runtime.errors import SettingsError
 
@@ -12,10 +12,13 @@ def test_one_sequence_for_backends_without_parallel_decoding():
     assert parallel_sequences(1, ScriptedBackend("x"), tasks=100) == 1
 
 
-@pytest.mark.parametrize("asked,message", [
-    (0, "--parallel 0 must be at least 1"),
-    (4, "--parallel 4 needs the llama.cpp backend; scripted decodes one sequence at a time, use --parallel 1"),
-])
+@pytest.mark.parametrize(
+    "asked,message",
+    [
+        (0, "--parallel 0 must be at least 1"),
+        (4, "--parallel 4 needs the llama.cpp backend; scripted decodes one sequence at a time, use --parallel 1"),
+    ],
+)
 def test_refused(asked, message):
     with pytest.raises(SettingsError) as e:
         parallel_sequences(asked, ScriptedBackend("x"), tasks=100)

@@ -1,13 +1,24 @@
 import pytest
-
 from conftest import golden
-from talesmith.runtime.documents.formats import (CHARACTER, USER, Chat, GenrePrompt, Message, RawText, Story, StoryHeader,
-                                         TinyStory, make_document)
-from talesmith.runtime.errors import ContextOverflowError, SettingsError
-from talesmith.runtime.documents.prompts import fit, plan, render, split_units
 
-DUNWICH = StoryHeader(title="The Dunwich Horror", author="H. P. Lovecraft", genre="Horror",
-                      tags=("3rdperson", "scary"), style="Dark")
+from talesmith.runtime.documents.formats import (
+    CHARACTER,
+    USER,
+    Chat,
+    GenrePrompt,
+    Message,
+    RawText,
+    Story,
+    StoryHeader,
+    TinyStory,
+    make_document,
+)
+from talesmith.runtime.documents.prompts import fit, plan, render, split_units
+from talesmith.runtime.errors import ContextOverflowError, SettingsError
+
+DUNWICH = StoryHeader(
+    title="The Dunwich Horror", author="H. P. Lovecraft", genre="Horror", tags=("3rdperson", "scary"), style="Dark"
+)
 
 
 def test_annotated_story_matches_lit6b_card():
@@ -16,9 +27,12 @@ def test_annotated_story_matches_lit6b_card():
 
 
 def test_story_header_has_only_given_fields():
-    story = Story(text="When a traveler", header=StoryHeader(title="The Dunwich Horror", author="H. P. Lovecraft",
-                                                              genre="Horror"))
-    assert render(story) == "[ Title: The Dunwich Horror; Author: H. P. Lovecraft; Genre: Horror ]\n***\nWhen a traveler"
+    story = Story(
+        text="When a traveler", header=StoryHeader(title="The Dunwich Horror", author="H. P. Lovecraft", genre="Horror")
+    )
+    assert (
+        render(story) == "[ Title: The Dunwich Horror; Author: H. P. Lovecraft; Genre: Horror ]\n***\nWhen a traveler"
+    )
 
 
 def test_story_without_header_is_its_text():
@@ -26,8 +40,13 @@ def test_story_without_header_is_its_text():
 
 
 def test_story_memory_and_authors_note():
-    story = Story(text="Line one.\nLine two.\nLine three.\nLine four.", header=DUNWICH,
-                  memory="Wilbur is eleven feet tall.", author_note="Dread builds slowly.", author_note_depth=2)
+    story = Story(
+        text="Line one.\nLine two.\nLine three.\nLine four.",
+        header=DUNWICH,
+        memory="Wilbur is eleven feet tall.",
+        author_note="Dread builds slowly.",
+        author_note_depth=2,
+    )
     golden("story_memory_note.txt", render(story))
 
 
@@ -37,16 +56,22 @@ def test_authors_note_deeper_than_text_goes_first():
 
 
 def test_japanese_story_matches_genji_card():
-    story = Story(japanese=True, synopsis="あなたは異世界に転生してしまいました。勇者となって、仲間を作り、異世界を冒険しよう！",
-                  text="転生すると、ある能力を手に入れていた。それは、")
+    story = Story(
+        japanese=True,
+        synopsis="あなたは異世界に転生してしまいました。勇者となって、仲間を作り、異世界を冒険しよう！",
+        text="転生すると、ある能力を手に入れていた。それは、",
+    )
     golden("story_japanese.txt", render(story))
 
 
 def test_persona_chat_matches_pygmalion_card():
-    chat = Chat(character="Aqua", persona="A cheerful goddess of water who is easily flustered.",
-                scenario="You meet Aqua at the guild hall.",
-                examples=("{{user}}: Hi!\n{{char}}: Oh! A new adventurer!",),
-                messages=(Message(CHARACTER, "Welcome to Axel!"), Message(USER, "Can you heal me?")))
+    chat = Chat(
+        character="Aqua",
+        persona="A cheerful goddess of water who is easily flustered.",
+        scenario="You meet Aqua at the guild hall.",
+        examples=("{{user}}: Hi!\n{{char}}: Oh! A new adventurer!",),
+        messages=(Message(CHARACTER, "Welcome to Axel!"), Message(USER, "Can you heal me?")),
+    )
     golden("chat_pygmalion.txt", render(chat))
     assert plan(chat).stops[:3] == ("\nYou:", "\n<START>", "<END>")
 
@@ -113,8 +138,11 @@ def test_fit_drops_oldest_story_lines_never_the_header():
 
 
 def test_fit_keeps_chat_persona_and_drops_oldest_turns():
-    chat = Chat(character="Aqua", persona="Goddess of water.",
-                messages=tuple(Message(USER if i % 2 else CHARACTER, f"message number {i}") for i in range(8)))
+    chat = Chat(
+        character="Aqua",
+        persona="Goddess of water.",
+        messages=tuple(Message(USER if i % 2 else CHARACTER, f"message number {i}") for i in range(8)),
+    )
     fitted = fit(plan(chat), words, words(render(chat)) - 7)
     assert fitted.dropped == 2  # each turn is 4 words
     assert fitted.text.startswith("Aqua's Persona: Goddess of water.\n<START>\nAqua: message number 2\n")

@@ -36,20 +36,29 @@ def rows(tmp_path):
 def test_resume_after_kill_9_of_the_driver(tmp_path, rows):
     common = ["--max-new-tokens", "8", "--seed", "4", "--ctx", "256", "--parallel", "1"]
     reference = tmp_path / "reference.jsonl"
-    assert subprocess.run([*TALESMITH, "batch", rows, "-o", reference, *common], capture_output=True,
-                          timeout=600).returncode == 0
+    assert (
+        subprocess.run(
+            [*TALESMITH, "batch", rows, "-o", reference, *common], capture_output=True, timeout=600
+        ).returncode
+        == 0
+    )
     out = tmp_path / "out.jsonl"
     ray_args = ["--ray", "local", "--ray-actors", "2", "--ray-cpus", "1"]
-    proc = subprocess.Popen([*TALESMITH, "batch", str(rows), "-o", str(out), *common, *ray_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*TALESMITH, "batch", str(rows), "-o", str(out), *common, *ray_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local cluster it started
     proc.wait()
     assert 2 <= out.read_text().count("\n") < 10
-    result = subprocess.run([*TALESMITH, "batch", rows, "-o", out, *common, *ray_args], capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [*TALESMITH, "batch", rows, "-o", out, *common, *ray_args], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert key(out) == key(reference)
 
@@ -110,8 +119,9 @@ def test_parallel_sequences_on_actors_write_what_one_machine_writes(tmp_path, ro
     backend = LlamaCppBackend(bundled_path, n_ctx=256)
     with OutputFile(tmp_path / "one.jsonl") as out:
         plan = plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="x")
-        run_batch_parallel(backend, plan, out, n_seq=2, fmt="raw", fields={}, settings=SETTINGS, model="m",
-                           model_sha256="x")
+        run_batch_parallel(
+            backend, plan, out, n_seq=2, fmt="raw", fields={}, settings=SETTINGS, model="m", model_sha256="x"
+        )
     backend.close()
     run_ray(tmp_path, rows, "ray.jsonl", bundled_path, n_seq=2)  # groups of 8: one per actor
     assert key(tmp_path / "ray.jsonl") == key(tmp_path / "one.jsonl")

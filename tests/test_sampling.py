@@ -24,16 +24,21 @@ def native(smpl, logits, *, history=(), free=True):
     for token in history:
         llama_cpp.llama_sampler_accept(smpl, token)
     data = (llama_cpp.llama_token_data * len(logits))(
-        *[llama_cpp.llama_token_data(i, float(x), 0.0) for i, x in enumerate(logits)])
-    arr = llama_cpp.llama_token_data_array(data=ctypes.cast(data, llama_cpp.llama_token_data_p), size=len(logits),
-                                           selected=-1, sorted=False)
+        *[llama_cpp.llama_token_data(i, float(x), 0.0) for i, x in enumerate(logits)]
+    )
+    arr = llama_cpp.llama_token_data_array(
+        data=ctypes.cast(data, llama_cpp.llama_token_data_p), size=len(logits), selected=-1, sorted=False
+    )
     llama_cpp.llama_sampler_apply(smpl, ctypes.byref(arr))
     out = [arr.data[i] for i in range(arr.size)]
     selected = out[arr.selected].id if arr.selected >= 0 else None
     if free:
         llama_cpp.llama_sampler_free(smpl)
-    return (np.array([d.id for d in out]), np.array([d.logit for d in out], dtype=np.float32),
-            np.array([d.p for d in out], dtype=np.float32)), selected
+    return (
+        np.array([d.id for d in out]),
+        np.array([d.logit for d in out], dtype=np.float32),
+        np.array([d.p for d in out], dtype=np.float32),
+    ), selected
 
 
 def same(ours: S.Candidates, theirs, *, probs=True):
@@ -62,8 +67,7 @@ def test_top_p(p):
 @pytest.mark.parametrize("p", [0.01, 0.05, 0.3, 0.9])
 def test_min_p(p):
     for logits in logit_vectors():
-        same(S.min_p(S.candidates(logits), p), native(llama_cpp.llama_sampler_init_min_p(p, 1), logits)[0],
-             probs=False)
+        same(S.min_p(S.candidates(logits), p), native(llama_cpp.llama_sampler_init_min_p(p, 1), logits)[0], probs=False)
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.95])
@@ -75,30 +79,36 @@ def test_typical_p(p):
 @pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 1.7])
 def test_temperature(t):
     for logits in logit_vectors():
-        same(S.temperature(S.candidates(logits), t), native(llama_cpp.llama_sampler_init_temp(t), logits)[0],
-             probs=False)
+        same(
+            S.temperature(S.candidates(logits), t), native(llama_cpp.llama_sampler_init_temp(t), logits)[0], probs=False
+        )
 
 
 def test_filters_compose_after_sorting():
     """top-k then top-p then min-p: probabilities are over what survived, as in llama.cpp."""
     logits = logit_vectors(1, seed=3)[0]
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    for smpl in (llama_cpp.llama_sampler_init_top_k(50), llama_cpp.llama_sampler_init_top_p(0.8, 1),
-                 llama_cpp.llama_sampler_init_min_p(0.1, 1)):
+    for smpl in (
+        llama_cpp.llama_sampler_init_top_k(50),
+        llama_cpp.llama_sampler_init_top_p(0.8, 1),
+        llama_cpp.llama_sampler_init_min_p(0.1, 1),
+    ):
         llama_cpp.llama_sampler_chain_add(chain, smpl)
     ours = S.min_p(S.top_p(S.top_k(S.candidates(logits), 50), 0.8), 0.1)
     same(ours, native(chain, logits)[0])
     assert 1 < len(ours) < 50
 
 
-@pytest.mark.parametrize("repeat,freq,presence,window", [(1.3, 0.0, 0.0, 64), (0.8, 0.0, 0.0, 64),
-                                                         (1.1, 0.2, 0.5, 8), (1.0, 0.0, 1.5, 3)])
+@pytest.mark.parametrize(
+    "repeat,freq,presence,window", [(1.3, 0.0, 0.0, 64), (0.8, 0.0, 0.0, 64), (1.1, 0.2, 0.5, 8), (1.0, 0.0, 1.5, 3)]
+)
 def test_penalties_with_window(repeat, freq, presence, window):
     rng = np.random.default_rng(1)
     for logits in logit_vectors(3):
         history = rng.integers(0, 40, size=30).tolist()  # repeats, some outside a short window
-        theirs, _ = native(llama_cpp.llama_sampler_init_penalties(N_VOCAB, window, repeat, freq, presence), logits,
-                           history=history)
+        theirs, _ = native(
+            llama_cpp.llama_sampler_init_penalties(N_VOCAB, window, repeat, freq, presence), logits, history=history
+        )
         ours = S.penalties(S.candidates(logits), history[-window:], repeat=repeat, frequency=freq, presence=presence)
         same(ours, theirs, probs=False)
         assert not np.array_equal(ours.logits, logits)
@@ -113,8 +123,9 @@ def _dry_history():
 def test_dry_without_breakers(multiplier, base, allowed, window):
     history = _dry_history()
     for logits in logit_vectors(3):
-        smpl = llama_cpp.llama_sampler_init_dry(None, multiplier, base, allowed, window if window > 0 else 4096,
-                                                None, 0)
+        smpl = llama_cpp.llama_sampler_init_dry(
+            None, multiplier, base, allowed, window if window > 0 else 4096, None, 0
+        )
         theirs, _ = native(smpl, logits, history=history)
         recent = history[-window:] if window > 0 else history
         ours = S.dry(S.candidates(logits), recent, multiplier=multiplier, base=base, allowed_length=allowed)
@@ -137,7 +148,7 @@ def _pieces(vocab):
     out = []
     for t in range(llama_cpp.llama_vocab_n_tokens(vocab)):
         n = llama_cpp.llama_token_to_piece(vocab, t, buf, 256, 0, True)
-        out.append(buf.raw[:max(n, 0)])
+        out.append(buf.raw[: max(n, 0)])
     return out
 
 
@@ -170,8 +181,11 @@ def test_xtc_with_seed():
         rng = S.Mt19937(seed)
         for logits in logit_vectors(4, seed=seed, size=200):
             theirs, _ = native(smpl, logits, free=False)
-            same(S.xtc(S.candidates(logits), probability=0.6, threshold=0.05, rng=rng), theirs,
-                 probs=len(theirs[0]) != 200)
+            same(
+                S.xtc(S.candidates(logits), probability=0.6, threshold=0.05, rng=rng),
+                theirs,
+                probs=len(theirs[0]) != 200,
+            )
         llama_cpp.llama_sampler_free(smpl)
 
 
@@ -190,14 +204,20 @@ def test_dist_draws_the_same_tokens_for_a_seed():
 @pytest.mark.parametrize("mode", [1, 2])
 def test_mirostat(mode):
     tau, eta, seed = 3.0, 0.2, 77
-    smpl = (llama_cpp.llama_sampler_init_mirostat(N_VOCAB, seed, tau, eta, 100) if mode == 1
-            else llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta))
+    smpl = (
+        llama_cpp.llama_sampler_init_mirostat(N_VOCAB, seed, tau, eta, 100)
+        if mode == 1
+        else llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta)
+    )
     rng, state = S.Mt19937(seed), S.MirostatState(2 * tau)
     for logits in logit_vectors(12, seed=9):
         theirs, token = native(smpl, logits, free=False)
         c = S.candidates(logits)
-        kept, ours = (S.mirostat(c, state, n_vocab=N_VOCAB, tau=tau, eta=eta, rng=rng) if mode == 1
-                      else S.mirostat_v2(c, state, tau=tau, eta=eta, rng=rng))
+        kept, ours = (
+            S.mirostat(c, state, n_vocab=N_VOCAB, tau=tau, eta=eta, rng=rng)
+            if mode == 1
+            else S.mirostat_v2(c, state, tau=tau, eta=eta, rng=rng)
+        )
         same(kept, theirs)
         assert ours == token
     llama_cpp.llama_sampler_free(smpl)
@@ -214,10 +234,17 @@ def test_sampler_arguments_are_checked():
 
 
 CHAINS = {
-    "default": SamplingSettings(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repetition_penalty=1.1,
-                                repetition_window=16),
-    "typical+xtc": SamplingSettings(temperature=1.2, typical_p=0.9, xtc_probability=0.5, xtc_threshold=0.02,
-                                    presence_penalty=0.4, frequency_penalty=0.1),
+    "default": SamplingSettings(
+        temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repetition_penalty=1.1, repetition_window=16
+    ),
+    "typical+xtc": SamplingSettings(
+        temperature=1.2,
+        typical_p=0.9,
+        xtc_probability=0.5,
+        xtc_threshold=0.02,
+        presence_penalty=0.4,
+        frequency_penalty=0.1,
+    ),
     "dry": SamplingSettings(temperature=1.0, top_k=100, dry_multiplier=0.8, dry_sequence_breakers=()),
     "mirostat1": SamplingSettings(temperature=0.9, mirostat=1, mirostat_tau=4.0),
     "mirostat2": SamplingSettings(temperature=0.7, mirostat=2, repetition_penalty=1.2),

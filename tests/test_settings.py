@@ -1,28 +1,33 @@
+import dataclasses
+
 import pytest
 
 from talesmith.runtime.errors import SettingsError
 from talesmith.runtime.settings import PRESETS, SamplingSettings, parse_value, preset, settings_from
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("top_p", 1.5, "top_p 1.5 is outside (0, 1]"),
-    ("top_p", 0.0, "top_p 0.0 is outside (0, 1]"),
-    ("temperature", -0.1, "temperature -0.1 is negative"),
-    ("top_k", -1, "top_k -1 is negative"),
-    ("min_p", 1.0, "min_p 1.0 is outside [0, 1)"),
-    ("typical_p", 0.0, "typical_p 0.0 is outside (0, 1]"),
-    ("repetition_penalty", 0.0, "repetition_penalty 0.0 must be above 0"),
-    ("repetition_window", 0, "repetition_window 0 must be -1 (whole context) or a positive number"),
-    ("dry_base", 0.5, "dry_base 0.5 is below 1"),
-    ("xtc_threshold", 0.7, "xtc_threshold 0.7 is outside [0, 0.5]"),
-    ("mirostat", 3, "mirostat 3 is not a mode"),
-    ("seed", -5, "seed -5 is outside"),
-    ("max_new_tokens", 0, "max_new_tokens 0 must be at least 1"),
-    ("temperature", float("nan"), "temperature must be a finite number"),
-    ("top_k", 2.5, "top_k must be a whole number"),
-    ("stop", "END", "stop must be a list of strings"),
-    ("banned", ("",), "banned has an empty entry"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("top_p", 1.5, "top_p 1.5 is outside (0, 1]"),
+        ("top_p", 0.0, "top_p 0.0 is outside (0, 1]"),
+        ("temperature", -0.1, "temperature -0.1 is negative"),
+        ("top_k", -1, "top_k -1 is negative"),
+        ("min_p", 1.0, "min_p 1.0 is outside [0, 1)"),
+        ("typical_p", 0.0, "typical_p 0.0 is outside (0, 1]"),
+        ("repetition_penalty", 0.0, "repetition_penalty 0.0 must be above 0"),
+        ("repetition_window", 0, "repetition_window 0 must be -1 (whole context) or a positive number"),
+        ("dry_base", 0.5, "dry_base 0.5 is below 1"),
+        ("xtc_threshold", 0.7, "xtc_threshold 0.7 is outside [0, 0.5]"),
+        ("mirostat", 3, "mirostat 3 is not a mode"),
+        ("seed", -5, "seed -5 is outside"),
+        ("max_new_tokens", 0, "max_new_tokens 0 must be at least 1"),
+        ("temperature", float("nan"), "temperature must be a finite number"),
+        ("top_k", 2.5, "top_k must be a whole number"),
+        ("stop", "END", "stop must be a list of strings"),
+        ("banned", ("",), "banned has an empty entry"),
+    ],
+)
 def test_invalid_values_name_the_value(field, value, message):
     with pytest.raises(SettingsError) as e:
         SamplingSettings(**{field: value})
@@ -37,7 +42,7 @@ def test_min_new_tokens_cannot_exceed_max():
 def test_settings_are_frozen_and_lists_become_tuples():
     s = SamplingSettings(stop=["\n\n"], banned=["Damn"])
     assert s.stop == ("\n\n",) and s.banned == ("Damn",)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.temperature = 2.0  # type: ignore[misc]
 
 

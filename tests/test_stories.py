@@ -7,15 +7,33 @@ import pytest
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.formats import CHARACTER, USER, History, Story, StoryHeader
+from talesmith.runtime.documents.stories import (
+    ChatDocument,
+    Library,
+    StoryDocument,
+    atomic_write,
+    dumps,
+    export,
+    export_markdown,
+    from_dict,
+    to_dict,
+)
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.settings import preset
-from talesmith.runtime.documents.stories import (ChatDocument, Library, StoryDocument, atomic_write, dumps, export,
-                                       export_markdown, from_dict, to_dict)
 
-AQUA = Character(name="Aqua", persona="A goddess of water who calls {{user}} a shut-in.", scenario="{{char}} meets {{user}}.",
-                 greeting="Hi, {{user}}!", alternate_greetings=("Yo!",), examples="<START>\n{{user}}: Hi\n{{char}}: Hello!\n",
-                 card={"spec": "chara_card_v2", "data": {"name": "Aqua", "extensions": {"talkativeness": "0.5"}},
-                       "x_custom": [1, 2]})
+AQUA = Character(
+    name="Aqua",
+    persona="A goddess of water who calls {{user}} a shut-in.",
+    scenario="{{char}} meets {{user}}.",
+    greeting="Hi, {{user}}!",
+    alternate_greetings=("Yo!",),
+    examples="<START>\n{{user}}: Hi\n{{char}}: Hello!\n",
+    card={
+        "spec": "chara_card_v2",
+        "data": {"name": "Aqua", "extensions": {"talkativeness": "0.5"}},
+        "x_custom": [1, 2],
+    },
+)
 
 
 def test_generations_at_one_point_become_alternatives_and_cycle():
@@ -71,9 +89,19 @@ def test_chat_prompt_document_fills_names_and_keeps_examples():
 
 
 def test_json_round_trip_keeps_everything():
-    story = StoryDocument(story=Story(text="Once upon", header=StoryHeader(title="T", author="A", tags=("x", "y")),
-                                      memory="m", author_note="n", author_note_depth=2),
-                          name="T", settings=preset("lit-6b", seed=3, stop=("\n\n",)), preset="lit-6b", model="gemma")
+    story = StoryDocument(
+        story=Story(
+            text="Once upon",
+            header=StoryHeader(title="T", author="A", tags=("x", "y")),
+            memory="m",
+            author_note="n",
+            author_note_depth=2,
+        ),
+        name="T",
+        settings=preset("lit-6b", seed=3, stop=("\n\n",)),
+        preset="lit-6b",
+        model="gemma",
+    )
     story = story.continued("Once upon", " a time").continued("Once upon", " the hill")
     assert from_dict(json.loads(dumps(story))) == story
     chat = ChatDocument.start(AQUA).sent("Hi").replied("Yo").swiped_reply("Hey")
@@ -83,9 +111,17 @@ def test_json_round_trip_keeps_everything():
     assert to_dict(again)["character"]["data"]["extensions"] == {"talkativeness": "0.5"}
 
 
-@pytest.mark.parametrize("data", [[], {"kind": "novel"}, {"kind": "story", "settings": {"temperature": -1}},
-                                  {"kind": "story", "settings": {"nope": 1}}, {"kind": "chat", "character": 3},
-                                  {"kind": "story", "alternatives": {"base": "", "options": "x"}}])
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"kind": "novel"},
+        {"kind": "story", "settings": {"temperature": -1}},
+        {"kind": "story", "settings": {"nope": 1}},
+        {"kind": "chat", "character": 3},
+        {"kind": "story", "alternatives": {"base": "", "options": "x"}},
+    ],
+)
 def test_damaged_documents_raise_input_errors(data):
     with pytest.raises(InputError):
         from_dict(data, "x.json")
@@ -131,8 +167,12 @@ def test_library_saves_lists_renames_deletes(tmp_path):
 
 
 def test_export_text_and_markdown(tmp_path):
-    doc = StoryDocument(story=Story(text="It was dark.\n", header=StoryHeader(title="Night", author="Ann", genre="Horror",
-                                                                              tags=("dark",))), name="Night")
+    doc = StoryDocument(
+        story=Story(
+            text="It was dark.\n", header=StoryHeader(title="Night", author="Ann", genre="Horror", tags=("dark",))
+        ),
+        name="Night",
+    )
     assert export(doc, tmp_path / "n.txt").read_text() == "It was dark.\n"
     assert export_markdown(doc) == "# Night\n\n*by Ann*\n\n_Horror · dark_\n\nIt was dark.\n"
     chat = ChatDocument.start(AQUA).sent("Hi")

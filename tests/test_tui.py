@@ -6,11 +6,11 @@ import json
 
 import pytest
 from textual.widgets import Input, Static, TextArea
-
-from talesmith.runtime.errors import ModelError
-from talesmith.runtime.documents.stories import Library
-from talesmith.tui.app import AppConfig
 from tui_fakes import FailingBackend, RecordingApp, SlowBackend, TakesBackend, wait_until, workers_done
+
+from talesmith.runtime.documents.stories import Library
+from talesmith.runtime.errors import ModelError
+from talesmith.tui.app import AppConfig
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,8 +24,12 @@ def make_app(tmp_path, backend=None, *, mode="story", factory=None, model_name="
 async def settle(pilot, screen=None, timeout=30.0):
     """Wait until the model is loaded, no generation runs and every worker is done."""
     app = pilot.app
-    await wait_until(pilot, lambda: (app.backend is not None or app.backend_error)
-                     and getattr(screen or app.screen, "job", None) is None, timeout=timeout, what="the generation")
+    await wait_until(
+        pilot,
+        lambda: (app.backend is not None or app.backend_error) and getattr(screen or app.screen, "job", None) is None,
+        timeout=timeout,
+        what="the generation",
+    )
     await workers_done(pilot)
 
 
@@ -76,8 +80,9 @@ async def test_header_memory_and_note_shape_the_prompt(tmp_path):
         await pilot.press(*"Line one.", "enter", *"Line two.")
         await pilot.press("ctrl+g")
         await settle(pilot)
-        assert backend.prompts[-1] == ("[ Title: Dunwich; Tags: scary, 3rdperson ]\n***\n"
-                                       "[ Author's note: slow ]\nLine one.\nLine two.")
+        assert backend.prompts[-1] == (
+            "[ Title: Dunwich; Tags: scary, 3rdperson ]\n***\n[ Author's note: slow ]\nLine one.\nLine two."
+        )
         assert screen.doc.name == "Dunwich"
 
 

@@ -5,25 +5,34 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_tui import make_app, saved, settle, status
 from textual.widgets import Input, ListView, Static, TextArea
+from tui_fakes import TakesBackend, measured, wait_until, workers_done
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.stories import ChatDocument, Library
-from test_tui import make_app, saved, settle, status
-from tui_fakes import measured, wait_until, workers_done
-from tui_fakes import TakesBackend
 
 pytestmark = pytest.mark.asyncio
 
-CARD = {"spec": "chara_card_v2", "spec_version": "2.0",
-        "data": {"name": "Aqua", "description": "A cheerful goddess of water.", "scenario": "A guild hall.",
-                 "first_mes": "Hello, {{user}}!", "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Yo!",
-                 "creator_notes": "kept", "extensions": {"fav": True}}}
+CARD = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Aqua",
+        "description": "A cheerful goddess of water.",
+        "scenario": "A guild hall.",
+        "first_mes": "Hello, {{user}}!",
+        "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Yo!",
+        "creator_notes": "kept",
+        "extensions": {"fav": True},
+    },
+}
 
 
 def png_card(card: dict) -> bytes:
-    from talesmith.runtime.documents.cards import png_with_card, parse_json_card
     from test_cards import tiny_png
+
+    from talesmith.runtime.documents.cards import parse_json_card, png_with_card
 
     return png_with_card(tiny_png(), parse_json_card(json.dumps(card)))
 
@@ -54,8 +63,10 @@ async def test_import_a_png_card_then_chat_and_swipe(tmp_path):
         await pilot.press(*"Hi there", "enter")
         await settle(pilot)
         assert [m.text for m in screen.doc.messages] == ["Hello, You!", "Hi there", "Nice to meet you!"]
-        assert backend.prompts[0] == ("Aqua's Persona: A cheerful goddess of water.\nScenario: A guild hall.\n"
-                                      "<START>\nYou: Hi\nAqua: Yo!\n<START>\nAqua: Hello, You!\nYou: Hi there\nAqua:")
+        assert backend.prompts[0] == (
+            "Aqua's Persona: A cheerful goddess of water.\nScenario: A guild hall.\n"
+            "<START>\nYou: Hi\nAqua: Yo!\n<START>\nAqua: Hello, You!\nYou: Hi there\nAqua:"
+        )
         await pilot.press("alt+right")  # past the last swipe: a new reply
         await settle(pilot)
         assert screen.doc.messages[-1].swipes == ("Nice to meet you!", "Welcome!")
@@ -74,11 +85,14 @@ async def test_import_a_png_card_then_chat_and_swipe(tmp_path):
     assert json.loads(kept.read_text())["data"]["extensions"] == {"fav": True}
 
 
-@pytest.mark.parametrize("content", [
-    b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x10tEXtchara\0!!!!!!!!!!\0\0\0\0",
-    b'{"spec": "chara_card_v2", "data": {"name": 5}}',
-    b"not json at all",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x10tEXtchara\0!!!!!!!!!!\0\0\0\0",
+        b'{"spec": "chara_card_v2", "data": {"name": 5}}',
+        b"not json at all",
+    ],
+)
 async def test_a_bad_card_is_a_notification_and_changes_nothing(tmp_path, content):
     app = make_app(tmp_path, mode="chat")
     bad = tmp_path / "bad.png"

@@ -6,20 +6,29 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_tui import make_app, saved, settle
+from test_tui_chat import CARD, import_card, messages, png_card
 from textual.widgets import Input, Static, TextArea
+from tui_fakes import TakesBackend, wait_until
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.stories import ChatDocument, Library
-from test_tui import make_app, saved, settle
-from test_tui_chat import CARD, import_card, messages, png_card
-from tui_fakes import TakesBackend, wait_until
 
 pytestmark = pytest.mark.asyncio
 
-SERA = {"spec": "chara_card_v2", "spec_version": "2.0",
-        "data": {"name": "Sera", "description": "Heals {{user}}.", "first_mes": "Welcome back {{user}}.",
-                 "alternate_greetings": ["Oh, {{user}}!"], "system_prompt": "{{original}}Reply as {{char}}.",
-                 "post_history_instructions": "Never write for {{user}}.", "creator_notes": "Be kind to her."}}
+SERA = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Sera",
+        "description": "Heals {{user}}.",
+        "first_mes": "Welcome back {{user}}.",
+        "alternate_greetings": ["Oh, {{user}}!"],
+        "system_prompt": "{{original}}Reply as {{char}}.",
+        "post_history_instructions": "Never write for {{user}}.",
+        "creator_notes": "Be kind to her.",
+    },
+}
 
 
 async def set_user(pilot, name: str, persona: str, *, own_name: str | None = None) -> None:
@@ -48,8 +57,10 @@ async def test_user_name_and_persona_reach_greetings_prompt_and_screen(tmp_path)
         assert [m.swipes for m in screen.doc.messages] == [("Welcome back Sam.", "Oh, Sam!")]
         await pilot.press(*"Thanks", "enter")
         await settle(pilot)
-        assert backend.prompts[0] == ("Reply as Sera.\nSera's Persona: Heals Sam.\nSam's Persona: A wounded Sera-seeker.\n"
-                                      "<START>\nSera: Welcome back Sam.\nSam: Thanks\nNever write for Sam.\nSera:")
+        assert backend.prompts[0] == (
+            "Reply as Sera.\nSera's Persona: Heals Sam.\nSam's Persona: A wounded Sera-seeker.\n"
+            "<START>\nSera: Welcome back Sam.\nSam: Thanks\nNever write for Sam.\nSera:"
+        )
         assert messages(screen)[1] == "Sam\nThanks"
         await set_user(pilot, "Sam", "", own_name="Rin")  # this chat only
         await pilot.press(*"Again", "enter")

@@ -21,8 +21,12 @@ def test_no_arguments_and_tui_open_the_app(monkeypatch):
 
 
 def test_a_missing_model_is_one_line_before_the_screen_opens(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "tui", "--model", str(tmp_path / "no.gguf")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "talesmith.cli.main", "tui", "--model", str(tmp_path / "no.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "no.gguf does not exist" in out.stderr and "Traceback" not in out.stderr
 
@@ -38,10 +42,34 @@ def test_no_command_takes_every_option_of_tui(monkeypatch, tmp_path):
     import talesmith.tui.launch as launch
 
     monkeypatch.setattr(launch, "run", lambda **kwargs: calls.append(kwargs))
-    args = ["--model", "x.gguf", "--lock", str(tmp_path / "m.lock"), "--ctx", "2048", "--gpu-layers", "-1",
-            "--threads", "3", "--data-dir", str(tmp_path / "d"), "--chat"]
+    args = [
+        "--model",
+        "x.gguf",
+        "--lock",
+        str(tmp_path / "m.lock"),
+        "--ctx",
+        "2048",
+        "--gpu-layers",
+        "-1",
+        "--threads",
+        "3",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--chat",
+    ]
     for argv in (args, ["tui", *args]):
         result = CliRunner().invoke(cli.app, argv)
         assert result.exit_code == 0, result.output
-    assert calls[0] == calls[1] == dict(model="x.gguf", lock=tmp_path / "m.lock", ctx=2048, gpu_layers=-1, threads=3,
-                                        data_dir=tmp_path / "d", mode="chat")
+    assert (
+        calls[0]
+        == calls[1]
+        == dict(
+            model="x.gguf",
+            lock=tmp_path / "m.lock",
+            ctx=2048,
+            gpu_layers=-1,
+            threads=3,
+            data_dir=tmp_path / "d",
+            mode="chat",
+        )
+    )

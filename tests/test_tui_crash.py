@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_tui import editor, make_app, settle
 
 from talesmith.runtime.documents.stories import Library
-from test_tui import editor, make_app, settle
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,8 +50,14 @@ CHILD = textwrap.dedent("""
 
 def run_and_kill(tmp_path: Path, mode: str, shown: int = 150) -> str:
     """Start the app in a process, wait until `shown` characters streamed, kill -9 it; the text it had shown."""
-    code = CHILD.format(tests=str(Path(__file__).parent), script=SCRIPT, delay=1 / TOKENS_PER_SECOND,
-                        data=str(tmp_path / "data"), mode=mode, shown=shown)
+    code = CHILD.format(
+        tests=str(Path(__file__).parent),
+        script=SCRIPT,
+        delay=1 / TOKENS_PER_SECOND,
+        data=str(tmp_path / "data"),
+        mode=mode,
+        shown=shown,
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
@@ -79,7 +85,7 @@ async def test_a_story_killed_mid_stream_keeps_the_streamed_text(tmp_path):
         await pilot.pause()
         text = editor(app.screen).text
     assert text.startswith("Begin w000 w001")
-    at_most_two_seconds_lost(streamed, text[len("Begin"):])
+    at_most_two_seconds_lost(streamed, text[len("Begin") :])
 
 
 async def test_a_chat_killed_mid_reply_keeps_the_message_and_the_streamed_reply(tmp_path):

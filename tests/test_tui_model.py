@@ -1,11 +1,11 @@
 """End to end: the app streams a story and a chat reply from the real bundled model."""
 
 import pytest
-
-from talesmith.runtime.settings import preset
-from talesmith.runtime.documents.stories import StoryDocument
 from test_tui import editor, make_app, saved, settle, status
 from tui_fakes import workers_done
+
+from talesmith.runtime.documents.stories import StoryDocument
+from talesmith.runtime.settings import preset
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio]
 
@@ -86,7 +86,9 @@ def test_saved_state_holds_only_the_cells_in_use_and_is_private(tmp_path, llama)
             kvstate.save(llama, tmp_path / f"s{n}.json")
             path = tmp_path / f"s{n}.kv"
             sizes[len(tokens)] = path.stat().st_size
-            assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / f"s{n}.kv.meta").stat().st_mode) == 0o600
+            assert (
+                stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / f"s{n}.kv.meta").stat().st_mode) == 0o600
+            )
     finally:
         os.umask(old)
         llama.reset()

@@ -6,17 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, OptionList, Static
-
-from talesmith.runtime.documents.stories import Library, StoryDocument
-from talesmith.runtime.documents.formats import Story, StoryHeader
 from test_tui import make_app, settle, status
 from test_tui_chat import import_card, messages, png_card
+from textual.widgets import Input, OptionList, Static
 from tui_fakes import TakesBackend
+
+from talesmith.runtime.documents.formats import Story, StoryHeader
+from talesmith.runtime.documents.stories import Library, StoryDocument
 
 pytestmark = pytest.mark.asyncio
 
-HOSTILE = "[b]bold[/b] [/] [Seraphina's Personality= \"caring\"] [@click=app.quit]quit[/] [Narrator]"
+HOSTILE = '[b]bold[/b] [/] [Seraphina\'s Personality= "caring"] [@click=app.quit]quit[/] [Narrator]'
 REAL_CARD = Path(__file__).parent.parent.parent / "shared" / "real" / "card-st-seraphina" / "default_Seraphina.png"
 
 
@@ -27,9 +27,16 @@ def shown(widget) -> str:
 async def test_a_card_a_message_and_a_reply_with_brackets_are_shown_as_written(tmp_path):
     backend = TakesBackend([" [Narrator] She [b]smiles[/b]. [/]"], n_ctx=4096)
     app = make_app(tmp_path, backend, mode="chat")
-    card = {"spec": "chara_card_v2", "spec_version": "2.0",
-            "data": {"name": "[Narrator]", "description": HOSTILE, "scenario": "[/] the glade",
-                     "first_mes": "[b]Welcome[/b], {{user}} [/]"}}
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "[Narrator]",
+            "description": HOSTILE,
+            "scenario": "[/] the glade",
+            "first_mes": "[b]Welcome[/b], {{user}} [/]",
+        },
+    }
     path = tmp_path / "bracket [b] card.png"
     path.write_bytes(png_card(card))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -41,8 +48,10 @@ async def test_a_card_a_message_and_a_reply_with_brackets_are_shown_as_written(t
         assert messages(screen) == ["[Narrator]\n[b]Welcome[/b], You [/]"]
         await pilot.press(*"[Narrator] The door of the guild opens.", "enter")
         await settle(pilot)
-        assert messages(screen)[1:] == ["You\n[Narrator] The door of the guild opens.",
-                                        "[Narrator]\n[Narrator] She [b]smiles[/b]. [/]"]
+        assert messages(screen)[1:] == [
+            "You\n[Narrator] The door of the guild opens.",
+            "[Narrator]\n[Narrator] She [b]smiles[/b]. [/]",
+        ]
         assert any("Imported [Narrator]" in n.message for n in app.notified)
         assert app.is_running  # [@click=app.quit] was never a link
 

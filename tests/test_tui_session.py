@@ -21,8 +21,13 @@ class Clock:
 
 
 def session(tmp_path, clock=None):
-    return DocumentSession(Library(tmp_path / "stories", "story"), StoryDocument(), empty=lambda d: d.story == Story(),
-                           disposable=lambda d: d.name == UNTITLED, clock=clock or Clock())
+    return DocumentSession(
+        Library(tmp_path / "stories", "story"),
+        StoryDocument(),
+        empty=lambda d: d.story == Story(),
+        disposable=lambda d: d.name == UNTITLED,
+        clock=clock or Clock(),
+    )
 
 
 def typed(doc, text):

@@ -6,34 +6,54 @@ Update them after an intended change with `pytest tests/test_tui_snapshots.py --
 from __future__ import annotations
 
 import pytest
+from test_tui import make_app, settle
+from tui_fakes import TakesBackend
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.formats import Story, StoryHeader
-from talesmith.runtime.settings import preset
 from talesmith.runtime.documents.stories import ChatDocument, StoryDocument
-from test_tui import make_app, settle
-from tui_fakes import TakesBackend
+from talesmith.runtime.settings import preset
 
 SIZES = [(80, 24), (120, 40)]
 
 STORY = StoryDocument(
-    story=Story(text=("The storm had raged for three days when the knock came at the lighthouse door.\n"
-                      "Ada set down the lamp. Nobody climbed the cliff path in weather like this, "
-                      "and nobody who did would knock.\n"
-                      "The knock came again, slower this time."),
-                header=StoryHeader(title="The Lighthouse Keeper", author="Ada Brand", genre="Mystery",
-                                   tags=("3rdperson", "atmospheric"), style="Vivid"),
-                memory="Ada has kept the light for twenty years.", author_note="Slow, creeping dread.",
-                author_note_depth=2),
-    name="The Lighthouse Keeper", settings=preset("lit-6b", seed=7), preset="lit-6b")
+    story=Story(
+        text=(
+            "The storm had raged for three days when the knock came at the lighthouse door.\n"
+            "Ada set down the lamp. Nobody climbed the cliff path in weather like this, "
+            "and nobody who did would knock.\n"
+            "The knock came again, slower this time."
+        ),
+        header=StoryHeader(
+            title="The Lighthouse Keeper",
+            author="Ada Brand",
+            genre="Mystery",
+            tags=("3rdperson", "atmospheric"),
+            style="Vivid",
+        ),
+        memory="Ada has kept the light for twenty years.",
+        author_note="Slow, creeping dread.",
+        author_note_depth=2,
+    ),
+    name="The Lighthouse Keeper",
+    settings=preset("lit-6b", seed=7),
+    preset="lit-6b",
+)
 STORY = STORY.continued(STORY.text, " Ada reached for the latch.").continued(STORY.text, " She did not move.")
 
-AQUA = Character(name="Aqua", persona="A cheerful, vain goddess of water who follows her adventurer everywhere.",
-                 scenario="The guild hall of Axel, late in the evening.", greeting="Hey! Buy me a drink?")
-CHAT = (ChatDocument.start(AQUA).sent("Why would I buy you a drink?")
-        .replied("Because I am a goddess, obviously! Worship me a little.")
-        .swiped_reply("Because I healed you three times today. Pay up!")
-        .sent("Fine. One drink."))
+AQUA = Character(
+    name="Aqua",
+    persona="A cheerful, vain goddess of water who follows her adventurer everywhere.",
+    scenario="The guild hall of Axel, late in the evening.",
+    greeting="Hey! Buy me a drink?",
+)
+CHAT = (
+    ChatDocument.start(AQUA)
+    .sent("Why would I buy you a drink?")
+    .replied("Because I am a goddess, obviously! Worship me a little.")
+    .swiped_reply("Because I healed you three times today. Pay up!")
+    .sent("Fine. One drink.")
+)
 CHAT = CHAT.replied("Yay! You're the best, you shut-in.")
 
 
@@ -99,11 +119,11 @@ def test_library_dialog_keeps_its_footer_at_80x24(snap_compare, tmp_path, monkey
     monkeypatch.setenv("TZ", "UTC")  # the dialog shows modification times
     time.tzset()
 
-    from talesmith.runtime.documents.stories import Library
-
     import shutil
     import tempfile
     from pathlib import Path
+
+    from talesmith.runtime.documents.stories import Library
 
     tmp_path = Path(tempfile.gettempdir()) / "talesmith-snapshot"  # the dialog shows the folder's path
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -8,13 +8,13 @@ import os
 import stat
 
 import pytest
+from test_tui import editor, make_app, saved, settle
 from textual.widgets import Input, OptionList, Static
+from tui_fakes import StateBackend, TakesBackend, workers_done
 
 import talesmith.tui.base as base
 from talesmith.runtime.documents.formats import Story, StoryHeader
 from talesmith.runtime.documents.stories import Library, StoryDocument
-from test_tui import editor, make_app, saved, settle
-from tui_fakes import StateBackend, TakesBackend, workers_done
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,7 +30,8 @@ async def type_title(pilot, words: list[str]) -> None:
 async def test_the_story_name_follows_the_whole_title_and_collisions_get_a_suffix(tmp_path, monkeypatch):
     monkeypatch.setattr(base, "SAVE_DELAY", 0.05)
     Library(tmp_path / "data" / "stories", "story").save(
-        "old", StoryDocument(story=Story(text="x", header=StoryHeader(title="H. P.")), name="The Colour Out of Space"))
+        "old", StoryDocument(story=Story(text="x", header=StoryHeader(title="H. P.")), name="The Colour Out of Space")
+    )
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -40,8 +41,10 @@ async def test_the_story_name_follows_the_whole_title_and_collisions_get_a_suffi
         assert app.screen.doc.name == "The Colour Out of Space (2)"
         await pilot.press("ctrl+o")
         await pilot.pause()
-        names = [str(app.screen.query_one("#entries", OptionList).get_option_at_index(i).prompt).split("  ")[0]
-                 for i in range(2)]
+        names = [
+            str(app.screen.query_one("#entries", OptionList).get_option_at_index(i).prompt).split("  ")[0]
+            for i in range(2)
+        ]
         assert sorted(names) == ["The Colour Out of Space", "The Colour Out of Space (2)"]
         await pilot.press("escape")
         await type_title(pilot, [" Again"])
@@ -73,8 +76,20 @@ async def test_tab_goes_from_the_editor_through_the_fields_in_order_with_visible
         for _ in range(12):
             order.append(app.focused.id)
             await pilot.press("tab")
-        assert order == ["editor", "title", "author", "genre", "tags", "style", "memory", "author_note",
-                         "author_note_depth", "japanese", "synopsis", "editor"]
+        assert order == [
+            "editor",
+            "title",
+            "author",
+            "genre",
+            "tags",
+            "style",
+            "memory",
+            "author_note",
+            "author_note_depth",
+            "japanese",
+            "synopsis",
+            "editor",
+        ]
         assert app.focused.id == "title"
         await pilot.press(*"Dunwich")
         assert screen.doc.story.header.title == "Dunwich"
@@ -106,8 +121,15 @@ async def test_a_pasted_synopsis_prefix_is_taken_off(tmp_path):
 async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_evaluated_again(tmp_path):
     backend = TakesBackend([" more."], n_ctx=300)
     text = "".join(f"Line {i} of the old story.\n" for i in range(20))
-    story = StoryDocument(story=Story(text=text, header=StoryHeader(title="[Dunwich]"), memory="Wilbur is tall.",
-                                      author_note="dread", author_note_depth=2))
+    story = StoryDocument(
+        story=Story(
+            text=text,
+            header=StoryHeader(title="[Dunwich]"),
+            memory="Wilbur is tall.",
+            author_note="dread",
+            author_note_depth=2,
+        )
+    )
     app = make_app(tmp_path, backend)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -152,9 +174,12 @@ async def test_saved_state_is_private_capped_and_its_size_shown(tmp_path, monkey
             assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "data" / "stories").iterdir())
             await pilot.press("ctrl+o")
             await pilot.pause()
-            size = states[0].stat().st_size + (tmp_path / "data" / "stories" / (states[0].name + ".meta")).stat().st_size
-            assert (f"Saved model state (all stories and chats): {size / 1048576:.1f} MB of at most 1 MB"
-                    in str(app.screen.query_one("#state-size", Static).render()))
+            size = (
+                states[0].stat().st_size + (tmp_path / "data" / "stories" / (states[0].name + ".meta")).stat().st_size
+            )
+            assert f"Saved model state (all stories and chats): {size / 1048576:.1f} MB of at most 1 MB" in str(
+                app.screen.query_one("#state-size", Static).render()
+            )
     finally:
         os.umask(old_umask)
 
@@ -192,8 +217,11 @@ async def test_a_card_with_a_lone_surrogate_is_saved_with_a_note(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await import_card(pilot, card)
-        assert any("2 characters of the card cannot be stored as UTF-8 (broken surrogates); they were read as \ufffd"
-                   in n.message for n in app.notified)
+        assert any(
+            "2 characters of the card cannot be stored as UTF-8 (broken surrogates); they were read as \ufffd"
+            in n.message
+            for n in app.notified
+        )
         await pilot.press("ctrl+q")
     [chat] = saved(tmp_path, "chats")
     assert chat["messages"][0]["swipes"] == ["Hi \ufffd"] and chat["character"]["data"]["name"] == "\ufffd x"

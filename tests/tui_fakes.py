@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
 
 from fakes import ScriptedBackend, ScriptedSampler
 from textual.app import App
@@ -35,7 +35,7 @@ class TakesBackend(ScriptedBackend):
 
 
 class SlowSampler(ScriptedSampler):
-    def __init__(self, backend: "SlowBackend"):
+    def __init__(self, backend: SlowBackend):
         super().__init__(backend)
         self.slow = backend
 
@@ -78,8 +78,9 @@ class StateBackend(TakesBackend):
         from pathlib import Path
 
         Path(path).write_bytes(b"k" * self.bytes_per_token * len(self.cached_tokens))
-        Path(str(path) + ".meta").write_text(json.dumps({"model_sha256": model_sha256,
-                                                          "tokens": list(self.cached_tokens)}))
+        Path(str(path) + ".meta").write_text(
+            json.dumps({"model_sha256": model_sha256, "tokens": list(self.cached_tokens)})
+        )
 
     def load_state(self, path, tokens: Sequence[int], *, model_sha256: str) -> int:
         return 0
@@ -99,8 +100,15 @@ class _RecordNotifications(App):
         self.notified: list[Notice] = []
         super().__init__(*args, **kwargs)
 
-    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
-               markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity="information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         self.notified.append(Notice(message, severity, markup))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
 from talesmith.runtime.engine.choices import check_device, context_size
 from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
-from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.engine.samplers import SamplerChain, dry_breakers
+from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.settings import SamplingSettings
 
 MODEL_FILE = "model.onnx"
@@ -56,7 +57,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=False))
 
 
 class Vocabulary:
@@ -67,7 +68,9 @@ class Vocabulary:
 
         path = folder / "tokenizer.json"
         if not path.exists():
-            raise ModelError(f"{folder} has no tokenizer.json; convert the model again with `talesmith convert --to onnx`")
+            raise ModelError(
+                f"{folder} has no tokenizer.json; convert the model again with `talesmith convert --to onnx`"
+            )
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
             spec = json.loads(path.read_text(encoding="utf-8"))
@@ -153,13 +156,14 @@ def cuda_missing_reason() -> str | None:
 class OnnxSampler:
     """talesmith's numpy sampler chain over the backend's current logits."""
 
-    def __init__(self, backend: "OnnxBackend", settings: SamplingSettings, seed: int, history: Sequence[int]):
+    def __init__(self, backend: OnnxBackend, settings: SamplingSettings, seed: int, history: Sequence[int]):
         self._backend = backend
         self._seed = seed
         self._resets = 0
         breakers = backend.dry_breakers(settings.dry_sequence_breakers) if settings.dry_multiplier > 0 else None
-        self._chain = SamplerChain(settings, n_vocab=backend.n_vocab, n_ctx=backend.n_ctx, seed=seed,
-                                   history=history, breakers=breakers)
+        self._chain = SamplerChain(
+            settings, n_vocab=backend.n_vocab, n_ctx=backend.n_ctx, seed=seed, history=history, breakers=breakers
+        )
 
     def sample(self, banned: Collection[int] = ()) -> int:
         return self._chain.sample(self._backend.logits, banned)
@@ -177,8 +181,14 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, device: str = "cpu",
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ):
         import onnxruntime as ort
 
         folder = model_folder(model_path)
@@ -202,15 +212,19 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=providers)
         except Exception as e:
-            raise ModelError(f"ONNX Runtime could not load {folder / MODEL_FILE}: {str(e).splitlines()[0]}; the "
-                             f"file may be truncated, convert it again") from None
+            raise ModelError(
+                f"ONNX Runtime could not load {folder / MODEL_FILE}: {str(e).splitlines()[0]}; the "
+                f"file may be truncated, convert it again"
+            ) from None
         finally:
             ort.set_default_logger_severity(2)
         active = self.session.get_providers()
         if device == "cuda" and active[0] != "CUDAExecutionProvider":
-            raise ModelError("--device cuda was asked for but ONNX Runtime fell back to the CPU (its CUDA "
-                             "libraries or the GPU are missing); use --device cpu, or install the CUDA and cuDNN versions "
-                             "this onnxruntime-gpu was built for")
+            raise ModelError(
+                "--device cuda was asked for but ONNX Runtime fell back to the CPU (its CUDA "
+                "libraries or the GPU are missing); use --device cpu, or install the CUDA and cuDNN versions "
+                "this onnxruntime-gpu was built for"
+            )
         self.device = device
         self.providers = tuple(active)
         self._read_io()
@@ -224,11 +238,15 @@ class OnnxBackend:
     def _read_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._input_names = set(inputs)
-        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")),
-                                 key=lambda n: (int(n.split(".")[1]), n.split(".")[2]))
+        self.past_names = sorted(
+            (n for n in inputs if n.startswith("past_key_values.")),
+            key=lambda n: (int(n.split(".")[1]), n.split(".")[2]),
+        )
         if not self.past_names or "input_ids" not in inputs:
-            raise ModelError(f"{self.folder / MODEL_FILE} has no KV cache inputs; export it with "
-                             f"`talesmith convert --to onnx` (task text-generation-with-past)")
+            raise ModelError(
+                f"{self.folder / MODEL_FILE} has no KV cache inputs; export it with "
+                f"`talesmith convert --to onnx` (task text-generation-with-past)"
+            )
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         first = inputs[self.past_names[0]]
         self.kv_heads, self.head_dim = int(first.shape[1]), int(first.shape[3])
@@ -240,8 +258,9 @@ class OnnxBackend:
 
     def metadata(self) -> ModelMetadata:
         """The prompt format and preset a model folder converted by talesmith names (talesmith.json)."""
-        return ModelMetadata(prompt_format=self.talesmith_json.get("prompt_format"),
-                             preset=self.talesmith_json.get("preset"))
+        return ModelMetadata(
+            prompt_format=self.talesmith_json.get("prompt_format"), preset=self.talesmith_json.get("preset")
+        )
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
         return self.vocab.encode(text, add_special=add_bos, special=special)
@@ -278,16 +297,19 @@ class OnnxBackend:
         start = len(self._tokens)
         total = start + len(tokens)
         if total > self.n_ctx:
-            raise ContextOverflowError(f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or "
-                                       f"shorten the prompt")
+            raise ContextOverflowError(
+                f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or shorten the prompt"
+            )
         binding = self.session.io_binding()
-        feeds = {"input_ids": np.asarray([tokens], dtype=np.int64),
-                 "attention_mask": np.ones((1, total), dtype=np.int64),
-                 "position_ids": np.arange(start, total, dtype=np.int64)[None, :]}
+        feeds = {
+            "input_ids": np.asarray([tokens], dtype=np.int64),
+            "attention_mask": np.ones((1, total), dtype=np.int64),
+            "position_ids": np.arange(start, total, dtype=np.int64)[None, :],
+        }
         for name, value in feeds.items():
             if name in self._input_names:
                 binding.bind_cpu_input(name, value)
-        for name, value in zip(self.past_names, self._past):
+        for name, value in zip(self.past_names, self._past, strict=False):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
         for name in self.present_names:
@@ -311,7 +333,9 @@ class OnnxBackend:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ContextOverflowError("the prompt is empty and the model adds no start token; write a prompt")
-        common = min(common_prefix(self._tokens, tokens), len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        common = min(
+            common_prefix(self._tokens, tokens), len(tokens) - 1
+        )  # the last token is evaluated again for fresh logits
         self._truncate(common)
         rest = tokens[common:]
         self._run(rest)
@@ -367,12 +391,26 @@ class GenaiBackend(OnnxBackend):
         self.providers = ("CPUExecutionProvider",)
         try:
             og_config = og.Config(str(folder / GENAI_DIR))
-            og_config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-                "intra_op_num_threads": threads or os.cpu_count() or 1, "inter_op_num_threads": 1}}}}))
+            og_config.overlay(
+                json.dumps(
+                    {
+                        "model": {
+                            "decoder": {
+                                "session_options": {
+                                    "intra_op_num_threads": threads or os.cpu_count() or 1,
+                                    "inter_op_num_threads": 1,
+                                }
+                            }
+                        }
+                    }
+                )
+            )
             self._model = og.Model(og_config)
         except Exception as e:
-            raise ModelError(f"onnxruntime-genai could not load {folder / GENAI_DIR}: {str(e).splitlines()[0]}; "
-                             f"convert the model again") from None
+            raise ModelError(
+                f"onnxruntime-genai could not load {folder / GENAI_DIR}: {str(e).splitlines()[0]}; "
+                f"convert the model again"
+            ) from None
         self.eog_tokens = frozenset(_eos_ids(folder))
         self._breakers = {}
         self.reset()
@@ -394,8 +432,9 @@ class GenaiBackend(OnnxBackend):
     def _run(self, tokens: Sequence[int]) -> None:
         total = len(self._tokens) + len(tokens)
         if total > self.n_ctx:
-            raise ContextOverflowError(f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or "
-                                       f"shorten the prompt")
+            raise ContextOverflowError(
+                f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or shorten the prompt"
+            )
         self._generator.append_tokens(np.asarray(tokens, dtype=np.int32))
         self.logits = np.asarray(self._generator.get_logits(), dtype=np.float32).reshape(-1)
         self._tokens.extend(int(t) for t in tokens)
@@ -418,8 +457,14 @@ class GenaiBackend(OnnxBackend):
         self._model = None
 
 
-def open_onnx(path: str | os.PathLike[str], *, n_ctx: int | None = None, device: str = "cpu",
-              threads: int | None = None, engine: str = "auto") -> OnnxBackend:
+def open_onnx(
+    path: str | os.PathLike[str],
+    *,
+    n_ctx: int | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    engine: str = "auto",
+) -> OnnxBackend:
     """An ONNX model folder in the fastest engine that fits: onnxruntime-genai's Generator where the
     folder has its build and the model runs on the CPU, else a bare ONNX Runtime session.
     `engine` "session" or "genai" forces one."""
@@ -428,7 +473,9 @@ def open_onnx(path: str | os.PathLike[str], *, n_ctx: int | None = None, device:
     folder = model_folder(path)
     if engine == "genai" or (engine == "auto" and device == "cpu" and genai_available(folder)):
         if not genai_available(folder):
-            raise ModelError(f"{folder} has no onnxruntime-genai build (genai/) or onnxruntime-genai is not "
-                             f"installed; convert to int4 with onnxruntime-genai-cuda installed")
+            raise ModelError(
+                f"{folder} has no onnxruntime-genai build (genai/) or onnxruntime-genai is not "
+                f"installed; convert to int4 with onnxruntime-genai-cuda installed"
+            )
         return GenaiBackend(folder, n_ctx=n_ctx, threads=threads)
     return OnnxBackend(folder, n_ctx=n_ctx, device=device, threads=threads)

@@ -19,8 +19,9 @@ same way every time.)
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Iterator, Sequence
+from typing import Any
 
 import llama_cpp
 
@@ -50,7 +51,7 @@ class _Cancelled(BaseException):
 @dataclass
 class _Slot:
     seq_id: int
-    backend: "SequenceBackend | None" = None
+    backend: SequenceBackend | None = None
     job_index: int = -1
     thread: threading.Thread | None = None
     result: Completion | None = None
@@ -79,7 +80,7 @@ class _ContextView:
 class _RowSampler:
     """A sampler chain that reads its sequence's row of the last batch's logits."""
 
-    def __init__(self, inner: LlamaSampler, owner: "SequenceBackend"):
+    def __init__(self, inner: LlamaSampler, owner: SequenceBackend):
         self._inner = inner
         self._owner = owner
 
@@ -97,7 +98,7 @@ class _RowSampler:
 class SequenceBackend:
     """One sequence of a ParallelDecoder, seen by the generation loop as a whole backend."""
 
-    def __init__(self, decoder: "ParallelDecoder", slot: _Slot):
+    def __init__(self, decoder: ParallelDecoder, slot: _Slot):
         base = decoder.base
         self._decoder = decoder
         self._slot = slot
@@ -151,8 +152,10 @@ class ParallelDecoder:
         params.n_threads = params.n_threads_batch = threads
         self.ctx = llama_cpp.llama_init_from_model(llama_cpp.llama_get_model(base.ctx), params)
         if not self.ctx:
-            raise ModelError(f"llama.cpp could not make a context for {n_seq} sequences of {self.n_ctx_seq} tokens; "
-                             f"lower --parallel or --ctx")
+            raise ModelError(
+                f"llama.cpp could not make a context for {n_seq} sequences of {self.n_ctx_seq} tokens; "
+                f"lower --parallel or --ctx"
+            )
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq)
@@ -218,8 +221,9 @@ class ParallelDecoder:
     def _start(self, slot: _Slot, index: int, job: ParallelJob) -> None:
         slot.backend = SequenceBackend(self, slot)
         slot.job_index, slot.result, slot.error, slot.finished, slot.waiting = index, None, None, False, False
-        slot.thread = threading.Thread(target=self._run_slot, args=(slot, job), daemon=True,
-                                       name=f"talesmith-seq-{slot.seq_id}")
+        slot.thread = threading.Thread(
+            target=self._run_slot, args=(slot, job), daemon=True, name=f"talesmith-seq-{slot.seq_id}"
+        )
         slot.thread.start()
 
     def _barrier(self, slots: list[_Slot]) -> None:
@@ -254,7 +258,8 @@ class ParallelDecoder:
         """A new prompt that another new sequence evaluates in this step waits one step to copy it."""
         return slot.fresh and any(
             o.fresh and common_prefix(o.pending, slot.pending) >= min(MIN_SHARED, len(slot.pending) - 1)
-            for o in planned)
+            for o in planned
+        )
 
     def _plan(self, slot: _Slot, slots: list[_Slot]) -> None:
         """Make the sequence's cache a prefix of its request, copying a shared prompt where there is one."""
@@ -303,8 +308,10 @@ class ParallelDecoder:
         rc = llama_cpp.llama_decode(self.ctx, self._batch)
         self.steps += 1
         if rc != 0:
-            raise ContextOverflowError(f"llama.cpp could not evaluate {n} tokens of {len(rows)} sequences (code {rc}); "
-                                       f"lower --parallel or raise --ctx")
+            raise ContextOverflowError(
+                f"llama.cpp could not evaluate {n} tokens of {len(rows)} sequences (code {rc}); "
+                f"lower --parallel or raise --ctx"
+            )
         row = 0
         with self._cond:
             for slot, taken in rows:
