@@ -24,7 +24,8 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/talesmith tui
 
-test: $(TEST_STAMP)
+# The lint and type checks run first: a finding fails the test run as a failing test would.
+test: lint
 	$(BIN)/python -m pytest -q
 
 # ruff (lint and format check) over the tree, then mypy over the package as it is imported (talesmith.*):
