@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -66,10 +65,11 @@ def pull(
     lock: Path | None = LockOpt,
 ) -> None:
     """Download a model at its pinned commit (resuming a partial download) and verify every sha256."""
+    from talesmith.runtime.models.entry import LockedFile
     from talesmith.runtime.models.manage import pull as pull_model
 
-    def announce(i: int, n: int, f: dict[str, Any]) -> None:
-        err.print(f"[dim]{escape(name)}: {escape(f['name'])} ({i + 1}/{n}, {_size(f['size'])})[/]")
+    def announce(i: int, n: int, f: LockedFile) -> None:
+        err.print(f"[dim]{escape(name)}: {escape(f.name)} ({i + 1}/{n}, {_size(f.size)})[/]")
 
     result = pull_model(name, lock=lock, force=force, on_file=announce)
     for file in result.pinned:

