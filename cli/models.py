@@ -121,6 +121,7 @@ def add(
     lock: Path | None = LockOpt,
 ) -> None:
     """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
+    from talesmith.runtime.models.entry import ModelEntry
     from talesmith.runtime.models.pinning import add as add_model
 
     entry, note = add_model(
@@ -143,9 +144,9 @@ def add(
         )
         err.print(f"[green]added[/] {name}")
         return
-    pinned = entry.get("source", {}).get("commit")
-    at = f" at {pinned[:12]}" if pinned else ""
-    err.print(f"[green]added[/] {name}{at} ({len(entry.get('files', []))} files)")
+    added = ModelEntry.from_table(name, entry)
+    at = f" at {added.source.commit[:12]}" if added.source is not None and added.from_hub else ""
+    err.print(f"[green]added[/] {name}{at} ({len(added.files)} files)")
 
 
 @models_app.command()
@@ -174,12 +175,15 @@ def lock_cmd(
     lock: Path | None = LockOpt,
 ) -> None:
     """Resolve the model's branch or tag to the commit it points at now, and pin its files there."""
+    from talesmith.runtime.models.entry import ModelEntry
     from talesmith.runtime.models.pinning import lock_model
 
-    entry, previous = lock_model(name, revision=revision, lock=lock)
-    commit = entry["source"]["commit"]
+    table, previous = lock_model(name, revision=revision, lock=lock)
+    source = ModelEntry.from_table(name, table).source
+    assert source is not None  # lock_model pins hub models only
+    commit = source.commit
     change = "unchanged" if previous == commit else f"was {previous[:12] if previous != 'unresolved' else previous}"
-    err.print(f"[green]locked[/] {name} to {entry['source']['revision']} = {commit} ({change})")
+    err.print(f"[green]locked[/] {name} to {source.revision} = {commit} ({change})")
 
 
 @models_app.command()

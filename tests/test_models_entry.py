@@ -24,7 +24,7 @@ def test_a_hub_entry_becomes_typed_data_and_keeps_its_table():
     entry = ModelEntry.from_table("m", table)
     assert entry == ModelEntry(
         format="gguf",
-        source=Source(hub="org/model", commit=UNRESOLVED),
+        source=Source(hub="org/model", revision="main", commit=UNRESOLVED),
         files=(LockedFile("m.gguf", 12, SHA), LockedFile("README.md", 3)),
         quantization="Q4_0",
         format_fields={"genre": "horror"},

@@ -25,6 +25,7 @@ class Source:
     """Where the model comes from: exactly one of a hub repository, a local path or a PyPI package."""
 
     hub: str | None = None
+    revision: str | None = None
     commit: str = UNRESOLVED
     path: str | None = None
     pypi: str | None = None
@@ -75,5 +76,9 @@ class ModelEntry:
 
 def _source(table: dict[str, Any]) -> Source:
     return Source(
-        hub=table.get("hub"), commit=table.get("commit", UNRESOLVED), path=table.get("path"), pypi=table.get("pypi")
+        hub=table.get("hub"),
+        revision=table.get("revision"),
+        commit=table.get("commit", UNRESOLVED),
+        path=table.get("path"),
+        pypi=table.get("pypi"),
     )

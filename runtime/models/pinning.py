@@ -16,7 +16,7 @@ from typing import Any
 from talesmith.runtime.errors import InputError, ModelError
 from talesmith.runtime.models import hub, integrity
 from talesmith.runtime.models.lockfile import FORMATS, UNRESOLVED, check_name
-from talesmith.runtime.models.resolve import entry_of, lock_path, read_lock, record_model
+from talesmith.runtime.models.resolve import lock_path, model_entry, read_lock, record_model
 
 Lockish = str | os.PathLike[str] | None
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -241,17 +241,16 @@ def _apply_remote(entry: dict[str, Any], remote: hub.RemoteRevision) -> None:
 def lock_model(name: str, *, revision: str | None = None, lock: Lockish = None) -> tuple[dict[str, Any], str]:
     """Resolve the entry's branch or tag (or `revision`) to the commit it points at now and pin it
     there with its files; returns the new entry and the previous commit (or "unresolved")."""
-    lp, entry = entry_of(name, lock)
-    source = entry.get("source", {})
-    if "hub" not in source:
+    lp, current = model_entry(name, lock)
+    source = current.source
+    if source is None or source.hub is None:
         raise ModelError(f"model {name!r} does not come from the hub, so it has no revision to lock")
-    previous = source.get("commit", UNRESOLVED)
-    remote = hub.remote_revision(source["hub"], revision or source.get("revision") or "main")
-    entry = dict(entry)
+    remote = hub.remote_revision(source.hub, revision or source.revision or "main")
+    entry = dict(current.table)
     _apply_remote(entry, remote)
     tokenizer = entry.get("tokenizer")
     if isinstance(tokenizer, dict) and "hub" in tokenizer:
         tok = hub.remote_revision(tokenizer["hub"], tokenizer.get("revision") or "main")
         entry["tokenizer"] = {**tokenizer, "revision": tok.revision, "commit": tok.commit}
     record_model(name, entry, lock=lp)
-    return entry, previous
+    return entry, source.commit
