@@ -1,2 +1,1 @@
-"""talesmith.cli: the `talesmith` command, a typer front-end over the runtime and convert libraries.
-"""
+"""talesmith.cli: the `talesmith` command, a typer front-end over the runtime and convert libraries."""

@@ -1,7 +1,6 @@
 """Conversion of tiny random checkpoints of every seed architecture, checked against transformers and peft."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +9,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import llama_cpp  # noqa: E402
-
 from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
+
 from talesmith.convert.lora import MergedWeights, read_adapter  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
 from talesmith.convert.source import open_checkpoint  # noqa: E402
-from talesmith.runtime.errors import ConversionError  # noqa: E402
 from talesmith.runtime.engine.generate import collect, stream  # noqa: E402
 from talesmith.runtime.engine.llama import LlamaCppBackend  # noqa: E402
+from talesmith.runtime.errors import ConversionError  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings  # noqa: E402
 
 KINDS = ["gpt2", "gptj", "llama", "falcon-7b", "falcon-new"]
@@ -51,7 +50,7 @@ def hf_logits(folder, ids, model=None):
 def gguf_logits(path, ids):
     llm = llama_cpp.Llama(str(path), n_ctx=64, logits_all=True, verbose=False, type_k=0, type_v=0)  # f32 KV cache
     llm.eval(ids)
-    logits = np.array(llm.scores[:len(ids)])
+    logits = np.array(llm.scores[: len(ids)])
     llm.close()
     return logits
 
@@ -86,8 +85,9 @@ def test_greedy_continuation_matches_transformers(kind, tiny, converted):
     ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])("The storm had raged")["input_ids"]
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny[kind]).eval()
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
-                             pad_token_id=0)[0, len(ids):].tolist()
+        ref = model.generate(
+            torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12, pad_token_id=0
+        )[0, len(ids) :].tolist()
     backend = LlamaCppBackend(converted[kind]["F32"], n_ctx=64)
     got = collect(stream(backend, ids, SamplingSettings(temperature=0, max_new_tokens=12, min_new_tokens=12)))
     backend.close()
@@ -129,7 +129,7 @@ def peft_merged(base, adapters, scales):
     names = [f"a{i}" for i in range(len(adapters))]
     for module in peft_model.modules():
         if hasattr(module, "set_scale") and hasattr(module, "lora_A"):
-            for name, scale in zip(names, scales):
+            for name, scale in zip(names, scales, strict=False):
                 if name in module.lora_A:
                     module.set_scale(name, scale)
     return peft_model.merge_and_unload(adapter_names=names).eval()
@@ -143,10 +143,16 @@ def test_lora_merge_matches_peft(kind, targets, tiny, tmp_path):
     ids = english_ids(base)
     for adapters, scales in (([one], [1.0]), ([one, two], [1.0, 0.5])):
         out = tmp_path / f"out{len(adapters)}"
-        outputs = convert(ConvertRequest(str(base), out, loras=tuple(zip(adapters, scales)), quants=(),
-                                         outtype="f32", name=kind), lock=tmp_path / "models.lock")
+        outputs = convert(
+            ConvertRequest(
+                str(base), out, loras=tuple(zip(adapters, scales, strict=False)), quants=(), outtype="f32", name=kind
+            ),
+            lock=tmp_path / "models.lock",
+        )
         merged_model = peft_merged(base, adapters, scales)
-        ours = MergedWeights(open_checkpoint(base)[0], [read_adapter(p, s) for p, s in zip(adapters, scales)])
+        ours = MergedWeights(
+            open_checkpoint(base)[0], [read_adapter(p, s) for p, s in zip(adapters, scales, strict=False)]
+        )
         theirs = merged_model.state_dict()
         for name in ours.merged_names:  # the merged weights themselves, before any llama.cpp arithmetic
             assert np.abs(ours.get(name) - theirs[name].numpy()).max() < 1e-6
@@ -154,7 +160,7 @@ def test_lora_merge_matches_peft(kind, targets, tiny, tmp_path):
         unmerged = hf_logits(base, ids)
         got = gguf_logits(outputs[0].path, ids)
         assert np.abs(ref - unmerged).max() > 0.05  # the adapters really change the model
-        assert np.abs(got[:, :ref.shape[1]] - ref).max() < LOGIT_TOLERANCE
+        assert np.abs(got[:, : ref.shape[1]] - ref).max() < LOGIT_TOLERANCE
 
 
 def test_interrupted_conversion_leaves_no_finished_looking_file(tiny, tmp_path, monkeypatch):
@@ -192,8 +198,11 @@ def test_bad_inputs_give_one_clear_error(tiny, tmp_path):
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
     (bert / "model.safetensors").write_bytes((tiny["gpt2"] / "model.safetensors").read_bytes())
-    fails("architecture 'BertForMaskedLM' is not supported; talesmith converts FalconForCausalLM, "
-          "GPT2LMHeadModel, GPTJForCausalLM, LlamaForCausalLM", source=str(bert))
+    fails(
+        "architecture 'BertForMaskedLM' is not supported; talesmith converts FalconForCausalLM, "
+        "GPT2LMHeadModel, GPTJForCausalLM, LlamaForCausalLM",
+        source=str(bert),
+    )
     cut = tmp_path / "cut"
     cut.mkdir()
     for f in tiny["gpt2"].iterdir():
@@ -202,11 +211,15 @@ def test_bad_inputs_give_one_clear_error(tiny, tmp_path):
     (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
     fails("is truncated", source=str(cut))
     fails("unknown quantization type 'Q7'", source=str(tiny["gpt2"]), quants=("Q7",))
-    fails("--device cuda was asked for but torch sees no CUDA GPU", source=str(tiny["gpt2"]), device="cuda") \
-        if not torch.cuda.is_available() else None
+    fails(
+        "--device cuda was asked for but torch sees no CUDA GPU", source=str(tiny["gpt2"]), device="cuda"
+    ) if not torch.cuda.is_available() else None
     llama_adapter = make_lora("llama", tiny["llama"], tmp_path / "llama-lora", seed=1, targets=["q_proj"])
-    fails("which this checkpoint does not have|does not fit this checkpoint", source=str(tiny["gpt2"]),
-          loras=((llama_adapter, 1.0),))
+    fails(
+        "which this checkpoint does not have|does not fit this checkpoint",
+        source=str(tiny["gpt2"]),
+        loras=((llama_adapter, 1.0),),
+    )
     fails("is not a PEFT adapter", source=str(tiny["gpt2"]), loras=((tmp_path / "empty", 1.0),))
 
 
@@ -236,8 +249,9 @@ def test_weights_only_bin_checkpoint_converts(tiny, tmp_path):
             (folder / f.name).write_bytes(f.read_bytes())
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny["gpt2"])
     model.save_pretrained(folder, safe_serialization=False)
-    outputs = convert(ConvertRequest(str(folder), tmp_path / "o", quants=(), outtype="f32", name="bin"),
-                      lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(folder), tmp_path / "o", quants=(), outtype="f32", name="bin"), lock=tmp_path / "models.lock"
+    )
     ids = english_ids(tiny["gpt2"])
     assert np.abs(gguf_logits(outputs[0].path, ids) - hf_logits(tiny["gpt2"], ids)).max() < LOGIT_TOLERANCE
 
@@ -246,8 +260,9 @@ def test_sentencepiece_llama_tokenizes_and_computes_like_transformers(tmp_path):
     from tiny_models import make_spm_llama
 
     folder = make_spm_llama(tmp_path / "spm")
-    outputs = convert(ConvertRequest(str(folder), tmp_path / "o", quants=(), outtype="f32", name="spm"),
-                      lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(folder), tmp_path / "o", quants=(), outtype="f32", name="spm"), lock=tmp_path / "models.lock"
+    )
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     backend = LlamaCppBackend(outputs[0].path, n_ctx=64)
     for text in [*SAMPLE_TEXTS.values(), "  two spaces", "Hello\nworld"]:
@@ -270,8 +285,10 @@ def test_checkpoint_without_tokenizer_takes_one_from_elsewhere(tiny, tmp_path):
     slow = tmp_path / "gpt-j-tokenizer"
     slow.mkdir()
     Tokenizer.from_file(str(tiny["gptj"] / "tokenizer.json")).model.save(str(slow))  # vocab.json, merges.txt
-    outputs = convert(ConvertRequest(str(genji), tmp_path / "o", quants=(), outtype="f32", name="genji-tiny",
-                                     tokenizer=str(slow)), lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(genji), tmp_path / "o", quants=(), outtype="f32", name="genji-tiny", tokenizer=str(slow)),
+        lock=tmp_path / "models.lock",
+    )
     tok = transformers.AutoTokenizer.from_pretrained(tiny["gptj"])
     backend = LlamaCppBackend(outputs[0].path, n_ctx=64)
     for text in SAMPLE_TEXTS.values():

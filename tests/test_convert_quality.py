@@ -28,7 +28,9 @@ def test_tally_numbers_by_hand():
     tally = Tally()
     tally.add(ref, got, np.array([1, 0]))
     q = tally.result()
-    kl = (0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75) + 0.9 * math.log(0.9 / 0.8) + 0.1 * math.log(0.1 / 0.2)) / 2
+    kl = (
+        0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75) + 0.9 * math.log(0.9 / 0.8) + 0.1 * math.log(0.1 / 0.2)
+    ) / 2
     assert q.kl_divergence == pytest.approx(kl)
     assert q.top1_agreement == 0.5  # the first row's argmax ties at index 0 for ref, 1 for got
     assert q.perplexity == pytest.approx(math.exp(-(math.log(0.75) + math.log(0.8)) / 2))
@@ -46,8 +48,9 @@ def test_windows_need_two_tokens_each():
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     pytest.importorskip("torch")
-    from talesmith.convert.pipeline import ConvertRequest, convert
     from tiny_models import make_model
+
+    from talesmith.convert.pipeline import ConvertRequest, convert
 
     root = tmp_path_factory.mktemp("quality")
     folder = make_model("llama", root / "tiny-llama")
@@ -74,16 +77,35 @@ def test_models_quality_measures_again_on_another_text(converted, tmp_path):
     outputs, lock = converted
     text = tmp_path / "eval.txt"
     text.write_text("The storm had raged for three days when the knock came at the lighthouse door. " * 20)
-    result = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "models", "quality", "tiny-llama-q4_0",
-                             "--eval-text", text, "--lock", lock], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "COLUMNS": "120"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "models",
+            "quality",
+            "tiny-llama-q4_0",
+            "--eval-text",
+            text,
+            "--lock",
+            lock,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert result.returncode == 0, result.stderr
     assert "tiny-llama-q4_0" in result.stdout and "tiny-llama-f16" in result.stdout
     from talesmith.runtime.models.resolve import read_lock
 
     assert read_lock(lock)["tiny-llama-q4_0"]["quality"]["eval_text"] == str(text.resolve())
-    same = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "models", "quality", "tiny-llama-f16",
-                           "--lock", lock], capture_output=True, text=True, timeout=300)
+    same = subprocess.run(
+        [sys.executable, "-m", "talesmith.cli.main", "models", "quality", "tiny-llama-f16", "--lock", lock],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert same.returncode == 2 and "Traceback" not in same.stderr
     assert "no unquantized GGUF of tiny-llama-f16's source" in same.stderr or "unquantized file itself" in same.stderr
 

@@ -9,18 +9,25 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tiny_models import make_lora, make_model  # noqa: E402
+
 from talesmith.convert.lora import read_adapter  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, Progress, convert  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
-from tiny_models import make_lora, make_model  # noqa: E402
 
 TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 EVIL_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n\nclass EvilConfig:\n    pass\n"
 
 
 def run(*args, stdin=subprocess.DEVNULL):
-    return subprocess.run([*TALESMITH, *map(str, args)], capture_output=True, text=True, timeout=300, stdin=stdin,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [*TALESMITH, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=stdin,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def one_line_error(result) -> str:
@@ -51,13 +58,20 @@ def evil_folder(base, tmp_path, *, where: str, model_type: str = "evilgpt"):
     (folder / "tokenization_evil.py").write_text(EVIL_CODE.format(marker=str(marker)))
     if where == "config":
         config = json.loads((folder / "config.json").read_text())
-        config.update(model_type=model_type, architectures=["EvilForCausalLM"],
-                      auto_map={"AutoConfig": "configuration_evil.EvilConfig",
-                                "AutoModelForCausalLM": "configuration_evil.EvilConfig"})
+        config.update(
+            model_type=model_type,
+            architectures=["EvilForCausalLM"],
+            auto_map={
+                "AutoConfig": "configuration_evil.EvilConfig",
+                "AutoModelForCausalLM": "configuration_evil.EvilConfig",
+            },
+        )
         (folder / "config.json").write_text(json.dumps(config))
     else:
         tok = json.loads((folder / "tokenizer_config.json").read_text())
-        tok.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]})
+        tok.update(
+            tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+        )
         (folder / "tokenizer_config.json").write_text(json.dumps(tok))
     return folder, marker
 
@@ -67,8 +81,9 @@ def evil_folder(base, tmp_path, *, where: str, model_type: str = "evilgpt"):
 def test_checkpoint_code_is_refused_in_one_line_without_a_prompt(base, tmp_path, where, target):
     folder, marker = evil_folder(base, tmp_path, where=where)
     for stdin in (subprocess.DEVNULL, None):  # closed stdin, and an open one that would answer a prompt
-        result = run("convert", folder, "-o", tmp_path / "out", "--to", target, "--lock", tmp_path / "models.lock",
-                     stdin=stdin)
+        result = run(
+            "convert", folder, "-o", tmp_path / "out", "--to", target, "--lock", tmp_path / "models.lock", stdin=stdin
+        )
         line = one_line_error(result)
         assert "never runs" in line and ("evilgpt" in line if where == "config" else "EvilTokenizer" in line)
         assert not marker.exists()
@@ -79,10 +94,12 @@ def test_config_messages_name_the_code_and_the_fix(base, tmp_path):
     folder, _ = evil_folder(base, tmp_path, where="config")
     with pytest.raises(ConversionError) as e:
         convert(ConvertRequest(str(folder), tmp_path / "out", targets=("gguf",)))
-    assert str(e.value) == (f"{folder}/config.json asks for model_type 'evilgpt' (auto_map AutoConfig -> "
-                            f"configuration_evil.EvilConfig), which only the checkpoint's own code implements; "
-                            f"talesmith never runs checkpoint code: convert a supported architecture (GPT-2, GPT-J, "
-                            f"Llama, Falcon)")
+    assert str(e.value) == (
+        f"{folder}/config.json asks for model_type 'evilgpt' (auto_map AutoConfig -> "
+        f"configuration_evil.EvilConfig), which only the checkpoint's own code implements; "
+        f"talesmith never runs checkpoint code: convert a supported architecture (GPT-2, GPT-J, "
+        f"Llama, Falcon)"
+    )
 
 
 def test_an_auto_map_beside_a_known_model_type_is_ignored_with_a_note(base, tmp_path):
@@ -92,12 +109,15 @@ def test_an_auto_map_beside_a_known_model_type_is_ignored_with_a_note(base, tmp_
     config["architectures"] = ["GPT2LMHeadModel"]
     (folder / "config.json").write_text(json.dumps(config))
     progress = Progress()
-    outputs = convert(ConvertRequest(str(folder), tmp_path / "out", quants=(), name="fine"), progress,
-                      lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(folder), tmp_path / "out", quants=(), name="fine"), progress, lock=tmp_path / "models.lock"
+    )
     assert [o.kind for o in outputs] == ["F16"] and not marker.exists()
-    assert progress.notes == ["evil-config/config.json asks for its own code (auto_map AutoConfig -> "
-                              "configuration_evil.EvilConfig); ignored: talesmith uses the library's own gpt2 and "
-                              "never runs a checkpoint's code"]
+    assert progress.notes == [
+        "evil-config/config.json asks for its own code (auto_map AutoConfig -> "
+        "configuration_evil.EvilConfig); ignored: talesmith uses the library's own gpt2 and "
+        "never runs a checkpoint's code"
+    ]
 
 
 def test_onnx_export_of_a_known_type_with_an_auto_map_runs_no_code(base, tmp_path):
@@ -106,16 +126,21 @@ def test_onnx_export_of_a_known_type_with_an_auto_map_runs_no_code(base, tmp_pat
     config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["GPT2LMHeadModel"]
     (folder / "config.json").write_text(json.dumps(config))
-    outputs = convert(ConvertRequest(str(folder), tmp_path / "out", targets=("onnx",), onnx_quants=("fp32",),
-                                     name="fine"), lock=tmp_path / "models.lock")
+    outputs = convert(
+        ConvertRequest(str(folder), tmp_path / "out", targets=("onnx",), onnx_quants=("fp32",), name="fine"),
+        lock=tmp_path / "models.lock",
+    )
     assert [o.kind for o in outputs] == ["ONNX-FP32"] and not marker.exists()
 
 
 def test_falcon_old_layout_is_refused_for_onnx_only(tmp_path):
     folder = make_model("falcon-7b", tmp_path / "rw")
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="RefinedWebModel", architectures=["RWForCausalLM"],
-                  auto_map={"AutoConfig": "configuration_RW.RWConfig"})
+    config.update(
+        model_type="RefinedWebModel",
+        architectures=["RWForCausalLM"],
+        auto_map={"AutoConfig": "configuration_RW.RWConfig"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConversionError, match="RefinedWebModel.*convert to GGUF"):
         convert(ConvertRequest(str(folder), tmp_path / "out", targets=("onnx",)))
@@ -131,8 +156,10 @@ HOSTILE_HEADERS = {
     "a string": ("weights", "corrupt header (a JSON str, not an object)"),
     "no data_offsets": ({"w": {"dtype": "F32", "shape": [2]}}, "tensor 'w' lacks a valid dtype, shape or data_offsets"),
     "a non-object entry": ({"w": [0, 8]}, "tensor 'w' lacks a valid dtype, shape or data_offsets"),
-    "offsets past the end": ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}},
-                             "is truncated: 'w' ends at byte 800 of its data but the file holds 8"),
+    "offsets past the end": (
+        {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}},
+        "is truncated: 'w' ends at byte 800 of its data but the file holds 8",
+    ),
     "negative shape": ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "lacks a valid dtype"),
 }
 
@@ -148,11 +175,14 @@ def test_hostile_safetensors_headers(base, tmp_path, case):
     assert (folder / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("[1, 2]", "config.json holds a JSON list, not an object"),
-    ('"gpt2"', "config.json holds a JSON str, not an object"),
-    ("{not json", "config.json is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("[1, 2]", "config.json holds a JSON list, not an object"),
+        ('"gpt2"', "config.json holds a JSON str, not an object"),
+        ("{not json", "config.json is not valid JSON"),
+    ],
+)
 def test_config_that_is_not_an_object(base, tmp_path, content, expected):
     folder = copy_model(base, tmp_path / "ckpt")
     (folder / "config.json").write_text(content)
@@ -165,7 +195,7 @@ def test_random_bytes_as_pytorch_model_bin_never_traceback(base, tmp_path):
     folder = copy_model(base, tmp_path / "ckpt")
     (folder / "model.safetensors").unlink()
     rng = random.Random(7)
-    for i in range(40):
+    for _i in range(40):
         (folder / "pytorch_model.bin").write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 4000))))
         with pytest.raises(ConversionError) as e:
             convert(ConvertRequest(str(folder), tmp_path / "out"))
@@ -239,17 +269,21 @@ def test_broken_adapters(adapter, tmp_path, case):
 def test_broken_adapter_through_the_cli(base, adapter, tmp_path):
     folder = broken_adapter(adapter, tmp_path, config=lambda c: {**c, "r": 0})
     line = one_line_error(run("convert", base, "-o", tmp_path / "out", "--lora", folder))
-    assert line == f"error: {folder}/adapter_config.json: r is 0; it must be a whole number above 0 (fix the file " \
-                   f"or train the adapter again)"
+    assert (
+        line == f"error: {folder}/adapter_config.json: r is 0; it must be a whole number above 0 (fix the file "
+        f"or train the adapter again)"
+    )
 
 
 def test_an_adapter_of_another_base_is_merged_with_a_warning_naming_both(base, adapter, tmp_path):
     folder = broken_adapter(adapter, tmp_path, config=lambda c: {**c, "base_model_name_or_path": "gpt2-medium"})
-    result = run("convert", base, "-o", tmp_path / "out", "--lora", folder, "--quant", "", "--lock",
-                 tmp_path / "models.lock")
+    result = run(
+        "convert", base, "-o", tmp_path / "out", "--lora", folder, "--quant", "", "--lock", tmp_path / "models.lock"
+    )
     assert result.returncode == 0, result.stderr
-    assert (f"note: adapter broken was trained on 'gpt2-medium' but is merged into '{base}'"
-            in " ".join(result.stderr.split()))
+    assert f"note: adapter broken was trained on 'gpt2-medium' but is merged into '{base}'" in " ".join(
+        result.stderr.split()
+    )
 
 
 def test_a_tokenizer_folder_asking_for_code_is_refused_too(base, tmp_path):

@@ -13,10 +13,11 @@ pytest.importorskip("torch")
 
 from hub_server import HubServer, Repo  # noqa: E402
 from tiny_models import make_lora, train_tokenizer  # noqa: E402
+
 from talesmith.convert.seed import read_seed_config  # noqa: E402
 from talesmith.runtime.errors import InputError, SettingsError  # noqa: E402
 
-SEED_TOML = '''output_file = "output/test_gpt-xl_t125.csv"
+SEED_TOML = """output_file = "output/test_gpt-xl_t125.csv"
 lora_peft = true
 model_folder = "models/finetuned/peft_full"
 model_name = "distilgpt2"
@@ -32,7 +33,7 @@ ender = "<|endoftext|>"
   repetition_penalty = 1.0
   length_penalty = 1
   bad_words = ["Damn", "Shit", "Fuck"]
-'''
+"""
 
 
 def tiny_distilgpt2(folder: Path) -> Path:
@@ -41,8 +42,15 @@ def tiny_distilgpt2(folder: Path) -> Path:
     import transformers
 
     folder.mkdir(parents=True)
-    config = transformers.GPT2Config(vocab_size=train_tokenizer(folder), n_positions=1024, n_embd=32, n_layer=2,
-                                     n_head=2, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        vocab_size=train_tokenizer(folder),
+        n_positions=1024,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
@@ -56,18 +64,27 @@ def test_the_seed_toml_maps_onto_talesmith_settings(tmp_path):
     assert seed.model.base == "distilgpt2" and seed.model.quant == "Q8_0"
     assert seed.model.adapter == tmp_path / "models/finetuned/peft_full"
     assert (seed.device, seed.format) == ("cpu", "tinystories")
-    assert seed.sampling == {"max_new_tokens": 1096, "temperature": 1.25, "top_k": 250, "top_p": 1.0,
-                             "repetition_penalty": 1.0, "banned": ("Damn", "Shit", "Fuck")}
+    assert seed.sampling == {
+        "max_new_tokens": 1096,
+        "temperature": 1.25,
+        "top_k": 250,
+        "top_p": 1.0,
+        "repetition_penalty": 1.0,
+        "banned": ("Damn", "Shit", "Fuck"),
+    }
     assert seed.output_file == tmp_path / "output/test_gpt-xl_t125.csv"
     assert seed.notes == ("length_penalty is a beam-search setting; talesmith samples, so it has no effect",)
 
 
-@pytest.mark.parametrize("change, error, message", [
-    ({"quantized": "yes"}, InputError, "quantized = 'yes' must be true or false"),
-    ({"starter": "<s>"}, SettingsError, "starter/ender '<s>'/'<|endoftext|>' are not the TinyStories markers"),
-    ({"colour": "red"}, InputError, "unknown key 'colour' in a TinyStories-style config"),
-    ({"device": "tpu"}, SettingsError, "device = 'tpu' is unknown; use cpu, cuda or auto"),
-])
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"quantized": "yes"}, InputError, "quantized = 'yes' must be true or false"),
+        ({"starter": "<s>"}, SettingsError, "starter/ender '<s>'/'<|endoftext|>' are not the TinyStories markers"),
+        ({"colour": "red"}, InputError, "unknown key 'colour' in a TinyStories-style config"),
+        ({"device": "tpu"}, SettingsError, "device = 'tpu' is unknown; use cpu, cuda or auto"),
+    ],
+)
 def test_seed_toml_mistakes_are_one_line(tmp_path, change, error, message):
     import tomllib
 
@@ -83,14 +100,37 @@ def test_the_seed_command_works_unchanged_and_converts_once(tmp_path):
     server = HubServer().start()
     try:
         server.add(Repo("distilgpt2", {p.name: p.read_bytes() for p in base.iterdir()}, lfs={"model.safetensors"}))
-        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0",
-               "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost",
-               "TALESMITH_CACHE": str(tmp_path / "cache")}
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "TALESMITH_CACHE": str(tmp_path / "cache"),
+        }
 
         def run(*args):
-            return subprocess.run([sys.executable, "-m", "talesmith.cli.main", "generate", "--config",
-                                   "model_inference.toml", "-n", "1", "--seed", "876543", *args], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=300, env=env)
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "talesmith.cli.main",
+                    "generate",
+                    "--config",
+                    "model_inference.toml",
+                    "-n",
+                    "1",
+                    "--seed",
+                    "876543",
+                    *args,
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
 
         first = run("Once upon a time, there was a dragon")
         assert first.returncode == 0, first.stderr
@@ -113,8 +153,9 @@ def test_the_seed_command_works_unchanged_and_converts_once(tmp_path):
     assert rows[0]["text"] == rows[1]["text"] and rows[0]["seed"] == "876543"
     assert '"banned": ["Damn", "Shit", "Fuck"]' in rows[0]["settings"] and '"top_k": 250' in rows[0]["settings"]
     # A changed adapter is a new source: converted again, into another cache entry.
-    (adapter / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text().replace(
-        '"lora_alpha": 8', '"lora_alpha": 4'))
+    (adapter / "adapter_config.json").write_text(
+        (adapter / "adapter_config.json").read_text().replace('"lora_alpha": 8', '"lora_alpha": 4')
+    )
     from talesmith.convert.seed import cache_key
 
     keys = {p.parent.name for p in converted}

@@ -22,8 +22,14 @@ TOKENS = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(2
 
 
 def talesmith(*args, cwd=None, env=None):
-    return subprocess.run([*TALESMITH, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*TALESMITH, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def error_line(result) -> str:
@@ -94,21 +100,28 @@ def key(name: str) -> bytes:
 # ---- metadata llama.cpp aborts on ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"block_count": 0}, "cannot be loaded: llama.block_count is 0; it must be at least 1"),
-    ({"block_count": 1000}, "cannot be loaded: llama.block_count is 1000 (its tensors hold 1 block); "
-                            "llama.cpp loads at most 512"),
-    ({"eps": math.nan}, "cannot be loaded: llama.attention.layer_norm_rms_epsilon is nan, not a finite number"),
-    ({"eps": math.inf}, "cannot be loaded: llama.attention.layer_norm_rms_epsilon is inf, not a finite number"),
-    ({"context_length": "abc"}, "cannot be loaded: llama.context_length is 'abc', not a whole number"),
-    ({"context_length": 0}, "cannot be loaded: llama.context_length is 0; it must be at least 1"),
-    ({"alignment": 0}, "is not a valid GGUF file: general.alignment is 0, not a power of two"),
-    ({"alignment": 24}, "is not a valid GGUF file: general.alignment is 24, not a power of two"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"block_count": 0}, "cannot be loaded: llama.block_count is 0; it must be at least 1"),
+        (
+            {"block_count": 1000},
+            "cannot be loaded: llama.block_count is 1000 (its tensors hold 1 block); llama.cpp loads at most 512",
+        ),
+        ({"eps": math.nan}, "cannot be loaded: llama.attention.layer_norm_rms_epsilon is nan, not a finite number"),
+        ({"eps": math.inf}, "cannot be loaded: llama.attention.layer_norm_rms_epsilon is inf, not a finite number"),
+        ({"context_length": "abc"}, "cannot be loaded: llama.context_length is 'abc', not a whole number"),
+        ({"context_length": 0}, "cannot be loaded: llama.context_length is 0; it must be at least 1"),
+        ({"alignment": 0}, "is not a valid GGUF file: general.alignment is 0, not a power of two"),
+        ({"alignment": 24}, "is not a valid GGUF file: general.alignment is 24, not a power of two"),
+    ],
+)
 def test_metadata_llama_cpp_aborts_on_is_one_line(tmp_path, changes, problem):
     path = tiny_llama(tmp_path / "bad.gguf", **changes)
-    assert error_line(talesmith("generate", "--model", path, "hi")) == \
-        f"error: {path} {problem}; download or convert it again"
+    assert (
+        error_line(talesmith("generate", "--model", path, "hi"))
+        == f"error: {path} {problem}; download or convert it again"
+    )
 
 
 def test_the_tiny_model_itself_loads_and_generates(tmp_path):
@@ -120,8 +133,10 @@ def test_the_tiny_model_itself_loads_and_generates(tmp_path):
 
 def test_a_string_longer_than_the_file_is_truncated_not_a_memory_error(tmp_path):
     path = raw_gguf(tmp_path / "long.gguf", struct.pack("<Q", 2**40) + b"x")
-    assert error_line(talesmith("generate", "--model", path, "hi")) == \
-        f"error: {path} is truncated (its header ends early); download or convert it again"
+    assert (
+        error_line(talesmith("generate", "--model", path, "hi"))
+        == f"error: {path} is truncated (its header ends early); download or convert it again"
+    )
 
 
 def test_an_unknown_value_type_is_named(tmp_path):
@@ -148,8 +163,10 @@ def test_an_unsupported_gguf_version_is_named(tmp_path):
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 9, 0, 0))
     with pytest.raises(ModelError) as e:
         read_info(path)
-    assert str(e.value) == (f"{path} is not a valid GGUF file: GGUF version 9; llama.cpp reads versions 2 and 3; "
-                            f"download or convert it again")
+    assert str(e.value) == (
+        f"{path} is not a valid GGUF file: GGUF version 9; llama.cpp reads versions 2 and 3; "
+        f"download or convert it again"
+    )
 
 
 # ---- context size --------------------------------------------------------------------------------
@@ -157,17 +174,27 @@ def test_an_unsupported_gguf_version_is_named(tmp_path):
 
 def test_ctx_below_the_minimum_says_the_minimum_it_accepts(tmp_path):
     path = tiny_llama(tmp_path / "good.gguf")
-    assert error_line(talesmith("generate", "--model", path, "--ctx", "4", "hi")) == \
-        "error: --ctx 4 is too small; use --ctx 16 or more"
+    assert (
+        error_line(talesmith("generate", "--model", path, "--ctx", "4", "hi"))
+        == "error: --ctx 4 is too small; use --ctx 16 or more"
+    )
     accepted = talesmith("generate", "--model", path, "--ctx", "16", "--max-new-tokens", "1", "hi")
     assert accepted.returncode == 0, accepted.stderr
 
 
 def gemma_like(**extra) -> GGUFInfo:
-    meta = {"general.architecture": "gemma3", "general.name": "Gemma", "gemma3.context_length": 32768,
-            "gemma3.block_count": 18, "gemma3.embedding_length": 640, "gemma3.attention.head_count": 4,
-            "gemma3.attention.head_count_kv": 1, "gemma3.attention.key_length": 256,
-            "gemma3.attention.value_length": 256, **extra}
+    meta = {
+        "general.architecture": "gemma3",
+        "general.name": "Gemma",
+        "gemma3.context_length": 32768,
+        "gemma3.block_count": 18,
+        "gemma3.embedding_length": 640,
+        "gemma3.attention.head_count": 4,
+        "gemma3.attention.head_count_kv": 1,
+        "gemma3.attention.key_length": 256,
+        "gemma3.attention.value_length": 256,
+        **extra,
+    }
     return GGUFInfo(Path("/m/gemma.gguf"), 3, meta, 0)
 
 
@@ -175,12 +202,14 @@ def test_a_context_that_does_not_fit_in_memory_says_what_does():
     info = gemma_like()  # 18 layers x 1 head x (256 + 256) x 2 bytes = 18,432 bytes a token
     assert context_too_big(info, 100_000_000, available=16 * 2**30) == (
         "--ctx 100000000 does not fit in memory: its KV cache alone needs at least 1716.6 GiB and 16.0 GiB are "
-        "free; use --ctx 698880 or less (Gemma was trained on 32768)")
+        "free; use --ctx 698880 or less (Gemma was trained on 32768)"
+    )
     assert context_too_big(info, 32768, available=16 * 2**30) is None
     assert context_that_fits(info, 2**30) == 43520
     assert context_too_big(gemma_like(**{"gemma3.context_length": 131072}), 100_000, available=2**30) == (
         "--ctx 100000 does not fit in memory: its KV cache alone needs at least 1.7 GiB and 1.0 GiB are free; "
-        "use --ctx 43520 or less")
+        "use --ctx 43520 or less"
+    )
     assert context_too_big(info, 100_000, available=None) is None  # unknown free memory: llama.cpp decides
 
 
@@ -188,20 +217,23 @@ def test_sliding_window_models_are_refused_only_when_one_full_layer_cannot_fit()
     info = gemma_like(**{"gemma3.attention.sliding_window": 512})
     assert context_too_big(info, 1_000_000, available=2**30) is None  # 1 layer: 0.95 GiB
     assert context_too_big(info, 100_000_000, available=2**30).startswith(
-        "--ctx 100000000 does not fit in memory: its KV cache alone needs at least 95.4 GiB and 1.0 GiB are free; ")
+        "--ctx 100000000 does not fit in memory: its KV cache alone needs at least 95.4 GiB and 1.0 GiB are free; "
+    )
 
 
 def test_a_failed_context_is_not_blamed_on_the_file():
     assert context_failed(gemma_like(), 4_000_000, available=16 * 2**30) == (
         "llama.cpp could not create a context of 4000000 tokens for gemma.gguf (its KV cache needs about 68.7 GiB); "
-        "use --ctx 698880 or less (Gemma was trained on 32768)")
+        "use --ctx 698880 or less (Gemma was trained on 32768)"
+    )
 
 
 def test_ctx_past_memory_on_the_command_line(tmp_path):
     path = tiny_llama(tmp_path / "good.gguf")  # 128 bytes of KV cache a token: 10**12 tokens are 116 TiB
     line = error_line(talesmith("generate", "--model", path, "--ctx", str(10**12), "hi"))
-    assert line.startswith("error: --ctx 1000000000000 does not fit in memory: its KV cache alone needs at least "
-                           "119209.3 GiB and ")
+    assert line.startswith(
+        "error: --ctx 1000000000000 does not fit in memory: its KV cache alone needs at least 119209.3 GiB and "
+    )
     assert line.endswith(" or less (tiny was trained on 64)")
 
 
@@ -210,9 +242,11 @@ def test_ctx_past_memory_on_the_command_line(tmp_path):
 
 def lock_with(tmp_path: Path, path: Path, sha256: str) -> Path:
     lock = tmp_path / "models.lock"
-    lock.write_text(f'version = 1\n\n[models.tiny]\nformat = "gguf"\npath = "{path.name}"\nfiles = [\n'
-                    f'  {{ name = "{path.name}", sha256 = "{sha256}", size = {path.stat().st_size} }},\n]\n',
-                    encoding="utf-8")
+    lock.write_text(
+        f'version = 1\n\n[models.tiny]\nformat = "gguf"\npath = "{path.name}"\nfiles = [\n'
+        f'  {{ name = "{path.name}", sha256 = "{sha256}", size = {path.stat().st_size} }},\n]\n',
+        encoding="utf-8",
+    )
     return lock
 
 
@@ -225,7 +259,8 @@ def test_a_changed_model_file_is_run_with_a_note(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0] == (
         f"note: tiny.gguf of model 'tiny' no longer matches {lock} (sha256 {actual[:12]}..., pinned 000000000000...); "
-        f"running it anyway: restore it, or re-add the model with `talesmith models add` to pin the new file")
+        f"running it anyway: restore it, or re-add the model with `talesmith models add` to pin the new file"
+    )
     lock_with(tmp_path, path, actual)
     result = talesmith("generate", "--model", "tiny", "--max-new-tokens", "1", "hi", env=env)
     assert result.returncode == 0 and "note:" not in result.stderr, result.stderr
@@ -253,14 +288,17 @@ def test_models_path_of_a_missing_local_file_says_restore_not_pull(tmp_path):
     lock = lock_with(tmp_path, path, "0" * 64)
     path.unlink()
     line = error_line(talesmith("models", "path", "tiny", "--lock", lock))
-    assert line == (f"error: model 'tiny' in {lock} points at {path}, which does not exist; restore the file or "
-                    f"remove the entry with `talesmith models remove tiny`")
+    assert line == (
+        f"error: model 'tiny' in {lock} points at {path}, which does not exist; restore the file or "
+        f"remove the entry with `talesmith models remove tiny`"
+    )
 
 
 @pytest.mark.asyncio
 async def test_the_app_shows_the_model_notes_once_it_has_loaded(tmp_path):
-    from talesmith.tui.app import AppConfig, TalesmithApp
     from tui_fakes import TakesBackend
+
+    from talesmith.tui.app import AppConfig, TalesmithApp
 
     backend = TakesBackend([" x"], n_ctx=512)
     backend.warnings = ["tiny.gguf of model 'tiny' no longer matches models.lock"]
@@ -300,8 +338,10 @@ def test_a_gguf_without_tensors_is_read_and_refused_as_no_model(tmp_path):
     w.write_tensors_to_file()
     w.close()
     assert read_info(path).n_tensors == 0  # no data section: nothing to pad the header to
-    assert error_line(talesmith("generate", "--model", path, "hi")) == \
-        f"error: {path} cannot be loaded: it holds no tensors (a vocabulary-only file?); pass a model file"
+    assert (
+        error_line(talesmith("generate", "--model", path, "hi"))
+        == f"error: {path} cannot be loaded: it holds no tensors (a vocabulary-only file?); pass a model file"
+    )
 
 
 @pytest.mark.skipif(not REAL_VOCAB.is_dir(), reason="the real vocabulary files are not on this machine")

@@ -8,18 +8,23 @@ import sys
 import tomllib
 
 import pytest
-
 from hub_server import HubServer, Repo
-from talesmith.runtime.models import hub as hubmod
+
 from talesmith.runtime.errors import InputError, ModelError
+from talesmith.runtime.models import hub as hubmod
 from talesmith.runtime.models.manage import HashMismatchError, pull, rows, verify
 from talesmith.runtime.models.pinning import add, lock_model
 from talesmith.runtime.models.resolve import resolve
 
 TINY = random.Random(5).randbytes(40_000)
 CONFIG = b'{"model_type": "gpt2", "n_layer": 2}\n'
-HF_FILES = {"config.json": CONFIG, "tokenizer.json": b'{"version": "1.0"}\n', "model.safetensors": TINY[:30_000],
-            "flax_model.msgpack": TINY[:5_000], "README.md": b"# tiny\n"}
+HF_FILES = {
+    "config.json": CONFIG,
+    "tokenizer.json": b'{"version": "1.0"}\n',
+    "model.safetensors": TINY[:30_000],
+    "flax_model.msgpack": TINY[:5_000],
+    "README.md": b"# tiny\n",
+}
 
 
 @pytest.fixture
@@ -56,7 +61,10 @@ def test_add_resolves_the_branch_to_its_commit_and_pins_lfs_hashes(hub, isolated
     assert note is None
     saved = tomllib.loads(isolated_lock.read_text())["models"]["tiny"]
     assert saved == {
-        "format": "gguf", "quantization": "Q4_K_M", "prompt_format": "story", "preset": "default",
+        "format": "gguf",
+        "quantization": "Q4_K_M",
+        "prompt_format": "story",
+        "preset": "default",
         "source": {"hub": "acme/tiny-GGUF", "revision": "main", "commit": commit},
         "files": [{"name": "tiny-Q4_K_M.gguf", "sha256": hashlib.sha256(TINY).hexdigest(), "size": 40_000}],
     }
@@ -81,7 +89,10 @@ def test_pull_downloads_at_the_commit_verifies_and_pins_small_files(hub, isolate
     snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-hf" / "snapshots" / commit
     assert result.path == snapshot
     assert [(c.name, c.state) for c in result.files] == [
-        ("config.json", "unpinned"), ("model.safetensors", "ok"), ("tokenizer.json", "unpinned")]
+        ("config.json", "unpinned"),
+        ("model.safetensors", "ok"),
+        ("tokenizer.json", "unpinned"),
+    ]
     assert result.pinned == ("config.json", "tokenizer.json")
     assert (snapshot / "model.safetensors").read_bytes() == TINY[:30_000]
     files = tomllib.loads(isolated_lock.read_text())["models"]["tinyhf"]["files"]
@@ -104,8 +115,11 @@ def test_pull_of_a_gguf_model_makes_it_loadable_by_name(hub, tmp_path):
 def test_pull_resumes_an_interrupted_download(hub, tmp_path):
     add("tiny", "acme/tiny-GGUF")
     hub.cut["tiny-Q4_K_M.gguf"] = 10_000
-    with pytest.raises(hubmod.HubError, match="connection broke while downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF; "
-                                               "rerun `talesmith models pull tiny` to resume"):
+    with pytest.raises(
+        hubmod.HubError,
+        match="connection broke while downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF; "
+        "rerun `talesmith models pull tiny` to resume",
+    ):
         pull("tiny")
     partial = list((tmp_path / "hf" / "hub" / "models--acme--tiny-GGUF" / "blobs").glob("*.incomplete"))
     assert len(partial) == 1
@@ -126,8 +140,11 @@ def test_a_hash_mismatch_keeps_nothing_new(hub, tmp_path, isolated_lock):
     altered = bytearray(repo.files["model.safetensors"])
     altered[123] ^= 1
     hub.altered["model.safetensors"] = bytes(altered)
-    with pytest.raises(HashMismatchError, match=r"model.safetensors of model 'tinyhf' has sha256 \w{12}\.\.\. but "
-                                                r"models.lock pins sha256 \w{12}\.\.\.; kept nothing new from this pull"):
+    with pytest.raises(
+        HashMismatchError,
+        match=r"model.safetensors of model 'tinyhf' has sha256 \w{12}\.\.\. but "
+        r"models.lock pins sha256 \w{12}\.\.\.; kept nothing new from this pull",
+    ):
         pull("tinyhf")
     assert cache_files(tmp_path) == before
     assert tomllib.loads(isolated_lock.read_text())["models"]["tinyhf"]["source"]["commit"] == repo.commit
@@ -141,13 +158,21 @@ def test_offline_mode_uses_the_cache_and_never_asks_the_hub(hub, monkeypatch):
     requests_so_far = len(hub.log)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert [c.state for c in pull("tiny").files] == ["ok"]
-    with pytest.raises(hubmod.HubError, match="config.json of acme/tiny-hf at [0-9a-f]{12} is not in the local cache and "
-                                               "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it"):
+    with pytest.raises(
+        hubmod.HubError,
+        match="config.json of acme/tiny-hf at [0-9a-f]{12} is not in the local cache and "
+        "HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it",
+    ):
         pull("tinyhf")
-    with pytest.raises(hubmod.HubError, match="cannot resolve revision 'main' of acme/tiny-GGUF: HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        hubmod.HubError, match="cannot resolve revision 'main' of acme/tiny-GGUF: HF_HUB_OFFLINE is set"
+    ):
         lock_model("tiny")
-    with pytest.raises(hubmod.HubError, match="downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF again needs the hub, "
-                                               "and HF_HUB_OFFLINE is set; unset it or drop --force"):
+    with pytest.raises(
+        hubmod.HubError,
+        match="downloading tiny-Q4_K_M.gguf of acme/tiny-GGUF again needs the hub, "
+        "and HF_HUB_OFFLINE is set; unset it or drop --force",
+    ):
         pull("tiny", force=True)
     assert len(hub.log) == requests_so_far
 
@@ -155,8 +180,11 @@ def test_offline_mode_uses_the_cache_and_never_asks_the_hub(hub, monkeypatch):
 def test_add_while_offline_leaves_the_revision_unresolved_and_lock_resolves_it_later(hub, monkeypatch, isolated_lock):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     entry, note = add("tiny", "acme/tiny-GGUF", fmt="gguf", include=["*.gguf"])
-    assert entry == {"format": "gguf", "source": {"hub": "acme/tiny-GGUF", "revision": "main", "commit": "unresolved"},
-                     "include": ["*.gguf"]}
+    assert entry == {
+        "format": "gguf",
+        "source": {"hub": "acme/tiny-GGUF", "revision": "main", "commit": "unresolved"},
+        "include": ["*.gguf"],
+    }
     assert "HF_HUB_OFFLINE is set" in note
     monkeypatch.delenv("HF_HUB_OFFLINE")
     entry, previous = lock_model("tiny")
@@ -168,33 +196,49 @@ def test_add_while_offline_leaves_the_revision_unresolved_and_lock_resolves_it_l
 def test_lock_follows_a_branch_to_its_new_commit(hub):
     add("tiny", "acme/tiny-GGUF")
     old = hub.repos["acme/tiny-GGUF"].commit
-    new = hub.add(Repo("acme/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY[::-1], "config.json": CONFIG},
-                       lfs={"tiny-Q4_K_M.gguf"}))
+    new = hub.add(
+        Repo("acme/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY[::-1], "config.json": CONFIG}, lfs={"tiny-Q4_K_M.gguf"})
+    )
     entry, previous = lock_model("tiny")
     assert (previous, entry["source"]["commit"]) == (old, new.commit)
-    assert entry["files"] == [{"name": "tiny-Q4_K_M.gguf", "sha256": hashlib.sha256(TINY[::-1]).hexdigest(),
-                               "size": 40_000}]
+    assert entry["files"] == [
+        {"name": "tiny-Q4_K_M.gguf", "sha256": hashlib.sha256(TINY[::-1]).hexdigest(), "size": 40_000}
+    ]
 
 
 def test_pull_of_an_unresolved_catalogue_entry_locks_it_first(hub, isolated_lock):
-    text = isolated_lock.read_text() + ('\n[models.tiny]\nformat = "gguf"\n'
-                                        'source = { hub = "acme/tiny-GGUF", revision = "main", commit = "unresolved" }\n')
+    text = isolated_lock.read_text() + (
+        '\n[models.tiny]\nformat = "gguf"\n'
+        'source = { hub = "acme/tiny-GGUF", revision = "main", commit = "unresolved" }\n'
+    )
     isolated_lock.write_text(text)
     assert [c.state for c in pull("tiny").files] == ["ok"]
-    assert tomllib.loads(isolated_lock.read_text())["models"]["tiny"]["source"]["commit"] == hub.repos["acme/tiny-GGUF"].commit
+    assert (
+        tomllib.loads(isolated_lock.read_text())["models"]["tiny"]["source"]["commit"]
+        == hub.repos["acme/tiny-GGUF"].commit
+    )
 
 
 def test_a_gguf_repo_with_several_quantizations_needs_a_file_choice(hub):
-    hub.add(Repo("acme/multi", {"m-Q4_K_M.gguf": TINY[:100], "m-Q8_0.gguf": TINY[:200]}, lfs={"m-Q4_K_M.gguf", "m-Q8_0.gguf"}))
-    with pytest.raises(ModelError, match=r"acme/multi at main has 2 GGUF files \(m-Q4_K_M.gguf, m-Q8_0.gguf\); "
-                                         r"choose with --file PATTERN"):
+    hub.add(
+        Repo(
+            "acme/multi", {"m-Q4_K_M.gguf": TINY[:100], "m-Q8_0.gguf": TINY[:200]}, lfs={"m-Q4_K_M.gguf", "m-Q8_0.gguf"}
+        )
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"acme/multi at main has 2 GGUF files \(m-Q4_K_M.gguf, m-Q8_0.gguf\); "
+        r"choose with --file PATTERN",
+    ):
         add("multi", "acme/multi")
     entry, _ = add("multi", "acme/multi", include=["*Q8_0.gguf"])
     assert (entry["quantization"], [f["name"] for f in entry["files"]]) == ("Q8_0", ["m-Q8_0.gguf"])
 
 
 def test_hub_refusals_are_one_line_errors(hub):
-    with pytest.raises(hubmod.HubError, match="hub repo 'acme/none' does not exist, or it is private and needs a token"):
+    with pytest.raises(
+        hubmod.HubError, match="hub repo 'acme/none' does not exist, or it is private and needs a token"
+    ):
         add("none", "acme/none")
     with pytest.raises(hubmod.HubError, match="revision 'v9' is not in acme/tiny-GGUF; pass an existing branch"):
         add("tiny", "acme/tiny-GGUF", revision="v9")
@@ -202,8 +246,11 @@ def test_hub_refusals_are_one_line_errors(hub):
 
 def test_a_gated_repo_uses_the_login_token_and_never_stores_it(hub, monkeypatch, isolated_lock):
     hub.add(Repo("acme/gated", {"g.gguf": TINY[:500]}, lfs={"g.gguf"}, token="hf_secret123"))
-    with pytest.raises(hubmod.HubError, match=r"acme/gated is gated: accept its terms at http://127.0.0.1:\d+/acme/gated, "
-                                               r"then log in with `hf auth login` or set HF_TOKEN"):
+    with pytest.raises(
+        hubmod.HubError,
+        match=r"acme/gated is gated: accept its terms at http://127.0.0.1:\d+/acme/gated, "
+        r"then log in with `hf auth login` or set HF_TOKEN",
+    ):
         add("gated", "acme/gated")
     monkeypatch.setenv("HF_TOKEN", "hf_secret123")
     add("gated", "acme/gated")
@@ -218,8 +265,10 @@ def test_cli_pull_prints_the_path_and_fails_with_one_line_on_a_cut_connection(hu
     cli = [sys.executable, "-m", "talesmith.cli.main", "models"]
     failed = subprocess.run([*cli, "pull", "tiny"], capture_output=True, text=True, timeout=60)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
-    assert failed.stderr.splitlines()[-1] == ("error: the connection broke while downloading tiny-Q4_K_M.gguf of "
-                                              "acme/tiny-GGUF; rerun `talesmith models pull tiny` to resume")
+    assert failed.stderr.splitlines()[-1] == (
+        "error: the connection broke while downloading tiny-Q4_K_M.gguf of "
+        "acme/tiny-GGUF; rerun `talesmith models pull tiny` to resume"
+    )
     done = subprocess.run([*cli, "pull", "tiny"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-GGUF" / "snapshots" / hub.repos["acme/tiny-GGUF"].commit
@@ -238,8 +287,10 @@ def test_an_unreachable_hub_is_one_line_and_add_keeps_the_revision_unresolved(hu
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(InputError) as e:
         add("tiny", "acme/tiny-GGUF")
-    assert str(e.value) == (f"pass --format (hf, gguf, onnx) for acme/tiny-GGUF: the hub cannot be asked (cannot reach "
-                            f"the hub at http://127.0.0.1:{port} for acme/tiny-GGUF (Connection refused); check the network)")
+    assert str(e.value) == (
+        f"pass --format (hf, gguf, onnx) for acme/tiny-GGUF: the hub cannot be asked (cannot reach "
+        f"the hub at http://127.0.0.1:{port} for acme/tiny-GGUF (Connection refused); check the network)"
+    )
     entry, note = add("tiny", "acme/tiny-GGUF", fmt="gguf")
     assert entry["source"]["commit"] == "unresolved"
     assert note.startswith(f"cannot reach the hub at http://127.0.0.1:{port}")
@@ -247,9 +298,13 @@ def test_an_unreachable_hub_is_one_line_and_add_keeps_the_revision_unresolved(hu
 
 def test_lock_resolves_a_separate_tokenizer_source_too(hub, isolated_lock):
     tok = hub.add(Repo("acme/tokenizer", {"tokenizer.json": b"{}"}))
-    isolated_lock.write_text(isolated_lock.read_text() + (
-        '\n[models.jp]\nformat = "hf"\nsource = { hub = "acme/tiny-hf", revision = "main", commit = "unresolved" }\n'
-        'tokenizer = { hub = "acme/tokenizer", revision = "main", commit = "unresolved" }\n'))
+    isolated_lock.write_text(
+        isolated_lock.read_text()
+        + (
+            '\n[models.jp]\nformat = "hf"\nsource = { hub = "acme/tiny-hf", revision = "main", commit = "unresolved" }\n'
+            'tokenizer = { hub = "acme/tokenizer", revision = "main", commit = "unresolved" }\n'
+        )
+    )
     entry, _ = lock_model("jp")
     saved = tomllib.loads(isolated_lock.read_text())["models"]["jp"]
     assert saved == entry
@@ -264,11 +319,17 @@ def test_cli_verify_of_a_tampered_hub_file_asks_for_a_fresh_pull(hub, tmp_path):
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0x80
     blob.write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, "-m", "talesmith.cli.main", "models", "verify", "tiny"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "talesmith.cli.main", "models", "verify", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr == ("error: 1 of 1 files failed verification (first: tiny-Q4_K_M.gguf of tiny, mismatch); "
-                             "run `talesmith models pull tiny --force`\n")
+    assert result.stderr == (
+        "error: 1 of 1 files failed verification (first: tiny-Q4_K_M.gguf of tiny, mismatch); "
+        "run `talesmith models pull tiny --force`\n"
+    )
     assert result.stdout == "MISMATCH  tiny  tiny-Q4_K_M.gguf\n"
     assert [c.state for c in pull("tiny", force=True).files] == ["ok"]
     assert blob.read_bytes() == TINY

@@ -46,8 +46,10 @@ def test_exporting_a_preset_says_what_export_takes(tmp_path):
     for out in ("x.out", "x.json"):
         with pytest.raises(InputError) as e:
             export_text(saved, tmp_path / out)
-        assert str(e.value) == (f"{saved} is not a saved talesmith chat or story nor a lorebook; `export` writes "
-                                f"those back (a chat as .jsonl, a story or lorebook as .json)")
+        assert str(e.value) == (
+            f"{saved} is not a saved talesmith chat or story nor a lorebook; `export` writes "
+            f"those back (a chat as .jsonl, a story or lorebook as .json)"
+        )
 
 
 def test_a_lorebook_to_the_wrong_suffix_is_still_named_a_lorebook(tmp_path):
@@ -84,9 +86,11 @@ def test_every_command_summary_is_one_paragraph_without_a_line_break():
 
 
 def test_imported_characters_lorebooks_and_presets_are_readable_by_the_user_only(tmp_path):
-    sources = {"card.json": {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Zed", "first_mes": "hi"}},
-               "world.json": {"entries": {"0": {"uid": 0, "key": ["a"], "content": "A."}}},
-               "preset.json": {"temp": 0.7, "rep_pen": 1.1}}
+    sources = {
+        "card.json": {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Zed", "first_mes": "hi"}},
+        "world.json": {"entries": {"0": {"uid": 0, "key": ["a"], "content": "A."}}},
+        "preset.json": {"temp": 0.7, "rep_pen": 1.1},
+    }
     for name, data in sources.items():
         (tmp_path / name).write_text(json.dumps(data))
         path = save_import(read_import(tmp_path / name), tmp_path / "data")

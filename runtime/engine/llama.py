@@ -13,16 +13,16 @@ import json
 import os
 import sys
 import weakref
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Collection, Sequence
 
 import llama_cpp
 
 from talesmith.runtime import files
 from talesmith.runtime.engine.choices import context_size
+from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
 from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
 from talesmith.runtime.errors import ContextOverflowError, ModelError
-from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
 from talesmith.runtime.models import gguf_keys
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
@@ -48,7 +48,7 @@ def quiet_logs() -> None:
     llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
 
 
-_OPEN: "weakref.WeakSet[LlamaCppBackend]" = weakref.WeakSet()
+_OPEN: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
 
 
 @atexit.register
@@ -73,7 +73,7 @@ class LlamaSampler:
     index = -1
     """Which row of the last batch's logits to sample from (parallel sequences set their own)."""
 
-    def __init__(self, backend: "LlamaCppBackend", settings: SamplingSettings, seed: int, history: Sequence[int]):
+    def __init__(self, backend: LlamaCppBackend, settings: SamplingSettings, seed: int, history: Sequence[int]):
         self._backend = backend
         self._settings = settings
         self._seed = seed
@@ -87,8 +87,12 @@ class LlamaSampler:
 
     def _uses_history(self) -> bool:
         s = self._settings
-        return s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0 \
+        return (
+            s.repetition_penalty != 1.0
+            or s.presence_penalty != 0.0
+            or s.frequency_penalty != 0.0
             or s.dry_multiplier > 0.0
+        )
 
     def _build(self) -> None:
         s = self._settings
@@ -97,14 +101,25 @@ class LlamaSampler:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = lambda smpl: llama_cpp.llama_sampler_chain_add(chain, smpl)  # noqa: E731
         if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
-            add(llama_cpp.llama_sampler_init_penalties(
-                b.n_vocab, self._penalty_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty))
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    b.n_vocab, self._penalty_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty
+                )
+            )
         if s.dry_multiplier > 0.0:
             breakers = [x.encode("utf-8") for x in s.dry_sequence_breakers]
             self._breakers = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
-            add(llama_cpp.llama_sampler_init_dry(
-                b.vocab, s.dry_multiplier, s.dry_base, s.dry_allowed_length, self._dry_window,
-                self._breakers, len(breakers)))
+            add(
+                llama_cpp.llama_sampler_init_dry(
+                    b.vocab,
+                    s.dry_multiplier,
+                    s.dry_base,
+                    s.dry_allowed_length,
+                    self._dry_window,
+                    self._breakers,
+                    len(breakers),
+                )
+            )
         if s.greedy:
             add(llama_cpp.llama_sampler_init_greedy())
         elif s.mirostat:
@@ -131,7 +146,7 @@ class LlamaSampler:
     def _prime(self, history: Sequence[int]) -> None:
         if not self._uses_history():
             return
-        for token in history[-max(self._penalty_window, self._dry_window):]:
+        for token in history[-max(self._penalty_window, self._dry_window) :]:
             llama_cpp.llama_sampler_accept(self._chain, token)
 
     def sample(self, banned: Collection[int] = ()) -> int:
@@ -159,8 +174,15 @@ class LlamaCppBackend:
 
     name = "llama.cpp"
 
-    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, gpu_layers: int = 0,
-                 threads: int | None = None, n_batch: int = 512):
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int | None = None,
+        gpu_layers: int = 0,
+        threads: int | None = None,
+        n_batch: int = 512,
+    ):
         info = read_info(model_path)
         check_loadable(info)  # values llama.cpp would abort on, refused before it sees the file
         self.info = info
@@ -168,19 +190,29 @@ class LlamaCppBackend:
         self.warnings: list[str] = []
         n_ctx = self._context_size(info, n_ctx, gpu_layers)
         if gpu_layers and not gpu_offload_supported():
-            self.warnings.append(f"--gpu-layers {gpu_layers} ignored: this llama-cpp-python was built without GPU "
-                                 f"support; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\"")
+            self.warnings.append(
+                f"--gpu-layers {gpu_layers} ignored: this llama-cpp-python was built without GPU "
+                f'support; reinstall it with CMAKE_ARGS="-DGGML_CUDA=on"'
+            )
         threads = threads or os.cpu_count() or 1
         quiet_logs()
         try:
             self._llm = llama_cpp.Llama(
-                model_path=self.model_path, n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), n_gpu_layers=gpu_layers,
-                n_threads=threads, n_threads_batch=threads, verbose=False)
+                model_path=self.model_path,
+                n_ctx=n_ctx,
+                n_batch=min(n_batch, n_ctx),
+                n_gpu_layers=gpu_layers,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         except (ValueError, RuntimeError, OSError) as e:
             if "llama_context" in str(e):
                 raise ModelError(context_failed(info, n_ctx, available=available_memory())) from None
-            raise ModelError(f"llama.cpp could not load {self.model_path} ({info.architecture}): {e}; the file may be "
-                             f"corrupt or its architecture unsupported by this llama.cpp") from None
+            raise ModelError(
+                f"llama.cpp could not load {self.model_path} ({info.architecture}): {e}; the file may be "
+                f"corrupt or its architecture unsupported by this llama.cpp"
+            ) from None
         _OPEN.add(self)
         self.ctx = self._llm.ctx
         self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
@@ -253,15 +285,19 @@ class LlamaCppBackend:
 
     def _decode(self, tokens: Sequence[int]) -> None:
         for i in range(0, len(tokens), self.n_batch):
-            part = tokens[i:i + self.n_batch]
+            part = tokens[i : i + self.n_batch]
             if len(self._tokens) + len(part) > self.n_ctx:
-                raise ContextOverflowError(f"{len(self._tokens) + len(part)} tokens do not fit the context of "
-                                           f"{self.n_ctx}; raise --ctx or shorten the prompt")
+                raise ContextOverflowError(
+                    f"{len(self._tokens) + len(part)} tokens do not fit the context of "
+                    f"{self.n_ctx}; raise --ctx or shorten the prompt"
+                )
             arr = (llama_cpp.llama_token * len(part))(*part)
             rc = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(arr, len(part)))
             if rc != 0:
-                raise ContextOverflowError(f"llama.cpp could not evaluate {len(part)} tokens (code {rc}); "
-                                           f"the context of {self.n_ctx} tokens is full, raise --ctx")
+                raise ContextOverflowError(
+                    f"llama.cpp could not evaluate {len(part)} tokens (code {rc}); "
+                    f"the context of {self.n_ctx} tokens is full, raise --ctx"
+                )
             self._tokens.extend(part)
 
     def _truncate(self, n: int) -> None:
@@ -272,13 +308,15 @@ class LlamaCppBackend:
             del self._tokens[n:]
 
     def _common_prefix(self, tokens: Sequence[int]) -> int:
-        return min(common_prefix(self._tokens, tokens), len(tokens) - 1)  # the last token is evaluated again for fresh logits
+        return min(
+            common_prefix(self._tokens, tokens), len(tokens) - 1
+        )  # the last token is evaluated again for fresh logits
 
     def _shift_plan(self, tokens: Sequence[int], common: int) -> tuple[int, int] | None:
         """(gap, kept): `tokens` continue the cache after `gap` cached tokens at `common` were dropped."""
         if not self._can_shift or common >= len(self._tokens) - 1:
             return None
-        cached, rest = self._tokens, tokens[common:len(tokens) - 1]
+        cached, rest = self._tokens, tokens[common : len(tokens) - 1]
         if not rest:
             return None
         best = None
@@ -319,11 +357,11 @@ class LlamaCppBackend:
             self._truncate(common + gap + kept)
             llama_cpp.llama_memory_seq_rm(self._memory, 0, common, common + gap)
             llama_cpp.llama_memory_seq_add(self._memory, 0, common + gap, -1, -gap)
-            del self._tokens[common:common + gap]
+            del self._tokens[common : common + gap]
             self.last_shift = gap
         else:
             self._truncate(common)
-        rest = tokens[len(self._tokens):]
+        rest = tokens[len(self._tokens) :]
         self._decode(rest)
         return len(rest)
 
@@ -355,15 +393,20 @@ class LlamaCppBackend:
         saved = meta.get("tokens") or []
         common = common_prefix(saved, tokens)
         # The saved cache may run past the prompt (it holds the last reply too): what is shared is kept.
-        if (meta.get("model_sha256") != model_sha256 or meta.get("n_ctx") != self.n_ctx or not target.exists()
-                or common < min(len(saved), MIN_SHIFT_KEPT)):
+        if (
+            meta.get("model_sha256") != model_sha256
+            or meta.get("n_ctx") != self.n_ctx
+            or not target.exists()
+            or common < min(len(saved), MIN_SHIFT_KEPT)
+        ):
             return 0
         self.reset()
         out = (llama_cpp.llama_token * max(len(saved), 1))()
         count = ctypes.c_size_t(0)
-        ok = llama_cpp.llama_state_seq_load_file(self.ctx, str(target).encode(), 0, out, len(saved),
-                                                  ctypes.byref(count))
-        if not ok or list(out[:count.value]) != saved:
+        ok = llama_cpp.llama_state_seq_load_file(
+            self.ctx, str(target).encode(), 0, out, len(saved), ctypes.byref(count)
+        )
+        if not ok or list(out[: count.value]) != saved:
             llama_cpp.llama_memory_clear(self._memory, True)
             return 0
         self._tokens = list(saved)
