@@ -40,6 +40,9 @@ def test_wheel_installs_only_the_talesmith_namespace(tmp_path):
     ):
         assert f"talesmith/{part}" in names, part
     assert "talesmith/tui/__init__.py" in names
+    # every package folder of the tree is in the wheel (a subpackage missing from pyproject.toml would not be)
+    for init in sorted(p for part in ("runtime", "convert", "cli", "tui") for p in (ROOT / part).rglob("__init__.py")):
+        assert f"talesmith/{init.relative_to(ROOT).as_posix()}" in names, init
 
 
 def test_runtime_and_cli_import_no_heavy_conversion_libraries():
