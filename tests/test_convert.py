@@ -1,6 +1,8 @@
 """Conversion of tiny random checkpoints of every seed architecture, checked against transformers and peft."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -299,3 +301,40 @@ def test_checkpoint_without_tokenizer_takes_one_from_elsewhere(tiny, tmp_path):
     entry = read_lock(tmp_path / "models.lock")["genji-tiny-f32"]
     assert entry["source"]["tokenizer"] == {"path": str(slow.resolve())}
     assert entry["prompt_format"] == "japanese-story" and entry["preset"] == "genji-jp"
+
+
+def test_a_model_with_learned_positions_stops_at_its_last_position(converted):
+    """GPT-2 has 64 positions here; llama.cpp rounds the context up to 256 and would abort past position 64."""
+    code = (
+        "from talesmith.runtime.engine.llama import LlamaCppBackend\n"
+        "from talesmith.runtime.engine.generate import collect, stream\n"
+        "from talesmith.runtime.settings import SamplingSettings\n"
+        "import sys\n"
+        "b = LlamaCppBackend(sys.argv[1])\n"
+        "s = SamplingSettings(temperature=0, max_new_tokens=200, min_new_tokens=200)\n"
+        "c = collect(stream(b, b.tokenize('Once upon a time'), s))\n"
+        "print(b.n_ctx, c.finish_reason, len(b.tokenize('Once upon a time')) + c.timing.generated_tokens)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(converted["gpt2"]["F32"])], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["64", "context", "64"]
+    too_far = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "talesmith.cli.main",
+            "generate",
+            "-m",
+            str(converted["gpt2"]["F32"]),
+            "--ctx",
+            "128",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert too_far.returncode == 2 and "Traceback" not in too_far.stderr
+    assert too_far.stderr.strip().endswith("has (it learned one embedding per position); use --ctx 64 or less")

@@ -30,6 +30,8 @@ from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 MIN_SHIFT_KEPT = 16
 """Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+LEARNED_POSITIONS = frozenset({"gpt2", "starcoder"})
+"""Architectures with a table of learned position embeddings: no position past the trained context exists."""
 
 
 @llama_cpp.llama_log_callback
@@ -218,6 +220,9 @@ class LlamaCppBackend:
         self.vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        if info.architecture in LEARNED_POSITIONS and info.context_length:
+            # llama.cpp rounds the context up (to 256); a position past the model's table would abort it
+            self.n_ctx = min(self.n_ctx, info.context_length)
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)  # what the context accepts per decode call
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
@@ -231,6 +236,12 @@ class LlamaCppBackend:
 
     def _context_size(self, info: GGUFInfo, n_ctx: int | None, gpu_layers: int) -> int:
         """The context to ask llama.cpp for: the model's (at most DEFAULT_CTX), or `n_ctx` once checked."""
+        trained = info.context_length
+        if info.architecture in LEARNED_POSITIONS and trained and n_ctx is not None and n_ctx > trained:
+            raise ModelError(
+                f"--ctx {n_ctx} is beyond the {trained} positions {info.name} has (it learned one embedding per "
+                f"position); use --ctx {trained} or less"
+            )
         chosen = context_size(n_ctx, trained=info.context_length, name=info.name, warnings=self.warnings)
         if n_ctx is not None and not gpu_layers:  # offloaded layers keep their cache in GPU memory, not counted here
             too_big = context_too_big(info, n_ctx, available=available_memory())
