@@ -144,10 +144,11 @@ def test_config_file_sets_model_format_and_sampling(tmp_path, bundled_path):
 
 
 @pytest.mark.model
-def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
+@pytest.mark.parametrize("parallel,n_rows,group", [(1, 8, 1), (2, 16, 8)])  # --parallel N writes groups of 4N
+def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path, parallel, n_rows, group):
     rows = tmp_path / "prompts.csv"
-    rows.write_text("prompt\n" + "".join(f"Story number {i} begins:\n" for i in range(8)))
-    common = ["--max-new-tokens", "24", "--seed", "5"]
+    rows.write_text("prompt\n" + "".join(f"Story number {i} begins:\n" for i in range(n_rows)))
+    common = ["--max-new-tokens", "24", "--seed", "5", "--parallel", str(parallel)]
     reference = tmp_path / "reference.jsonl"
     assert talesmith("batch", rows, "-o", reference, *common).returncode == 0
 
@@ -156,12 +157,13 @@ def test_batch_survives_kill_9_and_resumes_to_the_same_output(tmp_path):
         [*TALESMITH, "batch", str(rows), "-o", str(out), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
+    least = max(2, group)
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < least):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = out.read_text().count("\n")
-    assert 2 <= partial < 8
+    assert least <= partial < n_rows
     assert talesmith("batch", rows, "-o", out, *common).returncode == 0
 
     def key(path):
