@@ -8,8 +8,9 @@ prefix and evaluates only the rest. Sampling is talesmith.runtime.engine.sampler
 llama.cpp's order and semantics. The tokenizer is the model's tokenizer.json, read with `tokenizers`.
 
 Where the folder also holds onnxruntime-genai's build of the model (`genai/`, written by the converter
-for int4 Llama models when onnxruntime-genai is installed), `GenaiBackend` runs the forward passes
-through its Generator (append_tokens, get_logits, rewind_to) and talesmith still does the sampling.
+for int4 Llama models when onnxruntime-genai is installed), the backend's forward engine can instead be
+its Generator (append_tokens, get_logits, rewind_to); talesmith still does the tokenizing, cache
+bookkeeping and sampling.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -176,32 +177,41 @@ class OnnxSampler:
         pass
 
 
-class OnnxBackend:
-    """An exported ONNX model in ONNX Runtime, with a prefix-reusing KV cache."""
+class ForwardEngine(Protocol):
+    """What runs the model's forward passes for an OnnxBackend: it holds the KV cache, the backend holds
+    the tokens in it."""
+
+    name: str
+    """The backend's name with this engine, e.g. "onnxruntime"."""
+    device: str
+    providers: tuple[str, ...]
+    n_vocab: int
+
+    def run(self, tokens: Sequence[int], *, start: int) -> np.ndarray:
+        """Evaluate `tokens` after the `start` cached ones; the logits of the last position, as float32."""
+        ...
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` cached tokens (fewer than are cached)."""
+        ...
+
+    def reset(self) -> None:
+        """Empty the cache."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SessionEngine:
+    """A bare ONNX Runtime session whose KV cache stays in ONNX Runtime's own buffers (I/O binding: each
+    step's `present` becomes the next step's `past`)."""
 
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        *,
-        n_ctx: int | None = None,
-        device: str = "cpu",
-        threads: int | None = None,
-    ):
+    def __init__(self, folder: Path, *, device: str, threads: int | None):
         import onnxruntime as ort
 
-        folder = model_folder(model_path)
         self.folder = folder
-        self.model_path = str(folder)
-        self.warnings: list[str] = []
-        self.talesmith_json = _read_json(folder / META_FILE)
-        config = _read_json(folder / "config.json")
-        check_device(device)
-        if device == "cuda" and (reason := cuda_missing_reason()):
-            raise ModelError(f"--device cuda was asked for but {reason}; use --device cpu")
-        self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
-        self.vocab = Vocabulary(folder)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -228,12 +238,7 @@ class OnnxBackend:
         self.device = device
         self.providers = tuple(active)
         self._read_io()
-        self.eog_tokens = frozenset(_eos_ids(folder))
-        self._tokens: list[int] = []
-        self._past: list[Any] = []
-        self.logits = np.zeros(self.n_vocab, dtype=np.float32)
-        self._breakers: dict[tuple[str, ...], Any] = {}
-        self.reset()
+        self._past: list[Any] = self._empty_past()
 
     def _read_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -253,6 +258,141 @@ class OnnxBackend:
         self.kv_dtype = np.float16 if "float16" in first.type else np.float32
         logits = next(o for o in self.session.get_outputs() if o.name == "logits")
         self.n_vocab = int(logits.shape[-1])
+
+    def _ortvalue(self, array: np.ndarray):
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def _empty_past(self) -> list[Any]:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        return [self._ortvalue(empty) for _ in self.past_names]
+
+    def run(self, tokens: Sequence[int], *, start: int) -> np.ndarray:
+        total = start + len(tokens)
+        binding = self.session.io_binding()
+        feeds = {
+            "input_ids": np.asarray([tokens], dtype=np.int64),
+            "attention_mask": np.ones((1, total), dtype=np.int64),
+            "position_ids": np.arange(start, total, dtype=np.int64)[None, :],
+        }
+        for name, value in feeds.items():
+            if name in self._input_names:
+                binding.bind_cpu_input(name, value)
+        for name, value in zip(self.past_names, self._past, strict=False):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self._past = list(outputs[1:])
+        return outputs[0].numpy()[0, -1].astype(np.float32, copy=False)
+
+    def truncate(self, n: int) -> None:
+        if n == 0:
+            self.reset()
+        else:
+            self._past = [self._ortvalue(v.numpy()[:, :, :n]) for v in self._past]
+
+    def reset(self) -> None:
+        self._past = self._empty_past()
+
+    def close(self) -> None:
+        self._past = []
+        self.session = None
+
+
+class GenaiEngine:
+    """onnxruntime-genai's Generator over the folder's genai/ build (its fused attention and shared KV
+    buffer): append_tokens, get_logits, rewind_to. CPU only."""
+
+    name = "onnxruntime-genai"
+    device = "cpu"
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def __init__(self, folder: Path, *, n_ctx: int, threads: int | None):
+        import onnxruntime_genai as og
+
+        self.n_ctx = n_ctx
+        try:
+            og_config = og.Config(str(folder / GENAI_DIR))
+            options = {"intra_op_num_threads": threads or os.cpu_count() or 1, "inter_op_num_threads": 1}
+            og_config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+            self._model = og.Model(og_config)
+        except Exception as e:
+            raise ModelError(
+                f"onnxruntime-genai could not load {folder / GENAI_DIR}: {str(e).splitlines()[0]}; "
+                f"convert the model again"
+            ) from None
+        self.reset()
+        self.n_vocab = int(self.run([0], start=0).shape[-1])  # the build names no vocabulary size: probe it
+        self.reset()
+
+    def run(self, tokens: Sequence[int], *, start: int) -> np.ndarray:
+        self._generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+        return np.asarray(self._generator.get_logits(), dtype=np.float32).reshape(-1)
+
+    def truncate(self, n: int) -> None:
+        if n == 0:
+            self.reset()
+        else:
+            self._generator.rewind_to(n)
+
+    def reset(self) -> None:
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(max_length=self.n_ctx, do_sample=False)
+        self._generator = og.Generator(self._model, params)
+
+    def close(self) -> None:
+        self._generator = None
+        self._model = None
+
+
+ENGINES = ("session", "genai")
+
+
+class OnnxBackend:
+    """An exported ONNX model: talesmith's tokenizer, prefix-reusing cache bookkeeping and sampling over a
+    ForwardEngine ("session": a bare ONNX Runtime session; "genai": onnxruntime-genai's Generator)."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        engine: str = "session",
+    ):
+        if engine not in ENGINES:
+            raise ModelError(f"ONNX engine {engine!r} is unknown; use auto, session or genai")
+        folder = model_folder(model_path)
+        self.folder = folder
+        self.model_path = str(folder)
+        self.warnings: list[str] = []
+        self.talesmith_json = _read_json(folder / META_FILE)
+        config = _read_json(folder / "config.json")
+        check_device(device)
+        if engine == "session" and device == "cuda" and (reason := cuda_missing_reason()):
+            raise ModelError(f"--device cuda was asked for but {reason}; use --device cpu")
+        self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
+        self.vocab = Vocabulary(folder)
+        self.engine: ForwardEngine = (
+            SessionEngine(folder, device=device, threads=threads)
+            if engine == "session"
+            else GenaiEngine(folder, n_ctx=self.n_ctx, threads=threads)
+        )
+        self.name = self.engine.name
+        self.device = self.engine.device
+        self.providers = self.engine.providers
+        self.n_vocab = self.engine.n_vocab
+        self.eog_tokens = frozenset(_eos_ids(folder))
+        self._tokens: list[int] = []
+        self.logits = np.zeros(self.n_vocab, dtype=np.float32)
+        self._breakers: dict[tuple[str, ...], Any] = {}
 
     # --- vocabulary -------------------------------------------------------------------------
 
@@ -284,49 +424,19 @@ class OnnxBackend:
     def cached_tokens(self) -> Sequence[int]:
         return tuple(self._tokens)
 
-    def _ortvalue(self, array: np.ndarray):
-        import onnxruntime as ort
-
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
-
-    def _empty_past(self) -> list[Any]:
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
-        return [self._ortvalue(empty) for _ in self.past_names]
-
     def _run(self, tokens: Sequence[int]) -> None:
-        start = len(self._tokens)
-        total = start + len(tokens)
+        total = len(self._tokens) + len(tokens)
         if total > self.n_ctx:
             raise ContextOverflowError(
                 f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or shorten the prompt"
             )
-        binding = self.session.io_binding()
-        feeds = {
-            "input_ids": np.asarray([tokens], dtype=np.int64),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            "position_ids": np.arange(start, total, dtype=np.int64)[None, :],
-        }
-        for name, value in feeds.items():
-            if name in self._input_names:
-                binding.bind_cpu_input(name, value)
-        for name, value in zip(self.past_names, self._past, strict=False):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in self.present_names:
-            binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        self.logits = outputs[0].numpy()[0, -1].astype(np.float32, copy=False)
-        self._past = list(outputs[1:])
+        self.logits = self.engine.run(tokens, start=len(self._tokens))
         self._tokens.extend(int(t) for t in tokens)
 
     def _truncate(self, n: int) -> None:
         if n >= len(self._tokens):
             return
-        if n == 0:
-            self._past = self._empty_past()
-        else:
-            self._past = [self._ortvalue(v.numpy()[:, :, :n]) for v in self._past]
+        self.engine.truncate(n)
         del self._tokens[n:]
 
     def prefill(self, tokens: Sequence[int]) -> int:
@@ -349,14 +459,13 @@ class OnnxBackend:
     def reset(self) -> None:
         """Empty the cache: the next prefill evaluates its whole prompt."""
         self._tokens = []
-        self._past = self._empty_past()
+        self.engine.reset()
 
     def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> OnnxSampler:
         return OnnxSampler(self, settings, seed, history)
 
     def close(self) -> None:
-        self._past = []
-        self.session = None
+        self.engine.close()
 
 
 def genai_available(folder: Path) -> bool:
@@ -370,91 +479,11 @@ def genai_available(folder: Path) -> bool:
     return True
 
 
-class GenaiBackend(OnnxBackend):
-    """The same model folder, with forward passes through onnxruntime-genai's Generator (its fused
-    attention and shared KV buffer), and talesmith's own tokenizer, cache bookkeeping and sampling."""
-
-    name = "onnxruntime-genai"
-
-    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int | None = None, threads: int | None = None):
-        import onnxruntime_genai as og
-
-        folder = model_folder(model_path)
-        self.folder = folder
-        self.model_path = str(folder)
-        self.warnings = []
-        self.talesmith_json = _read_json(folder / META_FILE)
-        config = _read_json(folder / "config.json")
-        self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
-        self.vocab = Vocabulary(folder)
-        self.device = "cpu"
-        self.providers = ("CPUExecutionProvider",)
-        try:
-            og_config = og.Config(str(folder / GENAI_DIR))
-            og_config.overlay(
-                json.dumps(
-                    {
-                        "model": {
-                            "decoder": {
-                                "session_options": {
-                                    "intra_op_num_threads": threads or os.cpu_count() or 1,
-                                    "inter_op_num_threads": 1,
-                                }
-                            }
-                        }
-                    }
-                )
-            )
-            self._model = og.Model(og_config)
-        except Exception as e:
-            raise ModelError(
-                f"onnxruntime-genai could not load {folder / GENAI_DIR}: {str(e).splitlines()[0]}; "
-                f"convert the model again"
-            ) from None
-        self.eog_tokens = frozenset(_eos_ids(folder))
-        self._breakers = {}
-        self.reset()
-        self.n_vocab = int(np.asarray(self._probe_logits()).shape[-1])
-        self.logits = np.zeros(self.n_vocab, dtype=np.float32)
-        self.reset()
-
-    def _probe_logits(self):
-        self._generator.append_tokens([0])
-        return self._generator.get_logits()
-
-    def _new_generator(self) -> None:
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self._model)
-        params.set_search_options(max_length=self.n_ctx, do_sample=False)
-        self._generator = og.Generator(self._model, params)
-
-    def _run(self, tokens: Sequence[int]) -> None:
-        total = len(self._tokens) + len(tokens)
-        if total > self.n_ctx:
-            raise ContextOverflowError(
-                f"{total} tokens do not fit the context of {self.n_ctx}; raise --ctx or shorten the prompt"
-            )
-        self._generator.append_tokens(np.asarray(tokens, dtype=np.int32))
-        self.logits = np.asarray(self._generator.get_logits(), dtype=np.float32).reshape(-1)
-        self._tokens.extend(int(t) for t in tokens)
-
-    def _truncate(self, n: int) -> None:
-        if n >= len(self._tokens):
-            return
-        if n == 0:
-            self._new_generator()
-        else:
-            self._generator.rewind_to(n)
-        del self._tokens[n:]
-
-    def reset(self) -> None:
-        self._tokens = []
-        self._new_generator()
-
-    def close(self) -> None:
-        self._generator = None
-        self._model = None
+def GenaiBackend(  # noqa: N802 - kept under its old class name
+    model_path: str | os.PathLike[str], *, n_ctx: int | None = None, threads: int | None = None
+) -> OnnxBackend:
+    """The model folder with forward passes through onnxruntime-genai's Generator (an OnnxBackend)."""
+    return OnnxBackend(model_path, n_ctx=n_ctx, threads=threads, engine="genai")
 
 
 def open_onnx(
@@ -477,5 +506,5 @@ def open_onnx(
                 f"{folder} has no onnxruntime-genai build (genai/) or onnxruntime-genai is not "
                 f"installed; convert to int4 with onnxruntime-genai-cuda installed"
             )
-        return GenaiBackend(folder, n_ctx=n_ctx, threads=threads)
+        return OnnxBackend(folder, n_ctx=n_ctx, threads=threads, engine="genai")
     return OnnxBackend(folder, n_ctx=n_ctx, device=device, threads=threads)
