@@ -170,7 +170,10 @@ def test_lock_entries_and_folders(exported):
     assert backend.name.startswith("onnxruntime")
     backend.close()
     session = open_onnx(folder, engine="session")
-    assert session.engine.kv_heads == 2 and session.engine.past_names[:2] == ["past_key_values.0.key", "past_key_values.0.value"]
+    assert session.engine.kv_heads == 2 and session.engine.past_names[:2] == [
+        "past_key_values.0.key",
+        "past_key_values.0.value",
+    ]
     session.close()
 
 
