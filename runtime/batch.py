@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from talesmith.runtime import files
 from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
 from talesmith.runtime.documents.formats import FIELDS, make_document
 from talesmith.runtime.documents.lorebook import Lore
@@ -75,17 +75,7 @@ def read_rows(path: Path, fmt: str) -> list[Row]:
         except csv.Error as e:
             raise InputError(f"{path} is not valid CSV ({e}); check its quoting") from None
     else:
-        records = []
-        for n, line in enumerate(raw.split("\n"), 1):  # JSON text may hold U+2028, which splitlines() breaks on
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path} line {n} is not a JSON object")
-            records.append(record)
+        records = files.jsonl_objects(raw, str(path))
     if not records:
         raise InputError(f"{path} has no rows")
     allowed = {"id", "prompt"} | set(FIELDS[fmt]) | FIELD_NAMES

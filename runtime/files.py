@@ -8,9 +8,13 @@ the folder. Every writer in talesmith (documents, models.lock, saved state, cach
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from talesmith.runtime.errors import InputError
 
 PRIVATE = 0o600
 """The mode of what a user wrote (stories, chats, their saved state): readable by its owner only."""
@@ -80,3 +84,24 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
+
+def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON Lines text, one per line; blank lines are skipped.
+
+    Only "\n" ends a line: text inside a record may hold U+2028, "\x85" or "\x0c", which
+    `str.splitlines` would also break on. A line that is not a JSON object is an InputError naming it.
+    """
+    objects = []
+    for n, line in enumerate(raw.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            raise InputError(f"{where} line {n} is not JSON ({reason}); each line must be one JSON object") from None
+        if not isinstance(value, dict):
+            raise InputError(f"{where} line {n} is not a JSON object")
+        objects.append(value)
+    return objects

@@ -13,11 +13,12 @@ from talesmith.runtime.documents.formats import CHARACTER, USER
 from talesmith.runtime.documents.importers import read_import, save_import
 from talesmith.runtime.documents.importers.kobold import story_from_kobold, story_to_kobold
 from talesmith.runtime.documents.importers.presets import from_sillytavern, load_preset
-from talesmith.runtime.documents.importers.stchat import chat_from_st, chat_to_st, dumps, parse_jsonl
+from talesmith.runtime.documents.importers.stchat import chat_from_st, chat_to_st, dumps
 from talesmith.runtime.documents.lorebook import Entry
 from talesmith.runtime.documents.stories import ChatMessage, Library
 from talesmith.runtime.documents.worldinfo import from_st, load_lorebook, to_st
 from talesmith.runtime.errors import InputError
+from talesmith.runtime.files import jsonl_objects
 from talesmith.runtime.settings import SamplingSettings
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
@@ -98,7 +99,7 @@ def test_chat_uses_the_character_card_from_the_library(tmp_path):
 def test_real_st_chats_round_trip():
     for path in sorted((REAL / "st-chat-jsonl").glob("*.jsonl")):
         text = path.read_text(encoding="utf-8")
-        doc = chat_from_st(parse_jsonl(text, str(path)), str(path))
+        doc = chat_from_st(jsonl_objects(text, str(path)), str(path))
         assert doc.messages and dumps(chat_to_st(doc)).rstrip("\n") == text.rstrip("\n"), path.name
 
 

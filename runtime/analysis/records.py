@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 from talesmith.runtime.analysis.counting import ALL
 from talesmith.runtime.batch_output import allow_big_csv_fields
 from talesmith.runtime.errors import InputError
+from talesmith.runtime.files import jsonl_objects
 
 TEXT_COLUMNS = ("text", "response")
 """Where a story is, when no column is named: a batch output's `text`, a training CSV's `response`."""
@@ -60,7 +60,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         raise InputError(f"story set {path} does not exist; pass a batch output or a training CSV") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"story set {path} cannot be read ({e}); it must be UTF-8 text") from None
-    records = _csv(path, raw) if suffix == ".csv" else _jsonl(path, raw)
+    records = _csv(path, raw) if suffix == ".csv" else jsonl_objects(raw, str(path))
     columns = list(dict.fromkeys(k for r in records for k in r))
     return records, columns
 
@@ -71,21 +71,6 @@ def _csv(path: Path, raw: str) -> list[dict[str, Any]]:
         return list(csv.DictReader(io.StringIO(raw, newline="")))
     except csv.Error as e:
         raise InputError(f"{path} is not a readable CSV file ({e})") from None
-
-
-def _jsonl(path: Path, raw: str) -> list[dict[str, Any]]:
-    records = []
-    for n, line in enumerate(raw.split("\n"), 1):  # only \n ends a record: a story may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path} line {n} is not a JSON object")
-        records.append(record)
-    return records
 
 
 def _column(path: Path, columns: Sequence[str], given: str | None, defaults: Sequence[str], option: str) -> str | None:

@@ -26,6 +26,7 @@ from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocu
 from talesmith.runtime.documents.worldinfo import carries_lorebook, lorebook_from_json
 from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps
 from talesmith.runtime.errors import CardError, InputError
+from talesmith.runtime.files import jsonl_objects
 
 MAX_IMPORT = 64 * 1024 * 1024
 KINDS = ("chat", "story", "preset", "character", "lorebook")
@@ -120,7 +121,7 @@ def read_import(path: str | os.PathLike[str], *, characters: Path | None = None)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        lines = stchat.parse_jsonl(text, str(p))
+        lines = jsonl_objects(text, str(p))
         if not stchat.is_st_chat(lines):
             raise InputError(
                 f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the character)"

@@ -20,21 +20,6 @@ from talesmith.runtime.errors import InputError
 KEY = "sillytavern"
 
 
-def parse_jsonl(text: str, where: str) -> list[dict[str, Any]]:
-    lines = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise InputError(f"{where}: line {number} is not JSON ({e})") from None
-        if not isinstance(value, dict):
-            raise InputError(f"{where}: line {number} is not a JSON object")
-        lines.append(value)
-    return lines
-
-
 def is_st_chat(lines: list[dict[str, Any]]) -> bool:
     return bool(lines) and "character_name" in lines[0] and all("mes" in m for m in lines[1:])
 
