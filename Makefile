@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # The tests also convert tiny checkpoints: they need the conversion extra (torch CPU, transformers, peft)
-# and the ONNX extra (optimum, onnxruntime); the analyze extra is for `talesmith analyze`, scale (Ray) for batch --ray.
+# and the ONNX extra (optimum, onnxruntime); the analyze extra is for `talesmith analyze`, scale (Ray) for batch --ray,
+# serve (FastAPI, uvicorn) for `talesmith serve`.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,convert,onnx,analyze,scale]'
+	$(BIN)/pip install --quiet -e '.[test,convert,onnx,analyze,scale,serve]'
 	touch $(STAMP) $(TEST_STAMP)
 
 run: $(STAMP)
