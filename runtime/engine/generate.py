@@ -1,8 +1,10 @@
-"""The generation loop, shared by every backend: one token step, a stream of chunks, a collector.
+"""The generation core, shared by every backend: a token-level step machine, a stream of chunks, a collector.
 
-The backend samples and evaluates; this loop owns the token limits, end-of-text handling,
-stop strings, banned phrases (by rewinding and banning the token a phrase began with) and
-UTF-8-safe text. The CLI, batch generation and the terminal app all consume `stream()`.
+`Generation` owns one generation's token step (sample, append, and for banned phrases rewind to
+the token where a phrase began and ban it there), its token limits, end-of-text handling, stop
+strings and UTF-8-safe text, but calls no model: a driver evaluates what it asks for. `stream()`
+drives one on one backend; the parallel decoder and the server's slots drive many in one loop.
+`collect()` gathers a stream. The CLI, batch generation and the terminal app consume `stream()`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import secrets
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from talesmith.runtime.documents.formats import Document
 from talesmith.runtime.documents.lorebook import Activation, Lore
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
 from talesmith.runtime.engine.markers import tokenize_prompt
-from talesmith.runtime.engine.protocol import Backend
+from talesmith.runtime.engine.protocol import Backend, TokenSampler
 from talesmith.runtime.engine.textstream import Emit, Rewind, Stopped, TextStream
 from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.settings import SamplingSettings
@@ -72,6 +75,159 @@ def with_seed(settings: SamplingSettings) -> SamplingSettings:
     return settings if settings.seed is not None else settings.replace(seed=secrets.randbelow(2**31))
 
 
+@dataclass(frozen=True)
+class Prefill:
+    """Make the cache hold exactly `tokens`, with logits ready for the next token."""
+
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class Append:
+    """Evaluate one more token after the cached ones."""
+
+    token: int
+
+
+Request = Prefill | Append
+
+
+class Vocabulary(Protocol):
+    """What a generation reads from its model besides the logits."""
+
+    n_ctx: int
+
+    @property
+    def eog_tokens(self) -> frozenset[int]: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
+
+class Generation:
+    """One generation as a step machine, driven from outside: no model calls of its own.
+
+    The driver evaluates what `request` asks (first the prompt), hands over a sampler once the prompt
+    is in (`begin`), then calls `step()` after each evaluation. A step samples one token (banning
+    what banned-phrase rewinds and `min_new_tokens` forbid), appends it, feeds the text stream and
+    says what to evaluate next: the token (`Append`), or after a rewind the shorter sequence
+    (`Prefill`); `request` is None once the generation is over. `stream()` drives one generation
+    on one backend; the parallel decoder and the server's slots drive many in one loop.
+    """
+
+    def __init__(
+        self, prompt_tokens: Sequence[int], settings: SamplingSettings, *, vocab: Vocabulary, stops: Sequence[str] = ()
+    ):
+        self.settings = with_seed(settings)
+        assert self.settings.seed is not None  # with_seed gave it one
+        self.seed: int = self.settings.seed
+        self.prompt = list(prompt_tokens)
+        self.vocab = vocab
+        if len(self.prompt) >= vocab.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(self.prompt)} tokens but the context holds {vocab.n_ctx}; "
+                f"shorten the prompt or raise --ctx"
+            )
+        self.text = TextStream(stops=tuple(self.settings.stop) + tuple(stops), banned=self.settings.banned)
+        self.generated: list[int] = []
+        self.request: Request | None = Prefill(self.prompt)
+        self.sampler: TokenSampler | None = None
+        self.finish_reason: str | None = None
+        self._bans: dict[int, set[int]] = {}
+        self._rewinds = 0
+        self._yielded = 0
+        self._started = time.perf_counter()
+        self._evaluated = 0
+        self._prompt_seconds = 0.0
+        self._first_token_at: float | None = None
+
+    def begin(self, sampler: TokenSampler, evaluated: int) -> None:
+        """The prompt is in the cache (`evaluated` of its tokens had to be evaluated); sample with `sampler`."""
+        self._evaluated = evaluated
+        self._prompt_seconds = time.perf_counter() - self._started
+        self.sampler = sampler
+
+    def timing(self) -> Timing:
+        now, first = time.perf_counter(), self._first_token_at
+        return Timing(
+            len(self.prompt),
+            self._evaluated,
+            self._prompt_seconds,
+            len(self.generated),
+            now - first if first else 0.0,
+            first - self._started if first else None,
+        )
+
+    def _chunk(self, text: str, upto: int | None, reason: str | None) -> Chunk:
+        tokens = tuple(self.generated[self._yielded : upto])
+        if upto is not None:
+            self._yielded = upto
+        if reason is not None:
+            self.finish_reason, self.request = reason, None
+        return Chunk(text, tokens, reason, self.timing(), self.seed)
+
+    def step(self) -> Chunk | None:
+        """Sample from the logits the driver evaluated last; a chunk when there is text (or the end) to show."""
+        sampler, settings, vocab = self.sampler, self.settings, self.vocab
+        assert sampler is not None and self.request is not None, "step() before begin() or after the end"
+        token = None
+        reason = None
+        position = len(self.generated)
+        if position >= settings.max_new_tokens:
+            event, reason = self.text.finish(), "length"
+        elif len(self.prompt) + position >= vocab.n_ctx:
+            event, reason = self.text.finish(), "context"
+        else:
+            banned = self._bans.get(position, set())
+            if position < settings.min_new_tokens:
+                banned = banned | vocab.eog_tokens
+            token = sampler.sample(banned)
+            if self._first_token_at is None:
+                self._first_token_at = time.perf_counter()
+            if vocab.is_eog(token):
+                event, reason, token = self.text.finish(), "eos", None
+            else:
+                self.generated.append(token)
+                event = self.text.push(vocab.token_bytes(token))
+
+        if isinstance(event, Rewind):
+            return self._rewind(event.token_index)
+        if isinstance(event, Stopped):
+            return self._chunk(event.text, None, "stop")
+        if reason is not None:
+            return self._chunk(event.text, None, reason)
+        assert token is not None  # an end of text or a finish returned above
+        self.request = Append(token)
+        confirmed = self.text.confirmed_tokens()
+        if event.text or confirmed > self._yielded:
+            return self._chunk(event.text, confirmed, None)
+        return None
+
+    def _rewind(self, index: int) -> Chunk | None:
+        """A banned phrase began at generated token `index`: go back there and ban that token there."""
+        assert self.sampler is not None
+        self._rewinds += 1
+        if self._rewinds > MAX_REWINDS:
+            # Give up on this phrase: end just before it, never show it.
+            del self.generated[index:]
+            self.text.rewind(index)
+            final = self.text.finish()
+            return self._chunk(final.text if isinstance(final, (Emit, Stopped)) else "", None, "banned")
+        bad = self.generated[index]
+        self._bans = {p: b for p, b in self._bans.items() if p <= index}
+        self._bans.setdefault(index, set()).add(bad)
+        del self.generated[index:]
+        self.text.rewind(index)
+        self.sampler.reset(self.prompt + self.generated)
+        self.request = Prefill(self.prompt + self.generated)
+        return None
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+
+
 def stream(
     backend: Backend, prompt_tokens: Sequence[int], settings: SamplingSettings, *, stops: Sequence[str] = ()
 ) -> Generator[Chunk, None, None]:
@@ -80,96 +236,25 @@ def stream(
     `stops` are extra stop strings (the prompt format's own) besides `settings.stop`.
     Closing the iterator stops generation at once.
     """
-    settings = with_seed(settings)
-    seed = settings.seed
-    assert seed is not None  # with_seed gave it one
-    prompt = list(prompt_tokens)
-    if len(prompt) >= backend.n_ctx:
-        raise ContextOverflowError(
-            f"the prompt is {len(prompt)} tokens but the context holds {backend.n_ctx}; "
-            f"shorten the prompt or raise --ctx"
-        )
-    started = time.perf_counter()
-    evaluated = backend.prefill(prompt)
-    prompt_seconds = time.perf_counter() - started
-    sampler = backend.sampler(settings, seed=seed, history=prompt)
-    text = TextStream(stops=tuple(settings.stop) + tuple(stops), banned=settings.banned)
-    generated: list[int] = []
-    bans: dict[int, set[int]] = {}
-    rewinds = 0
-    first_token_at: float | None = None
-    yielded = 0
-
-    def timing() -> Timing:
-        now = time.perf_counter()
-        return Timing(
-            len(prompt),
-            evaluated,
-            prompt_seconds,
-            len(generated),
-            now - first_token_at if first_token_at else 0.0,
-            first_token_at - started if first_token_at else None,
-        )
-
+    generation = Generation(prompt_tokens, settings, vocab=backend, stops=stops)
+    evaluated = backend.prefill(generation.prompt)
     try:
+        generation.begin(
+            backend.sampler(generation.settings, seed=generation.seed, history=generation.prompt), evaluated
+        )
         while True:
-            token = None
-            reason = None
-            position = len(generated)
-            if position >= settings.max_new_tokens:
-                event, reason = text.finish(), "length"
-            elif len(prompt) + position >= backend.n_ctx:
-                event, reason = text.finish(), "context"
+            chunk = generation.step()
+            if chunk is not None:
+                yield chunk
+            request = generation.request
+            if request is None:
+                return
+            if isinstance(request, Append):
+                backend.append(request.token)
             else:
-                banned = bans.get(position, set())
-                if position < settings.min_new_tokens:
-                    banned = banned | backend.eog_tokens
-                token = sampler.sample(banned)
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if backend.is_eog(token):
-                    event, reason, token = text.finish(), "eos", None
-                else:
-                    generated.append(token)
-                    event = text.push(backend.token_bytes(token))
-
-            if isinstance(event, Rewind):
-                rewinds += 1
-                if rewinds > MAX_REWINDS:
-                    # Give up on this phrase: end just before it, never show it.
-                    del generated[event.token_index :]
-                    text.rewind(event.token_index)
-                    final = text.finish()
-                    yield Chunk(
-                        final.text if isinstance(final, (Emit, Stopped)) else "",
-                        tuple(generated[yielded:]),
-                        "banned",
-                        timing(),
-                        seed,
-                    )
-                    return
-                bad = generated[event.token_index]
-                bans = {p: b for p, b in bans.items() if p <= event.token_index}
-                bans.setdefault(event.token_index, set()).add(bad)
-                del generated[event.token_index :]
-                text.rewind(event.token_index)
-                backend.prefill(prompt + generated)
-                sampler.reset(prompt + generated)
-                continue
-            if isinstance(event, Stopped):
-                yield Chunk(event.text, tuple(generated[yielded:]), "stop", timing(), seed)
-                return
-            if reason is not None:
-                yield Chunk(event.text, tuple(generated[yielded:]), reason, timing(), seed)
-                return
-            confirmed = text.confirmed_tokens()
-            if event.text or confirmed > yielded:
-                yield Chunk(event.text, tuple(generated[yielded:confirmed]), None, timing(), seed)
-                yielded = confirmed
-            assert token is not None  # an end of text or a finish returned above
-            backend.append(token)
+                backend.prefill(request.tokens)
     finally:
-        sampler.close()
+        generation.close()
 
 
 def collect(chunks: Iterable[Chunk]) -> Completion:

@@ -21,14 +21,12 @@ import llama_cpp
 from talesmith.runtime import files
 from talesmith.runtime.engine.choices import context_size
 from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
-from talesmith.runtime.engine.protocol import ModelMetadata, common_prefix
+from talesmith.runtime.engine.protocol import MIN_SHIFT_KEPT, ModelMetadata, common_prefix, shift_plan
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.models import gguf_keys
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
 
-MIN_SHIFT_KEPT = 16
-"""Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 LEARNED_POSITIONS = frozenset({"gpt2", "starcoder"})
 """Architectures with a table of learned position embeddings: no position past the trained context exists."""
@@ -325,25 +323,7 @@ class LlamaCppBackend:
 
     def _shift_plan(self, tokens: Sequence[int], common: int) -> tuple[int, int] | None:
         """(gap, kept): `tokens` continue the cache after `gap` cached tokens at `common` were dropped."""
-        if not self._can_shift or common >= len(self._tokens) - 1:
-            return None
-        cached, rest = self._tokens, tokens[common : len(tokens) - 1]
-        if not rest:
-            return None
-        best = None
-        for start in range(common + 1, len(cached)):
-            if cached[start] != rest[0]:
-                continue
-            kept = 0
-            while start + kept < len(cached) and kept < len(rest) and cached[start + kept] == rest[kept]:
-                kept += 1
-            if best is None or kept > best[1]:
-                best = (start - common, kept)
-            if start + kept == len(cached) or kept == len(rest):
-                break
-        if best is None or best[1] < min(MIN_SHIFT_KEPT, len(rest)):
-            return None
-        return best
+        return shift_plan(self._tokens, tokens, common) if self._can_shift else None
 
     def pending(self, tokens: Sequence[int]) -> int:
         """How many of `tokens` a prefill would evaluate now (after reusing and shifting the cache)."""

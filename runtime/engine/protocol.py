@@ -25,6 +25,36 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+MIN_SHIFT_KEPT = 16
+"""Shift the cache only when at least this many cached tokens (or all that follow) are kept."""
+
+
+def shift_plan(cached: Sequence[int], tokens: Sequence[int], common: int) -> tuple[int, int] | None:
+    """(gap, kept): `tokens` continue `cached` after its `gap` tokens at `common` are dropped, for `kept` tokens.
+
+    None when no later run of the cache continues the prompt for at least MIN_SHIFT_KEPT tokens (or all
+    that is left of the prompt before its last token, which is evaluated again for fresh logits)."""
+    if common >= len(cached) - 1:
+        return None
+    rest = tokens[common : len(tokens) - 1]
+    if not rest:
+        return None
+    best = None
+    for start in range(common + 1, len(cached)):
+        if cached[start] != rest[0]:
+            continue
+        kept = 0
+        while start + kept < len(cached) and kept < len(rest) and cached[start + kept] == rest[kept]:
+            kept += 1
+        if best is None or kept > best[1]:
+            best = (start - common, kept)
+        if start + kept == len(cached) or kept == len(rest):
+            break
+    if best is None or best[1] < min(MIN_SHIFT_KEPT, len(rest)):
+        return None
+    return best
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a model converted by talesmith says about itself (GGUF metadata, talesmith.json); None: unsaid."""
