@@ -54,3 +54,7 @@ class LockError(InputError):
 
 class CardError(InputError):
     """A character card that cannot be read."""
+
+
+class TemplateError(TalesmithError):
+    """A chat template (from a model file, a file or a preset) that breaks, escapes its sandbox or runs away."""
