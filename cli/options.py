@@ -163,7 +163,7 @@ def resolve_settings(
     name = preset or config.preset or ref_preset or "default"
     if name not in PRESETS:  # a preset imported with `talesmith import`
         from talesmith.runtime.documents.importers.presets import find_user_preset
-        from talesmith.tui.launch import default_data_dir
+        from talesmith.runtime.files import default_data_dir
 
         user = find_user_preset(default_data_dir(), name)
         if user is not None:

@@ -7,17 +7,41 @@ the folder. Every writer in talesmith (documents, models.lock, saved state, cach
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from talesmith.runtime.errors import InputError
 
 PRIVATE = 0o600
 """The mode of what a user wrote (stories, chats, their saved state): readable by its owner only."""
+HOME_ENV = "TALESMITH_HOME"
+"""Names the data folder (stories, chats, characters, lorebooks, presets), over the platform's default."""
+MAX_IMPORT = 64 * 1024 * 1024
+"""The largest file `talesmith import` reads."""
+MAX_OWN_FILE = 4 * MAX_IMPORT
+"""The largest file of talesmith's own read back (a saved document or lorebook, an export's source). A chat
+keeps the file it came from beside its messages, so its document is larger than the import; an import whose
+saved form would pass this is refused when imported, so everything imported can be read back."""
+MAX_JSON_DEPTH = 100
+"""How deeply JSON may nest (the files talesmith reads nest a few levels); deeper is refused in one line."""
+
+
+def default_data_dir() -> Path:
+    """Where stories, chats, characters, lorebooks and presets live: $TALESMITH_HOME, else the platform's
+    user data folder (on Linux `$XDG_DATA_HOME/talesmith` or `~/.local/share/talesmith`)."""
+    explicit = os.environ.get(HOME_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(platformdirs.user_data_dir("talesmith", appauthor=False))
 
 
 def umask() -> int:
@@ -50,12 +74,15 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None, replace: bool = True
+) -> None:
     """Replace `path` with `data` (text is written as UTF-8, newlines as given).
 
     `mode` is the new file's permission bits; without it a file keeps the mode it had, and a new one
     gets the default of the umask. On any error the old file is left untouched and the temporary
-    file removed.
+    file removed. With `replace=False` an existing `path` is never written over: FileExistsError,
+    even when another process creates it meanwhile.
     """
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
@@ -70,11 +97,152 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int |
         if mode is None:
             mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask()
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give the finished temporary file the name `path` only if nothing has it (FileExistsError otherwise)."""
+    try:
+        os.link(tmp, path)  # fails when the name exists: no window in which another file is replaced
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    Path(tmp).unlink(missing_ok=True)
+
+
+def free_path(path: Path) -> Path:
+    """`path`, or `NAME-2.ext`, `NAME-3.ext`... when it is taken (a broken link counts as taken)."""
+    candidate, n = path, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def reason(e: OSError) -> str:
+    """What went wrong, in the system's words ("No space left on device")."""
+    return e.strerror or str(e)
+
+
+def ensure_folder(folder: Path, what: str) -> None:
+    """Make `folder` (and its parents) for `what`, or one InputError saying why it cannot be one."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.is_symlink() and not part.exists():
+            raise InputError(
+                f"{part} is a broken link (to {os.readlink(part)}); remove it or point it at a folder for {what}"
+            )
+        if part.exists() and not part.is_dir():
+            raise InputError(f"{part} is a file, not a folder; move it away or choose another folder for {what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot make the folder {folder} for {what} ({reason(e)})") from None
+
+
+def check_target(path: Path, *, force: bool, fix: str) -> None:
+    """Before writing `path`: refuse a folder, and an existing file unless `force` (`fix` says how to force)."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the name of a file to write")
+    if not force and (path.exists() or path.is_symlink()):
+        raise InputError(f"{path} already exists and was left as it is; {fix}")
+
+
+def read_bounded(path: str | os.PathLike[str], *, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, read with that bound.
+
+    A device, a pipe or a socket is refused without reading it (a FIFO is opened without waiting for a
+    writer); a missing file, a folder or a file over the limit is one InputError naming it and `what`
+    was expected."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{p} does not exist; give the path of {what}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p} is a folder; give the path of {what}") from None
+    except OSError as e:
+        raise InputError(f"{p} cannot be read ({reason(e)})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{p} is a folder; give the path of {what}")
+        raise InputError(f"{p} is not a regular file (a device, pipe or socket); give the path of {what}")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise InputError(f"{p}: {info.st_size} bytes is more than talesmith reads as {what} ({limit})")
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise InputError(f"{p} cannot be read ({reason(e)})") from None
+    if len(data) > limit:
+        raise InputError(f"{p} grew past {limit} bytes while it was read; talesmith reads {what} up to that size")
+    return data
+
+
+_TOO_DEEP = object()
+
+
+class NotJSONError(InputError):
+    """Text that is not JSON at all (as opposed to JSON that is too deep or holds an infinite number)."""
+
+
+class _Infinite(Exception):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Infinite(text)
+    return value
+
+
+def _constant(text: str) -> float:
+    raise _Infinite(text)  # NaN, Infinity, -Infinity: not JSON, though Python's reader takes them
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests lists and objects more than `limit` levels (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """JSON text as Python values; malformed JSON, an infinite number (`1e999`, `NaN`) or nesting deeper
+    than MAX_JSON_DEPTH is one InputError naming `where`."""
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_constant)
+    except json.JSONDecodeError as e:
+        raise NotJSONError(f"{where} is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{where} is not UTF-8 text") from None
+    except _Infinite as e:
+        raise InputError(f"{where}: the number {e.text} is out of range; write a finite number") from None
+    except RecursionError:
+        raise InputError(
+            f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)"
+        ) from None
+    if too_deep(value):
+        raise InputError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)")
+    return value
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -97,10 +265,15 @@ def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            reason = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-            raise InputError(f"{where} line {n} is not JSON ({reason}); each line must be one JSON object") from None
+            value = json.loads(line, parse_float=_finite, parse_constant=_constant)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where} line {n} is not JSON ({e.msg}); each line must be one JSON object") from None
+        except _Infinite as e:
+            raise InputError(f"{where} line {n}: the number {e.text} is out of range; write a finite number") from None
+        except RecursionError:
+            value = _TOO_DEEP
+        if value is _TOO_DEEP or too_deep(value):
+            raise InputError(f"{where} line {n} is not JSON (nested too deeply); each line must be one JSON object")
         if not isinstance(value, dict):
             raise InputError(f"{where} line {n} is not a JSON object")
         objects.append(value)

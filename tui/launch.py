@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from talesmith.runtime.files import default_data_dir
+
 from .app import AppConfig, TalesmithApp
-
-HOME_ENV = "TALESMITH_HOME"
-
-
-def default_data_dir() -> Path:
-    """Where stories, chats and characters live: $TALESMITH_HOME, else the XDG data folder."""
-    explicit = os.environ.get(HOME_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "talesmith"
 
 
 def run(

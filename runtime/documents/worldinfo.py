@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from talesmith.runtime import files
 from talesmith.runtime.documents.lorebook import (
     AFTER,
     BEFORE,
@@ -30,7 +31,8 @@ from talesmith.runtime.documents.lorebook import (
 )
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
 
-MAX_LOREBOOK_FILE = 16 * 1024 * 1024
+MAX_LOREBOOK_FILE = files.MAX_OWN_FILE
+"""Lorebooks (and the documents `export` reads) are read up to the size of anything talesmith saves."""
 ST_POSITIONS = {0: BEFORE, 1: AFTER, 2: NOTE_TOP, 3: NOTE_BOTTOM, 4: DEPTH, 5: AFTER, 6: AFTER}
 """SillyTavern's positions; 5 and 6 (around the example messages) go after the character definition,
 7 (an outlet, placed only where a prompt names it) is read as a disabled entry."""
@@ -135,17 +137,36 @@ def _raw_entries(data: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
+def unique_uids(uids: Sequence[int]) -> list[int]:
+    """`uids` with each repeat given the next number no entry has, so that every entry is kept (files with
+    the same uid on several entries exist: written by hand, or merged)."""
+    taken, out = set(uids), []
+    seen: set[int] = set()
+    free = max(taken, default=-1) + 1
+    for uid in uids:
+        if uid in seen:
+            while free in taken:
+                free += 1
+            uid = free
+            taken.add(uid)
+        seen.add(uid)
+        out.append(uid)
+    return out
+
+
 def _st_items(data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    """(uid, entry) pairs of World Info: the entry's uid, else its numeric key, else its place."""
+    """(uid, entry) pairs of World Info: the entry's uid, else its numeric key, else its place; a uid that
+    repeats is given a free one (see `unique_uids`)."""
     entries = data.get("entries")
     pairs = list(entries.items()) if isinstance(entries, dict) else list(enumerate(entries or []))
-    out = []
+    uids, raws = [], []
     for i, (key, raw) in enumerate(pairs):
         if not isinstance(raw, dict):
             raise ValueError("'entries' must hold entry objects")
         uid = raw.get("uid")
-        out.append((int(uid) if uid is not None else int(key) if str(key).isdigit() else i, raw))
-    return out
+        uids.append(int(uid) if uid is not None else int(key) if str(key).isdigit() else i)
+        raws.append(raw)
+    return list(zip(unique_uids(uids), raws, strict=True))
 
 
 def from_st(data: Any, name: str) -> Lorebook:
@@ -208,7 +229,9 @@ def from_character_book(book: Any, name: str) -> Lorebook:
     """A card's `character_book` (its `entries` a list, SillyTavern's extras under each `extensions`)."""
     if not isinstance(book, dict):
         raise ValueError("'character_book' must be an object")
-    entries = tuple(entry_from_card(e, i) for i, e in enumerate(_raw_entries(book)))
+    read = [entry_from_card(e, i) for i, e in enumerate(_raw_entries(book))]
+    uids = unique_uids([e.uid for e in read])
+    entries = tuple(e if e.uid == uid else dataclasses.replace(e, uid=uid) for e, uid in zip(read, uids, strict=True))
     return Lorebook(
         name=str(book.get("name") or name),
         entries=entries,
@@ -244,7 +267,7 @@ def from_kobold(items: Any, name: str) -> Lorebook:
     secondary keys must match too, `constant`; inserted after the memory."""
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ValueError("'worldinfo' must be a list of entry objects")
-    entries = []
+    entries: list[Entry] = []
     for i, raw in enumerate(items):
         if not raw.get("init", True) and not str(raw.get("content", "")).strip():
             continue  # the empty placeholder row the Kobold editor keeps at the end
@@ -261,7 +284,52 @@ def from_kobold(items: Any, name: str) -> Lorebook:
                 position=BEFORE,
             )
         )
+    uids = unique_uids([e.uid for e in entries])
+    entries = [e if e.uid == uid else dataclasses.replace(e, uid=uid) for e, uid in zip(entries, uids, strict=True)]
     return Lorebook(name=name, entries=tuple(entries), raw={"worldinfo": copy.deepcopy(items)})
+
+
+# --- NovelAI lorebooks (.lorebook, and a .scenario's `lorebook`) -------------------------------------
+
+
+def is_novelai_lorebook(data: Any) -> bool:
+    return isinstance(data, dict) and "lorebookVersion" in data and isinstance(data.get("entries"), list)
+
+
+def entry_from_novelai(raw: dict[str, Any], index: int) -> Entry:
+    """A NovelAI lorebook entry: `keys` (plain or /regex/), `text`, `displayName`, `enabled`,
+    `forceActivation` (constant); its contextConfig's `budgetPriority` becomes the order, and an
+    `insertionPosition` counted back from the end, with a priority below the story's (0), a depth."""
+    config = raw.get("contextConfig") or {}
+    if not isinstance(config, dict):
+        raise ValueError("an entry's 'contextConfig' must be an object")
+    where = int(config.get("insertionPosition", -1) or 0)
+    priority = int(config.get("budgetPriority", 400) or 0)
+    in_story = where < 0 and priority < 0
+    return Entry(
+        keys=_keys(raw.get("keys") or []),
+        content=str(raw.get("text") or ""),
+        uid=index,
+        selective=False,
+        constant=bool(raw.get("forceActivation", False)),
+        enabled=bool(raw.get("enabled", True)),
+        order=priority,
+        position=DEPTH if in_story else BEFORE,
+        depth=-where - 1 if in_story else 4,
+        use_probability=False,
+        name=str(raw.get("displayName") or ""),
+    )
+
+
+def from_novelai(book: Any, name: str) -> Lorebook:
+    """A NovelAI lorebook (`{"lorebookVersion", "entries": [...], "settings", "categories"}`); the file as
+    read is kept, so its own fields come back when it is written as World Info."""
+    if not isinstance(book, dict) or not isinstance(book.get("entries"), list):
+        raise ValueError("a NovelAI lorebook needs an 'entries' list")
+    if not all(isinstance(e, dict) for e in book["entries"]):
+        raise ValueError("'entries' must hold entry objects")
+    entries = tuple(entry_from_novelai(e, i) for i, e in enumerate(book["entries"]))
+    return Lorebook(name=str(book.get("name") or name), entries=entries, raw=copy.deepcopy(book))
 
 
 def to_kobold(book: Lorebook) -> list[dict[str, Any]]:
@@ -298,6 +366,7 @@ def carries_lorebook(data: Any) -> bool:
         or "character_book" in data
         or (isinstance(data.get("worldinfo"), list) and "actions" in data)
         or isinstance(data.get("entries"), (list, dict))
+        or isinstance(data.get("lorebook"), dict)  # a NovelAI scenario
     )
 
 
@@ -316,6 +385,10 @@ def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
             return book
         if isinstance(data, dict) and isinstance(data.get("worldinfo"), list) and "actions" in data:
             return from_kobold(data["worldinfo"], name)
+        if isinstance(data, dict) and "scenarioVersion" in data and isinstance(data.get("lorebook"), dict):
+            return from_novelai(data["lorebook"], f"{data.get('title') or name} lorebook")
+        if is_novelai_lorebook(data):
+            return from_novelai(data, name)
         if isinstance(data, dict) and isinstance(data.get("entries"), list):
             return from_character_book(data, name)
         if isinstance(data, dict) and isinstance(data.get("entries"), dict):
@@ -328,23 +401,14 @@ def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
         raise InputError(f"{where}: a lorebook entry has the wrong shape ({e})") from None
     raise InputError(
         f"{where} is not a lorebook: expected SillyTavern World Info JSON (an 'entries' object), "
-        f"a card with a character_book or a KoboldAI story"
+        f"a card with a character_book, a NovelAI lorebook or scenario, or a KoboldAI story"
     )
 
 
 def read_json(path: str | os.PathLike[str], what: str, limit: int = MAX_LOREBOOK_FILE) -> Any:
-    """A JSON file, every failure one InputError naming the file."""
+    """A JSON file (a regular file, read with a bound), every failure one InputError naming the file."""
     p = Path(path).expanduser()
-    try:
-        if p.stat().st_size > limit:
-            raise InputError(f"{p}: {p.stat().st_size} bytes is larger than a {what} can be ({limit})")
-        return json.loads(p.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"{p} does not exist; give the path of a {what}") from None
-    except IsADirectoryError:
-        raise InputError(f"{p} is a folder; give the path of a {what}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise InputError(f"{p} is not a readable JSON {what} ({e})") from None
+    return files.parse_json(files.read_bounded(p, limit=limit, what=f"a {what}"), str(p))
 
 
 def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
@@ -362,7 +426,11 @@ def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
     return lorebook_from_json(data, p.stem, str(p))
 
 
-def dumps(book: Lorebook) -> str:
+def dumps(book: Lorebook, *, compact: bool = False) -> str:
+    """The lorebook as World Info JSON: indented as SillyTavern writes it, or `compact` (as the library
+    keeps it: no larger than the file it came from, so it reads back under the same limits)."""
+    if compact:
+        return json.dumps(to_st(book), ensure_ascii=False, separators=(",", ":")) + "\n"
     return json.dumps(to_st(book), ensure_ascii=False, indent=4) + "\n"
 
 

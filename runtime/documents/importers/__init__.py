@@ -3,15 +3,24 @@
 `read_import` reads and checks the whole file first (one InputError naming the file and what is wrong);
 only then does `save_import` write the result, in one atomic write, so nothing is ever half-imported:
 
-* a SillyTavern chat (.jsonl) -> a chat (with the character's card if it is in the library);
-* a SillyTavern textgen or kobold preset -> a user preset (`<data dir>/presets/NAME.json`);
-* a KoboldAI Client story save -> a story (text, memory, author's note, world info as its lorebook);
+* a SillyTavern chat (.jsonl, or TavernAI's chat as one JSON list) -> a chat (with the character's card
+  if it is in the library);
+* a SillyTavern textgen or kobold preset, a NovelAI preset (`novel/*.json`, `.settings`) -> a user preset
+  (`<data dir>/presets/NAME.json`);
+* a KoboldAI Client story save, a NovelAI `.scenario` -> a story (text, memory, author's note, lorebook);
 * a Tavern / SillyTavern card (.png, .json) -> a character (`<data dir>/characters/NAME.json`);
-* a lorebook (SillyTavern World Info, a bare character_book) -> `<data dir>/lorebooks/NAME.json`.
+* a lorebook (SillyTavern World Info, a bare character_book, a NovelAI `.lorebook`) ->
+  `<data dir>/lorebooks/NAME.json`.
+
+A file already kept under the same name is never written over unless asked (`replace=True`): the import
+is kept beside it (`NAME-2.json`). Files of those tools that are not stories, chats, characters, lorebooks
+or sampler presets (instruct and context templates, system prompts, quick replies, settings.json) are
+refused in one line saying what the file looked like.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -20,16 +29,20 @@ from typing import Any
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.cards import PNG_SIGNATURE, Character, character_from_card, load_card, to_card
-from talesmith.runtime.documents.importers import kobold, presets, stchat
+from talesmith.runtime.documents.importers import kobold, novelai, presets, stchat
 from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, slug
-from talesmith.runtime.documents.worldinfo import carries_lorebook, lorebook_from_json
+from talesmith.runtime.documents.stories import dumps as document_dumps
+from talesmith.runtime.documents.worldinfo import carries_lorebook, is_novelai_lorebook, lorebook_from_json
 from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps
 from talesmith.runtime.errors import CardError, InputError
-from talesmith.runtime.files import jsonl_objects
+from talesmith.runtime.files import MAX_IMPORT, MAX_OWN_FILE, jsonl_objects
 
-MAX_IMPORT = 64 * 1024 * 1024
 KINDS = ("chat", "story", "preset", "character", "lorebook")
+FOLDERS = {"chat": "chats", "story": "stories", "preset": presets.PRESETS_FOLDER, "character": "characters"}
+FOLDERS["lorebook"] = "lorebooks"
+CARD_FIELDS = ("description", "first_mes", "personality", "scenario", "mes_example", "char_persona", "char_greeting")
+"""Fields of a flat (v1) card, one of which a JSON object with a `name` must have to be read as a card."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +57,7 @@ class Imported:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_IMPORT:
-            raise InputError(f"{path}: {size} bytes is more than talesmith imports ({MAX_IMPORT})")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; give the path of the file to import") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder; give the path of the file to import") from None
-    except OSError as e:
-        raise InputError(f"{path} cannot be read ({e.strerror})") from None
+    return files.read_bounded(path, limit=MAX_IMPORT, what="a file to import")
 
 
 def _known_character(characters: Path | None, name: str) -> Character | None:
@@ -67,42 +70,120 @@ def _known_character(characters: Path | None, name: str) -> Character | None:
         return None
 
 
+def _keys(data: dict[str, Any], count: int = 6) -> str:
+    keys = [str(k) for k in data]
+    return ", ".join(keys[:count]) + (f", ... ({len(keys)} keys)" if len(keys) > count else "")
+
+
+def looks_like(data: Any) -> str:
+    """What a JSON value looks like, for a refusal: "a JSON object with keys a, b, c"."""
+    if isinstance(data, dict):
+        return f"a JSON object with keys {_keys(data)}" if data else "an empty JSON object"
+    if isinstance(data, list):
+        return f"a JSON list of {len(data)} items"
+    return f"a JSON {type(data).__name__} ({str(data)[:40]!r})"
+
+
+NOT_IMPORTED = "talesmith imports stories, chats, characters, lorebooks and sampler presets"
+
+
+def refusal(data: Any) -> str | None:
+    """Why a file of another tool that is none of what talesmith imports is refused, saying what it looked
+    like; None when it is not one of those."""
+    if not isinstance(data, dict):
+        return None
+    if "story_string" in data:
+        return (
+            "looks like a SillyTavern context template (story_string), not a sampler preset; talesmith "
+            "builds each model's own prompt format"
+        )
+    if "input_sequence" in data and "output_sequence" in data:
+        return (
+            "looks like a SillyTavern instruct template (input_sequence, output_sequence); talesmith "
+            "builds each model's own prompt format and does not import instruct templates"
+        )
+    if "quickReplySlots" in data or "qrList" in data:
+        return f"looks like a SillyTavern quick-reply set ({data.get('name', '')!r}); {NOT_IMPORTED}"
+    if "main_api" in data or "textgenerationwebui_settings" in data or "power_user" in data:
+        return (
+            "looks like SillyTavern's settings.json (all of its settings); import a preset from its "
+            "presets/ folders instead"
+        )
+    if "chat_completion_source" in data or ("prompts" in data and "prompt_order" in data):
+        return (
+            "looks like a SillyTavern chat-completion (OpenAI) preset: prompts for remote chat APIs; import a "
+            "textgen, kobold or NovelAI preset instead"
+        )
+    if "movingUIState" in data or "main_text_color" in data:
+        return f"looks like a SillyTavern UI layout or theme; {NOT_IMPORTED}"
+    if set(data) <= {"name", "content", "post_history"} and "content" in data and "name" in data:
+        return (
+            f"looks like a SillyTavern system prompt preset ({data.get('name')!r}: name and content); talesmith "
+            f"takes a system prompt from the character card (F5 in the app)"
+        )
+    return None
+
+
+def _is_card(data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    if data.get("spec") in ("chara_card_v2", "chara_card_v3") or isinstance(data.get("data"), dict):
+        return True
+    return "name" in data and any(k in data for k in CARD_FIELDS)
+
+
+def _preset(preset: presets.UserPreset) -> Imported:
+    notes: tuple[str, ...] = ()
+    if preset.unmapped:
+        effective = preset.effective_unmapped
+        notes = tuple(
+            line
+            for line in (
+                "no equivalent, left out: " + ", ".join(f"{k}={v!r}" for k, v in effective.items())
+                if effective
+                else "",
+                "also left out (off, or settings of the tool itself): "
+                + ", ".join(k for k in preset.unmapped if k not in effective),
+            )
+            if line and not line.endswith(": ")
+        )
+    return Imported("preset", preset.name, preset, notes)
+
+
+def _is_chat_list(data: Any) -> bool:
+    """TavernAI's and SillyTavern's chat objects as one JSON list (metadata first, then messages)."""
+    return isinstance(data, list) and bool(data) and all(isinstance(x, dict) for x in data) and stchat.is_st_chat(data)
+
+
 def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
     where, name = str(path), path.stem
-    if isinstance(data, dict) and "story_string" in data:
-        raise InputError(
-            f"{where} is a SillyTavern context template, not a sampler preset; talesmith builds "
-            f"each model's own prompt format"
-        )
+    why = refusal(data)
+    if why is not None:
+        raise InputError(f"{where} {why}")
     if presets.is_sampler_preset(data):
-        preset = presets.from_sillytavern(data, name, where)
-        notes: tuple[str, ...] = ()
-        if preset.unmapped:
-            effective = preset.effective_unmapped
-            notes = tuple(
-                line
-                for line in (
-                    "no equivalent, left out: " + ", ".join(f"{k}={v!r}" for k, v in effective.items())
-                    if effective
-                    else "",
-                    "also left out (off, or settings of the tool itself): "
-                    + ", ".join(k for k in preset.unmapped if k not in effective),
-                )
-                if line and not line.endswith(": ")
-            )
-        return Imported("preset", name, preset, notes)
+        return _preset(presets.from_sillytavern(data, name, where))
+    if presets.is_novelai_preset(data):
+        return _preset(presets.from_novelai(data, name, where))
+    if novelai.is_scenario(data):
+        doc, notes = novelai.story_from_scenario(data, name, where)
+        return Imported("story", doc.name, doc, notes)
     if kobold.is_kobold_story(data):
         doc = kobold.story_from_kobold(data, name, where)
         return Imported("story", name, doc)
-    if isinstance(data, dict) and "entries" in data and data.get("spec") not in ("chara_card_v2", "chara_card_v3"):
+    if _is_chat_list(data):
+        return read_import_lines(data, path, characters)
+    if is_novelai_lorebook(data) or (
+        isinstance(data, dict) and "entries" in data and data.get("spec") not in ("chara_card_v2", "chara_card_v3")
+    ):
         book = lorebook_from_json(data, name, where)
         return Imported("lorebook", book.name, book)
-    if isinstance(data, dict) and ("spec" in data or "name" in data):  # a card (v1 cards are flat)
+    if _is_card(data):
         character = character_from_card(data, where)
         return Imported("character", character.name, character)
     raise InputError(
-        f"{where} is not a file talesmith can import: expected a SillyTavern chat (.jsonl), preset or "
-        f"World Info, a KoboldAI story, or a character card"
+        f"{where} is not a file talesmith can import: it is {looks_like(data)}; expected a SillyTavern chat "
+        f"(.jsonl), preset or World Info, a NovelAI scenario, lorebook or preset, a KoboldAI story, or a "
+        f"character card"
     )
 
 
@@ -119,27 +200,15 @@ def read_import(path: str | os.PathLike[str], *, characters: Path | None = None)
     except UnicodeDecodeError:
         raise InputError(f"{p} is not UTF-8 text nor a PNG card; it cannot be imported") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        data = files.parse_json(text, str(p))
+    except files.NotJSONError:
         lines = jsonl_objects(text, str(p))
         if not stchat.is_st_chat(lines):
+            shape = f"its first line is {looks_like(lines[0])}" if lines else "it holds no JSON"
             raise InputError(
-                f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the character)"
+                f"{p} is neither JSON nor a SillyTavern chat (.jsonl whose first line names the character): {shape}"
             ) from None
-        name = str(lines[0].get("character_name") or "")
-        known = _known_character(characters, name)
-        doc = stchat.chat_from_st(lines, str(p), character=known)
-        notes = (
-            ()
-            if known
-            else (
-                f"no card for {name!r} in the library: the chat has a bare character; "
-                f"import the card too, then this chat again",
-            )
-        )
-        return Imported("chat", doc.name, doc, notes)
-    except RecursionError:
-        raise InputError(f"{p}: the JSON is nested too deeply") from None
+        return read_import_lines(lines, p, characters)
     if isinstance(data, dict) and "character_name" in data:  # a one-line chat: just the metadata
         return read_import_lines([data], p, characters)
     return _from_json(data, p, characters)
@@ -147,31 +216,113 @@ def read_import(path: str | os.PathLike[str], *, characters: Path | None = None)
 
 def read_import_lines(lines: list[dict[str, Any]], path: Path, characters: Path | None) -> Imported:
     name = str(lines[0].get("character_name") or "")
-    doc = stchat.chat_from_st(lines, str(path), character=_known_character(characters, name))
-    return Imported("chat", doc.name, doc)
+    known = _known_character(characters, name)
+    doc = stchat.chat_from_st(lines, str(path), character=known)
+    notes = (
+        ()
+        if known
+        else (
+            f"no card for {name!r} in the library: the chat has a bare character; "
+            f"import the card too, then this chat again",
+        )
+    )
+    return Imported("chat", doc.name, doc, notes)
 
 
-def save_import(imported: Imported, data_dir: str | os.PathLike[str]) -> Path:
-    """Write an imported thing into the library under `data_dir` (one atomic write); returns the file."""
+# --- saving -------------------------------------------------------------------------------------------
+
+
+def target(imported: Imported, data_dir: str | os.PathLike[str]) -> Path | None:
+    """The file an import of this name is saved as (characters, lorebooks and presets are named after
+    what they hold); None for stories and chats, which always get a new file."""
     root = Path(data_dir)
+    if imported.kind == "character":
+        return root / "characters" / f"{slug(imported.name)}.json"
+    if imported.kind == "lorebook":
+        return root / "lorebooks" / f"{slug(imported.name)}.json"
+    if imported.kind == "preset":
+        return presets.preset_path(root, imported.name)
+    return None
+
+
+def clash(imported: Imported, data_dir: str | os.PathLike[str]) -> Path | None:
+    """The file already kept that this import would replace, or None."""
+    path = target(imported, data_dir)
+    return path if path is not None and (path.exists() or path.is_symlink()) else None
+
+
+def _text(imported: Imported) -> str:
     value = imported.value
     if isinstance(value, (ChatDocument, StoryDocument)):
-        folder, kind = ("chats", "chat") if isinstance(value, ChatDocument) else ("stories", "story")
-        library = Library(root / folder, kind)
-        doc_id = library.new_id(value.name)
-        library.save(doc_id, value)
-        return library.path(doc_id)
-    if isinstance(value, presets.UserPreset):
-        return presets.save_preset(root, value)
+        return document_dumps(value)
     if isinstance(value, Character):
-        path = root / "characters" / f"{slug(value.name)}.json"
-        files.write_atomic(path, json.dumps(to_card(value), ensure_ascii=False, indent=1) + "\n", mode=files.PRIVATE)
-        return path
+        return json.dumps(to_card(value), ensure_ascii=False, indent=1) + "\n"
     if isinstance(value, Lorebook):
-        path = root / "lorebooks" / f"{slug(value.name)}.json"
-        files.write_atomic(path, lorebook_dumps(value), mode=files.PRIVATE)
-        return path
+        return lorebook_dumps(value, compact=True)
     raise InputError(f"cannot save an import of kind {imported.kind!r}")
+
+
+def _kept_both(imported: Imported, root: Path) -> tuple[Imported, Path]:
+    """The import under a free file name; a preset is also renamed ("Godlike (2)"), as presets are chosen by name."""
+    path = target(imported, root)
+    assert path is not None
+    if not isinstance(imported.value, presets.UserPreset):
+        return imported, files.free_path(path)
+    n = 2
+    while True:
+        name = f"{imported.name} ({n})"
+        candidate = presets.preset_path(root, name)
+        if not (candidate.exists() or candidate.is_symlink()):
+            value = dataclasses.replace(imported.value, name=name)
+            return dataclasses.replace(imported, name=name, value=value), candidate
+        n += 1
+
+
+def save_import(imported: Imported, data_dir: str | os.PathLike[str], *, replace: bool = False) -> Path:
+    """Write an imported thing into the library (see `saved_import`); returns its file."""
+    return saved_import(imported, data_dir, replace=replace)[1]
+
+
+def saved_import(
+    imported: Imported, data_dir: str | os.PathLike[str], *, replace: bool = False
+) -> tuple[Imported, Path]:
+    """Write an imported thing into the library under `data_dir` (one atomic write). A character, lorebook
+    or preset of the same name already kept is replaced only with `replace`; else both are kept, the new one
+    under a free name. Returns what was saved (renamed when kept beside another preset) and its file.
+
+    The folder, the disk and the saved size are all checked here: each failure is one InputError naming the
+    path, and nothing is left half-written."""
+    root = Path(data_dir)
+    folder = root / FOLDERS[imported.kind]
+    files.ensure_folder(root, "talesmith's data")
+    files.ensure_folder(folder, f"imported {imported.kind}s")
+    if isinstance(imported.value, (ChatDocument, StoryDocument)):
+        library = Library(folder, imported.kind)
+        path = library.path(library.new_id(imported.value.name))
+    elif clash(imported, root) is None or replace:
+        path = target(imported, root) or folder
+    else:
+        imported, path = _kept_both(imported, root)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; move it away so that the {imported.kind} can be saved there")
+    if isinstance(imported.value, presets.UserPreset):
+        text = presets.preset_text(imported.value)
+    else:
+        text = _text(imported)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_OWN_FILE:
+        raise InputError(
+            f"the {imported.kind} {imported.name!r} would be saved as {size} bytes, more than talesmith reads "
+            f"back ({MAX_OWN_FILE}); split the file and import the parts"
+        )
+    try:
+        if isinstance(imported.value, (ChatDocument, StoryDocument)):
+            Library(folder, imported.kind).save(path.stem, imported.value)
+        else:
+            files.write_atomic(path, text, mode=files.PRIVATE)
+    except OSError as e:
+        raise InputError(f"cannot save {path} ({files.reason(e)}); nothing was imported") from None
+    return imported, path
 
 
 def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> str:

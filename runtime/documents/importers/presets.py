@@ -31,7 +31,15 @@ def _off_at_zero(value: Any) -> float:
 
 
 def _breakers(value: Any) -> tuple[str, ...]:
-    return tuple(json.loads(value) if isinstance(value, str) else value)
+    """SillyTavern keeps the sequence breakers as a JSON list in a text (`'["\\n", ":"]'`), or as a list."""
+    if isinstance(value, str):
+        try:
+            value = files.parse_json(value, "dry_sequence_breakers")
+        except InputError as e:
+            raise ValueError(str(e)) from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("dry_sequence_breakers must be a list of texts")
+    return tuple(value)
 
 
 def _seed(value: Any) -> int | None:
@@ -67,6 +75,24 @@ MAPPED: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 """SillyTavern preset field -> (talesmith setting, conversion)."""
 
+NOVELAI: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "temperature": ("temperature", float),
+    "top_k": ("top_k", int),
+    "top_p": ("top_p", _off_at_zero),
+    "min_p": ("min_p", float),
+    "typical_p": ("typical_p", _off_at_zero),
+    "repetition_penalty": ("repetition_penalty", float),
+    "repetition_penalty_range": ("repetition_window", _window),
+    "repetition_penalty_presence": ("presence_penalty", float),
+    "repetition_penalty_frequency": ("frequency_penalty", float),
+    "max_length": ("max_new_tokens", int),
+    "min_length": ("min_new_tokens", int),
+    "mirostat_tau": ("mirostat_tau", float),
+    "mirostat_lr": ("mirostat_eta", float),
+}
+"""NovelAI preset field (a `novel/*.json` preset, a `.settings` file, a scenario's `settings.parameters`)
+-> (talesmith setting, conversion). NovelAI's repetition penalty is its own scale; it is taken as it is."""
+
 NEUTRAL: dict[str, Any] = {
     "tfs": 1,
     "top_a": 0,
@@ -97,7 +123,21 @@ NEUTRAL: dict[str, Any] = {
 """Settings without an equivalent, at the value where they change nothing (talesmith, as llama.cpp, always
 applies temperature after the other samplers: `temperature_last` true)."""
 
-NO_PENALTY_NEUTRAL = ("rep_pen_slope", "rep_pen_decay")
+NEUTRAL.update(
+    {
+        "tail_free_sampling": 1,
+        "top_a": 0,
+        "repetition_penalty_slope": 0,
+        "math1_temp": 1,
+        "math1_quad": 0,
+        "math1_quad_entropy_scale": 0,
+        "cfg_scale": 1,
+        "phrase_rep_pen": "off",
+        "mirostat_tau": 0,
+    }
+)
+
+NO_PENALTY_NEUTRAL = ("rep_pen_slope", "rep_pen_decay", "repetition_penalty_slope")
 """Settings that shape the repetition penalty: they change nothing when there is no penalty (rep_pen 1)."""
 
 
@@ -124,28 +164,65 @@ def is_sampler_preset(data: Any) -> bool:
     return isinstance(data, dict) and ("temp" in data or "temperature" in data) and "rep_pen" in data
 
 
+NOVELAI_SIGNS = ("tail_free_sampling", "repetition_penalty_range", "repetition_penalty_slope", "max_length")
+
+
+def is_novelai_preset(data: Any) -> bool:
+    """A NovelAI preset (SillyTavern's `novel/*.json`, NovelAI's `.settings`): `temperature` with NovelAI's
+    own names for the rest, and none of a chat-completion preset's."""
+    return (
+        isinstance(data, dict)
+        and "temperature" in data
+        and any(k in data for k in NOVELAI_SIGNS)
+        and "rep_pen" not in data
+        and "chat_completion_source" not in data
+    )
+
+
 def preset_kind(data: dict[str, Any]) -> str:
     return "textgen" if "typical_p" in data or "temperature_last" in data else "kobold"
 
 
-def from_sillytavern(data: dict[str, Any], name: str, where: str) -> UserPreset:
-    """A named preset from a SillyTavern textgen or kobold preset; values out of range are one error."""
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _convert(
+    data: dict[str, Any], mapping: dict[str, tuple[str, Callable[[Any], Any]]], where: str
+) -> tuple[SamplingSettings, dict[str, Any]]:
     values: dict[str, Any] = {}
     unmapped: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in MAPPED:
+        if key not in mapping:
             unmapped[key] = value
             continue
-        target, convert = MAPPED[key]
+        target, convert = mapping[key]
         try:
             values[target] = convert(value)
-        except (TypeError, ValueError, json.JSONDecodeError):
-            raise InputError(f"{where}: {key} = {value!r} is not a value talesmith can use") from None
+        except (TypeError, ValueError, OverflowError, json.JSONDecodeError):
+            raise InputError(f"{where}: {key} = {_short(value)} is not a value talesmith can use") from None
     try:
-        settings = SamplingSettings(**values)
+        return SamplingSettings(**values), unmapped
     except SettingsError as e:
         raise InputError(f"{where}: {e}") from None
+
+
+def from_sillytavern(data: dict[str, Any], name: str, where: str) -> UserPreset:
+    """A named preset from a SillyTavern textgen or kobold preset; values out of range are one error."""
+    settings, unmapped = _convert(data, MAPPED, where)
     return UserPreset(name=name, settings=settings, source=f"SillyTavern {preset_kind(data)} preset", unmapped=unmapped)
+
+
+def from_novelai(data: dict[str, Any], name: str, where: str) -> UserPreset:
+    """A named preset from NovelAI sampler settings; values out of range are one error."""
+    tau = data.get("mirostat_tau")
+    on = isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0  # NovelAI: tau 0 is off
+    mapping = NOVELAI if on else {k: v for k, v in NOVELAI.items() if not k.startswith("mirostat")}
+    settings, unmapped = _convert(data, mapping, where)
+    if on:
+        settings = settings.replace(mirostat=2)
+    return UserPreset(name=name, settings=settings, source="NovelAI preset", unmapped=unmapped)
 
 
 def preset_path(data_dir: Path, name: str) -> Path:
@@ -154,22 +231,20 @@ def preset_path(data_dir: Path, name: str) -> Path:
     return Path(data_dir) / PRESETS_FOLDER / f"{slug(name)}.json"
 
 
-def save_preset(data_dir: Path, preset: UserPreset) -> Path:
-    path = preset_path(data_dir, preset.name)
-    text = (
-        json.dumps(
-            {
-                "name": preset.name,
-                "source": preset.source,
-                "settings": preset.settings.to_dict(),
-                "unmapped": preset.unmapped,
-            },
-            ensure_ascii=False,
-            indent=1,
-        )
-        + "\n"
-    )
-    files.write_atomic(path, text, mode=files.PRIVATE)
+def preset_text(preset: UserPreset) -> str:
+    """A user preset's file: `{"name", "source", "settings", "unmapped"}`."""
+    data = {
+        "name": preset.name,
+        "source": preset.source,
+        "settings": preset.settings.to_dict(),
+        "unmapped": preset.unmapped,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+
+
+def save_preset(data_dir: Path, preset: UserPreset, path: Path | None = None) -> Path:
+    path = path or preset_path(data_dir, preset.name)
+    files.write_atomic(path, preset_text(preset), mode=files.PRIVATE)
     return path
 
 
@@ -189,3 +264,17 @@ def load_preset(data_dir: Path, name: str) -> UserPreset:
 def find_user_preset(data_dir: Path, name: str) -> UserPreset | None:
     """The user preset of that name, or None when there is none."""
     return load_preset(data_dir, name) if preset_path(data_dir, name).is_file() else None
+
+
+def user_presets(data_dir: Path) -> list[UserPreset]:
+    """The presets imported into `data_dir`, by name; a file that cannot be read is left out."""
+    folder = Path(data_dir) / PRESETS_FOLDER
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            preset = load_preset(data_dir, path.stem)
+        except InputError:
+            continue
+        if preset_path(data_dir, preset.name) == path:  # reachable by its name
+            found.append(preset)
+    return sorted(found, key=lambda p: p.name.lower())
