@@ -76,6 +76,10 @@ def read_config(path: Path | None) -> Config:
         raise InputError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(f"config file {path} is not valid TOML ({e})") from None
+    except RecursionError:
+        raise InputError(
+            f"config file {path} is not valid TOML (its tables or arrays are nested too deeply); fix the file"
+        ) from None
     from talesmith.convert.seed import is_seed_config, read_seed_config
 
     if is_seed_config(data):  # the TinyStories seed's own config, read as it is
