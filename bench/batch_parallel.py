@@ -1,7 +1,7 @@
 """Batch throughput with parallel sequences: aggregate tokens/s for --parallel 1, 4, 8, 16 in one run.
 
-Every level runs the same rows through talesmith's batch path (`run_batch` for 1, `run_batch_parallel`
-for the others) on the bundled model, writing a real output file; every record has the same length
+Every level runs the same rows through talesmith's batch path (`run_batch` with the sequential executor
+for 1, the parallel one for the others) on the bundled model, writing a real output file; every record has the same length
 (end-of-text is held off until `--tokens`). Aggregate tokens/s = generated tokens / wall time.
 The levels run in turn, `--runs` rounds over all of them, so that load from elsewhere on the machine
 falls on every level alike; each level's median is reported, and tokens per CPU second of this
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from talesmith.runtime.batch import plan_batch, read_rows, run_batch
+from talesmith.runtime.batch import RecordSpec, plan_batch, read_rows, run_batch
 from talesmith.runtime.batch_output import OutputFile
-from talesmith.runtime.batch_parallel import run_batch_parallel
+from talesmith.runtime.batch_parallel import local_executor
 from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
@@ -34,15 +34,19 @@ def level(backend: LlamaCppBackend, rows_path: Path, folder: Path, n_seq: int, t
     output = folder / f"out-{n_seq}.jsonl"
     output.unlink(missing_ok=True)
     with OutputFile(output) as out:
-        plan = plan_batch(read_rows(rows_path, "raw"), 1, out, model_sha256="bench")
-        run = run_batch if n_seq == 1 else lambda *a, **k: run_batch_parallel(*a, n_seq=n_seq, **k)
+        plan = plan_batch(read_rows(rows_path, "raw"), 1, out, RecordSpec("raw", {}, settings, "bench", "bench", n_seq))
+        counted = {"tokens": 0}
+
+        def count(record: dict, timing: object) -> None:
+            counted["tokens"] += int(record["completion_tokens"])
+
         started, cpu_started = time.perf_counter(), time.process_time()
-        run(backend, plan, out, fmt="raw", fields={}, settings=settings, model="bench", model_sha256="bench")
+        run_batch(plan, out, local_executor(backend, n_seq), on_record=count)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        generated = sum(int(r["completion_tokens"]) for r in out.records)
+        generated = counted["tokens"]
     return {
         "parallel": n_seq,
-        "records": len(out.records),
+        "records": out.count,
         "tokens": generated,
         "tokens_per_second": round(generated / seconds, 2),
         "tokens_per_cpu_second": round(generated / cpu_seconds, 2),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -125,9 +124,9 @@ def _run(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from talesmith.runtime.batch import plan_batch, read_rows, run_batch
-    from talesmith.runtime.batch_parallel import run_batch_parallel
-    from talesmith.runtime.batch_ray import ModelSource, run_batch_ray
+    from talesmith.runtime.batch import RecordSpec, plan_batch, read_rows, run_batch
+    from talesmith.runtime.batch_parallel import local_executor
+    from talesmith.runtime.batch_ray import ModelSource, RayExecutor
     from talesmith.runtime.models.resolve import lock_path, sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
@@ -137,11 +136,20 @@ def _run(
     rows = read_rows(input, fmt)
     settings = resolve_settings(preset, cfg, ref.preset, sampling)
     digest = sha256(ref.path)
-    plan = plan_batch(rows, samples, out, model_sha256=digest)
-    n_seq = parallel_sequences(parallel, backend, tasks=len(plan.all_tasks))
+    n_seq = parallel_sequences(parallel, backend, tasks=len(rows) * samples)
+    spec = RecordSpec(
+        fmt,
+        {**model_fields(ref, fmt), **cfg.fields},
+        settings,
+        ref.name,
+        digest,
+        n_seq=n_seq,
+        lore=load_lore(cfg.lorebooks),
+    )
+    plan = plan_batch(rows, samples, out, spec)
     if plan.skipped:
         err.print(
-            f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {plan.skipped + len(plan.tasks)} already done[/]",
+            f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {len(plan.all_tasks)} already done[/]",
             soft_wrap=True,
         )
     tokens = {"n": 0, "start": time.perf_counter()}
@@ -154,17 +162,18 @@ def _run(
         console=err,
         transient=True,
     ) as progress:
-        bar = progress.add_task("rows", total=len(plan.tasks) + plan.skipped, completed=plan.skipped, rate="-")
+        bar = progress.add_task("rows", total=len(plan.all_tasks), completed=plan.skipped, rate="-")
 
-        def advance(record: dict[str, Any]) -> None:
+        def advance(record: dict[str, Any], timing: Any) -> None:
             tokens["n"] += record["completion_tokens"]  # over the wall time: parallel records overlap
             progress.update(bar, advance=1, rate=f"{tokens['n'] / (time.perf_counter() - tokens['start']):.1f}")
 
         def note(text: str) -> None:
             progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
-        run = run_batch if n_seq == 1 else functools.partial(run_batch_parallel, n_seq=n_seq)
-        if ray is not None:
+        if ray is None:
+            run_batch(plan, out, local_executor(backend, n_seq), on_record=advance, on_note=note)
+        else:
             source = ModelSource(
                 model or cfg.model,
                 str(lock_path(lock)),
@@ -176,21 +185,9 @@ def _run(
                 device=device,
             )
             backend.close()  # the actors hold the model
-            run = functools.partial(run_batch_ray, options=ray, source=source, n_seq=n_seq)
-        run(
-            backend,
-            plan,
-            out,
-            fmt=fmt,
-            fields={**model_fields(ref, fmt), **cfg.fields},
-            settings=settings,
-            model=ref.name,
-            model_sha256=digest,
-            on_record=advance,
-            on_note=note,
-            lore=load_lore(cfg.lorebooks),
-        )
-    err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.tasks)} new, {plan.skipped} kept)", soft_wrap=True)
+            with RayExecutor(ray, source) as executor:
+                run_batch(plan, out, executor, on_record=advance, on_note=note)
+    err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.todo)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()
 
 

@@ -64,7 +64,7 @@ class SampleRows:
 
         self.output = OutputFile(path)
         self.id = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
-        self.first = 1 + max((int(r["sample"]) for r in self.output.records if str(r["id"]) == self.id), default=-1)
+        self.first = 1 + max((sample for id_, sample in self.output.done if id_ == self.id), default=-1)
 
     def add(self, i: int, *, prompt: str, text: str, chunk: Any, settings: Any, model: str, sha: str) -> None:
         t = chunk.timing

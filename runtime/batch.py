@@ -12,17 +12,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from talesmith.runtime import files
 from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
 from talesmith.runtime.documents.formats import FIELDS, make_document
 from talesmith.runtime.documents.lorebook import Lore
 from talesmith.runtime.documents.prompts import plan
-from talesmith.runtime.engine.generate import Completion, PreparedPrompt, collect, prepare, stream
+from talesmith.runtime.engine.generate import Completion, PreparedPrompt, Timing, collect, prepare, stream
 from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.errors import ContextOverflowError, InputError, SettingsError, TalesmithError
 from talesmith.runtime.settings import FIELD_NAMES, SamplingSettings, parse_value
@@ -32,13 +32,19 @@ __all__ = [
     "OutputFile",
     "Row",
     "Task",
+    "RecordSpec",
+    "BatchPlan",
+    "Group",
+    "Finished",
+    "Executor",
+    "SequentialExecutor",
     "Job",
     "read_rows",
     "row_seed",
     "plan_batch",
     "prepare_job",
     "make_record",
-    "run_task",
+    "decode_task",
     "run_batch",
 ]
 
@@ -111,32 +117,97 @@ def row_seed(base: int, row_id: str, sample: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-# --- the run -----------------------------------------------------------------------------------
+# --- the plan ----------------------------------------------------------------------------------
+
+ROUNDS = 4
+"""A group holds this many tasks per parallel sequence."""
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What decides a batch's records besides its rows: the same for every task of one command."""
+
+    fmt: str
+    fields: dict[str, Any]
+    settings: SamplingSettings
+    model: str
+    model_sha256: str
+    n_seq: int = 1
+    """Sequences decoded together (`--parallel`): sequences that share a step share its rounding."""
+    lore: Lore | None = None
+
+    @property
+    def base_seed(self) -> int:
+        """The seed every row's seed is made from (`--seed`, else 0)."""
+        return self.settings.seed if self.settings.seed is not None else 0
+
+
+def groups(tasks: list[Any], n_seq: int) -> list[list[Any]]:
+    """`tasks` cut into the fixed groups of `ROUNDS * n_seq` that are decoded together."""
+    size = ROUNDS * n_seq
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive tasks of a command, decoded together from an empty cache."""
+
+    start: int
+    """The index of its first task among every task of the command."""
+    tasks: tuple[Task, ...]
+    todo: frozenset[int]
+    """The indices of its tasks still to do (the others were written before)."""
+
+    def indexed(self) -> Iterator[tuple[int, Task]]:
+        return enumerate(self.tasks, self.start)
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    tasks: list[Task]
-    """The tasks still to do."""
-    skipped: int
-    all_tasks: list[Task] = field(default_factory=list)
-    """Every task of the command, done or not, in order (rows, then samples)."""
+    """Every task of a command, in order (rows, then samples), and which of them are still to do."""
+
+    spec: RecordSpec
+    all_tasks: list[Task]
+    todo: frozenset[int]
+    """Indices into `all_tasks`."""
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks still to do, in order."""
+        return [t for i, t in enumerate(self.all_tasks) if i in self.todo]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.all_tasks) - len(self.todo)
+
+    def groups(self) -> list[Group]:
+        """The groups that hold a task still to do, in order: a group is always decoded whole."""
+        size = ROUNDS * self.spec.n_seq
+        found = []
+        for start in range(0, len(self.all_tasks), size):
+            todo = frozenset(i for i in range(start, min(start + size, len(self.all_tasks))) if i in self.todo)
+            if todo:
+                found.append(Group(start, tuple(self.all_tasks[start : start + size]), todo))
+        return found
 
 
-def plan_batch(rows: list[Row], samples: int, output: OutputFile, *, model_sha256: str) -> BatchPlan:
+def plan_batch(rows: list[Row], samples: int, output: OutputFile, spec: RecordSpec) -> BatchPlan:
     """The tasks still to do, after checking that the existing output came from the same model."""
     if samples < 1:
         raise SettingsError(f"-n {samples}: the number of samples per row must be at least 1")
-    for record in output.records:
-        if record.get("model_sha256") and record["model_sha256"] != model_sha256:
-            raise InputError(
-                f"{output.path} was written with another model (sha256 {record['model_sha256'][:12]}...); "
-                f"write to a new output file to use this one"
-            )
-    done = output.done()
+    other = sorted(output.models - {spec.model_sha256, ""})
+    if other:
+        raise InputError(
+            f"{output.path} was written with another model (sha256 {other[0][:12]}...); "
+            f"write to a new output file to use this one"
+        )
+    done = output.done
     every = [Task(r, s) for r in rows for s in range(samples)]
-    tasks = [t for t in every if (t.row.id, t.sample) not in done]
-    return BatchPlan(tasks, len(every) - len(tasks), every)
+    todo = frozenset(i for i, t in enumerate(every) if (t.row.id, t.sample) not in done)
+    return BatchPlan(spec, every, todo)
+
+
+# --- one task ----------------------------------------------------------------------------------
 
 
 def check_trimmed(document: Any, prepared: PreparedPrompt, *, n_ctx: int, max_new_tokens: int) -> None:
@@ -158,27 +229,21 @@ class Job:
     prepared: PreparedPrompt
 
 
-def prepare_job(
-    backend: Backend,
-    task: Task,
-    *,
-    fmt: str,
-    fields: dict[str, Any],
-    settings: SamplingSettings,
-    base_seed: int,
-    on_note: Callable[[str], None] = lambda note: None,
-    lore: Lore | None = None,
-) -> Job:
+def quiet(note: str) -> None:
+    pass
+
+
+def prepare_job(backend: Backend, task: Task, spec: RecordSpec, on_note: Callable[[str], None] = quiet) -> Job:
     """The settings, seed and fitted prompt of one sample of one row."""
     try:
-        document = make_document(fmt, task.row.text, {**fields, **task.row.fields})
-        row_settings = settings.replace(**task.row.overrides)
+        document = make_document(spec.fmt, task.row.text, {**spec.fields, **task.row.fields})
+        row_settings = spec.settings.replace(**task.row.overrides)
     except (ValueError, TalesmithError) as e:
         raise InputError(f"row {task.row.id}: {e}") from None
-    seed = row_settings.seed if "seed" in task.row.overrides else row_seed(base_seed, task.row.id, task.sample)
+    seed = row_settings.seed if "seed" in task.row.overrides else row_seed(spec.base_seed, task.row.id, task.sample)
     row_settings = row_settings.replace(seed=seed)
     try:
-        prepared = prepare(backend, document, row_settings, lore=lore)
+        prepared = prepare(backend, document, row_settings, lore=spec.lore)
     except TalesmithError as e:
         raise type(e)(f"row {task.row.id}: {e}") from None
     try:
@@ -194,7 +259,7 @@ def prepare_job(
     return Job(task, row_settings, prepared)
 
 
-def make_record(job: Job, result: Completion, *, model: str, model_sha256: str) -> dict[str, Any]:
+def make_record(job: Job, result: Completion, spec: RecordSpec) -> dict[str, Any]:
     """The output record of a finished job."""
     t = result.timing
     return {
@@ -208,65 +273,80 @@ def make_record(job: Job, result: Completion, *, model: str, model_sha256: str) 
         "completion_tokens": t.generated_tokens,
         "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
         "tokens_per_second": round(t.tokens_per_second, 2),
-        "model": model,
-        "model_sha256": model_sha256,
+        "model": spec.model,
+        "model_sha256": spec.model_sha256,
         "settings": job.settings.to_json(),
     }
 
 
-def run_task(
-    backend: Backend,
-    task: Task,
-    *,
-    fmt: str,
-    fields: dict[str, Any],
-    settings: SamplingSettings,
-    base_seed: int,
-    model: str,
-    model_sha256: str,
-    on_note: Callable[[str], None] = lambda note: None,
-    lore: Lore | None = None,
-) -> dict[str, Any]:
-    """Generate one sample of one row from an empty cache and return its output record."""
-    job = prepare_job(
-        backend, task, fmt=fmt, fields=fields, settings=settings, base_seed=base_seed, on_note=on_note, lore=lore
-    )
+class Finished(NamedTuple):
+    """A decoded task: its index among the command's tasks, its record and how long it took."""
+
+    index: int
+    record: dict[str, Any]
+    timing: Timing
+
+
+def decode_task(backend: Backend, task: Task, spec: RecordSpec, on_note: Callable[[str], None] = quiet):
+    """One sample of one row, generated from an empty cache: (record, timing)."""
+    job = prepare_job(backend, task, spec, on_note)
     backend.reset()  # what a record says must not depend on the record before it
     result = collect(stream(backend, job.prepared.tokens, job.settings, stops=job.prepared.stops))
-    return make_record(job, result, model=model, model_sha256=model_sha256)
+    return make_record(job, result, spec), result.timing
+
+
+# --- executors and the one runner --------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Decodes the groups of a plan; yields each task as it finishes, in any order."""
+
+    def run(self, plan: BatchPlan, on_note: Callable[[str], None]) -> Iterator[Finished]: ...
+
+
+class SequentialExecutor:
+    """One task at a time on one backend (`--parallel 1`)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def decode(self, group: Group, spec: RecordSpec, on_note: Callable[[str], None] = quiet) -> Iterator[Finished]:
+        """The tasks of a group still to do, in order (each alone: the others need not be decoded again)."""
+        for index, task in group.indexed():
+            if index in group.todo:
+                yield Finished(index, *decode_task(self.backend, task, spec, on_note))
+
+    def run(self, plan: BatchPlan, on_note: Callable[[str], None] = quiet) -> Iterator[Finished]:
+        for group in plan.groups():
+            yield from self.decode(group, plan.spec, on_note)
 
 
 def run_batch(
-    backend: Backend,
     plan: BatchPlan,
     output: OutputFile,
+    executor: Executor,
     *,
-    fmt: str,
-    fields: dict[str, Any],
-    settings: SamplingSettings,
-    model: str,
-    model_sha256: str,
-    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-    on_note: Callable[[str], None] = lambda note: None,
-    lore: Lore | None = None,
+    on_record: Callable[[dict[str, Any], Timing], None] = lambda record, timing: None,
+    on_note: Callable[[str], None] = quiet,
 ) -> int:
-    """Run the planned tasks, appending each record as soon as it is done. Returns how many were written."""
-    base_seed = settings.seed if settings.seed is not None else 0
-    written = 0
-    for task in plan.tasks:
-        record = run_task(
-            backend,
-            task,
-            fmt=fmt,
-            fields=fields,
-            settings=settings,
-            base_seed=base_seed,
-            model=model,
-            model_sha256=model_sha256,
-            on_note=on_note,
-            lore=lore,
-        )
-        output.append(record)
-        written += 1
-        on_record(record)
-    return written
+    """Run the planned tasks on `executor`, appending their records in task order as soon as they can be.
+
+    Returns how many were written. Whatever order the executor finishes tasks in, the file gets the
+    records in the order of the command's tasks; a task written before is never written again.
+    """
+    order = sorted(plan.todo)
+    upto = 0
+    ready: dict[int, Finished] = {}
+    for finished in executor.run(plan, on_note):
+        if finished.index not in plan.todo:
+            continue  # written before; decoded again only to keep its group the same
+        ready[finished.index] = finished
+        batch = []
+        while upto < len(order) and order[upto] in ready:
+            batch.append(ready.pop(order[upto]))
+            upto += 1
+        if batch:
+            output.append_many([f.record for f in batch])  # one write and one fsync
+            for f in batch:
+                on_record(f.record, f.timing)
+    return upto

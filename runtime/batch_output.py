@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import csv
 import errno
-import fcntl
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from filelock import FileLock, Timeout
 
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.files import write_all
@@ -55,13 +57,8 @@ def allow_big_csv_fields() -> None:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-def split_lines(data: bytes) -> list[bytes]:
-    """Lines ending at b"\\n" only, each with its ending (U+2028, \\x0c and \\x85 are not line ends here)."""
-    lines = data.split(b"\n")
-    out = [line + b"\n" for line in lines[:-1]]
-    if lines[-1]:
-        out.append(lines[-1])
-    return out
+MAX_RECORD_BYTES = 64 * 2**20
+"""The longest record an output file may hold (its lines are read with this bound, never to their end)."""
 
 
 class ForeignFile(Exception):
@@ -80,74 +77,125 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
     return record
 
 
-def _jsonl_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    records: list[dict[str, Any]] = []
-    good = 0
-    for n, line in enumerate(split_lines(data), 1):
+def _line(f: BinaryIO, where: str) -> bytes:
+    """The next line of `f`, at most MAX_RECORD_BYTES long ("\n" ends a line; U+2028, \x0c and \x85 do not)."""
+    line = f.readline(MAX_RECORD_BYTES + 1)
+    if len(line) > MAX_RECORD_BYTES:
+        raise ForeignFile(f"{where} is longer than {MAX_RECORD_BYTES >> 20} MB")
+    return line
+
+
+Scanned = Iterator[tuple[dict[str, Any] | None, int]]
+"""(record, the byte length of the file up to its end): every whole record in order (None for the CSV header)."""
+
+
+def _jsonl_records(f: BinaryIO) -> Scanned:
+    end = 0
+    n = 0
+    while line := _line(f, f"line {n + 1}"):
+        n += 1
         if not line.endswith(b"\n"):
-            break  # torn by a crash mid-write: the only thing ever cut
+            return  # torn by a crash mid-write: the only thing ever cut
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ForeignFile(f"line {n} is not JSON") from None
-        records.append(_check_record(record, f"line {n}"))
-        good += len(line)
-    return records, good
+        end += len(line)
+        yield _check_record(record, f"line {n}"), end
 
 
-def _csv_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    if not data.startswith(CSV_HEADER):
-        if CSV_HEADER.startswith(data):
-            return [], 0  # the header itself was torn
+def _csv_records(f: BinaryIO) -> Scanned:
+    head = f.read(len(CSV_HEADER))
+    if head != CSV_HEADER:
+        if CSV_HEADER.startswith(head):
+            return  # the header itself was torn
         raise ForeignFile("its first line is not talesmith's header")
-    try:
-        text_lines = [line.decode("utf-8") for line in split_lines(data[len(CSV_HEADER) :])]
-    except UnicodeDecodeError:
-        raise ForeignFile("it is not UTF-8 text") from None
-    state = {"read": 0, "exhausted": False}
+    end = len(CSV_HEADER)
+    yield None, end
+    state = {"bytes": 0, "ended": True, "exhausted": False}
+    count = 0
 
     def feed() -> Iterator[str]:
-        for line in text_lines:
-            state["read"] += 1
-            yield line
+        while line := _line(f, f"record {count + 1}"):
+            state["bytes"] += len(line)
+            if state["bytes"] > MAX_RECORD_BYTES:
+                raise ForeignFile(f"record {count + 1} is longer than {MAX_RECORD_BYTES >> 20} MB")
+            state["ended"] = line.endswith(b"\n")
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ForeignFile("it is not UTF-8 text") from None
         state["exhausted"] = True
 
     allow_big_csv_fields()
-    records: list[dict[str, Any]] = []
-    good = len(CSV_HEADER)
-    consumed = 0
     reader = csv.reader(feed(), strict=True)
     while True:
         try:
             fields = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
-            if state["read"] == len(text_lines) and not text_lines[-1].endswith("\n"):
-                break  # a torn last record
-            raise ForeignFile(f"record {len(records) + 1} cannot be read as CSV ({e})") from None
-        if state["exhausted"] or not text_lines[state["read"] - 1].endswith("\n"):
-            break  # ended by the end of the file, not by its own line end: torn
+            if state["exhausted"]:
+                return  # a torn last record (the file ends inside it)
+            raise ForeignFile(f"record {count + 1} cannot be read as CSV ({e})") from None
+        if state["exhausted"] or not state["ended"]:
+            return  # ended by the end of the file, not by its own line end: torn
+        count += 1
         if len(fields) != len(OUTPUT_FIELDS):
-            raise ForeignFile(f"record {len(records) + 1} has {len(fields)} fields, not {len(OUTPUT_FIELDS)}")
-        records.append(_check_record(dict(zip(OUTPUT_FIELDS, fields, strict=False)), f"record {len(records) + 1}"))
-        good += sum(len(line.encode("utf-8")) for line in text_lines[consumed : state["read"]])
-        consumed = state["read"]
-    return records, good
+            raise ForeignFile(f"record {count} has {len(fields)} fields, not {len(OUTPUT_FIELDS)}")
+        end += state["bytes"]
+        state["bytes"] = 0
+        yield _check_record(dict(zip(OUTPUT_FIELDS, fields, strict=True)), f"record {count}"), end
 
 
-def read_output(path: Path, kind: str) -> tuple[list[dict[str, Any]], int]:
-    """The records of an existing output file and the byte length of its whole records.
+def check_regular(path: Path, what: str) -> None:
+    """Refuse anything but a regular file (a device or a FIFO would be read without end, or block)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing: opening it says so
+    if stat.S_ISREG(mode):
+        return
+    kind = next(
+        (name for test, name in _KINDS if test(mode)),
+        "not a file",
+    )
+    link = f"a link to {os.path.realpath(path)}, " if path.is_symlink() else ""
+    raise InputError(f"{what} {path} is {link}{kind}, not a regular file; pass the path of a .csv or .jsonl file")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def scan_output(path: Path, kind: str) -> Scanned:
+    """The whole records of an existing output file, read in bounded lines, each with the length up to its end.
 
     Raises InputError when the file is not a talesmith output (anything but a torn last record).
     """
-    data = path.read_bytes()
-    try:
-        return (_jsonl_records if kind == "jsonl" else _csv_records)(data)
-    except ForeignFile as e:
-        raise InputError(
-            f"{path} is not a talesmith batch output ({e}); it was left as it is, write to a new file with -o"
-        ) from None
+    check_regular(path, "output")
+    with open(path, "rb") as f:
+        try:
+            yield from (_jsonl_records if kind == "jsonl" else _csv_records)(f)
+        except ForeignFile as e:
+            raise InputError(
+                f"{path} is not a talesmith batch output ({e}); it was left as it is, write to a new file with -o"
+            ) from None
+
+
+def read_output(path: Path, kind: str) -> tuple[list[dict[str, Any]], int]:
+    """The records of an existing output file and the byte length of its whole records."""
+    records, good = [], 0
+    for record, end in scan_output(path, kind):
+        good = end
+        if record is not None:
+            records.append(record)
+    return records, good
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -156,46 +204,56 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class WriterLock:
-    """An exclusive lock on `PATH.lock` beside an output file, holding the writer's process id."""
+    """An exclusive lock on `PATH.lock` beside an output file (filelock), holding the writer's process id."""
 
     def __init__(self, output: Path):
         self.path = output.with_name(output.name + ".lock")
-        self._fd: int | None = None
+        self._lock = FileLock(self.path, timeout=0, on_acquired=_write_pid)
 
     def acquire(self) -> None:
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
+        try:
+            self._lock.acquire()
+        except Timeout:
+            output = self.path.name[: -len(".lock")]
+            raise InputError(
+                f"another talesmith batch (pid {self._holder()}) is writing {output}; wait for it to "
+                f"end or write to another file"
+            ) from None
+        except OSError as e:
+            self._remove_empty()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InputError(
-                    f"cannot write in {self.path.parent} ({e.strerror}); choose an output folder you can write to"
+                    f"cannot write {self.path} ({e.strerror}); free some space and run the same command again"
                 ) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = os.read(fd, 32).decode("ascii", errors="replace").strip() or "unknown"
-                os.close(fd)
-                output = self.path.name[: -len(".lock")]
-                raise InputError(
-                    f"another talesmith batch (pid {pid}) is writing {output}; wait for it to "
-                    f"end or write to another file"
-                ) from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # not a lock file its last holder removed while we waited for it
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        write_all(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+            raise InputError(
+                f"cannot write in {self.path.parent} ({e.strerror or e}); choose an output folder you can write to"
+            ) from None
+
+    def _holder(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(32).decode("ascii", errors="replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def _remove_empty(self) -> None:
+        """A lock file left empty by a failed start is not left behind (nobody holds it)."""
+        try:
+            if self.path.stat().st_size == 0 and not self._lock.is_locked:
+                self.path.unlink()
+        except OSError:
+            pass
 
     def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock.is_locked:
+            self.path.unlink(missing_ok=True)  # while still held: a waiter that opened it sees it gone, and retries
+            self._lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    write_all(fd, f"{os.getpid()}\n".encode())
 
 
 class OutputFile:
@@ -204,7 +262,12 @@ class OutputFile:
     def __init__(self, path: Path):
         self.path = path
         self.kind = file_kind(path)
-        self.records: list[dict[str, Any]] = []
+        self.done: set[tuple[str, int]] = set()
+        """(id, sample) of every record the file held when it was opened: all that resuming needs."""
+        self.models: set[str] = set()
+        """The model_sha256 of those records."""
+        self.count = 0
+        """Whole records in the file."""
         self._lock = WriterLock(path)
         self._fd: int | None = None
         self._size = 0
@@ -225,19 +288,23 @@ class OutputFile:
             ) from None
         if self.path.is_dir():
             raise InputError(f"output {self.path} is a folder; pass a .csv or .jsonl file path")
+        check_regular(self.path, "output")
 
     def _open_existing(self) -> None:
         if not self.path.exists():
             return
         if not os.access(self.path, os.W_OK):
             raise InputError(f"output {self.path} is not writable; fix its permissions or write to another file")
-        self.records, good = read_output(self.path, self.kind)
+        good = 0
+        for record, end in scan_output(self.path, self.kind):  # one record at a time: memory stays flat
+            good = end
+            if record is not None:
+                self.done.add((str(record["id"]), int(record["sample"])))
+                self.models.add(str(record["model_sha256"]))
+                self.count += 1
         if good < self.path.stat().st_size:
             os.truncate(self.path, good)  # a record torn by a crash mid-write
         self._size = good
-
-    def done(self) -> set[tuple[str, int]]:
-        return {(str(r["id"]), int(r["sample"])) for r in self.records}
 
     def _open(self) -> int:
         if self._fd is None:
@@ -260,7 +327,7 @@ class OutputFile:
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
             why = "the disk is full" if full else f"writing failed ({e.strerror or e})"
             raise InputError(
-                f"{self.path}: {why}; its {len(self.records)} whole records are kept, "
+                f"{self.path}: {why}; its {self.count} whole records are kept, "
                 f"{'free some space' if full else 'fix the cause'} and run the same command "
                 f"again to resume"
             ) from None
@@ -288,7 +355,7 @@ class OutputFile:
         if not records:
             return
         self._write(b"".join(self.encode(r, header=i == 0 and self._size == 0) for i, r in enumerate(records)))
-        self.records.extend(records)
+        self.count += len(records)
 
     def close(self) -> None:
         if self._fd is not None:

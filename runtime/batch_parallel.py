@@ -1,31 +1,35 @@
-"""Batch generation with parallel sequences (llama.cpp): many records decoded together.
+"""Batch generation with parallel sequences (llama.cpp): the tasks of a group decoded together.
 
-The tasks of a command are cut into fixed groups ("rounds") of `ROUNDS * n_seq` consecutive tasks,
-counted over every task of the command, done or not. A group is always decoded together from an
-empty cache, so each record depends only on the command (with `--parallel`), its row and its
-sample: a group that was cut short by a crash is decoded whole again and only its missing records
-are written. Records are written in task order, so a resumed file is the uninterrupted one.
+The tasks of a command are cut into fixed groups of `ROUNDS * n_seq` consecutive tasks, counted
+over every task of the command, done or not (batch.BatchPlan.groups). A group is always decoded
+together from an empty cache, so each record depends only on the command (with `--parallel`), its
+row and its sample: a group that was cut short by a crash is decoded whole again, and the runner
+writes only its missing records, in task order, so a resumed file is the uninterrupted one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from talesmith.runtime.batch import BatchPlan, Job, Task, make_record, prepare_job
-from talesmith.runtime.batch_output import OutputFile
-from talesmith.runtime.documents.lorebook import Lore
+from talesmith.runtime.batch import (
+    ROUNDS,
+    Finished,
+    Group,
+    Job,
+    RecordSpec,
+    SequentialExecutor,
+    groups,
+    make_record,
+    prepare_job,
+    quiet,
+)
+from talesmith.runtime.engine.generate import Completion
 from talesmith.runtime.engine.parallel import ParallelDecoder, ParallelJob
-from talesmith.runtime.settings import SamplingSettings
 
-ROUNDS = 4
-"""A group holds this many tasks per parallel sequence."""
+__all__ = ["ROUNDS", "CTX_STEP", "groups", "ParallelExecutor", "local_executor", "run_group"]
+
 CTX_STEP = 256
-
-
-def groups(tasks: list[Task], n_seq: int) -> list[list[Task]]:
-    size = ROUNDS * n_seq
-    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 def context_per_sequence(jobs: list[Job], n_ctx: int) -> int:
@@ -34,7 +38,7 @@ def context_per_sequence(jobs: list[Job], n_ctx: int) -> int:
     return min(n_ctx, -(-need // CTX_STEP) * CTX_STEP)
 
 
-def run_group(backend: Any, n_seq: int, jobs: list[Job]):
+def run_group(backend: Any, n_seq: int, jobs: list[Job]) -> Iterator[tuple[Job, Completion]]:
     """(job, completion) for every job of a group, in the group's order, from a context of its own."""
     decoder = ParallelDecoder(backend, n_seq, n_ctx_seq=context_per_sequence(jobs, backend.n_ctx))
     finished: dict[int, Any] = {}
@@ -50,46 +54,19 @@ def run_group(backend: Any, n_seq: int, jobs: list[Job]):
         decoder.close()
 
 
-def run_batch_parallel(
-    backend: Any,
-    plan: BatchPlan,
-    output: OutputFile,
-    *,
-    n_seq: int,
-    fmt: str,
-    fields: dict[str, Any],
-    settings: SamplingSettings,
-    model: str,
-    model_sha256: str,
-    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-    on_note: Callable[[str], None] = lambda note: None,
-    lore: Lore | None = None,
-) -> int:
-    """Run the planned tasks `n_seq` at a time, appending each record in task order. Returns how many were written."""
-    base_seed = settings.seed if settings.seed is not None else 0
-    todo = {(t.row.id, t.sample) for t in plan.tasks}
-    written = 0
-    for group in groups(plan.all_tasks, n_seq):
-        if not any((t.row.id, t.sample) in todo for t in group):
-            continue
+class ParallelExecutor(SequentialExecutor):
+    """The tasks of each group as `n_seq` sequences of one llama.cpp context (`--parallel N`)."""
+
+    def decode(self, group: Group, spec: RecordSpec, on_note: Callable[[str], None] = quiet) -> Iterator[Finished]:
+        """Every task of the group, in order: those written before too, since they share its steps."""
         jobs = [
-            prepare_job(
-                backend,
-                t,
-                fmt=fmt,
-                fields=fields,
-                settings=settings,
-                base_seed=base_seed,
-                on_note=on_note if (t.row.id, t.sample) in todo else lambda note: None,
-                lore=lore,
-            )
-            for t in group
+            prepare_job(self.backend, task, spec, on_note if index in group.todo else quiet)
+            for index, task in group.indexed()
         ]
-        for job, completion in run_group(backend, n_seq, jobs):
-            if (job.task.row.id, job.task.sample) not in todo:
-                continue  # written before; decoded again only to keep its group the same
-            record = make_record(job, completion, model=model, model_sha256=model_sha256)
-            output.append(record)
-            written += 1
-            on_record(record)
-    return written
+        for index, (job, completion) in enumerate(run_group(self.backend, spec.n_seq, jobs), group.start):
+            yield Finished(index, make_record(job, completion, spec), completion.timing)
+
+
+def local_executor(backend: Any, n_seq: int) -> SequentialExecutor | ParallelExecutor:
+    """The executor for `n_seq` sequences on this machine: one at a time, or decoded together."""
+    return SequentialExecutor(backend) if n_seq == 1 else ParallelExecutor(backend)

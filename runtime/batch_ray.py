@@ -13,20 +13,20 @@ Ray is an optional extra: `pip install 'talesmith[scale]'`.
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.batch import BatchPlan, Task, make_record, prepare_job, run_task
-from talesmith.runtime.batch_output import OutputFile
-from talesmith.runtime.batch_parallel import groups, run_group
-from talesmith.runtime.documents.lorebook import Lore
+from talesmith.runtime.batch import BatchPlan, Finished, Group, RecordSpec
+from talesmith.runtime.batch_parallel import local_executor
 from talesmith.runtime.errors import ModelError, SettingsError, TalesmithError
-from talesmith.runtime.settings import SamplingSettings
 
 MAX_RESTARTS = 3
 """Times a group is given to a new actor after the one running it died, before the batch stops."""
@@ -95,19 +95,6 @@ def open_on_node(source: ModelSource, threads: int) -> Any:
     )
 
 
-@dataclass(frozen=True)
-class GroupSpec:
-    """What an actor needs to decode a group: the same for every group of a batch."""
-
-    n_seq: int
-    fmt: str
-    fields: dict[str, Any]
-    settings: SamplingSettings
-    model: str
-    model_sha256: str
-    lore: Lore | None
-
-
 class BatchWorker:
     """A Ray actor's body: one backend, decoding whole groups of tasks."""
 
@@ -117,19 +104,10 @@ class BatchWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, tasks: list[Task], spec: GroupSpec) -> list[dict[str, Any]]:
-        """The records of every task of the group, in order."""
-        base_seed = spec.settings.seed if spec.settings.seed is not None else 0
-        kw: dict[str, Any] = dict(
-            fmt=spec.fmt, fields=spec.fields, settings=spec.settings, base_seed=base_seed, lore=spec.lore
-        )
-        if spec.n_seq == 1:
-            return [run_task(self.backend, t, model=spec.model, model_sha256=spec.model_sha256, **kw) for t in tasks]
-        jobs = [prepare_job(self.backend, t, **kw) for t in tasks]
-        return [
-            make_record(job, completion, model=spec.model, model_sha256=spec.model_sha256)
-            for job, completion in run_group(self.backend, spec.n_seq, jobs)
-        ]
+    def run(self, group: Group, spec: RecordSpec) -> tuple[list[Finished], list[str]]:
+        """The group's decoded tasks, in order, and the notes decoding them gave (for the driver to show)."""
+        notes: list[str] = []
+        return list(local_executor(self.backend, spec.n_seq).decode(group, spec, notes.append)), notes
 
 
 def _raise_user_error(error: BaseException) -> None:
@@ -168,76 +146,130 @@ class RayOptions:
     gpus: float = 0
     """GPUs per actor."""
 
+    def __post_init__(self) -> None:
+        if self.actors < 1:
+            raise SettingsError(f"--ray-actors {self.actors} must be at least 1")
+        if not (math.isfinite(self.cpus) and self.cpus > 0):
+            raise SettingsError(f"--ray-cpus {self.cpus:g} must be more than 0 (CPUs per actor, e.g. 1 or 0.5)")
+        if not (math.isfinite(self.gpus) and self.gpus >= 0):
+            raise SettingsError(f"--ray-gpus {self.gpus:g} must be 0 or more (GPUs per actor, e.g. 1 or 0.5)")
 
-class RayBatch:
-    """Spreads a batch's groups over Ray actors and writes their records on the driver, in task order."""
+
+def check_resources(options: RayOptions, resources: dict[str, float]) -> None:
+    """Refuse actors the cluster cannot place (Ray would wait for them for ever, saying nothing)."""
+    for name, per_actor, flag in (("CPU", options.cpus, "--ray-cpus"), ("GPU", options.gpus, "--ray-gpus")):
+        if per_actor <= 0:
+            continue
+        have = float(resources.get(name, 0.0))
+        fit = math.floor(have / per_actor + 1e-9)
+        if fit < options.actors:
+            what = f"{name}s" if have != 1 else name
+            raise SettingsError(
+                f"--ray-actors {options.actors} with {flag} {per_actor:g} need {options.actors * per_actor:g} "
+                f"{name}s, but the Ray cluster has {have:g} {what}; "
+                + (
+                    "use --ray-gpus 0 or a cluster with GPUs"
+                    if name == "GPU" and have == 0
+                    else f"lower {flag} or --ray-actors, or add nodes"
+                )
+            )
+
+
+WATCHDOG = """
+import os, sys, time
+driver, session = int(sys.argv[1]), sys.argv[2]
+while True:
+    try:
+        os.kill(driver, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.5)
+import psutil
+for p in psutil.process_iter(["cmdline"]):
+    if p.pid != os.getpid() and session in " ".join(p.info["cmdline"] or ()):
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+"""
+"""Run beside a local cluster: once the driver is gone (even by kill -9), it stops the cluster's processes,
+which otherwise keep running (Ray's agents hold about 170 MB). Its workers end with their raylet."""
+
+
+class RayExecutor:
+    """Spreads a batch's groups over Ray actors; the runner on the driver writes their records in task order."""
 
     def __init__(self, options: RayOptions, source: ModelSource):
         self.ray = _ray()
         self.options = options
         self.source = source
+        self.started = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self.actors: list[Any] = []
+        self.restarts = 0
         if not self.ray.is_initialized():
             if options.address:
                 self.ray.init(address=options.address, logging_level="ERROR", log_to_driver=False)
             else:
                 self.ray.init(
-                    num_cpus=max(1, int(options.actors * options.cpus)),
+                    num_cpus=max(1, math.ceil(options.actors * options.cpus)),
                     include_dashboard=False,
                     logging_level="ERROR",
                     log_to_driver=False,
                 )
+                self.started = True
+                self._watch()
+        try:
+            check_resources(options, self.ray.cluster_resources())
+        except BaseException:
+            self.close()
+            raise
         self._remote = self.ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_restarts=0)(BatchWorker)
         self.actors = [self._new_actor() for _ in range(options.actors)]
-        self.restarts = 0
+
+    def _watch(self) -> None:
+        session = _session_dir(self.ray)
+        if not session:
+            return
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(os.getpid()), session],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # it outlives the driver's process group
+        )
 
     def _new_actor(self) -> Any:
         return self._remote.remote(self.source, max(1, int(self.options.cpus)))
 
-    def run(
-        self,
-        plan: BatchPlan,
-        output: OutputFile,
-        spec: GroupSpec,
-        on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-    ) -> int:
-        todo = {(t.row.id, t.sample) for t in plan.tasks}
-        pending = deque(
-            g for g in enumerate(groups(plan.all_tasks, spec.n_seq)) if any((t.row.id, t.sample) in todo for t in g[1])
-        )
-        order = [index for index, _ in pending]
-        spec_ref = self.ray.put(spec)
-        running: dict[Any, tuple[Any, int, list[Task]]] = {}
+    def run(self, plan: BatchPlan, on_note: Callable[[str], None]) -> Iterator[Finished]:
+        """Every group still to do, on whichever actor is free; each group's tasks as it comes back."""
+        pending = deque(plan.groups())
+        spec_ref = self.ray.put(plan.spec)
+        running: dict[Any, tuple[Any, Group]] = {}
         idle = list(self.actors)
-        finished: dict[int, list[dict[str, Any]]] = {}
-        written = 0
-        upto = 0
         while pending or running:
             while idle and pending:
                 actor = idle.pop(0)
-                index, tasks = pending.popleft()
-                running[actor.run.remote(tasks, spec_ref)] = (actor, index, tasks)
+                group = pending.popleft()
+                running[actor.run.remote(group, spec_ref)] = (actor, group)
             ready, _ = self.ray.wait(list(running), num_returns=1)
-            actor, index, tasks = running.pop(ready[0])
+            actor, group = running.pop(ready[0])
             try:
-                finished[index] = self.ray.get(ready[0])
+                finished, notes = self.ray.get(ready[0])
                 idle.append(actor)
             except self.ray.exceptions.RayActorError as e:
                 _raise_user_error(e)  # an actor that could not open the model says why
                 _raise_creation_error(e)
                 idle.append(self._replace(actor))
-                pending.appendleft((index, tasks))
+                pending.appendleft(group)
                 continue
             except self.ray.exceptions.RayTaskError as e:
                 _raise_user_error(e)
                 raise
-            while upto < len(order) and order[upto] in finished:
-                new = [r for r in finished.pop(order[upto]) if (r["id"], r["sample"]) in todo]
-                output.append_many(new)  # a whole group, one write and one fsync
-                for record in new:
-                    on_record(record)
-                written += len(new)
-                upto += 1
-        return written
+            for note in notes:
+                on_note(note)
+            yield from finished
 
     def _replace(self, dead: Any) -> Any:
         self.restarts += 1
@@ -252,33 +284,28 @@ class RayBatch:
         return fresh
 
     def close(self) -> None:
+        """Stop the actors, and the cluster when this executor started it."""
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def run_batch_ray(
-    backend: Any,
-    plan: BatchPlan,
-    output: OutputFile,
-    *,
-    options: RayOptions,
-    source: ModelSource,
-    n_seq: int,
-    fmt: str,
-    fields: dict[str, Any],
-    settings: SamplingSettings,
-    model: str,
-    model_sha256: str,
-    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
-    on_note: Callable[[str], None] = lambda note: None,
-    lore: Lore | None = None,
-) -> int:
-    """run_batch's counterpart on Ray (`backend` is unused: each actor opens its own)."""
-    runner = RayBatch(options, source)
-    try:
-        return runner.run(
-            plan, output, GroupSpec(n_seq, fmt, fields, settings, model, model_sha256, lore), on_record=on_record
-        )
-    finally:
-        runner.close()
+def _session_dir(ray: Any) -> str | None:
+    """The local cluster's session folder (every one of its processes names it on its command line)."""
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    folder = getattr(node, "get_session_dir_path", lambda: None)()
+    return str(folder) if folder else None

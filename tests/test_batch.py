@@ -3,7 +3,15 @@ import json
 import pytest
 from fakes import ScriptedBackend
 
-from talesmith.runtime.batch import OutputFile, plan_batch, read_rows, row_seed, run_batch
+from talesmith.runtime.batch import (
+    OutputFile,
+    RecordSpec,
+    SequentialExecutor,
+    plan_batch,
+    read_rows,
+    row_seed,
+    run_batch,
+)
 from talesmith.runtime.batch_output import read_records
 from talesmith.runtime.errors import InputError
 from talesmith.runtime.settings import SamplingSettings
@@ -20,17 +28,8 @@ def write(path, text):
 def run(tmp_path, rows_path, out_name, *, samples=1, fmt="raw"):
     out = OutputFile(tmp_path / out_name)
     rows = read_rows(rows_path, fmt)
-    plan = plan_batch(rows, samples, out, model_sha256="abc")
-    written = run_batch(
-        ScriptedBackend(" and then"),
-        plan,
-        out,
-        fmt=fmt,
-        fields={},
-        settings=SETTINGS,
-        model="scripted",
-        model_sha256="abc",
-    )
+    plan = plan_batch(rows, samples, out, RecordSpec(fmt, {}, SETTINGS, "scripted", "abc"))
+    written = run_batch(plan, out, SequentialExecutor(ScriptedBackend(" and then")))
     out.close()
     return plan, written
 
@@ -118,7 +117,7 @@ def test_output_from_another_model_is_refused(tmp_path):
     rows = write(tmp_path / "in.csv", "prompt\na\n")
     run(tmp_path, rows, "out.jsonl")
     with OutputFile(tmp_path / "out.jsonl") as out, pytest.raises(InputError, match="written with another model"):
-        plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="other")
+        plan_batch(read_rows(rows, "raw"), 1, out, RecordSpec("raw", {}, SETTINGS, "scripted", "other"))
 
 
 @pytest.mark.parametrize(

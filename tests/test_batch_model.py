@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from talesmith.runtime.batch import Row, Task, run_task
+from talesmith.runtime.batch import RecordSpec, Row, Task, decode_task
 from talesmith.runtime.settings import SamplingSettings
 
 pytestmark = pytest.mark.model
@@ -16,7 +16,7 @@ TALESMITH = [sys.executable, "-m", "talesmith.cli.main"]
 
 def record(llama, text, row_id="r", sample=0):
     task = Task(Row(row_id, text, {}, {}), sample)
-    out = run_task(llama, task, fmt="raw", fields={}, settings=SETTINGS, base_seed=11, model="m", model_sha256="x")
+    out, _ = decode_task(llama, task, RecordSpec("raw", {}, SETTINGS, "m", "x"))
     return out["text"]
 
 

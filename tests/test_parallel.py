@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from talesmith.runtime.batch import OutputFile, plan_batch, read_rows
+from talesmith.runtime.batch import OutputFile, RecordSpec, plan_batch, read_rows, run_batch
 from talesmith.runtime.batch_output import read_records
-from talesmith.runtime.batch_parallel import groups, run_batch_parallel
+from talesmith.runtime.batch_parallel import ParallelExecutor, groups
 from talesmith.runtime.engine.generate import collect, stream
 from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.engine.parallel import ParallelDecoder, ParallelJob
@@ -82,10 +82,8 @@ def test_a_resumed_parallel_batch_writes_the_uninterrupted_records(small, tmp_pa
 
     def run(name):
         with OutputFile(tmp_path / name) as out:
-            plan = plan_batch(read_rows(rows, "raw"), 2, out, model_sha256="x")
-            run_batch_parallel(
-                small, plan, out, n_seq=2, fmt="raw", fields={}, settings=settings, model="m", model_sha256="x"
-            )
+            plan = plan_batch(read_rows(rows, "raw"), 2, out, RecordSpec("raw", {}, settings, "m", "x", n_seq=2))
+            run_batch(plan, out, ParallelExecutor(small))
 
     def texts(name):
         return [(r["id"], r["sample"], r["text"]) for r in read_records(tmp_path / name)]

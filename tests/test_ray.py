@@ -10,9 +10,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from talesmith.runtime.batch import plan_batch, read_rows, run_batch  # noqa: E402
+from talesmith.runtime.batch import RecordSpec, plan_batch, read_rows, run_batch  # noqa: E402
 from talesmith.runtime.batch_output import OutputFile, read_records  # noqa: E402
-from talesmith.runtime.batch_ray import GroupSpec, ModelSource, RayBatch, RayOptions  # noqa: E402
+from talesmith.runtime.batch_parallel import local_executor  # noqa: E402
+from talesmith.runtime.batch_ray import ModelSource, RayExecutor, RayOptions  # noqa: E402
 from talesmith.runtime.engine.llama import LlamaCppBackend  # noqa: E402
 from talesmith.runtime.files import sha256_file  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings  # noqa: E402
@@ -74,27 +75,28 @@ def source(bundled_path):
     return ModelSource(None, "", "", sha256_file(bundled_path), n_ctx=256)
 
 
-def run_ray(
-    tmp_path, rows, name, bundled_path, *, n_seq=1, on_record=lambda runner, record: None, before=lambda runner: None
-):
-    runner = RayBatch(RayOptions(actors=2, cpus=1), source(bundled_path))
+def run_ray(tmp_path, rows, name, bundled_path, *, n_seq=1, before=lambda runner: None, on_note=lambda note: None):
+    runner = RayExecutor(RayOptions(actors=2, cpus=1), source(bundled_path))
     before(runner)
     try:
         with OutputFile(tmp_path / name) as out:
-            plan = plan_batch(read_rows(rows, "raw"), 1, out, model_sha256=source(bundled_path).sha256)
-            spec = GroupSpec(n_seq, "raw", {}, SETTINGS, "m", source(bundled_path).sha256, None)
-            runner.run(plan, out, spec, on_record=lambda record: on_record(runner, record))
+            spec = RecordSpec("raw", {}, SETTINGS, "m", source(bundled_path).sha256, n_seq=n_seq)
+            run_batch(plan_batch(read_rows(rows, "raw"), 1, out, spec), out, runner, on_note=on_note)
     finally:
         runner.close()
     return runner
 
 
-def test_every_record_once_and_the_same_as_on_one_machine(tmp_path, rows, bundled_path, cluster):
+def one_machine(tmp_path, rows, bundled_path, name, n_seq=1):
     backend = LlamaCppBackend(bundled_path, n_ctx=256)
-    with OutputFile(tmp_path / "one.jsonl") as out:
-        plan = plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="x")
-        run_batch(backend, plan, out, fmt="raw", fields={}, settings=SETTINGS, model="m", model_sha256="x")
+    with OutputFile(tmp_path / name) as out:
+        spec = RecordSpec("raw", {}, SETTINGS, "m", source(bundled_path).sha256, n_seq=n_seq)
+        run_batch(plan_batch(read_rows(rows, "raw"), 1, out, spec), out, local_executor(backend, n_seq))
     backend.close()
+
+
+def test_every_record_once_and_the_same_as_on_one_machine(tmp_path, rows, bundled_path, cluster):
+    one_machine(tmp_path, rows, bundled_path, "one.jsonl")
     run_ray(tmp_path, rows, "ray.jsonl", bundled_path)
     assert key(tmp_path / "ray.jsonl") == key(tmp_path / "one.jsonl")
     assert [(r[0], r[1]) for r in key(tmp_path / "ray.jsonl")] == [(str(i), 0) for i in range(1, 11)]
@@ -111,14 +113,6 @@ def test_a_dead_actors_rows_go_to_another(tmp_path, rows, bundled_path, cluster)
 
 
 def test_parallel_sequences_on_actors_write_what_one_machine_writes(tmp_path, rows, bundled_path, cluster):
-    from talesmith.runtime.batch_parallel import run_batch_parallel
-
-    backend = LlamaCppBackend(bundled_path, n_ctx=256)
-    with OutputFile(tmp_path / "one.jsonl") as out:
-        plan = plan_batch(read_rows(rows, "raw"), 1, out, model_sha256="x")
-        run_batch_parallel(
-            backend, plan, out, n_seq=2, fmt="raw", fields={}, settings=SETTINGS, model="m", model_sha256="x"
-        )
-    backend.close()
+    one_machine(tmp_path, rows, bundled_path, "one.jsonl", n_seq=2)
     run_ray(tmp_path, rows, "ray.jsonl", bundled_path, n_seq=2)  # groups of 8: one per actor
     assert key(tmp_path / "ray.jsonl") == key(tmp_path / "one.jsonl")
