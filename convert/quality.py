@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talesmith.runtime.errors import ConversionError
+from talesmith.runtime.errors import ConversionError, ModelError
 
 
 @dataclass(frozen=True)
@@ -77,20 +77,26 @@ def windows(tokens: list[int], size: int, *, bos: int | None = None) -> list[lis
 
 
 def _context_length(path: Path) -> int:
-    from talesmith.runtime.models.gguf_header import read_info
+    from talesmith.runtime.models.gguf_header import read_loadable
 
-    info = read_info(path)
+    info = read_loadable(path)
     value = info.metadata.get(f"{info.architecture}.context_length")
     return int(value) if isinstance(value, int) and value > 1 else 512
 
 
 def _open(path: Path, n_ctx: int):
+    """llama.cpp on `path`, once its header has passed the checks every model goes through."""
     import llama_cpp
 
     from talesmith.runtime.engine.llama import quiet_logs
+    from talesmith.runtime.models.gguf_header import read_loadable
 
+    read_loadable(path)
     quiet_logs()
-    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=False)
+    try:
+        return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"llama.cpp could not load {path}: {e}; download or convert it again") from None
 
 
 def _window_logits(llm, window: list[int]) -> np.ndarray:
@@ -109,7 +115,11 @@ def measure(
     on_done: Callable[[Path, Quality], None] = lambda path, quality: None,
 ) -> dict[Path, Quality]:
     """Quality of each quantized file against `reference` (the unquantized GGUF) on `text`."""
+    from talesmith.runtime.models.gguf_header import read_loadable
+
     size = min(window, _context_length(reference))
+    for path in quantized:  # every file's header is checked before the first one is evaluated
+        read_loadable(path)
     llm = _open(reference, size)
     try:
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]

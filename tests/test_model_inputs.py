@@ -41,8 +41,9 @@ def error_line(result) -> str:
     return lines[0]
 
 
-def tiny_llama(path: Path, *, block_count=1, eps=1e-5, alignment=None, context_length=64) -> Path:
-    """A tiny llama-shaped GGUF that llama.cpp loads and runs (one block of width 32)."""
+def tiny_llama(path: Path, *, block_count=1, eps=1e-5, alignment=None, context_length=64, uint32=None) -> Path:
+    """A tiny llama-shaped GGUF that llama.cpp loads and runs (one block of width 32, two heads of 16);
+    `uint32` adds metadata keys of that type (e.g. {"llama.rope.dimension_count": 16})."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
@@ -59,6 +60,8 @@ def tiny_llama(path: Path, *, block_count=1, eps=1e-5, alignment=None, context_l
     w.add_layer_norm_rms_eps(eps)
     if alignment is not None:
         w.add_uint32("general.alignment", alignment)
+    for name, value in (uint32 or {}).items():
+        w.add_uint32(name, value)
     w.add_tokenizer_model("llama")
     w.add_token_list(TOKENS)
     w.add_token_scores([0.0] * len(TOKENS))

@@ -8,6 +8,7 @@ reader walks the header with `struct` and skips arrays without decoding them.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import re
 import struct
@@ -23,6 +24,14 @@ MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 MAX_LAYERS = 512
 """llama.cpp's LLAMA_MAX_LAYERS: a block_count past it, or 0, aborts the process inside llama.cpp."""
+MAX_METADATA = 16_384
+"""Metadata entries read at most: models carry a few dozen; a header declaring more is refused at once."""
+MAX_ARRAY = 1 << 21
+"""Items of one metadata array read at most (2,097,152): the largest vocabularies hold about 262,000 tokens."""
+MAX_TENSORS = 1 << 16
+"""Tensors read at most (65,536): the largest models hold a few thousand."""
+MAX_DIMS = 4
+"""GGML_MAX_DIMS: a tensor of more dimensions does not exist in ggml."""
 _SCALARS = {
     GGUFValueType.UINT8: "<B",
     GGUFValueType.INT8: "<b",
@@ -82,49 +91,76 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _read(f: BinaryIO, n: int) -> bytes:
-    if n > _remaining(f):  # a length past the end: no giant allocation, just "truncated"
-        raise _Truncated
-    data = f.read(n)
-    if len(data) != n:
-        raise _Truncated
-    return data
+class _Cursor:
+    """A read position in the file's bytes (mapped, not read: a header is walked, its arrays skipped)."""
 
+    def __init__(self, data: mmap.mmap | bytes) -> None:
+        self.data = data
+        self.pos = 0
 
-def _remaining(f: BinaryIO) -> int:
-    return os.fstat(f.fileno()).st_size - f.tell()
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
 
+    def read(self, n: int) -> bytes:
+        if n > self.remaining:  # a length past the end: no giant allocation, just "truncated"
+            raise _Truncated
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(chunk)
 
-def _unpack(f: BinaryIO, fmt: str) -> Any:
-    return struct.unpack(fmt, _read(f, struct.calcsize(fmt)))[0]
+    def unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if size > self.remaining:
+            raise _Truncated
+        value = struct.unpack_from(fmt, self.data, self.pos)[0]
+        self.pos += size
+        return value
 
+    def skip(self, n: int) -> None:
+        if n > self.remaining:
+            raise _Truncated
+        self.pos += n
 
-def _string(f: BinaryIO) -> str:
-    return _read(f, _unpack(f, "<Q")).decode("utf-8", errors="replace")
+    def count(self, what: str, n: int, *, each: int, most: int) -> int:
+        """A declared number of records of at least `each` bytes: more than the file can hold is a
+        truncated file, more than `most` a header talesmith refuses before walking it."""
+        if n * each > self.remaining:
+            raise _Truncated
+        if n > most:
+            raise _Invalid(f"it declares {n} {what}, more than the {most} talesmith reads")
+        return n
 
+    def string(self) -> str:
+        return self.read(self.unpack("<Q")).decode("utf-8", errors="replace")
 
-def _value(f: BinaryIO, kind: int) -> Any:
-    if kind == _STRING:
-        return _string(f)
-    if kind == _ARRAY:
-        item, count = _unpack(f, "<I"), _unpack(f, "<Q")
-        if item == _STRING:
-            for _ in range(count):
-                _skip(f, _unpack(f, "<Q"))
-        elif item in _SCALARS:
-            _skip(f, struct.calcsize(_SCALARS[item]) * count)
-        else:
-            raise _Invalid(f"an array of unknown value type {item}")
-        return count
-    if kind not in _SCALARS:
-        raise _Invalid(f"unknown value type {kind}")
-    return _unpack(f, _SCALARS[kind])
+    def skip_strings(self, n: int) -> None:
+        data, pos, end = self.data, self.pos, len(self.data)
+        for _ in range(n):
+            if pos + 8 > end:
+                raise _Truncated
+            pos += 8 + struct.unpack_from("<Q", data, pos)[0]
+            if pos > end:
+                raise _Truncated
+        self.pos = pos
 
-
-def _skip(f: BinaryIO, n: int) -> None:
-    if n > _remaining(f):
-        raise _Truncated
-    f.seek(n, os.SEEK_CUR)
+    def value(self, kind: int, key: str) -> Any:
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item = self.unpack("<I")
+            if item != _STRING and item not in _SCALARS:
+                raise _Invalid(f"an array of unknown value type {item}")
+            each = 8 if item == _STRING else struct.calcsize(_SCALARS[item])
+            n = self.count(f"items in {key}", self.unpack("<Q"), each=each, most=MAX_ARRAY)
+            if item == _STRING:
+                self.skip_strings(n)
+            else:
+                self.skip(each * n)
+            return n
+        if kind not in _SCALARS:
+            raise _Invalid(f"unknown value type {kind}")
+        return self.unpack(_SCALARS[kind])
 
 
 def _block_sizes(kind: int) -> tuple[int, int]:
@@ -142,46 +178,29 @@ def _alignment(metadata: dict[str, Any]) -> int:
     return value
 
 
+def _mapped(f: BinaryIO, size: int) -> mmap.mmap | bytes:
+    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+
+
 def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Header, metadata and a bounds check of a GGUF file; ModelError if it is not a whole GGUF."""
+    """Header, metadata and a bounds check of a GGUF file; ModelError if it is not a whole GGUF.
+
+    Counts are checked against the file's size and against what a model holds before anything is
+    walked, so a hand-made header declaring millions of entries is refused at once."""
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file {p} does not exist; pass the path of a .gguf file or a name from models.lock")
     if not p.is_file():
         raise ModelError(f"model path {p} is not a file; pass the path of a .gguf file")
-    size = p.stat().st_size
     try:
         with p.open("rb") as f:
-            if f.read(4) != MAGIC:
-                raise ModelError(
-                    f"{p} is not a GGUF file (no GGUF magic); pass a .gguf model, "
-                    f"or convert a checkpoint with `talesmith convert`"
-                )
-            version, n_tensors, n_kv = struct.unpack("<IQQ", _read(f, 20))
-            if version not in VERSIONS:
-                raise _Invalid(f"GGUF version {version}; llama.cpp reads versions 2 and 3")
-            metadata, arrays = {}, set()
-            for _ in range(n_kv):
-                key = _string(f)
-                kind = _unpack(f, "<I")
-                metadata[key] = _value(f, kind)
-                if kind == _ARRAY:
-                    arrays.add(key)
-            alignment = _alignment(metadata)
-            data_end = 0
-            blocks = set()
-            for _ in range(n_tensors):
-                block = _BLOCK.match(_string(f))
-                if block:
-                    blocks.add(int(block.group(1)))
-                dims = [_unpack(f, "<Q") for _ in range(_unpack(f, "<I"))]
-                kind, offset = _unpack(f, "<I"), _unpack(f, "<Q")
-                elements = 1
-                for d in dims:
-                    elements *= d
-                block_size, block_bytes = _block_sizes(kind)
-                data_end = max(data_end, offset + elements // block_size * block_bytes)
-            data_start = -(-f.tell() // alignment) * alignment
+            size = os.fstat(f.fileno()).st_size
+            data = _mapped(f, size)
+            try:
+                return _walk(p, _Cursor(data), size)
+            finally:
+                if isinstance(data, mmap.mmap):
+                    data.close()
     except _Truncated:
         raise ModelError(f"{p} is truncated (its header ends early); download or convert it again") from None
     except _Invalid as e:
@@ -189,6 +208,48 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
     except (ValueError, OverflowError, MemoryError) as e:
         why = str(e) or type(e).__name__
         raise ModelError(f"{p} is not a valid GGUF file ({why}); download or convert it again") from None
+    except OSError as e:
+        raise ModelError(f"{p} cannot be read ({e.strerror or e}); check the file and its permissions") from None
+
+
+def _walk(p: Path, c: _Cursor, size: int) -> GGUFInfo:
+    if c.data[:4] != MAGIC:
+        raise ModelError(
+            f"{p} is not a GGUF file (no GGUF magic); pass a .gguf model, or convert a checkpoint with `talesmith convert`"
+        )
+    c.skip(4)
+    version = c.unpack("<I")
+    if version not in VERSIONS:
+        raise _Invalid(f"GGUF version {version}; llama.cpp reads versions 2 and 3")
+    n_tensors, n_kv = c.unpack("<Q"), c.unpack("<Q")
+    # a key/value takes at least 13 bytes (key length, type, a one-byte value), a tensor's info 24
+    c.count("metadata entries", n_kv, each=13, most=MAX_METADATA)
+    metadata, arrays = {}, set()
+    for _ in range(n_kv):
+        key = c.string()
+        kind = c.unpack("<I")
+        metadata[key] = c.value(kind, key)
+        if kind == _ARRAY:
+            arrays.add(key)
+    alignment = _alignment(metadata)
+    c.count("tensors", n_tensors, each=24, most=MAX_TENSORS)
+    data_end = 0
+    blocks = set()
+    for _ in range(n_tensors):
+        block = _BLOCK.match(c.string())
+        if block:
+            blocks.add(int(block.group(1)))
+        n_dims = c.unpack("<I")
+        if n_dims > MAX_DIMS:
+            raise _Invalid(f"a tensor has {n_dims} dimensions; ggml tensors have at most {MAX_DIMS}")
+        dims = [c.unpack("<Q") for _ in range(n_dims)]
+        kind, offset = c.unpack("<I"), c.unpack("<Q")
+        elements = 1
+        for d in dims:
+            elements *= d
+        block_size, block_bytes = _block_sizes(kind)
+        data_end = max(data_end, offset + elements // block_size * block_bytes)
+    data_start = -(-c.pos // alignment) * alignment
     if n_tensors and data_start + data_end > size:  # with no tensors there is no data section to pad to
         raise ModelError(
             f"{p} is truncated: {size} bytes on disk, its tensors need {data_start + data_end}; "
@@ -199,7 +260,14 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
 
 # ---- what llama.cpp trusts -----------------------------------------------------------------------
 
-_POSITIVE_INTS = ("block_count", "context_length", "embedding_length", "attention.head_count")
+_POSITIVE_INTS = (
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "attention.head_count",
+    "attention.key_length",
+    "rope.dimension_count",
+)
 """Hyper-parameters llama.cpp divides by, sizes arrays with or asserts on: whole numbers of at least 1."""
 
 
@@ -229,6 +297,32 @@ def load_problem(info: GGUFInfo) -> str | None:
             f"{info.architecture}.block_count is {layers} (its tensors hold {held} block{'s' * (held != 1)}); "
             f"llama.cpp loads at most {MAX_LAYERS}"
         )
+    return _rope_problem(info)
+
+
+def head_size(info: GGUFInfo) -> int | None:
+    """Elements per attention head of the keys, as llama.cpp counts them (key_length, else
+    embedding_length / head_count); None when the metadata does not say."""
+    if any(f"{info.architecture}.{k}" in info.arrays for k in ("attention.key_length", "attention.head_count")):
+        return None
+    k_len = info.hparam("attention.key_length")
+    if _is_int(k_len):
+        return k_len
+    embd, heads = info.hparam("embedding_length"), info.hparam("attention.head_count")
+    return embd // heads if _is_int(embd) and _is_int(heads) and heads > 0 else None
+
+
+def _rope_problem(info: GGUFInfo) -> str | None:
+    """ggml rotates `rope.dimension_count` elements of each head: more than a head holds makes it read past
+    the tensor (a crash) or abort on GGML_ASSERT(n_dims <= ne0), and an odd count aborts too."""
+    key = f"{info.architecture}.rope.dimension_count"
+    dims, head = info.metadata.get(key), head_size(info)
+    if not isinstance(dims, int) or not _is_int(dims) or key in info.arrays or head is None:
+        return None
+    if dims > head:
+        return f"{key} is {dims}, more than the {head} elements of an attention head"
+    if dims % 2:
+        return f"{key} is {dims}; it must be even"
     return None
 
 
@@ -238,6 +332,14 @@ def check_loadable(info: GGUFInfo) -> None:
     if problem:
         fix = "pass a model file" if info.n_tensors == 0 else "download or convert it again"
         raise ModelError(f"{info.path} cannot be loaded: {problem}; {fix}")
+
+
+def read_loadable(path: str | os.PathLike[str]) -> GGUFInfo:
+    """The header of a GGUF file that llama.cpp can be given safely: every command that hands a file to
+    llama.cpp reads it through this first (ModelError naming the file and the value otherwise)."""
+    info = read_info(path)
+    check_loadable(info)
+    return info
 
 
 def kv_bytes_per_token(info: GGUFInfo, *, lower_bound: bool = False) -> int | None:
