@@ -135,7 +135,7 @@ def test_a_failed_write_leaves_the_old_lock_whole(isolated_lock, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         record_model("m", {"format": "onnx", "path": "m.onnx"})
     assert isolated_lock.read_text() == original
-    assert sorted(p.name for p in isolated_lock.parent.iterdir() if p.name.startswith(".models.lock")) == []
+    assert sorted(p.name for p in isolated_lock.parent.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_concurrent_writers_lose_no_entry(isolated_lock):

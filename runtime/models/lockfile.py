@@ -1,22 +1,25 @@
 """models.lock on disk: read and check its shape, write it back as TOML, atomically.
 
-The file is a leading comment (kept as it is), `version = 1`, and one `[models.NAME]` table per
-model. Writers hold an exclusive lock on the file's folder while they read, change and replace
-the file, and replace it whole (temporary file, fsync, os.replace), so a reader sees either the
-old file or the new one and two writers never lose each other's entries.
+The file is a leading comment, `version = 1`, and one `[models.NAME]` table per model. It is read
+and written back with tomlkit, so whatever a person added by hand (comments anywhere, keys talesmith
+does not use) survives a rewrite. Writers hold a file lock (filelock, `.models.lock.lock` beside it)
+while they read, change and replace the file, and replace it whole (files.write_atomic), so a reader
+sees either the old file or the new one and two writers never lose each other's entries.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from filelock import FileLock, Timeout
 
 from talesmith.runtime import files
 from talesmith.runtime.errors import LockError
@@ -34,7 +37,6 @@ DEFAULT_HEADER = """\
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Lock:
     path: Path
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     header: str = DEFAULT_HEADER
+    document: tomlkit.TOMLDocument | None = field(default=None, repr=False, compare=False)
+    """The file as read, which `dumps` changes only where the models changed."""
 
 
 def check_name(name: str) -> str:
@@ -104,8 +108,13 @@ def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
 def parse(text: str, path: Path) -> Lock:
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        document = tomlkit.parse(text)
+    except (tomllib.TOMLDecodeError, tomlkit.exceptions.ParseError) as e:
         raise LockError(f"{path} is not valid TOML ({e}); fix the file or point --lock elsewhere") from None
+    except RecursionError:
+        raise LockError(
+            f"{path} is not valid TOML (its tables or arrays are nested too deeply); fix the file or point --lock elsewhere"
+        ) from None
     version = data.get("version", VERSION)
     if version != VERSION:
         raise LockError(
@@ -117,7 +126,7 @@ def parse(text: str, path: Path) -> Lock:
         raise LockError(f"{path}: models must be a table of model entries")
     for name, entry in models.items():
         check_entry(name, entry, str(path))
-    return Lock(path, models, _header(text))
+    return Lock(path, models, _header(text), document)
 
 
 def load(path: Path) -> Lock:
@@ -143,61 +152,72 @@ def _header(text: str) -> str:
 
 
 def dumps(lock: Lock) -> str:
-    """The lock as TOML: the header comment, the version, one table per model in order."""
-    out = [lock.header, f"version = {VERSION}\n"]
+    """The lock as TOML. A lock read from a file keeps all of it (comments, layout, keys talesmith does not
+    use) except what changed: entries added, removed, or keys of an entry that differ. A new lock is the
+    header comment, the version and one table per model."""
+    document = lock.document if lock.document is not None else tomlkit.parse(f"{lock.header}version = {VERSION}\n")
+    if "models" not in document:
+        document.add("models", tomlkit.table(is_super_table=True))
+    tables = document["models"]
+    for name in [n for n in tables if n not in lock.models]:
+        del tables[name]
     for name, entry in lock.models.items():
-        out.append(f"\n[models.{_key(name)}]\n")
-        for key, value in entry.items():
-            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                rows = "".join(f"  {_value(v)},\n" for v in value)
-                out.append(f"{_key(key)} = [\n{rows}]\n")
-            else:
-                out.append(f"{_key(key)} = {_value(value)}\n")
-    return "".join(out)
+        if name not in tables:
+            tables.add(name, _table(entry))
+        elif _plain(tables[name]) != entry:
+            _update(tables[name], entry)
+    return tomlkit.dumps(document).rstrip("\n") + "\n"  # a removed last entry leaves no blank line behind
 
 
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
+def _plain(item: Any) -> Any:
+    return item.unwrap() if hasattr(item, "unwrap") else item
 
 
-def _string(s: str) -> str:
-    escaped = []
-    for ch in s:
-        if ch in '"\\':
-            escaped.append("\\" + ch)
-        elif ch == "\n":
-            escaped.append("\\n")
-        elif ch == "\t":
-            escaped.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            escaped.append(f"\\u{ord(ch):04x}")
+def _update(table: Any, entry: dict[str, Any]) -> None:
+    """Change `table` (as read) into `entry`, key by key: unchanged keys keep their comments and layout."""
+    for key in [k for k in table if k not in entry]:
+        del table[key]
+    for key, value in entry.items():
+        if key not in table:
+            table.add(key, _item(value))
+        elif _plain(table[key]) != value:
+            table[key] = _item(value)
+
+
+def _table(entry: dict[str, Any]) -> Any:
+    table = tomlkit.table()
+    for key, value in entry.items():
+        table.add(key, _item(value))
+    return table
+
+
+def _item(value: Any) -> Any:
+    """A TOML value as models.lock writes it: tables inline, a list of tables one per line."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, dict):
+        return _inline(value)
+    if isinstance(value, (list, tuple)):
+        array = tomlkit.array()
+        if value and all(isinstance(v, dict) for v in value):
+            for v in value:
+                array.add_line(_inline(v), indent="  ")
+            array.add_line(indent="")
         else:
-            escaped.append(ch)
-    return '"' + "".join(escaped) + '"'
+            array.extend(_item(v) for v in value)
+        return array
+    return tomlkit.item(value)
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return _string(v)
-    if isinstance(v, os.PathLike):
-        return _string(os.fspath(v))
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        if not v:
-            return "{}"
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} value {v!r} to models.lock")
+def _inline(value: dict[str, Any]) -> Any:
+    table = tomlkit.inline_table()
+    for key, v in value.items():
+        table.append(str(key), _item(v))
+    items = [item for _, item in table.value.body]
+    if items:  # { a = 1, b = 2 }, with a space inside the braces
+        items[0].trivia.indent = " "
+        items[-1].trivia.trail = " "
+    return table
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -205,29 +225,29 @@ def write_atomic(path: Path, text: str) -> None:
     files.write_atomic(path, text)
 
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive advisory lock on the lock file's folder (no lock file left behind)."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: atomic replacement still holds, concurrent writers are not serialized
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+LOCK_TIMEOUT = 60.0
+"""Seconds a writer waits for another one to finish with the same models.lock."""
+
+
+def writer_lock(path: Path) -> FileLock:
+    """The lock writers of `path` hold while they read, change and replace it: `.NAME.lock` beside it."""
+    return FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_TIMEOUT)
 
 
 def update(path: Path, change: Callable[[Lock], Any]) -> Any:
     """Read the lock, let `change` edit it in place, write it back atomically; returns what `change` returns."""
-    with _folder_lock(path.parent if str(path.parent) else Path(".")):
-        lock = load(path)
-        result = change(lock)
-        for name, entry in lock.models.items():
-            check_entry(name, entry, str(path))
-        write_atomic(path, dumps(lock))
+    guard = writer_lock(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with guard:
+            lock = load(path)
+            result = change(lock)
+            for name, entry in lock.models.items():
+                check_entry(name, entry, str(path))
+            write_atomic(path, dumps(lock))
+    except Timeout:
+        raise LockError(
+            f"another talesmith has been writing {path} for {LOCK_TIMEOUT:.0f} s (it holds {guard.lock_file}); "
+            f"try again once it is done"
+        ) from None
     return result
