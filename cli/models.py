@@ -105,13 +105,19 @@ def verify(
 
 @models_app.command()
 def add(
-    name: str = typer.Argument(..., help="The name to give the model."),
-    source: str = typer.Argument(..., help="A hub repo id (owner/name), or a local file or folder."),
+    name: str = typer.Argument(
+        ..., help="The name to give the model (optional before owner/repo:QUANT, which names it REPO-QUANT)."
+    ),
+    source: str | None = typer.Argument(
+        None,
+        help="A hub repo id (owner/name, or owner/name:QUANT for its GGUF of that quantization), "
+        "or a local file or folder.",
+    ),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch, tag or commit of a hub repo (default: main)."
     ),
     include: list[str] | None = typer.Option(
-        None, "--file", help="Only files matching this pattern (repeatable), e.g. '*Q4_K_M.gguf'."
+        None, "--file", help="Only files matching this name or pattern (repeatable), e.g. 'tiny-Q4_K_M.gguf'."
     ),
     fmt: str | None = typer.Option(None, "--format", help="hf, gguf or onnx (default: guessed from the files)."),
     prompt_format: str | None = typer.Option(None, "--prompt-format", help="The prompt format the model expects."),
@@ -120,10 +126,16 @@ def add(
     architecture: str | None = typer.Option(None, "--architecture", help="e.g. LlamaForCausalLM."),
     lock: Path | None = LockOpt,
 ) -> None:
-    """Add a model to the lock, pinned to a commit and to the sha256 of its files."""
+    """Add a model to the lock, pinned to a commit and to the sha256 of its files.
+
+    `models add owner/repo:Q4_K_M` picks the repo's GGUF of that quantization, as llama.cpp's -hf does.
+    """
     from talesmith.runtime.models.entry import ModelEntry
     from talesmith.runtime.models.pinning import add as add_model
+    from talesmith.runtime.models.pinning import name_for
 
+    if source is None:  # one argument: the source, named after itself
+        source, name = name, name_for(name)
     entry, note = add_model(
         name,
         source,
@@ -142,11 +154,11 @@ def add(
             f"where the hub is reachable",
             soft_wrap=True,
         )
-        err.print(f"[green]added[/] {name}")
+        err.print(f"[green]added[/] {escape(name)}")
         return
     added = ModelEntry.from_table(name, entry)
     at = f" at {added.source.commit[:12]}" if added.source is not None and added.from_hub else ""
-    err.print(f"[green]added[/] {name}{at} ({len(added.files)} files)")
+    err.print(f"[green]added[/] {escape(name)}{at} ({len(added.files)} files)")
 
 
 @models_app.command()

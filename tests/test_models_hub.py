@@ -13,8 +13,10 @@ from hub_server import HubServer, Repo
 from talesmith.runtime.errors import InputError, ModelError
 from talesmith.runtime.models import hub as hubmod
 from talesmith.runtime.models.manage import HashMismatchError, pull, rows, verify
-from talesmith.runtime.models.pinning import add, lock_model
+from talesmith.runtime.models.pinning import add, lock_model, name_for
 from talesmith.runtime.models.resolve import resolve
+
+pytest_plugins = ["cli_fakes"]  # the run_cli fixture
 
 TINY = random.Random(5).randbytes(40_000)
 CONFIG = b'{"model_type": "gpt2", "n_layer": 2}\n'
@@ -333,3 +335,95 @@ def test_cli_verify_of_a_tampered_hub_file_asks_for_a_fresh_pull(hub, tmp_path):
     assert result.stdout == "MISMATCH  tiny  tiny-Q4_K_M.gguf\n"
     assert [c.state for c in pull("tiny", force=True).files] == ["ok"]
     assert blob.read_bytes() == TINY
+
+
+# ---- owner/repo:QUANT, as llama.cpp's -hf picks a GGUF ---------------------------------------------------
+
+STORY_FILES = {
+    "story-Q4_0.gguf": TINY[:1_000],
+    "story-Q4_K_M.gguf": TINY[:2_000],
+    "story-Q8_0.gguf": TINY[:3_000],
+    "story-Q5_K_S-00001-of-00002.gguf": TINY[:400],
+    "story-Q5_K_S-00002-of-00002.gguf": TINY[400:900],
+    "mmproj-story-F16.gguf": TINY[:50],
+    "README.md": b"# story\n",
+}
+
+
+@pytest.fixture
+def story_repo(hub):
+    return hub.add(Repo("acme/story-GGUF", dict(STORY_FILES), lfs={n for n in STORY_FILES if n.endswith(".gguf")}))
+
+
+def pinned(name: str, *, size: int | None = None) -> dict:
+    data = STORY_FILES[name]
+    return {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data) if size is None else size}
+
+
+def test_a_quantization_tag_picks_its_gguf_and_pins_it(story_repo, isolated_lock):
+    entry, note = add(None, "acme/story-GGUF:Q8_0")
+    saved = tomllib.loads(isolated_lock.read_text())["models"]["story-Q8_0"]
+    assert note is None and saved == entry
+    assert entry == {
+        "format": "gguf",
+        "quantization": "Q8_0",
+        "source": {"hub": "acme/story-GGUF", "revision": "main", "commit": story_repo.commit},
+        "files": [pinned("story-Q8_0.gguf")],
+    }
+    assert pull("story-Q8_0").path / "story-Q8_0.gguf" == resolve("story-Q8_0").path
+
+
+def test_a_tag_is_read_as_the_hub_reads_it_and_a_split_model_keeps_all_its_parts(story_repo):
+    low, _ = add("low", "acme/story-GGUF:q4")  # lower case, and a family: Q4_K_M before Q4_0, as llama.cpp
+    assert (low["quantization"], low["files"]) == ("Q4_K_M", [pinned("story-Q4_K_M.gguf")])
+    split, _ = add("split", "acme/story-GGUF:Q5_K_S")
+    assert [f["name"] for f in split["files"]] == [
+        "story-Q5_K_S-00001-of-00002.gguf",
+        "story-Q5_K_S-00002-of-00002.gguf",
+    ]
+    named, _ = add("named", "acme/story-GGUF", include=["story-Q4_0.gguf"])
+    assert (named["quantization"], named["files"]) == ("Q4_0", [pinned("story-Q4_0.gguf")])
+
+
+def test_a_missing_quantization_names_the_ones_there(story_repo):
+    with pytest.raises(ModelError) as e:
+        add(None, "acme/story-GGUF:Q2_K")
+    assert str(e.value) == (
+        "acme/story-GGUF at main has no Q2_K GGUF file (quantizations here: Q4_0, Q4_K_M, Q5_K_S, Q8_0); "
+        "choose one with acme/story-GGUF:QUANT or --file NAME"
+    )
+    with pytest.raises(
+        ModelError, match=r"choose with --file PATTERN or acme/story-GGUF:Q4_K_M \(quantizations here: "
+    ):
+        add("story", "acme/story-GGUF")
+    with pytest.raises(InputError, match=r"name the model: talesmith models add NAME acme/story-GGUF \(or give"):
+        name_for("acme/story-GGUF")
+    with pytest.raises(InputError, match="names a quantization and --file names files; give one of them"):
+        add(None, "acme/story-GGUF:Q8_0", include=["*.gguf"])
+    with pytest.raises(InputError, match=r"'Q\*' is not a quantization; write owner/repo:QUANT"):
+        add(None, "acme/story-GGUF:Q*")
+
+
+def test_lock_follows_the_branch_and_keeps_the_chosen_quantization(hub, story_repo):
+    add(None, "acme/story-GGUF:Q8_0")
+    renamed = {n.replace("story-", "story-v2-"): d[::-1] for n, d in STORY_FILES.items()}
+    new = hub.add(Repo("acme/story-GGUF", renamed, lfs={n for n in renamed if n.endswith(".gguf")}))
+    entry, previous = lock_model("story-Q8_0")
+    assert previous == story_repo.commit and entry["source"]["commit"] == new.commit
+    assert [f["name"] for f in entry["files"]] == ["story-v2-Q8_0.gguf"]
+
+
+def test_cli_add_of_a_tagged_repo_names_the_model_after_it(story_repo, run_cli, isolated_lock):
+    result = run_cli("models", "add", "acme/story-GGUF:Q4_K_M")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"added story-Q4_K_M at {story_repo.commit[:12]} (1 files)\n"
+    assert tomllib.loads(isolated_lock.read_text())["models"]["story-Q4_K_M"]["files"] == [pinned("story-Q4_K_M.gguf")]
+    again = run_cli("models", "add", "acme/story-GGUF:Q4_K_M")
+    assert again.returncode == 2
+    assert again.stderr.startswith("error: 'story-Q4_K_M' is already in ")
+    missing = run_cli("models", "add", "mine", "acme/story-GGUF:IQ2_XS")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        "error: acme/story-GGUF at main has no IQ2_XS GGUF file (quantizations here: Q4_0, Q4_K_M, Q5_K_S, "
+        "Q8_0); choose one with acme/story-GGUF:QUANT or --file NAME\n",
+    )
