@@ -42,6 +42,7 @@ def analyze_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
+    force: bool = typer.Option(False, "--force", help="Write the --html report over a file that exists."),
 ) -> None:
     """Sentiment by genre, top opinion words and LDA topics of each story set, side by side.
 
@@ -51,9 +52,12 @@ def analyze_command(
     from talesmith.runtime.analysis.run import analyze_set, toolkit
 
     if html is not None:
-        check_report_path(html)
+        check_report_path(html, force=force)
     check_extra()
     story_sets = read_story_sets(sets, text_column=text_column, genre_column=genre_column)
+    for story_set in story_sets:
+        for note in story_set.notes:
+            err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     kit = toolkit(sentiment_model=sentiment_model)
     reports = []
     for story_set in story_sets:
@@ -64,23 +68,31 @@ def analyze_command(
     else:
         show(reports)
     if html is not None:
-        write_report(html, reports)
+        write_report(html, reports, force=force)
 
 
-def check_report_path(html: Path) -> None:
-    """Before any work: the report is an .html file, never one of the inputs or a folder."""
+def check_report_path(html: Path, *, force: bool = False) -> None:
+    """Before any work: the report is an .html file, never a folder, nor a file that exists (without --force)."""
     if html.suffix.lower() not in (".html", ".htm"):
         raise SettingsError(f"--html {html}: the report is an HTML file; give a path ending in .html")
     if html.is_dir():
         raise InputError(f"cannot write the report {html} (it is a folder); choose another --html path")
+    if not force and (html.exists() or html.is_symlink()):
+        raise InputError(
+            f"{html} already exists and was left as it is; give --force to replace it, or another --html path"
+        )
 
 
-def write_report(html: Path, reports: Sequence[SetReport]) -> None:
+def write_report(html: Path, reports: Sequence[SetReport], *, force: bool = False) -> None:
     from talesmith.runtime.analysis.html import render
-    from talesmith.runtime.files import write_atomic
+    from talesmith.runtime.files import TargetExistsError, write_atomic
 
     try:
-        write_atomic(html, render(reports))
+        write_atomic(html, render(reports), replace=force)
+    except TargetExistsError:
+        raise InputError(
+            f"{html} already exists and was left as it is; give --force to replace it, or another --html path"
+        ) from None
     except OSError as e:
         raise InputError(f"cannot write the report {html} ({e.strerror or e}); choose another --html path") from None
     err.print(f"[green]wrote[/] {escape(str(html))}")

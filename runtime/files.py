@@ -81,7 +81,7 @@ def write_atomic(
 
     `mode` is the new file's permission bits; without it a file keeps the mode it had, and a new one
     gets the default of the umask. On any error the old file is left untouched and the temporary
-    file removed. With `replace=False` an existing `path` is never written over: FileExistsError,
+    file removed. With `replace=False` an existing `path` is never written over: TargetExistsError,
     even when another process creates it meanwhile.
     """
     path = Path(path)
@@ -107,15 +107,19 @@ def write_atomic(
     fsync_dir(path.parent)
 
 
+class TargetExistsError(FileExistsError):
+    """`write_atomic(..., replace=False)` found its target taken."""
+
+
 def _link_new(tmp: str, path: Path) -> None:
     """Give the finished temporary file the name `path` only if nothing has it (FileExistsError otherwise)."""
     try:
         os.link(tmp, path)  # fails when the name exists: no window in which another file is replaced
     except FileExistsError:
-        raise
+        raise TargetExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
     except OSError:  # a file system without hard links
         if path.exists() or path.is_symlink():
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            raise TargetExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
         os.replace(tmp, path)
         return
     Path(tmp).unlink(missing_ok=True)
@@ -254,8 +258,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON Lines text, one per line; blank lines are skipped.
+def jsonl_numbered(raw: str, where: str) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSON Lines text with their line numbers, one per line; blank lines are skipped.
 
     Only "\n" ends a line: text inside a record may hold U+2028, "\x85" or "\x0c", which
     `str.splitlines` would also break on. A line that is not a JSON object is an InputError naming it.
@@ -276,5 +280,10 @@ def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
             raise InputError(f"{where} line {n} is not JSON (nested too deeply); each line must be one JSON object")
         if not isinstance(value, dict):
             raise InputError(f"{where} line {n} is not a JSON object")
-        objects.append(value)
+        objects.append((n, value))
     return objects
+
+
+def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON Lines text, one per line (see `jsonl_numbered`)."""
+    return [value for _, value in jsonl_numbered(raw, where)]

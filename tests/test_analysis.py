@@ -229,7 +229,11 @@ def test_batch_output_without_a_genre_column_takes_the_prompts_genre(tmp_path):
         encoding="utf-8",
     )
     s = read_story_set("base", path)
-    assert s.texts == ("Boo.", "", "42") and s.genres == ("horror", "fairy tale", "")
+    assert s.texts == ("Boo.",) and s.genres == ("horror",)  # a story that is not text is left out, named
+    assert s.notes == (
+        f"{path} line 3: 'text' is null, not a story; left out",
+        f"{path} line 4: 'text' is a number (42), not a story; left out",
+    )
 
 
 def test_big_csv_fields_byte_order_marks_and_line_separators_inside_stories(tmp_path):

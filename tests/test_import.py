@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import zlib
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,17 @@ def test_st_chat_round_trip_is_unchanged_and_keeps_unknown_fields_of_edited_mess
     doc = chat_from_st(json.loads(json.dumps(CHAT)), "chat.jsonl")
     assert dumps(chat_to_st(doc)) == jsonl(CHAT)
     edited = doc.edited(0, "Hi there!").sent("Bye.")
-    out = chat_to_st(edited, now_ms=5)
+    out = chat_to_st(edited, now=datetime(2026, 1, 2, 15, 4))
     assert out[1] == {**CHAT[1], "mes": "Hi there!"}  # its "extra" is kept
     assert out[2:5] == CHAT[2:5]  # the narrator stays where it stood
-    assert out[5] == {"name": "Kazuma", "is_user": True, "mes": "Bye.", "is_name": True, "send_date": 5}
+    assert out[5] == {
+        "name": "Kazuma",
+        "is_user": True,
+        "is_name": True,
+        "send_date": "January 2, 2026 3:04pm",
+        "mes": "Bye.",
+        "extra": {},
+    }
 
 
 def test_st_chat_new_swipe_is_written_with_its_index():

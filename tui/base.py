@@ -287,6 +287,7 @@ class DocumentScreen(Screen):
                 self.data_dir / "exports",
                 states=self.state_folders(),
                 cap_mb=self.holder.preferences.state_cap_mb,
+                user=self.holder.preferences.user,
             ),
             self._opened,
         )

@@ -22,6 +22,7 @@ from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.stories import Library, User, slug
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.files import free_path
 
 from . import promptview
 
@@ -188,10 +189,18 @@ class LibraryScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Close"),
     ]
 
-    def __init__(self, library: Library, exports: Path, *, states: list[Path] | None = None, cap_mb: int = 0) -> None:
+    def __init__(
+        self,
+        library: Library,
+        exports: Path,
+        *,
+        states: list[Path] | None = None,
+        cap_mb: int = 0,
+        user: User | None = None,
+    ) -> None:
         super().__init__()
         self.library, self.exports = library, exports
-        self.states, self.cap_mb = states or [], cap_mb
+        self.states, self.cap_mb, self.user = states or [], cap_mb, user
 
     def compose(self) -> ComposeResult:
         yield Footer()
@@ -292,13 +301,13 @@ class LibraryScreen(ModalScreen[str | None]):
         except TalesmithError as e:
             self.notify(str(e), severity="error")
             return
-        default = self.exports / f"{slug(doc.name)}{suffix}"
+        default = free_path(self.exports / f"{slug(doc.name)}{suffix}")  # never an export already there
 
         def done(path: str | None) -> None:
             if not path:
                 return
             try:
-                written = export(doc, Path(path).expanduser())
+                written = export(doc, Path(path).expanduser(), user=self.user)
             except (OSError, TalesmithError) as e:
                 self.notify(f"Could not export: {e}", severity="error", timeout=10)
             else:

@@ -15,7 +15,7 @@ from typing import Any
 from talesmith.runtime.analysis.counting import ALL
 from talesmith.runtime.batch_output import allow_big_csv_fields
 from talesmith.runtime.errors import InputError
-from talesmith.runtime.files import jsonl_objects
+from talesmith.runtime.files import jsonl_numbered
 
 TEXT_COLUMNS = ("text", "response")
 """Where a story is, when no column is named: a batch output's `text`, a training CSV's `response`."""
@@ -30,6 +30,8 @@ class StorySet:
     texts: tuple[str, ...]
     genres: tuple[str, ...]
     """One per story; "" where a story has none."""
+    notes: tuple[str, ...] = ()
+    """Records left out, each named by its line (a story that is not text)."""
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -49,8 +51,9 @@ def genre_from_prompt(prompt: str) -> str:
     return genre[: -len(" story")] if genre.endswith(" story") else genre
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The records of a .csv or .jsonl file and its columns (in the order they first appear)."""
+def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The records of a .csv or .jsonl file, its columns (in the order they first appear) and where each
+    record is ("line 3" of a .jsonl, "row 2" of a .csv: its second record)."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use a .csv or .jsonl file")
@@ -60,9 +63,14 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         raise InputError(f"story set {path} does not exist; pass a batch output or a training CSV") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"story set {path} cannot be read ({e}); it must be UTF-8 text") from None
-    records = _csv(path, raw) if suffix == ".csv" else jsonl_objects(raw, str(path))
+    if suffix == ".csv":
+        records = _csv(path, raw)
+        places = [f"row {i}" for i in range(1, len(records) + 1)]
+    else:
+        numbered = jsonl_numbered(raw, str(path))
+        records, places = [r for _, r in numbered], [f"line {n}" for n, _ in numbered]
     columns = list(dict.fromkeys(k for r in records for k in r))
-    return records, columns
+    return records, columns, places
 
 
 def _csv(path: Path, raw: str) -> list[dict[str, Any]]:
@@ -85,11 +93,48 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _genre(value: Any) -> str:
+    """A genre cell as text: a list of genres (["horror", "gothic"]) is its items joined by ", ", a
+    number its digits, nothing ""."""
+    if isinstance(value, list):
+        return ", ".join(_genre(v) for v in value if _genre(v))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_genre(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return str(value).lower()
+    return _cell(value).strip()
+
+
+def _not_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _stories(
+    path: Path, records: list[dict[str, Any]], places: list[str], column: str
+) -> tuple[list[int], list[str], list[str]]:
+    """The records whose story is text (their indexes and texts), and a note for each left out."""
+    kept, texts, notes = [], [], []
+    for i, (record, place) in enumerate(zip(records, places, strict=True)):
+        value = record.get(column)
+        if isinstance(value, str):
+            kept.append(i)
+            texts.append(value)
+        else:
+            notes.append(f"{path} {place}: {column!r} is {_not_text(value)}, not a story; left out")
+    return kept, texts, notes
+
+
 def read_story_set(
     name: str, path: Path, *, text_column: str | None = None, genre_column: str | None = None
 ) -> StorySet:
     """A story set from a batch output or training file; the columns default to TEXT_COLUMNS and GENRE_COLUMNS."""
-    records, columns = read_records(path)
+    records, columns, places = read_records(path)
     if not records:
         raise InputError(f"{path} has no stories")
     text = _column(path, columns, text_column, TEXT_COLUMNS, "--text-column")
@@ -98,9 +143,13 @@ def read_story_set(
             f"{path} has no 'text' or 'response' column (columns: {', '.join(columns)}); "
             f"name the story column with --text-column"
         )
+    kept, texts, notes = _stories(path, records, places, text)
+    if not texts:
+        raise InputError(f"{path} has no stories: no record's {text!r} is text ({notes[0]})")
+    records = [records[i] for i in kept]
     genre = _column(path, columns, genre_column, GENRE_COLUMNS, "--genre-column")
     if genre is not None:
-        genres = tuple(_cell(r.get(genre)).strip() for r in records)
+        genres = tuple(_genre(r.get(genre)) for r in records)
     elif "prompt" in columns:
         genres = tuple(genre_from_prompt(_cell(r.get("prompt"))) for r in records)
     else:
@@ -109,7 +158,7 @@ def read_story_set(
         raise InputError(
             f"{path} has a genre named {ALL!r}, which is the name of all stories together; rename that genre"
         )
-    return StorySet(name, tuple(_cell(r.get(text)) for r in records), genres)
+    return StorySet(name, tuple(texts), genres, tuple(notes))
 
 
 def read_story_sets(

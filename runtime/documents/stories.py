@@ -527,10 +527,20 @@ def export_markdown(doc: Document) -> str:
     return "\n".join(lines)
 
 
-def export(doc: Document, path: Path) -> Path:
-    """Write the document as plain text (.txt) or Markdown (.md), chosen by the path's suffix."""
+def export(doc: Document, path: Path, *, user: User | None = None, replace: bool = False) -> Path:
+    """Write the document as plain text (.txt) or Markdown (.md), chosen by the path's suffix.
+
+    A chat that sets no user name of its own is written with `user`'s (the app's, F8). An existing file is
+    never written over unless `replace`: an InputError says so and leaves it as it is."""
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".md"):
         raise InputError(f"cannot export to {path.name}: use a name ending in .txt or .md")
-    atomic_write(path, export_markdown(doc) if suffix == ".md" else export_text(doc))
+    if isinstance(doc, ChatDocument) and user is not None and not doc.user_name.strip():
+        doc = dataclasses.replace(doc, user_name=user.name)
+    files.check_target(path, force=replace, fix="choose another name")
+    text, _ = clean_text(export_markdown(doc) if suffix == ".md" else export_text(doc))
+    try:
+        files.write_atomic(path, text, mode=files.PRIVATE, replace=replace)
+    except files.TargetExistsError:
+        raise InputError(f"{path} already exists and was left as it is; choose another name") from None
     return path

@@ -325,9 +325,12 @@ def saved_import(
     return imported, path
 
 
-def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> str:
+def export_text(
+    source: str | os.PathLike[str], output: str | os.PathLike[str], *, user_name: str | None = None
+) -> str:
     """A saved talesmith chat as a SillyTavern chat (.jsonl), a saved story as a KoboldAI Client save
-    (.json), or a lorebook as SillyTavern World Info (.json): the text to write to `output`."""
+    (.json), or a lorebook as SillyTavern World Info (.json): the text to write to `output`. `user_name`
+    is the name a chat without its own gives the user's messages (the app's, F8)."""
     from talesmith.runtime.documents.stories import from_dict
     from talesmith.runtime.documents.worldinfo import read_json
 
@@ -337,7 +340,7 @@ def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str]) 
     if isinstance(data, dict) and data.get("kind") in ("chat", "story"):
         doc = from_dict(data, str(src))
         if isinstance(doc, ChatDocument) and suffix == ".jsonl":
-            return stchat.dumps(stchat.chat_to_st(doc))
+            return stchat.dumps(stchat.chat_to_st(doc, user_name=user_name))
         if isinstance(doc, StoryDocument) and suffix == ".json":
             return json.dumps(kobold.story_to_kobold(doc), ensure_ascii=False) + "\n"
         want = ".jsonl (a SillyTavern chat)" if isinstance(doc, ChatDocument) else ".json (a KoboldAI story)"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.formats import CHARACTER, USER
-from talesmith.runtime.documents.stories import ChatDocument, ChatMessage
+from talesmith.runtime.documents.stories import DEFAULT_USER, ChatDocument, ChatMessage
 from talesmith.runtime.errors import InputError
 
 KEY = "sillytavern"
@@ -65,32 +67,112 @@ def chat_from_st(lines: list[dict[str, Any]], where: str, *, character: Characte
     )
 
 
-def _message(doc: ChatDocument, m: ChatMessage, raw: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
-    is_user = m.speaker == USER
-    if raw is not None and bool(raw.get("is_user")) == is_user and _swipes(raw) == (m.swipes, m.index):
-        return raw
-    out = copy.deepcopy(raw) if raw is not None and bool(raw.get("is_user")) == is_user else {}
-    out.update(name=(doc.user_name or "You") if is_user else doc.character.name, is_user=is_user, mes=m.text)
-    out.setdefault("is_name", True)
-    out.setdefault("send_date", now_ms)
-    if len(m.swipes) > 1 or "swipes" in out:
-        out.update(swipes=list(m.swipes), swipe_id=m.index)
-    return out
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
-def chat_to_st(doc: ChatDocument, *, now_ms: int = 0) -> list[dict[str, Any]]:
-    """The chat as ST .jsonl objects: what was imported, with the changed and new messages written over it."""
+def send_date(now: datetime) -> str:
+    """A message's time as SillyTavern writes it (its getMessageTimeStamp): "June 19, 2023 2:20pm"."""
+    hour = now.hour % 12 or 12
+    return f"{MONTHS[now.month - 1]} {now.day}, {now.year} {hour}:{now.minute:02d}{'pm' if now.hour >= 12 else 'am'}"
+
+
+def create_date(now: datetime) -> str:
+    """A chat's creation time as SillyTavern writes it (its humanizedDateTime): "2023-6-19 @14h 20m 30s 123ms"."""
+    return (
+        f"{now.year}-{now.month}-{now.day} @{now.hour:02d}h {now.minute:02d}m {now.second:02d}s "
+        f"{now.microsecond // 1000:03d}ms"
+    )
+
+
+@dataclass(frozen=True)
+class _Writer:
+    doc: ChatDocument
+    user_name: str
+    now: str
+    """The send_date of what talesmith wrote."""
+
+    @property
+    def new_extra(self) -> dict[str, Any]:
+        """The `extra` of text talesmith generated: its model, never one of the imported file's."""
+        return {"api": "talesmith", "model": self.doc.model} if self.doc.model else {"api": "talesmith"}
+
+    def message(self, m: ChatMessage, raw: dict[str, Any] | None) -> dict[str, Any]:
+        is_user = m.speaker == USER
+        if raw is not None and bool(raw.get("is_user")) == is_user and _swipes(raw) == (m.swipes, m.index):
+            return raw
+        if raw is None or bool(raw.get("is_user")) != is_user:  # a new message
+            out: dict[str, Any] = {
+                "name": self.user_name if is_user else self.doc.character.name,
+                "is_user": is_user,
+                "is_name": True,
+                "send_date": self.now,
+                "mes": m.text,
+                "extra": {} if is_user else self.new_extra,
+            }
+            old: tuple[str, ...] = ()
+        else:  # the imported message, edited or swiped: its speaker's name as it was
+            out = copy.deepcopy(raw)
+            out["mes"] = m.text
+            old = _swipes(raw)[0]
+        if len(m.swipes) > max(len(old), 1) or "swipe_info" in out:
+            self._swipes(out, m, old, raw)
+        elif len(m.swipes) > 1 or "swipes" in out:  # an edit: the swipes as they were, one text changed
+            out.update(swipes=list(m.swipes), swipe_id=m.index)
+        return out
+
+    def _swipes(self, out: dict[str, Any], m: ChatMessage, old: tuple[str, ...], raw: dict[str, Any] | None) -> None:
+        """Swipes, their index and `swipe_info` (one per swipe: when it was written, with its extra); the
+        message's send_date and extra are those of the swipe shown, as SillyTavern keeps them."""
+        info = out.get("swipe_info")
+        info = list(info) if isinstance(info, list) else []
+        own = {k: copy.deepcopy(raw[k]) for k in ("send_date", "gen_started", "gen_finished") if raw and k in raw}
+        for i in range(len(info), len(m.swipes)):
+            if i < len(old):  # a swipe of the file without its info (SillyTavern makes it from the message)
+                info.append({**own, "extra": copy.deepcopy((raw or {}).get("extra") or {})})
+            else:  # written by talesmith
+                info.append({"send_date": self.now, "gen_started": None, "gen_finished": None, "extra": self.new_extra})
+        info = info[: len(m.swipes)]
+        out.update(swipes=list(m.swipes), swipe_id=m.index, swipe_info=info)
+        shown = info[m.index] if isinstance(info[m.index], dict) else {}
+        if m.index >= len(old) or raw is None:  # new text shown: its own date and extra, not the file's
+            out["send_date"] = shown.get("send_date", self.now)
+            out["extra"] = copy.deepcopy(shown.get("extra", self.new_extra))
+            for key in ("gen_started", "gen_finished"):
+                out.pop(key, None)
+
+
+def chat_to_st(doc: ChatDocument, *, user_name: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The chat as ST .jsonl objects: what was imported, with the changed and new messages written over it.
+
+    `user_name` is who writes the user's messages when the chat sets no name of its own (the app's F8 name);
+    `now` the time written on new messages (now by default)."""
+    when = now or datetime.now()
+    name = doc.user_name.strip() or (user_name or "").strip() or DEFAULT_USER
+    writer = _Writer(doc, name, send_date(when))
     kept = copy.deepcopy(doc.extra.get(KEY) or [{}])
     meta = kept[0]
-    meta.update(user_name=doc.user_name or meta.get("user_name") or "You", character_name=doc.character.name)
-    meta.setdefault("create_date", now_ms)
+    meta.update(user_name=doc.user_name or meta.get("user_name") or name, character_name=doc.character.name)
+    meta.setdefault("create_date", create_date(when))
     out, messages = [meta], list(doc.messages)
     for raw in kept[1:]:
         if raw.get("is_system"):
             out.append(raw)
         elif messages:
-            out.append(_message(doc, messages.pop(0), raw, now_ms))
-    out += [_message(doc, m, None, now_ms) for m in messages]
+            out.append(writer.message(messages.pop(0), raw))
+    out += [writer.message(m, None) for m in messages]
     return out
 
 
