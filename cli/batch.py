@@ -37,6 +37,7 @@ from talesmith.cli.parallel import (
     RayOptions,
     parallel_sequences,
 )
+from talesmith.cli.seedrun import config_model
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -49,7 +50,12 @@ def batch(
         help="A .csv or .jsonl file: a 'prompt' column or the format's fields, "
         "optional 'id' and per-row sampling settings.",
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="A .csv or .jsonl file; rerunning resumes it."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="A .csv or .jsonl file; rerunning resumes it (default: the --config file's output_file).",
+    ),
     samples: int = typer.Option(1, "--count", "-n", help="Samples per row."),
     model: str | None = ModelOpt,
     lock: Path | None = LockOpt,
@@ -67,19 +73,33 @@ def batch(
     ray_actors: int = RayActorsOpt,
     ray_cpus: float = RayCpusOpt,
     ray_gpus: float = RayGpusOpt,
+    timings: bool = typer.Option(
+        False,
+        "--timings",
+        help="Also write how long each record took, to OUTPUT.timings.jsonl (records hold only what the "
+        "command decides, so that runs compare byte for byte).",
+    ),
     sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
-    from talesmith.runtime.batch_output import OutputFile
+    from talesmith.runtime.batch_output import OutputFile, TimingsFile
 
     if sampling is None:
         sampling = {}
     cfg = read_config(config)
     cfg = dataclasses.replace(cfg, lorebooks=cfg.lorebooks + tuple(lorebook or ()))
+    ray_options = None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus)
+    if output is None:
+        output = cfg.seed.output_file if cfg.seed is not None else None
+        if output is None:
+            raise InputError("batch needs an output file: -o FILE.jsonl (or FILE.csv), or output_file in --config")
     if output.resolve() == input.resolve():
         raise InputError(f"output {output} is the input file; choose another output path")
     out = OutputFile(output)  # checked (ours, writable, no other writer) before any model is loaded
+    times = None
     try:
+        times = TimingsFile(output) if timings else None
+        model, device = config_model(cfg, model, device, err)  # a TinyStories TOML's model is converted on first use
         _run(
             out,
             input,
@@ -96,9 +116,12 @@ def batch(
             cfg=cfg,
             sampling=sampling,
             parallel=parallel,
-            ray=None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus),
+            ray=ray_options,
+            timings=times,
         )
     finally:
+        if times is not None:
+            times.close()
         out.close()
 
 
@@ -120,13 +143,15 @@ def _run(
     sampling: dict[str, Any],
     parallel: int | None,
     ray: Any = None,
+    timings: Any = None,
 ) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from talesmith.runtime.batch import RecordSpec, plan_batch, read_rows, run_batch
+    from talesmith.runtime.batch import RecordSpec, check_resume, decided_by, plan_batch, read_rows, run_batch
     from talesmith.runtime.batch_parallel import local_executor
     from talesmith.runtime.batch_ray import ModelSource, RayExecutor
+    from talesmith.runtime.files import sha256_file
     from talesmith.runtime.models.resolve import lock_path, sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
@@ -135,6 +160,11 @@ def _run(
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = read_rows(input, fmt)
     settings = resolve_settings(preset, cfg, ref.preset, sampling)
+    if cfg.seed is not None and "max_new_tokens" not in sampling:  # as `generate --config` does, for the longest row
+        from talesmith.cli.seedrun import fit_new_tokens
+
+        longest = max(rows, key=lambda row: len(backend.tokenize(row.text)))
+        settings = fit_new_tokens(settings, backend, longest.text, err)
     digest = sha256(ref.path)
     n_seq = parallel_sequences(parallel, backend, tasks=len(rows) * samples)
     spec = RecordSpec(
@@ -147,6 +177,9 @@ def _run(
         lore=load_lore(cfg.lorebooks),
     )
     plan = plan_batch(rows, samples, out, spec)
+    resumed = check_resume(out, decided_by(spec, samples, [sha256_file(p) for p in cfg.lorebooks]))
+    if resumed:
+        err.print(f"[yellow]note:[/] {escape(resumed)}", soft_wrap=True)
     if plan.skipped:
         err.print(
             f"[dim]resuming {escape(str(out.path))}: {plan.skipped} of {len(plan.all_tasks)} already done[/]",
@@ -172,7 +205,7 @@ def _run(
             progress.console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
         if ray is None:
-            run_batch(plan, out, local_executor(backend, n_seq), on_record=advance, on_note=note)
+            run_batch(plan, out, local_executor(backend, n_seq), on_record=advance, on_note=note, timings=timings)
         else:
             source = ModelSource(
                 model or cfg.model,
@@ -186,7 +219,7 @@ def _run(
             )
             backend.close()  # the actors hold the model
             with RayExecutor(ray, source) as executor:
-                run_batch(plan, out, executor, on_record=advance, on_note=note)
+                run_batch(plan, out, executor, on_record=advance, on_note=note, timings=timings)
     err.print(f"[green]done:[/] {escape(str(out.path))} ({len(plan.todo)} new, {plan.skipped} kept)", soft_wrap=True)
     backend.close()
 

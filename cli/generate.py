@@ -31,6 +31,7 @@ from talesmith.cli.options import (
     sampling_options,
 )
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
+from talesmith.cli.seedrun import config_model
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
@@ -100,10 +101,7 @@ def generate(
         sampling = {}
     cfg = read_config(config)
     prompt = prompt if query is None else query
-    if cfg.seed is not None and not model:  # the TinyStories project's TOML: its model, converted on first use
-        from talesmith.cli.seedrun import seed_model
-
-        model, device = seed_model(cfg.seed, device, err)
+    model, device = config_model(cfg, model, device, err)  # a TinyStories TOML's model is converted on first use
     fmt = fmt or cfg.format
     fields = {
         k: v

@@ -1,5 +1,5 @@
-"""`generate --config` with the TinyStories project's own TOML: its model converted on first use (with a
-progress bar), its device, and its output_file of one CSV row per sample (batch output's columns)."""
+"""`generate --config` and `batch --config` with the TinyStories project's own TOML: its model converted on first
+use (with a progress bar), its device, and its output_file of one CSV row per sample (batch output's columns)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+
+def config_model(config: Any, model: str | None, device: str, err: Console) -> tuple[str | None, str]:
+    """The model and device to use: `--model` when given, else a TinyStories-style config's model (converted on
+    first use, from the cache afterwards) and device, else `model` as it is (the config's own `model` key or None)."""
+    if config.seed is None or model:
+        return model, device
+    return seed_model(config.seed, device, err)
 
 
 def seed_model(seed: Any, device: str, err: Console) -> tuple[str, str]:
@@ -78,8 +86,6 @@ class SampleRows:
                 "finish_reason": chunk.finish_reason,
                 "prompt_tokens": t.prompt_tokens,
                 "completion_tokens": t.generated_tokens,
-                "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
-                "tokens_per_second": round(t.tokens_per_second, 2),
                 "model": model,
                 "model_sha256": sha,
                 "settings": settings.replace(seed=chunk.seed).to_json(),

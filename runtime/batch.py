@@ -12,13 +12,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from talesmith.runtime import files
-from talesmith.runtime.batch_output import OUTPUT_FIELDS, OutputFile, allow_big_csv_fields, file_kind
+from talesmith.runtime.batch_output import (
+    OUTPUT_FIELDS,
+    OutputFile,
+    TimingsFile,
+    allow_big_csv_fields,
+    check_regular,
+    file_kind,
+    read_run,
+    run_path,
+    write_run,
+)
 from talesmith.runtime.documents.formats import FIELDS, make_document
 from talesmith.runtime.documents.lorebook import Lore
 from talesmith.runtime.documents.prompts import plan
@@ -66,6 +77,7 @@ class Task:
 def read_rows(path: Path, fmt: str) -> list[Row]:
     """Rows of an input file, checked against the format's fields and the sampling settings."""
     kind = file_kind(path)
+    check_regular(path, "input file")
     try:
         raw = path.read_text(encoding="utf-8-sig")  # a byte order mark is not part of the first column
     except FileNotFoundError:
@@ -207,6 +219,85 @@ def plan_batch(rows: list[Row], samples: int, output: OutputFile, spec: RecordSp
     return BatchPlan(spec, every, todo)
 
 
+def decided_by(spec: RecordSpec, samples: int, lorebooks: Sequence[str] = ()) -> dict[str, Any]:
+    """What decides a command's records besides its rows: stored beside the output, compared on resume.
+
+    `lorebooks` are the sha256 of the lorebook files. The number of samples decides records only with
+    parallel sequences (it changes which tasks share a group).
+    """
+    return json.loads(
+        json.dumps(
+            {
+                "model_sha256": spec.model_sha256,
+                "model": spec.model,
+                "format": spec.fmt,
+                "fields": spec.fields,
+                "sampling": spec.settings.replace(seed=spec.base_seed).to_dict(),
+                "parallel": spec.n_seq,
+                "samples": samples,
+                "lorebooks": list(lorebooks),
+            },
+            ensure_ascii=False,
+        )
+    )
+
+
+def _option(key: str, value: Any) -> str:
+    shown = "unset" if value is None else value if isinstance(value, (str, int, float)) else json.dumps(value)
+    if key.startswith("sampling."):
+        return f"--{key.removeprefix('sampling.').replace('_', '-')} {shown}"
+    flag = {"model": "--model", "format": "--format", "parallel": "--parallel", "samples": "-n"}.get(key)
+    if flag:
+        return f"{flag} {shown}"
+    if key == "lorebooks":
+        return f"lorebooks {len(value)} files (sha256 {', '.join(v[:12] for v in value) or 'none'})"
+    return f"format fields {json.dumps(value, ensure_ascii=False, sort_keys=True)}"
+
+
+def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Each setting the stored run and this command disagree on, as "OPTION OLD, not OPTION NEW"."""
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in d.items() if k != "sampling"}
+        out.update({f"sampling.{k}": v for k, v in d.get("sampling", {}).items()})
+        return out
+
+    was, now = flat(stored), flat(current)
+    if was.get("parallel") == now.get("parallel") == 1:
+        was.pop("samples", None), now.pop("samples", None)  # one at a time, -n changes no record
+    return [
+        f"{_option(k, was.get(k))}, not {_option(k, now.get(k))}"
+        for k in sorted(set(was) | set(now), key=lambda k: (k.startswith("sampling."), k))
+        if k != "model_sha256" and was.get(k) != now.get(k)
+    ]
+
+
+def check_resume(output: OutputFile, current: dict[str, Any]) -> str | None:
+    """Refuse to add records made another way to an output; store how they are made. A note, or None."""
+    stored = read_run(output.path)
+    note = None
+    if output.count and stored is not None:
+        if stored.get("model_sha256") != current["model_sha256"]:
+            raise InputError(
+                f"{output.path} was written with another model (sha256 {str(stored.get('model_sha256'))[:12]}...); "
+                f"write to a new output file to use this one"
+            )
+        different = resume_differences(stored, current)
+        if different:
+            raise InputError(
+                f"cannot resume {output.path}: it was written with {'; '.join(different)}; run the command "
+                f"it was written with, or write to a new file with -o"
+            )
+        return None
+    if output.count:
+        note = (
+            f"{output.path} has no {run_path(output.path).name}: the settings of its {output.count} records "
+            f"cannot be checked; this command's are kept from now on"
+        )
+    write_run(output.path, current)
+    return note
+
+
 # --- one task ----------------------------------------------------------------------------------
 
 
@@ -260,8 +351,7 @@ def prepare_job(backend: Backend, task: Task, spec: RecordSpec, on_note: Callabl
 
 
 def make_record(job: Job, result: Completion, spec: RecordSpec) -> dict[str, Any]:
-    """The output record of a finished job."""
-    t = result.timing
+    """The output record of a finished job: only what the command decides (no timings), so runs compare byte for byte."""
     return {
         "id": job.task.row.id,
         "sample": job.task.sample,
@@ -269,20 +359,33 @@ def make_record(job: Job, result: Completion, spec: RecordSpec) -> dict[str, Any
         "text": result.text,
         "seed": job.settings.seed,
         "finish_reason": result.finish_reason,
-        "prompt_tokens": t.prompt_tokens,
-        "completion_tokens": t.generated_tokens,
-        "seconds": round(t.prompt_seconds + t.generate_seconds, 4),
-        "tokens_per_second": round(t.tokens_per_second, 2),
+        "prompt_tokens": result.timing.prompt_tokens,
+        "completion_tokens": result.timing.generated_tokens,
         "model": spec.model,
         "model_sha256": spec.model_sha256,
         "settings": job.settings.to_json(),
     }
 
 
-class Finished(NamedTuple):
-    """A decoded task: its index among the command's tasks, its record and how long it took."""
+def timing_line(record: dict[str, Any], t: Timing) -> dict[str, Any]:
+    """A record's line in the timings file (`--timings`)."""
+    return {
+        "id": record["id"],
+        "sample": record["sample"],
+        "prompt_tokens": t.prompt_tokens,
+        "prompt_evaluated": t.prompt_evaluated,
+        "prompt_seconds": round(t.prompt_seconds, 4),
+        "generated_tokens": t.generated_tokens,
+        "generate_seconds": round(t.generate_seconds, 4),
+        "first_token_seconds": round(t.first_token_seconds or 0.0, 4),
+        "tokens_per_second": round(t.tokens_per_second, 2),
+    }
 
-    index: int
+
+class Finished(NamedTuple):
+    """A decoded task: its number (index) among the command's tasks, its record and how long it took."""
+
+    number: int
     record: dict[str, Any]
     timing: Timing
 
@@ -328,6 +431,7 @@ def run_batch(
     *,
     on_record: Callable[[dict[str, Any], Timing], None] = lambda record, timing: None,
     on_note: Callable[[str], None] = quiet,
+    timings: TimingsFile | None = None,
 ) -> int:
     """Run the planned tasks on `executor`, appending their records in task order as soon as they can be.
 
@@ -338,15 +442,17 @@ def run_batch(
     upto = 0
     ready: dict[int, Finished] = {}
     for finished in executor.run(plan, on_note):
-        if finished.index not in plan.todo:
+        if finished.number not in plan.todo:
             continue  # written before; decoded again only to keep its group the same
-        ready[finished.index] = finished
+        ready[finished.number] = finished
         batch = []
         while upto < len(order) and order[upto] in ready:
             batch.append(ready.pop(order[upto]))
             upto += 1
         if batch:
             output.append_many([f.record for f in batch])  # one write and one fsync
+            if timings is not None:
+                timings.append_many([timing_line(f.record, f.timing) for f in batch])
             for f in batch:
                 on_record(f.record, f.timing)
     return upto

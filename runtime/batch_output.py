@@ -5,6 +5,11 @@ as it was written, and only a torn last record (a crash or a full disk mid-write
 file that is not a talesmith output is refused and left byte for byte as it was. Each record is
 appended with every byte written and fsync'd; when the disk fills, the file is cut back to its last
 whole record so that the same command resumes once there is space again.
+
+Records hold only what the command decides, so that a resumed file is byte for byte the
+uninterrupted one. Beside the output: `OUT.run.json`, what decided its records (checked when the
+command resumes); `OUT.timings.jsonl` with `--timings`, how long each record took; `OUT.lock` while
+a batch writes it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, BinaryIO
 from filelock import FileLock, Timeout
 
 from talesmith.runtime.errors import InputError
-from talesmith.runtime.files import write_all
+from talesmith.runtime.files import write_all, write_atomic
 
 OUTPUT_FIELDS = (
     "id",
@@ -34,13 +39,14 @@ OUTPUT_FIELDS = (
     "finish_reason",
     "prompt_tokens",
     "completion_tokens",
-    "seconds",
-    "tokens_per_second",
     "model",
     "model_sha256",
     "settings",
 )
 CSV_HEADER = (",".join(OUTPUT_FIELDS) + "\n").encode("utf-8")
+TIMED_FIELDS = OUTPUT_FIELDS[:8] + ("seconds", "tokens_per_second") + OUTPUT_FIELDS[8:]
+"""The fields of records written before timings moved to their own file."""
+TIMED_HEADER = (",".join(TIMED_FIELDS) + "\n").encode("utf-8")
 
 
 def file_kind(path: Path) -> str:
@@ -65,7 +71,13 @@ class ForeignFile(Exception):
     """Internal: the file holds something that is not a whole talesmith record."""
 
 
+class OlderFile(ForeignFile):
+    """Internal: a file an earlier talesmith wrote, with timings in its records."""
+
+
 def _check_record(record: Any, where: str) -> dict[str, Any]:
+    if isinstance(record, dict) and set(record) == set(TIMED_FIELDS):
+        raise OlderFile()
     if not isinstance(record, dict) or set(record) != set(OUTPUT_FIELDS):
         raise ForeignFile(f"{where} is not a talesmith record")
     try:
@@ -109,6 +121,8 @@ def _csv_records(f: BinaryIO) -> Scanned:
     if head != CSV_HEADER:
         if CSV_HEADER.startswith(head):
             return  # the header itself was torn
+        if (head + f.read(len(TIMED_HEADER) - len(head))) == TIMED_HEADER:
+            raise OlderFile()
         raise ForeignFile("its first line is not talesmith's header")
     end = len(CSV_HEADER)
     yield None, end
@@ -182,6 +196,11 @@ def scan_output(path: Path, kind: str) -> Scanned:
     with open(path, "rb") as f:
         try:
             yield from (_jsonl_records if kind == "jsonl" else _csv_records)(f)
+        except OlderFile:
+            raise InputError(
+                f"{path} was written by an earlier talesmith, whose records held timings; it was left as it is, "
+                f"write to a new file with -o"
+            ) from None
         except ForeignFile as e:
             raise InputError(
                 f"{path} is not a talesmith batch output ({e}); it was left as it is, write to a new file with -o"
@@ -256,6 +275,72 @@ def _write_pid(fd: int) -> None:
     write_all(fd, f"{os.getpid()}\n".encode())
 
 
+RUN_SUFFIX = ".run.json"
+MAX_RUN_BYTES = 2**20
+
+
+def run_path(output: Path) -> Path:
+    """Where what decided an output's records is kept."""
+    return output.with_name(output.name + RUN_SUFFIX)
+
+
+def read_run(output: Path) -> dict[str, Any] | None:
+    """What decided an output's records, as stored beside it; None when nothing is stored."""
+    path = run_path(output)
+    if not path.exists():
+        return None
+    check_regular(path, "run file")
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_RUN_BYTES + 1))
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"{path} cannot be read ({e}); it says how {output.name} was made: restore it, or write to a new file with -o"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("decided_by"), dict):
+        raise InputError(f"{path} is not a talesmith run file; restore it, or write to a new file with -o")
+    return data["decided_by"]
+
+
+def write_run(output: Path, decided_by: dict[str, Any]) -> None:
+    try:
+        write_atomic(
+            run_path(output),
+            json.dumps({"decided_by": decided_by}, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+        )
+    except OSError as e:
+        raise InputError(
+            f"cannot write {run_path(output)} ({e.strerror or e}); free some space or choose another -o path"
+        ) from None
+
+
+class TimingsFile:
+    """`OUT.timings.jsonl`: how long each record took (it is not part of the record: it differs every run)."""
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(output.name + ".timings.jsonl")
+        check_regular(self.path, "timings file")
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise InputError(f"cannot write {self.path} ({e.strerror}); choose another -o path") from None
+
+    def append_many(self, lines: list[dict[str, Any]]) -> None:
+        assert self._fd is not None, "append after close"
+        try:
+            write_all(self._fd, b"".join((json.dumps(x, ensure_ascii=False) + "\n").encode() for x in lines))
+        except OSError as e:
+            raise InputError(
+                f"cannot write {self.path} ({e.strerror or e}); the records are kept, run the same command again"
+            ) from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class OutputFile:
     """An append-only CSV or JSONL file of finished records, written by this process alone."""
 
@@ -271,6 +356,7 @@ class OutputFile:
         self._lock = WriterLock(path)
         self._fd: int | None = None
         self._size = 0
+        self._torn = False
         self._prepare_folder()
         self._lock.acquire()
         try:
@@ -302,14 +388,16 @@ class OutputFile:
                 self.done.add((str(record["id"]), int(record["sample"])))
                 self.models.add(str(record["model_sha256"]))
                 self.count += 1
-        if good < self.path.stat().st_size:
-            os.truncate(self.path, good)  # a record torn by a crash mid-write
+        self._torn = good < self.path.stat().st_size  # a record torn by a crash mid-write: cut before writing
         self._size = good
 
     def _open(self) -> int:
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                if self._torn:
+                    os.ftruncate(self._fd, self._size)
+                    self._torn = False
             except OSError as e:
                 raise InputError(f"cannot write {self.path} ({e.strerror}); choose another -o path") from None
         return self._fd
