@@ -68,10 +68,11 @@ def convert_command(
         "(for checkpoints that ship none, like Genji-JP: EleutherAI/gpt-j-6B).",
     ),
     lock: Path | None = typer.Option(None, "--lock", help="The models.lock to record the outputs in."),
-    quality: bool = typer.Option(
-        True,
+    quality: bool | None = typer.Option(
+        None,
         "--quality/--no-quality",
-        help="Measure each GGUF quantization against the unquantized file: KL divergence, top-1 agreement, perplexity.",
+        help="Measure each GGUF quantization against the unquantized file on a 128-token sample: KL divergence, "
+        "top-1 agreement, perplexity (default: when the unquantized file is at most 2 GiB).",
     ),
     eval_text: Path | None = typer.Option(
         None, "--eval-text", help="Text file the quality is measured on (default: bundled English and Japanese prose)."
@@ -140,7 +141,7 @@ def convert_command(
             ),
             lock=lock,
         )
-    print_summary(outputs, outdir)
+    print_summary(outputs, outdir, quality=quality)
 
 
 def shown_path(path: Path, outdir: Path) -> str:
@@ -151,7 +152,32 @@ def shown_path(path: Path, outdir: Path) -> str:
         return str(path)
 
 
-def print_summary(outputs: list[Output], outdir: Path) -> None:
+def quality_caption(outputs: list[Output], *, quality: bool | None) -> str | None:
+    """What the summary says about the quality report: on how much it was measured, or why it was not,
+    and the command that measures it (on more of the text)."""
+    from talesmith.convert.quality import AUTO_LIMIT, FULL_TOKENS
+
+    ggufs = [o for o in outputs if o.format == "gguf"]
+    if len(ggufs) < 2:
+        return None
+    base, first = ggufs[0], ggufs[1]
+    command = f"`talesmith models quality {first.path.stem.lower()}`"
+    measured = next((o.quality for o in ggufs if o.quality), None)
+    if measured is None:
+        why = (
+            "--no-quality"
+            if quality is False
+            else f"{base.kind} is over {AUTO_LIMIT / 2**30:.0f} GiB; --quality measures it while converting"
+        )
+        return f"quality not measured ({why}); {command} measures a quantization"
+    return (
+        f"KL divergence and top-1 agreement against {base.kind}, perplexity on a sample of {measured.tokens} "
+        f"tokens ({base.kind}: {measured.reference_perplexity:.2f}); {command} measures on up to "
+        f"{FULL_TOKENS} tokens, --eval-text FILE on your own text"
+    )
+
+
+def print_summary(outputs: list[Output], outdir: Path, *, quality: bool | None = None) -> None:
     console = Console(highlight=False)
     console.print(f"in {escape(str(outdir.resolve()))}:", soft_wrap=True)
     table = Table(title="talesmith convert")
@@ -183,9 +209,7 @@ def print_summary(outputs: list[Output], outdir: Path) -> None:
             unchanged = o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4")
             row.append(o.detail or ("none: the size is unchanged" if unchanged else ""))
         table.add_row(*row)
-    if ref is not None:
-        table.caption = (
-            f"KL divergence and top-1 agreement against {outputs[0].kind}, perplexity on "
-            f"{ref.tokens} tokens ({outputs[0].kind}: {ref.reference_perplexity:.2f})"
-        )
+    caption = quality_caption(outputs, quality=quality)
+    if caption:
+        table.caption = escape(caption)
     console.print(table)

@@ -55,8 +55,9 @@ class ConvertRequest:
     targets: tuple[str, ...] = ("gguf",)
     """Output formats: "gguf", "onnx" or both (from one merge)."""
     onnx_quants: tuple[str, ...] = ("fp32", "int8", "int4")
-    quality: bool = True
-    """Measure each GGUF quantization against the unquantized file (KL divergence, top-1, perplexity)."""
+    quality: bool | None = None
+    """Measure each GGUF quantization against the unquantized file (KL divergence, top-1, perplexity) on a
+    sample of the evaluation text; None: only when the unquantized file is at most quality.AUTO_LIMIT."""
     eval_text: Path | None = None
     """The text the quality is measured on (default: the bundled English and Japanese prose)."""
 
@@ -325,7 +326,9 @@ def _gguf(req: ConvertRequest, arch, vocab, metadata: dict[str, Any], record: _R
         started = time.perf_counter()
         quantize(base, target, qtype)
         finish(target, qtype, started, n_params)
-    if req.quality and len(outputs) > 1:
+    from .quality import wanted
+
+    if len(outputs) > 1 and wanted(req.quality, outputs[0].size):
         outputs[1:] = _quality(req, outputs[0], outputs[1:], record, arch.gguf_arch)
     return outputs
 
@@ -338,7 +341,7 @@ def _quality(
     from talesmith.runtime.models.resolve import record_model
 
     from .evaltext import eval_text
-    from .quality import measure
+    from .quality import SAMPLE_TOKENS, measure
 
     text, label = eval_text(req.eval_text)
     progress, name = record.progress, record.name
@@ -353,7 +356,8 @@ def _quality(
         record_model(f"{name}-{output.kind}".lower(), entry, lock=record.lock)
         progress.on_quality(done[path])
 
-    measure(base.path, [o.path for o in quantized], text=text, on_done=on_done)
+    paths = [o.path for o in quantized]  # one window of a sample: `models quality` measures on more
+    measure(base.path, paths, text=text, on_done=on_done, window=SAMPLE_TOKENS, max_tokens=SAMPLE_TOKENS)
     return [done[o.path] for o in quantized]
 
 

@@ -17,6 +17,19 @@ import numpy as np
 
 from talesmith.runtime.errors import ConversionError, ModelError
 
+SAMPLE_TOKENS = 128
+"""Tokens a conversion scores by default: one window at the start of the evaluation text, so that the
+report costs little beside the conversion itself; `talesmith models quality` scores up to FULL_TOKENS."""
+FULL_TOKENS = 1024
+AUTO_LIMIT = 2 * 1024**3
+"""Above this size of the unquantized file (about 1B parameters in f16), a conversion measures quality only
+when asked (--quality): llama.cpp reads the whole unquantized file to evaluate it."""
+
+
+def wanted(asked: bool | None, reference_size: int) -> bool:
+    """Whether a conversion measures quality: as asked, else when the unquantized file is at most AUTO_LIMIT."""
+    return asked if asked is not None else reference_size <= AUTO_LIMIT
+
 
 @dataclass(frozen=True)
 class Quality:
@@ -111,7 +124,7 @@ def measure(
     *,
     text: str,
     window: int = 256,
-    max_tokens: int = 1024,
+    max_tokens: int = FULL_TOKENS,
     on_done: Callable[[Path, Quality], None] = lambda path, quality: None,
 ) -> dict[Path, Quality]:
     """Quality of each quantized file against `reference` (the unquantized GGUF) on `text`."""

@@ -117,3 +117,35 @@ def test_an_unreadable_eval_text_is_one_line(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConversionError, match=r"--eval-text .*bad.txt could not be read .*; pass a UTF-8 text file"):
         eval_text(tmp_path / "bad.txt")
+
+
+def test_a_conversion_measures_a_sample_and_skips_large_models_unless_asked():
+    from talesmith.convert.quality import AUTO_LIMIT, wanted
+
+    assert [wanted(None, AUTO_LIMIT), wanted(None, AUTO_LIMIT + 1)] == [True, False]
+    assert [wanted(True, 10 * AUTO_LIMIT), wanted(False, 0)] == [True, False]
+
+
+def test_the_summary_says_how_the_quality_was_measured_or_how_to_measure_it(tmp_path):
+    from talesmith.cli.convert import quality_caption
+    from talesmith.convert.pipeline import Output
+    from talesmith.convert.quality import Quality
+
+    def output(kind: str, quality=None) -> Output:
+        return Output(tmp_path / f"Story-{kind}.gguf", kind, 1, 16.0, 0.1, "0" * 64, quality=quality)
+
+    q = Quality(0.01, 0.95, 12.5, 12.0, 127)
+    measured = [output("F16"), output("Q8_0", q), output("Q4_K_M", q)]
+    assert quality_caption(measured, quality=None) == (
+        "KL divergence and top-1 agreement against F16, perplexity on a sample of 127 tokens (F16: 12.00); "
+        "`talesmith models quality story-q8_0` measures on up to 1024 tokens, --eval-text FILE on your own text"
+    )
+    skipped = [output("F16"), output("Q4_K_M")]
+    assert quality_caption(skipped, quality=None) == (
+        "quality not measured (F16 is over 2 GiB; --quality measures it while converting); "
+        "`talesmith models quality story-q4_k_m` measures a quantization"
+    )
+    assert quality_caption(skipped, quality=False) == (
+        "quality not measured (--no-quality); `talesmith models quality story-q4_k_m` measures a quantization"
+    )
+    assert quality_caption([output("F16")], quality=None) is None
