@@ -7,13 +7,16 @@ the folder. Every writer in talesmith (documents, models.lock, saved state, cach
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +290,69 @@ def jsonl_numbered(raw: str, where: str) -> list[tuple[int, dict[str, Any]]]:
 def jsonl_objects(raw: str, where: str) -> list[dict[str, Any]]:
     """The JSON objects of a JSON Lines text, one per line (see `jsonl_numbered`)."""
     return [value for _, value in jsonl_numbered(raw, where)]
+
+
+# ---- files that other code writes by name ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
+    """A temporary name beside `path` for a writer that writes a file by name itself (gguf's writer,
+    llama.cpp's quantizer and state files): when the block ends, the file is synced, given `mode` (as in
+    `write_atomic`) and renamed to `path`; on any error it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fsync_file(Path(tmp))
+        if mode is None:
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the bytes written to `path` (through any descriptor) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_folder(staged: Path, final: Path) -> None:
+    """Put a finished folder in place of `final`: every file in it synced first; an older `final` is moved
+    aside and removed only once the new one has its name, so `final` is at every moment whole."""
+    for p in sorted(staged.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if p.is_file() and not p.is_symlink():
+            fsync_file(p)
+        elif p.is_dir() and not p.is_symlink():
+            fsync_dir(p)
+    fsync_dir(staged)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+STATE_SUFFIX = ".kv"
+
+
+def state_path(document: Path) -> Path:
+    """The model state saved beside a document (`NAME.kv`)."""
+    return document.with_suffix(STATE_SUFFIX)
+
+
+def state_meta_path(state: Path) -> Path:
+    """What describes a saved state (its model's sha256, context, tokens): `NAME.kv.meta` beside it."""
+    return state.with_name(state.name + ".meta")
