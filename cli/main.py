@@ -19,6 +19,7 @@ from talesmith.cli.help import TidyGroup
 from talesmith.cli.importing import export_command, import_command
 from talesmith.cli.models import models_app
 from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
+from talesmith.cli.serve.command import serve as serve_command
 from talesmith.runtime.errors import TalesmithError
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command("export")(export_command)
 app.add_typer(models_app, name="models")
 app.command("convert")(convert_command)
 app.command("analyze")(analyze_command)
+app.command("serve")(serve_command)
 
 
 DataDirOpt = typer.Option(
