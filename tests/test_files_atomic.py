@@ -19,22 +19,24 @@ def test_atomic_path_names_the_file_only_once_it_is_complete(tmp_path):
 
 
 def test_a_failed_writer_leaves_the_old_file_and_no_temporary_one(tmp_path):
-    target = tmp_path / "model.gguf"
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "model.gguf"
     target.write_bytes(b"old")
     os.chmod(target, 0o640)
     with pytest.raises(RuntimeError, match="quantizer failed"):
         with files.atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("quantizer failed")
-    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.gguf"]
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["model.gguf"]
     with files.atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert (target.read_bytes(), target.stat().st_mode & 0o777) == (b"new", 0o640)  # the old file's mode kept
 
 
 def test_replace_folder_swaps_a_whole_folder(tmp_path):
+    tmp_path = tmp_path / "out"
     final = tmp_path / "m-onnx-int4"
-    final.mkdir()
+    final.mkdir(parents=True)
     (final / "model.onnx").write_bytes(b"old")
     staged = tmp_path / ".staging" / "int4"
     (staged / "genai").mkdir(parents=True)
