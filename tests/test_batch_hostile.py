@@ -411,3 +411,116 @@ def test_a_lock_entry_with_format_fields_of_the_wrong_type(tmp_path, cli, monkey
         f"{lock}: model 'tiny' format_fields 5 must be a table, e.g. format_fields = {{ genre = \"horror\" }}; "
         f"fix the entry or remove it with `talesmith models remove tiny`",
     )
+
+
+# --- outputs that are not regular files ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/full", "/dev/zero"])
+def test_an_output_linking_to_a_device_is_refused_without_reading_it(tmp_path, cli, device):
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} here")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(device)
+    calls = []
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", link, backend=lambda: calls.append(1)),
+        f"output {link} is a link to {device}, a character device, not a regular file; pass the path of a "
+        f".csv or .jsonl file",
+    )
+    assert calls == [] and not (tmp_path / "out.jsonl.lock").exists() and link.is_symlink()
+
+
+def test_a_fifo_as_output_or_input_is_refused_without_opening_it(tmp_path, cli):
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)  # opening it to read would block until a writer came
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", fifo),
+        f"output {fifo} is a named pipe, not a regular file; pass the path of a .csv or .jsonl file",
+    )
+    rows = tmp_path / "in.csv"
+    rows.unlink()
+    os.mkfifo(rows)
+    one_line(
+        cli("batch", rows, "-o", tmp_path / "o.jsonl"),
+        f"input file {rows} is a named pipe, not a regular file; pass the path of a .csv or .jsonl file",
+    )
+
+
+def test_a_record_longer_than_the_bound_is_refused_without_reading_on(tmp_path, cli, monkeypatch):
+    import talesmith.runtime.batch_output as batch_output
+
+    monkeypatch.setattr(batch_output, "MAX_RECORD_BYTES", 1000)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"\0" * 5000)  # /dev/zero copied into a file: no line end at all
+    one_line(
+        cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", out),
+        f"{out} is not a talesmith batch output (line 1 is longer than 0 MB); it was left as it is, write to a "
+        f"new file with -o",
+    )
+
+
+# --- the writer's lock ------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_writing_the_pid_is_one_line_and_leaves_no_lock(tmp_path, cli, monkeypatch):
+    rows = rows_file(tmp_path, "prompt\na\n")
+    out = tmp_path / "out.jsonl"
+    lock = tmp_path / "out.jsonl.lock"
+    real_write = os.write
+
+    def full(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(lock):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    calls = []
+    one_line(
+        cli("batch", rows, "-o", out, backend=lambda: calls.append(1)),
+        f"cannot write {lock} (No space left on device); free some space and run the same command again",
+    )
+    assert calls == [] and not lock.exists() and not out.exists()
+    monkeypatch.setattr(os, "write", real_write)
+    again = cli("batch", rows, "-o", out, backend=lambda: ScriptedBackend(" and then"))
+    assert again[1][-1] == f"done: {out} (1 new, 0 kept)"  # the next run is not blocked
+
+
+def test_an_empty_lock_left_by_a_crash_does_not_block(tmp_path, cli):
+    rows = rows_file(tmp_path, "prompt\na\n")
+    (tmp_path / "out.jsonl.lock").write_bytes(b"")
+    assert cli("batch", rows, "-o", tmp_path / "out.jsonl")[1][-1] == f"done: {tmp_path / 'out.jsonl'} (1 new, 0 kept)"
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+# --- Ray settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--ray-actors", "0"], "--ray-actors 0 must be at least 1"),
+        (["--ray-actors", "-1"], "--ray-actors -1 must be at least 1"),
+        (["--ray-cpus", "-1"], "--ray-cpus -1 must be more than 0 (CPUs per actor, e.g. 1 or 0.5)"),
+        (["--ray-cpus", "0"], "--ray-cpus 0 must be more than 0 (CPUs per actor, e.g. 1 or 0.5)"),
+        (["--ray-gpus", "-0.5"], "--ray-gpus -0.5 must be 0 or more (GPUs per actor, e.g. 1 or 0.5)"),
+        (["--ray-cpus", "nan"], "--ray-cpus nan must be more than 0 (CPUs per actor, e.g. 1 or 0.5)"),
+    ],
+)
+def test_bad_ray_settings_are_one_line_before_anything_starts(tmp_path, cli, args, message):
+    out = tmp_path / "out.jsonl"
+    calls = []
+    one_line(
+        cli(
+            "batch",
+            rows_file(tmp_path, "prompt\na\n"),
+            "-o",
+            out,
+            "--ray",
+            "local",
+            *args,
+            backend=lambda: calls.append(1),
+        ),
+        message,
+    )
+    assert calls == [] and not out.exists()
