@@ -343,7 +343,10 @@ class DocumentScreen(Screen):
     # --- sampling ----------------------------------------------------------------------------
 
     def action_sampling(self) -> None:
-        self.app.push_screen(SamplingScreen(self.doc.preset, self.doc.settings), self._sampled)
+        from talesmith.runtime.documents.importers.presets import user_presets
+
+        imported = {p.name: p.settings for p in user_presets(self.data_dir)}
+        self.app.push_screen(SamplingScreen(self.doc.preset, self.doc.settings, imported), self._sampled)
 
     def _sampled(self, result: tuple[str, Any] | None) -> None:
         if result is not None:

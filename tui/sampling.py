@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from textual.app import ComposeResult
@@ -40,9 +41,14 @@ def read_settings(raw: dict[str, str]) -> SamplingSettings:
 class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
     BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, preset_name: str, settings: SamplingSettings) -> None:
+    def __init__(
+        self, preset_name: str, settings: SamplingSettings, user_presets: Mapping[str, SamplingSettings] = {}
+    ) -> None:
+        """`user_presets`: the presets imported with `talesmith import` (or F7), listed after the built-in ones."""
         super().__init__()
         self.preset_name, self.settings = preset_name, settings
+        self.choices = {name: preset(name) for name in PRESETS}
+        self.choices.update({k: v for k, v in user_presets.items() if k not in self.choices})
 
     def compose(self) -> ComposeResult:
         yield Footer()
@@ -56,10 +62,10 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
             )
             with Horizontal(classes="row"):
                 yield Label("preset", classes="name")
-                options = [(name, name) for name in PRESETS]
+                options = [(name, name) for name in self.choices]
                 yield Select(
                     options,
-                    value=self.preset_name if self.preset_name in PRESETS else Select.NULL,
+                    value=self.preset_name if self.preset_name in self.choices else Select.NULL,
                     id="preset",
                     compact=True,
                     allow_blank=True,
@@ -86,9 +92,9 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
             self.query_one("#field-help", Static).update(f"{name}: {help_text}")
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.value is Select.NULL or event.value not in PRESETS:
+        if event.value is Select.NULL or event.value not in self.choices:
             return
-        values = preset(str(event.value))
+        values = self.choices[str(event.value)]
         for f in FIELDS:
             self.query_one(f"#s-{f.name}", Input).value = show_value(f.name, getattr(values, f.name))
 
@@ -102,7 +108,7 @@ class SamplingScreen(ModalScreen[tuple[str, SamplingSettings] | None]):
             self.notify(f"{e}", severity="error", timeout=8)
             return
         name = self.query_one("#preset", Select).value
-        name = str(name) if name in PRESETS and settings == preset(str(name)) else "custom"
+        name = str(name) if name in self.choices and settings == self.choices[str(name)] else "custom"
         self.dismiss((name, settings))
 
     def action_cancel(self) -> None:

@@ -174,7 +174,7 @@ def from_st(data: Any, name: str) -> Lorebook:
     if not isinstance(data, dict):
         raise ValueError("a World Info file is a JSON object")
     _raw_entries(data)  # the shape checked
-    entries = tuple(entry_from_st(raw, uid) for uid, raw in _st_items(data))
+    entries = tuple(dataclasses.replace(entry_from_st(raw, uid), uid=uid) for uid, raw in _st_items(data))
     return Lorebook(
         name=str(data.get("name") or name),
         entries=entries,

@@ -165,7 +165,8 @@ def chat_to_st(doc: ChatDocument, *, user_name: str | None = None, now: datetime
     kept = copy.deepcopy(doc.extra.get(KEY) or [{}])
     meta = kept[0]
     meta.update(user_name=doc.user_name or meta.get("user_name") or name, character_name=doc.character.name)
-    meta.setdefault("create_date", create_date(when))
+    if not doc.extra.get(KEY):  # a chat begun in talesmith; an imported one keeps its metadata as it was
+        meta.setdefault("create_date", create_date(when))
     out, messages = [meta], list(doc.messages)
     for raw in kept[1:]:
         if raw.get("is_system"):
