@@ -18,8 +18,23 @@ from talesmith.runtime.settings import SamplingSettings
 BASE = SamplingSettings(temperature=0, max_new_tokens=64)
 
 
-def scripted_service(script: str = "Once upon a time.", *, n_ctx: int = 512, template: Any = None) -> Service:
-    engine = SlotEngine(SerialDecoder(ScriptedBackend(script, n_ctx=n_ctx)))
+class SlowScripted(ScriptedBackend):
+    """A scripted model that takes `delay` seconds per token, so that requests are still running when aborted."""
+
+    def __init__(self, script: str, *, delay: float, **kwargs: Any):
+        super().__init__(script, **kwargs)
+        self.delay = delay
+
+    def append(self, token: int) -> None:
+        time.sleep(self.delay)
+        super().append(token)
+
+
+def scripted_service(
+    script: str = "Once upon a time.", *, n_ctx: int = 512, template: Any = None, delay: float = 0.0
+) -> Service:
+    backend = SlowScripted(script, n_ctx=n_ctx, delay=delay) if delay else ScriptedBackend(script, n_ctx=n_ctx)
+    engine = SlotEngine(SerialDecoder(backend))
     return Service(engine, model_id="scripted", base=BASE, chat_template=template, backend_name="scripted")
 
 
