@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 import typer
 from rich.markup import escape
 
@@ -33,7 +34,7 @@ def ask_replace(kind: str, name: str, existing: Path) -> bool:
     """The app's F7 question on the terminal: replace the kept file, or keep both."""
     answer = typer.prompt(
         f"A {kind} {name!r} is already kept in {existing}. Replace it (r) or keep both (k)?",
-        type=typer.Choice(["r", "k"]),
+        type=click.Choice(["r", "k"]),
         default="k",
         err=True,
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from talesmith.runtime.documents.formats import Story, StoryHeader
 from talesmith.runtime.documents.importers import presets
+from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import StoryDocument
 from talesmith.runtime.documents.worldinfo import from_novelai
 from talesmith.runtime.errors import InputError
@@ -64,7 +65,7 @@ def story_from_scenario(data: dict[str, Any], name: str, where: str) -> tuple[St
     story = Story(
         text=_text(data, "prompt", where), header=header, memory=memory, author_note=note, author_note_depth=depth
     )
-    books = ()
+    books: tuple[Lorebook, ...] = ()
     if data.get("lorebook"):
         try:
             book = from_novelai(data["lorebook"], f"{title or name} lorebook")
