@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer
 from rich.markup import escape
 
@@ -31,14 +30,15 @@ def interactive() -> bool:
 
 
 def ask_replace(kind: str, name: str, existing: Path) -> bool:
-    """The app's F7 question on the terminal: replace the kept file, or keep both."""
-    answer = typer.prompt(
-        f"A {kind} {name!r} is already kept in {existing}. Replace it (r) or keep both (k)?",
-        type=click.Choice(["r", "k"]),
-        default="k",
-        err=True,
-    )
-    return answer == "r"
+    """The app's F7 question on the terminal: replace the kept file (r), or keep both (k, the default)."""
+    while True:
+        answer = typer.prompt(
+            f"A {kind} {name!r} is already kept in {existing}. Replace it (r) or keep both (k)?", default="k", err=True
+        )
+        if answer.strip().lower() in ("r", "replace"):
+            return True
+        if answer.strip().lower() in ("k", "keep", "keep both"):
+            return False
 
 
 def import_command(

@@ -723,3 +723,13 @@ def test_the_data_folder_is_found_without_importing_the_app(monkeypatch, tmp_pat
         tree = ast.parse((Path(__file__).resolve().parents[1] / module).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "talesmith.tui.launch" not in imported and "talesmith.tui.app" not in imported
+
+
+@pytest.mark.parametrize("typed, replace", [("r\n", True), ("k\n", False), ("\n", False), ("what\nreplace\n", True)])
+def test_the_clash_question_takes_r_or_k_and_keeps_both_by_default(monkeypatch, typed, replace):
+    import io
+
+    from talesmith.cli.importing import ask_replace
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
+    assert ask_replace("character", "Aqua", Path("aqua.json")) is replace
