@@ -260,7 +260,7 @@ class DocumentScreen(Screen):
             if path.suffix.lower() == ".json":
                 atomic_write(path, dumps(self.doc))
             else:
-                export(self.doc, path)
+                export(self.doc, path, user=self.holder.preferences.user)
         except (OSError, TalesmithError) as e:
             self.notify(f"Could not export to {path}: {e}", severity="error", timeout=10)
             return False
