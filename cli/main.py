@@ -20,6 +20,7 @@ from talesmith.cli.importing import export_command, import_command
 from talesmith.cli.models import models_app
 from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
 from talesmith.cli.serve.command import serve as serve_command
+from talesmith.cli.template import template_app
 from talesmith.runtime.errors import TalesmithError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(models_app, name="models")
 app.command("convert")(convert_command)
 app.command("analyze")(analyze_command)
 app.command("serve")(serve_command)
+app.add_typer(template_app, name="template")
 
 
 DataDirOpt = typer.Option(

@@ -5,7 +5,7 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -99,7 +99,7 @@ class RawText:
 Document = Story | Chat | GenrePrompt | TinyStory | RawText
 
 
-FORMATS = ("story", "japanese-story", "chat", "genre", "tinystories", "raw")
+FORMATS: tuple[str, ...] = ("story", "japanese-story", "chat", "genre", "tinystories", "raw")
 FIELDS: dict[str, tuple[str, ...]] = {
     "story": ("title", "author", "genre", "tags", "style", "memory", "author_note", "author_note_depth"),
     "japanese-story": ("synopsis", "memory", "author_note", "author_note_depth"),
@@ -132,6 +132,31 @@ def _whole_number(name: str, value: object) -> int:
     raise SettingsError(f"{name} {value!r} is not a whole number")
 
 
+@dataclass(frozen=True)
+class PromptFormat:
+    """A prompt format as one registration: its name, the fields it takes, and how a document is made.
+
+    The document type's prompt plan is registered with `prompts.plan.register` beside it."""
+
+    name: str
+    fields: tuple[str, ...]
+    make: Callable[[str, dict[str, object]], Any]
+    """The document from its text and its given fields (only those in `fields`, empty values left out)."""
+
+
+REGISTERED: dict[str, PromptFormat] = {}
+
+
+def register_format(fmt: PromptFormat) -> PromptFormat:
+    """Make `fmt` a format every front-end offers (`--format NAME`, batch columns, the app)."""
+    global FORMATS
+    REGISTERED[fmt.name] = fmt
+    FIELDS[fmt.name] = fmt.fields
+    if fmt.name not in FORMATS:
+        FORMATS = (*FORMATS, fmt.name)
+    return fmt
+
+
 def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> Document:
     """A document of format `fmt` from its text and fields (as given on a command line or in a batch row).
 
@@ -144,6 +169,8 @@ def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = N
     if extra:
         takes = ", ".join(FIELDS[fmt]) or "no fields besides the prompt"
         raise SettingsError(f"format {fmt!r} does not take {extra[0]!r}; it takes: {takes}")
+    if fmt in REGISTERED:
+        return REGISTERED[fmt].make(text, given)
     g = given.get
     if fmt in ("story", "japanese-story"):
         depth = _whole_number("author_note_depth", g("author_note_depth", 3))

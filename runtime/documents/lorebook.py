@@ -508,6 +508,7 @@ class Lore:
 
     def for_document(self, document: object) -> Lore:
         """The lore with `{{char}}` and `{{user}}` set from a chat's names (other documents keep them)."""
+        document = getattr(document, "chat", document)  # an instruct chat holds its chat
         if isinstance(document, Chat):
             return dataclasses.replace(
                 self, macros={"char": document.character, "user": document.user_name, **self.macros}

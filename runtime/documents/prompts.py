@@ -121,7 +121,7 @@ def _block(text: str) -> str:
 
 
 @singledispatch
-def plan(document: Document) -> PromptPlan:
+def plan(document: object) -> PromptPlan:
     raise SettingsError(f"no prompt format for {type(document).__name__}")
 
 

@@ -227,6 +227,8 @@ def model_template(
         found = _from_metadata(metadata_or_path, name)
     else:
         path = Path(metadata_or_path).expanduser()
+        if path.suffix == ".onnx" and path.is_file():  # an ONNX model's files are beside its graph
+            path = path.parent
         if path.is_dir():
             found = _from_folder(path, name)
         elif not path.is_file():
@@ -262,7 +264,7 @@ def turn_markers(template: ChatTemplate) -> tuple[str, ...]:
     """The text a template writes after an assistant turn and before a user turn (`<|im_end|>`,
     `<|im_start|>user`), stripped: where a reply that runs on has ended. Empty when the template refuses
     the probe conversation."""
-    plain = replace(template, source="probe")
+    plain = template
     user_one = {"role": "user", "content": _U1}
     assistant_one = {"role": "assistant", "content": _A1}
     try:

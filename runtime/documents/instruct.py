@@ -1,0 +1,274 @@
+"""The `instruct` prompt format: chats and stories for instruct and chat models, through the model's own chat
+template (or an instruct preset), registered as one format.
+
+* A chat: the card, the user's persona, the scenario, the example dialogue and the lorebook entries become the
+  system message, in the order and wording of SillyTavern's default story string; the history becomes user and
+  assistant turns; the reply is the assistant turn the template opens.
+* A story: the header, memory and author's note become the instruction (a user message); the story so far is
+  the start of the assistant's answer (a prefill, transformers' `continue_final_message`), so the model goes on
+  with the text instead of answering about it.
+
+The plan keeps the history as units, so trimming, lorebooks and the prompt view work as for the other formats;
+only the rendering goes through the template.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from talesmith.runtime.documents.cards import fill_macros
+from talesmith.runtime.documents.formats import (
+    CHARACTER,
+    Chat,
+    PromptFormat,
+    Story,
+    make_document,
+    register_format,
+)
+from talesmith.runtime.documents.prompts import PromptPlan, _header_line, plan, split_units
+from talesmith.runtime.errors import SettingsError, TemplateError
+from talesmith.runtime.templates import ChatTemplate, HostileTemplateError, RenderedChat
+
+REASONING = ("show", "hide", "off")
+"""What happens to a thinking model's reasoning: shown apart, hidden, or switched off where the template can."""
+NEW_CHAT = "[Start a new chat]"
+"""The user turn put before a conversation that opens with the character, for templates that need a user first."""
+STORY_INSTRUCTION = "Continue the story. Write only what comes next, in the same voice and style."
+EXAMPLE_SEPARATOR = "***"
+"""SillyTavern's default example separator."""
+
+STORY_FIELDS = ("title", "author", "genre", "tags", "style", "memory", "author_note", "author_note_depth")
+CHAT_FIELDS = ("character", "persona", "scenario", "examples", "greeting")
+OWN_FIELDS = ("chat_template", "date", "reasoning")
+
+
+@dataclass(frozen=True)
+class InstructChat:
+    chat: Chat
+    template: ChatTemplate
+    date: dt.date | None = None
+    reasoning: str = "show"
+
+    @property
+    def lore(self) -> Any:
+        return self.chat.lore
+
+
+@dataclass(frozen=True)
+class InstructStory:
+    story: Story
+    template: ChatTemplate
+    date: dt.date | None = None
+    reasoning: str = "show"
+
+    @property
+    def lore(self) -> Any:
+        return self.story.lore
+
+
+InstructDocument = InstructChat | InstructStory
+
+
+def story_string(chat: Chat) -> tuple[str, tuple[int, int]]:
+    """The system message of a chat, as SillyTavern's default story string writes it: the system prompt, the
+    lorebook's `before` entries, the description, the scenario (`Scenario: ...`), the `after` entries, the user's
+    persona; each on its own line. Also where the two lorebook slots are (offsets)."""
+
+    def fill(text: str) -> str:
+        return fill_macros(text, char=chat.character, user=chat.user_name).strip()
+
+    text = fill(chat.system_prompt) + "\n" if chat.system_prompt.strip() else ""
+    before = len(text)
+    text += fill(chat.persona) + "\n" if chat.persona.strip() else ""
+    text += f"Scenario: {fill(chat.scenario)}\n" if chat.scenario.strip() else ""
+    after = len(text)
+    text += fill(chat.user_persona) + "\n" if chat.user_persona.strip() else ""
+    for example in chat.examples:
+        text += f"{EXAMPLE_SEPARATOR}\n{fill(example)}\n"
+    return text, (before, after)
+
+
+@dataclass(frozen=True)
+class TemplatePlan(PromptPlan):
+    """A prompt plan rendered through a chat template: `head` is the system message (a chat) or the
+    instruction (a story), the units are the history (chat turns, or the story's lines)."""
+
+    template: ChatTemplate | None = None
+    roles: tuple[str, ...] = ()
+    """The role of each unit of a chat ("user" or "assistant"); empty for a story."""
+    contents: tuple[str, ...] = ()
+    """The message text of each unit of a chat."""
+    date: dt.date | None = None
+    thinking: bool | None = None
+    """False: the template is asked to switch thinking off (`enable_thinking`)."""
+
+    @property
+    def is_story(self) -> bool:
+        return not self.roles
+
+    def messages(self, drop: int = 0) -> list[dict[str, Any]]:
+        """The conversation the template renders, with the `drop` oldest units left out."""
+        if self.is_story:
+            return self._story_messages(drop)
+        system = self.head.strip("\n")
+        turns = [{"role": r, "content": c} for r, c in zip(self.roles[drop:], self.contents[drop:], strict=True)]
+        for depth, text in self.inserts:  # lorebook entries at a depth: before that turn's text
+            index = len(turns) - depth
+            if index < 0 or not turns:
+                system = f"{system}\n{text.strip()}".strip("\n")
+            elif index >= len(turns):
+                turns[-1]["content"] = f"{turns[-1]['content']}\n{text.strip()}"
+            else:
+                turns[index]["content"] = f"{text.strip()}\n{turns[index]['content']}"
+        if self.tail.strip():
+            users = [t for t in turns if t["role"] == "user"]
+            if users:
+                users[-1]["content"] = f"{users[-1]['content']}\n\n{self.tail.strip()}"
+            else:
+                turns.append({"role": "user", "content": self.tail.strip()})
+        return ([{"role": "system", "content": system}] if system else []) + turns
+
+    def _story_messages(self, drop: int) -> list[dict[str, Any]]:
+        text = PromptPlan.render(dataclasses.replace(self, head="", tail="", note=""), drop)
+        instruction = self.head.rstrip("\n")
+        if self.note.strip():
+            instruction += "\n" + self.note.strip()
+        return [{"role": "user", "content": instruction}, {"role": "assistant", "content": text}]
+
+    def rendered(self, drop: int = 0) -> RenderedChat:
+        """The prompt text and what had to be changed to fit the template (said once, in `notes`)."""
+        if self.template is None:
+            raise TemplateError("the instruct format needs a chat template")
+        extra = {"enable_thinking": False} if self.thinking is False else None
+        messages = self.messages(drop)
+        kwargs: dict[str, Any] = {"date": self.date, "extra": extra}
+        if self.is_story:
+            return self.template.render(messages, add_generation_prompt=False, continue_final_message=True, **kwargs)
+        try:
+            return self.template.render(messages, **kwargs)
+        except HostileTemplateError:
+            raise
+        except TemplateError:
+            first = 1 if messages and messages[0]["role"] == "system" else 0
+            if len(messages) > first and messages[first]["role"] == "user":
+                raise
+            aligned = [*messages[:first], {"role": "user", "content": NEW_CHAT}, *messages[first:]]
+            result = self.template.render(aligned, **kwargs)
+            note = f"the template needs a user message first: {NEW_CHAT} put before the character's"
+            return RenderedChat(result.text, (*result.notes, note))
+
+    def render(self, drop: int = 0) -> str:
+        return self.rendered(drop).text
+
+    def user_texts(self) -> tuple[str, ...]:
+        """Every text of the plan a person wrote (never parsed for special tokens), in prompt order."""
+        history = self.units if self.is_story else self.contents
+        return (self.head, self.note, *history, self.tail, *(text for _, text in self.inserts))
+
+
+def _chat_plan(doc: InstructChat) -> TemplatePlan:
+    chat = doc.chat
+    if not chat.character.strip():
+        raise SettingsError("a chat needs a character name; pass --character NAME")
+    system, slots = story_string(chat)
+
+    def fill(text: str) -> str:
+        return fill_macros(text, char=chat.character, user=chat.user_name).strip()
+
+    roles = tuple("assistant" if m.speaker == CHARACTER else "user" for m in chat.messages)
+    contents = tuple(fill(m.text) for m in chat.messages)
+    names = (chat.character if m.speaker == CHARACTER else chat.user_name for m in chat.messages)
+    units = tuple(f"{name}: {text}\n" for name, text in zip(names, contents, strict=True))
+    stops = (*doc.template.stop_strings, f"\n{chat.user_name}:")
+    return TemplatePlan(
+        head=system,
+        units=units,
+        tail=fill(chat.post_history) if chat.post_history.strip() else "",
+        stops=tuple(dict.fromkeys(s for s in stops if s)),
+        head_slots=slots,
+        template=doc.template,
+        roles=roles,
+        contents=contents,
+        date=doc.date,
+        thinking=False if doc.reasoning == "off" else None,
+    )
+
+
+def _story_plan(doc: InstructStory) -> TemplatePlan:
+    story = doc.story
+    if story.author_note_depth < 1:
+        raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
+    head = STORY_INSTRUCTION + "\n"
+    before = len(head)
+    if story.header:
+        head += _header_line(story)
+    after = len(head)
+    if story.memory.strip():
+        head += story.memory.strip("\n") + "\n"
+    note = f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
+    return TemplatePlan(
+        head=head,
+        units=split_units(story.text),
+        note=note,
+        note_depth=story.author_note_depth,
+        stops=doc.template.stop_strings,
+        head_slots=(before, after),
+        template=doc.template,
+        date=doc.date,
+        thinking=False if doc.reasoning == "off" else None,
+    )
+
+
+@plan.register
+def _(doc: InstructChat) -> PromptPlan:
+    return _chat_plan(doc)
+
+
+@plan.register
+def _(doc: InstructStory) -> PromptPlan:
+    return _story_plan(doc)
+
+
+def parse_date(value: object) -> dt.date | None:
+    """`--date YYYY-MM-DD` (or a date already); None when not given."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"date {value!r} is not a date; write it as YYYY-MM-DD") from None
+
+
+def check_reasoning(value: object) -> str:
+    text = str(value or "show").strip().lower()
+    if text not in REASONING:
+        raise SettingsError(f"reasoning {value!r} is unknown; use one of: {', '.join(REASONING)}")
+    return text
+
+
+def make_instruct(text: str, fields: Mapping[str, object]) -> InstructDocument:
+    """An instruct chat (when a character is given) or story, from a prompt's text and fields."""
+    template = fields.get("chat_template")
+    if not isinstance(template, ChatTemplate):
+        raise SettingsError(
+            "the instruct format needs a chat template and this model has none; "
+            "pass --chat-template FILE or a preset name (chatml, llama3, mistral, alpaca, ...)"
+        )
+    date, reasoning = parse_date(fields.get("date")), check_reasoning(fields.get("reasoning"))
+    if fields.get("character"):
+        chat = make_document("chat", text, {k: v for k, v in fields.items() if k in CHAT_FIELDS})
+        assert isinstance(chat, Chat)
+        return InstructChat(chat, template, date, reasoning)
+    chat_only = sorted(k for k in fields if k in CHAT_FIELDS)
+    if chat_only:
+        raise SettingsError(f"{chat_only[0]!r} is a chat field; give --character NAME for an instruct chat")
+    story = make_document("story", text, {k: v for k, v in fields.items() if k in STORY_FIELDS})
+    assert isinstance(story, Story)
+    return InstructStory(story, template, date, reasoning)
+
+
+INSTRUCT = register_format(PromptFormat("instruct", STORY_FIELDS + CHAT_FIELDS + OWN_FIELDS, make_instruct))
