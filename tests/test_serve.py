@@ -12,6 +12,7 @@ from talesmith.cli.serve.command import check_exposure, urls
 from talesmith.cli.serve.requests import RequestError, read_sampling, settings_for
 from talesmith.runtime.errors import SettingsError
 from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
+from talesmith.runtime.templates import ChatTemplate
 
 FIXTURES = Path(__file__).parent / "serve_fixtures"
 SCRIPT = "Once upon a time."
@@ -288,3 +289,34 @@ def test_request_errors_carry_their_status():
     with pytest.raises(RequestError) as e:
         read_sampling({"ban_eos_token": "yes"})
     assert (e.value.status, str(e.value)) == (400, 'ban_eos_token must be true or false, got "yes"')
+
+
+# --- chat templates and thinking models ------------------------------------------------------------------------
+
+
+THINKING = ChatTemplate(
+    text=(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+    ),
+    source="test",
+    stop_strings=("<|im_end|>",),
+)
+
+
+def test_a_thinking_models_reasoning_goes_to_reasoning_content():
+    script = "The user greets me.</think>\nHello there!<|im_end|>"
+    with LiveServer(scripted_service(script, template=THINKING)) as live, httpx.Client(base_url=live.url) as c:
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100}
+        reply = c.post("/v1/chat/completions", json=body).json()
+        assert reply["choices"][0]["message"] == {
+            "role": "assistant",
+            "content": "Hello there!",
+            "reasoning_content": "The user greets me.",
+        }
+        data = events(c.post("/v1/chat/completions", json={**body, "stream": True}).text)
+        deltas = [d["choices"][0]["delta"] for d in data]
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == "The user greets me."
+        assert "".join(d.get("content", "") for d in deltas) == "Hello there!"
+        assert data[-1]["choices"][0]["finish_reason"] == "stop"
+        assert c.get("/props").json()["chat_template"] == THINKING.text
