@@ -177,23 +177,35 @@ def check_resources(options: RayOptions, resources: dict[str, float]) -> None:
 
 WATCHDOG = """
 import os, sys, time
-driver, session = int(sys.argv[1]), sys.argv[2]
-while True:
-    try:
-        os.kill(driver, 0)
-    except ProcessLookupError:
-        break
-    time.sleep(0.5)
 import psutil
-for p in psutil.process_iter(["cmdline"]):
-    if p.pid != os.getpid() and session in " ".join(p.info["cmdline"] or ()):
+
+driver, session = int(sys.argv[1]), sys.argv[2]
+known = {}
+
+
+def look():
+    for p in psutil.process_iter(["cmdline"]):
         try:
-            p.kill()
+            if p.pid != os.getpid() and session in " ".join(p.info["cmdline"] or ()):
+                for q in [p, *p.children(recursive=True)]:
+                    known[q.pid] = q
         except psutil.Error:
             pass
+
+
+while psutil.pid_exists(driver):
+    look()
+    time.sleep(0.5)
+look()
+for p in known.values():
+    try:
+        p.kill()  # psutil checks it is still the same process, not a new one with its number
+    except psutil.Error:
+        pass
 """
-"""Run beside a local cluster: once the driver is gone (even by kill -9), it stops the cluster's processes,
-which otherwise keep running (Ray's agents hold about 170 MB). Its workers end with their raylet."""
+"""Runs beside a local cluster. Once the driver is gone, even by kill -9, it stops the cluster's processes
+(found by the session folder on their command lines) and everything they started: Ray's agents, which
+rename themselves (ray::DashboardAgent, ray::RuntimeEnvAgent, about 170 MB), otherwise keep running."""
 
 
 class RayExecutor:
