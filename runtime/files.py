@@ -35,7 +35,10 @@ MAX_OWN_FILE = 4 * MAX_IMPORT
 keeps the file it came from beside its messages, so its document is larger than the import; an import whose
 saved form would pass this is refused when imported, so everything imported can be read back."""
 MAX_JSON_DEPTH = 100
-"""How deeply JSON may nest (the files talesmith reads nest a few levels); deeper is refused in one line."""
+"""How deeply an imported JSON file may nest (the files of other tools nest a few levels); deeper is refused
+in one line."""
+MAX_OWN_JSON_DEPTH = MAX_JSON_DEPTH + 20
+"""How deeply talesmith's own files may nest: a document holds what was imported a few levels down."""
 
 
 def default_data_dir() -> Path:
@@ -232,9 +235,10 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def parse_json(text: str | bytes, where: str) -> Any:
+def parse_json(text: str | bytes, where: str, *, depth: int = MAX_JSON_DEPTH) -> Any:
     """JSON text as Python values; malformed JSON, an infinite number (`1e999`, `NaN`) or nesting deeper
-    than MAX_JSON_DEPTH is one InputError naming `where`."""
+    than `depth` is one InputError naming `where`."""
+    too = f"{where} is nested too deeply (more than {depth} levels of lists and objects)"
     try:
         value = json.loads(text, parse_float=_finite, parse_constant=_constant)
     except json.JSONDecodeError as e:
@@ -244,11 +248,9 @@ def parse_json(text: str | bytes, where: str) -> Any:
     except _Infinite as e:
         raise InputError(f"{where}: the number {e.text} is out of range; write a finite number") from None
     except RecursionError:
-        raise InputError(
-            f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)"
-        ) from None
-    if too_deep(value):
-        raise InputError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)")
+        raise InputError(too) from None
+    if too_deep(value, depth):
+        raise InputError(too)
     return value
 
 

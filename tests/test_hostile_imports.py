@@ -733,3 +733,17 @@ def test_the_clash_question_takes_r_or_k_and_keeps_both_by_default(monkeypatch, 
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
     assert ask_replace("character", "Aqua", Path("aqua.json")) is replace
+
+
+def test_a_card_as_deep_as_an_import_may_be_reads_back_inside_a_chat(run_cli, tmp_path):
+    deep = json.loads(nested(96))  # the card itself: 2 levels more, 98 in all
+    source = tmp_path / "Deep.json"
+    source.write_text(json.dumps({"spec": "chara_card_v2", "data": {"name": "Deep", "extensions": {"x": deep}}}))
+    character = read_import(source).value
+    library = Library(tmp_path / "d" / "chats", "chat")
+    library.save("c", ChatDocument.start(character).sent("Hi."))
+    assert run_cli("export", library.path("c"), "-o", tmp_path / "c.jsonl").returncode == 0
+    source.write_text(json.dumps({"spec": "chara_card_v2", "data": {"name": "Deep", "x": json.loads(nested(200))}}))
+    with pytest.raises(InputError) as caught:
+        read_import(source)
+    assert str(caught.value) == f"{source} is nested too deeply (more than 100 levels of lists and objects)"

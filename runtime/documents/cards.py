@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from talesmith.runtime.errors import CardError
+from talesmith.runtime.files import too_deep
 
 MAX_CARD_FILE = 32 * 1024 * 1024
 """Largest card file read (PNG images with a card can be several MB)."""
@@ -178,6 +179,8 @@ def parse_json_card(raw: bytes | str, where: str = "card") -> Character:
         raise CardError(f"{where}: the card is not valid JSON ({e})") from None
     except RecursionError:
         raise CardError(f"{where}: the card's JSON is nested too deeply") from None
+    if too_deep(card):  # as deep as any imported file may be, so that a chat holding it reads back
+        raise CardError(f"{where}: the card's JSON is nested too deeply")
     return character_from_card(card, where)
 
 

@@ -408,7 +408,9 @@ def lorebook_from_json(data: Any, name: str, where: str) -> Lorebook:
 def read_json(path: str | os.PathLike[str], what: str, limit: int = MAX_LOREBOOK_FILE) -> Any:
     """A JSON file (a regular file, read with a bound), every failure one InputError naming the file."""
     p = Path(path).expanduser()
-    return files.parse_json(files.read_bounded(p, limit=limit, what=f"a {what}"), str(p))
+    return files.parse_json(
+        files.read_bounded(p, limit=limit, what=f"a {what}"), str(p), depth=files.MAX_OWN_JSON_DEPTH
+    )
 
 
 def load_lorebook(path: str | os.PathLike[str]) -> Lorebook:
