@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from talesmith.runtime import files
 from talesmith.runtime.errors import ConversionError
 
 ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
@@ -177,17 +178,6 @@ class OnnxBuild:
     stats: QuantStats
 
 
-def _replace_dir(staged: Path, final: Path) -> None:
-    """Move a finished folder into place; an older one of the same name goes only once the new one is there."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build(
     weights,
     tokenizer_dir: Path,
@@ -223,7 +213,7 @@ def build(
             if quant == "int4" and genai and _genai_fits(weights):
                 if build_genai(ckpt.folder, tokenizer_dir, staged / GENAI_DIR, device=device):
                     stats = replace(stats, genai=True)
-            _replace_dir(staged, final)
+            files.replace_folder(staged, final)  # every file synced, then the folder swapped in
         results.append(OnnxBuild(final, quant, time.perf_counter() - started, stats))
     return results
 

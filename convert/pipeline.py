@@ -126,9 +126,11 @@ def adapter_notes(adapters, origin: dict[str, Any], config: dict[str, Any], fold
     return notes
 
 
-def check_device(device: str) -> str:
-    if device not in ("cpu", "cuda"):
-        raise ConversionError(f"--device {device} is unknown; use cpu or cuda")
+def torch_device(device: str) -> str:
+    """`device` (checked as every --device is) when torch can use it for the merge."""
+    from talesmith.runtime.engine.choices import check_device
+
+    check_device(device)
     if device == "cuda":
         import torch
 
@@ -207,7 +209,7 @@ def convert(req: ConvertRequest, progress: Progress | None = None, *, lock: Path
             raise ConversionError(f"unknown ONNX quantization {bad[0]!r}; choose from {', '.join(ONNX_QUANTS)}")
         if not req.onnx_quants:
             raise ConversionError("--quant is empty; name at least one of fp32, fp16, int8, int4 for ONNX")
-    device = check_device(req.device)
+    device = torch_device(req.device)
     if req.name:
         from talesmith.runtime.models.lockfile import check_name
 

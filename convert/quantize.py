@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gguf import LlamaFileType
 
+from talesmith.runtime import files
 from talesmith.runtime.errors import ConversionError
 
 QUANT_TYPES = {
@@ -43,7 +44,7 @@ def parse_quants(spec: str) -> list[str]:
 
 
 def quantize(source: Path, target: Path, qtype: str, *, threads: int | None = None) -> None:
-    """Quantize `source` into `target` (written as a `.partial` file, renamed when complete)."""
+    """Quantize `source` into `target`, which appears only once complete (files.atomic_path)."""
     import llama_cpp
 
     from talesmith.runtime.engine.llama import quiet_logs
@@ -52,11 +53,7 @@ def quantize(source: Path, target: Path, qtype: str, *, threads: int | None = No
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANT_TYPES[qtype])
     params.nthread = threads or os.cpu_count() or 1
-    partial = target.with_name(target.name + ".partial")
-    try:
+    with files.atomic_path(target) as partial:
         rc = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
         if rc != 0:
             raise ConversionError(f"llama.cpp could not quantize {source.name} to {qtype} (code {rc})")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -1,15 +1,15 @@
-"""Writing a GGUF file tensor by tensor, into a temporary file renamed only when complete."""
+"""Writing a GGUF file tensor by tensor, into a temporary file renamed only when complete (files.atomic_path)."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from talesmith.runtime import files
 from talesmith.runtime.errors import ConversionError
 from talesmith.runtime.models import gguf_keys
 
@@ -114,50 +114,45 @@ def write_gguf(
 ) -> int:
     """Write the model to `path` one tensor at a time; returns the number of parameters.
 
-    Only one tensor is in memory at once. The file appears under its name only once complete;
-    an interrupted write leaves at most a `.partial` file, which is removed when possible.
+    Only one tensor is in memory at once. The file appears under its name only once complete
+    (files.atomic_path); an interrupted write leaves nothing under it.
     """
     import gguf
 
     if outtype not in OUTTYPES:
         raise ConversionError(f"output type {outtype!r} is unknown; use one of {', '.join(OUTTYPES)}")
     plans = arch.tensors()
-    partial = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(str(partial), arch.gguf_arch)
-    try:
-        _add_metadata(writer, arch, vocab, metadata, outtype, sum(int(np.prod(p.shape)) for p in plans))
-        for plan in plans:
-            dtype = _out_dtype(plan, outtype)
-            if dtype == "bf16":
-                writer.add_tensor_info(
-                    plan.name,
-                    (*plan.shape[:-1], plan.shape[-1] * 2),
-                    np.dtype(np.uint8),
-                    _nbytes(plan.shape, dtype),
-                    raw_dtype=gguf.GGMLQuantizationType.BF16,
-                )
-            else:
-                np_dtype = np.dtype(np.float32 if dtype == "f32" else np.float16)
-                writer.add_tensor_info(plan.name, plan.shape, np_dtype, _nbytes(plan.shape, dtype))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for i, plan in enumerate(plans):
-            array = plan.compute()
-            if tuple(array.shape) != tuple(plan.shape):
-                raise ConversionError(
-                    f"tensor {plan.name} came out {list(array.shape)}, expected {list(plan.shape)}; "
-                    f"the checkpoint does not match its config.json"
-                )
-            writer.write_tensor_data(_encode(array, _out_dtype(plan, outtype)))
-            del array
-            on_tensor(plan, i + 1, len(plans))
-        writer.flush()
-        for f in writer.fout or []:
-            os.fsync(f.fileno())
-        writer.close()
-        os.replace(partial, path)
-    finally:
-        writer.close()
-        partial.unlink(missing_ok=True)
+    with files.atomic_path(path) as partial:
+        writer = gguf.GGUFWriter(str(partial), arch.gguf_arch)
+        try:
+            _add_metadata(writer, arch, vocab, metadata, outtype, sum(int(np.prod(p.shape)) for p in plans))
+            for plan in plans:
+                dtype = _out_dtype(plan, outtype)
+                if dtype == "bf16":
+                    writer.add_tensor_info(
+                        plan.name,
+                        (*plan.shape[:-1], plan.shape[-1] * 2),
+                        np.dtype(np.uint8),
+                        _nbytes(plan.shape, dtype),
+                        raw_dtype=gguf.GGMLQuantizationType.BF16,
+                    )
+                else:
+                    np_dtype = np.dtype(np.float32 if dtype == "f32" else np.float16)
+                    writer.add_tensor_info(plan.name, plan.shape, np_dtype, _nbytes(plan.shape, dtype))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for i, plan in enumerate(plans):
+                array = plan.compute()
+                if tuple(array.shape) != tuple(plan.shape):
+                    raise ConversionError(
+                        f"tensor {plan.name} came out {list(array.shape)}, expected {list(plan.shape)}; "
+                        f"the checkpoint does not match its config.json"
+                    )
+                writer.write_tensor_data(_encode(array, _out_dtype(plan, outtype)))
+                del array
+                on_tensor(plan, i + 1, len(plans))
+            writer.flush()
+        finally:
+            writer.close()
     return sum(int(np.prod(p.shape)) for p in plans)

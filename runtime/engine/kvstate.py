@@ -1,8 +1,8 @@
 """Saved KV state beside a story or chat file: reopen a long document without re-reading it.
 
-The state file (`NAME.kv`, with `NAME.kv.json` describing it) is keyed by the model's sha256 and the
-exact tokens it holds; a state of another model or another prompt is ignored, never loaded.
-Backends without state files (or prefix caches) simply skip this.
+The state file (`NAME.kv`, with `NAME.kv.meta` describing it; both named in talesmith.runtime.files) is
+keyed by the model's sha256 and the exact tokens it holds; a state of another model or another prompt is
+ignored, never loaded. Backends without state files (or prefix caches) simply skip this.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from pathlib import Path
 
 from talesmith.runtime import files
 from talesmith.runtime.engine.protocol import Backend, CacheShifter, StatefulBackend, common_prefix
+from talesmith.runtime.files import state_meta_path as meta_path
+from talesmith.runtime.files import state_path
 from talesmith.runtime.models.resolve import sha256
-
-
-def state_path(document_path: Path) -> Path:
-    return document_path.with_suffix(".kv")
 
 
 def save(backend: Backend, document_path: Path) -> bool:
@@ -32,13 +30,9 @@ def save(backend: Backend, document_path: Path) -> bool:
     return True
 
 
-def meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".meta")
-
-
 def state_files(folders: Iterable[Path]) -> list[Path]:
     """The saved state files (`.kv`) in `folders`, oldest first."""
-    found = [p for folder in folders if Path(folder).is_dir() for p in Path(folder).glob("*.kv")]
+    found = [p for folder in folders if Path(folder).is_dir() for p in Path(folder).glob(f"*{files.STATE_SUFFIX}")]
     return sorted(found, key=_mtime)
 
 

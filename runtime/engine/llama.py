@@ -39,10 +39,6 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         sys.stderr.write(text.decode("utf-8", errors="replace"))
 
 
-def state_meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".meta")
-
-
 def quiet_logs() -> None:
     """Route llama.cpp's log through `_quiet_log`, which keeps only errors."""
     llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
@@ -361,14 +357,12 @@ class LlamaCppBackend:
     def save_state(self, path: str | os.PathLike[str], *, model_sha256: str) -> None:
         """Save the cache (with its tokens) to `path`, and a description beside it, atomically."""
         target = Path(path)
-        partial = target.with_name(target.name + ".partial")
         arr = (llama_cpp.llama_token * len(self._tokens))(*self._tokens)
-        if not llama_cpp.llama_state_seq_save_file(self.ctx, str(partial).encode(), 0, arr, len(self._tokens)):
-            partial.unlink(missing_ok=True)
-            raise ModelError(f"llama.cpp could not save its state to {target}; check the folder is writable")
-        os.replace(partial, target)
+        with files.atomic_path(target, mode=files.PRIVATE) as partial:  # what the user wrote: theirs only
+            if not llama_cpp.llama_state_seq_save_file(self.ctx, str(partial).encode(), 0, arr, len(self._tokens)):
+                raise ModelError(f"llama.cpp could not save its state to {target}; check the folder is writable")
         meta = {"model_sha256": model_sha256, "n_ctx": self.n_ctx, "tokens": self._tokens}
-        files.write_atomic(state_meta_path(target), json.dumps(meta), mode=files.PRIVATE)
+        files.write_atomic(files.state_meta_path(target), json.dumps(meta), mode=files.PRIVATE)
 
     def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
         """Restore a saved cache made by this model, keeping the part it shares with `tokens`; returns its length.
@@ -378,7 +372,7 @@ class LlamaCppBackend:
         """
         target = Path(path)
         try:
-            meta = json.loads(state_meta_path(target).read_text(encoding="utf-8"))
+            meta = json.loads(files.state_meta_path(target).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return 0
         saved = meta.get("tokens") or []
