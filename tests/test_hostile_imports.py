@@ -747,3 +747,14 @@ def test_a_card_as_deep_as_an_import_may_be_reads_back_inside_a_chat(run_cli, tm
     with pytest.raises(InputError) as caught:
         read_import(source)
     assert str(caught.value) == f"{source} is nested too deeply (more than 100 levels of lists and objects)"
+
+
+def test_a_read_only_data_folder_is_one_line(run_cli, tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    data = tmp_path / "d"
+    assert one_line(run_cli("import", world_file(tmp_path), "--data-dir", data)) == (
+        f"error: cannot make the folder {data} for talesmith's data (Read-only file system)"
+    )
