@@ -491,7 +491,8 @@ class Library:
     def delete(self, doc_id: str) -> None:
         path = self.path(doc_id)
         path.unlink(missing_ok=True)
-        for cache in (path.with_suffix(".kv"), path.with_suffix(".kv.meta")):  # its saved KV state, if any
+        state = files.state_path(path)
+        for cache in (state, files.state_meta_path(state)):  # its saved KV state, if any
             cache.unlink(missing_ok=True)
 
 
