@@ -8,6 +8,7 @@ import pytest
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.formats import CHARACTER, USER, History, Story, StoryHeader
 from talesmith.runtime.documents.stories import (
+    Alternatives,
     ChatDocument,
     Library,
     StoryDocument,
@@ -15,6 +16,7 @@ from talesmith.runtime.documents.stories import (
     dumps,
     export,
     export_markdown,
+    export_text,
     from_dict,
     to_dict,
 )
@@ -48,12 +50,18 @@ def test_generations_at_one_point_become_alternatives_and_cycle():
     assert kept.text == "Once upon a time" and kept.alternatives is None
 
 
-def test_an_edit_invalidates_alternatives_and_a_new_point_starts_a_new_list():
-    doc = StoryDocument().continued("A", "b").continued("A", "c")
-    edited = doc.with_text(doc.text + " more")
-    assert edited.live_alternatives() is None and edited.cycled(1) == edited
-    further = doc.continued(doc.text, "d")
-    assert further.live_alternatives().base == "Ac" and further.live_alternatives().options == ("d",)
+def test_alternatives_follow_edits_before_and_after_their_point_and_a_new_point_starts_a_new_list():
+    doc = StoryDocument().with_text("Once").continued("Once", " a fox").continued("Once", " a crow")
+    after = doc.with_text("Once a crow flew.")  # typed in or after the continuation shown: that one changes
+    assert after.live_alternatives() == Alternatives("Once", (" a fox", " a crow flew."), 1)
+    assert after.cycled(1).text == "Once a fox" and after.cycled(1).cycled(1).text == "Once a crow flew."
+    before = doc.with_text("Long ago, once a crow")  # an edit before them moves their point
+    assert before.live_alternatives() == Alternatives("Long ago, once", (" a fox", " a crow"), 1)
+    assert before.cycled(1).text == "Long ago, once a fox"
+    both = doc.with_text("Twice a cat")  # the text before and the one shown both changed: nothing to follow
+    assert both.live_alternatives() is None and both.alternatives is None and both.cycled(1) == both
+    further = doc.continued(doc.text, " d")
+    assert further.live_alternatives().base == "Once a crow" and further.live_alternatives().options == (" d",)
 
 
 def test_history_undoes_redoes_and_merges_bursts():
@@ -173,9 +181,18 @@ def test_export_text_and_markdown(tmp_path):
         ),
         name="Night",
     )
-    assert export(doc, tmp_path / "n.txt").read_text() == "It was dark.\n"
+    assert export(doc, tmp_path / "n.txt").read_text() == "Night\nby Ann\n\nIt was dark.\n"
     assert export_markdown(doc) == "# Night\n\n*by Ann*\n\n_Horror · dark_\n\nIt was dark.\n"
     chat = ChatDocument.start(AQUA).sent("Hi")
-    assert export(chat, tmp_path / "c.txt").read_text() == "Aqua: Hi, You!\n\nYou: Hi\n\n"
+    assert export(chat, tmp_path / "c.txt").read_text() == "Chat with Aqua\n\nAqua: Hi, You!\n\nYou: Hi\n\n"
+    untitled = StoryDocument(story=Story(text="Once."))
+    assert export_text(untitled) == "Untitled story\n\nOnce.\n"
     with pytest.raises(InputError):
         export(doc, tmp_path / "n.pdf")
+
+
+def test_markdown_export_keeps_line_breaks_and_paragraphs():
+    poem = StoryDocument(story=Story(text="Roses are red,\nviolets blue.\n\nThe end.\n"), name="Poem")
+    assert export_markdown(poem) == "# Poem\n\nRoses are red,\\\nviolets blue.\n\nThe end.\n"
+    chat = ChatDocument.start(AQUA).sent("One\ntwo")
+    assert export_markdown(chat).endswith("**You:** One\\\ntwo\n")

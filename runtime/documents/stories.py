@@ -96,7 +96,24 @@ class StoryDocument:
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
 
     def with_text(self, text: str) -> StoryDocument:
-        return self.with_story(text=text)
+        """The story with `text`; its alternatives follow the edit where they still can (see `_rebased`)."""
+        return dataclasses.replace(
+            self, story=dataclasses.replace(self.story, text=text), alternatives=self._rebased(text)
+        )
+
+    def _rebased(self, text: str) -> Alternatives | None:
+        """The alternatives after the text became `text`: an edit after their point changes the one shown, an
+        edit before it moves the point; an edit of both ends them. Alternatives no longer live stay as they are."""
+        alt = self.live_alternatives()
+        if alt is None:
+            return self.alternatives
+        if text.startswith(alt.base):
+            options = list(alt.options)
+            options[alt.index] = text[len(alt.base) :]
+            return dataclasses.replace(alt, options=tuple(options))
+        if alt.current and text.endswith(alt.current):
+            return dataclasses.replace(alt, base=text[: len(text) - len(alt.current)])
+        return None
 
     def continued(self, base: str, continuation: str) -> StoryDocument:
         """The story after a generation at `base`: a retry adds an alternative, a new point starts a list."""
@@ -500,9 +517,12 @@ class Library:
 
 
 def export_text(doc: Document) -> str:
+    """The document as plain text: its title (and author) first, then the story or the messages."""
     if isinstance(doc, StoryDocument):
-        return doc.text.rstrip("\n") + "\n"
-    return "".join(f"{_speaker(doc, m)}: {m.text.strip()}\n\n" for m in doc.messages)
+        h = doc.story.header
+        head = [h.title.strip() or doc.name] + ([f"by {h.author.strip()}"] if h.author.strip() else [])
+        return "\n".join(head) + "\n\n" + doc.text.rstrip("\n") + "\n"
+    return f"{doc.name}\n\n" + "".join(f"{_speaker(doc, m)}: {m.text.strip()}\n\n" for m in doc.messages)
 
 
 def _speaker(doc: ChatDocument, m: ChatMessage) -> str:
@@ -513,7 +533,7 @@ def export_markdown(doc: Document) -> str:
     if isinstance(doc, ChatDocument):
         lines = [f"# {doc.name}", ""]
         for m in doc.messages:
-            lines += [f"**{_speaker(doc, m)}:** {m.text.strip()}", ""]
+            lines += [f"**{_speaker(doc, m)}:** {_md_breaks(m.text.strip())}", ""]
         return "\n".join(lines)
     s = doc.story
     lines = [f"# {s.header.title or doc.name}", ""]
@@ -524,8 +544,14 @@ def export_markdown(doc: Document) -> str:
         lines += [f"_{meta}_", ""]
     if s.japanese and s.synopsis.strip():
         lines += [f"> {s.synopsis.strip()}", ""]
-    lines += [doc.text.rstrip("\n"), ""]
+    lines += [_md_breaks(doc.text.rstrip("\n")), ""]
     return "\n".join(lines)
+
+
+def _md_breaks(text: str) -> str:
+    """`text` with each line break kept in Markdown (a backslash before it: a hard line break), blank lines
+    (paragraphs) left as they are."""
+    return re.sub(r"(?<=[^\n])\n(?=[^\n])", "\\\\\n", text)
 
 
 def export(doc: Document, path: Path, *, user: User | None = None, replace: bool = False) -> Path:
