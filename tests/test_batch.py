@@ -141,3 +141,21 @@ def test_missing_input_file(tmp_path):
 def test_row_seeds_are_stable():
     assert row_seed(0, "1", 0) == row_seed(0, "1", 0) != row_seed(0, "1", 1)
     assert row_seed(0, "1", 0) == 2085219357  # fixed forever: same command, same output
+
+
+def test_a_ray_actor_sends_its_notes_back_with_its_records(tmp_path):
+    from talesmith.runtime.batch_ray import BatchWorker
+
+    text = "".join(f"line {i}\n" for i in range(20))
+    rows = write(tmp_path / "in.jsonl", json.dumps({"id": "r", "title": "T", "prompt": text}) + "\n")
+    spec = RecordSpec("story", {}, SETTINGS.replace(max_new_tokens=8), "scripted", "abc")
+    with OutputFile(tmp_path / "out.jsonl") as out:
+        plan = plan_batch(read_rows(rows, "story"), 2, out, spec)
+    worker = BatchWorker.__new__(BatchWorker)  # the actor's body, without Ray and without opening a model
+    worker.backend = ScriptedBackend(" and then", n_ctx=80)
+    finished, notes = worker.run(plan.groups()[0], spec)
+    assert [(f.number, f.record["sample"]) for f in finished] == [(0, 0), (1, 1)]
+    assert len(notes) == 1  # once per row, not per sample
+    assert notes[0].startswith("row r: left out its ") and notes[0].endswith(
+        " oldest lines to fit the context of 80 tokens (raise --ctx to keep them)"
+    )

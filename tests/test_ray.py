@@ -116,3 +116,20 @@ def test_parallel_sequences_on_actors_write_what_one_machine_writes(tmp_path, ro
     one_machine(tmp_path, rows, bundled_path, "one.jsonl", n_seq=2)
     run_ray(tmp_path, rows, "ray.jsonl", bundled_path, n_seq=2)  # groups of 8: one per actor
     assert key(tmp_path / "ray.jsonl") == key(tmp_path / "one.jsonl")
+
+
+def test_notes_of_actors_reach_the_driver(tmp_path, bundled_path, cluster):
+    rows = tmp_path / "long.jsonl"
+    rows.write_text(
+        '{"id": "long", "title": "T", "prompt": "' + "".join(f"Line {i} of the tale.\\n" for i in range(80)) + '"}\n'
+    )
+    notes = []
+    runner = RayExecutor(RayOptions(actors=1, cpus=1), source(bundled_path))
+    try:
+        with OutputFile(tmp_path / "ray.jsonl") as out:
+            spec = RecordSpec("story", {}, SETTINGS, "m", source(bundled_path).sha256)
+            run_batch(plan_batch(read_rows(rows, "story"), 1, out, spec), out, runner, on_note=notes.append)
+    finally:
+        runner.close()
+    assert len(notes) == 1 and notes[0].startswith("row long: left out its ")
+    assert notes[0].endswith(" oldest lines to fit the context of 256 tokens (raise --ctx to keep them)")
