@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from talesmith.cli.options import (
     FIELDS_PANEL,
@@ -32,6 +33,14 @@ from talesmith.cli.options import (
 )
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
 from talesmith.cli.seedrun import config_model
+from talesmith.cli.template import (
+    ChatTemplateOpt,
+    PromptDateOpt,
+    ReasoningOpt,
+    instruct_fields,
+    reasoning_stream,
+    template_notes,
+)
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
@@ -90,6 +99,9 @@ def generate(
         None, "--query", "-q", help="The prompt, as an option (as the TinyStories project's own command takes it)."
     ),
     parallel: int | None = ParallelOpt,
+    chat_template: str | None = ChatTemplateOpt,
+    reasoning: str | None = ReasoningOpt,
+    date: str | None = PromptDateOpt,
     sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
@@ -127,7 +139,8 @@ def generate(
     if count < 1:
         raise SettingsError(f"--count {count} must be at least 1")
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
-    fmt = fmt or ref.prompt_format or "raw"
+    fmt, template_fields = instruct_fields(fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date)
+    fields.update(template_fields)
     settings = resolve_settings(preset, cfg, ref.preset, sampling)
     if cfg.seed is not None and "max_new_tokens" not in sampling:
         from talesmith.cli.seedrun import fit_new_tokens
@@ -139,6 +152,8 @@ def generate(
         raise SettingsError(str(e)) from None
     prepared = prepare(backend, document, settings, lore=load_lore([*cfg.lorebooks, *(lorebook or [])]))
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
+    for note in template_notes(prepared):
+        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if prepared.fitted.dropped:
         err.print(
             f"[yellow]note:[/] left out the {prepared.fitted.dropped} oldest lines to fit the context of "
@@ -172,11 +187,18 @@ def generate(
             chunks = stream(backend, prepared.tokens, run_settings, stops=prepared.stops)
         else:
             chunks = iter([next(ordered)])  # decoded together with the other samples
+        thinking = reasoning_stream(prepared)
         for chunk in chunks:
-            parts.append(chunk.text)
             tokens.extend(chunk.tokens)
+            thought, said = thinking.feed(chunk.text) if thinking else ("", chunk.text)
+            if chunk.finish_reason is not None and thinking:
+                rest = thinking.finish()
+                thought, said = thought + rest[0], said + rest[1]
+            parts.append(said)
             if not as_json:
-                out.write(chunk.text)
+                if thought and (reasoning or "show") == "show":
+                    err.print(f"[dim]{escape(thought)}[/]", end="", soft_wrap=True)
+                out.write(said)
                 out.flush()
         if as_json:
             t = chunk.timing
@@ -184,6 +206,7 @@ def generate(
                 json.dumps(
                     {
                         "text": "".join(parts),
+                        **({"reasoning": thinking.reasoning.strip()} if thinking and thinking.reasoning else {}),
                         "prompt": prepared.fitted.text,
                         "tokens": tokens,
                         "seed": chunk.seed,

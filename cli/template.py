@@ -11,13 +11,83 @@ import typer
 from rich.markup import escape
 
 from talesmith.cli.options import LockOpt, err
-from talesmith.runtime.errors import InputError, SettingsError
+from talesmith.runtime.errors import InputError, ModelError, SettingsError
 
 template_app = typer.Typer(help="Chat templates: render one, or show a model's.", no_args_is_help=True)
 
 DateOpt = typer.Option(
     None, "--date", metavar="YYYY-MM-DD", help="The date the template's strftime_now sees (default: today)."
 )
+TEMPLATE_PANEL = "Chat template (--format instruct)"
+ChatTemplateOpt = typer.Option(
+    None,
+    "--chat-template",
+    metavar="FILE|NAME",
+    help="A .jinja file, a preset (chatml, llama3, mistral, gemma, phi3, alpaca, metharme, vicuna), an imported "
+    "format, or one of the model's named templates (default: the model's own).",
+    rich_help_panel=TEMPLATE_PANEL,
+)
+ReasoningOpt = typer.Option(
+    None,
+    "--reasoning",
+    metavar="show|hide|off",
+    help="A thinking model's reasoning: shown apart (stderr), hidden, or off where the template can switch it off.",
+    rich_help_panel=TEMPLATE_PANEL,
+)
+PromptDateOpt = typer.Option(
+    None,
+    "--date",
+    metavar="YYYY-MM-DD",
+    help="The date a chat template sees (strftime_now); default today.",
+    rich_help_panel=TEMPLATE_PANEL,
+)
+
+
+def instruct_fields(
+    fmt: str | None,
+    ref: Any,
+    *,
+    chat_template: str | None,
+    reasoning: str | None,
+    date: str | None,
+    fix_date: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The prompt format to use and, for `instruct`, its template, date and reasoning fields.
+
+    With no format asked for, a model that names none of its own is prompted through its chat template when it
+    has one. `fix_date` fixes a missing date to today (a batch: once per command)."""
+    import datetime as dt
+
+    from talesmith.runtime.documents.instruct import check_reasoning, parse_date
+    from talesmith.runtime.files import default_data_dir
+    from talesmith.runtime.templates.choose import choose_template
+
+    if fmt is None and ref.prompt_format is None:
+        try:
+            template = choose_template(chat_template, model=ref.path, data_dir=default_data_dir())
+        except ModelError:  # a file llama.cpp reads another way: no template to default to
+            template = None
+        fmt = "instruct" if template is not None else "raw"
+    elif (fmt or ref.prompt_format) == "instruct":
+        template = choose_template(chat_template, model=ref.path, data_dir=default_data_dir())
+    else:
+        given = [name for name, value in (("--chat-template", chat_template), ("--reasoning", reasoning)) if value]
+        if given:
+            raise SettingsError(f"{given[0]} applies to --format instruct, not --format {fmt or ref.prompt_format}")
+        return str(fmt or ref.prompt_format), {}
+    if fmt == "raw":
+        return fmt, {}
+    if template is None:
+        raise SettingsError(
+            f"{ref.name} carries no chat template; pass --chat-template with a preset (chatml, llama3, mistral, "
+            f"gemma, phi3, alpaca, metharme, vicuna) or a .jinja file"
+        )
+    day = parse_date(date) or (dt.date.today() if fix_date else None)
+    return "instruct", {
+        "chat_template": template,
+        "date": day.isoformat() if day else None,
+        "reasoning": check_reasoning(reasoning),
+    }
 
 
 def _context(path: Path) -> dict[str, Any]:
@@ -35,6 +105,25 @@ def _context(path: Path) -> dict[str, Any]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise InputError(f"{path}: 'messages' must be a list of objects with a role and a content")
     return data
+
+
+def template_notes(prepared: Any) -> tuple[str, ...]:
+    """What a chat template needed changed in this prompt (a system message folded, roles merged), once each."""
+    from talesmith.runtime.documents.instruct import TemplatePlan
+
+    plan = prepared.plan
+    return plan.rendered(prepared.fitted.dropped).notes if isinstance(plan, TemplatePlan) else ()
+
+
+def reasoning_stream(prepared: Any) -> Any:
+    """A ReasoningStream for a chat reply through a chat template (None otherwise): the thinking is split off."""
+    from talesmith.runtime.documents.instruct import TemplatePlan
+    from talesmith.runtime.templates.reasoning import ReasoningStream, opens_thinking
+
+    plan = prepared.plan
+    if not isinstance(plan, TemplatePlan) or plan.is_story:
+        return None
+    return ReasoningStream(started=opens_thinking(prepared.fitted.text))
 
 
 @template_app.command("render")

@@ -26,6 +26,8 @@ NEEDED = [
     "*.safetensors.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
     "tokenizer.model",
     "special_tokens_map.json",
     "vocab.json",
@@ -47,6 +49,8 @@ def is_hub_id(spec: str) -> bool:
 TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
     "tokenizer.model",
     "special_tokens_map.json",
     "vocab.json",

@@ -33,7 +33,8 @@ class Vocab:
     pad: int | None = None
     sep: int | None = None
     add_bos: bool = False
-    chat_template: str | None = None
+    chat_template: str | list[dict[str, str]] | None = None
+    """A template, or named templates ({name, template})."""
     add_space_prefix: bool | None = None
     """SentencePiece only: whether a space is put before the text (llama.cpp's default: yes)."""
 
@@ -140,16 +141,31 @@ def bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         pad=ids["pad"],
         sep=ids["sep"],
         add_bos=add_bos,
-        chat_template=_chat_template(tokenizer_config),
+        chat_template=_chat_template(tokenizer_config, folder),
     )
 
 
-def _chat_template(tokenizer_config: dict[str, Any]) -> str | None:
-    template = tokenizer_config.get("chat_template")
-    if isinstance(template, list):  # named templates: llama.cpp records the default one
-        template = next(
-            (t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None
-        )
+def _chat_template(tokenizer_config: dict[str, Any], folder: Path | None = None) -> str | list[dict[str, str]] | None:
+    """The checkpoint's chat template, first found wins: chat_template.jinja, chat_template.json, then
+    tokenizer_config.json's chat_template. Named templates (a list of {name, template}) are kept whole: the
+    GGUF gets the default one as tokenizer.chat_template and each other as tokenizer.chat_template.NAME."""
+    template: Any = None
+    if folder is not None and (folder / "chat_template.jinja").is_file():
+        try:
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConversionError(f"{folder / 'chat_template.jinja'} cannot be read as UTF-8 text ({e})") from None
+    elif folder is not None and (folder / "chat_template.json").is_file():
+        template = (read_object(folder / "chat_template.json", what="chat template") or {}).get("chat_template")
+    else:
+        template = tokenizer_config.get("chat_template")
+    if isinstance(template, list):
+        named = [
+            {"name": str(t["name"]), "template": str(t["template"])}
+            for t in template
+            if isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+        ]
+        return named or None
     return template if isinstance(template, str) else None
 
 
@@ -203,7 +219,7 @@ def slow_bpe_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         unk=ids["unk"],
         pad=ids["pad"],
         sep=ids["sep"],
-        chat_template=_chat_template(tokenizer_config),
+        chat_template=_chat_template(tokenizer_config, folder),
     )
 
 
@@ -259,7 +275,7 @@ def spm_vocab(folder: Path, config: dict[str, Any]) -> Vocab:
         pad=ids["pad"],
         sep=ids["sep"],
         add_bos=add_bos,
-        chat_template=_chat_template(tokenizer_config),
+        chat_template=_chat_template(tokenizer_config, folder),
         add_space_prefix=prefix if isinstance(prefix, bool) else True,
     )
 

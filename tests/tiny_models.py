@@ -20,8 +20,9 @@ SAMPLE_TEXTS = {
 }
 
 
-def train_tokenizer(folder: Path, vocab_size: int = 320) -> int:
-    """A byte-level BPE tokenizer (GPT-2 style) saved as tokenizer.json; returns its size."""
+def train_tokenizer(folder: Path, vocab_size: int = 320, *, specials: tuple[str, ...] = ()) -> int:
+    """A byte-level BPE tokenizer (GPT-2 style) saved as tokenizer.json; returns its size. `specials` are
+    special tokens besides <|endoftext|> (a chat template's markers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -30,7 +31,7 @@ def train_tokenizer(folder: Path, vocab_size: int = 320) -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
+        special_tokens=["<|endoftext|>", *specials],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -46,13 +47,13 @@ def train_tokenizer(folder: Path, vocab_size: int = 320) -> int:
     return tok.get_vocab_size()
 
 
-def make_model(kind: str, folder: Path, *, seed: int = 0) -> Path:
+def make_model(kind: str, folder: Path, *, seed: int = 0, specials: tuple[str, ...] = ()) -> Path:
     """Save a tiny random checkpoint of `kind` (gpt2, gptj, llama, falcon-7b, falcon-new) in `folder`."""
     import torch
     import transformers as tf
 
     folder.mkdir(parents=True, exist_ok=True)
-    n_vocab = train_tokenizer(folder)
+    n_vocab = train_tokenizer(folder, specials=specials)
     common = dict(bos_token_id=0, eos_token_id=0)
     if kind == "gpt2":
         config = tf.GPT2Config(vocab_size=n_vocab, n_positions=64, n_embd=64, n_layer=2, n_head=4, **common)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from talesmith.runtime.documents.formats import Document
+from talesmith.runtime.documents.instruct import TemplatePlan
 from talesmith.runtime.documents.lorebook import Activation, Lore
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
 from talesmith.runtime.engine.markers import tokenize_prompt
@@ -302,7 +303,10 @@ def prepare(
         prompt_plan, activation = lore.for_document(document).apply(
             prompt_plan, count_tokens=count, n_ctx=backend.n_ctx
         )
-    fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
+    if isinstance(prompt_plan, TemplatePlan):  # a chat template's markers count as the special tokens they are
+        fitted = fit(prompt_plan, lambda t: len(tokenize_prompt(backend, document, t)), budget)
+    else:
+        fitted = fit(prompt_plan, lambda t: len(backend.tokenize(t)), budget)
     return PreparedPrompt(
         fitted, tokenize_prompt(backend, document, fitted.text), prompt_plan.stops, activation, prompt_plan
     )

@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.errors import InputError, TemplateError
+from talesmith.runtime.errors import InputError, ModelError, TemplateError
 from talesmith.runtime.templates.gguf import read_templates
 from talesmith.runtime.templates.presets import BUILTIN, InstructPreset, builtin_template, guess_family
 from talesmith.runtime.templates.sources import ChatTemplate, model_template
@@ -46,7 +46,10 @@ def user_presets(data_dir: Path | None) -> dict[str, Path]:
 
 def _model_tokens(model: str | os.PathLike[str] | None) -> dict[str, str]:
     if model is not None and str(model).endswith(".gguf") and Path(model).is_file():
-        return read_templates(model).tokens
+        try:
+            return read_templates(model).tokens
+        except ModelError:  # not a GGUF llama.cpp can read: it says so when it loads
+            return {}
     return {}
 
 
