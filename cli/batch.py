@@ -38,6 +38,7 @@ from talesmith.cli.parallel import (
     parallel_sequences,
 )
 from talesmith.cli.seedrun import config_model
+from talesmith.cli.template import ChatTemplateOpt, PromptDateOpt, ReasoningOpt, batch_instruct_fields
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -79,6 +80,9 @@ def batch(
         help="Also write how long each record took, to OUTPUT.timings.jsonl (records hold only what the "
         "command decides, so that runs compare byte for byte).",
     ),
+    chat_template: str | None = ChatTemplateOpt,
+    reasoning: str | None = ReasoningOpt,
+    date: str | None = PromptDateOpt,
     sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
@@ -118,6 +122,7 @@ def batch(
             parallel=parallel,
             ray=ray_options,
             timings=times,
+            template_options=(chat_template, reasoning, date),
         )
     finally:
         if times is not None:
@@ -144,6 +149,7 @@ def _run(
     parallel: int | None,
     ray: Any = None,
     timings: Any = None,
+    template_options: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -155,7 +161,7 @@ def _run(
     from talesmith.runtime.models.resolve import lock_path, sha256
 
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
-    fmt = fmt or cfg.format or ref.prompt_format or "raw"
+    fmt, template_fields = batch_instruct_fields(fmt or cfg.format, ref, out.path, *template_options)
     if fmt not in FORMATS:
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = read_rows(input, fmt)
@@ -169,7 +175,7 @@ def _run(
     n_seq = parallel_sequences(parallel, backend, tasks=len(rows) * samples)
     spec = RecordSpec(
         fmt,
-        {**model_fields(ref, fmt), **cfg.fields},
+        {**model_fields(ref, fmt), **cfg.fields, **template_fields},
         settings,
         ref.name,
         digest,

@@ -107,6 +107,23 @@ def _context(path: Path) -> dict[str, Any]:
     return data
 
 
+def batch_instruct_fields(
+    fmt: str | None, ref: Any, output: Path, chat_template: str | None, reasoning: str | None, date: str | None
+) -> tuple[str, dict[str, Any]]:
+    """instruct_fields for a batch: the date is fixed once per command (today, or the date a resumed output was
+    started with), and the template is kept as plain data in the output's run file."""
+    from talesmith.runtime.batch_output import read_run
+    from talesmith.runtime.documents.instruct import TemplateField
+
+    if date is None:
+        stored = (read_run(output) or {}).get("fields")
+        date = stored.get("date") if isinstance(stored, dict) and isinstance(stored.get("date"), str) else None
+    fmt, fields = instruct_fields(fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date, fix_date=True)
+    if "chat_template" in fields:
+        fields["chat_template"] = TemplateField(fields["chat_template"])
+    return fmt, fields
+
+
 def template_notes(prepared: Any) -> tuple[str, ...]:
     """What a chat template needed changed in this prompt (a system message folded, roles merged), once each."""
     from talesmith.runtime.documents.instruct import TemplatePlan

@@ -31,6 +31,7 @@ from talesmith.runtime.batch_output import (
     write_run,
 )
 from talesmith.runtime.documents.formats import FIELDS, make_document
+from talesmith.runtime.documents.instruct import reply_content
 from talesmith.runtime.documents.lorebook import Lore
 from talesmith.runtime.documents.prompts import plan
 from talesmith.runtime.engine.generate import Completion, PreparedPrompt, Timing, collect, prepare, stream
@@ -356,7 +357,7 @@ def make_record(job: Job, result: Completion, spec: RecordSpec) -> dict[str, Any
         "id": job.task.row.id,
         "sample": job.task.sample,
         "prompt": job.prepared.fitted.text,
-        "text": result.text,
+        "text": reply_content(job.prepared.plan, job.prepared.fitted.text, result.text),
         "seed": job.settings.seed,
         "finish_reason": result.finish_reason,
         "prompt_tokens": result.timing.prompt_tokens,

@@ -344,3 +344,70 @@ def test_hostile_template_in_a_model_is_one_line(run_cli, tmp_path, thinking_mod
     )
     with pytest.raises(TemplateError, match=r"folder \(chat_template.jinja\): the chat template was stopped"):
         model_template(tmp_path / "folder")
+
+
+def _rows(tmp_path: Path) -> Path:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"id": "a", "prompt": "Hello", "character": "Aqua", "greeting": "Hi!"}\n'
+        '{"id": "b", "prompt": "Once upon a time", "title": "Fox"}\n',
+        encoding="utf-8",
+    )
+    return rows
+
+
+def test_batch_keeps_thinking_out_and_fixes_the_date(run_cli, thinking_model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    args = (
+        "batch",
+        _rows(tmp_path),
+        "-o",
+        out,
+        "-m",
+        thinking_model,
+        "--format",
+        "instruct",
+        "--chat-template",
+        "chatml",
+        "--seed",
+        "1",
+        "--parallel",
+        "1",
+    )
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["text"] == "Hello, traveler!"  # a chat reply: the thinking is not kept
+    assert records[1]["prompt"].endswith("<|im_start|>assistant\nOnce upon a time")
+    run = json.loads(out.with_name("out.jsonl.run.json").read_text(encoding="utf-8"))["decided_by"]["fields"]
+    assert run["chat_template"]["source"] == "preset chatml" and len(run["chat_template"]["sha256"]) == 64
+    assert run["date"] == dt.date.today().isoformat()
+    assert run_cli(*args).returncode == 0  # resumed: the date fixed by the first run is kept
+    other = run_cli(*args, "--date", "2001-01-01")
+    assert other.returncode == 2 and "cannot resume" in other.stderr and '"date": "2001-01-01"' in other.stderr
+
+
+@pytest.mark.parametrize("backend", ["llama", "onnx"])
+def test_tiny_model_batch(run_cli, converted, backend, tmp_path):
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "batch",
+        _rows(tmp_path),
+        "-o",
+        out,
+        "-m",
+        converted[backend],
+        "--max-new-tokens",
+        "4",
+        "--seed",
+        "2",
+        "--date",
+        DATE,
+        "-n",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["sample"]) for r in records] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert records[0]["prompt"].endswith("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+    assert records[2]["prompt"].endswith("</think>\n\nOnce upon a time")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,8 @@ from talesmith.runtime.documents.formats import (
 )
 from talesmith.runtime.documents.prompts import PromptPlan, _header_line, plan, split_units
 from talesmith.runtime.errors import SettingsError, TemplateError
-from talesmith.runtime.templates import ChatTemplate, HostileTemplateError, RenderedChat
+from talesmith.runtime.templates import ChatTemplate, HostileTemplateError, RenderedChat, split_reasoning
+from talesmith.runtime.templates.reasoning import opens_thinking
 
 REASONING = ("show", "hide", "off")
 """What happens to a thinking model's reasoning: shown apart, hidden, or switched off where the template can."""
@@ -170,6 +172,23 @@ class TemplatePlan(PromptPlan):
         return (self.head, self.note, *history, self.tail, *(text for _, text in self.inserts))
 
 
+class TemplateField(dict[str, str]):
+    """A chat template as a format field that is written to JSON (a batch's run file): it shows as where the
+    template came from and the sha256 of its text, and carries the template itself."""
+
+    def __init__(self, template: ChatTemplate) -> None:
+        digest = hashlib.sha256(template.text.encode("utf-8")).hexdigest()
+        super().__init__(source=template.source, sha256=digest)
+        self.template = template
+
+
+def reply_content(prompt_plan: object, prompt: str, text: str) -> str:
+    """A chat reply without its thinking (`<think>...</think>`), which is never kept in the text."""
+    if isinstance(prompt_plan, TemplatePlan) and not prompt_plan.is_story:
+        return split_reasoning(text, started=opens_thinking(prompt))[1]
+    return text
+
+
 def _chat_plan(doc: InstructChat) -> TemplatePlan:
     chat = doc.chat
     if not chat.character.strip():
@@ -253,6 +272,8 @@ def check_reasoning(value: object) -> str:
 def make_instruct(text: str, fields: Mapping[str, object]) -> InstructDocument:
     """An instruct chat (when a character is given) or story, from a prompt's text and fields."""
     template = fields.get("chat_template")
+    if isinstance(template, TemplateField):
+        template = template.template
     if not isinstance(template, ChatTemplate):
         raise SettingsError(
             "the instruct format needs a chat template and this model has none; "
