@@ -516,16 +516,6 @@ def test_a_new_chat_exported_names_the_user_and_dates_as_sillytavern(run_cli, tm
             "folders instead",
         ),
         (
-            {"input_sequence": "<|im_start|>user", "output_sequence": "<|im_start|>assistant", "name": "ChatML"},
-            "looks like a SillyTavern instruct template (input_sequence, output_sequence); talesmith builds each "
-            "model's own prompt format and does not import instruct templates",
-        ),
-        (
-            {"name": "Actor", "content": "You are an expert actor."},
-            "looks like a SillyTavern system prompt preset ('Actor': name and content); talesmith takes a system "
-            "prompt from the character card (F5 in the app)",
-        ),
-        (
             {"chat_completion_source": "openai", "temperature": 1, "repetition_penalty": 1},
             "looks like a SillyTavern chat-completion (OpenAI) preset: prompts for remote chat APIs; import a "
             "textgen, kobold or NovelAI preset instead",
@@ -697,7 +687,7 @@ def test_the_real_novelai_scenario(tmp_path):
 def test_every_real_novelai_preset_imports_and_other_files_are_refused():
     for path in sorted((REAL / "st-presets" / "presets" / "novel").glob("*.json")):
         assert read_import(path).kind == "preset", path
-    for folder in ("instruct", "context", "sysprompt", "quick-replies", "openai", "moving-ui"):
+    for folder in ("quick-replies", "openai", "moving-ui"):  # instruct, context, sysprompt: prompt formats
         for path in sorted((REAL / "st-presets" / "presets" / folder).glob("*.json")):
             with pytest.raises(InputError, match="looks like"):
                 read_import(path)
