@@ -33,6 +33,7 @@ from talesmith.runtime.documents.formats import (
 from talesmith.runtime.documents.prompts import PromptPlan, _header_line, plan, split_units
 from talesmith.runtime.errors import SettingsError, TemplateError
 from talesmith.runtime.templates import ChatTemplate, HostileTemplateError, RenderedChat, split_reasoning
+from talesmith.runtime.templates.presets import render_story_string
 from talesmith.runtime.templates.reasoning import opens_thinking
 
 REASONING = ("show", "hide", "off")
@@ -75,20 +76,66 @@ class InstructStory:
 InstructDocument = InstructChat | InstructStory
 
 
-def story_string(chat: Chat) -> tuple[str, tuple[int, int]]:
+_SLOT = "\u2063{}\u2063"
+
+
+def _unwrapped(template: ChatTemplate, text: str) -> str:
+    """A story string without the system turn's own markers around it (SillyTavern's context templates write
+    them; the template adds them again)."""
+    mark = _SLOT.format("S")
+    try:
+        probe = template.render([{"role": "system", "content": mark}], add_generation_prompt=False).text
+    except TemplateError:
+        return text
+    if mark not in probe:
+        return text
+    prefix, suffix = (part.strip() for part in probe.split(mark, 1))
+    body = text.strip()
+    if prefix and suffix and body.startswith(prefix) and body.endswith(suffix):
+        return body[len(prefix) : len(body) - len(suffix)]
+    return text
+
+
+def story_string(chat: Chat, template: ChatTemplate | None = None) -> tuple[str, tuple[int, int]]:
     """The system message of a chat, as SillyTavern's default story string writes it: the system prompt, the
     lorebook's `before` entries, the description, the scenario (`Scenario: ...`), the `after` entries, the user's
-    persona; each on its own line. Also where the two lorebook slots are (offsets)."""
+    persona; each on its own line; then the example dialogue, each block after `***`. An imported context
+    template's story string takes the default's place. Also where the two lorebook slots are (offsets)."""
 
     def fill(text: str) -> str:
         return fill_macros(text, char=chat.character, user=chat.user_name).strip()
 
-    text = fill(chat.system_prompt) + "\n" if chat.system_prompt.strip() else ""
-    before = len(text)
-    text += fill(chat.persona) + "\n" if chat.persona.strip() else ""
-    text += f"Scenario: {fill(chat.scenario)}\n" if chat.scenario.strip() else ""
-    after = len(text)
-    text += fill(chat.user_persona) + "\n" if chat.user_persona.strip() else ""
+    system = chat.system_prompt if chat.system_prompt.strip() else (template.system_prompt if template else "")
+    if template is not None and template.story_string:
+        values = {
+            "system": fill(system),
+            "description": fill(chat.persona),
+            "scenario": fill(chat.scenario),
+            "persona": fill(chat.user_persona),
+            "char": chat.character,
+            "user": chat.user_name,
+            "wiBefore": _SLOT.format("B"),
+            "wiAfter": _SLOT.format("A"),
+        }
+        text = _unwrapped(template, render_story_string(template.story_string, values))
+        text = text.strip("\n") + "\n" if text.strip() else ""
+        slots = []
+        for mark in ("B", "A"):
+            at = text.find(_SLOT.format(mark))
+            if at < 0:
+                slots.append(len(text))
+                continue
+            end = at + len(_SLOT.format(mark))
+            text = text[:at] + text[end + (1 if text[end : end + 1] == "\n" else 0) :]
+            slots.append(at)
+        before, after = slots[0], max(slots)
+    else:
+        text = fill(system) + "\n" if system.strip() else ""
+        before = len(text)
+        text += fill(chat.persona) + "\n" if chat.persona.strip() else ""
+        text += f"Scenario: {fill(chat.scenario)}\n" if chat.scenario.strip() else ""
+        after = len(text)
+        text += fill(chat.user_persona) + "\n" if chat.user_persona.strip() else ""
     for example in chat.examples:
         text += f"{EXAMPLE_SEPARATOR}\n{fill(example)}\n"
     return text, (before, after)
@@ -193,7 +240,7 @@ def _chat_plan(doc: InstructChat) -> TemplatePlan:
     chat = doc.chat
     if not chat.character.strip():
         raise SettingsError("a chat needs a character name; pass --character NAME")
-    system, slots = story_string(chat)
+    system, slots = story_string(chat, doc.template)
 
     def fill(text: str) -> str:
         return fill_macros(text, char=chat.character, user=chat.user_name).strip()

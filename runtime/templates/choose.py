@@ -41,7 +41,19 @@ def user_presets(data_dir: Path | None) -> dict[str, Path]:
     folder = formats_dir(data_dir) if data_dir else None
     if folder is None or not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(folder.glob("*.json"))}
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found[load_user_preset(path).name] = path
+        except InputError:
+            continue  # not one of ours: `talesmith import` writes only readable ones
+    return found
+
+
+def _user_preset(data_dir: Path | None, spec: str) -> Path | None:
+    kept = user_presets(data_dir)
+    wanted = spec.strip().lower()
+    return next((p for name, p in kept.items() if wanted in (name.lower(), p.stem.lower())), None)
 
 
 def _model_tokens(model: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -67,12 +79,12 @@ def choose_template(
             raise InputError(f"{path} holds no chat template")
         return found
     eos = _model_tokens(model).get("eos", "")
+    imported = _user_preset(data_dir, spec)  # an imported format of a built-in's name is the user's choice
+    if imported is not None:
+        return load_user_preset(imported).chat_template(eos_token=eos)
     preset = builtin_template(spec, eos_token=eos)
     if preset is not None:
         return preset
-    imported = user_presets(data_dir).get(spec)
-    if imported is not None:
-        return load_user_preset(imported).chat_template(eos_token=eos)
     if model is not None:
         try:
             own = model_template(model, name=spec)

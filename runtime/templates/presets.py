@@ -39,6 +39,8 @@ class InstructPreset:
     """The system prompt used when a card brings none (a SillyTavern system-prompt preset)."""
     story_string: str = ""
     """A SillyTavern context template's story string, used for a chat's system message when set."""
+    has_turns: bool = True
+    """Whether it says how turns are written (False: only a context template or a system prompt was imported)."""
 
     def template_text(self) -> str:
         """The preset as a chat template (Jinja): each message is its role's sequence, the text and the suffix."""
@@ -73,7 +75,18 @@ class InstructPreset:
         )
 
     def chat_template(self, *, eos_token: str = "") -> ChatTemplate:
-        template = ChatTemplate(self.template_text(), f"preset {self.name}", eos_token=eos_token)
+        if not self.has_turns:
+            raise InputError(
+                f"prompt format {self.name!r} has no turn sequences (only a story string or a system prompt); "
+                f"import its SillyTavern instruct template too"
+            )
+        template = ChatTemplate(
+            self.template_text(),
+            f"preset {self.name}",
+            eos_token=eos_token,
+            story_string=self.story_string,
+            system_prompt=self.system_prompt,
+        )
         stops = (self.stop_sequence, *turn_markers(template), eos_token)
         return replace(template, stop_strings=tuple(dict.fromkeys(s for s in stops if s.strip())))
 
@@ -168,7 +181,7 @@ def builtin_template(name: str, *, eos_token: str = "") -> ChatTemplate | None:
 
 # ---- SillyTavern presets ------------------------------------------------------------------------------------
 
-_ST_FIELDS = {f.name for f in fields(InstructPreset)} - {"name", "system_prompt", "story_string"}
+_ST_FIELDS = {f.name for f in fields(InstructPreset)} - {"name", "system_prompt", "story_string", "has_turns"}
 INSTRUCT_KEYS = ("input_sequence", "output_sequence")
 CONTEXT_KEYS = ("story_string",)
 

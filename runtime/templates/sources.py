@@ -47,6 +47,10 @@ class ChatTemplate:
     """The names of the other templates beside it (`tool_use`, `rag`, ...)."""
     add_bos: bool = False
     """Whether the tokenizer adds BOS itself (a rendered BOS is then not added again)."""
+    story_string: str = ""
+    """An imported SillyTavern context template's story string for a chat's system message ("": the default)."""
+    system_prompt: str = ""
+    """The system prompt used when a card brings none (an imported SillyTavern system-prompt preset)."""
 
     def render(
         self,

@@ -29,7 +29,7 @@ from typing import Any
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.cards import PNG_SIGNATURE, Character, character_from_card, load_card, to_card
-from talesmith.runtime.documents.importers import kobold, novelai, presets, stchat
+from talesmith.runtime.documents.importers import kobold, novelai, presets, prompt_formats, stchat
 from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, slug
 from talesmith.runtime.documents.stories import dumps as document_dumps
@@ -38,9 +38,10 @@ from talesmith.runtime.documents.worldinfo import dumps as lorebook_dumps
 from talesmith.runtime.errors import CardError, InputError
 from talesmith.runtime.files import MAX_IMPORT, MAX_OWN_FILE, jsonl_objects
 
-KINDS = ("chat", "story", "preset", "character", "lorebook")
+KINDS = ("chat", "story", "preset", "character", "lorebook", prompt_formats.KIND)
 FOLDERS = {"chat": "chats", "story": "stories", "preset": presets.PRESETS_FOLDER, "character": "characters"}
 FOLDERS["lorebook"] = "lorebooks"
+FOLDERS[prompt_formats.KIND] = "formats"
 CARD_FIELDS = ("description", "first_mes", "personality", "scenario", "mes_example", "char_persona", "char_greeting")
 """Fields of a flat (v1) card, one of which a JSON object with a `name` must have to be read as a card."""
 
@@ -157,6 +158,9 @@ def _is_chat_list(data: Any) -> bool:
 
 def _from_json(data: Any, path: Path, characters: Path | None) -> Imported:
     where, name = str(path), path.stem
+    prompt_format = prompt_formats.read_prompt_format(data, name, where)
+    if prompt_format is not None:  # a SillyTavern instruct, context or system-prompt preset
+        return Imported(prompt_formats.KIND, prompt_format[0], prompt_format[1], prompt_format[2])
     why = refusal(data)
     if why is not None:
         raise InputError(f"{where} {why}")
@@ -293,6 +297,8 @@ def saved_import(
     The folder, the disk and the saved size are all checked here: each failure is one InputError naming the
     path, and nothing is left half-written."""
     root = Path(data_dir)
+    if isinstance(imported.value, prompt_formats.FormatPart):  # a part of a prompt format: merged into it
+        return imported, prompt_formats.save_prompt_format(imported.name, imported.value, root)
     folder = root / FOLDERS[imported.kind]
     files.ensure_folder(root, "talesmith's data")
     files.ensure_folder(folder, f"imported {imported.kind}s")
