@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 from conftest import golden
 
+from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
 from talesmith.runtime.documents.lorebook import (
     AFTER,
@@ -227,6 +228,20 @@ def test_macros_fill_char_and_user():
     lore = Lore((book,), LoreSettings(placement=DECLARED), {"char": "Aqua", "user": "Kazuma"})
     p, act = lore.apply(plan(Chat("Aqua", messages=(Message(USER, "x"),))), count_tokens=words, n_ctx=100)
     assert "Aqua knows Kazuma.\n" in p.render()
+
+
+def test_macros_are_filled_the_same_way_in_a_lorebook_entry_as_in_a_card():
+    text = "<USER> meets {{ char }}"
+    assert fill_macros(text, char="Aqua", user="Kazuma") == "Kazuma meets Aqua"
+    book = Lorebook("b", (e(1, ["x"], text),))
+    chat = Chat("Aqua", user_name="Kazuma", messages=(Message(USER, "x"),))
+    lore = Lore((book,), LoreSettings(placement=DECLARED)).for_document(chat)
+    p, _ = lore.apply(plan(chat), count_tokens=words, n_ctx=100)
+    assert "Kazuma meets Aqua\n" in p.render() and "<USER>" not in p.render()
+
+
+def test_a_macro_without_a_value_is_left_as_it_is():
+    assert fill_macros("{{char}} <BOT> {{time}} {{original}}", {"Char": "Aqua"}) == "Aqua Aqua {{time}} "
 
 
 # --- placement: golden prompts ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 
 from talesmith.runtime.documents.cards import Character
 from talesmith.runtime.documents.formats import CHARACTER, USER, History, Story, StoryHeader
+from talesmith.runtime.documents.prompts import render
 from talesmith.runtime.documents.stories import (
     Alternatives,
     ChatDocument,
@@ -86,12 +87,14 @@ def test_chat_messages_swipes_edits_and_deletes():
     assert [m.speaker for m in chat.deleted(1).messages] == [CHARACTER, CHARACTER]
 
 
-def test_chat_prompt_document_fills_names_and_keeps_examples():
+def test_chat_prompt_document_leaves_macros_to_the_prompt_and_keeps_examples():
     chat = ChatDocument.start(AQUA).sent("Who are you?")
     prompt = chat.to_chat()
-    assert prompt.persona == "A goddess of water who calls You a shut-in."
-    assert prompt.scenario == "Aqua meets You."
+    assert prompt.persona == "A goddess of water who calls {{user}} a shut-in."
+    assert prompt.scenario == "{{char}} meets {{user}}."
     assert prompt.examples == ("{{user}}: Hi\n{{char}}: Hello!",)
+    text = render(prompt)  # filled once, by the prompt
+    assert "Aqua's Persona: A goddess of water who calls You a shut-in.\nScenario: Aqua meets You.\n" in text
     assert [(m.speaker, m.text) for m in prompt.messages] == [(CHARACTER, "Hi, You!"), (USER, "Who are you?")]
     assert len(chat.to_chat(1).messages) == 1
 

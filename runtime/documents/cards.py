@@ -17,6 +17,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,18 +75,31 @@ class Character:
         return len(entries) if isinstance(entries, list) else 0
 
 
-_MACRO = re.compile(r"\{\{\s*(char|user|original)\s*\}\}|<(USER|BOT)>", re.IGNORECASE)
+_MACRO = re.compile(r"\{\{\s*(\w+)\s*\}\}|<(USER|BOT)>", re.IGNORECASE)
+_ALIASES = {"bot": "char"}
 
 
-def fill_macros(text: str, *, char: str, user: str, original: str = "") -> str:
-    """`{{char}}`, `{{user}}` (any case; also `<BOT>`, `<USER>`) and `{{original}}` replaced by their values.
+def fill_macros(
+    text: str,
+    macros: Mapping[str, str] | None = None,
+    *,
+    char: str | None = None,
+    user: str | None = None,
+    original: str = "",
+) -> str:
+    """`text` with its macros filled: `{{char}}`, `{{user}}` (any case, spaces inside the braces allowed; also
+    `<BOT>`, `<USER>`), `{{original}}` (the app's system prompt: talesmith has none, so empty by default) and
+    any other `{{name}}` that `macros` gives. A macro without a value is left as it is.
 
-    The one place where talesmith fills card macros: chat prompts, greetings and what the app shows.
+    The one place where talesmith fills macros: cards, greetings, chat prompts, lorebook entries and what the
+    app shows.
     """
+    values = {"original": original, **{k.lower(): v for k, v in (macros or {}).items()}}
+    values.update({k: v for k, v in (("char", char), ("user", user)) if v is not None})
 
     def value(m: re.Match[str]) -> str:
         name = (m.group(1) or m.group(2)).lower()
-        return {"char": char, "bot": char, "user": user}.get(name, original)
+        return values.get(_ALIASES.get(name, name), m.group(0))
 
     return _MACRO.sub(value, text)
 

@@ -2,14 +2,17 @@
 
 Pure logic, following SillyTavern's World Info scan: keys (plain, or `/regex/flags`), secondary keys with
 AND ANY / NOT ALL / NOT ANY / AND ALL, case sensitivity and whole words (per entry or from the settings),
-constant and disabled entries, insertion order, scan depth, a token budget, recursion with a step limit
-and seeded probability. `activate` picks the entries; `apply` places them in a PromptPlan.
+constant and disabled entries, insertion order, scan depth, a token budget, recursion with a step limit,
+seeded probability and the timed effects sticky, cooldown and delay. `activate` picks the entries; `apply`
+places them in a PromptPlan.
 
-Placement is cache-aware by default ("anchored"): an entry that fires stands in the history at the point
-where it fired and stays there while it is active, and after it goes quiet while the budget holds it, so a
-new entry costs only its own tokens and the prefix before it is not re-processed. "declared" places every
-entry where its position says, as SillyTavern does. The placement replays the history; recent replays are
-remembered (a memo, same result) so that a chat's next turn replays only its new messages.
+Placement is SillyTavern's by default ("declared"): every entry stands where its position says (before the
+character, at a depth, ...), as the card's author meant. An entry that went quiet is held where it stands
+while the budget left by the active ones holds it (`hold`), so the set of placed entries, and with it the
+start of the prompt, changes only when a new entry fires. "anchored" is the cache-friendly choice: an entry
+that fires stands in the history at the point where it fired, so a new entry costs only its own tokens.
+Holding, timed effects and anchoring replay the history; recent replays are remembered (a memo, same
+result) so that a chat's next turn replays only its new messages.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import regex
 
+from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import Chat
 from talesmith.runtime.documents.prompts import PromptPlan, split_units
 from talesmith.runtime.errors import SettingsError
@@ -84,6 +88,12 @@ class Entry:
     """Its content does not activate other entries."""
     delay_until_recursion: bool = False
     """Activated only by other entries' content."""
+    sticky: int = 0
+    """Once activated, stays active for this many more units of history (messages, story lines)."""
+    cooldown: int = 0
+    """Once activated (or when its sticky time ends), cannot activate for this many units."""
+    delay: int = 0
+    """Cannot activate before the history has this many units."""
     name: str = ""
     book: str = ""
     """The lorebook it came from (set by Lorebook); with `uid` it names the entry."""
@@ -101,6 +111,16 @@ class Entry:
             raise SettingsError(f"lorebook entry {self.uid}: depth {self.depth} is negative; use 0 or more")
         if not 0 <= self.probability <= 100:
             raise SettingsError(f"lorebook entry {self.uid}: probability {self.probability} is outside 0..100")
+        for what in ("sticky", "cooldown", "delay"):
+            if getattr(self, what) < 0:
+                raise SettingsError(
+                    f"lorebook entry {self.uid}: {what} {getattr(self, what)} is negative; use 0 or more"
+                )
+
+    @property
+    def timed(self) -> bool:
+        """Whether its activation depends on earlier activations (sticky or cooldown)."""
+        return bool(self.sticky or self.cooldown)
 
     @property
     def ident(self) -> str:
@@ -145,7 +165,11 @@ class LoreSettings:
     case_sensitive: bool = False
     whole_words: bool = False
     seed: int = 0
-    placement: str = ANCHORED
+    placement: str = DECLARED
+    """DECLARED: SillyTavern's positions; ANCHORED: where each entry fired (cache-friendly)."""
+    hold: bool = True
+    """Keep an entry that went quiet where it stands while the budget holds it, so that the placed set (and
+    the prompt before the history) changes only when a new entry fires; False: exactly SillyTavern's set."""
 
     def __post_init__(self) -> None:
         if self.scan_depth < 0:
@@ -316,7 +340,7 @@ def activate(
             if e.use_probability and e.probability < 100 and _roll(e, settings.seed, len(units)) >= e.probability:
                 failed.add(e.ident)
                 continue
-            content = fill(e.content, macros)
+            content = fill_macros(e.content, macros)
             cost = count_tokens(content + "\n")
             if used + cost >= budget:
                 overflowed = True  # as SillyTavern: the rest of this pass is left out too
@@ -324,18 +348,11 @@ def activate(
             used += cost
             done[e.ident] = Activated(e, count_tokens(content))
             admitted.append(e)
-        more = [fill(e.content, macros) for e in admitted if not e.prevent_recursion]
+        more = [fill_macros(e.content, macros) for e in admitted if not e.prevent_recursion]
         if overflowed or not settings.recursive or not more:
             break
         recursion.extend(more)
     return Activation(tuple(done.values()), overflowed)
-
-
-def fill(text: str, macros: Mapping[str, str] | None) -> str:
-    """`{{char}}`, `{{user}}` and other `{{name}}` macros replaced (case-insensitively, as SillyTavern)."""
-    for name, value in (macros or {}).items():
-        text = regex.sub(r"\{\{" + regex.escape(name) + r"\}\}", lambda _m, v=value: v, text, flags=regex.IGNORECASE)
-    return text
 
 
 # --- placement --------------------------------------------------------------------------------
@@ -378,7 +395,7 @@ def _fingerprint(
     n_ctx: int,
     count_tokens: Callable[[str], int],
 ) -> str:
-    costs = tuple(count_tokens(fill(e.content, macros) + "\n") for b in books for e in b.entries)
+    costs = tuple(count_tokens(fill_macros(e.content, macros) + "\n") for b in books for e in b.entries)
     text = repr((tuple(books), settings, sorted((macros or {}).items()), n_ctx, costs))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -426,7 +443,7 @@ def anchors(
     while same < min(len(replay.units), n) and replay.units[same] == units[same]:
         same += 1
     states = replay.states[: max(0, min(same, start + len(replay.states) - 1) - start + 1)]
-    cost = lambda a: count_tokens(fill(a.entry.content, macros) + "\n")  # noqa: E731
+    cost = lambda a: count_tokens(fill_macros(a.entry.content, macros) + "\n")  # noqa: E731
     for k in range(start + len(states), n + 1):
         now = (
             activation
@@ -461,7 +478,7 @@ def place(
     inserts: dict[int, list[str]] = {}
     n = len(plan.units)
     for e in chosen:
-        text = fill(e.content, macros)
+        text = fill_macros(e.content, macros)
         back = e.depth if e.position == DEPTH else plan.note_depth if e.position in note else 0
         if e.ident in anchored:
             inserts.setdefault(n - max(0, anchored[e.ident] - back), []).append(text)

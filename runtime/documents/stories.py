@@ -214,12 +214,13 @@ class ChatDocument:
         return fill_macros(text, char=self.character.name, user=self.user(default).name)
 
     def to_chat(self, upto: int | None = None, *, user: User = User(), global_books: tuple[Lorebook, ...] = ()) -> Chat:
-        """The prompt document of the conversation (its first `upto` messages); macros are left to the prompt."""
+        """The prompt document of the conversation (its first `upto` messages); its macros are filled by the
+        prompt (`prompts.plan`), once."""
         c, u = self.character, self.user(user)
         return Chat(
             character=c.name,
-            persona=fill_macros(c.full_persona(), char=c.name, user=u.name),
-            scenario=fill_macros(c.scenario, char=c.name, user=u.name),
+            persona=c.full_persona(),
+            scenario=c.scenario,
             examples=c.example_blocks(),
             messages=tuple(Message(m.speaker, m.text) for m in self.messages[:upto]),
             user_name=u.name,
