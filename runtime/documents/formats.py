@@ -96,7 +96,8 @@ class RawText:
     text: str = ""
 
 
-Document = Story | Chat | GenrePrompt | TinyStory | RawText
+PromptDocument = Story | Chat | GenrePrompt | TinyStory | RawText
+"""What a prompt is built from (`prompts.plan`): one document of a prompt format."""
 
 
 FORMATS: tuple[str, ...] = ("story", "japanese-story", "chat", "genre", "tinystories", "raw")
@@ -157,7 +158,7 @@ def register_format(fmt: PromptFormat) -> PromptFormat:
     return fmt
 
 
-def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> Document:
+def make_document(fmt: str, text: str = "", fields: dict[str, object] | None = None) -> PromptDocument:
     """A document of format `fmt` from its text and fields (as given on a command line or in a batch row).
 
     Unknown formats and fields that the format does not take raise SettingsError naming them.

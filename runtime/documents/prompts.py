@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import singledispatch
 
 from talesmith.runtime.documents.cards import fill_macros
-from talesmith.runtime.documents.formats import CHARACTER, Chat, Document, GenrePrompt, RawText, Story, TinyStory
+from talesmith.runtime.documents.formats import CHARACTER, Chat, GenrePrompt, PromptDocument, RawText, Story, TinyStory
 from talesmith.runtime.errors import ContextOverflowError, SettingsError
 
 SEPARATOR = "***"
@@ -230,7 +230,7 @@ def _(raw: RawText) -> PromptPlan:
     return PromptPlan(head=raw.text)
 
 
-def render(document: Document) -> str:
+def render(document: PromptDocument) -> str:
     """The full prompt of a document, nothing trimmed."""
     return plan(document).render()
 

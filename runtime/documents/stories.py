@@ -261,7 +261,8 @@ class ChatDocument:
         return self._with(self.messages[:index] + self.messages[index + 1 :])
 
 
-Document = StoryDocument | ChatDocument
+LibraryDocument = StoryDocument | ChatDocument
+"""What the app edits and the Library keeps, one JSON file each; `prompt_story` / `to_chat` give its PromptDocument."""
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def _settings_from(data: Any, where: str) -> SamplingSettings:
         raise InputError(f"{where}: {e}") from None
 
 
-def to_dict(doc: Document) -> dict[str, Any]:
+def to_dict(doc: LibraryDocument) -> dict[str, Any]:
     common = {
         "version": VERSION,
         "name": doc.name,
@@ -401,7 +402,7 @@ def _own_user_name(d: dict[str, Any]) -> str:
     return "" if name == DEFAULT_USER and "user_persona" not in d else name  # older files always wrote "You"
 
 
-def from_dict(d: Any, where: str = "document") -> Document:
+def from_dict(d: Any, where: str = "document") -> LibraryDocument:
     """A document from its JSON; a file of the wrong shape raises InputError naming it."""
     if not isinstance(d, dict) or d.get("kind") not in ("story", "chat"):
         raise InputError(f"{where} is not a talesmith story or chat")
@@ -413,7 +414,7 @@ def from_dict(d: Any, where: str = "document") -> Document:
         raise InputError(f"{where}: damaged {d['kind']} file ({type(e).__name__}: {e})") from None
 
 
-def dumps(doc: Document) -> str:
+def dumps(doc: LibraryDocument) -> str:
     return json.dumps(to_dict(doc), ensure_ascii=False, indent=1) + "\n"
 
 
@@ -465,11 +466,11 @@ class Library:
             doc_id = f"{base}-{n}"
         return doc_id
 
-    def save(self, doc_id: str, doc: Document) -> int:
+    def save(self, doc_id: str, doc: LibraryDocument) -> int:
         """Write the document; returns how many characters had to be replaced (see `atomic_write`)."""
         return atomic_write(self.path(doc_id), dumps(doc))
 
-    def load(self, doc_id: str) -> Document:
+    def load(self, doc_id: str) -> LibraryDocument:
         path = self.path(doc_id)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -498,7 +499,7 @@ class Library:
         if self.folder.is_dir():
             yield from (p for p in self.folder.glob("*.json") if not p.name.startswith("."))
 
-    def rename(self, doc_id: str, name: str) -> Document:
+    def rename(self, doc_id: str, name: str) -> LibraryDocument:
         name = name.strip()
         if not name:
             raise InputError("a name cannot be empty; type a name")
@@ -517,7 +518,7 @@ class Library:
 # --- export -----------------------------------------------------------------------------------
 
 
-def export_text(doc: Document) -> str:
+def export_text(doc: LibraryDocument) -> str:
     """The document as plain text: its title (and author) first, then the story or the messages."""
     if isinstance(doc, StoryDocument):
         h = doc.story.header
@@ -530,7 +531,7 @@ def _speaker(doc: ChatDocument, m: ChatMessage) -> str:
     return doc.character.name if m.speaker == CHARACTER else doc.user().name
 
 
-def export_markdown(doc: Document) -> str:
+def export_markdown(doc: LibraryDocument) -> str:
     if isinstance(doc, ChatDocument):
         lines = [f"# {doc.name}", ""]
         for m in doc.messages:
@@ -555,7 +556,7 @@ def _md_breaks(text: str) -> str:
     return re.sub(r"(?<=[^\n])\n(?=[^\n])", "\\\\\n", text)
 
 
-def export(doc: Document, path: Path, *, user: User | None = None, replace: bool = False) -> Path:
+def export(doc: LibraryDocument, path: Path, *, user: User | None = None, replace: bool = False) -> Path:
     """Write the document as plain text (.txt) or Markdown (.md), chosen by the path's suffix.
 
     A chat that sets no user name of its own is written with `user`'s (the app's, F8). An existing file is

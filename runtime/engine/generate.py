@@ -15,7 +15,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from talesmith.runtime.documents.formats import Document
+from talesmith.runtime.documents.formats import PromptDocument
 from talesmith.runtime.documents.instruct import TemplatePlan
 from talesmith.runtime.documents.lorebook import Activation, Lore
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
@@ -283,7 +283,7 @@ class PreparedPrompt:
 
 
 def prepare(
-    backend: Backend, document: Document, settings: SamplingSettings, *, lore: Lore | None = None
+    backend: Backend, document: PromptDocument, settings: SamplingSettings, *, lore: Lore | None = None
 ) -> PreparedPrompt:
     """The document's prompt, with the lorebook entries it activates, trimmed by its format's policy so that
     it and the reply fit the context."""
@@ -313,7 +313,7 @@ def prepare(
 
 
 def stream_document(
-    backend: Backend, document: Document, settings: SamplingSettings, prepared: PreparedPrompt | None = None
+    backend: Backend, document: PromptDocument, settings: SamplingSettings, prepared: PreparedPrompt | None = None
 ) -> Iterator[Chunk]:
     """Stream the continuation of a document (story, chat, ...)."""
     prepared = prepared or prepare(backend, document, settings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from talesmith.runtime.documents.formats import Document, TinyStory
+from talesmith.runtime.documents.formats import PromptDocument, TinyStory
 from talesmith.runtime.documents.instruct import InstructChat, InstructStory, TemplatePlan
 from talesmith.runtime.documents.prompts import TINY_START, plan
 
@@ -55,7 +55,7 @@ def template_segments(text: str, user_texts: tuple[str, ...]) -> list[tuple[str,
     return segments
 
 
-def marker_segments(document: Document, text: str) -> list[tuple[str, bool]]:
+def marker_segments(document: PromptDocument, text: str) -> list[tuple[str, bool]]:
     """The prompt cut into (text, is the format's marker) parts, in order."""
     if isinstance(document, (InstructChat, InstructStory)):
         prompt_plan = plan(document)
@@ -68,7 +68,7 @@ def marker_segments(document: Document, text: str) -> list[tuple[str, bool]]:
     return [(text, False)]
 
 
-def tokenize_prompt(backend, document: Document, text: str) -> list[int]:
+def tokenize_prompt(backend, document: PromptDocument, text: str) -> list[int]:
     """The prompt's tokens: markers parsed as special tokens, the user's text never."""
     segments = marker_segments(document, text)
     if segments == [(text, False)]:
