@@ -287,6 +287,11 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
             },
             "backend": service.backend_name,
             "parallel": service.n_slots > 1,
+            "serving": (
+                f"{service.n_slots} requests decoded together"
+                if service.n_slots > 1
+                else f"one request at a time ({service.backend_name})"
+            ),
             "build_info": "talesmith",
         }
 
