@@ -177,6 +177,11 @@ def quality_caption(outputs: list[Output], *, quality: bool | None) -> str | Non
     )
 
 
+def percent(share: float) -> str:
+    """A share as the table shows it: one decimal, and full agreement as 100% (one column narrower at 80)."""
+    return "100%" if share == 1 else f"{share:.1%}"
+
+
 def print_summary(outputs: list[Output], outdir: Path, *, quality: bool | None = None) -> None:
     console = Console(highlight=False)
     console.print(f"in {escape(str(outdir.resolve()))}:", soft_wrap=True)
@@ -204,7 +209,7 @@ def print_summary(outputs: list[Output], outdir: Path, *, quality: bool | None =
         ]
         if measured:
             q = o.quality
-            row += [f"{q.kl_divergence:.4f}", f"{q.top1_agreement:.1%}", f"{q.perplexity:.2f}"] if q else ["", "", ""]
+            row += [f"{q.kl_divergence:.4f}", percent(q.top1_agreement), f"{q.perplexity:.2f}"] if q else ["", "", ""]
         if detailed:
             unchanged = o.format == "onnx" and o.kind in ("ONNX-INT8", "ONNX-INT4")
             row.append(o.detail or ("none: the size is unchanged" if unchanged else ""))

@@ -149,3 +149,9 @@ def test_the_summary_says_how_the_quality_was_measured_or_how_to_measure_it(tmp_
         "quality not measured (--no-quality); `talesmith models quality story-q4_k_m` measures a quantization"
     )
     assert quality_caption([output("F16")], quality=None) is None
+
+
+def test_full_agreement_shows_as_100_percent():
+    from talesmith.cli.convert import percent
+
+    assert [percent(1.0), percent(0.99921), percent(0.5)] == ["100%", "99.9%", "50.0%"]
