@@ -145,3 +145,25 @@ def test_missing_and_odd_paths(tmp_path):
         load_card(tmp_path / "none.png")
     with pytest.raises(CardError, match="is a folder"):
         load_card(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ('{"name": "A", "description": 5}', "c.json: description = 5 must be text"),
+        ('{"name": "A", "first_mes": ["Hi"]}', "c.json: first_mes = ['Hi'] must be text"),
+        (
+            '{"spec": "chara_card_v3", "data": {"name": "A", "alternate_greetings": ["a", 3]}}',
+            "c.json: alternate_greetings.1 = 3: alternate_greetings must be a list of texts",
+        ),
+    ],
+)
+def test_a_card_field_of_the_wrong_type_is_one_line_naming_the_field_and_the_value(text, line):
+    with pytest.raises(CardError) as e:
+        parse_json_card(text, "c.json")
+    assert str(e.value) == line
+
+
+def test_card_texts_given_as_null_or_no_greetings_as_empty_text_read_as_empty():
+    c = parse_json_card('{"name": "A", "description": null, "alternate_greetings": ""}')
+    assert (c.persona, c.alternate_greetings) == ("", ())

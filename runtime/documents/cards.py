@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, field_validator
+
 from talesmith.runtime.errors import CardError
 from talesmith.runtime.files import too_deep
+from talesmith.runtime.schema import Model, validate
 
 MAX_CARD_FILE = 32 * 1024 * 1024
 """Largest card file read (PNG images with a card can be several MB)."""
@@ -133,13 +136,28 @@ def clean_tree(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
-def _text(data: dict[str, Any], key: str, where: str) -> str:
-    value = data.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise CardError(f"{where}: field {key!r} must be text, got {type(value).__name__}")
-    return value
+class _CardData(Model):
+    """The fields of a card that talesmith reads (v1 at the top level, v2 / v3 under `data`); texts must be
+    text (null is empty), the rest of the card is kept as it is."""
+
+    model_config = ConfigDict(strict=True)
+    MESSAGES = {"alternate_greetings*": "{field} = {value}: alternate_greetings must be a list of texts"}
+
+    name: str | None = None
+    description: str | None = None
+    personality: str | None = None
+    scenario: str | None = None
+    first_mes: str | None = None
+    alternate_greetings: list[str] | None = None
+    mes_example: str | None = None
+    system_prompt: str | None = None
+    post_history_instructions: str | None = None
+    creator_notes: str | None = None
+
+    @field_validator("alternate_greetings", mode="before")
+    @classmethod
+    def _none_when_empty(cls, value: Any) -> Any:
+        return value or None  # "", 0 or {} written for "none" by some editors
 
 
 def character_from_card(card: Any, where: str = "card") -> Character:
@@ -163,23 +181,21 @@ def _character(card: dict[str, Any], where: str) -> Character:
         data = card  # v1: the fields at the top level
     else:
         raise CardError(f"{where}: not a character card (spec {spec!r}); expected {V2} or {V3} JSON")
-    name = _text(data, "name", where).strip()
+    fields = validate(_CardData, data, where, error=CardError)
+    name = (fields.name or "").strip()
     if not name:
         raise CardError(f"{where}: the card has no character name")
-    greetings = data.get("alternate_greetings") or []
-    if not isinstance(greetings, list) or not all(isinstance(g, str) for g in greetings):
-        raise CardError(f"{where}: 'alternate_greetings' must be a list of texts")
     return Character(
         name=name,
-        persona=_text(data, "description", where),
-        personality=_text(data, "personality", where),
-        scenario=_text(data, "scenario", where),
-        greeting=_text(data, "first_mes", where),
-        alternate_greetings=tuple(greetings),
-        examples=_text(data, "mes_example", where),
-        system_prompt=_text(data, "system_prompt", where),
-        post_history=_text(data, "post_history_instructions", where),
-        creator_notes=_text(data, "creator_notes", where),
+        persona=fields.description or "",
+        personality=fields.personality or "",
+        scenario=fields.scenario or "",
+        greeting=fields.first_mes or "",
+        alternate_greetings=tuple(fields.alternate_greetings or ()),
+        examples=fields.mes_example or "",
+        system_prompt=fields.system_prompt or "",
+        post_history=fields.post_history_instructions or "",
+        creator_notes=fields.creator_notes or "",
         card=copy.deepcopy(card),
     )
 
