@@ -233,3 +233,20 @@ def test_a_lock_or_config_nested_three_thousand_deep_is_one_line(isolated_lock, 
     assert one_line(run_cli("generate", "--config", config, "hi")) == (
         f"error: config file {config} is not valid TOML (its tables or arrays are nested too deeply); fix the file"
     )
+
+
+def test_a_writer_waiting_too_long_for_the_lock_says_who_holds_it(isolated_lock, monkeypatch):
+    from filelock import FileLock
+
+    from talesmith.runtime.models import lockfile
+
+    monkeypatch.setattr(lockfile, "LOCK_TIMEOUT", 0.2)
+    original = isolated_lock.read_text()
+    held = isolated_lock.with_name(".models.lock.lock")
+    with FileLock(held):  # another talesmith in the middle of its write
+        with pytest.raises(lockfile.LockError) as e:
+            record_model("m", {"format": "onnx", "path": "m.onnx"})
+    assert str(e.value) == (
+        f"another talesmith has been writing {isolated_lock} for 0.2 s (it holds {held}); try again once it is done"
+    )
+    assert isolated_lock.read_text() == original

@@ -247,7 +247,7 @@ def update(path: Path, change: Callable[[Lock], Any]) -> Any:
             write_atomic(path, dumps(lock))
     except Timeout:
         raise LockError(
-            f"another talesmith has been writing {path} for {LOCK_TIMEOUT:.0f} s (it holds {guard.lock_file}); "
+            f"another talesmith has been writing {path} for {LOCK_TIMEOUT:g} s (it holds {guard.lock_file}); "
             f"try again once it is done"
         ) from None
     return result
