@@ -7,7 +7,7 @@ import sys
 import pytest
 from fakes import ScriptedBackend
 
-from talesmith.runtime.batch import Row, Task, run_task
+from talesmith.runtime.batch import RecordSpec, Row, Task, decode_task
 from talesmith.runtime.documents.formats import make_document
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.engine.generate import prepare
@@ -40,22 +40,16 @@ def test_batch_and_generate_build_the_same_prompt(world):
     fields = {"title": "Keeper"}
     document = make_document("story", "The lighthouse stood in the storm.", fields)
     direct = prepare(backend, document, SETTINGS, lore=lore)
-    record = run_task(
+    record, _ = decode_task(
         backend,
         Task(Row("r", "The lighthouse stood in the storm.", {}, {}), 0),
-        fmt="story",
-        fields=fields,
-        settings=SETTINGS,
-        base_seed=3,
-        model="m",
-        model_sha256="x",
-        lore=lore,
+        RecordSpec("story", fields, SETTINGS, "m", "x", lore=lore),
     )
     assert (
         record["prompt"]
         == direct.fitted.text
         == (
-            "[ Title: Keeper ]\n***\nThe lighthouse is haunted.\nStorms here last a week.\nThe lighthouse stood in the storm."
+            "The lighthouse is haunted.\n[ Title: Keeper ]\n***\nStorms here last a week.\nThe lighthouse stood in the storm."
         )
     )
     assert [a.entry.uid for a in direct.lore.entries] == [1, 0]
