@@ -106,15 +106,60 @@ class Vocabulary(Protocol):
     def token_bytes(self, token: int) -> bytes: ...
 
 
+class TokenSteps:
+    """The token level of one generation: what may be sampled at each position, the tokens so far, rewinds.
+
+    No text and no model calls: `next()` samples from whatever logits the driver evaluated last.
+    """
+
+    def __init__(self, prompt: list[int], settings: SamplingSettings, vocab: Vocabulary):
+        self.prompt = prompt
+        self.settings = settings
+        self.vocab = vocab
+        self.generated: list[int] = []
+        self.sampler: TokenSampler | None = None
+        self._bans: dict[int, set[int]] = {}
+        """Tokens banned at a position by banned-phrase rewinds (a phrase began with them there)."""
+
+    def next(self) -> int | str:
+        """Sample and append the next token; or the reason generation ends here ("length", "context", "eos")."""
+        assert self.sampler is not None
+        settings, position = self.settings, len(self.generated)
+        if position >= settings.max_new_tokens:
+            return "length"
+        if len(self.prompt) + position >= self.vocab.n_ctx:
+            return "context"
+        banned = self._bans.get(position, set())
+        if position < settings.min_new_tokens:
+            banned = banned | self.vocab.eog_tokens
+        token = self.sampler.sample(banned)
+        if self.vocab.is_eog(token):
+            return "eos"
+        self.generated.append(token)
+        return token
+
+    def rewind(self, index: int) -> list[int]:
+        """Go back to generated token `index` and ban that token there; the tokens the cache must hold now."""
+        assert self.sampler is not None
+        bad = self.generated[index]
+        self._bans = {p: b for p, b in self._bans.items() if p <= index}
+        self._bans.setdefault(index, set()).add(bad)
+        del self.generated[index:]
+        history = self.prompt + self.generated
+        self.sampler.reset(history)
+        return history
+
+
 class Generation:
     """One generation as a step machine, driven from outside: no model calls of its own.
 
     The driver evaluates what `request` asks (first the prompt), hands over a sampler once the prompt
-    is in (`begin`), then calls `step()` after each evaluation. A step samples one token (banning
-    what banned-phrase rewinds and `min_new_tokens` forbid), appends it, feeds the text stream and
-    says what to evaluate next: the token (`Append`), or after a rewind the shorter sequence
-    (`Prefill`); `request` is None once the generation is over. `stream()` drives one generation
-    on one backend; the parallel decoder and the server's slots drive many in one loop.
+    is in (`begin`), then calls `step()` after each evaluation. A step takes one token from the token
+    level (`TokenSteps`: sample, append, and on a banned phrase rewind), feeds the text stream (UTF-8,
+    stop strings, banned phrases) and says what to evaluate next: the token (`Append`), or after a
+    rewind the shorter sequence (`Prefill`); `request` is None once the generation is over. `stream()`
+    drives one generation on one backend; the parallel decoder and the server's slots drive many in
+    one loop.
     """
 
     def __init__(
@@ -130,12 +175,10 @@ class Generation:
                 f"the prompt is {len(self.prompt)} tokens but the context holds {vocab.n_ctx}; "
                 f"shorten the prompt or raise --ctx"
             )
+        self.tokens = TokenSteps(self.prompt, self.settings, vocab)
         self.text = TextStream(stops=tuple(self.settings.stop) + tuple(stops), banned=self.settings.banned)
-        self.generated: list[int] = []
         self.request: Request | None = Prefill(self.prompt)
-        self.sampler: TokenSampler | None = None
         self.finish_reason: str | None = None
-        self._bans: dict[int, set[int]] = {}
         self._rewinds = 0
         self._yielded = 0
         self._started = time.perf_counter()
@@ -143,11 +186,19 @@ class Generation:
         self._prompt_seconds = 0.0
         self._first_token_at: float | None = None
 
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens.generated
+
+    @property
+    def sampler(self) -> TokenSampler | None:
+        return self.tokens.sampler
+
     def begin(self, sampler: TokenSampler, evaluated: int) -> None:
         """The prompt is in the cache (`evaluated` of its tokens had to be evaluated); sample with `sampler`."""
         self._evaluated = evaluated
         self._prompt_seconds = time.perf_counter() - self._started
-        self.sampler = sampler
+        self.tokens.sampler = sampler
 
     def timing(self) -> Timing:
         now, first = time.perf_counter(), self._first_token_at
@@ -170,35 +221,20 @@ class Generation:
 
     def step(self) -> Chunk | None:
         """Sample from the logits the driver evaluated last; a chunk when there is text (or the end) to show."""
-        sampler, settings, vocab = self.sampler, self.settings, self.vocab
-        assert sampler is not None and self.request is not None, "step() before begin() or after the end"
-        token = None
-        reason = None
-        position = len(self.generated)
-        if position >= settings.max_new_tokens:
-            event, reason = self.text.finish(), "length"
-        elif len(self.prompt) + position >= vocab.n_ctx:
-            event, reason = self.text.finish(), "context"
-        else:
-            banned = self._bans.get(position, set())
-            if position < settings.min_new_tokens:
-                banned = banned | vocab.eog_tokens
-            token = sampler.sample(banned)
-            if self._first_token_at is None:
-                self._first_token_at = time.perf_counter()
-            if vocab.is_eog(token):
-                event, reason, token = self.text.finish(), "eos", None
-            else:
-                self.generated.append(token)
-                event = self.text.push(vocab.token_bytes(token))
-
+        assert self.sampler is not None and self.request is not None, "step() before begin() or after the end"
+        token = self.tokens.next()
+        if self._first_token_at is None and token not in ("length", "context"):
+            self._first_token_at = time.perf_counter()
+        if isinstance(token, str):
+            final = self.text.finish()
+            if isinstance(final, Rewind):
+                return self._rewind(final.token_index)
+            return self._chunk(final.text, None, "stop" if isinstance(final, Stopped) else token)
+        event = self.text.push(self.vocab.token_bytes(token))
         if isinstance(event, Rewind):
             return self._rewind(event.token_index)
         if isinstance(event, Stopped):
             return self._chunk(event.text, None, "stop")
-        if reason is not None:
-            return self._chunk(event.text, None, reason)
-        assert token is not None  # an end of text or a finish returned above
         self.request = Append(token)
         confirmed = self.text.confirmed_tokens()
         if event.text or confirmed > self._yielded:
@@ -207,7 +243,6 @@ class Generation:
 
     def _rewind(self, index: int) -> Chunk | None:
         """A banned phrase began at generated token `index`: go back there and ban that token there."""
-        assert self.sampler is not None
         self._rewinds += 1
         if self._rewinds > MAX_REWINDS:
             # Give up on this phrase: end just before it, never show it.
@@ -215,13 +250,8 @@ class Generation:
             self.text.rewind(index)
             final = self.text.finish()
             return self._chunk(final.text if isinstance(final, (Emit, Stopped)) else "", None, "banned")
-        bad = self.generated[index]
-        self._bans = {p: b for p, b in self._bans.items() if p <= index}
-        self._bans.setdefault(index, set()).add(bad)
-        del self.generated[index:]
+        self.request = Prefill(self.tokens.rewind(index))
         self.text.rewind(index)
-        self.sampler.reset(self.prompt + self.generated)
-        self.request = Prefill(self.prompt + self.generated)
         return None
 
     def close(self) -> None:
