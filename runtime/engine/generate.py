@@ -1,10 +1,11 @@
-"""The generation core, shared by every backend: a token-level step machine, a stream of chunks, a collector.
+"""The generation core, shared by every backend: a token step, a stream of text chunks, a collector.
 
-`Generation` owns one generation's token step (sample, append, and for banned phrases rewind to
-the token where a phrase began and ban it there), its token limits, end-of-text handling, stop
-strings and UTF-8-safe text, but calls no model: a driver evaluates what it asks for. `stream()`
-drives one on one backend; the parallel decoder and the server's slots drive many in one loop.
-`collect()` gathers a stream. The CLI, batch generation and the terminal app consume `stream()`.
+`TokenSteps` is the token level of one generation (sample with the positions' bans, append, and for a
+banned phrase rewind to the token where it began and ban that token there; token limits and end of
+text). `Generation` puts the text level on it (UTF-8-safe text, stop strings, banned phrases, chunks)
+and says what the model must evaluate next, but calls no model itself: `stream()` drives one on one
+backend, the parallel decoder and the server's slots drive many in one loop, and `collect()` gathers
+a stream. The CLI, batch generation and the terminal app consume `stream()`.
 """
 
 from __future__ import annotations
