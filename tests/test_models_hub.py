@@ -381,6 +381,7 @@ def test_a_tag_is_read_as_the_hub_reads_it_and_a_split_model_keeps_all_its_parts
         "story-Q5_K_S-00001-of-00002.gguf",
         "story-Q5_K_S-00002-of-00002.gguf",
     ]
+    assert add("k", "acme/story-GGUF:Q4_K")[0]["quantization"] == "Q4_K_M"
     named, _ = add("named", "acme/story-GGUF", include=["story-Q4_0.gguf"])
     assert (named["quantization"], named["files"]) == ("Q4_0", [pinned("story-Q4_0.gguf")])
 
@@ -427,3 +428,24 @@ def test_cli_add_of_a_tagged_repo_names_the_model_after_it(story_repo, run_cli, 
         "error: acme/story-GGUF at main has no IQ2_XS GGUF file (quantizations here: Q4_0, Q4_K_M, Q5_K_S, "
         "Q8_0); choose one with acme/story-GGUF:QUANT or --file NAME\n",
     )
+
+
+@pytest.mark.parametrize(
+    "filename, quant",
+    [
+        ("tiny-Q4_K_M.gguf", "Q4_K_M"),
+        ("llama-2-7b.Q4_K_M.gguf", "Q4_K_M"),
+        ("Qwen3-8B-UD-Q4_K_XL.gguf", "Q4_K_XL"),
+        ("m-iq4_xs.gguf", "IQ4_XS"),
+        ("m-IQ2_XXS.gguf", "IQ2_XXS"),
+        ("Q5_K_S/m-Q5_K_S-00001-of-00002.gguf", "Q5_K_S"),
+        ("m-TQ1_0.gguf", "TQ1_0"),
+        ("gpt-oss-20b-MXFP4.gguf", "MXFP4"),
+        ("m-BF16.gguf", "BF16"),
+        ("llama-2-7b.gguf", None),
+    ],
+)
+def test_the_quantization_a_file_name_states(filename, quant):
+    from talesmith.runtime.models.pinning import quant_of
+
+    assert quant_of(filename) == quant

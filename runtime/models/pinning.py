@@ -20,7 +20,9 @@ from talesmith.runtime.models.resolve import lock_path, model_entry, read_lock, 
 
 Lockish = str | os.PathLike[str] | None
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_QUANT = re.compile(r"(?i)(?<![A-Za-z0-9])(IQ\d_[A-Z0-9_]+?|Q\d_K_[SML]|Q\d_K|Q\d_\d|BF16|F16|F32)(?![A-Za-z0-9])")
+_QUANT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(IQ\d_[A-Z0-9_]+?|Q\d_K_(?:XL|[SML])|Q\d_K|T?Q\d_\d|MXFP4|BF16|F16|F32)(?![A-Za-z0-9])"
+)
 _HF_META = (".json", ".txt", ".model", ".tiktoken")
 
 
@@ -299,7 +301,8 @@ def _by_quant(where: str, repo: str, ggufs: list[hub.RemoteFile], quant: str) ->
     chosen = [f for f in ggufs if quant_of(f.name) == quant]
     if not chosen:
         family = sorted({q for q in quants if q.startswith(quant + "_")})
-        pick = family[0] if len(family) == 1 else f"{quant}_K_M" if f"{quant}_K_M" in family else None
+        preferred = [q for q in (f"{quant}_K_M", f"{quant}_M") if q in family]  # Q4 -> Q4_K_M, Q4_K -> Q4_K_M
+        pick = family[0] if len(family) == 1 else preferred[0] if preferred else None
         chosen = [f for f in ggufs if pick is not None and quant_of(f.name) == pick]
     if not chosen:
         here = f"quantizations here: {', '.join(quants)}" if quants else "no GGUF file names a quantization"
