@@ -4,7 +4,13 @@ Each finished record is appended whole and flushed to disk at once (batch_output
 the same command skips the records already there, so an interrupted run (even `kill -9`) loses
 nothing and duplicates nothing. A record depends only on the command, its row and its sample:
 every prompt is evaluated from an empty cache, so resumed, reordered or uninterrupted runs write
-the same text.
+the same bytes. What decides the records is kept beside the output, and a resume that differs is
+refused.
+
+One runner, `run_batch(plan, output, executor)`: the plan holds every task of the command and
+which are still to do, cut into fixed groups; an executor decodes groups (one task at a time,
+as parallel sequences in batch_parallel.py, or on Ray actors in batch_ray.py) and the runner
+writes their records in task order.
 """
 
 from __future__ import annotations
@@ -195,12 +201,13 @@ class BatchPlan:
 
     def groups(self) -> list[Group]:
         """The groups that hold a task still to do, in order: a group is always decoded whole."""
-        size = ROUNDS * self.spec.n_seq
         found = []
-        for start in range(0, len(self.all_tasks), size):
-            todo = frozenset(i for i in range(start, min(start + size, len(self.all_tasks))) if i in self.todo)
+        start = 0
+        for tasks in groups(self.all_tasks, self.spec.n_seq):
+            todo = frozenset(i for i in range(start, start + len(tasks)) if i in self.todo)
             if todo:
-                found.append(Group(start, tuple(self.all_tasks[start : start + size]), todo))
+                found.append(Group(start, tuple(tasks), todo))
+            start += len(tasks)
         return found
 
 

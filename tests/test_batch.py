@@ -159,3 +159,18 @@ def test_a_ray_actor_sends_its_notes_back_with_its_records(tmp_path):
     assert notes[0].startswith("row r: left out its ") and notes[0].endswith(
         " oldest lines to fit the context of 80 tokens (raise --ctx to keep them)"
     )
+
+
+def test_groups_are_cut_from_every_task_and_only_those_with_work_left_are_decoded():
+    from talesmith.runtime.batch import BatchPlan, Row, Task
+
+    rows = [Row(i, i, {}, {}) for i in "abc"]
+    every = [Task(r, s) for r in rows for s in range(2)]
+    spec = RecordSpec("raw", {}, SETTINGS, "m", "x", n_seq=1)  # groups of 4 tasks
+    plan = BatchPlan(spec, every, frozenset({1, 5}))
+    assert [(g.start, len(g.tasks), sorted(g.todo)) for g in plan.groups()] == [(0, 4, [1]), (4, 2, [5])]
+    assert (plan.skipped, [(t.row.id, t.sample) for t in plan.tasks]) == (4, [("a", 1), ("c", 1)])
+    later = BatchPlan(spec, every, frozenset({4}))
+    assert [(g.start, sorted(g.todo)) for g in later.groups()] == [(4, [4])]
+    wide = BatchPlan(RecordSpec("raw", {}, SETTINGS, "m", "x", n_seq=2), every, frozenset(range(6)))
+    assert [(g.start, len(g.tasks)) for g in wide.groups()] == [(0, 6)]  # 4 x 2 tasks a group
