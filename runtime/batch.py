@@ -211,16 +211,19 @@ class BatchPlan:
         return found
 
 
+def another_model(path: Path, sha256: str) -> InputError:
+    return InputError(
+        f"{path} was written with another model (sha256 {sha256[:12]}...); write to a new output file to use this one"
+    )
+
+
 def plan_batch(rows: list[Row], samples: int, output: OutputFile, spec: RecordSpec) -> BatchPlan:
     """The tasks still to do, after checking that the existing output came from the same model."""
     if samples < 1:
         raise SettingsError(f"-n {samples}: the number of samples per row must be at least 1")
     other = sorted(output.models - {spec.model_sha256, ""})
     if other:
-        raise InputError(
-            f"{output.path} was written with another model (sha256 {other[0][:12]}...); "
-            f"write to a new output file to use this one"
-        )
+        raise another_model(output.path, other[0])
     done = output.done
     every = [Task(r, s) for r in rows for s in range(samples)]
     todo = frozenset(i for i, t in enumerate(every) if (t.row.id, t.sample) not in done)
@@ -286,10 +289,7 @@ def check_resume(output: OutputFile, current: dict[str, Any]) -> str | None:
     note = None
     if output.count and stored is not None:
         if stored.get("model_sha256") != current["model_sha256"]:
-            raise InputError(
-                f"{output.path} was written with another model (sha256 {str(stored.get('model_sha256'))[:12]}...); "
-                f"write to a new output file to use this one"
-            )
+            raise another_model(output.path, str(stored.get("model_sha256")))
         different = resume_differences(stored, current)
         if different:
             raise InputError(
