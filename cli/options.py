@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ConfigDict
 from rich.console import Console
 from rich.markup import escape
 
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.errors import InputError, SettingsError
+from talesmith.runtime.schema import Model, validate
 from talesmith.runtime.settings import FIELD_NAMES, LIST_FIELDS, PRESETS, SamplingSettings, parse_value, settings_from
 
 err = Console(stderr=True, highlight=False)
@@ -85,60 +87,45 @@ def read_config(path: Path | None) -> Config:
     if is_seed_config(data):  # the TinyStories seed's own config, read as it is
         seed = read_seed_config(path, data)
         return Config(format=seed.format, preset="tinystories", sampling=seed.sampling, seed=seed)
-    check_config_types(path, data)
-    known = {"model", "preset", "format", "sampling", "fields", "lorebooks"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"config file {path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-    sampling = data.get("sampling", {})
-    bad = sorted(set(sampling) - FIELD_NAMES)
+    file = validate(ConfigFile, data, f"config file {path}")
+    bad = sorted(set(file.sampling) - FIELD_NAMES)
     if bad:
         raise SettingsError(f"config file {path}: unknown sampling setting {bad[0]!r}")
-    books = data.get("lorebooks", [])
-    if not isinstance(books, list) or not all(isinstance(b, str) for b in books):
-        raise InputError(
-            f'config file {path}: lorebooks = {books!r} must be a list of paths, e.g. lorebooks = ["world.json"]'
-        )
     return Config(
-        data.get("model"),
-        data.get("preset"),
-        data.get("format"),
-        data.get("fields", {}),
-        sampling,
-        tuple(path.parent / Path(b).expanduser() for b in books),
+        file.model,
+        file.preset,
+        file.format,
+        dict(file.fields),
+        dict(file.sampling),
+        tuple(path.parent / Path(b).expanduser() for b in file.lorebooks),
     )
 
 
-_CONFIG_TEXT = {"model": 'model = "NAME or PATH"', "preset": 'preset = "default"', "format": 'format = "story"'}
-_CONFIG_TABLES = {
-    "fields": '[fields] with title = "..." and the like',
-    "sampling": "[sampling] with temperature = 0.8 and the like",
-}
+ConfigValue = str | int | float | bool | list[str]
 
 
-def _value_ok(value: Any) -> bool:
-    """A setting or field value: text, a number, true/false, or a list of texts."""
-    if isinstance(value, list):
-        return all(isinstance(v, str) for v in value)
-    return isinstance(value, (str, int, float, bool))
+class ConfigFile(Model):
+    """The shape of a `--config` TOML file (read as written: no value is converted)."""
 
+    model_config = ConfigDict(strict=True, extra="forbid")
+    MESSAGES = {
+        "model": '{field} = {value} must be text, e.g. model = "NAME or PATH"',
+        "preset": '{field} = {value} must be text, e.g. preset = "default"',
+        "format": '{field} = {value} must be text, e.g. format = "story"',
+        "fields": '{field} = {value} must be a table, e.g. [fields] with title = "..." and the like',
+        "sampling": "{field} = {value} must be a table, e.g. [sampling] with temperature = 0.8 and the like",
+        "fields.*": "{field} = {value} must be text, a number, true/false or a list of texts",
+        "sampling.*": "{field} = {value} must be text, a number, true/false or a list of texts",
+        "lorebooks*": '{field} = {value} must be a list of paths, e.g. lorebooks = ["world.json"]',
+        "*:extra": "unknown key {field!r}; known keys: fields, format, lorebooks, model, preset, sampling",
+    }
 
-def check_config_types(path: Path, data: dict[str, Any]) -> None:
-    """One line naming the key, its value and the expected shape for a config value of the wrong type."""
-    for key, example in _CONFIG_TEXT.items():
-        if key in data and not isinstance(data[key], str):
-            raise InputError(f"config file {path}: {key} = {data[key]!r} must be text, e.g. {example}")
-    for key, example in _CONFIG_TABLES.items():
-        if key not in data:
-            continue
-        if not isinstance(data[key], dict):
-            raise InputError(f"config file {path}: {key} = {data[key]!r} must be a table, e.g. {example}")
-        for name, value in data[key].items():
-            if not _value_ok(value):
-                raise InputError(
-                    f"config file {path}: {key}.{name} = {value!r} must be text, a number, true/false "
-                    f"or a list of texts"
-                )
+    model: str | None = None
+    preset: str | None = None
+    format: str | None = None
+    fields: dict[str, ConfigValue] = {}
+    sampling: dict[str, ConfigValue] = {}
+    lorebooks: list[str] = []
 
 
 def open_model(

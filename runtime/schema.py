@@ -32,8 +32,9 @@ class Model(pydantic.BaseModel):
     model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True, extra="ignore")
 
     MESSAGES: ClassVar[Mapping[str, str]] = {}
-    """Lines for fields that need more than the generic reason, by field path (`*` for any one part):
-    formatted with `field` (the path), `value` (its repr) and the error's own `reason`."""
+    """Lines for fields that need more than the generic reason, by field path (`*` as in file names): formatted
+    with `field` (the path), `value` (its repr) and the error's own `reason`. A path ending in `:missing` or
+    `:extra` is for a field that is missing or not known (`*:extra` for any unknown field)."""
 
 
 M = TypeVar("M", bound=Model)
@@ -93,20 +94,25 @@ def describe(model: type[Model], data: Any, error: pydantic.ValidationError) -> 
     """The first thing wrong, as one line without the file's name: `field = value reason`."""
     first = error.errors(include_url=False)[0]
     loc, kind = tuple(first["loc"]), first["type"]
-    if kind == "missing":
-        field = ".".join(map(str, loc))
-        return model.MESSAGES.get(f"{field}:missing", f"{field} is missing")
-    if kind == "extra_forbidden":
-        field = ".".join(map(str, loc))
-        return model.MESSAGES.get(f"{field}:extra", f"unknown field {field!r}")
-    field = ".".join(map(str, _path(data, loc, first["input"])))
-    reason = _reason(first)
-    if not field:
-        return f"{_shown(first['input'])} {reason}"
+    if kind in ("missing", "extra_forbidden"):
+        field, value, reason = ".".join(map(str, loc)), "", "is missing"
+        suffix = ":missing" if kind == "missing" else ":extra"
+    else:
+        field, value, reason = (
+            ".".join(map(str, _path(data, loc, first["input"]))),
+            _shown(first["input"]),
+            _reason(first),
+        )
+        suffix = ""
     for pattern, line in model.MESSAGES.items():
-        if ":" not in pattern and fnmatch.fnmatchcase(field, pattern):
-            return line.format(field=field, value=_shown(first["input"]), reason=reason)
-    return f"{field} = {_shown(first['input'])} {reason}"
+        name, _, only = pattern.partition(":")
+        if (":" + only if only else "") == suffix and fnmatch.fnmatchcase(field, name):
+            return line.format(field=field, value=value, reason=reason)
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}"
+    if kind == "missing" or not field:
+        return f"{field} {reason}" if field else f"{value} {reason}"
+    return f"{field} = {value} {reason}"
 
 
 def validate(model: type[M], data: Any, where: str, *, error: type[TalesmithError] = InputError) -> M:
