@@ -320,3 +320,22 @@ def test_a_thinking_models_reasoning_goes_to_reasoning_content():
         assert "".join(d.get("content", "") for d in deltas) == "Hello there!"
         assert data[-1]["choices"][0]["finish_reason"] == "stop"
         assert c.get("/props").json()["chat_template"] == THINKING.text
+
+
+def test_an_unexpected_failure_is_one_line_and_the_server_goes_on(server, client, monkeypatch, caplog):
+    def broken(prompt):
+        raise RuntimeError("the tokenizer fell over")
+
+    monkeypatch.setattr(server.service, "tokens", broken)
+    with caplog.at_level(logging.ERROR, logger="talesmith.serve"):
+        response = client.post("/v1/completions", json={"prompt": "x"})
+    assert response.status_code == 500
+    assert (
+        response.json()["error"]["message"]
+        == "the server failed on this request: RuntimeError: the tokenizer fell over"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "POST /v1/completions failed: RuntimeError: the tokenizer fell over"
+    ]
+    monkeypatch.undo()
+    assert client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200

@@ -168,3 +168,14 @@ def test_load_with_aborts_every_request_ends_cleanly_and_memory_stays_flat():
         assert all(slot.ticket is None for slot in live.service.engine.decoder.slots)
         assert grown < 1_000_000, f"the server kept {grown} bytes after 160 more requests"
         assert httpx.get(live.url + "/health").json()["status"] == "ok"
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_frees_its_slot():
+    with LiveServer(scripted_service("word " * 400, delay=0.005)) as live:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(live.url + "/api/v1/generate", json={"prompt": "Go", "max_length": 1000}, timeout=0.3)
+        deadline = time.monotonic() + 3
+        while live.service.engine.busy() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert live.service.engine.busy() == 0 and live.service.running() == 0
+        assert httpx.post(live.url + "/api/v1/generate", json={"prompt": "Go", "max_length": 3}).json()["results"]

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -80,6 +80,10 @@ def stream_response(events: AsyncIterator[dict[str, str]], last: dict[str, str])
     return EventSourceResponse(guarded(events, last), sep="\n", ping=15)
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it (and so its requests' slots) when the client goes away."""
     task = asyncio.ensure_future(work)
@@ -89,39 +93,62 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             if done:
                 return task.result()
             if await request.is_disconnected():
-                task.cancel()
-                raise asyncio.CancelledError()
+                raise ClientGone()
     finally:
         if not task.done():
             task.cancel()
 
 
+class Guard:
+    """The API key check, and the last word on a request that failed: one line in the log and to the client,
+    no traceback, and the server goes on. Plain ASGI, so that a route still sees its client go away."""
+
+    def __init__(self, app: Any, *, api_key: str | None):
+        self.app = app
+        self.api_key = api_key
+
+    def _allowed(self, scope: dict[str, Any]) -> bool:
+        if not self.api_key or scope["path"] == "/health" or scope.get("method") == "OPTIONS":
+            return True
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get("authorization", "")
+        token = given[7:].strip() if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        return hmac.compare_digest(token.encode(), self.api_key.encode())
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if not self._allowed(scope):
+            message = "the API key is missing or wrong; send it as 'Authorization: Bearer KEY'"
+            await error_response(path, 401, message)(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except ClientGone:
+            pass  # nobody reads an answer; its slot is free already
+        except Exception as e:
+            log.error("%s %s failed: %s: %s", scope.get("method"), path, type(e).__name__, e)
+            if not started:
+                reply = error_response(path, 500, f"the server failed on this request: {type(e).__name__}: {e}")
+                await reply(scope, receive, send)
+
+
 def make_app(service: Service, *, api_key: str | None = None, cors: tuple[str, ...] = ()) -> FastAPI:
     app = FastAPI(title="talesmith", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, api_key=api_key)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["*"], allow_headers=["*"])
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        if api_key and path != "/health" and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            token = given[7:].strip() if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return error_response(
-                    path, 401, "the API key is missing or wrong; send it as 'Authorization: Bearer KEY'"
-                )
-        try:
-            return await call_next(request)
-        except RequestError as e:
-            return error_response(path, e.status, str(e), param=e.param, code=e.code)
-        except TalesmithError as e:
-            return error_response(path, 400, str(e))
-        except Exception as e:  # one line in the log and to the client, no traceback; the server keeps serving
-            log.error("%s %s failed: %s: %s", request.method, path, type(e).__name__, e)
-            return error_response(path, 500, f"the server failed on this request: {type(e).__name__}: {e}")
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, e: RequestError) -> Response:
