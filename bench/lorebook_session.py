@@ -4,9 +4,10 @@ A scripted 40-turn persona chat whose messages mention a lorebook's keys now and
 and go quiet. Each turn's prompt is built exactly as `generate` builds it (prompt plan, lore, fit) and
 tokenized with the bundled model's tokenizer; the tokens re-processed are those after the prefix it
 shares with the previous prompt plus the reply (the same common-prefix rule the backends' caches use).
-Runs, in one process: no lorebook (the baseline), SillyTavern's placement (entries before the
-character definition), SillyTavern's placement at depth 4, and talesmith's anchored placement (with the
-default budget, and with a budget so small that entries that went quiet must leave).
+Runs, in one process: no lorebook (the baseline); SillyTavern's placement, the default (entries before
+the character definition, quiet ones held while the budget holds them), the same with sticky entries,
+and exactly SillyTavern's set (nothing held) before the character and at depth 4; the cache-friendly
+anchored placement (with the default budget, and with a budget so small that quiet entries must leave).
 
     python bench/lorebook_session.py [--turns 40]
 """
@@ -63,6 +64,7 @@ def run(tokenize, turns: int, lore: Lore | None, n_ctx: int) -> dict:
     messages: list[Message] = []
     cache: list[int] = []
     reprocessed, changes, lore_seconds, active_before = [], 0, 0.0, set()
+    placed_changes, placed_before = 0, set()
     for user, reply in script(turns):
         messages.append(Message(USER, user))
         chat = Chat("Aqua", PERSONA, messages=tuple(messages), user_name="Kazuma")
@@ -74,6 +76,9 @@ def run(tokenize, turns: int, lore: Lore | None, n_ctx: int) -> dict:
             active = {a.entry.uid for a in activation.entries}
             changes += len(active ^ active_before)
             active_before = active
+            placed = active | {a.entry.uid for a in activation.lingering}
+            placed_changes += placed != placed_before
+            placed_before = placed
         text = fit(prompt_plan, count, n_ctx - 64).text
         tokens = tokenize(text)
         reprocessed.append(len(tokens) - common_prefix(cache, tokens))
@@ -85,6 +90,7 @@ def run(tokenize, turns: int, lore: Lore | None, n_ctx: int) -> dict:
         "reprocessed_median": statistics.median(reprocessed),
         "final_prompt_tokens": len(tokens),
         "entries_fired_or_quiet": changes,
+        "turns_the_placed_set_changed": placed_changes,
         "lore_ms_per_turn": round(1000 * lore_seconds / len(reprocessed), 2),
         "per_turn": reprocessed,
     }
@@ -98,18 +104,22 @@ def main() -> None:
     llm = llama_cpp.Llama(str(bundled_model_path()), vocab_only=True, verbose=False)
     tokenize = lambda t: llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)  # noqa: E731
 
-    def book(position: str) -> Lorebook:
+    def book(position: str, sticky: int = 0) -> Lorebook:
         return Lorebook(
             "konosuba",
             tuple(
-                Entry(keys=(k,), content=v, uid=i, position=position, depth=4) for i, (k, v) in enumerate(LORE.items())
+                Entry(keys=(k,), content=v, uid=i, position=position, depth=4, sticky=sticky)
+                for i, (k, v) in enumerate(LORE.items())
             ),
         )
 
+    exact = LoreSettings(placement=DECLARED, hold=False)
     runs = {
         "no_lorebook": None,
-        "declared_before_character": Lore((book(BEFORE),), LoreSettings(placement=DECLARED)),
-        "declared_at_depth_4": Lore((book(DEPTH),), LoreSettings(placement=DECLARED)),
+        "sillytavern_before_character_held": Lore((book(BEFORE),), LoreSettings()),
+        "sillytavern_before_character_sticky_4": Lore((book(BEFORE, sticky=4),), exact),
+        "sillytavern_before_character_exact": Lore((book(BEFORE),), exact),
+        "sillytavern_at_depth_4_exact": Lore((book(DEPTH),), exact),
         "anchored": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED)),
         # a budget that holds about three entries: quiet ones must leave to make room
         "anchored_budget_64_tokens": Lore((book(BEFORE),), LoreSettings(placement=ANCHORED, budget_tokens=64)),
@@ -121,6 +131,7 @@ def main() -> None:
             "reprocessed_total": r["reprocessed_total"],
             "ratio_to_no_lorebook": round(r["reprocessed_total"] / base, 2),
             "entries_fired_or_quiet": r["entries_fired_or_quiet"],
+            "turns_the_placed_set_changed": r["turns_the_placed_set_changed"],
             "lore_ms_per_turn": r["lore_ms_per_turn"],
         }
         for name, r in results.items()

@@ -9,6 +9,7 @@ from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story, StoryHeader
 from talesmith.runtime.documents.lorebook import (
     AFTER,
+    ANCHORED,
     AND_ALL,
     AND_ANY,
     BEFORE,
@@ -311,7 +312,9 @@ def chat_turns(lore, turns):
 
 def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
     """The prompt up to the entry does not change from one turn to the next: only new text follows."""
-    lore = Lore((Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."),)),), LoreSettings(scan_depth=3))
+    lore = Lore(
+        (Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."),)),), LoreSettings(scan_depth=3, placement=ANCHORED)
+    )
     turns = chat_turns(lore, [("Where?", "There."), ("I see it.", "Run."), ("Yes.", "Ok.")])
     (first, a1), (second, a2), (third, a3) = [(p.render(), act) for p, act in turns]
     assert first.endswith("Kazuma: A dragon!\nDragons breathe fire.\nAqua:")
@@ -323,7 +326,7 @@ def test_anchored_entry_keeps_its_place_while_the_chat_goes_on():
 
 def test_a_quiet_entry_leaves_when_the_budget_does_not_hold_it():
     book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["run"], "Running is futile here.")))
-    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=7))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=7, placement=ANCHORED))
     turns = chat_turns(lore, [("Where?", "Run."), ("Fast!", "Ok."), ("-", "-")])
     (p1, a1), (p2, a2), (p3, a3) = turns
     assert [a.entry.uid for a in a1.entries] == [1]
@@ -350,7 +353,7 @@ def test_when_the_budget_is_short_the_latest_standing_quiet_entry_leaves_first()
     book = Lorebook(
         "b", (e(1, ["alpha"], "one two three"), e(2, ["beta"], "four five six"), e(3, ["gamma"], "seven eight nine"))
     )
-    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8))
+    lore = Lore((book,), LoreSettings(scan_depth=1, budget_tokens=8, placement=ANCHORED))
     chat = dataclasses.replace(CHAT, messages=(Message(USER, "alpha"), Message(USER, "beta"), Message(USER, "gamma")))
     p, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
     assert [a.entry.uid for a in act.entries] == [3] and [a.entry.uid for a in act.lingering] == [1]
@@ -389,3 +392,87 @@ def test_books_of_the_same_name_keep_all_their_entries():
     assert [x.name for x in lore.books] == ["world", "world (2)"]
     p, act = lore.apply(plan(Chat("A", messages=(Message(USER, "x"),))), count_tokens=words, n_ctx=100)
     assert len(act.entries) == 2 and p.render().startswith("From a.\nFrom b.\n")
+
+
+# --- SillyTavern's placement by default, held entries, timed effects ----------------------------------
+
+
+def active_by_length(entry, texts, **settings):
+    """The entries active at each length of a chat whose messages are `texts` (SillyTavern's set, not held)."""
+    lore = Lore((Lorebook("b", (entry,)),), LoreSettings(scan_depth=1, hold=False, **settings))
+    out = []
+    for k in range(1, len(texts) + 1):
+        chat = Chat("Aqua", messages=tuple(Message(USER, t) for t in texts[:k]))
+        _, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
+        out.append(bool(act.entries))
+    return out
+
+
+def test_the_default_placement_is_sillytaverns():
+    assert LoreSettings().placement == DECLARED and LoreSettings().hold
+    lore = Lore((Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."),)),))
+    p, _ = lore.apply(plan(CHAT), count_tokens=words, n_ctx=1000)
+    assert p.render().startswith("Dragons breathe fire.\nAqua's Persona: A goddess.")
+
+
+def test_a_sticky_entry_stays_active_for_its_messages_without_its_key():
+    assert active_by_length(e(1, ["dragon"], sticky=2), ["dragon", "calm", "calm", "calm"]) == [1, 1, 0, 0]
+
+
+def test_an_entry_on_cooldown_cannot_activate():
+    assert active_by_length(e(1, ["dragon"], cooldown=2), ["dragon"] * 5) == [1, 0, 1, 0, 1]
+
+
+def test_a_sticky_entry_cools_down_from_where_its_sticky_time_ends():
+    # as SillyTavern: the cooldown started with the activation ends first; the end of the sticky time starts it again
+    assert active_by_length(e(1, ["dragon"], sticky=2, cooldown=1), ["dragon"] * 6) == [1, 1, 0, 1, 1, 0]
+
+
+def test_a_delayed_entry_waits_for_that_many_messages():
+    assert active_by_length(e(1, ["dragon"], delay=3), ["dragon"] * 4) == [0, 0, 1, 1]
+
+
+def test_a_sticky_entry_is_not_rolled_again():
+    # probability 1: the roll at the first length passes for seed 5 and none after; sticky keeps it
+    rolls = active_by_length(e(1, ["dragon"], probability=1, use_probability=True), ["dragon"] * 40, seed=5)
+    first = rolls.index(True)
+    sticky = e(1, ["dragon"], probability=1, use_probability=True, sticky=3)
+    assert active_by_length(sticky, ["dragon"] * 40, seed=5)[first : first + 4] == [1, 1, 1, 0]
+
+
+def test_timed_effects_must_not_be_negative():
+    with pytest.raises(SettingsError, match="lorebook entry 1: sticky -1 is negative"):
+        e(1, ["x"], sticky=-1)
+
+
+def test_a_held_entry_keeps_the_start_of_the_prompt_until_a_new_entry_fires():
+    """SillyTavern's placement: the entry stands before the character; once its key has gone it is held there
+    while the budget holds it, so the prompt before the history changes only when a new entry fires."""
+    book = Lorebook("b", (e(1, ["dragon"], "Dragons breathe fire."), e(2, ["sword"], "The sword is cursed.")))
+    texts = ["A dragon!", "Where?", "There.", "A sword!"]
+    prompts = {}
+    for hold in (True, False):
+        lore = Lore((book,), LoreSettings(scan_depth=1, hold=hold))
+        prompts[hold] = []
+        for k in range(1, len(texts) + 1):
+            chat = dataclasses.replace(CHAT, messages=tuple(Message(USER, t) for t in texts[:k]))
+            p, act = lore.apply(plan(chat), count_tokens=words, n_ctx=1000)
+            prompts[hold].append((p.render().split("Aqua's Persona")[0], act))
+    heads = [head for head, _ in prompts[True]]
+    # ties in order stand as in the book, whichever fired last
+    assert heads == ["Dragons breathe fire.\n"] * 3 + ["Dragons breathe fire.\nThe sword is cursed.\n"]
+    assert [a.entry.uid for a in prompts[True][2][1].lingering] == [1] and prompts[True][2][1].entries == ()
+    assert [head for head, _ in prompts[False]] == ["Dragons breathe fire.\n", "", "", "The sword is cursed.\n"]
+
+
+def test_a_documents_own_placement_wins_over_its_lorebooks():
+    from talesmith.runtime.documents.stories import StoryDocument, from_dict, to_dict
+    from talesmith.runtime.documents.worldinfo import document_lore
+
+    book = Lorebook("b", (e(1, ["moon"]),), raw={"talesmith": {"placement": "declared"}})
+    story = StoryDocument(story=Story(text="The moon."), lorebooks=(book,))
+    assert document_lore(story).settings.placement == DECLARED
+    anchored = dataclasses.replace(story, lore_placement=ANCHORED)
+    assert document_lore(anchored).settings.placement == ANCHORED
+    assert to_dict(anchored)["lore_placement"] == "anchored" and "lore_placement" not in to_dict(story)
+    assert from_dict(to_dict(anchored)).lore_placement == ANCHORED

@@ -1,5 +1,6 @@
 """Lorebooks attached to stories and chats, and a card's character_book, saved and read back."""
 
+import dataclasses
 import json
 
 from talesmith.runtime.documents.cards import character_from_card, to_card
@@ -126,6 +127,10 @@ def test_the_prompt_view_lists_the_entries_that_fired():
         ),
     )
     r = report(ScriptedBackend("x", n_ctx=2048), story.prompt_story(), SamplingSettings(max_new_tokens=4))
+    assert r.text == "Two moons.\nThe moon rose.\nIt was late."  # before the story, as the entry says
+    assert "lorebook entry 'Moons' (fired)" in [p.name for p in r.parts]
+    anchored = dataclasses.replace(story, lore_placement="anchored")
+    r = report(ScriptedBackend("x", n_ctx=2048), anchored.prompt_story(), SamplingSettings(max_new_tokens=4))
     assert r.text == "The moon rose.\nTwo moons.\nIt was late."  # where the moon first came up
     names = [p.name for p in r.parts]
     assert "lorebook entry 'Moons' (fired)" in names and "inserted 1 from the end" in names
@@ -186,3 +191,38 @@ def test_a_broken_card_book_is_an_error_of_the_prompt_not_of_the_chat():
     prompt = chat.to_chat()  # building the prompt document never fails
     with pytest.raises(InputError, match="its character_book cannot be read"):
         prepare(ScriptedBackend("x", n_ctx=512), prompt, SamplingSettings(max_new_tokens=4))
+
+
+def test_timed_effects_are_read_from_world_info_and_a_card_and_written_back():
+    from talesmith.runtime.documents.worldinfo import from_character_book
+
+    raw = {"uid": 0, "key": ["x"], "content": "c", "sticky": 3, "cooldown": None, "delay": 2}
+    book = from_st({"entries": {"0": raw}}, "w")
+    assert (book.entries[0].sticky, book.entries[0].cooldown, book.entries[0].delay) == (3, 0, 2)
+    edited = dataclasses.replace(book.entries[0], cooldown=4)
+    written = to_st(dataclasses.replace(book, entries=(edited,)))["entries"]["0"]
+    assert (written["sticky"], written["cooldown"], written["delay"]) == (3, 4, 2)
+    card_book = {"entries": [{"keys": ["x"], "content": "c", "extensions": {"sticky": 1, "cooldown": 2}}]}
+    entry = from_character_book(card_book, "card").entries[0]
+    assert (entry.sticky, entry.cooldown, entry.delay) == (1, 2, 0)
+
+
+def test_a_lorebook_is_found_by_name_or_path(tmp_path):
+    import pytest
+
+    from talesmith.runtime.documents.worldinfo import find_lorebook
+    from talesmith.runtime.errors import InputError
+
+    folder = tmp_path / "lorebooks"
+    (folder / "global").mkdir(parents=True)
+    for name in ("honkai-impact-rpg", "honkai-impact-rpg-2", "eldoria"):
+        (folder / f"{name}.json").write_text('{"entries": {}}')
+    (folder / "global" / "moons.json").write_text('{"entries": {}}')
+    assert find_lorebook(tmp_path, "Honkai Impact RPG") == folder / "honkai-impact-rpg.json"
+    assert find_lorebook(tmp_path, "ELDOR") == folder / "eldoria.json"
+    assert find_lorebook(tmp_path, "moons") == folder / "global" / "moons.json"
+    assert find_lorebook(tmp_path, str(folder / "eldoria.json")) == folder / "eldoria.json"
+    with pytest.raises(InputError, match="'honkai' names 2 lorebooks \\(honkai-impact-rpg, honkai-impact-rpg-2\\)"):
+        find_lorebook(tmp_path, "honkai")
+    with pytest.raises(InputError, match="no lorebook named 'atlantis' in .*lorebooks, and no such file"):
+        find_lorebook(tmp_path, "atlantis")

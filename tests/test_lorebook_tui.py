@@ -132,3 +132,38 @@ async def test_the_import_key_brings_in_a_sillytavern_chat_and_a_preset(tmp_path
         assert (tmp_path / "data" / "presets" / "godlike.json").is_file()
         await pilot.press("ctrl+q")
     assert any(c["name"] == "Chat with Aqua" and len(c["messages"]) == 2 for c in saved(tmp_path, "chats"))
+
+
+@pytest.mark.asyncio
+async def test_attach_a_library_lorebook_by_name_and_choose_the_placement(tmp_path):
+    library = tmp_path / "data" / "lorebooks"
+    library.mkdir(parents=True)
+    entry = {"uid": 0, "key": ["harbor"], "content": "The harbor is closed."}
+    (library / "honkai-impact-rpg.json").write_text(json.dumps({"entries": {"0": entry}}))
+    backend = TakesBackend([" Then."], n_ctx=1024)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        story = app.screen
+        story.query_one("#editor").focus()
+        await pilot.press(*"Night.", "enter", *"The harbor.", "enter", *"Calm.")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert "SillyTavern's placement" in str(app.screen.query_one("#placement").render())
+        await pilot.press("o")
+        await pilot.pause()
+        assert "honkai-impact-rpg" in str(app.screen.query_one("Label").render())
+        app.screen.query_one("#answer", Input).value = "Honkai Impact RPG"
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("p")
+        await pilot.pause()
+        assert "cache-friendly" in str(app.screen.query_one("#placement").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is story and story.doc.lore_placement == "anchored"
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1] == "Night.\nThe harbor.\nThe harbor is closed.\nCalm."  # where it fired
+    [doc] = saved(tmp_path)
+    assert doc["lore_placement"] == "anchored" and [b["name"] for b in doc["lorebooks"]] == ["honkai-impact-rpg"]

@@ -507,11 +507,17 @@ class DocumentScreen(Screen):
     def action_lorebooks(self) -> None:
         from .lorebook import LorebookScreen
 
-        def done(books: Any) -> None:
-            if books is not None:
-                self.commit(dataclasses.replace(self.doc, lorebooks=books))
+        def done(edit: Any) -> None:
+            if edit is not None:
+                self.commit(dataclasses.replace(self.doc, lorebooks=edit.books, lore_placement=edit.placement))
 
-        self.app.push_screen(LorebookScreen(self.doc.lorebooks, name=self.doc.name or "this document"), done)
+        screen = LorebookScreen(
+            self.doc.lorebooks,
+            name=self.doc.name or "this document",
+            data_dir=self.data_dir,
+            placement=self.doc.lore_placement,
+        )
+        self.app.push_screen(screen, done)
 
     def action_prompt(self) -> None:
         document = self.prompt_document()

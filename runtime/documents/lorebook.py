@@ -23,7 +23,7 @@ import hashlib
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ ANCHORED, DECLARED = "anchored", "declared"
 REGEX_TIMEOUT = 0.05
 """Seconds a regex key may take on the scanned text before it counts as not matching."""
 REPLAY_LIMIT = 2048
-"""Units of the history replayed at most to find where anchored entries stand (see `anchors`)."""
+"""Units of the history replayed at most to find where anchored entries stand (see `replay`)."""
 DEFAULT_DEPTH = 4
 MARK = "\x01"
 """Starts each scanned message, as in SillyTavern, so `^` and whole words see message starts."""
@@ -287,12 +287,20 @@ def _candidates(
     done: set[str],
     recursion: Sequence[str],
     first: bool,
+    sticky: Collection[str] = (),
+    blocked: Collection[str] = (),
 ) -> list[Entry]:
-    out = []
+    """The entries this pass finds: sticky ones first (as SillyTavern sorts them), then in `entries`' order."""
+    out, held = [], []
     tail = "\n" + MARK + ("\n" + MARK).join(recursion) if recursion else ""
     windows: dict[int, tuple[str, str]] = {}  # scan depth -> the text and its lower case, made once
     for e in entries:
-        if not e.enabled or e.ident in done:
+        if not e.enabled or e.ident in done or (e.delay and len(units) < e.delay):
+            continue
+        if e.ident in sticky:
+            held.append(e)  # active whatever the text says; cooldown and recursion rules do not apply
+            continue
+        if e.ident in blocked:
             continue
         if e.constant:
             if first:
@@ -306,7 +314,40 @@ def _candidates(
             windows[depth] = (text, text.lower())
         if _matches(e, *windows[depth], settings):
             out.append(e)
-    return out
+    return held + out
+
+
+@dataclass(frozen=True)
+class Timers:
+    """SillyTavern's timed effects at one length of the history: entry -> the length at which its sticky
+    time ends, and at which its cooldown ends. An entry that activates gets both (when it has them) unless
+    already running; when its sticky time ends, its cooldown starts again from there."""
+
+    sticky: Mapping[str, int] = field(default_factory=dict)
+    cooldown: Mapping[str, int] = field(default_factory=dict)
+
+    def advanced(self, k: int, entries: Mapping[str, Entry]) -> Timers:
+        """The timers as the scan at length `k` sees them: ended ones removed (a sticky one that ends
+        starts its cooldown)."""
+        sticky = {i: end for i, end in self.sticky.items() if i in entries and k < end}
+        ended = {i for i, end in self.sticky.items() if i in entries and k >= end and entries[i].cooldown}
+        cooldown = {i: end for i, end in self.cooldown.items() if i in entries and k < end}
+        cooldown.update({i: k + entries[i].cooldown for i in ended})
+        return Timers(sticky, cooldown)
+
+    def in_force(self, k: int) -> tuple[set[str], set[str]]:
+        """(sticky, cooling down) at length `k`."""
+        return {i for i, end in self.sticky.items() if k < end}, {i for i, end in self.cooldown.items() if k < end}
+
+    def started(self, k: int, activated: Sequence[Entry]) -> Timers:
+        """The timers after the entries `activated` at length `k` (each starts what it has and is not running)."""
+        sticky, cooldown = dict(self.sticky), dict(self.cooldown)
+        for e in activated:
+            if e.sticky and e.ident not in sticky:
+                sticky[e.ident] = k + e.sticky
+            if e.cooldown and e.ident not in cooldown:
+                cooldown[e.ident] = k + e.cooldown
+        return Timers(sticky, cooldown)
 
 
 def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
@@ -322,8 +363,11 @@ def activate(
     count_tokens: Callable[[str], int],
     n_ctx: int,
     macros: Mapping[str, str] | None = None,
+    timers: Timers | None = None,
 ) -> Activation:
-    """The entries that the history `units` (oldest first) activates, within the token budget."""
+    """The entries that the history `units` (oldest first) activates, within the token budget; `timers`:
+    the sticky and cooldown times in force (see `Timers`), else none."""
+    sticky, blocked = timers.in_force(len(units)) if timers is not None else ((), ())
     entries = sort_entries([e for b in books for e in b.entries])
     budget = settings.budget(n_ctx)
     done: dict[str, Activated] = {}
@@ -333,11 +377,21 @@ def activate(
     while True:
         if settings.max_recursion_steps and step >= settings.max_recursion_steps:
             break
-        found = _candidates(entries, units, settings, done=set(done) | failed, recursion=recursion, first=step == 0)
+        found = _candidates(
+            entries,
+            units,
+            settings,
+            done=set(done) | failed,
+            recursion=recursion,
+            first=step == 0,
+            sticky=sticky,
+            blocked=blocked,
+        )
         step += 1
         admitted = []
         for e in found:
-            if e.use_probability and e.probability < 100 and _roll(e, settings.seed, len(units)) >= e.probability:
+            rolls = e.use_probability and e.probability < 100 and e.ident not in sticky
+            if rolls and _roll(e, settings.seed, len(units)) >= e.probability:
                 failed.add(e.ident)
                 continue
             content = fill_macros(e.content, macros)
@@ -374,11 +428,17 @@ Standing = dict[str, tuple[int, Activated]]
 """Entry -> (units before it, the entry as activated)."""
 
 
+@dataclass(frozen=True)
+class _State:
+    standing: Standing
+    timers: Timers
+
+
 @dataclass
 class _Replay:
     units: list[str]
-    states: list[Standing]
-    """What stands after each prefix of the history, from the replay's start on."""
+    states: list[_State]
+    """What stands, and the timers, after each prefix of the history, from the replay's start on."""
 
 
 _REPLAYS: OrderedDict[tuple[str, int], _Replay] = OrderedDict()
@@ -416,49 +476,62 @@ def _step(standing: Standing, now: Activation, k: int, *, budget: int, cost: Cal
     return after
 
 
-def anchors(
+def needs_replay(books: Sequence[Lorebook], settings: LoreSettings) -> bool:
+    """Whether the prompt depends on earlier turns: anchored or held entries, or timed effects."""
+    return settings.placement == ANCHORED or settings.hold or any(e.timed for b in books for e in b.entries)
+
+
+def replay(
     books: Sequence[Lorebook],
     units: Sequence[str],
-    activation: Activation,
     *,
     settings: LoreSettings,
     count_tokens: Callable[[str], int],
     n_ctx: int,
     macros: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, int], Activation]:
-    """Where each keyword entry stands in the history (how many units come before it), and the activation
-    with the entries that went quiet but still stand there (`lingering`).
+    """The activation of the history `units` with the timed effects of its earlier lengths, where each
+    keyword entry stands (how many units came before it when it fired), and, where entries are held
+    (`hold`, or the anchored placement), the entries that went quiet but still stand (`lingering`).
 
-    The history is replayed one unit at a time (the activation of each shorter history): an entry that
-    fires is put at the end of the history as it was then and stays where it stands while it is active.
-    An entry that went quiet stays too while the budget left by the active ones holds it, because taking it
-    out re-processes everything after it; when the budget is short, the ones that stand latest (cheapest to
-    take out) leave first. The same document always gives the same prompt.
+    The history is replayed one unit at a time (the activation of each shorter history), as SillyTavern
+    would have scanned it turn by turn: sticky and cooldown times start when an entry activates. An entry
+    that fires is put at the end of the history as it was then and stays where it stands while it is
+    active. An entry that went quiet stays too while the budget left by the active ones holds it, because
+    taking it out re-processes everything after it; when the budget is short, the ones that fired latest
+    leave first. The same document always gives the same prompt.
     """
     n, start = len(units), _replay_start(len(units))
     key = (_fingerprint(books, settings, macros, n_ctx, count_tokens), start)
     with _REPLAYS_LOCK:
-        replay = _REPLAYS.pop(key, None) or _Replay([], [])
+        memo = _REPLAYS.pop(key, None) or _Replay([], [])
     same = 0
-    while same < min(len(replay.units), n) and replay.units[same] == units[same]:
+    while same < min(len(memo.units), n) and memo.units[same] == units[same]:
         same += 1
-    states = replay.states[: max(0, min(same, start + len(replay.states) - 1) - start + 1)]
+    # states[i] holds after the prefix of start + i units; the last length is always worked out again
+    states = memo.states[: max(0, min(same, n - 1) - start + 1)]
+    entries = {e.ident: e for b in books for e in b.entries}
     cost = lambda a: count_tokens(fill_macros(a.entry.content, macros) + "\n")  # noqa: E731
+    budget = settings.budget(n_ctx)
+    now = Activation(())
     for k in range(start + len(states), n + 1):
-        now = (
-            activation
-            if k == n
-            else activate(books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros)
+        before = states[-1] if states else _State({}, Timers())
+        timers = before.timers.advanced(k, entries)
+        now = activate(
+            books, units[:k], settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros, timers=timers
         )
-        states.append(_step(states[-1] if states else {}, now, k, budget=settings.budget(n_ctx), cost=cost))
+        standing = _step(before.standing, now, k, budget=budget, cost=cost)
+        states.append(_State(standing, timers.started(k, [a.entry for a in now.entries])))
     with _REPLAYS_LOCK:
         _REPLAYS[key] = _Replay(list(units), states)
         while len(_REPLAYS) > REPLAYS_KEPT:
             _REPLAYS.popitem(last=False)
-    standing = states[n - start]
-    fired = {a.entry.ident for a in activation.entries}
+    standing = states[n - start].standing
+    if settings.placement != ANCHORED and not settings.hold:
+        return {}, now
+    fired = {a.entry.ident for a in now.entries}
     lingering = tuple(a for i, (_, a) in standing.items() if i not in fired)
-    return {i: at for i, (at, _) in standing.items()}, dataclasses.replace(activation, lingering=lingering)
+    return {i: at for i, (at, _) in standing.items()}, dataclasses.replace(now, lingering=lingering)
 
 
 def place(
@@ -467,12 +540,16 @@ def place(
     *,
     anchored: Mapping[str, int] | None = None,
     macros: Mapping[str, str] | None = None,
+    rank: Mapping[str, int] | None = None,
 ) -> PromptPlan:
     """The plan with the activated entries placed: at their declared positions, or, for an entry that has
     an anchor, at the point of the history where it fired (its depth or the note's depth counted back from
-    there). Entries in one place stand in ascending order."""
-    anchored = anchored or {}
-    chosen = sorted((a.entry for a in activation.entries + activation.lingering), key=lambda e: e.order)
+    there). Entries in one place stand in ascending order; ties by `rank` (their place in the books), so that
+    the text depends only on which entries are placed, not on which of them fired last."""
+    anchored, rank = anchored or {}, rank or {}
+    chosen = sorted(
+        (a.entry for a in activation.entries + activation.lingering), key=lambda e: (e.order, rank.get(e.ident, 0))
+    )
     head: dict[str, list[str]] = {BEFORE: [], AFTER: []}
     note: dict[str, list[str]] = {NOTE_TOP: [], NOTE_BOTTOM: []}
     inserts: dict[int, list[str]] = {}
@@ -537,19 +614,16 @@ class Lore:
     ) -> tuple[PromptPlan, Activation]:
         """The plan with the entries that its history activates, and which ones fired."""
         count = functools.lru_cache(maxsize=None)(count_tokens)  # each entry is counted once per prompt
-        scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is what is scanned
-        activation = activate(
-            self.books, scanned, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
-        )
         anchored: dict[str, int] = {}
-        if self.settings.placement == ANCHORED and plan.units:
-            anchored, activation = anchors(
-                self.books,
-                plan.units,
-                activation,
-                settings=self.settings,
-                count_tokens=count,
-                n_ctx=n_ctx,
-                macros=self.macros,
+        if plan.units and needs_replay(self.books, self.settings):
+            standing, activation = replay(
+                self.books, plan.units, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
             )
-        return place(plan, activation, anchored=anchored, macros=self.macros), activation
+            anchored = standing if self.settings.placement == ANCHORED else {}
+        else:
+            scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is scanned
+            activation = activate(
+                self.books, scanned, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
+            )
+        rank = {e.ident: i for i, e in enumerate(e for b in self.books for e in b.entries)}
+        return place(plan, activation, anchored=anchored, macros=self.macros, rank=rank), activation

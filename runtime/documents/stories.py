@@ -74,6 +74,9 @@ class StoryDocument:
     model: str = ""
     lorebooks: tuple[Lorebook, ...] = ()
     """Lorebooks attached to this document (besides its character's and the global ones)."""
+    lore_placement: str = ""
+    """Where lorebook entries go in this document: "" as the lorebooks say (SillyTavern's placement unless a
+    book sets another), "declared" or "anchored" (the cache-friendly choice); see `lorebook`."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
@@ -187,6 +190,9 @@ class ChatDocument:
     """This chat's own user persona; empty: the global one."""
     lorebooks: tuple[Lorebook, ...] = ()
     """Lorebooks attached to this document (besides its character's and the global ones)."""
+    lore_placement: str = ""
+    """Where lorebook entries go in this document: "" as the lorebooks say (SillyTavern's placement unless a
+    book sets another), "declared" or "anchored" (the cache-friendly choice); see `lorebook`."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
@@ -293,6 +299,7 @@ def to_dict(doc: LibraryDocument) -> dict[str, Any]:
         if doc.lorebooks
         else {}
     )
+    common.update({"lore_placement": doc.lore_placement} if doc.lore_placement else {})
     common.update({"extra": doc.extra} if doc.extra else {})
     if isinstance(doc, StoryDocument):
         s = doc.story
@@ -335,7 +342,10 @@ def _attached(d: dict[str, Any], where: str) -> dict[str, Any]:
     extra = d.get("extra") or {}
     if not isinstance(extra, dict):
         raise InputError(f"{where}: 'extra' must be an object")
-    return {"lorebooks": books, "extra": extra}
+    placement = d.get("lore_placement", "")
+    if placement not in ("", "declared", "anchored"):
+        raise InputError(f"{where}: 'lore_placement' is {placement!r}; use declared or anchored")
+    return {"lorebooks": books, "lore_placement": placement, "extra": extra}
 
 
 def _story_from(d: dict[str, Any], where: str) -> StoryDocument:

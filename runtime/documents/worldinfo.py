@@ -56,6 +56,11 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
+def _count(value: Any) -> int:
+    """A timed effect's length (SillyTavern writes null or 0 for none)."""
+    return 0 if value is None or value == "" else int(value)
+
+
 def _logic(value: Any) -> str:
     i = int(value or 0)
     if not 0 <= i < len(LOGICS):
@@ -90,6 +95,9 @@ def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
         exclude_recursion=bool(raw.get("excludeRecursion", False)),
         prevent_recursion=bool(raw.get("preventRecursion", False)),
         delay_until_recursion=bool(raw.get("delayUntilRecursion", False)),
+        sticky=_count(raw.get("sticky")),
+        cooldown=_count(raw.get("cooldown")),
+        delay=_count(raw.get("delay")),
         name=str(raw.get("comment") or ""),
     )
 
@@ -120,6 +128,9 @@ def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, An
         excludeRecursion=entry.exclude_recursion,
         preventRecursion=entry.prevent_recursion,
         delayUntilRecursion=entry.delay_until_recursion,
+        sticky=entry.sticky,
+        cooldown=entry.cooldown,
+        delay=entry.delay,
     )
     return raw
 
@@ -221,6 +232,9 @@ def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
         exclude_recursion=bool(ext.get("exclude_recursion", False)),
         prevent_recursion=bool(ext.get("prevent_recursion", False)),
         delay_until_recursion=bool(ext.get("delay_until_recursion", False)),
+        sticky=_count(ext.get("sticky")),
+        cooldown=_count(ext.get("cooldown")),
+        delay=_count(ext.get("delay")),
         name=str(raw.get("comment") or raw.get("name") or ""),
     )
 
@@ -480,8 +494,48 @@ def load_lore(paths: Sequence[str | os.PathLike[str]], base: LoreSettings = Lore
     return Lore(books, book_settings(books, base)) if books else None
 
 
+LIBRARY_FOLDER = Path("lorebooks")
+"""Where `talesmith import` keeps lorebooks, each named after the book (see `find_lorebook`)."""
 GLOBAL_FOLDER = Path("lorebooks") / "global"
 """Lorebooks in this folder of the data directory apply to every story and chat in the app."""
+
+
+def _plain(name: str) -> str:
+    return "".join(c for c in name.casefold() if c.isalnum())
+
+
+def library_lorebooks(data_dir: str | os.PathLike[str]) -> list[Path]:
+    """The lorebook files of the library (imported ones, then the global ones), by name."""
+    folder = Path(data_dir)
+    found = [
+        p
+        for sub in (LIBRARY_FOLDER, GLOBAL_FOLDER)
+        for p in sorted((folder / sub).glob("*.json"), key=lambda p: p.stem)
+    ]
+    return [p for p in found if p.is_file()]
+
+
+def find_lorebook(data_dir: str | os.PathLike[str], text: str) -> Path:
+    """A lorebook file named by `text`: a path, else a lorebook of the library whose name is `text` (case,
+    spaces and punctuation aside) or, failing that, the one name that contains it."""
+    text = text.strip()
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    wanted = _plain(text)
+    books = library_lorebooks(data_dir)
+    names = {p: _plain(p.stem) for p in books}
+    exact = [p for p, n in names.items() if n and (n == wanted or (len(n) >= 40 and wanted.startswith(n)))]
+    if exact:
+        return exact[0]
+    partial = [p for p, n in names.items() if wanted and wanted in n]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        listed = ", ".join(p.stem for p in partial[:8]) + (", ..." if len(partial) > 8 else "")
+        raise InputError(f"{text!r} names {len(partial)} lorebooks ({listed}); type more of the name")
+    where = Path(data_dir) / LIBRARY_FOLDER
+    raise InputError(f"no lorebook named {text!r} in {where}, and no such file; import it or give its path")
 
 
 def global_lorebooks(data_dir: str | os.PathLike[str]) -> tuple[Lorebook, ...]:
@@ -500,4 +554,8 @@ def document_lore(
         own = card_lorebook(character.card, character.name)
         books += [own] if own is not None else []
     books += list(global_books)
-    return Lore(tuple(books), book_settings(books, base)) if books else None
+    if not books:
+        return None
+    settings = book_settings(books, base)
+    placement = getattr(document, "lore_placement", "")  # the document's own choice wins over the books'
+    return Lore(tuple(books), dataclasses.replace(settings, placement=placement) if placement else settings)
