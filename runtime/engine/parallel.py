@@ -21,29 +21,20 @@ shifting), or another slot's prefix.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
 
-from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, collect
+from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, Vocabulary
 from talesmith.runtime.engine.llama import LlamaCppBackend, LlamaSampler
 from talesmith.runtime.engine.protocol import common_prefix, shift_plan
-from talesmith.runtime.engine.slots import Slot
+from talesmith.runtime.engine.slots import ParallelJob, Slot, decode_jobs
 from talesmith.runtime.errors import ContextOverflowError, ModelError
-from talesmith.runtime.settings import SamplingSettings
 
 MIN_SHARED = 16
 """A cached prefix is copied from another sequence when it covers the whole prompt or at least this many tokens."""
 MAX_BATCH = 2048
 """Tokens evaluated in one step at most; a longer prompt is evaluated over several steps."""
-
-
-@dataclass(frozen=True)
-class ParallelJob:
-    tokens: Sequence[int]
-    settings: SamplingSettings
-    stops: tuple[str, ...] = ()
 
 
 class _ContextView:
@@ -112,7 +103,7 @@ class ParallelDecoder:
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq)
         self.slots = [Slot(i) for i in range(n_seq)]
-        self.vocab = _SlotVocabulary(base, self.n_ctx_seq)
+        self.vocab: Vocabulary = _SlotVocabulary(base, self.n_ctx_seq)
         self.tokenize = base.tokenize
         self.steps = 0
         """llama_decode calls made (one per step)."""
@@ -160,36 +151,10 @@ class ParallelDecoder:
 
     def generate(self, jobs: Iterable[ParallelJob]) -> Iterator[tuple[int, Completion]]:
         """(index of the job, its completion) for every job, in the order they finish."""
-        queue = list(jobs)
         llama_cpp.llama_memory_clear(self._memory, True)
         for slot in self.slots:
             slot.cached = []
-        chunks: dict[int, list[Chunk]] = {}
-        next_job = 0
-        try:
-            while True:
-                for slot in self.slots:
-                    if slot.generation is None and next_job < len(queue):
-                        job = queue[next_job]
-                        self.start(slot, Generation(job.tokens, job.settings, vocab=self.vocab, stops=job.stops))
-                        slot.job, chunks[slot.seq_id] = next_job, []
-                        next_job += 1
-                if all(slot.generation is None for slot in self.slots):
-                    return
-                for slot in self.slots:
-                    if slot.ready:
-                        chunk = self.advance(slot)
-                        if chunk is not None:
-                            chunks[slot.seq_id].append(chunk)
-                for slot in self.slots:
-                    if slot.done:
-                        index, completion = slot.job, collect(chunks[slot.seq_id])
-                        self.release(slot)
-                        yield index, completion
-                self.step()
-        finally:
-            for slot in self.slots:
-                self.release(slot)
+        yield from decode_jobs(self, jobs)
 
     # --- the shared step -----------------------------------------------------------------------
 

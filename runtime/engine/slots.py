@@ -14,11 +14,11 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
-from talesmith.runtime.engine.generate import Append, Chunk, Generation, Vocabulary
+from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, Vocabulary, collect
 from talesmith.runtime.engine.protocol import Backend, common_prefix
 from talesmith.runtime.settings import SamplingSettings
 
@@ -76,6 +76,45 @@ class SlotDecoder(Protocol):
     def step(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ParallelJob:
+    tokens: Sequence[int]
+    settings: SamplingSettings
+    stops: tuple[str, ...] = ()
+
+
+def decode_jobs(decoder: SlotDecoder, jobs: Iterable[ParallelJob]) -> Iterator[tuple[int, Completion]]:
+    """(index of the job, its completion) for every job, in the order they finish: each free slot takes the
+    next job (continuous batching), every slot is released at the end. The slots start from empty caches."""
+    queue = list(jobs)
+    chunks: dict[int, list[Chunk]] = {}
+    next_job = 0
+    try:
+        while True:
+            for slot in decoder.slots:
+                if slot.generation is None and next_job < len(queue):
+                    job = queue[next_job]
+                    decoder.start(slot, Generation(job.tokens, job.settings, vocab=decoder.vocab, stops=job.stops))
+                    slot.job, chunks[slot.seq_id] = next_job, []
+                    next_job += 1
+            if all(slot.generation is None for slot in decoder.slots):
+                return
+            for slot in decoder.slots:
+                if slot.ready:
+                    chunk = decoder.advance(slot)
+                    if chunk is not None:
+                        chunks[slot.seq_id].append(chunk)
+            for slot in decoder.slots:
+                if slot.done:
+                    index, completion = slot.job, collect(chunks[slot.seq_id])
+                    decoder.release(slot)
+                    yield index, completion
+            decoder.step()
+    finally:
+        for slot in decoder.slots:
+            decoder.release(slot)
 
 
 class SerialDecoder:
