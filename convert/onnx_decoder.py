@@ -1,10 +1,15 @@
 """The decoder graph, layer by layer, from an architecture's Spec and weights (convert/onnx_archs.py).
 
-I/O (what talesmith.runtime.engine.ort binds by name): `input_ids`, `attention_mask [B, past+S]`,
-`position_ids`, `past_key_values.{i}.key|value [B, kv_heads, past, head_dim]`; outputs `logits`
-(float32) and `present.{i}.key|value`. Attention is written in plain ONNX ops: grouped heads as a
-[B, kv, group, S, head_dim] view (no K/V repetition), rotary embeddings on rotated halves (partial
-when rotary_dim < head_dim), a causal and padding mask, softmax in the compute type.
+I/O (what talesmith.runtime.engine.ort_session binds by name): `input_ids [B, S]`, `attention_mask [B, T]`,
+`position_ids [B, S]`, `past_key_values.{i}.key|value [B, kv_heads, L, head_dim]`; outputs `logits
+[B, 1, vocab]` (float32, the last position only) and `present.{i}.key|value`, of the past's shape.
+
+Attention is ONNX Runtime's GroupQueryAttention (com.microsoft): grouped heads without K/V repetition,
+and a KV cache that is one preallocated buffer of L positions per row, written in place when `present`
+is bound to the `past` buffer. Each row keeps its tokens at positions 0.. of its own buffer
+(right-aligned padding): row b holds `sum(attention_mask[b])` tokens after this step, the new ones
+written at its end; T is the longest row. Rotary embeddings (partial when rotary_dim < head_dim) are
+applied before it, from `position_ids`.
 fp32 and fp16 outputs compute in their own type (fp16 keeps its KV cache in fp16); int8 and int4 keep
 float32 activations with MatMulNBits weights.
 """
@@ -22,10 +27,17 @@ from .onnx_graph import Graph, embedding, linear
 
 @dataclass(frozen=True)
 class Rope:
-    cos4: str
-    sin4: str
-    cos5: str
-    sin5: str
+    cos: str
+    """[B, S, 1, rotary_dim], broadcast over the heads of a [B, S, heads, head_dim] tensor."""
+    sin: str
+
+
+@dataclass(frozen=True)
+class Lengths:
+    seqlens_k: str
+    """[B] int32: each row's tokens after this step, minus one."""
+    total: str
+    """int32 scalar: the longest row's tokens after this step."""
 
 
 def _types(quant: str):
@@ -59,10 +71,11 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
         x = g.op("Add", x, g.op("Gather", g.table("embed_positions", pos_table, dtype), positions))
     del pos_table
     rope = _rope(g, spec, positions, elem) if spec.rotary_dim else None
-    allowed = _allowed(g, ids, mask)
+    lengths = _lengths(g, mask)
     for i in range(spec.n_layer):
-        x = _layer(g, reader, i, x, quant=quant, dtype=dtype, rope=rope, allowed=allowed, past=pasts[i])
+        x = _layer(g, reader, i, x, quant=quant, dtype=dtype, rope=rope, lengths=lengths, past=pasts[i])
         on_layer(i + 1, spec.n_layer)
+    x = g.op("Slice", x, g.ints([-1]), g.ints([2**62]), g.ints([1]))  # the last position: all that is sampled
     w, b = reader.final_norm()
     x = _norm(g, spec, x, w, b, dtype=dtype)
     w, b = reader.lm_head()
@@ -70,10 +83,10 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     logits = linear(g, x, w, b, name="lm_head", quant=quant)
     del w, b
     g.op("Cast", logits, out="logits", to=TensorProto.FLOAT)
-    g.output("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", n_vocab])
+    g.output("logits", TensorProto.FLOAT, ["batch_size", 1, n_vocab])
     for i in range(spec.n_layer):
         for kv in ("key", "value"):
-            g.output(f"present.{i}.{kv}", elem, ["batch_size", spec.n_kv, "total_sequence_length", spec.head_dim])
+            g.output(f"present.{i}.{kv}", elem, ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim])
 
 
 def _rope(g: Graph, spec: Spec, positions: str, elem: int) -> Rope:
@@ -87,23 +100,17 @@ def _rope(g: Graph, spec: Spec, positions: str, elem: int) -> Rope:
     cos, sin = g.op("Cos", emb), g.op("Sin", emb)
     if elem != TensorProto.FLOAT:
         cos, sin = g.op("Cast", cos, to=elem), g.op("Cast", sin, to=elem)
-    cos4, sin4 = g.op("Unsqueeze", cos, g.ints([1])), g.op("Unsqueeze", sin, g.ints([1]))
-    return Rope(cos4, sin4, g.op("Unsqueeze", cos4, g.ints([1])), g.op("Unsqueeze", sin4, g.ints([1])))
+    return Rope(g.op("Unsqueeze", cos, g.ints([2])), g.op("Unsqueeze", sin, g.ints([2])))
 
 
-def _allowed(g: Graph, ids: str, mask: str) -> str:
-    """Which keys each query may see: [B, 1, 1, S, T] booleans (causal, and not padding)."""
+def _lengths(g: Graph, mask: str) -> Lengths:
+    """GroupQueryAttention's lengths from the attention mask: each row's count of ones, and the mask's width."""
     from onnx import TensorProto
 
-    total = g.op("Squeeze", g.op("Shape", mask, start=1, end=2), g.ints([0]))
-    length = g.op("Squeeze", g.op("Shape", ids, start=1, end=2), g.ints([0]))
-    past = g.op("Sub", total, length)
-    one, zero = g.const(1, np.int64), g.const(0, np.int64)
-    keys = g.op("Range", zero, total, one)
-    queries = g.op("Unsqueeze", g.op("Range", past, total, one), g.ints([-1]))
-    causal = g.op("LessOrEqual", keys, queries)
-    padding = g.op("Unsqueeze", g.op("Cast", mask, to=TensorProto.BOOL), g.ints([1, 2, 3]))
-    return g.op("And", causal, padding)
+    counts = g.op("ReduceSum", mask, g.ints([1]), keepdims=0)
+    seqlens = g.op("Cast", g.op("Sub", counts, g.const(1, np.int64)), to=TensorProto.INT32)
+    total = g.op("Cast", g.op("Squeeze", g.op("Shape", mask, start=1, end=2), g.ints([0])), to=TensorProto.INT32)
+    return Lengths(seqlens, total)
 
 
 def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, dtype) -> str:
@@ -123,8 +130,9 @@ def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, 
     return g.op("Mul", y, scale)
 
 
-def _rotate(g: Graph, x: str, cos: str, sin: str, spec: Spec) -> str:
+def _rotate(g: Graph, x: str, rope: Rope, spec: Spec) -> str:
     rot, hd = spec.rotary_dim, spec.head_dim
+    cos, sin = rope.cos, rope.sin
     rest = None
     if rot < hd:
         x, rest = g.op("Split", x, g.ints([rot, hd - rot]), axis=-1, outputs=2)
@@ -143,31 +151,36 @@ def _attention(
     quant: str,
     dtype,
     rope: Rope | None,
-    allowed: str,
+    lengths: Lengths,
     past: tuple[str, str],
 ) -> str:
+    from onnx import helper
+
     s = reader.spec
-    group = s.n_head // s.n_kv
     (wq, bq), (wk, bk), (wv, bv) = reader.qkv(i)
     p = f"layers.{i}.attn"
     q = linear(g, x, wq, bq, name=p + ".q", quant=quant)
     k = linear(g, x, wk, bk, name=p + ".k", quant=quant)
     v = linear(g, x, wv, bv, name=p + ".v", quant=quant)
     del wq, wk, wv, bq, bk, bv
-    q = g.op("Transpose", g.op("Reshape", q, g.ints([0, 0, s.n_kv, group, s.head_dim])), perm=[0, 2, 3, 1, 4])
-    k = g.op("Transpose", g.op("Reshape", k, g.ints([0, 0, s.n_kv, s.head_dim])), perm=[0, 2, 1, 3])
-    v = g.op("Transpose", g.op("Reshape", v, g.ints([0, 0, s.n_kv, s.head_dim])), perm=[0, 2, 1, 3])
-    if rope:
-        q = _rotate(g, q, rope.cos5, rope.sin5, s)
-        k = _rotate(g, k, rope.cos4, rope.sin4, s)
-    k = g.op("Concat", past[0], k, axis=2, out=f"present.{i}.key")
-    v = g.op("Concat", past[1], v, axis=2, out=f"present.{i}.value")
-    kt = g.op("Transpose", g.op("Unsqueeze", k, g.ints([2])), perm=[0, 1, 2, 4, 3])
-    scores = g.op("Mul", g.op("MatMul", q, kt), g.const(1.0 / math.sqrt(s.head_dim), dtype))
-    scores = g.op("Where", allowed, scores, g.const(np.finfo(dtype).min, dtype))
-    probs = g.op("Softmax", scores, axis=-1)
-    out = g.op("MatMul", probs, g.op("Unsqueeze", v, g.ints([2])))
-    out = g.op("Reshape", g.op("Transpose", out, perm=[0, 3, 1, 2, 4]), g.ints([0, 0, s.n_head * s.head_dim]))
+    if rope:  # on [B, S, heads, head_dim] views; head h of the queries reads key head h // (n_head / n_kv)
+        flat = g.ints([0, 0, -1])
+        q = g.op("Reshape", _rotate(g, g.op("Reshape", q, g.ints([0, 0, s.n_head, s.head_dim])), rope, s), flat)
+        k = g.op("Reshape", _rotate(g, g.op("Reshape", k, g.ints([0, 0, s.n_kv, s.head_dim])), rope, s), flat)
+    out = p + ".context"
+    g.nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            [q, k, v, past[0], past[1], lengths.seqlens_k, lengths.total],
+            [out, f"present.{i}.key", f"present.{i}.value"],
+            name=p + ".gqa",
+            domain="com.microsoft",
+            num_heads=s.n_head,
+            kv_num_heads=s.n_kv,
+            scale=1.0 / math.sqrt(s.head_dim),
+        )
+    )
+    g.counts["GroupQueryAttention"] = g.counts.get("GroupQueryAttention", 0) + 1
     w, b = reader.attn_out(i)
     return linear(g, out, w, b, name=p + ".o", quant=quant)
 
@@ -208,7 +221,7 @@ def _layer(
     quant: str,
     dtype,
     rope: Rope | None,
-    allowed: str,
+    lengths: Lengths,
     past: tuple[str, str],
 ) -> str:
     s = reader.spec
@@ -225,12 +238,12 @@ def _layer(
                 quant=quant,
                 dtype=dtype,
                 rope=rope,
-                allowed=allowed,
+                lengths=lengths,
                 past=past,
             ),
         )
         return g.op("Add", h, _mlp(g, reader, i, _norm(g, s, h, *weights[1], dtype=dtype), quant=quant))
     norms = [_norm(g, s, x, w, b, dtype=dtype) for w, b in weights]
-    attn = _attention(g, reader, i, norms[0], quant=quant, dtype=dtype, rope=rope, allowed=allowed, past=past)
+    attn = _attention(g, reader, i, norms[0], quant=quant, dtype=dtype, rope=rope, lengths=lengths, past=past)
     mlp = _mlp(g, reader, i, norms[-1], quant=quant)
     return g.op("Add", g.op("Add", x, attn), mlp)

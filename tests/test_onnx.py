@@ -165,12 +165,12 @@ def test_lock_entries_and_folders(exported):
     assert {"model.onnx", "tokenizer.json", "config.json", "talesmith.json"} <= names
     assert all(len(f["sha256"]) == 64 for f in entry["files"])
     assert resolve("llama-onnx-int4", lock=lock).path == folder
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    assert not [p for p in folder.parent.iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary folders
     backend = open_backend(folder)  # chosen from the folder
     assert backend.name.startswith("onnxruntime")
     backend.close()
     session = open_onnx(folder, engine="session")
-    assert session.engine.kv_heads == 2 and session.engine.past_names[:2] == [
+    assert session.engine.cache.kv_heads == 2 and session.engine.cache.past_names[:2] == [
         "past_key_values.0.key",
         "past_key_values.0.value",
     ]

@@ -1,5 +1,5 @@
 """The streaming ONNX builder: weights written in slices (same bytes whatever the slice), kept outside
-model.onnx, LoRA merged into GPT-J's and Falcon's fused/permuted projections, left padding, the memory
+model.onnx, LoRA merged into GPT-J's and Falcon's fused/permuted projections, rows of one shared KV cache, the memory
 estimate and the one-line refusal before anything is written."""
 
 import shutil
@@ -17,6 +17,7 @@ from tiny_models import SAMPLE_TEXTS, make_lora, make_model  # noqa: E402
 
 from talesmith.convert import onnx_graph, onnx_memory  # noqa: E402
 from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
+from talesmith.runtime.engine.ort_session import RowCache  # noqa: E402
 from talesmith.runtime.errors import ConversionError  # noqa: E402
 
 
@@ -78,33 +79,40 @@ def test_lora_merged_into_permuted_and_fused_projections_equals_peft(kind, targe
     ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"]
     with torch.no_grad():
         ref = merged(torch.tensor([ids])).logits[0].numpy()
-    got = _run(out["ONNX-FP32"].path, [ids], np.ones((1, len(ids)), np.int64))[0]
+    got = _run(out["ONNX-FP32"].path, ids)
     assert np.abs(got - ref).max() < 1e-4
     assert "MatMulNBits (4-bit)" in out["ONNX-INT4"].detail
 
 
-def _run(folder, rows, mask):
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {
-        "input_ids": np.asarray(rows, np.int64),
-        "attention_mask": mask,
-        "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0),
-    }
-    for i in session.get_inputs():
-        if i.name.startswith("past_key_values."):
-            feeds[i.name] = np.zeros((len(rows), i.shape[1], 0, i.shape[3]), np.float32)
-    return session.run(["logits"], feeds)[0]
+def _run(folder, ids):
+    """Logits at every position: the tokens one at a time through the graph's in-place KV cache."""
+    cache = RowCache(folder, rows=1, positions=len(ids), device="cpu", threads=2)
+    rows = [cache.prefill(0, [token]).copy() for token in ids]
+    cache.close()
+    return np.stack(rows)
 
 
 @pytest.mark.parametrize("kind", ["gptj", "llama", "falcon-7b"])
-def test_left_padded_batch_matches_each_prompt_alone(kind, tiny, tmp_path):
+def test_rows_of_different_lengths_in_one_run_match_each_prompt_alone(kind, tiny, tmp_path):
+    """The KV cache is one buffer per layer, written in place: each row at its own length, rewound by its length alone,
+    and a row between the decoding ones (not decoding) keeps what it holds."""
     folder = to_onnx(tiny[kind], tmp_path, ("fp32",))["ONNX-FP32"].path
-    ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"][:6]
-    short = ids[:4]
-    batch = _run(folder, [[0, 0] + short, ids], np.array([[0, 0, 1, 1, 1, 1], [1] * 6], np.int64))
-    alone = _run(folder, [short], np.ones((1, 4), np.int64))
-    assert np.abs(batch[0, 2:] - alone[0]).max() < 1e-4
-    assert np.abs(batch[1] - _run(folder, [ids], np.ones((1, 6), np.int64))[0]).max() < 1e-4
+    ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"]
+    alone = _run(folder, ids)
+    cache = RowCache(folder, rows=3, positions=len(ids), device="cpu", threads=2)
+    assert np.abs(cache.prefill(0, ids[:4]) - alone[3]).max() < 1e-5  # a prompt in one run
+    cache.prefill(1, ids[:2])
+    cache.prefill(2, ids[:7])
+    cache.truncate(2, 5)  # a rewind: row 2 goes back to 5 tokens, nothing else changes
+    rows = {0: 4, 2: 5}
+    for _ in range(4):
+        cache.decode({row: ids[n] for row, n in rows.items()})  # row 1 sits between them, not decoding
+        for row, n in rows.items():
+            assert np.abs(cache.logits[row, 0] - alone[n]).max() < 1e-5, (row, n)
+            rows[row] = n + 1
+    assert cache.lengths == [8, 2, 9]
+    assert np.abs(cache.prefill(1, ids[2:6]) - alone[5]).max() < 1e-5  # row 1's cache was left as it was
+    cache.close()
 
 
 def test_unsupported_variants_are_refused_before_anything_is_written(tiny, tmp_path):

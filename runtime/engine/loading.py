@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from talesmith.runtime.engine.choices import check_device
 from talesmith.runtime.engine.protocol import Backend
-from talesmith.runtime.errors import ModelError
+from talesmith.runtime.errors import ModelError, SettingsError
 
 if TYPE_CHECKING:
     from talesmith.runtime.models.resolve import ModelRef
@@ -126,3 +127,19 @@ def open_resolved(
         ref, path=path, prompt_format=ref.prompt_format or meta.prompt_format, preset=ref.preset or meta.preset
     )
     return OpenedModel(ref, opened, (*ref.warnings, *opened.warnings))
+
+
+def parallel_decoder(backend: Backend, n_seq: int, *, n_ctx_seq: int | None = None) -> Any:
+    """A decoder of `n_seq` sequences together over the opened model (slots.SlotDecoder, with `generate`):
+    one llama.cpp context, or one ONNX Runtime session over a shared KV cache."""
+    llama = sys.modules.get("talesmith.runtime.engine.llama")  # an opened backend's module is imported already
+    if llama is not None and isinstance(backend, llama.LlamaCppBackend):
+        from talesmith.runtime.engine.parallel import ParallelDecoder
+
+        return ParallelDecoder(backend, n_seq, n_ctx_seq=n_ctx_seq)
+    ort = sys.modules.get("talesmith.runtime.engine.ort")
+    if ort is not None and isinstance(backend, ort.OnnxBackend):
+        from talesmith.runtime.engine.ort_parallel import OnnxParallelDecoder
+
+        return OnnxParallelDecoder(backend, n_seq, n_ctx_seq=n_ctx_seq)
+    raise SettingsError(f"--parallel {n_seq} needs the llama.cpp or ONNX backend, not {backend.name}; use --parallel 1")
