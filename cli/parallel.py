@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,13 +12,14 @@ from talesmith.runtime.batch_ray import RayOptions  # noqa: F401 (ray itself is 
 from talesmith.runtime.errors import SettingsError
 
 DEFAULT_PARALLEL = 8
-"""Sequences decoded together by default with llama.cpp: on 2 CPU cores 8 give about twice the tokens/s of one."""
+"""Sequences decoded together by default: on 2 CPU cores 8 give about twice the tokens/s of one (llama.cpp), and
+more on ONNX Runtime."""
 
 ParallelOpt = typer.Option(
     None,
     "--parallel",
-    help=f"Sequences decoded together in one llama.cpp context "
-    f"(default {DEFAULT_PARALLEL} with llama.cpp, 1 with ONNX); 1 decodes one at a time.",
+    help=f"Sequences decoded together in one llama.cpp context or ONNX Runtime session "
+    f"(default {DEFAULT_PARALLEL}); 1 decodes one at a time.",
 )
 
 RayOpt = typer.Option(
@@ -35,19 +37,27 @@ RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_p
 
 def parallel_sequences(asked: int | None, backend: Any, *, tasks: int) -> int:
     """The number of parallel sequences to use: as asked, or the default for the backend, never more than the tasks."""
-    from talesmith.runtime.engine.llama import LlamaCppBackend
-
-    llama = isinstance(backend, LlamaCppBackend)
+    able = decodes_in_parallel(backend)
     if asked is None:
-        return max(1, min(DEFAULT_PARALLEL, tasks)) if llama else 1
+        return max(1, min(DEFAULT_PARALLEL, tasks)) if able else 1
     if asked < 1:
         raise SettingsError(f"--parallel {asked} must be at least 1")
-    if asked > 1 and not llama:
+    if asked > 1 and not able:
         raise SettingsError(
-            f"--parallel {asked} needs the llama.cpp backend; {backend.name} decodes one sequence at a "
+            f"--parallel {asked} needs the llama.cpp or ONNX backend; {backend.name} decodes one sequence at a "
             f"time, use --parallel 1"
         )
     return asked
+
+
+def decodes_in_parallel(backend: Any) -> bool:
+    """Whether the backend is llama.cpp's or ONNX Runtime's (an opened backend's module is imported already)."""
+    llama = sys.modules.get("talesmith.runtime.engine.llama")
+    ort = sys.modules.get("talesmith.runtime.engine.ort")
+    return bool(
+        (llama is not None and isinstance(backend, llama.LlamaCppBackend))
+        or (ort is not None and isinstance(backend, ort.OnnxBackend))
+    )
 
 
 def parallel_chunks(
@@ -55,9 +65,10 @@ def parallel_chunks(
 ) -> Iterator[Any]:
     """One final chunk per sample, in order, decoded `n_seq` at a time (samples of one prompt share its cache)."""
     from talesmith.runtime.engine.generate import Chunk
-    from talesmith.runtime.engine.parallel import ParallelDecoder, ParallelJob
+    from talesmith.runtime.engine.loading import parallel_decoder
+    from talesmith.runtime.engine.slots import ParallelJob
 
-    decoder = ParallelDecoder(backend, n_seq)
+    decoder = parallel_decoder(backend, n_seq)
     finished: dict[int, Any] = {}
     upto = 0
     try:

@@ -1,4 +1,4 @@
-"""Batch generation with parallel sequences (llama.cpp): the tasks of a group decoded together.
+"""Batch generation with parallel sequences (llama.cpp or ONNX Runtime): the tasks of a group decoded together.
 
 The tasks of a command are cut into fixed groups of `ROUNDS * n_seq` consecutive tasks, counted
 over every task of the command, done or not (batch.BatchPlan.groups). A group is always decoded
@@ -25,7 +25,8 @@ from talesmith.runtime.batch import (
     quiet,
 )
 from talesmith.runtime.engine.generate import Completion
-from talesmith.runtime.engine.parallel import ParallelDecoder, ParallelJob
+from talesmith.runtime.engine.loading import parallel_decoder
+from talesmith.runtime.engine.slots import ParallelJob
 
 __all__ = ["ROUNDS", "CTX_STEP", "groups", "ParallelExecutor", "local_executor", "run_group"]
 
@@ -40,7 +41,7 @@ def context_per_sequence(jobs: list[Job], n_ctx: int) -> int:
 
 def run_group(backend: Any, n_seq: int, jobs: list[Job]) -> Iterator[tuple[Job, Completion]]:
     """(job, completion) for every job of a group, in the group's order, from a context of its own."""
-    decoder = ParallelDecoder(backend, n_seq, n_ctx_seq=context_per_sequence(jobs, backend.n_ctx))
+    decoder = parallel_decoder(backend, n_seq, n_ctx_seq=context_per_sequence(jobs, backend.n_ctx))
     finished: dict[int, Any] = {}
     upto = 0
     try:
@@ -55,7 +56,7 @@ def run_group(backend: Any, n_seq: int, jobs: list[Job]) -> Iterator[tuple[Job, 
 
 
 class ParallelExecutor(SequentialExecutor):
-    """The tasks of each group as `n_seq` sequences of one llama.cpp context (`--parallel N`)."""
+    """The tasks of each group as `n_seq` sequences decoded together (`--parallel N`)."""
 
     def decode(self, group: Group, spec: RecordSpec, on_note: Callable[[str], None] = quiet) -> Iterator[Finished]:
         """Every task of the group, in order: those written before too, since they share its steps."""

@@ -16,7 +16,10 @@ def test_one_sequence_for_backends_without_parallel_decoding():
     "asked,message",
     [
         (0, "--parallel 0 must be at least 1"),
-        (4, "--parallel 4 needs the llama.cpp backend; scripted decodes one sequence at a time, use --parallel 1"),
+        (
+            4,
+            "--parallel 4 needs the llama.cpp or ONNX backend; scripted decodes one sequence at a time, use --parallel 1",
+        ),
     ],
 )
 def test_refused(asked, message):

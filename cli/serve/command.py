@@ -37,8 +37,7 @@ PortOpt = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on (KoboldCp
 SlotsOpt = typer.Option(
     None,
     "--parallel",
-    help=f"Requests decoded together, each with its own cache (default {DEFAULT_SLOTS} with llama.cpp; ONNX serves one "
-    "at a time).",
+    help=f"Requests decoded together, each with its own cache (default {DEFAULT_SLOTS}).",
 )
 ApiKeyOpt = typer.Option(
     None, "--api-key", help="Require this key, as 'Authorization: Bearer KEY' (KoboldCpp's password header)."
@@ -76,20 +75,20 @@ def urls(host: str, port: int) -> tuple[str, str]:
 
 def build(backend: Any, ref: Any, settings: Any, *, slots: int | None) -> tuple[Any, list[str]]:
     """The service over the opened model, and notes for the user."""
+    from talesmith.cli.parallel import decodes_in_parallel
     from talesmith.cli.serve.service import Service
-    from talesmith.runtime.engine.llama import LlamaCppBackend
+    from talesmith.runtime.engine.loading import parallel_decoder
     from talesmith.runtime.engine.slots import SerialDecoder, SlotEngine
 
     notes = []
     decoder: Any
-    if isinstance(backend, LlamaCppBackend) and (slots or DEFAULT_SLOTS) > 1:
-        from talesmith.runtime.engine.parallel import ParallelDecoder
-
-        decoder = ParallelDecoder(backend, slots or DEFAULT_SLOTS)
+    able = decodes_in_parallel(backend)
+    if able and (slots or DEFAULT_SLOTS) > 1:
+        decoder = parallel_decoder(backend, slots or DEFAULT_SLOTS)
     else:
-        if not isinstance(backend, LlamaCppBackend) and slots not in (None, 1):
+        if not able and slots not in (None, 1):
             notes.append(f"--parallel {slots} ignored: {backend.name} models are served one request at a time")
-        elif not isinstance(backend, LlamaCppBackend):
+        elif not able:
             notes.append(f"{backend.name} models are served one request at a time")
         decoder = SerialDecoder(backend)
     template = None
