@@ -14,7 +14,7 @@ small and read once.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import pydantic
@@ -33,7 +33,8 @@ class Model(pydantic.BaseModel):
 
     MESSAGES: ClassVar[Mapping[str, str]] = {}
     """Lines for fields that need more than the generic reason, by field path (`*` as in file names): formatted
-    with `field` (the path), `value` (its repr) and the error's own `reason`. A path ending in `:missing` or
+    with `field` (the path), `value` (its repr), the error's own `reason` and `n` (the first list index in the
+    path, counted from 1). A check of the model's own (a validator's ValueError) words its whole line. A path ending in `:missing` or
     `:extra` is for a field that is missing or not known (`*:extra` for any unknown field)."""
 
 
@@ -104,10 +105,13 @@ def describe(model: type[Model], data: Any, error: pydantic.ValidationError) -> 
             _reason(first),
         )
         suffix = ""
+    if kind == "value_error":  # a check of the model's own, which words the whole line
+        return reason
+    n = next((p + 1 for p in loc if isinstance(p, int)), 0)
     for pattern, line in model.MESSAGES.items():
         name, _, only = pattern.partition(":")
         if (":" + only if only else "") == suffix and fnmatch.fnmatchcase(field, name):
-            return line.format(field=field, value=value, reason=reason)
+            return line.format(field=field, value=value, reason=reason, n=n)
     if kind == "extra_forbidden":
         return f"unknown field {field!r}"
     if kind == "missing" or not field:
@@ -115,10 +119,18 @@ def describe(model: type[Model], data: Any, error: pydantic.ValidationError) -> 
     return f"{field} = {value} {reason}"
 
 
-def validate(model: type[M], data: Any, where: str, *, error: type[TalesmithError] = InputError) -> M:
+def validate(
+    model: type[M],
+    data: Any,
+    where: str,
+    *,
+    error: type[TalesmithError] = InputError,
+    line: Callable[[str], str] | None = None,
+) -> M:
     """`data` (parsed JSON or TOML) read as `model`; else `error` with one line naming `where`, the field and
-    the value."""
+    the value (`line` words it from the field's part when the file's own wording differs)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as e:
-        raise error(f"{where}: {describe(model, data, e)}") from None
+        what = describe(model, data, e)
+        raise error(line(what) if line else f"{where}: {what}") from None

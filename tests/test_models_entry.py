@@ -66,3 +66,25 @@ def test_an_iq4_nl_tensor_is_bounded_by_its_real_block_size(tmp_path):
     w.close()
     info = read_info(path)
     assert info.n_tensors == 1 and info.blocks == frozenset({0})
+
+
+@pytest.mark.parametrize(
+    "table, what",
+    [
+        (5, "must be a table"),
+        ({"path": "m.gguf"}, "format None must be one of hf, gguf, onnx"),
+        ({"format": "hf", "source": {"hub": 5}}, "source.hub = 5 must be text"),
+        ({"format": "hf", "source": {"hub": "a/b", "path": "/m"}}, "source must have exactly one of hub, path or pypi"),
+        (
+            {"format": "gguf", "path": "m", "files": [{"name": "m", "size": True}]},
+            "files #1 size must be a whole number of bytes",
+        ),
+        ({"format": "gguf", "path": "m", "files": [{"name": "", "size": 1}]}, "files #1 must be a table with a name"),
+        ({"format": "gguf", "path": "m", "files": [{"size": 1}]}, "files #1 must be a table with a name"),
+        ({"format": "gguf", "path": "m", "adapters": ["x"]}, "adapters must be an array of tables"),
+    ],
+)
+def test_every_malformed_field_is_one_line_naming_it(table, what):
+    with pytest.raises(LockError) as e:
+        ModelEntry.from_table("m", table)
+    assert str(e.value) == f"models.lock: model 'm' {what}; fix the entry or remove it with `talesmith models remove m`"

@@ -1,4 +1,5 @@
-"""One `[models.NAME]` entry of models.lock as typed data, built from its checked TOML table.
+"""One `[models.NAME]` entry of models.lock as typed data, built from its TOML table as checked by
+`lockfile.EntryTable` (runtime.schema's one validation path).
 
 The table itself is kept (`table`) and is what gets written back, so a lock read and rewritten
 stays byte for byte the same; these classes are how the entry is read."""
@@ -47,17 +48,19 @@ class ModelEntry:
     @classmethod
     def from_table(cls, name: str, table: Any, where: str = "models.lock") -> ModelEntry:
         """The entry of model `name`; LockError naming the first field with the wrong shape."""
-        check_entry(name, table, where)
-        source = table.get("source")
+        t = check_entry(name, table, where)
+        source = t.source
         return cls(
-            format=table["format"],
-            source=None if source is None else _source(source),
-            files=tuple(LockedFile(f["name"], f["size"], f.get("sha256")) for f in table.get("files", [])),
-            path=table.get("path"),
-            quantization=table.get("quantization"),
-            prompt_format=table.get("prompt_format"),
-            preset=table.get("preset"),
-            format_fields=dict(table.get("format_fields", {})),
+            format=t.format,
+            source=None
+            if source is None
+            else Source(source.hub, source.revision, source.commit, source.path, source.pypi),
+            files=tuple(LockedFile(f.name, f.size, f.sha256) for f in t.files),
+            path=t.path,
+            quantization=t.quantization,
+            prompt_format=t.prompt_format,
+            preset=t.preset,
+            format_fields=dict(t.format_fields),
             table=table,
         )
 
@@ -72,13 +75,3 @@ class ModelEntry:
 
     def pinned_sha256(self, file_name: str) -> str | None:
         return next((f.sha256 for f in self.files if f.name == file_name), None)
-
-
-def _source(table: dict[str, Any]) -> Source:
-    return Source(
-        hub=table.get("hub"),
-        revision=table.get("revision"),
-        commit=table.get("commit", UNRESOLVED),
-        path=table.get("path"),
-        pypi=table.get("pypi"),
-    )

@@ -15,14 +15,16 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomlkit
 import tomlkit.exceptions
 from filelock import FileLock, Timeout
+from pydantic import ConfigDict, Field, model_validator
 
 from talesmith.runtime import files
 from talesmith.runtime.errors import LockError
+from talesmith.runtime.schema import Model, validate
 
 VERSION = 1
 FORMATS = ("hf", "gguf", "onnx")
@@ -56,53 +58,91 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_entry(name: str, entry: Any, where: str = "models.lock") -> None:
-    """Raise LockError naming the first field of `entry` that has the wrong shape."""
+class SourceTable(Model):
+    """Where a model comes from: exactly one of a hub repository (with its commit), a local path or a PyPI package."""
 
-    def bad(what: str) -> LockError:
-        return LockError(
+    model_config = ConfigDict(strict=True)
+
+    hub: str | None = None
+    revision: str | None = None
+    commit: str = UNRESOLVED
+    path: str | None = None
+    pypi: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceTable:
+        if sum(k in self.model_fields_set for k in ("hub", "path", "pypi")) != 1:
+            raise ValueError("source must have exactly one of hub, path or pypi")
+        if self.hub is not None and self.commit != UNRESOLVED and not _COMMIT.match(self.commit):
+            raise ValueError(f"source.commit {self.commit!r} must be a 40-digit commit hash or {UNRESOLVED!r}")
+        return self
+
+
+class FileTable(Model):
+    """A file the lock pins: its name inside the model's folder, size in bytes, sha256 when known."""
+
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str | None = Field(None, pattern=_SHA256.pattern)
+
+
+class EntryTable(Model):
+    """One `[models.NAME]` table of models.lock, as the lock's readers need it (other keys are kept, unread)."""
+
+    model_config = ConfigDict(strict=True)
+    MESSAGES = {
+        "": "must be a table",
+        "format": f"format {{value}} must be one of {', '.join(FORMATS)}",
+        "format:missing": f"format None must be one of {', '.join(FORMATS)}",
+        "prompt_format": "prompt_format must be a string",
+        "preset": "preset must be a string",
+        "architecture": "architecture must be a string",
+        "quantization": "quantization must be a string",
+        "path": "path must be a string",
+        "format_fields": 'format_fields {value} must be a table, e.g. format_fields = {{ genre = "horror" }}',
+        "include*": "include must be an array of file-name patterns",
+        "source": "source must be a table",
+        "files": "files must be an array of {{name, sha256, size}} tables",
+        "files.*.size": "files #{n} size must be a whole number of bytes",
+        "files.*.sha256": "files #{n} sha256 must be 64 lowercase hex digits",
+        "files.*": "files #{n} must be a table with a name",
+        "files.*.size:missing": "files #{n} size must be a whole number of bytes",
+        "files.*:missing": "files #{n} must be a table with a name",
+        "adapters*": "adapters must be an array of tables",
+    }
+
+    format: Literal["hf", "gguf", "onnx"]
+    prompt_format: str | None = None
+    preset: str | None = None
+    architecture: str | None = None
+    quantization: str | None = None
+    path: str | None = None
+    format_fields: dict[str, Any] = {}
+    include: list[str] = []
+    source: SourceTable | None = None
+    files: list[FileTable] = []
+    adapters: list[dict[str, Any]] = []
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> EntryTable:
+        if self.source is None and self.path is None:
+            raise ValueError("has neither source nor path")
+        return self
+
+
+def check_entry(name: str, entry: Any, where: str = "models.lock") -> EntryTable:
+    """The entry as typed data; LockError naming the first field of `entry` that has the wrong shape."""
+    return validate(
+        EntryTable,
+        entry,
+        where,
+        error=LockError,
+        line=lambda what: (
             f"{where}: model {name!r} {what}; fix the entry or remove it with `talesmith models remove {name}`"
-        )
-
-    if not isinstance(entry, dict):
-        raise bad("must be a table")
-    if entry.get("format") not in FORMATS:
-        raise bad(f"format {entry.get('format')!r} must be one of {', '.join(FORMATS)}")
-    for key in ("prompt_format", "preset", "architecture", "quantization", "path"):
-        if key in entry and not isinstance(entry[key], str):
-            raise bad(f"{key} must be a string")
-    if not isinstance(entry.get("format_fields", {}), dict):
-        raise bad(
-            f'format_fields {entry["format_fields"]!r} must be a table, e.g. format_fields = {{ genre = "horror" }}'
-        )
-    if "source" not in entry and "path" not in entry:
-        raise bad("has neither source nor path")
-    include = entry.get("include", [])
-    if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
-        raise bad("include must be an array of file-name patterns")
-    source = entry.get("source", {})
-    if not isinstance(source, dict):
-        raise bad("source must be a table")
-    kinds = [k for k in ("hub", "path", "pypi") if k in source]
-    if "source" in entry and len(kinds) != 1:
-        raise bad("source must have exactly one of hub, path or pypi")
-    if "hub" in source:
-        commit = source.get("commit", UNRESOLVED)
-        if commit != UNRESOLVED and not (isinstance(commit, str) and _COMMIT.match(commit)):
-            raise bad(f"source.commit {commit!r} must be a 40-digit commit hash or {UNRESOLVED!r}")
-    files = entry.get("files", [])
-    if not isinstance(files, list):
-        raise bad("files must be an array of {name, sha256, size} tables")
-    for i, f in enumerate(files):
-        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
-            raise bad(f"files #{i + 1} must be a table with a name")
-        if not isinstance(f.get("size"), int) or isinstance(f.get("size"), bool) or f["size"] < 0:
-            raise bad(f"files #{i + 1} size must be a whole number of bytes")
-        if "sha256" in f and not (isinstance(f["sha256"], str) and _SHA256.match(f["sha256"])):
-            raise bad(f"files #{i + 1} sha256 must be 64 lowercase hex digits")
-    adapters = entry.get("adapters", [])
-    if not isinstance(adapters, list) or not all(isinstance(a, dict) for a in adapters):
-        raise bad("adapters must be an array of tables")
+        ),
+    )
 
 
 def parse(text: str, path: Path) -> Lock:
