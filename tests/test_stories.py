@@ -199,3 +199,50 @@ def test_markdown_export_keeps_line_breaks_and_paragraphs():
     assert export_markdown(poem) == "# Poem\n\nRoses are red,\\\nviolets blue.\n\nThe end.\n"
     chat = ChatDocument.start(AQUA).sent("One\ntwo")
     assert export_markdown(chat).endswith("**You:** One\\\ntwo\n")
+
+
+@pytest.mark.parametrize(
+    "data, line",
+    [
+        ({"kind": "story", "text": ["a"]}, "x.json: text = ['a'] must be text"),
+        ({"kind": "story", "author_note_depth": "deep"}, "x.json: author_note_depth = 'deep' must be a whole number"),
+        ({"kind": "story", "header": {"tags": "a"}}, "x.json: header.tags = 'a' must be a list"),
+        (
+            {"kind": "story", "alternatives": {"base": "", "options": []}},
+            "x.json: alternatives.options = [] must not be empty",
+        ),
+        ({"kind": "story", "settings": 3}, "x.json: settings = 3 must be an object"),
+        ({"kind": "story", "extra": [1]}, "x.json: extra = [1] must be an object"),
+        ({"kind": "chat", "messages": []}, "x.json: character is missing"),
+        (
+            {"kind": "chat", "character": {"name": "A"}, "messages": [{"speaker": "narrator", "swipes": ["hi"]}]},
+            "x.json: messages.0.speaker = 'narrator' must be 'user' or 'character'",
+        ),
+        (
+            {"kind": "chat", "character": {"name": "A"}, "messages": [{"speaker": "user", "swipes": "hi"}]},
+            "x.json: messages.0.swipes = 'hi' must be a list",
+        ),
+        (
+            {"kind": "chat", "character": {"name": "A"}, "lorebooks": [{"world_info": {}}]},
+            "x.json: lorebooks.0.name is missing",
+        ),
+        ({"kind": "novel"}, "x.json is not a talesmith story or chat"),
+    ],
+)
+def test_a_damaged_document_is_one_line_naming_the_field_and_the_value(data, line):
+    with pytest.raises(InputError) as e:
+        from_dict(data, "x.json")
+    assert str(e.value) == line
+
+
+def test_a_document_written_by_hand_keeps_numbers_as_text_and_clamps_indexes():
+    doc = from_dict(
+        {"kind": "story", "name": 7, "text": "a", "alternatives": {"base": "", "options": ["a"], "index": 5}}
+    )
+    assert isinstance(doc, StoryDocument) and doc.name == "7" and doc.alternatives.index == 0
+
+
+def test_a_document_with_an_unknown_lore_placement_names_it():
+    with pytest.raises(InputError) as e:
+        from_dict({"kind": "story", "lore_placement": "middle"}, "x.json")
+    assert str(e.value) == "x.json: lore_placement is 'middle'; use declared or anchored"

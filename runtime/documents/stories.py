@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from talesmith.runtime import files
 from talesmith.runtime.documents import worldinfo
@@ -28,7 +30,8 @@ from talesmith.runtime.documents.cards import (
 )
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Speaker, Story, StoryHeader
 from talesmith.runtime.documents.lorebook import Lorebook
-from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
+from talesmith.runtime.errors import InputError, SettingsError
+from talesmith.runtime.schema import Model, validate
 from talesmith.runtime.settings import SamplingSettings, preset
 
 VERSION = 1
@@ -274,9 +277,67 @@ LibraryDocument = StoryDocument | ChatDocument
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def _settings_from(data: Any, where: str) -> SamplingSettings:
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: 'settings' must be an object")
+class _HeaderFile(Model):
+    title: str = ""
+    author: str = ""
+    genre: str = ""
+    tags: tuple[str, ...] = ()
+    style: str = ""
+
+
+class _AlternativesFile(Model):
+    base: str
+    options: tuple[str, ...] = Field(min_length=1)
+    index: int = Field(0, ge=0)
+
+
+class _MessageFile(Model):
+    speaker: Speaker
+    swipes: tuple[str, ...] = Field(min_length=1)
+    index: int = Field(0, ge=0)
+
+
+class _LorebookFile(Model):
+    name: str
+    world_info: Any
+
+
+class _DocumentFile(Model):
+    """What stories and chats share in their JSON (see `to_dict`)."""
+
+    MESSAGES = {"lore_placement": "{field} is {value}; use declared or anchored"}
+
+    name: str = ""
+    preset: str = ""
+    model: str = ""
+    settings: dict[str, Any] = {}
+    lorebooks: tuple[_LorebookFile, ...] | None = None
+    lore_placement: Literal["", "declared", "anchored"] = ""
+    extra: dict[str, Any] | None = None
+
+
+class _StoryFile(_DocumentFile):
+    kind: Literal["story"]
+    name: str = "Untitled story"
+    text: str = ""
+    header: _HeaderFile | None = None
+    japanese: bool = False
+    synopsis: str = ""
+    memory: str = ""
+    author_note: str = ""
+    author_note_depth: int = 3
+    alternatives: _AlternativesFile | None = None
+
+
+class _ChatFile(_DocumentFile):
+    kind: Literal["chat"]
+    character: Any
+    messages: tuple[_MessageFile, ...] = ()
+    user_name: str = ""
+    user_persona: str = ""
+
+
+def _settings_from(data: dict[str, Any], where: str) -> SamplingSettings:
     try:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return SamplingSettings(**values)
@@ -334,94 +395,57 @@ def to_dict(doc: LibraryDocument) -> dict[str, Any]:
     }
 
 
-def _attached(d: dict[str, Any], where: str) -> dict[str, Any]:
-    """The lorebooks and imported extras of a document's JSON."""
-    books = tuple(
-        worldinfo.lorebook_from_json(b["world_info"], str(b["name"]), where) for b in d.get("lorebooks") or []
-    )
-    extra = d.get("extra") or {}
-    if not isinstance(extra, dict):
-        raise InputError(f"{where}: 'extra' must be an object")
-    placement = d.get("lore_placement", "")
-    if placement not in ("", "declared", "anchored"):
-        raise InputError(f"{where}: 'lore_placement' is {placement!r}; use declared or anchored")
-    return {"lorebooks": books, "lore_placement": placement, "extra": extra}
+def _common(d: _DocumentFile, where: str) -> dict[str, Any]:
+    """What stories and chats share: name, sampling, lorebooks and imported extras."""
+    books = tuple(worldinfo.lorebook_from_json(b.world_info, b.name, where) for b in d.lorebooks or ())
+    return {
+        "name": d.name,
+        "settings": _settings_from(d.settings, where),
+        "preset": d.preset,
+        "model": d.model,
+        "lorebooks": books,
+        "lore_placement": d.lore_placement,
+        "extra": d.extra or {},
+    }
 
 
-def _story_from(d: dict[str, Any], where: str) -> StoryDocument:
-    h = d.get("header") or {}
-    header = StoryHeader(
-        title=str(h.get("title", "")),
-        author=str(h.get("author", "")),
-        genre=str(h.get("genre", "")),
-        tags=tuple(str(t) for t in h.get("tags", [])),
-        style=str(h.get("style", "")),
-    )
+def _story_from(d: _StoryFile, where: str) -> StoryDocument:
+    h = d.header or _HeaderFile()
+    header = StoryHeader(title=h.title, author=h.author, genre=h.genre, tags=h.tags, style=h.style)
     story = Story(
-        text=str(d.get("text", "")),
+        text=d.text,
         header=header,
-        synopsis=str(d.get("synopsis", "")),
-        memory=str(d.get("memory", "")),
-        author_note=str(d.get("author_note", "")),
-        author_note_depth=int(d.get("author_note_depth", 3)),
-        japanese=bool(d.get("japanese", False)),
+        synopsis=d.synopsis,
+        memory=d.memory,
+        author_note=d.author_note,
+        author_note_depth=d.author_note_depth,
+        japanese=d.japanese,
     )
-    alt = None
-    a = d.get("alternatives")
-    if a:
-        if not isinstance(a["options"], list) or not a["options"]:
-            raise InputError(f"{where}: 'alternatives.options' must be a non-empty list of texts")
-        options = tuple(str(o) for o in a["options"])
-        alt = Alternatives(str(a["base"]), options, min(int(a.get("index", 0)), len(options) - 1))
-    return StoryDocument(
-        story=story,
-        name=str(d.get("name", "Untitled story")),
-        alternatives=alt,
-        settings=_settings_from(d.get("settings", {}), where),
-        preset=str(d.get("preset", "")),
-        model=str(d.get("model", "")),
-        **_attached(d, where),
-    )
+    a = d.alternatives
+    alt = None if a is None else Alternatives(a.base, a.options, min(a.index, len(a.options) - 1))
+    return StoryDocument(story=story, alternatives=alt, **_common(d, where))
 
 
-def _chat_from(d: dict[str, Any], where: str) -> ChatDocument:
-    character = character_from_card(d["character"], where)
-    messages = []
-    for m in d.get("messages", []):
-        if not isinstance(m.get("swipes"), list):
-            raise InputError(f"{where}: a message's 'swipes' must be a list of texts")
-        if m["speaker"] not in (USER, CHARACTER) or not m["swipes"]:
-            raise InputError(f"{where}: a message has speaker {m['speaker']!r} or no text")
-        swipes = tuple(str(s) for s in m["swipes"])
-        messages.append(ChatMessage(m["speaker"], swipes, min(int(m.get("index", 0)), len(swipes) - 1)))
+def _chat_from(d: _ChatFile, where: str) -> ChatDocument:
+    messages = tuple(ChatMessage(m.speaker, m.swipes, min(m.index, len(m.swipes) - 1)) for m in d.messages)
+    own_name = "" if d.user_name == DEFAULT_USER and "user_persona" not in d.model_fields_set else d.user_name
     return ChatDocument(
-        character=character,
-        messages=tuple(messages),
-        name=str(d.get("name", "")),
-        user_name=_own_user_name(d),
-        user_persona=str(d.get("user_persona", "")),
-        settings=_settings_from(d.get("settings", {}), where),
-        preset=str(d.get("preset", "")),
-        model=str(d.get("model", "")),
-        **_attached(d, where),
+        character=character_from_card(d.character, where),
+        messages=messages,
+        user_name=own_name,  # older files always wrote "You"
+        user_persona=d.user_persona,
+        **_common(d, where),
     )
-
-
-def _own_user_name(d: dict[str, Any]) -> str:
-    name = str(d.get("user_name", ""))
-    return "" if name == DEFAULT_USER and "user_persona" not in d else name  # older files always wrote "You"
 
 
 def from_dict(d: Any, where: str = "document") -> LibraryDocument:
-    """A document from its JSON; a file of the wrong shape raises InputError naming it."""
-    if not isinstance(d, dict) or d.get("kind") not in ("story", "chat"):
-        raise InputError(f"{where} is not a talesmith story or chat")
-    try:
-        return _story_from(d, where) if d["kind"] == "story" else _chat_from(d, where)
-    except TalesmithError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise InputError(f"{where}: damaged {d['kind']} file ({type(e).__name__}: {e})") from None
+    """A document from its JSON; a file of the wrong shape raises InputError naming it, the field and the value."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind == "story":
+        return _story_from(validate(_StoryFile, d, where), where)
+    if kind == "chat":
+        return _chat_from(validate(_ChatFile, d, where), where)
+    raise InputError(f"{where} is not a talesmith story or chat")
 
 
 def dumps(doc: LibraryDocument) -> str:
