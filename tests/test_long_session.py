@@ -91,3 +91,27 @@ def test_kvstate_beside_a_document_and_the_reprocess_count(llama, tmp_path):
     assert kvstate.reprocess_count(llama, tokens) == len(tokens)
     assert kvstate.restore(llama, doc, tokens) == len(tokens)
     assert kvstate.reprocess_count(llama, tokens + llama.tokenize(" And then", add_bos=False)) == 2
+
+
+def test_a_reopened_story_with_an_author_s_note_is_shifted_as_the_live_session_is(llama, tmp_path):
+    import dataclasses
+
+    from talesmith.runtime.documents.formats import Story
+    from talesmith.runtime.models.resolve import sha256
+
+    lines = "".join(f"Line {i}: the keeper climbed the stairs and lit the lamp again.\n" for i in range(30))
+    story = Story(text=lines, author_note="The night is cold and slow.", author_note_depth=3)
+    llama.reset()
+    reply = collect(stream(llama, prepare(llama, story, GREEDY).tokens, GREEDY))
+    # The story goes on by two lines: the note moves two lines down, past what the cache holds.
+    later = prepare(llama, dataclasses.replace(story, text=lines + reply.text + "\nLine 31.\nLine 32.\n"), GREEDY)
+    live = llama.pending(later.tokens)
+    state = tmp_path / "story.kv"
+    llama.save_state(state, model_sha256=sha256(llama.model_path))
+    llama.reset()
+    held = llama.load_state(state, later.tokens, model_sha256=sha256(llama.model_path))
+    assert llama.pending(later.tokens) == live
+    common = next(i for i, (a, b) in enumerate(zip(llama.cached_tokens, later.tokens, strict=False)) if a != b)
+    assert held == len(later.tokens) - live and live < len(later.tokens) - common  # not cut back to `common`
+    resumed = collect(stream(llama, later.tokens, GREEDY))
+    assert resumed.timing.prompt_evaluated == live

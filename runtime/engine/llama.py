@@ -365,7 +365,8 @@ class LlamaCppBackend:
         files.write_atomic(files.state_meta_path(target), json.dumps(meta), mode=files.PRIVATE)
 
     def load_state(self, path: str | os.PathLike[str], tokens: Sequence[int], *, model_sha256: str) -> int:
-        """Restore a saved cache made by this model, keeping the part it shares with `tokens`; returns its length.
+        """Restore a saved cache made by this model for `tokens`; returns how many of them it holds (the shared
+        prefix, and what the next prefill shifts into place after it).
 
         A state file of another model, another context size or another prompt is ignored (returns 0),
         and so is one that is missing or unreadable: the cost is only re-evaluation.
@@ -395,8 +396,12 @@ class LlamaCppBackend:
             llama_cpp.llama_memory_clear(self._memory, True)
             return 0
         self._tokens = list(saved)
-        self._truncate(common)
-        return common
+        # What follows the shared part stays cached: where the prompt moved it (an author's note a few lines
+        # further down), the next prefill shifts it into place as it does in a live session.
+        plan = self._shift_plan(tokens, min(common, len(tokens) - 1))
+        if plan is None:
+            self._truncate(common)
+        return common + (plan[1] if plan else 0)
 
     def append(self, token: int) -> None:
         if len(self._tokens) >= self.n_ctx:
