@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -133,17 +134,21 @@ def serve(
         raise TalesmithError(
             f"talesmith serve needs the serve extra ({e.name} is missing): pip install 'talesmith[serve]'"
         ) from None
-    ref, opened = open_model(model, lock, ctx, gpu_layers, threads, backend, device)
-    settings = resolve_settings(preset, Config(), ref.preset, {})
-    service, notes = build(opened, ref, settings, slots=parallel)
+    try:  # the port first: a port in use is said before a model is loaded
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise SettingsError(f"cannot listen on {host}:{port} ({reason}); choose another --port") from None
+    try:
+        ref, opened = open_model(model, lock, ctx, gpu_layers, threads, backend, device)
+        settings = resolve_settings(preset, Config(), ref.preset, {})
+        service, notes = build(opened, ref, settings, slots=parallel)
+    except BaseException:
+        sock.close()
+        raise
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     app = make_app(service, api_key=api_key, cors=tuple(cors or ()))
-    try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as e:
-        service.engine.close()
-        raise SettingsError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
     kobold, openai = urls(host, port)
     err.print(
         f"talesmith serves {escape(ref.name)} ({service.n_slots} slot(s) of {service.n_ctx} tokens) at [bold]{kobold}[/]\n"
