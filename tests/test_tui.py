@@ -6,7 +6,16 @@ import json
 
 import pytest
 from textual.widgets import Input, Static, TextArea
-from tui_fakes import FailingBackend, RecordingApp, SlowBackend, TakesBackend, wait_until, workers_done
+from tui_fakes import (
+    FailingBackend,
+    RecordingApp,
+    SlowBackend,
+    SlowStateBackend,
+    TakesBackend,
+    measured,
+    wait_until,
+    workers_done,
+)
 
 from talesmith.runtime.documents.stories import Library
 from talesmith.runtime.errors import ModelError
@@ -102,6 +111,38 @@ async def test_stop_interrupts_at_once_and_keeps_the_text(tmp_path):
         await workers_done(pilot)  # the worker has ended: any chunk it still sent was ignored
         assert editor(screen).text == kept and not editor(screen).read_only
         assert saved(tmp_path)[0]["text"] == kept
+
+
+async def test_after_a_stop_the_status_says_what_the_next_generation_really_evaluates(tmp_path):
+    # Saving the model state after the stop holds the model a while; the measure waits for it.
+    backend = SlowStateBackend([" " + "word " * 200, " Then."], delay=0.02, save_seconds=0.6, n_ctx=4096)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press(*"It was a dark night and the wind howled.", "ctrl+g")
+        await wait_until(pilot, lambda: len(editor(screen).text) > 80)
+        await pilot.press("escape")
+        await measured(pilot)
+        reprocess = screen.last_measure.reprocess
+        assert f"re {reprocess}" in status(screen).split(" · ") and reprocess < 5  # the stopped text is cached
+        backend.gate.set()
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prefilled[-1] == reprocess and backend.prefilled[0] == len(backend.prompts[0])
+
+
+async def test_the_speed_shown_leaves_out_a_long_prefill(tmp_path):
+    backend = SlowBackend([" " + "word " * 6], delay=0.02, n_ctx=4096)
+    backend.prefill_seconds = 2.0
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"Once", "ctrl+g")
+        await settle(pilot)
+        with_prefill = len(" " + "word " * 6) / (2.0 + 0.02 * len(" " + "word " * 6))  # about 14 tok/s
+        assert app.screen.tokens_per_second > 2 * with_prefill
+        assert f"{app.screen.tokens_per_second:.1f} tok/s" in status(app.screen)
 
 
 async def test_ui_stays_responsive_while_generating(tmp_path):
@@ -333,7 +374,7 @@ async def test_japanese_synopsis_format(tmp_path):
         from textual.widgets import Checkbox
 
         screen.query_one("#japanese", Checkbox).value = True
-        screen.query_one("#synopsis", Input).value = "異世界に転生した。"
+        screen.query_one("#synopsis", TextArea).load_text("異世界に転生した。")
         screen.query_one("#title", Input).value = "ignored in this format"
         screen.query_one("#editor").focus()
         await pilot.press(*"それは")

@@ -232,3 +232,55 @@ async def test_a_chat_waits_for_a_story_generation_on_the_same_model(tmp_path):
         assert story.doc.text.startswith("Go la la")
         assert [m.speaker for m in chat.doc.messages] == ["character", "user", "character"]
         assert backend.prompts[-1].endswith("You: Hello\nAqua:")
+
+
+def long_chat(tmp_path, n: int = 12) -> ChatDocument:
+    doc = ChatDocument.start(Character(name="Aqua", persona="A goddess.", greeting="Hello!"))
+    for i in range(n):
+        doc = doc.sent(f"Message {i}, a line long enough to wrap in a narrow window.").replied(f"Reply {i}.")
+    Library(tmp_path / "data" / "chats", "chat").save("20260101-000000-chat-with-aqua", doc)
+    return doc
+
+
+async def open_first(pilot) -> None:
+    await pilot.press("ctrl+o")
+    await pilot.pause()
+    await pilot.press("enter")
+    await pilot.pause(0.2)
+
+
+def in_view(items: ListView, index: int) -> bool:
+    item = items.children[index]
+    return items.region.contains_point(item.region.offset) or items.region.overlaps(item.region)
+
+
+async def test_the_chat_keeps_its_end_in_view_and_the_list_highlights_what_it_acts_on(tmp_path):
+    backend = TakesBackend([" Sure."], n_ctx=4096)
+    long_chat(tmp_path)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await open_first(pilot)
+        screen = app.screen
+        items = screen.query_one("#messages", ListView)
+        last = len(screen.doc.messages) - 1
+        assert items.index is None and in_view(items, last) and not in_view(items, 0)
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.2)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert in_view(items, last) and not in_view(items, 0)  # a resize does not leave the end behind
+        await pilot.press(*"More?", "enter")
+        await settle(pilot)
+        await pilot.pause(0.2)
+        assert screen.doc.messages[-1].text == "Sure." and in_view(items, len(screen.doc.messages) - 1)
+        await pilot.press("shift+tab")
+        assert app.focused is items and items.index == len(screen.doc.messages) - 1  # highlighted at once
+        await pilot.press("up", "d")  # your message goes; the reply after it is highlighted, in view
+        await pilot.pause(0.2)
+        assert "More?" not in [m.text for m in screen.doc.messages]
+        assert items.index == len(screen.doc.messages) - 1 and in_view(items, items.index)
+        items.index = 0
+        await pilot.press("d")  # acting at the top: the view stays there, not at the end
+        await pilot.pause(0.2)
+        assert screen.doc.messages[0].text.startswith("Message 0") and items.index == 0 and in_view(items, 0)

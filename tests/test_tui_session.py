@@ -1,13 +1,15 @@
 """The document session without Textual: undo steps, saving, forgetting an emptied untitled document,
-checkpoints while a generation streams."""
+a file that follows its document's name, checkpoints while a generation streams."""
 
+import dataclasses
 import errno
 import subprocess
 import sys
+from pathlib import Path
 
 from talesmith.runtime.documents.formats import Story
 from talesmith.runtime.documents.stories import Library, StoryDocument
-from talesmith.tui.session import CHECKPOINT_SECONDS, MERGE_SECONDS, DocumentSession
+from talesmith.tui.session import CHECKPOINT_SECONDS, MERGE_SECONDS, DocumentSession, _named_after
 
 UNTITLED = StoryDocument().name
 
@@ -20,12 +22,13 @@ class Clock:
         return self.now
 
 
-def session(tmp_path, clock=None):
+def session(tmp_path, clock=None, *, named_files=False):
     return DocumentSession(
         Library(tmp_path / "stories", "story"),
         StoryDocument(),
         empty=lambda d: d.story == Story(),
         disposable=lambda d: d.name == UNTITLED,
+        named_files=named_files,
         clock=clock or Clock(),
     )
 
@@ -70,6 +73,42 @@ def test_an_untitled_document_emptied_again_loses_its_file(tmp_path):
     named.save()
     named.commit(StoryDocument(name="Kept"))
     assert named.save().ok and named.library.path(named.doc_id).exists()
+
+
+def test_a_file_named_after_its_document_follows_a_new_name_with_its_saved_state(tmp_path):
+    s = session(tmp_path, named_files=True)
+    s.commit(typed(s.doc, "It came from the sky."))
+    assert s.save().ok and s.doc_id.endswith("-untitled-story")
+    old = s.library.path(s.doc_id)
+    old.with_suffix(".kv").write_bytes(b"state")
+    Path(str(old.with_suffix(".kv")) + ".meta").write_text('{"tokens": [1, 2]}')
+    s.commit(dataclasses.replace(s.doc, name="The Colour Out of Space"))
+    assert s.save().ok and s.doc_id.endswith("-the-colour-out-of-space") and not s.unsaved()
+    new = s.library.path(s.doc_id)
+    assert sorted(p.name for p in (tmp_path / "stories").iterdir()) == [
+        new.name,
+        new.name[:-5] + ".kv",
+        new.name[:-5] + ".kv.meta",
+    ]
+    assert s.library.load(s.doc_id) == s.doc and s.doc.text == "It came from the sky."
+    assert new.with_suffix(".kv").read_bytes() == b"state"
+    s.commit(typed(s.doc, "It came from the sky. Then"))  # the same name: the same file
+    assert s.save().ok and s.library.path(s.doc_id) == new
+    plain = session(tmp_path / "plain")  # chats keep their file whatever their name
+    plain.commit(typed(plain.doc, "x"))
+    plain.save()
+    first = plain.doc_id
+    plain.commit(dataclasses.replace(plain.doc, name="Other"))
+    assert plain.save().ok and plain.doc_id == first
+
+
+def test_which_file_ids_were_made_from_a_name():
+    assert _named_after("20261207-193000-the-sea", "The Sea")
+    assert _named_after("20261207-193000-the-sea-2", "The sea")  # a second file made in the same second
+    assert _named_after("20261207-193000-part-2", "Part 2")
+    assert not _named_after("20261207-193000-untitled-story", "The Sea")
+    assert not _named_after("20261207-193000-the-sea", "The Sea Again")
+    assert _named_after("imported", "Anything")  # ids of another shape are left as they are
 
 
 def test_a_failed_save_says_why_and_keeps_the_changes_unsaved(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 from test_tui import editor, make_app, saved, settle
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Checkbox, Input, OptionList, Static, TextArea
 from tui_fakes import StateBackend, TakesBackend, workers_done
 
 import talesmith.tui.base as base
@@ -107,9 +107,11 @@ async def test_a_pasted_synopsis_prefix_is_taken_off(tmp_path):
         await settle(pilot)
         screen = app.screen
         screen.query_one("#japanese").value = True
-        screen.query_one("#synopsis", Input).value = "あらすじ：ある日、森で。"
+        synopsis = screen.query_one("#synopsis", TextArea)
+        assert synopsis.size.height >= 3  # room for a synopsis of a few lines, also at 80x24
+        synopsis.load_text("あらすじ：ある日、森で。")
         await pilot.pause()
-        assert screen.query_one("#synopsis", Input).value == "ある日、森で。"
+        assert synopsis.text == "ある日、森で。"
         assert screen.doc.story.synopsis == "ある日、森で。"
         screen.query_one("#editor").focus()
         await pilot.press("ctrl+g")
@@ -225,3 +227,103 @@ async def test_a_card_with_a_lone_surrogate_is_saved_with_a_note(tmp_path):
         await pilot.press("ctrl+q")
     [chat] = saved(tmp_path, "chats")
     assert chat["messages"][0]["swipes"] == ["Hi \ufffd"] and chat["character"]["data"]["name"] == "\ufffd x"
+
+
+def type_fast(app, keys: list[str]) -> None:
+    """Send keys as a quick typist does: each arrives before the one before it has been handled."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, "\t" if key == "tab" else key)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def test_a_key_typed_right_after_tab_goes_to_the_next_field(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        type_fast(app, [*"abc", "tab", *"Title", "tab", *"Auth", "tab", *"Gen"])
+        await pilot.pause(0.3)
+        h = app.screen.doc.story.header
+        assert (app.screen.doc.text, h.title, h.author, h.genre) == ("abc", "Title", "Auth", "Gen")
+
+
+async def test_a_story_typed_before_its_title_is_renamed_after_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "SAVE_DELAY", 0.05)
+    library = Library(tmp_path / "data" / "stories", "story")
+    library.save("20260101-000000-night", StoryDocument(story=Story(text="x"), name="Night"))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"It was dark.", "ctrl+s")
+        untitled = app.screen.doc_id
+        assert untitled.endswith("-untitled-story") and library.path(untitled).exists()
+        await type_title(pilot, ["Night"])
+        await pilot.press("ctrl+s")
+        screen = app.screen
+        assert screen.doc.name == "Night (2)" and screen.doc_id.endswith("-night-2")
+        assert not library.path(untitled).exists()
+        assert library.load(screen.doc_id).text == "It was dark."
+        await pilot.press("ctrl+q")
+    assert sorted(e.name for e in library.entries()) == ["Night", "Night (2)"]
+    assert sorted(d["text"] for d in saved(tmp_path)) == ["It was dark.", "x"]
+
+
+async def test_a_new_story_starts_in_its_text_not_in_the_field_focused_before(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#author_note", Input).focus()
+        await pilot.press(*"slow", "ctrl+n")
+        assert app.focused.id == "editor"
+        await pilot.press(*"New")
+        assert app.screen.doc.text == "New" and app.screen.doc.story.author_note == ""
+
+
+async def test_a_checkbox_mark_says_whether_it_is_on(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        box = app.screen.query_one("#japanese", Checkbox)
+        assert str(box.render()).startswith("▐ ▌")
+        box.value = True
+        assert str(box.render()).startswith("▐X▌")
+
+
+async def test_at_80x24_the_cursor_stays_in_view_and_the_synopsis_has_lines(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        area = editor(app.screen)
+        area.load_text("\n".join(f"Line {i} of a story long enough to wrap in a narrow window." for i in range(60)))
+        area.move_cursor(area.document.end)
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert area.region.contains_point(area.cursor_screen_offset)
+        assert app.screen.query_one("#synopsis", TextArea).size.height >= 3
+
+
+async def test_an_edit_keeps_the_alternatives_where_it_can_and_says_when_it_cannot(tmp_path):
+    backend = TakesBackend([" A.", " B."], n_ctx=512)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press(*"Go", "ctrl+g")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        area = editor(screen)
+        area.move_cursor((0, 0))
+        await pilot.press(*"So, ")  # before the alternatives' point
+        assert screen.doc.text == "So, Go B." and screen.doc.live_alternatives().base == "So, Go"
+        await pilot.press("alt+left")
+        assert area.text == "So, Go A."
+        area.load_text("Gone")  # both sides changed: nothing to follow, and the user is told
+        await pilot.pause()
+        assert screen.doc.live_alternatives() is None
+        assert "2 alternatives" in app.notified[-1].message
+        await pilot.press("ctrl+z")
+        assert screen.doc.live_alternatives().options == (" A.", " B.")

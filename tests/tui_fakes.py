@@ -26,6 +26,15 @@ class TakesBackend(ScriptedBackend):
         self.scripts = [s.encode() for s in scripts]
         self.calls = 0
         self.prompts: list[str] = []
+        self.prefilled: list[int] = []
+        """Prompt tokens each prefill evaluated (the rest came from the cache)."""
+        self.prefill_seconds = 0.0
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        time.sleep(self.prefill_seconds)  # a long prompt takes a while
+        evaluated = super().prefill(tokens)
+        self.prefilled.append(evaluated)
+        return evaluated
 
     def sampler(self, settings: SamplingSettings, *, seed: int, history: Sequence[int]) -> ScriptedSampler:
         self.script = self.scripts[self.calls % len(self.scripts)]
@@ -84,6 +93,18 @@ class StateBackend(TakesBackend):
 
     def load_state(self, path, tokens: Sequence[int], *, model_sha256: str) -> int:
         return 0
+
+
+class SlowStateBackend(SlowBackend, StateBackend):
+    """Writes tokens slowly and takes `save_seconds` to save its state, as a large state file does."""
+
+    def __init__(self, scripts: Sequence[str], *, save_seconds: float = 1.0, **kwargs):
+        super().__init__(scripts, **kwargs)
+        self.save_seconds = save_seconds
+
+    def save_state(self, path, *, model_sha256: str) -> None:
+        time.sleep(self.save_seconds)
+        super().save_state(path, model_sha256=model_sha256)
 
 
 @dataclass(frozen=True)

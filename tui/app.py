@@ -224,8 +224,9 @@ class TalesmithApp(App):
 
     def on_unmount(self) -> None:
         backend, self.model.backend = self.model.backend, None
-        if backend is not None and self.model.lock.acquire(timeout=5):
+        if backend is not None:
             try:
-                backend.close()
-            finally:
-                self.model.lock.release()
+                with self.model.exclusive(backend):  # after the generation or state file in progress
+                    backend.close()
+            except TalesmithError:
+                pass  # still busy: the process ends anyway

@@ -371,6 +371,8 @@ class PromptScreen(ModalScreen[None]):
         else:
             lines.append("         nothing dropped: everything fits\n", "dim")
         lines.append(f"{r.reprocess:>7}  evaluated again by the next generation (not in the cache)\n", "bold")
+        for note in r.notes:
+            lines.append(f"   note  {note}\n", "yellow")
         if r.dropped_units:
             lines.append("\nDropped to fit (the model does not see it):\n", "bold")
             lines.append(r.dropped.text, "yellow")

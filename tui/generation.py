@@ -7,7 +7,6 @@ at the next token.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from talesmith.runtime.engine.generate import Timing, prepare, stream
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import SamplingSettings
 
+from .model import ModelBusy, ModelSession
 from .session import Job
 
 
@@ -41,15 +41,15 @@ class Finished(Message):
 
 
 def run(
-    target: MessagePump, lock: threading.Lock, job: Job, backend: Any, document: Any, settings: SamplingSettings
+    target: MessagePump, model: ModelSession, job: Job, backend: Any, document: Any, settings: SamplingSettings
 ) -> None:
     """The body of a generation worker thread. Posts Prepared, then Streamed per chunk, then Finished."""
     reason = timing = error = None
-    with lock:  # one generation at a time on a backend, even from two screens
-        if job.stop.is_set():  # stopped while it waited for the backend
-            target.post_message(Finished(job, "stopped", None, None))
-            return
-        try:
+    try:
+        with model.exclusive(backend):  # one generation at a time on a backend, even from two screens
+            if job.stop.is_set():  # stopped while it waited for the backend
+                target.post_message(Finished(job, "stopped", None, None))
+                return
             prepared = prepare(backend, document, settings)
             target.post_message(Prepared(job, len(prepared.tokens), prepared.fitted.dropped))
             chunks = stream(backend, prepared.tokens, settings, stops=prepared.stops)
@@ -63,10 +63,10 @@ def run(
                         target.post_message(Streamed(job, chunk.text))
             finally:
                 chunks.close()
-        except TalesmithError as e:
-            error = str(e)
-        except Exception as e:  # a backend failure must reach the user as a notification, not kill the app
-            error = f"generation failed: {type(e).__name__}: {e}"
+    except TalesmithError as e:
+        error = str(e)
+    except Exception as e:  # a backend failure must reach the user as a notification, not kill the app
+        error = f"generation failed: {type(e).__name__}: {e}"
     target.post_message(Finished(job, reason, timing, error))
 
 
@@ -74,22 +74,28 @@ def run(
 class Measure:
     n_tokens: int
     """Tokens of the prompt the next generation would use."""
-    reprocess: int
-    """Of those, how many are not in the cache and must be evaluated again."""
+    reprocess: int | None
+    """Of those, how many are not in the cache and must be evaluated again (None: not measured yet)."""
     dropped: int
     """History units (story lines, chat messages) left out to fit the context."""
     error: str = ""
 
 
-def measure(backend: Any, lock: threading.Lock, document: Any, settings: SamplingSettings) -> Measure | None:
-    """What the next generation of `document` costs; None while the backend is busy."""
-    if not lock.acquire(blocking=False):
-        return None
+class Measured(Message):
+    def __init__(self, measure: Measure) -> None:
+        super().__init__()
+        self.measure = measure
+
+
+def measure(model: ModelSession, backend: Any, document: Any, settings: SamplingSettings) -> Measure | None:
+    """What the next generation of `document` costs, measured against the cache once the backend is free
+    (after a generation stops, its state file is written first); None when it stayed busy."""
     try:
-        prepared = prepare(backend, document, settings)
-        reprocess = kvstate.reprocess_count(backend, prepared.tokens)
+        with model.exclusive(backend):
+            prepared = prepare(backend, document, settings)
+            reprocess = kvstate.reprocess_count(backend, prepared.tokens)
+    except ModelBusy:
+        return None
     except TalesmithError as e:
         return Measure(0, 0, 0, str(e))
-    finally:
-        lock.release()
     return Measure(len(prepared.tokens), reprocess, prepared.fitted.dropped)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from talesmith.runtime.documents.adventure import Adventure
 from talesmith.runtime.documents.formats import Chat, Story
+from talesmith.runtime.documents.instruct import InstructChat, InstructStory, TemplatePlan
 from talesmith.runtime.documents.prompts import plan
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.engine.generate import prepare
@@ -35,9 +37,17 @@ class PromptReport:
     reprocess: int
     """Tokens of the prompt the next generation evaluates (not in the cache)."""
     reprocess_text: str
+    notes: tuple[str, ...] = ()
+    """What the chat template needed changed (a system message folded, roles merged)."""
 
 
 def _head_names(document: Any) -> tuple[str, str, str]:
+    if isinstance(document, Adventure):
+        document = document.story
+    if isinstance(document, InstructStory):
+        return "instruction", "header", "memory"
+    if isinstance(document, InstructChat):
+        return "system prompt", "character (persona, scenario, user persona)", "example dialogue"
     if isinstance(document, Story):
         return "memory", "header / synopsis", "lore (after header)"
     if isinstance(document, Chat):
@@ -88,4 +98,5 @@ def report(backend: Any, document: Any, settings: SamplingSettings) -> PromptRep
         dropped=part("dropped", "".join(prompt.units[:dropped])),
         reprocess=reprocess,
         reprocess_text=tail.decode("utf-8", errors="replace"),
+        notes=prompt.rendered(dropped).notes if isinstance(prompt, TemplatePlan) else (),
     )

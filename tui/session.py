@@ -5,14 +5,17 @@ when its text is checkpointed. The screens show a session; this module decides."
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from talesmith.runtime import files
 from talesmith.runtime.documents.formats import History
-from talesmith.runtime.documents.stories import Library
+from talesmith.runtime.documents.stories import Library, slug
 from talesmith.runtime.errors import TalesmithError
 
 
@@ -68,10 +71,13 @@ class DocumentSession(Generic[D]):
         *,
         empty: Callable[[D], bool],
         disposable: Callable[[D], bool] = lambda doc: False,
+        named_files: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.library = library
         self.empty, self.disposable, self.clock = empty, disposable, clock
+        self.named_files = named_files
+        """Whether a document's file follows its name (a story named after its title): renamed when it changes."""
         self.history: History[D] = History(blank)
         self.doc_id: str | None = None
         self.saved_doc: D | None = blank
@@ -139,10 +145,36 @@ class DocumentSession(Generic[D]):
                 return Saved(error=str(e))
             self.doc_id, self.saved_doc = None, doc
             return Saved()
+        if self.named_files and self.doc_id is not None and not _named_after(self.doc_id, doc.name):
+            return self._move(doc)
         result = self.write(doc)
         if result.ok:
             self.saved_doc = doc
         return result
+
+    def _move(self, doc: D) -> Saved:
+        """Write `doc` under a new file named after it, then move its saved model state there and remove
+        the old file: a crash in between leaves both files, never neither."""
+        assert self.doc_id is not None
+        old = self.library.path(self.doc_id)
+        try:
+            new_id = self.library.new_id(doc.name)
+            replaced = self.library.save(new_id, doc)  # type: ignore[arg-type]
+        except (OSError, TalesmithError) as e:
+            return Saved(error=str(e))
+        self.doc_id, self.saved_doc = new_id, doc
+        new = self.library.path(new_id)
+        try:
+            for src, dst in (
+                (files.state_path(old), files.state_path(new)),
+                (files.state_meta_path(files.state_path(old)), files.state_meta_path(files.state_path(new))),
+            ):
+                if src.exists():
+                    os.replace(src, dst)
+            old.unlink(missing_ok=True)
+        except OSError:
+            pass  # the document is saved under its new name; the old file or its state is only left behind
+        return Saved(replaced=replaced)
 
     def write(self, doc: D) -> Saved:
         """Write `doc` as this document's file (a new document gets its id), whatever the present is."""
@@ -189,3 +221,13 @@ class DocumentSession(Generic[D]):
         job.done = True
         if job is self.job:
             self.job = None
+
+
+def _named_after(doc_id: str, name: str) -> bool:
+    """Whether a file id made by `Library.new_id` (`DATE-TIME-slug`, `-N` on a clash) was made from `name`;
+    True for ids of any other shape, which are left as they are."""
+    made = re.fullmatch(r"\d{8}-\d{6}-(.+)", doc_id)
+    if made is None:
+        return True
+    stem, want = made.group(1), slug(name)
+    return stem == want or re.fullmatch(re.escape(want) + r"-\d+", stem) is not None

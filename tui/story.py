@@ -7,6 +7,7 @@ import dataclasses
 import re
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -19,6 +20,7 @@ from talesmith.runtime.settings import preset
 from .base import DocumentScreen
 from .generation import Job
 from .status import StatusLine
+from .widgets import Tick
 
 UNTITLED = StoryDocument().name
 SYNOPSIS_PREFIXES = ("あらすじ：", "あらすじ:", "あらすじ")
@@ -40,6 +42,7 @@ HEADER_INPUTS = (
 
 class StoryScreen(DocumentScreen):
     KIND = "story"
+    NAMED_FILES = True
     BINDINGS = [
         Binding("ctrl+g", "generate", "Generate", priority=True, tooltip="Generate: continue the story"),
         Binding("ctrl+r", "retry", "Retry", priority=True, tooltip="Retry: another continuation at the same point"),
@@ -85,9 +88,9 @@ class StoryScreen(DocumentScreen):
                 yield Input(id="author_note", compact=True)
                 yield Label("Note depth (lines from end)")
                 yield Input(id="author_note_depth", compact=True, type="integer")
-                yield Checkbox("Japanese (あらすじ)", id="japanese", compact=True)
+                yield Tick("Japanese (あらすじ)", id="japanese", compact=True)
                 yield Label("Synopsis (app adds あらすじ)")
-                yield Input(id="synopsis", compact=True)
+                yield TextArea(id="synopsis", soft_wrap=True, compact=True, classes="field-area")
             yield TextArea(id="editor", soft_wrap=True, compact=True)
         yield StatusLine(id="status")
         yield Footer()
@@ -108,7 +111,6 @@ class StoryScreen(DocumentScreen):
             genre=h.genre,
             tags=", ".join(h.tags),
             style=h.style,
-            synopsis=s.synopsis,
             author_note=s.author_note,
             author_note_depth=str(s.author_note_depth),
         )
@@ -117,7 +119,7 @@ class StoryScreen(DocumentScreen):
             if widget.value != value and not (key == "tags" and _tags(widget.value) == h.tags):
                 widget.value = value
         self.query_one("#japanese", Checkbox).value = s.japanese
-        for area_id, text in (("memory", s.memory), ("editor", s.text)):
+        for area_id, text in (("memory", s.memory), ("synopsis", s.synopsis), ("editor", s.text)):
             area = self.query_one(f"#{area_id}", TextArea)
             if area.text != text:
                 area.load_text(text)
@@ -136,10 +138,7 @@ class StoryScreen(DocumentScreen):
                 new = dataclasses.replace(new, name=event.value.strip() or UNTITLED)
         elif key == "tags":
             new = doc.with_story(header=dataclasses.replace(h, tags=_tags(event.value)))
-        elif key == "synopsis" and event.value.lstrip().startswith(SYNOPSIS_PREFIXES):
-            event.input.value = _without_prefix(event.value)  # changes again, then is committed
-            return
-        elif key in ("synopsis", "author_note"):
+        elif key == "author_note":
             new = doc.with_story(**{key: event.value})
         elif key == "author_note_depth":
             try:
@@ -165,9 +164,24 @@ class StoryScreen(DocumentScreen):
         if event.text_area.id == "editor":
             if self.job is not None:
                 return  # the generation's own text, committed when it finishes
-            self.commit(self.doc.with_text(event.text_area.text), edit="text")
+            doc, alt = self.doc, self.doc.live_alternatives()
+            new = doc.with_text(event.text_area.text)
+            self.commit(new, edit="text")
+            if alt is not None and len(alt.options) > 1 and new.live_alternatives() is None:
+                self.notify(
+                    f"This edit changed the text before and after the {len(alt.options)} alternatives, so they "
+                    f"were let go; ctrl+z brings them back",
+                    timeout=5,
+                )
         elif event.text_area.id == "memory":
             self.commit(self.doc.with_story(memory=event.text_area.text), edit="memory")
+        elif event.text_area.id == "synopsis":
+            text = event.text_area.text
+            if text.lstrip().startswith(SYNOPSIS_PREFIXES):
+                event.text_area.load_text(_without_prefix(text))  # changes again, then is committed
+                event.text_area.move_cursor(event.text_area.document.end)
+                return
+            self.commit(self.doc.with_story(synopsis=text), edit="synopsis")
 
     def prompt_document(self) -> Any:
         return self.doc.prompt_story(global_books=self.global_lorebooks())
@@ -176,7 +190,7 @@ class StoryScreen(DocumentScreen):
         return doc.name == UNTITLED
 
     def streaming_doc(self, job: Job) -> StoryDocument:
-        return self.doc.with_text(job.base + job.text)
+        return self.doc.continued(job.base, job.text)  # a retry's text so far beside the alternatives it adds to
 
     def autosave(self) -> bool:
         """Save; a story named after its title gets a suffix when another story has that name."""
@@ -244,7 +258,13 @@ class StoryScreen(DocumentScreen):
         if self.busy(quiet=False):
             return
         self.load(None, StoryDocument(settings=self.doc.settings, preset=self.doc.preset))
+        self.query_one("#editor").focus()  # a new story starts with its text, not in the field focused before
         self.notify("New story", timeout=2)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A narrower or shorter window wraps the text again: the cursor stays in view."""
+        editor = self.query_one("#editor", TextArea)
+        editor.call_after_refresh(editor.scroll_cursor_visible)
 
     def action_toggle_fields(self) -> None:
         fields = self.query_one("#fields")

@@ -71,7 +71,12 @@ def choose_template(
     """The template to prompt `model` with: `spec` (a file or folder, a preset, an imported format, a named
     template of the model), else the model's own; None when the model has none and no spec is given."""
     if spec is None or not spec.strip():
-        return model_template(model) if model is not None else None
+        if model is None:
+            return None
+        where = Path(model)
+        if not (where.is_dir() or where.suffix.lower() in (".gguf", ".onnx")):
+            return None  # not a model file that carries a template (a model read another way)
+        return model_template(where)
     path = Path(spec).expanduser()
     if path.exists():
         found = model_template(path)
