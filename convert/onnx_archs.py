@@ -19,6 +19,7 @@ from talesmith.runtime.errors import ConversionError
 
 from .architectures.falcon import grouped_qkv_to_blocks
 from .architectures.gptj import rotary_to_neox
+from .hfconfig import HFConfig
 
 Linear = tuple[np.ndarray, "np.ndarray | None"]
 ACTIVATIONS = {
@@ -52,7 +53,7 @@ class Spec:
     """SwiGLU MLP (gate, up, down) rather than up, activation, down."""
 
 
-class Reader:
+class Reader(HFConfig):
     """One architecture's weights: subclasses name the tensors and shape them."""
 
     model_types: ClassVar[tuple[str, ...]] = ()
@@ -62,14 +63,6 @@ class Reader:
         self.ckpt = weights.ckpt
         self.config: dict[str, Any] = self.ckpt.config
         self.spec = self.read_spec()
-
-    def cfg(self, *keys: str, default: Any = None) -> Any:
-        for key in keys:
-            if self.config.get(key) is not None:
-                return self.config[key]
-        if default is None:
-            raise ConversionError(f"config.json lacks {keys[0]!r}; is this a complete checkpoint?")
-        return default
 
     def activation(self, *keys: str, default: str) -> str:
         name = str(self.cfg(*keys, default=default))

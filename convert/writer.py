@@ -59,16 +59,7 @@ def _add_metadata(w, arch: Architecture, vocab: Vocab, metadata: dict[str, Any],
         }[outtype]
     )
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for key, value in arch.hparams().items():
-        full = f"{arch.gguf_arch}.{key}"
-        if isinstance(value, str):
-            w.add_string(full, value)
-        elif isinstance(value, bool):
-            w.add_bool(full, value)
-        elif isinstance(value, int):
-            w.add_uint32(full, value)
-        else:
-            w.add_float32(full, float(value))
+    arch.add_hparams(w)
     w.add_tokenizer_model(vocab.model)
     w.add_tokenizer_pre(vocab.pre)
     w.add_token_list(vocab.tokens)

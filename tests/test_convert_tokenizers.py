@@ -225,7 +225,7 @@ def test_real_tokenizers_get_llama_cpps_family_and_its_test_ids(name, folder, tm
     assert vocab.pre == name
     path = tmp_path / "vocab.gguf"
     writer = gguf.GGUFWriter(str(path), "gpt2")
-    arch = type("Arch", (), {"gguf_arch": "gpt2", "hparams": lambda self: {"block_count": 1}})()
+    arch = type("Arch", (), {"gguf_arch": "gpt2", "add_hparams": lambda self, w: w.add_block_count(1)})()
     _add_metadata(writer, arch, vocab, {"name": name}, "f32", 0)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -1,4 +1,5 @@
-"""The shape of an architecture converter: hyper-parameters and a plan of output tensors."""
+"""The shape of an architecture converter: hyper-parameters, written through gguf-py's typed `add_*` calls,
+and a plan of output tensors, named from gguf-py's MODEL_TENSOR / TENSOR_NAMES."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import gguf
 import numpy as np
 
 from talesmith.runtime.errors import ConversionError
+
+from ..hfconfig import HFConfig
 
 ARCHITECTURES: dict[str, type[Architecture]] = {}
 
@@ -22,7 +26,12 @@ class TensorPlan:
     compute: Callable[[], np.ndarray]
 
 
-class Architecture:
+def tensor_name(kind: gguf.MODEL_TENSOR, bid: int | None = None, suffix: str = "weight") -> str:
+    """The GGUF name of a tensor: gguf-py's name for `kind` (in block `bid`) and its `suffix`."""
+    return f"{gguf.TENSOR_NAMES[kind].format(bid=bid)}.{suffix}"
+
+
+class Architecture(HFConfig):
     hf_names: ClassVar[tuple[str, ...]] = ()
     gguf_arch: ClassVar[str] = ""
 
@@ -35,15 +44,8 @@ class Architecture:
     def check(self) -> None:
         """Refuse variants of the architecture that llama.cpp cannot run."""
 
-    def cfg(self, *keys: str, default: Any = None) -> Any:
-        for key in keys:
-            if self.config.get(key) is not None:
-                return self.config[key]
-        if default is None:
-            raise ConversionError(f"config.json lacks {keys[0]!r}; is this a complete checkpoint?")
-        return default
-
-    def hparams(self) -> dict[str, Any]:
+    def add_hparams(self, w: gguf.GGUFWriter) -> None:
+        """Write the hyper-parameters, each through the writer's typed call (which knows the key's type)."""
         raise NotImplementedError
 
     def tensors(self) -> list[TensorPlan]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import gguf
 import numpy as np
+from gguf import MODEL_TENSOR as T
 
 from talesmith.runtime.errors import ConversionError
 
-from .base import Architecture, TensorPlan, register
+from .base import Architecture, TensorPlan, register, tensor_name
 
 
 def grouped_qkv_to_blocks(w: np.ndarray, n_head: int, n_kv: int) -> np.ndarray:
@@ -50,50 +50,48 @@ class Falcon(Architecture):
     def n_vocab(self) -> int:
         return self.ckpt.shape(self.name("transformer.word_embeddings.weight"))[0]
 
-    def hparams(self) -> dict[str, Any]:
+    def add_hparams(self, w: gguf.GGUFWriter) -> None:
         n_head, n_kv = self._heads()
         hidden = self.cfg("hidden_size", "n_embed")
-        return {
-            "context_length": self.cfg("max_position_embeddings", default=2048),
-            "embedding_length": hidden,
-            "feed_forward_length": self.cfg("ffn_hidden_size", default=4 * hidden),
-            "block_count": self.cfg("num_hidden_layers", "n_layer"),
-            "attention.head_count": n_head,
-            "attention.head_count_kv": n_kv,
-            "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
-            "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
-            "tensor_data_layout": "jploski",
-        }  # the fused QKV rows as grouped_qkv_to_blocks orders them
+        w.add_context_length(self.cfg("max_position_embeddings", default=2048))
+        w.add_embedding_length(hidden)
+        w.add_feed_forward_length(self.cfg("ffn_hidden_size", default=4 * hidden))
+        w.add_block_count(self.cfg("num_hidden_layers", "n_layer"))
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_kv)
+        w.add_rope_freq_base(float(self.cfg("rope_theta", default=10000.0)))
+        w.add_layer_norm_eps(float(self.cfg("layer_norm_epsilon", default=1e-5)))
+        w.add_tensor_data_layout("jploski")  # the fused QKV rows as grouped_qkv_to_blocks orders them
 
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv = self._heads()
         plans = [
-            self.copy("token_embd.weight", "transformer.word_embeddings.weight"),
-            self.copy("output_norm.weight", "transformer.ln_f.weight"),
-            self.copy("output_norm.bias", "transformer.ln_f.bias"),
+            self.copy(tensor_name(T.TOKEN_EMBD), "transformer.word_embeddings.weight"),
+            self.copy(tensor_name(T.OUTPUT_NORM), "transformer.ln_f.weight"),
+            self.copy(tensor_name(T.OUTPUT_NORM, suffix="bias"), "transformer.ln_f.bias"),
         ]
         if "lm_head.weight" in self.ckpt:
-            plans.append(self.copy("output.weight", "lm_head.weight"))
+            plans.append(self.copy(tensor_name(T.OUTPUT), "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers", "n_layer")):
-            h, b = f"transformer.h.{i}", f"blk.{i}"
+            h = f"transformer.h.{i}"
             norms = (
-                (("attn_norm", "ln_attn"), ("attn_norm_2", "ln_mlp"))
+                ((T.ATTN_NORM, "ln_attn"), (T.ATTN_NORM_2, "ln_mlp"))
                 if self.new_layout and self.has(f"{h}.ln_attn.weight")
-                else (("attn_norm", "input_layernorm"),)
+                else ((T.ATTN_NORM, "input_layernorm"),)
             )
             for ours, theirs in norms:
                 plans += [
-                    self.copy(f"{b}.{ours}.weight", f"{h}.{theirs}.weight"),
-                    self.copy(f"{b}.{ours}.bias", f"{h}.{theirs}.bias"),
+                    self.copy(tensor_name(ours, i), f"{h}.{theirs}.weight"),
+                    self.copy(tensor_name(ours, i, "bias"), f"{h}.{theirs}.bias"),
                 ]
             plans += [
                 self.copy(
-                    f"{b}.attn_qkv.weight",
+                    tensor_name(T.ATTN_QKV, i),
                     f"{h}.self_attention.query_key_value.weight",
                     lambda a: grouped_qkv_to_blocks(a, n_head, n_kv),
                 ),
-                self.copy(f"{b}.attn_output.weight", f"{h}.self_attention.dense.weight"),
-                self.copy(f"{b}.ffn_up.weight", f"{h}.mlp.dense_h_to_4h.weight"),
-                self.copy(f"{b}.ffn_down.weight", f"{h}.mlp.dense_4h_to_h.weight"),
+                self.copy(tensor_name(T.ATTN_OUT, i), f"{h}.self_attention.dense.weight"),
+                self.copy(tensor_name(T.FFN_UP, i), f"{h}.mlp.dense_h_to_4h.weight"),
+                self.copy(tensor_name(T.FFN_DOWN, i), f"{h}.mlp.dense_4h_to_h.weight"),
             ]
         return plans

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import gguf
 import numpy as np
+from gguf import MODEL_TENSOR as T
 
-from .base import Architecture, TensorPlan, register
+from .base import Architecture, TensorPlan, register, tensor_name
 
 
 def rotary_to_neox(w: np.ndarray, n_head: int, rotary_dim: int) -> np.ndarray:
@@ -28,18 +28,16 @@ class GPTJ(Architecture):
     def n_vocab(self) -> int:
         return self.ckpt.shape(self.name("transformer.wte.weight"))[0]
 
-    def hparams(self) -> dict[str, Any]:
+    def add_hparams(self, w: gguf.GGUFWriter) -> None:
         n_embd, n_head = self.cfg("n_embd"), self.cfg("n_head")
-        return {
-            "context_length": self.cfg("n_positions", "n_ctx"),
-            "embedding_length": n_embd,
-            "feed_forward_length": self.cfg("n_inner", default=4 * n_embd),
-            "block_count": self.cfg("n_layer"),
-            "attention.head_count": n_head,
-            "attention.head_count_kv": n_head,
-            "rope.dimension_count": self.cfg("rotary_dim", default=n_embd // n_head),
-            "attention.layer_norm_epsilon": float(self.cfg("layer_norm_epsilon", default=1e-5)),
-        }
+        w.add_context_length(self.cfg("n_positions", "n_ctx"))
+        w.add_embedding_length(n_embd)
+        w.add_feed_forward_length(self.cfg("n_inner", default=4 * n_embd))
+        w.add_block_count(self.cfg("n_layer"))
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head)
+        w.add_rope_dimension_count(self.cfg("rotary_dim", default=n_embd // n_head))
+        w.add_layer_norm_eps(float(self.cfg("layer_norm_epsilon", default=1e-5)))
 
     def tensors(self) -> list[TensorPlan]:
         n_embd, n_head = self.cfg("n_embd"), self.cfg("n_head")
@@ -49,26 +47,26 @@ class GPTJ(Architecture):
             return rotary_to_neox(a, n_head, rotary)
 
         plans = [
-            self.copy("token_embd.weight", "transformer.wte.weight"),
-            self.copy("output_norm.weight", "transformer.ln_f.weight"),
-            self.copy("output_norm.bias", "transformer.ln_f.bias"),
-            self.copy("output.weight", "lm_head.weight"),
-            self.copy("output.bias", "lm_head.bias"),
+            self.copy(tensor_name(T.TOKEN_EMBD), "transformer.wte.weight"),
+            self.copy(tensor_name(T.OUTPUT_NORM), "transformer.ln_f.weight"),
+            self.copy(tensor_name(T.OUTPUT_NORM, suffix="bias"), "transformer.ln_f.bias"),
+            self.copy(tensor_name(T.OUTPUT), "lm_head.weight"),
+            self.copy(tensor_name(T.OUTPUT, suffix="bias"), "lm_head.bias"),
         ]
         for i in range(self.cfg("n_layer")):
-            h, b = f"transformer.h.{i}", f"blk.{i}"
+            h = f"transformer.h.{i}"
             plans += [
-                self.copy(f"{b}.attn_norm.weight", f"{h}.ln_1.weight"),
-                self.copy(f"{b}.attn_norm.bias", f"{h}.ln_1.bias"),
-                self.copy(f"{b}.attn_q.weight", f"{h}.attn.q_proj.weight", neox),
-                self.copy(f"{b}.attn_k.weight", f"{h}.attn.k_proj.weight", neox),
-                self.copy(f"{b}.attn_v.weight", f"{h}.attn.v_proj.weight"),
-                self.copy(f"{b}.attn_output.weight", f"{h}.attn.out_proj.weight"),
+                self.copy(tensor_name(T.ATTN_NORM, i), f"{h}.ln_1.weight"),
+                self.copy(tensor_name(T.ATTN_NORM, i, "bias"), f"{h}.ln_1.bias"),
+                self.copy(tensor_name(T.ATTN_Q, i), f"{h}.attn.q_proj.weight", neox),
+                self.copy(tensor_name(T.ATTN_K, i), f"{h}.attn.k_proj.weight", neox),
+                self.copy(tensor_name(T.ATTN_V, i), f"{h}.attn.v_proj.weight"),
+                self.copy(tensor_name(T.ATTN_OUT, i), f"{h}.attn.out_proj.weight"),
                 # phi2 requires an output-projection bias; GPT-J has none.
-                TensorPlan(f"{b}.attn_output.bias", (n_embd,), lambda: np.zeros(n_embd, dtype=np.float32)),
-                self.copy(f"{b}.ffn_up.weight", f"{h}.mlp.fc_in.weight"),
-                self.copy(f"{b}.ffn_up.bias", f"{h}.mlp.fc_in.bias"),
-                self.copy(f"{b}.ffn_down.weight", f"{h}.mlp.fc_out.weight"),
-                self.copy(f"{b}.ffn_down.bias", f"{h}.mlp.fc_out.bias"),
+                TensorPlan(tensor_name(T.ATTN_OUT, i, "bias"), (n_embd,), lambda: np.zeros(n_embd, dtype=np.float32)),
+                self.copy(tensor_name(T.FFN_UP, i), f"{h}.mlp.fc_in.weight"),
+                self.copy(tensor_name(T.FFN_UP, i, "bias"), f"{h}.mlp.fc_in.bias"),
+                self.copy(tensor_name(T.FFN_DOWN, i), f"{h}.mlp.fc_out.weight"),
+                self.copy(tensor_name(T.FFN_DOWN, i, "bias"), f"{h}.mlp.fc_out.bias"),
             ]
         return plans

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import gguf
 import numpy as np
+from gguf import MODEL_TENSOR as T
 
-from .base import Architecture, TensorPlan, register
+from .base import Architecture, TensorPlan, register, tensor_name
 
 
 def halves_to_pairs(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -34,42 +34,42 @@ class Llama(Architecture):
         hidden, n_head = self.cfg("hidden_size"), self.cfg("num_attention_heads")
         return n_head, self.cfg("num_key_value_heads", default=n_head), self.cfg("head_dim", default=hidden // n_head)
 
-    def hparams(self) -> dict[str, Any]:
+    def add_hparams(self, w: gguf.GGUFWriter) -> None:
         n_head, n_kv, head_dim = self._heads()
-        params = {
-            "context_length": self.cfg("max_position_embeddings"),
-            "embedding_length": self.cfg("hidden_size"),
-            "feed_forward_length": self.cfg("intermediate_size"),
-            "block_count": self.cfg("num_hidden_layers"),
-            "attention.head_count": n_head,
-            "attention.head_count_kv": n_kv,
-            "rope.dimension_count": head_dim,
-            "rope.freq_base": float(self.cfg("rope_theta", default=10000.0)),
-            "attention.layer_norm_rms_epsilon": float(self.cfg("rms_norm_eps", default=1e-6)),
-            "vocab_size": self.n_vocab(),
-        }
-        params["attention.key_length"] = params["attention.value_length"] = head_dim
-        return params
+        w.add_context_length(self.cfg("max_position_embeddings"))
+        w.add_embedding_length(self.cfg("hidden_size"))
+        w.add_feed_forward_length(self.cfg("intermediate_size"))
+        w.add_block_count(self.cfg("num_hidden_layers"))
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_kv)
+        w.add_rope_dimension_count(head_dim)
+        w.add_rope_freq_base(float(self.cfg("rope_theta", default=10000.0)))
+        w.add_layer_norm_rms_eps(float(self.cfg("rms_norm_eps", default=1e-6)))
+        w.add_vocab_size(self.n_vocab())
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
 
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv, _ = self._heads()
         plans = [
-            self.copy("token_embd.weight", "model.embed_tokens.weight"),
-            self.copy("output_norm.weight", "model.norm.weight"),
+            self.copy(tensor_name(T.TOKEN_EMBD), "model.embed_tokens.weight"),
+            self.copy(tensor_name(T.OUTPUT_NORM), "model.norm.weight"),
         ]
         if "lm_head.weight" in self.ckpt:
-            plans.append(self.copy("output.weight", "lm_head.weight"))
+            plans.append(self.copy(tensor_name(T.OUTPUT), "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers")):
-            h, b = f"model.layers.{i}", f"blk.{i}"
+            h = f"model.layers.{i}"
             plans += [
-                self.copy(f"{b}.attn_norm.weight", f"{h}.input_layernorm.weight"),
-                self.copy(f"{b}.attn_q.weight", f"{h}.self_attn.q_proj.weight", lambda a: halves_to_pairs(a, n_head)),
-                self.copy(f"{b}.attn_k.weight", f"{h}.self_attn.k_proj.weight", lambda a: halves_to_pairs(a, n_kv)),
-                self.copy(f"{b}.attn_v.weight", f"{h}.self_attn.v_proj.weight"),
-                self.copy(f"{b}.attn_output.weight", f"{h}.self_attn.o_proj.weight"),
-                self.copy(f"{b}.ffn_norm.weight", f"{h}.post_attention_layernorm.weight"),
-                self.copy(f"{b}.ffn_gate.weight", f"{h}.mlp.gate_proj.weight"),
-                self.copy(f"{b}.ffn_up.weight", f"{h}.mlp.up_proj.weight"),
-                self.copy(f"{b}.ffn_down.weight", f"{h}.mlp.down_proj.weight"),
+                self.copy(tensor_name(T.ATTN_NORM, i), f"{h}.input_layernorm.weight"),
+                self.copy(
+                    tensor_name(T.ATTN_Q, i), f"{h}.self_attn.q_proj.weight", lambda a: halves_to_pairs(a, n_head)
+                ),
+                self.copy(tensor_name(T.ATTN_K, i), f"{h}.self_attn.k_proj.weight", lambda a: halves_to_pairs(a, n_kv)),
+                self.copy(tensor_name(T.ATTN_V, i), f"{h}.self_attn.v_proj.weight"),
+                self.copy(tensor_name(T.ATTN_OUT, i), f"{h}.self_attn.o_proj.weight"),
+                self.copy(tensor_name(T.FFN_NORM, i), f"{h}.post_attention_layernorm.weight"),
+                self.copy(tensor_name(T.FFN_GATE, i), f"{h}.mlp.gate_proj.weight"),
+                self.copy(tensor_name(T.FFN_UP, i), f"{h}.mlp.up_proj.weight"),
+                self.copy(tensor_name(T.FFN_DOWN, i), f"{h}.mlp.down_proj.weight"),
             ]
         return plans
