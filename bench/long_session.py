@@ -7,12 +7,17 @@
 2. Reopening a saved story of 1,500+ tokens: time to the first new token with its saved KV state
    against without it.
 
-    python bench/long_session.py [--turns 60]
+With `--format instruct`, the same chat runs (with caching) in the Pygmalion format and in the instruct
+format through a chat template (the bundled Gemma 3 carries none: the built-in `gemma` preset, whose
+markers are its vocabulary's special tokens), and the prompt tokens each re-processes are compared.
+
+    python bench/long_session.py [--turns 60] [--format instruct]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
 import sys
@@ -21,11 +26,14 @@ import time
 from pathlib import Path
 
 from talesmith.runtime.documents.formats import CHARACTER, USER, Chat, Message, Story
+from talesmith.runtime.documents.instruct import InstructChat
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.engine.generate import collect, prepare, stream
 from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
+from talesmith.runtime.templates import ChatTemplate
+from talesmith.runtime.templates.presets import builtin_template
 
 PERSONA = (
     "Aqua, a cheerful goddess of water. She loves festivals, lanterns and river boats, boasts about her "
@@ -33,7 +41,7 @@ PERSONA = (
 )
 
 
-def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool) -> dict:
+def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool, template: ChatTemplate | None = None) -> dict:
     settings = preset("pygmalion", seed=7, max_new_tokens=24, min_new_tokens=24)
     chat = Chat("Aqua", PERSONA)
     prompt_seconds, evaluated, dropped, shifts = [], [], [], 0
@@ -47,7 +55,8 @@ def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool) -> dict:
         )
         if not caching:
             backend.reset()
-        prepared = prepare(backend, chat, settings)
+        document = InstructChat(chat, template, dt.date(2026, 1, 1)) if template else chat
+        prepared = prepare(backend, document, settings)
         reply = collect(stream(backend, prepared.tokens, settings, stops=prepared.stops))
         shifts += bool(caching and backend.last_shift)
         prompt_seconds.append(reply.timing.prompt_seconds)
@@ -108,9 +117,31 @@ def reopen(path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--format", choices=("chat", "instruct"), default="chat")
     args = parser.parse_args()
     path = bundled_model_path()
     backend = LlamaCppBackend(path, n_ctx=1024)
+    if args.format == "instruct":
+        pygmalion = chat_run(backend, args.turns, caching=True)
+        instruct = chat_run(backend, args.turns, caching=True, template=builtin_template("gemma"))
+        backend.close()
+        for run in (pygmalion, instruct):
+            run.pop("per_turn_prompt_seconds")
+        print(
+            json.dumps(
+                {
+                    "benchmark": "long_session --format instruct",
+                    "turns": args.turns,
+                    "n_ctx": 1024,
+                    "pygmalion": pygmalion,
+                    "instruct": instruct,
+                    "reprocessed_tokens_instruct_over_pygmalion": round(
+                        instruct["prompt_tokens_evaluated"] / pygmalion["prompt_tokens_evaluated"], 2
+                    ),
+                }
+            )
+        )
+        return
     on = chat_run(backend, args.turns, caching=True)
     print(json.dumps({"caching_on": on}), file=sys.stderr, flush=True)  # progress: the run is long
     off = chat_run(backend, args.turns, caching=False)
