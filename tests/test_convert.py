@@ -121,6 +121,27 @@ def test_outputs_are_recorded_in_the_lock_with_gguf_metadata(converted):
     assert json.loads(info.metadata["talesmith.source"])["path"].endswith("gptj")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_hyper_parameters_have_gguf_types_and_tensors_gguf_names(kind, converted):
+    """Each `ARCH.*` key has the type gguf-py's typed call gives it, and every tensor is one that llama.cpp
+    knows for the architecture."""
+    import gguf
+
+    reader = gguf.GGUFReader(converted[kind]["F32"])
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    V = gguf.GGUFValueType
+    floats = ("rope.freq_base", "attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon")
+    own = {k.removeprefix(arch + "."): f.types[0] for k, f in reader.fields.items() if k.startswith(arch + ".")}
+    assert own and all(
+        t == (V.FLOAT32 if k in floats else V.STRING if k == "tensor_data_layout" else V.UINT32) for k, t in own.items()
+    ), own
+    known = {
+        gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)]
+    }
+    names = {t.name.rsplit(".", 1)[0] for t in reader.tensors}
+    assert names <= {n.format(bid=i) for n in known for i in range(2)}, names - known
+
+
 def peft_merged(base, adapters, scales):
     from peft import PeftModel
 
