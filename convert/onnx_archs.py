@@ -17,6 +17,7 @@ import numpy as np
 
 from talesmith.runtime.errors import ConversionError
 
+from . import registry
 from .architectures.falcon import grouped_qkv_to_blocks
 from .architectures.gptj import rotary_to_neox
 from .hfconfig import HFConfig
@@ -56,6 +57,8 @@ class Spec:
 class Reader(HFConfig):
     """One architecture's weights: subclasses name the tensors and shape them."""
 
+    family: ClassVar[str] = ""
+    """Its name in the one registry of GGUF and ONNX converters (`talesmith.convert.registry`)."""
     model_types: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weights):
@@ -126,18 +129,12 @@ class Reader(HFConfig):
         raise NotImplementedError
 
 
-READERS: dict[str, type[Reader]] = {}
-
-
-def register(cls: type[Reader]) -> type[Reader]:
-    for t in cls.model_types:
-        READERS[t] = cls
-    return cls
+register = registry.register_onnx
 
 
 def reader_for(weights) -> Reader:
     model_type = str(weights.ckpt.config.get("model_type", ""))
-    cls = READERS.get(model_type)
+    cls = registry.onnx_reader(model_type)
     if cls is None:
         raise ConversionError(
             f"{weights.ckpt.folder}: ONNX conversion supports GPT-2, GPT-J, Llama and Falcon, "
@@ -156,6 +153,7 @@ def _split_bias(b: np.ndarray | None, sizes: list[int]) -> Sequence[np.ndarray |
 
 @register
 class GPT2(Reader):
+    family = "gpt2"
     model_types = ("gpt2",)
 
     def read_spec(self) -> Spec:
@@ -209,6 +207,7 @@ class GPT2(Reader):
 
 @register
 class GPTJ(Reader):
+    family = "gptj"
     model_types = ("gptj",)
 
     def read_spec(self) -> Spec:
@@ -260,6 +259,7 @@ class GPTJ(Reader):
 
 @register
 class Llama(Reader):
+    family = "llama"
     model_types = ("llama",)
 
     def read_spec(self) -> Spec:
@@ -313,6 +313,7 @@ class Llama(Reader):
 
 @register
 class Falcon(Reader):
+    family = "falcon"
     model_types = ("falcon",)
 
     def read_spec(self) -> Spec:

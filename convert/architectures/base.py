@@ -12,9 +12,8 @@ import numpy as np
 
 from talesmith.runtime.errors import ConversionError
 
+from .. import registry
 from ..hfconfig import HFConfig
-
-ARCHITECTURES: dict[str, type[Architecture]] = {}
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,8 @@ def tensor_name(kind: gguf.MODEL_TENSOR, bid: int | None = None, suffix: str = "
 
 
 class Architecture(HFConfig):
+    family: ClassVar[str] = ""
+    """Its name in the one registry of GGUF and ONNX converters (`talesmith.convert.registry`)."""
     hf_names: ClassVar[tuple[str, ...]] = ()
     gguf_arch: ClassVar[str] = ""
 
@@ -86,16 +87,14 @@ class Architecture(HFConfig):
         return self.copy(gguf_name, hf_name, lambda a: np.ascontiguousarray(a.T), tuple(self.ckpt.shape(source))[::-1])
 
 
-def register(cls: type[Architecture]) -> type[Architecture]:
-    for name in cls.hf_names:
-        ARCHITECTURES[name] = cls
-    return cls
+register = registry.register_gguf
 
 
 def architecture_for(ckpt, weights) -> Architecture:
-    arch = ckpt.architecture
-    if arch not in ARCHITECTURES:
+    cls = registry.gguf_converter(ckpt.architecture)
+    if cls is None:
         raise ConversionError(
-            f"architecture {arch!r} is not supported; talesmith converts {', '.join(sorted(ARCHITECTURES))}"
+            f"architecture {ckpt.architecture!r} is not supported; "
+            f"talesmith converts {', '.join(registry.gguf_names())}"
         )
-    return ARCHITECTURES[arch](ckpt, weights)
+    return cls(ckpt, weights)

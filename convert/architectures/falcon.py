@@ -26,6 +26,7 @@ def grouped_qkv_to_blocks(w: np.ndarray, n_head: int, n_kv: int) -> np.ndarray:
 
 @register
 class Falcon(Architecture):
+    family = "falcon"
     hf_names = ("FalconForCausalLM", "RWForCausalLM")
     gguf_arch = "falcon"
 

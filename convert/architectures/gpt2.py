@@ -10,6 +10,7 @@ from .base import Architecture, TensorPlan, register, tensor_name
 
 @register
 class GPT2(Architecture):
+    family = "gpt2"
     hf_names = ("GPT2LMHeadModel",)
     gguf_arch = "gpt2"
 

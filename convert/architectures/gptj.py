@@ -22,6 +22,7 @@ def rotary_to_neox(w: np.ndarray, n_head: int, rotary_dim: int) -> np.ndarray:
 
 @register
 class GPTJ(Architecture):
+    family = "gptj"
     hf_names = ("GPTJForCausalLM",)
     gguf_arch = "phi2"
 

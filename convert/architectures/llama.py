@@ -17,6 +17,7 @@ def halves_to_pairs(w: np.ndarray, n_head: int) -> np.ndarray:
 
 @register
 class Llama(Architecture):
+    family = "llama"
     hf_names = ("LlamaForCausalLM",)
     gguf_arch = "llama"
 
