@@ -58,3 +58,24 @@ def test_format_choice_defaults_and_options(tmp_path):
     labels = [value for _, value in choice.options("no-such-model.gguf")]
     assert labels[0] == "alpaca" and labels[-1] == CLASSIC and MODEL not in labels
     assert folded("a b c") == "▸ thinking (3 words, not kept)"
+
+
+@pytest.mark.asyncio
+async def test_story_continues_through_a_preset_and_retries(tmp_path):
+    from test_tui import editor
+
+    backend = TakesBackend([" the sea rose.", " the wind fell."], n_ctx=4096)
+    app = make_app(tmp_path, backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await choose_format(pilot, "llama3")
+        await pilot.press(*"Then", "ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[0].endswith("<|start_header_id|>assistant<|end_header_id|>\n\nThen")
+        assert "Continue the story." in backend.prompts[0]
+        assert editor(screen).text == "Then the sea rose."
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert editor(screen).text == "Then the wind fell."
+        assert backend.prompts[1] == backend.prompts[0]  # a retry at the same point, through the same format
