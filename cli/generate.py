@@ -85,6 +85,14 @@ def generate(
     genre_style: str | None = typer.Option(
         None, help="Genre prompt style: falcon or llama.", rich_help_panel=FIELDS_PANEL
     ),
+    action: str | None = typer.Option(
+        None,
+        help="--format adventure: what you do, say or add to the story, written in as '> You ...'.",
+        rich_help_panel=FIELDS_PANEL,
+    ),
+    action_kind: str | None = typer.Option(
+        None, help="--format adventure: do (the default), say or story.", rich_help_panel=FIELDS_PANEL
+    ),
     count: int = typer.Option(1, "--count", "-n", help="How many samples to generate."),
     ctx: int | None = CtxOpt,
     gpu_layers: int = GpuOpt,
@@ -133,6 +141,8 @@ def generate(
             examples=examples,
             greeting=greeting,
             genre_style=genre_style,
+            action=action,
+            action_kind=action_kind,
         ).items()
         if v not in (None, [])
     }

@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 from textual import work
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
@@ -23,12 +24,28 @@ from talesmith.runtime.settings import PRESETS
 from . import generation, promptview
 from . import preferences as prefs
 from .dialogs import LibraryScreen, PromptScreen
-from .generation import Finished, Job, Measure, Prepared, Streamed
+from .generation import Finished, Job, Measure, Measured, Prepared, Streamed
 from .model import ModelSession
-from .promptformat import FormatChoice, PromptFormatScreen
 from .sampling import SamplingScreen
 from .session import DocumentSession, Saved
 from .status import StatusLine
+
+
+class Restored(Message):
+    """A worker resumed `tokens` of the document's saved model state."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+
+class PromptReady(Message):
+    """The prompt view's report, made in a worker (None, with `error`, when it could not be made)."""
+
+    def __init__(self, report: promptview.PromptReport | None, error: str = "") -> None:
+        super().__init__()
+        self.report, self.error = report, error
+
 
 SAVE_DELAY = 1.0
 """Seconds after the last edit before the document is written."""
@@ -46,7 +63,12 @@ class PreferencesHolder(Protocol):
 class DocumentScreen(Screen):
     KIND = "story"
     FOLDER = "stories"
+    NAMED_FILES = False
+    """Whether the document's file is renamed when its name changes (stories, named after their title)."""
     COMMON_BINDINGS = [
+        # Taken before the focused field sees the key: a key typed right after tab goes to the next field.
+        Binding("tab", "app.focus_next", "Next field", priority=True, show=False),
+        Binding("shift+tab", "app.focus_previous", "Previous field", priority=True, show=False),
         Binding("escape", "stop", "Stop", priority=True, tooltip="Stop the generation now (its text is kept)"),
         Binding("ctrl+z", "undo", "Undo", priority=True, show=False, tooltip="Undo (edits and generations)"),
         Binding("ctrl+y", "redo", "Redo", priority=True, show=False),
@@ -60,14 +82,6 @@ class DocumentScreen(Screen):
             priority=True,
             show=False,
             tooltip="Your name and persona (every chat, or this one), the cap on saved model state",
-        ),
-        Binding(
-            "f10",
-            "prompt_format",
-            "Format",
-            priority=True,
-            show=False,
-            tooltip="The prompt format: the model's chat template, an instruct preset, or the classic formats",
         ),
         Binding(
             "f9",
@@ -96,10 +110,8 @@ class DocumentScreen(Screen):
         """The model's own sampling preset (from models.lock), used for new documents."""
         self.library = Library(self.data_dir / self.FOLDER, self.KIND)
         self.session: DocumentSession[Any] = DocumentSession(
-            self.library, self.blank(), empty=self.empty, disposable=self.disposable
+            self.library, self.blank(), empty=self.empty, disposable=self.disposable, named_files=self.NAMED_FILES
         )
-        self.formats = FormatChoice(self.data_dir)
-        """The prompt format of this screen's generations (F10)."""
         self.tokens_per_second: float | None = None
         self.last_measure: Measure | None = None
         self._save_timer: Timer | None = None
@@ -173,37 +185,34 @@ class DocumentScreen(Screen):
         self.session.load(doc_id, doc)
         self.show()
         self.schedule_measure()
-        document = self.formatted(self.prompt_document())
+        document = self.prompt_document()
         if doc_id is not None and self.model.backend is not None and document is not None:
             self._restore_state(self.model.backend, self.library.path(doc_id), document, self.doc.settings)
 
     @work(thread=True, group="kvstate", exit_on_error=False)
     def _restore_state(self, backend: Backend, path: Path, document: Any, settings: Any) -> None:
         """Resume the document's saved KV state, so a long story is not read again."""
-        if not self.model.lock.acquire(timeout=30):
-            return
         try:
-            restored = kvstate.restore(backend, path, prepare(backend, document, settings).tokens)
+            with self.model.exclusive(backend):
+                restored = kvstate.restore(backend, path, prepare(backend, document, settings).tokens)
         except (TalesmithError, OSError):
             restored = 0
-        finally:
-            self.model.lock.release()
         if restored:
-            self.app.call_from_thread(self.notify, f"Resumed {restored} tokens from the saved state", timeout=3)
-            self.app.call_from_thread(self.schedule_measure)
+            self.post_message(Restored(restored))
+
+    def on_restored(self, message: Restored) -> None:
+        self.notify(f"Resumed {message.tokens} tokens from the saved state", timeout=3)
+        self.schedule_measure()
 
     @work(thread=True, group="kvstate", exit_on_error=False)
     def _save_state(self, backend: Backend, path: Path, cap_mb: int) -> None:
         """Save the KV state beside the document just generated in, for the next time it is opened."""
-        if not self.model.lock.acquire(timeout=30):
-            return
         try:
-            kvstate.save(backend, path)
-            kvstate.enforce_cap(self.state_folders(), cap_mb * 1024 * 1024)
+            with self.model.exclusive(backend):
+                kvstate.save(backend, path)
+                kvstate.enforce_cap(self.state_folders(), cap_mb * 1024 * 1024)
         except (TalesmithError, OSError):
             pass  # only a cache: without it the document is read again next time
-        finally:
-            self.model.lock.release()
 
     def action_undo(self) -> None:
         self._travel(self.session.undo, "Nothing to undo")
@@ -365,34 +374,6 @@ class DocumentScreen(Screen):
             self.commit(dataclasses.replace(self.doc, preset=name, settings=settings))
             self.notify("Sampling settings saved with this " + self.KIND, timeout=2)
 
-    # --- prompt format -----------------------------------------------------------------------
-
-    def formatted(self, document: Any) -> Any:
-        """The runtime document under the chosen prompt format (the model's chat template, a preset, classic)."""
-        backend = self.model.backend
-        try:
-            return self.formats.wrap(document, backend.model_path if backend is not None else None)
-        except TalesmithError as e:
-            self.notify(f"{e}; f10 chooses another prompt format", severity="error", timeout=10)
-            self.formats.chosen = "classic"
-            return document
-
-    def action_prompt_format(self) -> None:
-        backend = self.model.backend
-        if backend is None:
-            self.notify(self.model.problem, severity="warning")
-            return
-        path = backend.model_path
-        screen = PromptFormatScreen(self.formats.options(path), self.formats.current(path), self.formats.problem)
-
-        def chosen(value: str | None) -> None:
-            if value is not None:
-                self.formats.chosen = value
-                self.notify(f"Prompt format: {value}", timeout=2)
-                self.schedule_measure()
-
-        self.app.push_screen(screen, chosen)
-
     # --- generation --------------------------------------------------------------------------
 
     def busy(self, *, quiet: bool = True) -> bool:
@@ -404,7 +385,6 @@ class DocumentScreen(Screen):
         if self.model.backend is None:
             self.notify(self.model.problem, severity="error" if self.model.error else "warning")
             return False
-        document = self.formatted(document)
         job = self.session.start(base)
         self.generating_changed(True)
         self.refresh_status()
@@ -413,7 +393,7 @@ class DocumentScreen(Screen):
 
     @work(thread=True, group="generation", exit_on_error=False)
     def _generate(self, job: Job, backend: Backend, document: Any, settings: Any) -> None:
-        generation.run(self, self.model.lock, job, backend, document, settings)
+        generation.run(self, self.model, job, backend, document, settings)
 
     def action_stop(self) -> None:
         if self.job is None:
@@ -430,7 +410,7 @@ class DocumentScreen(Screen):
 
     def on_prepared(self, message: Prepared) -> None:
         if message.job is self.job:
-            self.last_measure = Measure(message.n_tokens, message.n_tokens, message.dropped)
+            self.last_measure = Measure(message.n_tokens, None, message.dropped)  # measured again after it
             self.prepared(message.job, message.dropped)
 
     def on_streamed(self, message: Streamed) -> None:
@@ -458,6 +438,7 @@ class DocumentScreen(Screen):
             cap_mb = self.holder.preferences.state_cap_mb
             self._save_state(self.model.backend, self.library.path(self.doc_id), cap_mb)
         self.refresh_status()
+        self.schedule_measure()  # what the next generation re-processes, once the backend is free
 
     def prepared(self, job: Job, dropped: int) -> None:
         pass
@@ -494,7 +475,7 @@ class DocumentScreen(Screen):
 
     def update_measure(self) -> None:
         """Measure the next prompt in a worker thread (tokenizing a long story takes a while)."""
-        document = self.formatted(self.prompt_document())
+        document = self.prompt_document()
         if self.model.backend is None or self.job is not None or document is None:
             self.refresh_status()
             return
@@ -502,13 +483,15 @@ class DocumentScreen(Screen):
 
     @work(thread=True, group="measure", exclusive=True, exit_on_error=False)
     def _measure(self, backend: Backend, document: Any, settings: Any) -> None:
-        result = generation.measure(backend, self.model.lock, document, settings)
+        result = generation.measure(self.model, backend, document, settings)
         if result is not None and not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._measured, result)
+            self.post_message(Measured(result))
 
-    def _measured(self, measure: Measure) -> None:
-        self.last_measure = measure
-        self.measured(measure)
+    def on_measured(self, message: Measured) -> None:
+        if self.job is not None:
+            return  # measured before this generation began: its own measure follows it
+        self.last_measure = message.measure
+        self.measured(message.measure)
         self.refresh_status()
 
     def measured(self, measure: Measure) -> None:
@@ -560,7 +543,7 @@ class DocumentScreen(Screen):
         self.app.push_screen(screen, done)
 
     def action_prompt(self) -> None:
-        document = self.formatted(self.prompt_document())
+        document = self.prompt_document()
         if document is None:
             self.notify("Nothing to show yet: there is no prompt without a story or chat", timeout=3)
             return
@@ -573,13 +556,14 @@ class DocumentScreen(Screen):
     @work(thread=True, group="prompt", exclusive=True, exit_on_error=False)
     def _show_prompt(self, backend: Backend, document: Any, settings: Any) -> None:
         """Tokenize the prompt's parts in a worker (a long story takes a while), then show them."""
-        if not self.model.lock.acquire(timeout=2):
-            return
         try:
-            report = promptview.report(backend, document, settings)
+            with self.model.exclusive(backend):
+                self.post_message(PromptReady(promptview.report(backend, document, settings)))
         except TalesmithError as e:
-            self.app.call_from_thread(self.notify, str(e), severity="error", timeout=10)
-            return
-        finally:
-            self.model.lock.release()
-        self.app.call_from_thread(self.app.push_screen, PromptScreen(report))
+            self.post_message(PromptReady(None, str(e)))
+
+    def on_prompt_ready(self, message: PromptReady) -> None:
+        if message.report is None:
+            self.notify(message.error, severity="error", timeout=10)
+        else:
+            self.app.push_screen(PromptScreen(message.report))

@@ -27,7 +27,6 @@ from .base import DocumentScreen
 from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
 from .model import ModelSession
-from .promptformat import folded, reply_parts
 from .status import StatusLine
 
 NO_CHAT = ChatDocument(Character(name=""), name="")
@@ -46,6 +45,11 @@ class MessageList(ListView):
         def __init__(self, action: str, index: int) -> None:
             super().__init__()
             self.action, self.index = action, index
+
+    def on_focus(self) -> None:
+        """Focused with nothing highlighted: the last message is, so the keys act on something seen."""
+        if self.index is None and self.children:
+            self.index = len(self.children) - 1
 
     def action_edit(self) -> None:
         if self.index is not None:
@@ -164,7 +168,7 @@ class ChatScreen(DocumentScreen):
         doc: ChatDocument = self.doc
         self.query_one("#character", Static).update(self._character_text())
         items = self.query_one("#messages", MessageList)
-        index = items.index
+        index, focused = items.index, items.has_focus
         items.clear()
         self.streaming_item = None
         if not self.has_chat:
@@ -187,9 +191,10 @@ class ChatScreen(DocumentScreen):
             )
         for i, _m in enumerate(doc.messages):
             items.append(ListItem(Static(self._message_text(i), classes="message")))
-        if index is not None and doc.messages:
-            items.index = min(index, len(doc.messages) - 1)
-        items.scroll_end(animate=False)
+        if focused and doc.messages:  # the message acted on (or the one after it) stays highlighted, in view
+            items.index = min(len(doc.messages) - 1 if index is None else index, len(doc.messages) - 1)
+        else:  # the conversation's end in view, whatever the window's size
+            items.call_after_refresh(items.scroll_end, animate=False)
         self.refresh_status()
 
     def _character_text(self) -> Text:
@@ -229,10 +234,15 @@ class ChatScreen(DocumentScreen):
         self.commit(dataclasses.replace(self.doc, user_name=user.name, user_persona=user.persona))
 
     def streaming_doc(self, job: Job) -> ChatDocument:
-        text = reply_parts(job.text)[1].strip()  # a thinking model's thinking is never kept
+        text = job.text.strip()
         if not text:
             return self.doc
         return self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text)
+
+    def on_resize(self, event: events.Resize) -> None:
+        items = self.query_one("#messages", MessageList)
+        if not items.has_focus:
+            items.call_after_refresh(items.scroll_end, animate=False)
 
     def measured(self, measure: Measure) -> None:
         self._set_dropped(measure.dropped)
@@ -334,13 +344,11 @@ class ChatScreen(DocumentScreen):
     def streamed(self, job: Job, text: str) -> None:
         if self.streaming_item is not None:
             index = len(self.doc.messages) if job.base == REPLY else len(self.doc.messages) - 1
-            thinking, reply = reply_parts(job.text)
-            shown = f"{folded(thinking)}\n{reply.lstrip()}" if thinking else reply.lstrip()
-            self.streaming_item.update(self._message_text(index, streaming=shown))
+            self.streaming_item.update(self._message_text(index, streaming=job.text.lstrip()))
             self.query_one("#messages", MessageList).scroll_end(animate=False)
 
     def finished(self, job: Job, reason: str | None) -> None:
-        text = reply_parts(job.text)[1].strip()
+        text = job.text.strip()
         if text:
             self.commit(self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text))
         elif reason is not None:

@@ -1,10 +1,11 @@
 """The lorebook editor: the open story's or chat's lorebooks, their entries listed, added, edited,
-enabled or disabled, deleted, and lorebook files attached. The changes come back as the new tuple of
-lorebooks when the editor closes (ctrl+s); escape leaves the document as it was."""
+enabled or disabled, deleted, lorebooks attached by name or file, and where the entries are placed.
+The changes come back (a `LoreEdit`) when the editor closes (ctrl+s); escape leaves the document as it was."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -15,8 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Footer, Input, Label, OptionList, Select, Static, TextArea
 from textual.widgets.option_list import Option
 
-from talesmith.runtime.documents.lorebook import LOGICS, POSITIONS, Entry, Lorebook
-from talesmith.runtime.documents.worldinfo import load_lorebook
+from talesmith.runtime.documents.lorebook import ANCHORED, DECLARED, LOGICS, POSITIONS, Entry, Lorebook
+from talesmith.runtime.documents.worldinfo import find_lorebook, library_lorebooks, load_lorebook
 from talesmith.runtime.errors import TalesmithError
 
 from .dialogs import Form, TextPrompt
@@ -53,6 +54,25 @@ def replace_entry(books: Books, book: int, index: int, entry: Entry | None) -> B
 def new_entry(book: Lorebook) -> Entry:
     uid = max((e.uid for e in book.entries), default=-1) + 1
     return Entry(keys=(), content="", uid=uid, book=book.name)
+
+
+PLACEMENT_NAMES = {
+    "": "as the card's author meant (SillyTavern's placement)",
+    DECLARED: "as the card's author meant (SillyTavern's placement)",
+    ANCHORED: "where each entry fired (cache-friendly: less re-processing, not where the author put it)",
+}
+
+
+@dataclass(frozen=True)
+class LoreEdit:
+    """What the editor gives back: the lorebooks and the document's placement ("" as the books say)."""
+
+    books: Books
+    placement: str = ""
+
+
+def next_placement(placement: str) -> str:
+    return DECLARED if placement == ANCHORED else ANCHORED
 
 
 def toggled(books: Books, book: int, index: int) -> Books:
@@ -135,7 +155,7 @@ class EntryEditor(ModalScreen["Entry | None"]):
         self.dismiss(None)
 
 
-class LorebookScreen(ModalScreen["Books | None"]):
+class LorebookScreen(ModalScreen["LoreEdit | None"]):
     """The open document's lorebooks and their entries."""
 
     BINDINGS = [
@@ -143,25 +163,38 @@ class LorebookScreen(ModalScreen["Books | None"]):
         Binding("a", "add", "Add entry"),
         Binding("space", "toggle_entry", "On/off"),
         Binding("d,delete", "delete", "Delete"),
-        Binding("o", "attach", "Attach file"),
+        Binding("o", "attach", "Attach lorebook"),
+        Binding("p", "placement", "Placement"),
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, books: Books, *, name: str = "this document") -> None:
+    def __init__(
+        self, books: Books, *, name: str = "this document", data_dir: Path | None = None, placement: str = ""
+    ) -> None:
         super().__init__()
         self.books: Books = books or (Lorebook(f"{name} lore"),)
         self.original = books
+        self.data_dir, self.placement = data_dir, placement
 
     def compose(self) -> ComposeResult:
         yield Footer()
         with Vertical(id="dialog"):
             yield Label(Text("Lorebooks of this document", style="bold"))
+            yield Label(self._placement_line(), id="placement")
             yield OptionList(id="entries")
             yield Static(
-                "enter edit · a add · space on/off · d delete · o attach a lorebook file · ctrl+s save · escape cancel",
+                "enter edit · a add · space on/off · d delete · o attach a lorebook by name or file · "
+                "p placement · ctrl+s save · escape cancel",
                 classes="hint",
             )
+
+    def _placement_line(self) -> Text:
+        return Text.assemble(("Entries are placed ", "dim"), PLACEMENT_NAMES[self.placement])
+
+    def action_placement(self) -> None:
+        self.placement = next_placement(self.placement)
+        self.query_one("#placement", Label).update(self._placement_line())
 
     def on_mount(self) -> None:
         self.reload()
@@ -222,7 +255,8 @@ class LorebookScreen(ModalScreen["Books | None"]):
             if not path or not path.strip():
                 return
             try:
-                book = load_lorebook(Path(path.strip()).expanduser())
+                found = find_lorebook(self.data_dir, path) if self.data_dir else Path(path.strip()).expanduser()
+                book = load_lorebook(found)
             except TalesmithError as e:
                 self.notify(str(e), severity="error", timeout=10)
                 return
@@ -230,10 +264,18 @@ class LorebookScreen(ModalScreen["Books | None"]):
             self.reload()
             self.notify(f"Attached {book.name} ({len(book.entries)} entries)", timeout=3)
 
-        self.app.push_screen(TextPrompt("A lorebook file to attach (World Info .json, a card, a KoboldAI story)"), done)
+        self.app.push_screen(TextPrompt(self._attach_question()), done)
+
+    def _attach_question(self) -> str:
+        names = [p.stem for p in library_lorebooks(self.data_dir)] if self.data_dir else []
+        known = f" ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
+        return (
+            f"A lorebook to attach: its name in the library{known}, or a file "
+            "(World Info .json, a card, a KoboldAI story)"
+        )
 
     def action_save(self) -> None:
-        self.dismiss(tuple(b for b in self.books if b.entries))
+        self.dismiss(LoreEdit(tuple(b for b in self.books if b.entries), self.placement))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

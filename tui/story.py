@@ -10,13 +10,15 @@ from typing import Any
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Footer, Input, Label, TextArea
 
+from talesmith.runtime.documents.adventure import with_action
 from talesmith.runtime.documents.formats import Story
 from talesmith.runtime.documents.stories import StoryDocument
 from talesmith.runtime.settings import preset
 
+from .adventure import ActionBar, StoryEditor
 from .base import DocumentScreen
 from .generation import Job
 from .status import StatusLine
@@ -53,6 +55,9 @@ class StoryScreen(DocumentScreen):
         Binding("alt+right", "cycle(1)", "Next alt", priority=True, show=False, tooltip="Show the next alternative"),
         Binding("ctrl+n", "new", "New story", priority=True, show=False, tooltip="Start a new story"),
         Binding(
+            "alt+a", "action_kind", "Do/Say/Story", priority=True, show=False, tooltip="Adventure: Do, Say or Story"
+        ),
+        Binding(
             "ctrl+b",
             "toggle_fields",
             "Fields",
@@ -88,10 +93,13 @@ class StoryScreen(DocumentScreen):
                 yield Input(id="author_note", compact=True)
                 yield Label("Note depth (lines from end)")
                 yield Input(id="author_note_depth", compact=True, type="integer")
+                yield Tick("Adventure (> actions)", id="adventure", compact=True)
                 yield Tick("Japanese (あらすじ)", id="japanese", compact=True)
                 yield Label("Synopsis (app adds あらすじ)")
                 yield TextArea(id="synopsis", soft_wrap=True, compact=True, classes="field-area")
-            yield TextArea(id="editor", soft_wrap=True, compact=True)
+            with Vertical(id="story-column"):
+                yield StoryEditor(id="editor", soft_wrap=True, compact=True)
+                yield ActionBar(id="actionbar")
         yield StatusLine(id="status")
         yield Footer()
 
@@ -119,6 +127,9 @@ class StoryScreen(DocumentScreen):
             if widget.value != value and not (key == "tags" and _tags(widget.value) == h.tags):
                 widget.value = value
         self.query_one("#japanese", Checkbox).value = s.japanese
+        self.query_one("#adventure", Checkbox).value = doc.adventure
+        self.query_one("#actionbar", ActionBar).set_class(doc.adventure, "on")
+        self.query_one("#editor", StoryEditor).show_actions(doc.adventure)
         for area_id, text in (("memory", s.memory), ("synopsis", s.synopsis), ("editor", s.text)):
             area = self.query_one(f"#{area_id}", TextArea)
             if area.text != text:
@@ -158,7 +169,25 @@ class StoryScreen(DocumentScreen):
         self.commit(new, edit=key)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id == "adventure":
+            if event.value != self.doc.adventure:
+                self.commit(dataclasses.replace(self.doc, adventure=event.value), edit="adventure")
+                self.show()
+            return
         self.commit(self.doc.with_story(japanese=event.value), edit="japanese")
+
+    def on_action_bar_submitted(self, event: ActionBar.Submitted) -> None:
+        """An adventure's action: written into the story as `> You ...`, then the model goes on from there."""
+        if self.busy(quiet=False):
+            return
+        if event.text.strip():
+            self.commit(self.doc.with_text(with_action(self.doc.text, event.kind, event.text)))
+            self.show()
+        self.action_generate()
+
+    def action_action_kind(self) -> None:
+        if self.doc.adventure:
+            self.query_one("#actionbar", ActionBar).cycle()
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         if event.text_area.id == "editor":

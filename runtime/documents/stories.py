@@ -20,6 +20,7 @@ from pydantic import Field
 
 from talesmith.runtime import files
 from talesmith.runtime.documents import worldinfo
+from talesmith.runtime.documents.adventure import Adventure
 from talesmith.runtime.documents.cards import (
     Character,
     character_from_card,
@@ -80,6 +81,8 @@ class StoryDocument:
     lore_placement: str = ""
     """Where lorebook entries go in this document: "" as the lorebooks say (SillyTavern's placement unless a
     book sets another), "declared" or "anchored" (the cache-friendly choice); see `lorebook`."""
+    adventure: bool = False
+    """Played as an adventure: actions (`> You ...`) written into the text, the model stopped at the next."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What an imported file held that talesmith does not use, kept so that exporting gives it back."""
 
@@ -92,11 +95,13 @@ class StoryDocument:
         alt = self.alternatives
         return alt if alt is not None and alt.text == self.story.text else None
 
-    def prompt_story(self, *, global_books: tuple[Lorebook, ...] = ()) -> Story:
-        """The story to build the prompt from, with its lorebooks (and the global ones)."""
-        return dataclasses.replace(
+    def prompt_story(self, *, global_books: tuple[Lorebook, ...] = ()) -> Story | Adventure:
+        """The story to build the prompt from, with its lorebooks (and the global ones); an adventure's
+        stops where the model starts the next action."""
+        story = dataclasses.replace(
             self.story, lore=functools.partial(worldinfo.document_lore, self, global_books=global_books)
         )
+        return Adventure(story) if self.adventure else story
 
     def with_story(self, **changes: Any) -> StoryDocument:
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
@@ -327,6 +332,7 @@ class _StoryFile(_DocumentFile):
     author_note: str = ""
     author_note_depth: int = 3
     alternatives: _AlternativesFile | None = None
+    adventure: bool = False
 
 
 class _ChatFile(_DocumentFile):
@@ -384,6 +390,7 @@ def to_dict(doc: LibraryDocument) -> dict[str, Any]:
             "alternatives": None
             if alt is None
             else {"base": alt.base, "options": list(alt.options), "index": alt.index},
+            **({"adventure": True} if doc.adventure else {}),
         }
     return {
         "kind": "chat",
@@ -423,7 +430,7 @@ def _story_from(d: _StoryFile, where: str) -> StoryDocument:
     )
     a = d.alternatives
     alt = None if a is None else Alternatives(a.base, a.options, min(a.index, len(a.options) - 1))
-    return StoryDocument(story=story, alternatives=alt, **_common(d, where))
+    return StoryDocument(story=story, alternatives=alt, adventure=d.adventure, **_common(d, where))
 
 
 def _chat_from(d: _ChatFile, where: str) -> ChatDocument:

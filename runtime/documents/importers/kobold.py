@@ -2,7 +2,8 @@
 as talesmith stories: the text is the prompt and the actions, the world info a lorebook.
 
 The save as read is kept under `extra["koboldai"]`; exporting writes it back with the edited parts
-over it (actions that still begin the text stay as they were, the rest becomes one new action).
+over it (actions that still begin the text stay as they were; the rest becomes new actions, each adventure
+action `> You ...` one of its own, as KoboldAI saves them).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from talesmith.runtime.documents.adventure import kobold_actions
 from talesmith.runtime.documents.formats import Story
 from talesmith.runtime.documents.stories import StoryDocument
 from talesmith.runtime.documents.worldinfo import from_kobold, to_kobold
@@ -58,7 +60,8 @@ def story_to_kobold(doc: StoryDocument) -> dict[str, Any]:
     prompt = saved if isinstance(saved, str) and text.startswith(saved) else None
     actions: list[str]
     if prompt is None:
-        prompt, actions = text, []
+        first = kobold_actions(text)
+        prompt, actions = (first[0], first[1:]) if first and not first[0].lstrip("\n").startswith("> ") else ("", first)
     else:
         actions, rest = [], text[len(prompt) :]
         for action in _actions(out, "story") if isinstance(out.get("actions"), (list, dict)) else []:
@@ -66,7 +69,7 @@ def story_to_kobold(doc: StoryDocument) -> dict[str, Any]:
                 break
             actions.append(action)
             rest = rest[len(action) :]
-        actions += [rest] if rest else []
+        actions += kobold_actions(rest)
     out.update(prompt=prompt, actions=actions, memory=doc.story.memory, authorsnote=doc.story.author_note)
     if doc.lorebooks or "worldinfo" in out:
         out["worldinfo"] = [item for b in doc.lorebooks for item in to_kobold(b)]
