@@ -8,8 +8,10 @@ Attention is ONNX Runtime's GroupQueryAttention (com.microsoft): grouped heads w
 and a KV cache that is one preallocated buffer of L positions per row, written in place when `present`
 is bound to the `past` buffer. Each row keeps its tokens at positions 0.. of its own buffer
 (right-aligned padding): row b holds `sum(attention_mask[b])` tokens after this step, the new ones
-written at its end; T is the longest row. Rotary embeddings (partial when rotary_dim < head_dim) are
-applied before it, from `position_ids`.
+written at its end; T is the longest row. It applies the rotary embeddings too (partial when rotary_dim <
+head_dim), at each row's own positions; `position_ids` feed learned position tables (GPT-2), and rotary
+dims it cannot take. RMSNorm is ONNX Runtime's SimplifiedLayerNormalization; Q, K and V are one packed
+projection.
 fp32 and fp16 outputs compute in their own type (fp16 keeps its KV cache in fp16); int8 and int4 keep
 float32 activations with MatMulNBits weights.
 """
@@ -24,12 +26,18 @@ import numpy as np
 from .onnx_archs import Reader, Spec
 from .onnx_graph import Graph, embedding, linear
 
+ROPE_POSITIONS = 8192
+"""Rows of the rotary tables at least (the trained context when longer): the positions a context can reach."""
+
 
 @dataclass(frozen=True)
 class Rope:
     cos: str
-    """[B, S, 1, rotary_dim], broadcast over the heads of a [B, S, heads, head_dim] tensor."""
+    """[positions, rotary_dim / 2], GroupQueryAttention's cos_cache; it rotates by each row's own positions."""
     sin: str
+    by_position: tuple[str, str] | None = None
+    """For rotary dims GroupQueryAttention cannot take (half of it not a multiple of 8): cos and sin at
+    `position_ids`, [B, S, 1, rotary_dim], applied to the queries and keys before it."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,8 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     if pos_table is not None:
         x = g.op("Add", x, g.op("Gather", g.table("embed_positions", pos_table, dtype), positions))
     del pos_table
-    rope = _rope(g, spec, positions, elem) if spec.rotary_dim else None
+    trained = reader.config.get("max_position_embeddings") or reader.config.get("n_positions") or 0
+    rope = _rope(g, spec, max(int(trained), ROPE_POSITIONS), dtype, positions) if spec.rotary_dim else None
     lengths = _lengths(g, mask)
     for i in range(spec.n_layer):
         x = _layer(g, reader, i, x, quant=quant, dtype=dtype, rope=rope, lengths=lengths, past=pasts[i])
@@ -89,18 +98,31 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
             g.output(f"present.{i}.{kv}", elem, ["batch_size", spec.n_kv, "past_sequence_length", spec.head_dim])
 
 
-def _rope(g: Graph, spec: Spec, positions: str, elem: int) -> Rope:
-    from onnx import TensorProto
-
+def _rope(g: Graph, spec: Spec, rows: int, dtype, positions: str) -> Rope:
     rot = spec.rotary_dim
     inv_freq = 1.0 / (spec.rope_theta ** (np.arange(0, rot, 2, dtype=np.int64).astype(np.float32) / rot))
-    pos = g.op("Unsqueeze", g.op("Cast", positions, to=TensorProto.FLOAT), g.ints([-1]))
-    freqs = g.op("Mul", pos, g.const(inv_freq.astype(np.float32)))
-    emb = g.op("Concat", freqs, freqs, axis=-1)
-    cos, sin = g.op("Cos", emb), g.op("Sin", emb)
-    if elem != TensorProto.FLOAT:
-        cos, sin = g.op("Cast", cos, to=elem), g.op("Cast", sin, to=elem)
-    return Rope(g.op("Unsqueeze", cos, g.ints([2])), g.op("Unsqueeze", sin, g.ints([2])))
+    freqs = np.outer(np.arange(rows, dtype=np.float32), inv_freq)
+    cos, sin = g.tensor("rotary_cos", np.cos(freqs).astype(dtype)), g.tensor("rotary_sin", np.sin(freqs).astype(dtype))
+    if (rot // 2) % 8 == 0:
+        return Rope(cos, sin)
+    at = [
+        g.op("Unsqueeze", g.op("Concat", *[g.op("Gather", t, positions)] * 2, axis=-1), g.ints([2])) for t in (cos, sin)
+    ]
+    return Rope(cos, sin, (at[0], at[1]))
+
+
+def _rotate(g: Graph, x: str, heads: int, rope: Rope, spec: Spec) -> str:
+    """Rotary embeddings on the halves of the first rotary_dim dims of each head ([B, S, heads * head_dim])."""
+    assert rope.by_position is not None
+    cos, sin = rope.by_position
+    rot, hd = spec.rotary_dim, spec.head_dim
+    x = g.op("Reshape", x, g.ints([0, 0, heads, hd]))
+    rest = None
+    if rot < hd:
+        x, rest = g.op("Split", x, g.ints([rot, hd - rot]), axis=-1, outputs=2)
+    x1, x2 = g.op("Split", x, g.ints([rot // 2, rot // 2]), axis=-1, outputs=2)
+    y = g.op("Add", g.op("Mul", x, cos), g.op("Mul", g.op("Concat", g.op("Neg", x2), x1, axis=-1), sin))
+    return g.op("Reshape", g.op("Concat", y, rest, axis=-1) if rest else y, g.ints([0, 0, -1]))
 
 
 def _lengths(g: Graph, mask: str) -> Lengths:
@@ -118,28 +140,8 @@ def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, 
     if spec.norm == "layer":
         bias = g.const(np.zeros(w.shape, dtype) if b is None else np.asarray(b, np.float32).astype(dtype), dtype)
         return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=spec.eps)
-    # RMSNorm, in float32 as transformers computes it
-    from onnx import TensorProto
-
-    x32 = x if dtype == np.float32 else g.op("Cast", x, to=TensorProto.FLOAT)
-    var = g.op("ReduceMean", g.op("Mul", x32, x32), g.ints([-1]), keepdims=1)
-    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(spec.eps))))
-    y = g.op("Mul", x32, inv)
-    if dtype != np.float32:
-        y = g.op("Cast", y, to=TensorProto.FLOAT16)
-    return g.op("Mul", y, scale)
-
-
-def _rotate(g: Graph, x: str, rope: Rope, spec: Spec) -> str:
-    rot, hd = spec.rotary_dim, spec.head_dim
-    cos, sin = rope.cos, rope.sin
-    rest = None
-    if rot < hd:
-        x, rest = g.op("Split", x, g.ints([rot, hd - rot]), axis=-1, outputs=2)
-    x1, x2 = g.op("Split", x, g.ints([rot // 2, rot // 2]), axis=-1, outputs=2)
-    rotated = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
-    y = g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
-    return g.op("Concat", y, rest, axis=-1) if rest else y
+    # RMSNorm, in float32 as transformers computes it (ONNX Runtime's fused kernel)
+    return g.op("SimplifiedLayerNormalization", x, scale, axis=-1, epsilon=spec.eps, stash_type=1)
 
 
 def _attention(
@@ -157,27 +159,34 @@ def _attention(
     from onnx import helper
 
     s = reader.spec
-    (wq, bq), (wk, bk), (wv, bv) = reader.qkv(i)
     p = f"layers.{i}.attn"
-    q = linear(g, x, wq, bq, name=p + ".q", quant=quant)
-    k = linear(g, x, wk, bk, name=p + ".k", quant=quant)
-    v = linear(g, x, wv, bv, name=p + ".v", quant=quant)
-    del wq, wk, wv, bq, bk, bv
-    if rope:  # on [B, S, heads, head_dim] views; head h of the queries reads key head h // (n_head / n_kv)
-        flat = g.ints([0, 0, -1])
-        q = g.op("Reshape", _rotate(g, g.op("Reshape", q, g.ints([0, 0, s.n_head, s.head_dim])), rope, s), flat)
-        k = g.op("Reshape", _rotate(g, g.op("Reshape", k, g.ints([0, 0, s.n_kv, s.head_dim])), rope, s), flat)
+    parts = reader.qkv(i)  # one projection for the three: GroupQueryAttention takes them packed
+    weight = np.concatenate([w for w, _ in parts], axis=0)
+    bias = None
+    if any(b is not None for _, b in parts):
+        bias = np.concatenate([b if b is not None else np.zeros(w.shape[0], np.float32) for w, b in parts])
+    del parts
+    qkv = linear(g, x, weight, bias, name=p + ".qkv", quant=quant)
+    del weight, bias
+    inputs = [qkv, "", ""]
+    if rope and rope.by_position:
+        sizes = [s.n_head * s.head_dim, s.n_kv * s.head_dim, s.n_kv * s.head_dim]
+        q, k, v = g.op("Split", qkv, g.ints(sizes), axis=-1, outputs=3)
+        inputs = [_rotate(g, q, s.n_head, rope, s), _rotate(g, k, s.n_kv, rope, s), v]
+    fused = rope is not None and rope.by_position is None
+    rotary = {"do_rotary": 1, "rotary_interleaved": 0} if fused else {}
     out = p + ".context"
     g.nodes.append(
         helper.make_node(
             "GroupQueryAttention",
-            [q, k, v, past[0], past[1], lengths.seqlens_k, lengths.total],
+            [*inputs, past[0], past[1], lengths.seqlens_k, lengths.total, *((rope.cos, rope.sin) if fused else ())],
             [out, f"present.{i}.key", f"present.{i}.value"],
             name=p + ".gqa",
             domain="com.microsoft",
             num_heads=s.n_head,
             kv_num_heads=s.n_kv,
             scale=1.0 / math.sqrt(s.head_dim),
+            **rotary,
         )
     )
     g.counts["GroupQueryAttention"] = g.counts.get("GroupQueryAttention", 0) + 1

@@ -82,6 +82,9 @@ class RowCache:
         """Each row's logits from its own last evaluation."""
         self._scratch = np.zeros_like(self.logits) if rows > 1 else self.logits
         """A decode run's logits, of the rows in play and those between them."""
+        self._binding = self.session.io_binding()
+        self._bound: tuple[int, int, int] | None = None
+        """The rows (first, count) and logits array whose buffers the binding holds."""
 
     def _read_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -121,18 +124,20 @@ class RowCache:
         count, width = tokens.shape
         totals = np.asarray(lengths, dtype=np.int64) + width
         mask = (np.arange(int(totals.max()))[None, :] < totals[:, None]).astype(np.int64)
-        binding = self.session.io_binding()
+        binding = self._binding
+        if self._bound != (first, count, id(logits)):  # the same rows as the last run keep their buffers bound
+            shape = [count, self.kv_heads, self.positions + 1, self.head_dim]
+            for past, present, buffer in zip(self.past_names, self.present_names, self._buffers, strict=True):
+                pointer = self._pointer(buffer, first)
+                binding.bind_input(past, self.device, 0, self.kv_dtype, shape, pointer)
+                binding.bind_output(present, self.device, 0, self.kv_dtype, shape, pointer)
+            out = logits[first : first + count]
+            binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            self._bound = (first, count, id(logits))
         binding.bind_cpu_input("input_ids", tokens)
         binding.bind_cpu_input("attention_mask", mask)
         if "position_ids" in self._input_names:
             binding.bind_cpu_input("position_ids", positions)
-        shape = [count, self.kv_heads, self.positions + 1, self.head_dim]
-        for past, present, buffer in zip(self.past_names, self.present_names, self._buffers, strict=True):
-            pointer = self._pointer(buffer, first)
-            binding.bind_input(past, self.device, 0, self.kv_dtype, shape, pointer)
-            binding.bind_output(present, self.device, 0, self.kv_dtype, shape, pointer)
-        logits = logits[first : first + count]
-        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(binding)
 
     def prefill(self, row: int, tokens: Sequence[int]) -> np.ndarray:
