@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import pydantic
 from pydantic import ConfigDict
 
-from talesmith.runtime.errors import InputError, TalesmithError
+from talesmith.runtime.errors import InputError
 
 VALUE_SHOWN = 120
 """Characters of a value's repr shown in an error at most (the rest is elided)."""
@@ -124,7 +124,7 @@ def validate(
     data: Any,
     where: str,
     *,
-    error: type[TalesmithError] = InputError,
+    error: type[Exception] = InputError,
     line: Callable[[str], str] | None = None,
 ) -> M:
     """`data` (parsed JSON or TOML) read as `model`; else `error` with one line naming `where`, the field and

@@ -14,12 +14,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.lorebook import (
     AFTER,
     BEFORE,
+    DEFAULT_DEPTH,
     DEPTH,
     LOGICS,
     NOTE_BOTTOM,
@@ -30,6 +33,7 @@ from talesmith.runtime.documents.lorebook import (
     LoreSettings,
 )
 from talesmith.runtime.errors import InputError, SettingsError, TalesmithError
+from talesmith.runtime.schema import Model, validate
 
 MAX_LOREBOOK_FILE = files.MAX_OWN_FILE
 """Lorebooks (and the documents `export` reads) are read up to the size of anything talesmith saves."""
@@ -71,34 +75,81 @@ def _logic(value: Any) -> str:
 # --- SillyTavern World Info --------------------------------------------------------------------
 
 
+def _or(default: Any, *empty: Any) -> Any:
+    """A before-validator: `default` where the file has null (or one of `empty`), as SillyTavern reads it."""
+    return BeforeValidator(lambda v: default if v is None or any(v == e for e in empty) else v)
+
+
+def _split(value: Any) -> Any:
+    """Keys as a list: a comma-separated text split (and each key stripped), null as none."""
+    return [k.strip() for k in value.split(",")] if isinstance(value, str) else value or []
+
+
+Keys = Annotated[tuple[str, ...], BeforeValidator(_split)]
+Flag = Annotated[bool, _or(False)]
+OptFlag = Annotated[bool | None, _or(None)]
+OptInt = Annotated[int | None, _or(None, "")]
+Count = Annotated[int, _or(0, "")]
+"""A timed effect's length (SillyTavern writes null or 0 for none)."""
+
+
+class StEntry(Model):
+    """One entry of a SillyTavern World Info file, read as SillyTavern reads it: fields missing from older
+    files take its defaults, and null where a number or flag goes reads as its default."""
+
+    key: Keys = ()
+    keysecondary: Keys = ()
+    content: Annotated[str, _or("")] = ""
+    comment: Annotated[str, _or("")] = ""
+    uid: int | None = None
+    logic: Annotated[int, _or(0), Field(ge=0, le=len(LOGICS) - 1)] = Field(0, alias="selectiveLogic")
+    selective: Flag = False
+    constant: Flag = False
+    disable: Flag = False
+    order: Annotated[int, _or(0, "")] = 100
+    position: Annotated[int, _or(0, "")] = 0
+    depth: Annotated[int, _or(DEFAULT_DEPTH)] = DEFAULT_DEPTH
+    scan_depth: OptInt = Field(None, alias="scanDepth")
+    case_sensitive: OptFlag = Field(None, alias="caseSensitive")
+    whole_words: OptFlag = Field(None, alias="matchWholeWords")
+    probability: Annotated[int, _or(100)] = 100
+    use_probability: Flag = Field(False, alias="useProbability")
+    exclude_recursion: Flag = Field(False, alias="excludeRecursion")
+    prevent_recursion: Flag = Field(False, alias="preventRecursion")
+    delay_until_recursion: Flag = Field(False, alias="delayUntilRecursion")
+    sticky: Count = 0
+    cooldown: Count = 0
+    delay: Count = 0
+
+
 def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
-    """One entry of a SillyTavern World Info file (fields missing from older files take ST's defaults;
-    `uid` when it has none)."""
-    position = int(raw.get("position") or 0)
+    """One entry of a SillyTavern World Info file (`uid` when it has none); ValueError naming the field and
+    its value when it has the wrong shape."""
+    e = validate(StEntry, raw, f"entry {uid}", error=ValueError)
     return Entry(
-        keys=_keys(raw.get("key", [])),
-        content=str(raw.get("content") or ""),
-        uid=uid if raw.get("uid") is None else int(raw["uid"]),
-        secondary=_keys(raw.get("keysecondary") or []),
-        logic=_logic(raw.get("selectiveLogic")),
-        selective=bool(raw.get("selective", False)),
-        constant=bool(raw.get("constant", False)),
-        enabled=not raw.get("disable", False) and position != OUTLET,
-        order=int(raw.get("order", 100) or 0),
-        position=ST_POSITIONS.get(position, BEFORE),
-        depth=int(raw.get("depth", 4) if raw.get("depth") is not None else 4),
-        scan_depth=_opt_int(raw.get("scanDepth")),
-        case_sensitive=_opt_bool(raw.get("caseSensitive")),
-        whole_words=_opt_bool(raw.get("matchWholeWords")),
-        probability=int(raw.get("probability", 100) if raw.get("probability") is not None else 100),
-        use_probability=bool(raw.get("useProbability", False)),
-        exclude_recursion=bool(raw.get("excludeRecursion", False)),
-        prevent_recursion=bool(raw.get("preventRecursion", False)),
-        delay_until_recursion=bool(raw.get("delayUntilRecursion", False)),
-        sticky=_count(raw.get("sticky")),
-        cooldown=_count(raw.get("cooldown")),
-        delay=_count(raw.get("delay")),
-        name=str(raw.get("comment") or ""),
+        keys=tuple(k for k in e.key if k.strip()),
+        content=e.content,
+        uid=uid if e.uid is None else e.uid,
+        secondary=tuple(k for k in e.keysecondary if k.strip()),
+        logic=LOGICS[e.logic],
+        selective=e.selective,
+        constant=e.constant,
+        enabled=not e.disable and e.position != OUTLET,
+        order=e.order,
+        position=ST_POSITIONS.get(e.position, BEFORE),
+        depth=e.depth,
+        scan_depth=e.scan_depth,
+        case_sensitive=e.case_sensitive,
+        whole_words=e.whole_words,
+        probability=e.probability,
+        use_probability=e.use_probability,
+        exclude_recursion=e.exclude_recursion,
+        prevent_recursion=e.prevent_recursion,
+        delay_until_recursion=e.delay_until_recursion,
+        sticky=e.sticky,
+        cooldown=e.cooldown,
+        delay=e.delay,
+        name=e.comment,
     )
 
 

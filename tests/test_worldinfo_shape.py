@@ -1,0 +1,74 @@
+"""SillyTavern World Info entries read through one typed model: SillyTavern's defaults for what older files
+leave out or write as null, one line naming the entry, the field and the value for what has the wrong shape."""
+
+import pytest
+
+from talesmith.runtime.documents.lorebook import AND_ALL, DEPTH
+from talesmith.runtime.documents.worldinfo import entry_from_st, lorebook_from_json
+from talesmith.runtime.errors import InputError
+
+
+def test_missing_and_null_fields_take_sillytaverns_defaults():
+    missing = entry_from_st({"key": ["a"]}, 7)
+    assert (missing.uid, missing.order, missing.depth, missing.probability, missing.scan_depth) == (
+        7,
+        100,
+        4,
+        100,
+        None,
+    )
+    null = entry_from_st(
+        {"key": "a, b ,", "content": None, "order": None, "depth": None, "probability": None, "scanDepth": ""}
+    )
+    assert (null.keys, null.content, null.order, null.depth, null.probability, null.scan_depth) == (
+        ("a", "b"),
+        "",
+        0,
+        4,
+        100,
+        None,
+    )
+
+
+def test_fields_are_read_by_their_sillytavern_names():
+    e = entry_from_st(
+        {
+            "uid": "3",
+            "key": [" x ", 5, ""],
+            "keysecondary": ["y"],
+            "selectiveLogic": 3,
+            "selective": 1,
+            "position": 4,
+            "depth": 2,
+            "caseSensitive": True,
+            "matchWholeWords": False,
+            "useProbability": "true",
+            "sticky": 2,
+            "comment": "Moons",
+        }
+    )
+    assert (e.uid, e.keys, e.secondary, e.logic, e.selective, e.position, e.depth) == (
+        3,
+        (" x ", "5"),
+        ("y",),
+        AND_ALL,
+        True,
+        DEPTH,
+        2,
+    )
+    assert (e.case_sensitive, e.whole_words, e.use_probability, e.sticky, e.name) == (True, False, True, 2, "Moons")
+
+
+@pytest.mark.parametrize(
+    "entry, what",
+    [
+        ({"key": 5}, "entry 0: key = 5 must be a list"),
+        ({"key": ["a"], "selectiveLogic": 4}, "entry 0: selectiveLogic = 4 must be at most 3"),
+        ({"key": ["a"], "order": "high"}, "entry 0: order = 'high' must be a whole number"),
+        ({"key": ["a"], "constant": "maybe"}, "entry 0: constant = 'maybe' must be true or false"),
+    ],
+)
+def test_an_entry_of_the_wrong_shape_is_one_line_naming_the_field_and_the_value(entry, what):
+    with pytest.raises(InputError) as e:
+        lorebook_from_json({"entries": {"0": entry}}, "w", "w.json")
+    assert str(e.value) == f"w.json: a lorebook entry has the wrong shape ({what})"
