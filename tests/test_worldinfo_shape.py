@@ -72,3 +72,44 @@ def test_an_entry_of_the_wrong_shape_is_one_line_naming_the_field_and_the_value(
     with pytest.raises(InputError) as e:
         lorebook_from_json({"entries": {"0": entry}}, "w", "w.json")
     assert str(e.value) == f"w.json: a lorebook entry has the wrong shape ({what})"
+
+
+def test_a_character_book_entry_reads_as_sillytavern_reads_it():
+    from talesmith.runtime.documents.lorebook import AFTER
+    from talesmith.runtime.documents.worldinfo import entry_from_card
+
+    e = entry_from_card(
+        {
+            "keys": ["a", ""],
+            "content": None,
+            "id": 0,
+            "enabled": True,
+            "position": "after_char",
+            "case_sensitive": None,
+            "name": "Moons",
+            "extensions": {"depth": None, "probability": None, "useProbability": True, "case_sensitive": True},
+        },
+        5,
+    )
+    assert (e.keys, e.content, e.uid, e.position, e.depth, e.probability, e.use_probability) == (
+        ("a",),
+        "",
+        5,
+        AFTER,
+        0,
+        0,
+        True,
+    )
+    assert e.case_sensitive is None and e.name == "Moons"  # the entry's own case_sensitive, even null, wins
+    outlet = entry_from_card({"keys": ["a"], "extensions": {"position": 7}}, 0)
+    assert not outlet.enabled
+
+
+def test_a_character_book_entry_of_the_wrong_shape_names_the_field_and_the_value():
+    card = {
+        "spec": "chara_card_v2",
+        "data": {"name": "A", "character_book": {"entries": [{"keys": ["a"]}, {"keys": 3}]}},
+    }
+    with pytest.raises(InputError) as e:
+        lorebook_from_json(card, "A", "a.json")
+    assert str(e.value) == "a.json: its character_book cannot be read (entry 1: keys = 3 must be a list)"

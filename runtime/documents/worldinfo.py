@@ -60,18 +60,6 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
-def _count(value: Any) -> int:
-    """A timed effect's length (SillyTavern writes null or 0 for none)."""
-    return 0 if value is None or value == "" else int(value)
-
-
-def _logic(value: Any) -> str:
-    i = int(value or 0)
-    if not 0 <= i < len(LOGICS):
-        raise ValueError(f"selectiveLogic {i} is not 0..3")
-    return LOGICS[i]
-
-
 # --- SillyTavern World Info --------------------------------------------------------------------
 
 
@@ -258,35 +246,78 @@ def to_st(book: Lorebook) -> dict[str, Any]:
 # --- character_book (card spec v2 / v3) --------------------------------------------------------
 
 
+Zero = Annotated[int, _or(0, "")]
+"""A number that null (or empty, or 0) makes 0, as SillyTavern's card reader has it."""
+
+
+class CardEntryExtensions(Model):
+    """SillyTavern's own fields of a character_book entry, under its `extensions`."""
+
+    position: Annotated[int | None, _or(None)] = None
+    logic: Annotated[int, _or(0), Field(ge=0, le=len(LOGICS) - 1)] = Field(0, alias="selectiveLogic")
+    depth: Zero = DEFAULT_DEPTH
+    scan_depth: OptInt = None
+    case_sensitive: OptFlag = None
+    match_whole_words: OptFlag = None
+    probability: Zero = 100
+    use_probability: Flag = Field(False, alias="useProbability")
+    exclude_recursion: Flag = False
+    prevent_recursion: Flag = False
+    delay_until_recursion: Flag = False
+    sticky: Count = 0
+    cooldown: Count = 0
+    delay: Count = 0
+
+
+class CardEntry(Model):
+    """One entry of a card's `character_book` (spec v2 / v3), as SillyTavern reads it."""
+
+    keys: Keys = ()
+    secondary_keys: Keys = ()
+    content: Annotated[str, _or("")] = ""
+    comment: Annotated[str, _or("")] = ""
+    name: Annotated[str, _or("")] = ""
+    id: Zero = 0
+    selective: Flag = False
+    constant: Flag = False
+    enabled: Flag = True
+    insertion_order: Zero = 100
+    position: Any = None
+    """"before_char" or "after_char"; SillyTavern's own position under `extensions` wins."""
+    case_sensitive: OptFlag = None
+    extensions: Annotated[CardEntryExtensions, _or(CardEntryExtensions(), {})] = CardEntryExtensions()
+
+
 def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
-    ext = raw.get("extensions") or {}
-    position = ext.get("position")
-    if position is None:
-        position = 1 if raw.get("position") == "after_char" else 0
+    """Entry `index` of a card's character_book; ValueError naming the field and its value when it has the
+    wrong shape."""
+    e = validate(CardEntry, raw, f"entry {index}", error=ValueError)
+    ext = e.extensions
+    position = ext.position if ext.position is not None else 1 if e.position == "after_char" else 0
     return Entry(
-        keys=_keys(raw.get("keys", [])),
-        content=str(raw.get("content") or ""),
-        uid=int(raw.get("id", index) or index),
-        secondary=_keys(raw.get("secondary_keys") or []),
-        logic=_logic(ext.get("selectiveLogic")),
-        selective=bool(raw.get("selective", False)),
-        constant=bool(raw.get("constant", False)),
-        enabled=bool(raw.get("enabled", True)) and position != OUTLET,
-        order=int(raw.get("insertion_order", 100) or 0),
-        position=ST_POSITIONS.get(int(position), BEFORE),
-        depth=int(ext.get("depth", 4) or 0),
-        scan_depth=_opt_int(ext.get("scan_depth")),
-        case_sensitive=_opt_bool(raw.get("case_sensitive", ext.get("case_sensitive"))),
-        whole_words=_opt_bool(ext.get("match_whole_words")),
-        probability=int(ext.get("probability", 100) or 0),
-        use_probability=bool(ext.get("useProbability", False)),
-        exclude_recursion=bool(ext.get("exclude_recursion", False)),
-        prevent_recursion=bool(ext.get("prevent_recursion", False)),
-        delay_until_recursion=bool(ext.get("delay_until_recursion", False)),
-        sticky=_count(ext.get("sticky")),
-        cooldown=_count(ext.get("cooldown")),
-        delay=_count(ext.get("delay")),
-        name=str(raw.get("comment") or raw.get("name") or ""),
+        keys=tuple(k for k in e.keys if k.strip()),
+        content=e.content,
+        uid=e.id or index,
+        secondary=tuple(k for k in e.secondary_keys if k.strip()),
+        logic=LOGICS[ext.logic],
+        selective=e.selective,
+        constant=e.constant,
+        enabled=e.enabled and position != OUTLET,
+        order=e.insertion_order,
+        position=ST_POSITIONS.get(position, BEFORE),
+        depth=ext.depth,
+        scan_depth=ext.scan_depth,
+        case_sensitive=e.case_sensitive if "case_sensitive" in e.model_fields_set else ext.case_sensitive,
+        whole_words=ext.match_whole_words,
+        probability=ext.probability,
+        use_probability=ext.use_probability,
+        exclude_recursion=ext.exclude_recursion,
+        prevent_recursion=ext.prevent_recursion,
+        delay_until_recursion=ext.delay_until_recursion,
+        sticky=ext.sticky,
+        cooldown=ext.cooldown,
+        delay=ext.delay,
+        name=e.comment or e.name,
     )
 
 
