@@ -285,7 +285,7 @@ class CardEntry(Model):
     position: Any = None
     """"before_char" or "after_char"; SillyTavern's own position under `extensions` wins."""
     case_sensitive: OptFlag = None
-    extensions: Annotated[CardEntryExtensions, _or(CardEntryExtensions(), {})] = CardEntryExtensions()
+    extensions: Annotated[CardEntryExtensions, _or({}, {})] = CardEntryExtensions.model_validate({})
 
 
 def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
