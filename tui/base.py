@@ -26,6 +26,7 @@ from . import preferences as prefs
 from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Measured, Prepared, Streamed
 from .model import ModelSession
+from .promptformat import FormatChoice, PromptFormatScreen
 from .sampling import SamplingScreen
 from .session import DocumentSession, Saved
 from .status import StatusLine
@@ -84,6 +85,14 @@ class DocumentScreen(Screen):
             tooltip="Your name and persona (every chat, or this one), the cap on saved model state",
         ),
         Binding(
+            "f10",
+            "prompt_format",
+            "Format",
+            priority=True,
+            show=False,
+            tooltip="The prompt format: the model's chat template, an instruct preset, or the classic formats",
+        ),
+        Binding(
             "f9",
             "prompt",
             "Prompt",
@@ -112,6 +121,8 @@ class DocumentScreen(Screen):
         self.session: DocumentSession[Any] = DocumentSession(
             self.library, self.blank(), empty=self.empty, disposable=self.disposable, named_files=self.NAMED_FILES
         )
+        self.formats = FormatChoice(self.data_dir)
+        """The prompt format of this screen's generations (F10)."""
         self.tokens_per_second: float | None = None
         self.last_measure: Measure | None = None
         self._save_timer: Timer | None = None
@@ -185,7 +196,7 @@ class DocumentScreen(Screen):
         self.session.load(doc_id, doc)
         self.show()
         self.schedule_measure()
-        document = self.prompt_document()
+        document = self.formatted(self.prompt_document())
         if doc_id is not None and self.model.backend is not None and document is not None:
             self._restore_state(self.model.backend, self.library.path(doc_id), document, self.doc.settings)
 
@@ -374,6 +385,34 @@ class DocumentScreen(Screen):
             self.commit(dataclasses.replace(self.doc, preset=name, settings=settings))
             self.notify("Sampling settings saved with this " + self.KIND, timeout=2)
 
+    # --- prompt format -----------------------------------------------------------------------
+
+    def formatted(self, document: Any) -> Any:
+        """The runtime document under the chosen prompt format (the model's chat template, a preset, classic)."""
+        backend = self.model.backend
+        try:
+            return self.formats.wrap(document, backend.model_path if backend is not None else None)
+        except TalesmithError as e:
+            self.notify(f"{e}; f10 chooses another prompt format", severity="error", timeout=10)
+            self.formats.chosen = "classic"
+            return document
+
+    def action_prompt_format(self) -> None:
+        backend = self.model.backend
+        if backend is None:
+            self.notify(self.model.problem, severity="warning")
+            return
+        path = backend.model_path
+        screen = PromptFormatScreen(self.formats.options(path), self.formats.current(path), self.formats.problem)
+
+        def chosen(value: str | None) -> None:
+            if value is not None:
+                self.formats.chosen = value
+                self.notify(f"Prompt format: {value}", timeout=2)
+                self.schedule_measure()
+
+        self.app.push_screen(screen, chosen)
+
     # --- generation --------------------------------------------------------------------------
 
     def busy(self, *, quiet: bool = True) -> bool:
@@ -385,6 +424,7 @@ class DocumentScreen(Screen):
         if self.model.backend is None:
             self.notify(self.model.problem, severity="error" if self.model.error else "warning")
             return False
+        document = self.formatted(document)
         job = self.session.start(base)
         self.generating_changed(True)
         self.refresh_status()
@@ -475,7 +515,7 @@ class DocumentScreen(Screen):
 
     def update_measure(self) -> None:
         """Measure the next prompt in a worker thread (tokenizing a long story takes a while)."""
-        document = self.prompt_document()
+        document = self.formatted(self.prompt_document())
         if self.model.backend is None or self.job is not None or document is None:
             self.refresh_status()
             return
@@ -543,7 +583,7 @@ class DocumentScreen(Screen):
         self.app.push_screen(screen, done)
 
     def action_prompt(self) -> None:
-        document = self.prompt_document()
+        document = self.formatted(self.prompt_document())
         if document is None:
             self.notify("Nothing to show yet: there is no prompt without a story or chat", timeout=3)
             return

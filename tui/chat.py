@@ -27,6 +27,7 @@ from .base import DocumentScreen
 from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
 from .model import ModelSession
+from .promptformat import folded, reply_parts
 from .status import StatusLine
 
 NO_CHAT = ChatDocument(Character(name=""), name="")
@@ -234,7 +235,7 @@ class ChatScreen(DocumentScreen):
         self.commit(dataclasses.replace(self.doc, user_name=user.name, user_persona=user.persona))
 
     def streaming_doc(self, job: Job) -> ChatDocument:
-        text = job.text.strip()
+        text = reply_parts(job.text)[1].strip()  # a thinking model's thinking is never kept
         if not text:
             return self.doc
         return self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text)
@@ -344,11 +345,13 @@ class ChatScreen(DocumentScreen):
     def streamed(self, job: Job, text: str) -> None:
         if self.streaming_item is not None:
             index = len(self.doc.messages) if job.base == REPLY else len(self.doc.messages) - 1
-            self.streaming_item.update(self._message_text(index, streaming=job.text.lstrip()))
+            thinking, reply = reply_parts(job.text)
+            shown = f"{folded(thinking)}\n{reply.lstrip()}" if thinking else reply.lstrip()
+            self.streaming_item.update(self._message_text(index, streaming=shown))
             self.query_one("#messages", MessageList).scroll_end(animate=False)
 
     def finished(self, job: Job, reason: str | None) -> None:
-        text = job.text.strip()
+        text = reply_parts(job.text)[1].strip()
         if text:
             self.commit(self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text))
         elif reason is not None:
