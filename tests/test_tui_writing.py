@@ -73,7 +73,7 @@ async def test_tab_goes_from_the_editor_through_the_fields_in_order_with_visible
         await settle(pilot)
         screen = app.screen
         order = []
-        for _ in range(12):
+        for _ in range(13):
             order.append(app.focused.id)
             await pilot.press("tab")
         assert order == [
@@ -86,6 +86,7 @@ async def test_tab_goes_from_the_editor_through_the_fields_in_order_with_visible
             "memory",
             "author_note",
             "author_note_depth",
+            "adventure",
             "japanese",
             "synopsis",
             "editor",
@@ -117,7 +118,7 @@ async def test_a_pasted_synopsis_prefix_is_taken_off(tmp_path):
         await pilot.press("ctrl+g")
         await settle(pilot)
         assert backend.prompts[0] == "あらすじ：ある日、森で。\n***\n"
-        assert str(screen.query("Label").last().render()) == "Synopsis (app adds あらすじ)"
+        assert str(screen.query("#fields Label").last().render()) == "Synopsis (app adds あらすじ)"
 
 
 async def test_the_prompt_view_shows_parts_tokens_what_was_dropped_and_what_is_evaluated_again(tmp_path):
