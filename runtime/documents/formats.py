@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 from talesmith.runtime.errors import SettingsError
+
+if TYPE_CHECKING:
+    from talesmith.runtime.documents.lorebook import Lore
+
+LoreSource: TypeAlias = "Lore | Callable[[], Lore | None] | None"
+"""The lorebooks that apply to a prompt document: a `lorebook.Lore`, a function that makes it when the prompt
+is built (so that a broken lorebook is an error of that prompt), or None."""
 
 Speaker = Literal["user", "character"]
 USER: Final = "user"
@@ -43,7 +50,7 @@ class Story:
     """Lines from the end of the text before which the author's note is inserted (at least 1)."""
     japanese: bool = False
     """Use the Genji-JP synopsis format (`あらすじ：...`) instead of the annotated header."""
-    lore: Any = field(default=None, compare=False, repr=False)
+    lore: LoreSource = field(default=None, compare=False, repr=False)
     """The lorebooks that apply: a `lorebook.Lore`, or a function that makes it (set by the document that made this)."""
 
 
@@ -70,7 +77,7 @@ class Chat:
     """The card's system prompt, placed first."""
     post_history: str = ""
     """The card's post-history instructions, placed after the conversation."""
-    lore: Any = field(default=None, compare=False, repr=False)
+    lore: LoreSource = field(default=None, compare=False, repr=False)
     """The lorebooks that apply: a `lorebook.Lore`, or a function that makes it (set by the document that made this)."""
 
 
