@@ -81,6 +81,16 @@ def test_chat_without_scenario_or_examples():
     assert render(chat) == "Bob's Persona: A baker.\n<START>\nYou: Hello\nBob:"
 
 
+def test_chat_continuing_a_reply_and_writing_the_user_s_line():
+    said = (Message(USER, "Hello"),)
+    cut = Chat(character="Bob", persona="A baker.", messages=said, started="Fresh bread, {{user}}, and")
+    assert render(cut) == "Bob's Persona: A baker.\n<START>\nYou: Hello\nBob: Fresh bread, You, and"
+    assert plan(cut).stops[0] == "\nYou:"
+    you = Chat(character="Bob", persona="A baker.", messages=(*said, Message(CHARACTER, "Hi!")), writer=USER)
+    assert render(you) == "Bob's Persona: A baker.\n<START>\nYou: Hello\nBob: Hi!\nYou:"
+    assert plan(you).stops[0] == "\nBob:" and "\nYou:" not in plan(you).stops
+
+
 def test_genre_prompts_falcon_and_llama():
     assert render(GenrePrompt("horror", "falcon")) == "<human> write me a horror story\n<assistant>"
     assert render(GenrePrompt("fairy tale", "falcon")) == "<human> write me a fairy tale\n<assistant>"

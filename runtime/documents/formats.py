@@ -5,6 +5,7 @@ Plain frozen data; the prompt builders in prompts.py turn each into text.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar
@@ -77,6 +78,10 @@ class Chat:
     """The card's system prompt, placed first."""
     post_history: str = ""
     """The card's post-history instructions, placed after the conversation."""
+    writer: Speaker = CHARACTER
+    """Who writes next: the character (a reply), or the user (impersonation: the user's next line)."""
+    started: str = ""
+    """What the next message already holds (a reply cut off, to be continued): the prompt ends with it."""
     lore: LoreSource = field(default=None, compare=False, repr=False)
     """The lorebooks that apply: a `lorebook.Lore`, or a function that makes it (set by the document that made this)."""
 
@@ -89,6 +94,7 @@ class GenrePrompt:
     style: Literal["falcon", "llama"] = "falcon"
     text: str = ""
     """Story text already written after the instruction, to continue from."""
+    lore: LoreSource = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -96,15 +102,32 @@ class TinyStory:
     """A TinyStories-style story, opened by `<|startoftext|>` and ended by `<|endoftext|>`."""
 
     text: str = ""
+    lore: LoreSource = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class RawText:
     text: str = ""
+    lore: LoreSource = field(default=None, compare=False, repr=False)
 
 
 PromptDocument = Story | Chat | GenrePrompt | TinyStory | RawText
 """What a prompt is built from (`prompts.plan`): one document of a prompt format."""
+
+
+D = TypeVar("D")
+
+
+def with_lore(document: D, lore: LoreSource) -> D:
+    """`document` with `lore` as the lorebooks of its prompt: the one way lorebooks reach a prompt (`prepare`
+    reads them from the document). A document that holds a story or chat (an instruct prompt, an adventure)
+    gets them in what it holds; None leaves the document as it is."""
+    if lore is None:
+        return document
+    inner = next((n for n in ("story", "chat") if hasattr(document, n)), None)
+    if inner is not None:
+        return dataclasses.replace(document, **{inner: with_lore(getattr(document, inner), lore)})  # type: ignore[type-var]
+    return dataclasses.replace(document, lore=lore)  # type: ignore[type-var]
 
 
 FORMATS: tuple[str, ...] = ("story", "japanese-story", "chat", "genre", "tinystories", "raw")

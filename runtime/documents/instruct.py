@@ -240,6 +240,10 @@ def _chat_plan(doc: InstructChat) -> TemplatePlan:
     chat = doc.chat
     if not chat.character.strip():
         raise SettingsError("a chat needs a character name; pass --character NAME")
+    if chat.writer != CHARACTER or chat.started.strip():
+        raise SettingsError(
+            "continuing a reply and writing your next line are done in the classic chat format; choose it with f10"
+        )
     system, slots = story_string(chat, doc.template)
 
     def fill(text: str) -> str:

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from functools import singledispatch
 
 from talesmith.runtime.documents.cards import fill_macros
-from talesmith.runtime.documents.formats import CHARACTER, Chat, GenrePrompt, PromptDocument, RawText, Story, TinyStory
+from talesmith.runtime.documents.formats import (
+    CHARACTER,
+    USER,
+    Chat,
+    GenrePrompt,
+    PromptDocument,
+    RawText,
+    Story,
+    TinyStory,
+)
 from talesmith.runtime.errors import ContextOverflowError, SettingsError
 
 SEPARATOR = "***"
@@ -184,12 +193,15 @@ def _(chat: Chat) -> PromptPlan:
         head += f"{START}\n" + _block(fill(example))
     head += f"{START}\n"
     units = tuple(f"{_speaker_name(chat, m.speaker)}: {fill(m.text).strip()}\n" for m in chat.messages)
-    tail = _block(fill(chat.post_history)) + f"{chat.character}:"
+    writer = _speaker_name(chat, chat.writer)
+    other = _speaker_name(chat, USER if chat.writer == CHARACTER else CHARACTER)
+    started = fill(chat.started).strip()
+    tail = _block(fill(chat.post_history)) + f"{writer}:" + (f" {started}" if started else "")
     return PromptPlan(
         head=head,
         units=units,
         tail=tail,
-        stops=chat_stops(chat.user_name),
+        stops=chat_stops(other),
         head_slots=(definition_start, definition_end),
     )
 
