@@ -85,7 +85,7 @@ def tui(
         gpu_layers=gpu_layers,
         threads=threads,
         data_dir=data_dir,
-        mode="chat" if chat else "story",
+        mode="chat" if chat else "",  # the screen shown last, else story
     )
 
 

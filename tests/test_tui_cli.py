@@ -16,7 +16,7 @@ def test_no_arguments_and_tui_open_the_app(monkeypatch):
     runner = CliRunner()
     assert runner.invoke(cli.app, []).exit_code == 0
     assert runner.invoke(cli.app, ["tui", "--model", "x.gguf", "--chat", "--ctx", "1024"]).exit_code == 0
-    assert calls[0]["mode"] == "story" and calls[0]["model"] is None
+    assert calls[0]["mode"] == "" and calls[0]["model"] is None  # the screen shown last (story the first time)
     assert calls[1]["mode"] == "chat" and calls[1]["model"] == "x.gguf" and calls[1]["ctx"] == 1024
 
 

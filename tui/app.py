@@ -21,6 +21,7 @@ from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.errors import TalesmithError
 
 from . import preferences as prefs
+from . import reopen
 from .base import DocumentScreen
 from .chat import ChatScreen, MessageList
 from .dialogs import Choice, HelpScreen, TextPrompt
@@ -35,7 +36,9 @@ class AppConfig:
     """Holds the stories/, chats/, characters/ and exports/ folders."""
     model_name: str = "gemma3-270m"
     mode: str = "story"
-    """The screen shown first: story or chat."""
+    """The screen shown first: story or chat; "" the one shown last (with `reopen`), else story."""
+    reopen: bool = False
+    """Open the last story and the last chat again (and remember them as they are opened and saved)."""
     preset: str | None = None
     """The model's sampling preset (from models.lock) for new stories and chats."""
 
@@ -111,12 +114,25 @@ class TalesmithApp(App):
         return self.model.error
 
     def on_mount(self) -> None:
+        last = reopen.load(self.config.data_dir) if self.config.reopen else reopen.Last()
         for screen in (StoryScreen, ChatScreen):
-            self.install_screen(screen(self.config.data_dir, model=self.model, preset=self.config.preset), screen.KIND)
-        self.push_screen(self.config.mode if self.config.mode in ("story", "chat") else "story")
+            installed = screen(self.config.data_dir, model=self.model, preset=self.config.preset)
+            self.install_screen(installed, screen.KIND)
+            self.reopen_last(installed, last.ids.get(screen.KIND))
+        mode = self.config.mode or last.kind
+        self.push_screen(mode if mode in ("story", "chat") else "story")
         self.load_backend()
         if self.preferences_error:
             self.notify(self.preferences_error, severity="error", timeout=15)
+
+    def reopen_last(self, screen: DocumentScreen, doc_id: str | None) -> None:
+        """Show the document `doc_id` on `screen` when it opens; one gone or damaged is told, not opened."""
+        if doc_id is None or not screen.library.path(doc_id).is_file():
+            return
+        try:
+            screen.session.load(doc_id, screen.library.load(doc_id))
+        except TalesmithError as e:
+            self.notify(f"Could not open the last {screen.KIND} again: {e}", severity="warning", timeout=10)
 
     @work(thread=True, group="model", exit_on_error=False)
     def load_backend(self) -> None:
@@ -177,6 +193,9 @@ class TalesmithApp(App):
             if isinstance(current, DocumentScreen):
                 current.autosave()
             self.switch_screen(name)
+            target = self.get_screen(name)
+            if isinstance(target, DocumentScreen):
+                target.call_after_refresh(target.remember_open)  # the one shown last is opened first next time
 
     async def action_quit(self) -> None:
         failed = self.save_all()

@@ -21,7 +21,7 @@ from talesmith.runtime.engine.protocol import Backend
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import PRESETS
 
-from . import generation, promptview
+from . import generation, promptview, reopen
 from . import preferences as prefs
 from .dialogs import LibraryScreen, PromptScreen
 from .generation import Finished, Job, Measure, Measured, Prepared, Streamed
@@ -194,6 +194,7 @@ class DocumentScreen(Screen):
     def load(self, doc_id: str | None, doc: Any) -> None:
         self.autosave()
         self.session.load(doc_id, doc)
+        self.remember_open()
         self.show()
         self.schedule_measure()
         document = self.formatted(self.prompt_document())
@@ -254,8 +255,14 @@ class DocumentScreen(Screen):
             return True
         if not self._said(self.session.save()):
             return False
+        self.remember_open()
         self.refresh_status()
         return True
+
+    def remember_open(self) -> None:
+        """Keep this document as the one to open again on start (when the app does that, and it is shown)."""
+        if self.doc_id is not None and getattr(self.app.config, "reopen", False) and self.app.screen is self:
+            reopen.remember(self.data_dir, self.KIND, self.doc_id)
 
     def _said(self, saved: Saved) -> bool:
         """Tell the user what a save could not do; whether it wrote."""

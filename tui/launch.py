@@ -17,7 +17,7 @@ def run(
     gpu_layers: int = 0,
     threads: int | None = None,
     data_dir: Path | None = None,
-    mode: str = "story",
+    mode: str = "",
 ) -> None:
     from talesmith.runtime.models.resolve import DEFAULT_MODEL, resolve
 
@@ -29,6 +29,10 @@ def run(
         return open_resolved(ref, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
 
     config = AppConfig(
-        data_dir=data_dir or default_data_dir(), model_name=ref.name or DEFAULT_MODEL, mode=mode, preset=ref.preset
+        data_dir=data_dir or default_data_dir(),
+        model_name=ref.name or DEFAULT_MODEL,
+        mode=mode,
+        preset=ref.preset,
+        reopen=True,
     )
     TalesmithApp(factory, config).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from textual import events
@@ -219,7 +220,8 @@ class StoryScreen(DocumentScreen):
         return doc.name == UNTITLED
 
     def streaming_doc(self, job: Job) -> StoryDocument:
-        return self.doc.continued(job.base, job.text)  # a retry's text so far beside the alternatives it adds to
+        before, after = _place(job.base)
+        return self.doc.continued(before, job.text, after)  # a retry's text so far beside its alternatives
 
     def autosave(self) -> bool:
         """Save; a story named after its title gets a suffix when another story has that name."""
@@ -246,6 +248,12 @@ class StoryScreen(DocumentScreen):
         if self.busy(quiet=False):
             return
         doc: StoryDocument = self.doc
+        editor = self.query_one("#editor", TextArea)
+        at = editor.document.get_index_from_location(editor.cursor_location)
+        if doc.text[at:].strip():  # the cursor stands inside the story: write there, the rest kept below
+            place = Place(doc.text[:at], doc.text[at:])
+            self.start_generation(place, doc.prompt_story_at(at, global_books=self.global_lorebooks()))
+            return
         self.start_generation(doc.text, doc.prompt_story(global_books=self.global_lorebooks()))
 
     def action_retry(self) -> None:
@@ -257,11 +265,11 @@ class StoryScreen(DocumentScreen):
                 "Nothing to retry here: the last generation was edited or there was none; ctrl+g generates", timeout=4
             )
             return
-        retried = self.doc.with_text(alt.base).prompt_story(global_books=self.global_lorebooks())
-        if self.start_generation(alt.base, retried):
+        retried = self.doc.prompt_story_at(len(alt.base), global_books=self.global_lorebooks())
+        if self.start_generation(Place(alt.base, alt.after) if alt.after else alt.base, retried):
             editor = self.query_one("#editor", TextArea)
-            editor.load_text(alt.base)
-            editor.move_cursor(editor.document.end)
+            editor.load_text(alt.base + alt.after)
+            editor.move_cursor(editor.document.get_location_from_index(len(alt.base)))
 
     def action_cycle(self, step: int) -> None:
         if self.busy(quiet=False):
@@ -307,16 +315,34 @@ class StoryScreen(DocumentScreen):
 
     def streamed(self, job: Job, text: str) -> None:
         editor = self.query_one("#editor", TextArea)
+        before, after = _place(job.base)
+        if after:  # written at a point inside the story, before the text that stood after it
+            at = editor.document.get_location_from_index(len(before) + len(job.text) - len(text))
+            editor.move_cursor(editor.insert(text, at).end_location)
+            return
         editor.insert(text, editor.document.end)
         editor.move_cursor(editor.document.end)
 
     def finished(self, job: Job, reason: str | None) -> None:
         text = job.text
         if text:
-            self.commit(self.doc.continued(job.base, text))
+            before, after = _place(job.base)
+            self.commit(self.doc.continued(before, text, after))
         elif reason is not None:
             self.notify("The model ended without writing anything; try again or change the text", timeout=4)
         self.show()
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a generation inside the story writes: after `before`, with `after` kept below it."""
+
+    before: str
+    after: str
+
+
+def _place(base: str | Place) -> tuple[str, str]:
+    return (base.before, base.after) if isinstance(base, Place) else (base, "")
 
 
 def _follows_title(name: str, title: str) -> bool:

@@ -47,11 +47,13 @@ def _default_settings() -> SamplingSettings:
 
 @dataclass(frozen=True)
 class Alternatives:
-    """The continuations generated at one point of a story; `index` is the one shown."""
+    """The continuations generated at one point of a story; `index` is the one shown. A point inside the
+    story keeps the text that stood after it (`after`) below each of them."""
 
     base: str
     options: tuple[str, ...]
     index: int = 0
+    after: str = ""
 
     @property
     def current(self) -> str:
@@ -59,13 +61,13 @@ class Alternatives:
 
     @property
     def text(self) -> str:
-        return self.base + self.current
+        return self.base + self.current + self.after
 
     def cycle(self, step: int) -> Alternatives:
         return dataclasses.replace(self, index=(self.index + step) % len(self.options))
 
     def add(self, option: str) -> Alternatives:
-        return Alternatives(self.base, self.options + (option,), len(self.options))
+        return Alternatives(self.base, self.options + (option,), len(self.options), self.after)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ class StoryDocument:
         )
         return Adventure(story) if self.adventure else story
 
+    def prompt_story_at(self, index: int, *, global_books: tuple[Lorebook, ...] = ()) -> Story | Adventure:
+        """The prompt document for writing at `index` of the text: the story up to there, nothing after it
+        (the text after the point is kept below what is written, never sent as context past it)."""
+        before = dataclasses.replace(self, story=dataclasses.replace(self.story, text=self.story.text[:index]))
+        return before.prompt_story(global_books=global_books)
+
     def with_story(self, **changes: Any) -> StoryDocument:
         return dataclasses.replace(self, story=dataclasses.replace(self.story, **changes))
 
@@ -118,21 +126,24 @@ class StoryDocument:
         alt = self.live_alternatives()
         if alt is None:
             return self.alternatives
-        if text.startswith(alt.base):
+        if alt.after and text.startswith(alt.base + alt.current):  # an edit of the text below them
+            return dataclasses.replace(alt, after=text[len(alt.base + alt.current) :])
+        if text.startswith(alt.base) and text.endswith(alt.after) and len(text) >= len(alt.base + alt.after):
             options = list(alt.options)
-            options[alt.index] = text[len(alt.base) :]
+            options[alt.index] = text[len(alt.base) : len(text) - len(alt.after)]
             return dataclasses.replace(alt, options=tuple(options))
-        if alt.current and text.endswith(alt.current):
-            return dataclasses.replace(alt, base=text[: len(text) - len(alt.current)])
+        if alt.current and text.endswith(alt.current + alt.after):
+            return dataclasses.replace(alt, base=text[: len(text) - len(alt.current + alt.after)])
         return None
 
-    def continued(self, base: str, continuation: str) -> StoryDocument:
-        """The story after a generation at `base`: a retry adds an alternative, a new point starts a list."""
+    def continued(self, base: str, continuation: str, after: str = "") -> StoryDocument:
+        """The story after a generation at `base` (with `after` below it, for a point inside the story): a
+        retry adds an alternative, a new point starts a list."""
         alt = self.live_alternatives()
-        if alt is not None and alt.base == base:
+        if alt is not None and alt.base == base and alt.after == after:
             alt = alt.add(continuation)
         else:
-            alt = Alternatives(base, (continuation,))
+            alt = Alternatives(base, (continuation,), after=after)
         return dataclasses.replace(self, story=dataclasses.replace(self.story, text=alt.text), alternatives=alt)
 
     def cycled(self, step: int) -> StoryDocument:
@@ -294,6 +305,7 @@ class _AlternativesFile(Model):
     base: str
     options: tuple[str, ...] = Field(min_length=1)
     index: int = Field(0, ge=0)
+    after: str = ""
 
 
 class _MessageFile(Model):
@@ -389,7 +401,8 @@ def to_dict(doc: LibraryDocument) -> dict[str, Any]:
             "author_note_depth": s.author_note_depth,
             "alternatives": None
             if alt is None
-            else {"base": alt.base, "options": list(alt.options), "index": alt.index},
+            else {"base": alt.base, "options": list(alt.options), "index": alt.index}
+            | ({"after": alt.after} if alt.after else {}),
             **({"adventure": True} if doc.adventure else {}),
         }
     return {
@@ -429,7 +442,7 @@ def _story_from(d: _StoryFile, where: str) -> StoryDocument:
         japanese=d.japanese,
     )
     a = d.alternatives
-    alt = None if a is None else Alternatives(a.base, a.options, min(a.index, len(a.options) - 1))
+    alt = None if a is None else Alternatives(a.base, a.options, min(a.index, len(a.options) - 1), a.after)
     return StoryDocument(story=story, alternatives=alt, adventure=d.adventure, **_common(d, where))
 
 
