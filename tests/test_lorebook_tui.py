@@ -152,7 +152,7 @@ async def test_attach_a_library_lorebook_by_name_and_choose_the_placement(tmp_pa
         assert "SillyTavern's placement" in str(app.screen.query_one("#placement").render())
         await pilot.press("o")
         await pilot.pause()
-        assert "honkai-impact-rpg" in str(app.screen.query_one("Label").render())
+        assert str(app.screen.query_one("Label").render()) == "Lorebook name or file (honkai-impact-rpg)"
         app.screen.query_one("#answer", Input).value = "Honkai Impact RPG"
         await pilot.press("enter")
         await pilot.pause()

@@ -57,9 +57,9 @@ def new_entry(book: Lorebook) -> Entry:
 
 
 PLACEMENT_NAMES = {
-    "": "as the card's author meant (SillyTavern's placement)",
-    DECLARED: "as the card's author meant (SillyTavern's placement)",
-    ANCHORED: "where each entry fired (cache-friendly: less re-processing, not where the author put it)",
+    "": "where the author put them (SillyTavern's placement)",
+    DECLARED: "where the author put them (SillyTavern's placement)",
+    ANCHORED: "where each fired (cache-friendly; not where the author put them)",
 }
 
 
@@ -181,7 +181,7 @@ class LorebookScreen(ModalScreen["LoreEdit | None"]):
         yield Footer()
         with Vertical(id="dialog"):
             yield Label(Text("Lorebooks of this document", style="bold"))
-            yield Label(self._placement_line(), id="placement")
+            yield Static(self._placement_line(), id="placement")
             yield OptionList(id="entries")
             yield Static(
                 "enter edit · a add · space on/off · d delete · o attach a lorebook by name or file · "
@@ -190,11 +190,11 @@ class LorebookScreen(ModalScreen["LoreEdit | None"]):
             )
 
     def _placement_line(self) -> Text:
-        return Text.assemble(("Entries are placed ", "dim"), PLACEMENT_NAMES[self.placement])
+        return Text.assemble(("Entries go ", "dim"), PLACEMENT_NAMES[self.placement], (" (p)", "dim"))
 
     def action_placement(self) -> None:
         self.placement = next_placement(self.placement)
-        self.query_one("#placement", Label).update(self._placement_line())
+        self.query_one("#placement", Static).update(self._placement_line())
 
     def on_mount(self) -> None:
         self.reload()
@@ -267,12 +267,12 @@ class LorebookScreen(ModalScreen["LoreEdit | None"]):
         self.app.push_screen(TextPrompt(self._attach_question()), done)
 
     def _attach_question(self) -> str:
+        """One line even at 80 columns: as many of the library's names as fit."""
         names = [p.stem for p in library_lorebooks(self.data_dir)] if self.data_dir else []
-        known = f" ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
-        return (
-            f"A lorebook to attach: its name in the library{known}, or a file "
-            "(World Info .json, a card, a KoboldAI story)"
-        )
+        listed = ", ".join(names)
+        if len(listed) > 36:
+            listed = listed[:35].rstrip(", ") + "…"
+        return f"Lorebook name or file ({listed})" if names else "Lorebook file (World Info .json, a card, a story)"
 
     def action_save(self) -> None:
         self.dismiss(LoreEdit(tuple(b for b in self.books if b.entries), self.placement))
