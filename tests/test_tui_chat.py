@@ -284,3 +284,50 @@ async def test_the_chat_keeps_its_end_in_view_and_the_list_highlights_what_it_ac
         await pilot.press("d")  # acting at the top: the view stays there, not at the end
         await pilot.pause(0.2)
         assert screen.doc.messages[0].text.startswith("Message 0") and items.index == 0 and in_view(items, 0)
+
+
+def small_chat(tmp_path) -> ChatDocument:
+    doc = ChatDocument.start(Character(name="Aqua", persona="A goddess.", greeting="Hello!"))
+    doc = doc.sent("Bake?").replied("Bread first.").sent("And then?").replied("Then I was about")
+    Library(tmp_path / "data" / "chats", "chat").save("20260101-000000-chat-with-aqua", doc)
+    return doc
+
+
+async def test_continue_a_reply_cut_off_and_write_your_own_line(tmp_path):
+    backend = TakesBackend([" to sing.", " Sing with me!"], n_ctx=4096)
+    small_chat(tmp_path)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await open_first(pilot)
+        screen = app.screen
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert backend.prompts[-1].endswith("You: And then?\nAqua: Then I was about")
+        assert screen.doc.messages[-1].text == "Then I was about to sing." and len(screen.doc.messages) == 5
+        await pilot.press("alt+i")  # the model writes your next line into the box; nothing is sent
+        await settle(pilot)
+        assert backend.prompts[-1].endswith("Aqua: Then I was about to sing.\nYou:")
+        composer = screen.query_one("#composer", TextArea)
+        assert composer.text == "Sing with me!" and app.focused is composer and len(screen.doc.messages) == 5
+
+
+async def test_regenerate_and_swipe_a_reply_in_the_middle(tmp_path):
+    backend = TakesBackend([" Cake first."], n_ctx=4096)
+    small_chat(tmp_path)
+    app = make_app(tmp_path, backend, mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await open_first(pilot)
+        screen = app.screen
+        await pilot.press("shift+tab", "up", "up", "r")  # "Bread first.", two above the last
+        await settle(pilot)
+        assert backend.prompts[-1].endswith("You: Bake?\nAqua:")
+        middle = screen.doc.messages[2]
+        assert middle.swipes == ("Bread first.", "Cake first.") and middle.text == "Cake first."
+        assert [m.text for m in screen.doc.messages[3:]] == ["And then?", "Then I was about"]
+        assert "‹2/2›" in messages(screen)[2]
+        await pilot.press("left")
+        assert screen.doc.messages[2].text == "Bread first." and backend.calls == 1
+        await pilot.press("up", "r")  # your own message: nothing to regenerate
+        assert backend.calls == 1 and "your message" in app.notified[-1].message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from textual.message import Message
 from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
 from talesmith.runtime.documents.cards import Character, to_card
-from talesmith.runtime.documents.formats import CHARACTER
+from talesmith.runtime.documents.formats import CHARACTER, USER
 from talesmith.runtime.documents.importers import read_import, save_import
-from talesmith.runtime.documents.stories import ChatDocument, User, atomic_write, slug
+from talesmith.runtime.documents.stories import ChatDocument, ChatMessage, User, atomic_write, slug
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
 
@@ -31,7 +32,27 @@ from .promptformat import folded, reply_parts
 from .status import StatusLine
 
 NO_CHAT = ChatDocument(Character(name=""), name="")
-REGENERATE, REPLY = "regenerate", "reply"
+REPLY, SWIPE, CONTINUE, IMPERSONATE = "reply", "swipe", "continue", "impersonate"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a generation's text goes: a new reply, a new swipe of message `index`, the end of message `index`
+    (a reply continued), or the composer (your next line, written by the model)."""
+
+    kind: str
+    index: int = -1
+
+
+def placed(doc: ChatDocument, target: Target, text: str) -> ChatDocument:
+    """`doc` with a generation's `text` where `target` says (the composer's text is not the document's)."""
+    if target.kind == REPLY:
+        return doc.replied(text.strip())
+    if target.kind in (SWIPE, CONTINUE):
+        m = doc.messages[target.index]
+        m = m.with_swipe(text.strip()) if target.kind == SWIPE else m.edited(m.text.rstrip() + text.rstrip())
+        return _with_message(doc, target.index, m)
+    return doc
 
 
 class MessageList(ListView):
@@ -40,12 +61,20 @@ class MessageList(ListView):
     BINDINGS = [
         Binding("e,enter", "edit", "Edit", tooltip="Edit the highlighted message"),
         Binding("d,delete", "delete", "Delete", tooltip="Delete the highlighted message (ctrl+z brings it back)"),
+        Binding("r", "act('regenerate')", "Regen", tooltip="Write another swipe of the highlighted reply"),
+        Binding("left", "act('swipe', -1)", "Swipe ◀", show=False, tooltip="Previous swipe of the highlighted reply"),
+        Binding("right", "act('swipe', 1)", "Swipe ▶", show=False, tooltip="Next swipe of the highlighted reply"),
+        Binding("c", "act('continue')", "Continue", tooltip="Continue the highlighted reply where it stops"),
     ]
 
     class Act(Message):
-        def __init__(self, action: str, index: int) -> None:
+        def __init__(self, action: str, index: int, step: int = 0) -> None:
             super().__init__()
-            self.action, self.index = action, index
+            self.action, self.index, self.step = action, index, step
+
+    def action_act(self, action: str, step: int = 0) -> None:
+        if self.index is not None:
+            self.post_message(self.Act(action, self.index, step))
 
     def on_focus(self) -> None:
         """Focused with nothing highlighted: the last message is, so the keys act on something seen."""
@@ -89,6 +118,22 @@ class ChatScreen(DocumentScreen):
     BINDINGS = [
         Binding("ctrl+r", "regenerate", "Regen", priority=True, tooltip="Regenerate the last reply as a new swipe"),
         Binding(
+            "ctrl+g",
+            "continue",
+            "Continue",
+            priority=True,
+            show=False,
+            tooltip="Continue the last reply where it stops",
+        ),
+        Binding(
+            "alt+i",
+            "impersonate",
+            "Write my line",
+            priority=True,
+            show=False,
+            tooltip="Impersonate: the model writes your next line into the box, for you to change and send",
+        ),
+        Binding(
             "alt+left", "swipe(-1)", "Swipe ◀", priority=True, show=False, tooltip="Previous swipe of the last reply"
         ),
         Binding(
@@ -100,6 +145,14 @@ class ChatScreen(DocumentScreen):
             tooltip="Next swipe of the last reply (past the last: a new one; greetings stop at the last)",
         ),
         Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
+        Binding(
+            "alt+c",
+            "characters",
+            "Characters",
+            priority=True,
+            show=False,
+            tooltip="Your characters: search, start a chat, see their chats, delete",
+        ),
         Binding(
             "f7",
             "import_card",
@@ -178,6 +231,8 @@ class ChatScreen(DocumentScreen):
                     Static(
                         Text.assemble(
                             "No chat open.\n\n",
+                            ("alt+c", "bold"),
+                            " your characters\n",
                             ("f6", "bold"),
                             " new character\n",
                             ("f7", "bold"),
@@ -235,10 +290,8 @@ class ChatScreen(DocumentScreen):
         self.commit(dataclasses.replace(self.doc, user_name=user.name, user_persona=user.persona))
 
     def streaming_doc(self, job: Job) -> ChatDocument:
-        text = reply_parts(job.text)[1].strip()  # a thinking model's thinking is never kept
-        if not text:
-            return self.doc
-        return self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text)
+        text = reply_parts(job.text)[1]  # a thinking model's thinking is never kept
+        return placed(self.doc, job.base, text) if text.strip() else self.doc
 
     def on_resize(self, event: events.Resize) -> None:
         items = self.query_one("#messages", MessageList)
@@ -280,7 +333,7 @@ class ChatScreen(DocumentScreen):
             return
         if not text:
             if self.doc.messages and not self.doc.last_is_reply:
-                self._reply(REPLY)  # ask again for the reply that is missing
+                self._reply(Target(REPLY))  # ask again for the reply that is missing
             else:
                 self.notify("Type a message first", timeout=2)
             return
@@ -288,7 +341,7 @@ class ChatScreen(DocumentScreen):
         self.commit(self.doc.sent(text))
         self.autosave()  # the message is on disk before the reply starts
         self.show()
-        self._reply(REPLY)
+        self._reply(Target(REPLY))
 
     def _ready(self) -> bool:
         if self.busy(quiet=False):
@@ -298,32 +351,56 @@ class ChatScreen(DocumentScreen):
             return False
         return True
 
-    def _reply(self, kind: str) -> None:
+    def _reply(self, target: Target) -> None:
         doc: ChatDocument = self.doc
-        upto = len(doc.messages) - 1 if kind == REGENERATE else None
+        upto = target.index if target.kind in (SWIPE, CONTINUE) else None
         prompt = doc.to_chat(upto, user=self.default_user, global_books=self.global_lorebooks())
-        if not self.start_generation(kind, prompt):
+        if target.kind == CONTINUE:
+            prompt = dataclasses.replace(prompt, started=doc.messages[target.index].text)
+        elif target.kind == IMPERSONATE:
+            prompt = dataclasses.replace(prompt, writer=USER)
+        if not self.start_generation(target, prompt):
             return
         items = self.query_one("#messages", MessageList)
-        waiting = self._message_text(len(doc.messages) if kind == REPLY else len(doc.messages) - 1, streaming="…")
-        if kind == REGENERATE and items.children:
-            self.streaming_item = items.children[-1].query_one(Static)
-            self.streaming_item.update(waiting)
-        else:
-            self.streaming_item = Static(waiting, classes="message")
+        self.streaming_item = None
+        if target.kind == REPLY:
+            self.streaming_item = Static(self._message_text(len(doc.messages), streaming="…"), classes="message")
             items.append(ListItem(self.streaming_item))
-        items.scroll_end(animate=False)
+            items.scroll_end(animate=False)
+        elif target.kind in (SWIPE, CONTINUE) and target.index < len(items.children):
+            self.streaming_item = items.children[target.index].query_one(Static)
+            self.streaming_item.update(self._streaming_text(target, ""))
+
+    def _streaming_text(self, target: Target, text: str) -> Text:
+        if target.kind == CONTINUE:
+            m = self.doc.messages[target.index]
+            return self._message_text(target.index, streaming=self.doc.fill(m.text.rstrip(), self.default_user) + text)
+        return self._message_text(
+            target.index if target.kind == SWIPE else len(self.doc.messages), streaming=text or "…"
+        )
 
     def action_regenerate(self) -> None:
         if not self._ready():
             return
         if not self.doc.last_is_reply:
             if self.doc.messages:
-                self._reply(REPLY)
+                self._reply(Target(REPLY))
             else:
                 self.notify("Nothing to regenerate yet: write a message", timeout=3)
             return
-        self._reply(REGENERATE)
+        self._reply(Target(SWIPE, len(self.doc.messages) - 1))
+
+    def action_continue(self) -> None:
+        if not self._ready():
+            return
+        if not self.doc.last_is_reply:
+            self.notify("Nothing to continue: the last message is yours; enter asks for a reply", timeout=3)
+            return
+        self._reply(Target(CONTINUE, len(self.doc.messages) - 1))
+
+    def action_impersonate(self) -> None:
+        if self._ready():
+            self._reply(Target(IMPERSONATE))
 
     def action_swipe(self, step: int) -> None:
         if not self._ready():
@@ -337,25 +414,37 @@ class ChatScreen(DocumentScreen):
             if len(doc.messages) == 1:  # the greetings: the card's own, not the model's
                 self.notify("That is the last greeting; ctrl+r writes a new one with the model", timeout=3)
                 return
-            self._reply(REGENERATE)  # past the last swipe: write a new one
+            self._reply(Target(SWIPE, len(doc.messages) - 1))  # past the last swipe: write a new one
             return
         self.commit(doc.cycled(step))
         self.show()
 
     def streamed(self, job: Job, text: str) -> None:
+        target: Target = job.base
+        thinking, reply = reply_parts(job.text)
+        if target.kind == IMPERSONATE:
+            self.query_one("#composer", Composer).load_text(reply.strip())
+            return
         if self.streaming_item is not None:
-            index = len(self.doc.messages) if job.base == REPLY else len(self.doc.messages) - 1
-            thinking, reply = reply_parts(job.text)
-            shown = f"{folded(thinking)}\n{reply.lstrip()}" if thinking else reply.lstrip()
-            self.streaming_item.update(self._message_text(index, streaming=shown))
-            self.query_one("#messages", MessageList).scroll_end(animate=False)
+            reply = reply if target.kind == CONTINUE else reply.lstrip()
+            self.streaming_item.update(
+                self._streaming_text(target, f"{folded(thinking)}\n{reply}" if thinking else reply)
+            )
+            if target.kind == REPLY or target.index == len(self.doc.messages) - 1:
+                self.query_one("#messages", MessageList).scroll_end(animate=False)
 
     def finished(self, job: Job, reason: str | None) -> None:
-        text = reply_parts(job.text)[1].strip()
-        if text:
-            self.commit(self.doc.replied(text) if job.base == REPLY else self.doc.swiped_reply(text))
-        elif reason is not None:
-            self.notify("The model ended without writing a reply; try ctrl+r", timeout=4)
+        target: Target = job.base
+        text = reply_parts(job.text)[1]
+        if target.kind == IMPERSONATE:
+            composer = self.query_one("#composer", Composer)
+            composer.load_text(text.strip())  # yours to change, then enter sends it
+            composer.move_cursor(composer.document.end)
+            composer.focus()
+        elif text.strip():
+            self.commit(placed(self.doc, target, text))
+        if not text.strip() and reason is not None:
+            self.notify("The model ended without writing anything; try again (ctrl+r)", timeout=4)
         self.show()
 
     # --- editing messages --------------------------------------------------------------------
@@ -369,6 +458,9 @@ class ChatScreen(DocumentScreen):
             self.notify("Message deleted (ctrl+z brings it back)", timeout=3)
             self.show()
             return
+        if event.action in ("regenerate", "swipe", "continue"):
+            self._act_on_reply(event.action, index, event.step)
+            return
 
         def done(text: str | None) -> None:
             if text is not None and text.strip():
@@ -378,6 +470,20 @@ class ChatScreen(DocumentScreen):
         self.app.push_screen(
             TextEditor("Edit message · ctrl+s saves · escape cancels", self.doc.messages[index].text), done
         )
+
+    def _act_on_reply(self, action: str, index: int, step: int) -> None:
+        """Regenerate, swipe or continue any of the character's messages; those after it stay as they are."""
+        m = self.doc.messages[index]
+        if m.speaker != CHARACTER:
+            self.notify("That is your message: r, ←/→ and c act on the character's replies; e edits yours", timeout=3)
+        elif action == "continue":
+            self._reply(Target(CONTINUE, index))
+        elif action == "regenerate" or (step > 0 and m.index == len(m.swipes) - 1 and index > 0):
+            self._reply(Target(SWIPE, index))  # past the last swipe: a new one (the greetings stop at the last)
+        elif len(m.swipes) > 1:
+            swiped = dataclasses.replace(m, index=(m.index + step) % len(m.swipes))
+            self.commit(_with_message(self.doc, index, swiped))
+            self.show()
 
     # --- characters and chats ----------------------------------------------------------------
 
@@ -417,6 +523,25 @@ class ChatScreen(DocumentScreen):
             return
         self.start_chat(self.doc.character)
         self.notify(f"New chat with {self.doc.character.name}", timeout=2)
+
+    def action_characters(self) -> None:
+        from .characters import CharacterLibrary, Picked
+
+        if self.busy(quiet=False):
+            return
+
+        def done(picked: Picked | None) -> None:
+            if picked is None:
+                return
+            if picked.new:
+                self.action_new_character()
+            elif picked.chat_id:
+                self._opened(picked.chat_id)
+            elif picked.character is not None:
+                self.start_chat(picked.character, picked.path)
+                self.notify(f"New chat with {picked.character.name}", timeout=2)
+
+        self.app.push_screen(CharacterLibrary(self.data_dir), done)
 
     def action_new_character(self) -> None:
         if self.busy(quiet=False):
@@ -507,6 +632,10 @@ def _free_path(path: Path) -> Path:
     while candidate.exists():
         candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
     return candidate
+
+
+def _with_message(doc: ChatDocument, index: int, message: ChatMessage) -> ChatDocument:
+    return dataclasses.replace(doc, messages=doc.messages[:index] + (message,) + doc.messages[index + 1 :])
 
 
 def _with_character(doc: ChatDocument, character: Character) -> ChatDocument:
