@@ -41,7 +41,7 @@ from talesmith.cli.template import (
     reasoning_stream,
     template_notes,
 )
-from talesmith.runtime.documents.formats import make_document
+from talesmith.runtime.documents.formats import make_document, with_lore
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
 
@@ -160,7 +160,7 @@ def generate(
         document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:
         raise SettingsError(str(e)) from None
-    prepared = prepare(backend, document, settings, lore=load_lore([*cfg.lorebooks, *(lorebook or [])]))
+    prepared = prepare(backend, with_lore(document, load_lore([*cfg.lorebooks, *(lorebook or [])])), settings)
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
     for note in template_notes(prepared):
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)

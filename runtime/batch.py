@@ -36,7 +36,7 @@ from talesmith.runtime.batch_output import (
     run_path,
     write_run,
 )
-from talesmith.runtime.documents.formats import FIELDS, make_document
+from talesmith.runtime.documents.formats import FIELDS, make_document, with_lore
 from talesmith.runtime.documents.instruct import reply_content
 from talesmith.runtime.documents.lorebook import Lore
 from talesmith.runtime.documents.prompts import plan
@@ -342,7 +342,7 @@ def prepare_job(backend: Backend, task: Task, spec: RecordSpec, on_note: Callabl
     seed = row_settings.seed if "seed" in task.row.overrides else row_seed(spec.base_seed, task.row.id, task.sample)
     row_settings = row_settings.replace(seed=seed)
     try:
-        prepared = prepare(backend, document, row_settings, lore=spec.lore)
+        prepared = prepare(backend, with_lore(document, spec.lore), row_settings)
     except TalesmithError as e:
         raise type(e)(f"row {task.row.id}: {e}") from None
     try:

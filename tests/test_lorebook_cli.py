@@ -8,7 +8,7 @@ import pytest
 from fakes import ScriptedBackend
 
 from talesmith.runtime.batch import RecordSpec, Row, Task, decode_task
-from talesmith.runtime.documents.formats import make_document
+from talesmith.runtime.documents.formats import make_document, with_lore
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.engine.generate import prepare
 from talesmith.runtime.settings import SamplingSettings
@@ -39,7 +39,7 @@ def test_batch_and_generate_build_the_same_prompt(world):
     backend = ScriptedBackend("ok", n_ctx=512)
     fields = {"title": "Keeper"}
     document = make_document("story", "The lighthouse stood in the storm.", fields)
-    direct = prepare(backend, document, SETTINGS, lore=lore)
+    direct = prepare(backend, with_lore(document, lore), SETTINGS)
     record, _ = decode_task(
         backend,
         Task(Row("r", "The lighthouse stood in the storm.", {}, {}), 0),
@@ -102,5 +102,20 @@ def test_lorebook_probability_follows_the_sampling_seed():
     lore = Lore((Lorebook("b", tuple(Entry(("x",), f"Entry {i}.", uid=i, probability=50) for i in range(20))),))
     backend = ScriptedBackend("ok", n_ctx=2048)
     document = make_document("raw", "x")
-    texts = [prepare(backend, document, SETTINGS.replace(seed=s), lore=lore).fitted.text for s in (1, 1, 2)]
+    texts = [prepare(backend, with_lore(document, lore), SETTINGS.replace(seed=s)).fitted.text for s in (1, 1, 2)]
     assert texts[0] == texts[1] != texts[2]
+
+
+def test_lorebooks_reach_every_kind_of_prompt_document_one_way():
+    from talesmith.runtime.documents.adventure import Adventure
+    from talesmith.runtime.documents.formats import Chat, RawText, Story
+    from talesmith.runtime.documents.lorebook import Entry, Lore, Lorebook
+
+    lore = Lore((Lorebook("b", (Entry(("x",), "Lore."),)),))
+    assert with_lore(Story("x"), lore).lore is lore and with_lore(Chat("A"), lore).lore is lore
+    assert with_lore(RawText("x"), lore).lore is lore
+    assert with_lore(RawText("x"), None) == RawText("x")
+    held = with_lore(Adventure(Story("x")), lore)  # a document that holds a story gives it the lorebooks
+    assert held.story.lore is lore and held.lore is lore
+    prompt = prepare(ScriptedBackend("ok", n_ctx=512), with_lore(RawText("x"), lore), SETTINGS).fitted.text
+    assert prompt == "Lore.\nx"

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from talesmith.runtime.documents.formats import PromptDocument
 from talesmith.runtime.documents.instruct import TemplatePlan
-from talesmith.runtime.documents.lorebook import Activation, Lore
+from talesmith.runtime.documents.lorebook import Activation
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
 from talesmith.runtime.engine.markers import tokenize_prompt
 from talesmith.runtime.engine.protocol import Backend, TokenSampler
@@ -313,11 +313,9 @@ class PreparedPrompt:
     """The prompt plan the text was fitted from (lorebook entries placed)."""
 
 
-def prepare(
-    backend: Backend, document: PromptDocument, settings: SamplingSettings, *, lore: Lore | None = None
-) -> PreparedPrompt:
-    """The document's prompt, with the lorebook entries it activates, trimmed by its format's policy so that
-    it and the reply fit the context."""
+def prepare(backend: Backend, document: PromptDocument, settings: SamplingSettings) -> PreparedPrompt:
+    """The document's prompt, with the lorebook entries it activates (the document's own: `formats.with_lore`
+    gives it lorebooks), trimmed by its format's policy so that it and the reply fit the context."""
     budget = backend.n_ctx - settings.max_new_tokens
     if budget < 1:
         raise ContextOverflowError(
@@ -325,7 +323,7 @@ def prepare(
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx"
         )
     prompt_plan, activation = plan(document), None
-    lore = lore if lore is not None else getattr(document, "lore", None)
+    lore = getattr(document, "lore", None)  # an instruct prompt or an adventure: what it holds has them
     lore = lore() if callable(lore) else lore  # built here, so that a broken lorebook is an error of this prompt
     if lore and settings.seed is not None:  # lorebook probabilities follow the sampling seed when there is one
         lore = lore.with_seed(settings.seed)
