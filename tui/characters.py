@@ -45,6 +45,11 @@ def row(entry: CardEntry) -> Text:
 
 
 class CharacterLibrary(ModalScreen["Picked | None"]):
+    DEFAULT_CSS = """
+    CharacterLibrary #cards {
+        height: 1fr;
+    }
+    """
     BINDINGS = [
         Binding("enter", "chat", "Chat", priority=True),
         Binding("alt+o", "chats", "Their chats", priority=True),
