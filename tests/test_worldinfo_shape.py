@@ -113,3 +113,33 @@ def test_a_character_book_entry_of_the_wrong_shape_names_the_field_and_the_value
     with pytest.raises(InputError) as e:
         lorebook_from_json(card, "A", "a.json")
     assert str(e.value) == "a.json: its character_book cannot be read (entry 1: keys = 3 must be a list)"
+
+
+def test_kobold_and_novelai_entries_read_through_their_models():
+    from talesmith.runtime.documents.worldinfo import from_kobold, from_novelai
+
+    kobold = from_kobold(
+        [{"key": "a, b", "content": "x", "uid": None}, {"key": "", "content": "", "init": False, "uid": 9}], "k"
+    )
+    assert [(e.keys, e.uid, e.content) for e in kobold.entries] == [(("a", "b"), 0, "x")]  # the placeholder row left
+    novel = from_novelai(
+        {
+            "lorebookVersion": 5,
+            "entries": [
+                {"keys": ["a"], "text": "t", "contextConfig": {"insertionPosition": -2, "budgetPriority": -100}},
+                {"keys": ["b"], "contextConfig": None, "forceActivation": True, "displayName": "B"},
+            ],
+        },
+        "n",
+    )
+    assert [(e.position, e.depth, e.order, e.constant, e.name) for e in novel.entries] == [
+        (DEPTH, 1, -100, False, ""),
+        ("before", 4, 400, True, "B"),
+    ]
+    with pytest.raises(InputError) as e:
+        lorebook_from_json(
+            {"lorebookVersion": 5, "entries": [{"contextConfig": {"budgetPriority": "x"}}]}, "n", "n.json"
+        )
+    assert str(e.value) == (
+        "n.json: a lorebook entry has the wrong shape (entry 0: contextConfig.budgetPriority = 'x' must be a whole number)"
+    )

@@ -44,14 +44,6 @@ OUTLET = 7
 TO_ST_POSITION = {BEFORE: 0, AFTER: 1, NOTE_TOP: 2, NOTE_BOTTOM: 3, DEPTH: 4}
 
 
-def _keys(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(k.strip() for k in value.split(",") if k.strip())
-    if not isinstance(value, list):
-        raise ValueError(f"keys must be a list of texts, got {type(value).__name__}")
-    return tuple(str(k) for k in value if str(k).strip())
-
-
 def _opt_bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
@@ -358,6 +350,20 @@ def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
 # --- KoboldAI Client story World Info ----------------------------------------------------------
 
 
+class KoboldEntry(Model):
+    """One row of a KoboldAI Client story's `worldinfo`."""
+
+    key: Keys = ()
+    keysecondary: Keys = ()
+    content: Annotated[str, _or("")] = ""
+    comment: Annotated[str, _or("")] = ""
+    uid: Zero = 0
+    selective: Flag = False
+    constant: Flag = False
+    init: Flag = True
+    """False on the empty row the Kobold editor keeps at the end."""
+
+
 def from_kobold(items: Any, name: str) -> Lorebook:
     """The `worldinfo` list of a KoboldAI Client story: comma-separated keys, `selective` meaning the
     secondary keys must match too, `constant`; inserted after the memory."""
@@ -365,17 +371,18 @@ def from_kobold(items: Any, name: str) -> Lorebook:
         raise ValueError("'worldinfo' must be a list of entry objects")
     entries: list[Entry] = []
     for i, raw in enumerate(items):
-        if not raw.get("init", True) and not str(raw.get("content", "")).strip():
+        e = validate(KoboldEntry, raw, f"entry {i}", error=ValueError)
+        if not e.init and not e.content.strip():
             continue  # the empty placeholder row the Kobold editor keeps at the end
         entries.append(
             Entry(
-                keys=_keys(raw.get("key") or ""),
-                secondary=_keys(raw.get("keysecondary") or ""),
-                content=str(raw.get("content") or ""),
-                uid=int(raw.get("uid", i) or i),
-                selective=bool(raw.get("selective", False)),
-                constant=bool(raw.get("constant", False)),
-                name=str(raw.get("comment") or ""),
+                keys=tuple(k for k in e.key if k.strip()),
+                secondary=tuple(k for k in e.keysecondary if k.strip()),
+                content=e.content,
+                uid=e.uid or i,
+                selective=e.selective,
+                constant=e.constant,
+                name=e.comment,
                 order=100,
                 position=BEFORE,
             )
@@ -392,28 +399,41 @@ def is_novelai_lorebook(data: Any) -> bool:
     return isinstance(data, dict) and "lorebookVersion" in data and isinstance(data.get("entries"), list)
 
 
+class NovelAIContext(Model):
+    """Where a NovelAI entry goes: `insertionPosition` counted back from the end, `budgetPriority` its order."""
+
+    insertion: Zero = Field(-1, alias="insertionPosition")
+    priority: Zero = Field(400, alias="budgetPriority")
+
+
+class NovelAIEntry(Model):
+    keys: Keys = ()
+    text: Annotated[str, _or("")] = ""
+    name: Annotated[str, _or("")] = Field("", alias="displayName")
+    enabled: Flag = True
+    constant: Flag = Field(False, alias="forceActivation")
+    config: Annotated[NovelAIContext, _or({}, {})] = Field(NovelAIContext.model_validate({}), alias="contextConfig")
+
+
 def entry_from_novelai(raw: dict[str, Any], index: int) -> Entry:
     """A NovelAI lorebook entry: `keys` (plain or /regex/), `text`, `displayName`, `enabled`,
     `forceActivation` (constant); its contextConfig's `budgetPriority` becomes the order, and an
     `insertionPosition` counted back from the end, with a priority below the story's (0), a depth."""
-    config = raw.get("contextConfig") or {}
-    if not isinstance(config, dict):
-        raise ValueError("an entry's 'contextConfig' must be an object")
-    where = int(config.get("insertionPosition", -1) or 0)
-    priority = int(config.get("budgetPriority", 400) or 0)
+    e = validate(NovelAIEntry, raw, f"entry {index}", error=ValueError)
+    where, priority = e.config.insertion, e.config.priority
     in_story = where < 0 and priority < 0
     return Entry(
-        keys=_keys(raw.get("keys") or []),
-        content=str(raw.get("text") or ""),
+        keys=tuple(k for k in e.keys if k.strip()),
+        content=e.text,
         uid=index,
         selective=False,
-        constant=bool(raw.get("forceActivation", False)),
-        enabled=bool(raw.get("enabled", True)),
+        constant=e.constant,
+        enabled=e.enabled,
         order=priority,
         position=DEPTH if in_story else BEFORE,
-        depth=-where - 1 if in_story else 4,
+        depth=-where - 1 if in_story else DEFAULT_DEPTH,
         use_probability=False,
-        name=str(raw.get("displayName") or ""),
+        name=e.name,
     )
 
 
