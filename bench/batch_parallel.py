@@ -1,14 +1,21 @@
 """Batch throughput with parallel sequences: aggregate tokens/s for --parallel 1, 4, 8, 16 in one run.
 
 Every level runs the same rows through talesmith's batch path (`run_batch` with the sequential executor
-for 1, the parallel one for the others) on the bundled model, writing a real output file; every record has the same length
+for 1, the parallel one for the others), writing a real output file; every record has the same length
 (end-of-text is held off until `--tokens`). Aggregate tokens/s = generated tokens / wall time.
 The levels run in turn, `--runs` rounds over all of them, so that load from elsewhere on the machine
 falls on every level alike; each level's median is reported, and tokens per CPU second of this
 process (a measure that other work on a shared machine does not skew). Prints JSON: the sequential
-baseline, the rate at 16, their ratio (target: 2.0 on 2 CPU cores), the CPU-time ratio and the curve.
+baseline, the rate at the top level, their ratio, the CPU-time ratio and the curve.
 
-    python bench/batch_parallel.py [--rows 32] [--tokens 32] [--levels 1,4,8,16] [--ctx 512] [--runs 3]
+`--backend llama` (the default) decodes the bundled model (target: 2.0 at 16 on 2 CPU cores).
+`--backend onnx` makes onnx_decode.py's random Llama (8 layers, hidden 1024), converts it to ONNX int4
+and to GGUF Q4_K_M, and runs the ONNX levels and llama.cpp at 1 and 8 sequences on the same model shape
+in the same rounds (targets: ONNX 8 vs 1 >= 2.5x, 16 vs 1 >= 3x; ONNX vs llama.cpp at 8 is reported).
+Ratios are medians of the ratios within each round.
+
+    python bench/batch_parallel.py [--backend llama|onnx] [--rows 32] [--tokens 32] [--levels 1,4,8,16]
+        [--ctx 512] [--runs 3] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from talesmith.runtime.batch import RecordSpec, plan_batch, read_rows, run_batch
 from talesmith.runtime.batch_output import OutputFile
@@ -28,10 +37,12 @@ from talesmith.runtime.engine.llama import LlamaCppBackend
 from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
+THREADS = 2
 
-def level(backend: LlamaCppBackend, rows_path: Path, folder: Path, n_seq: int, tokens: int) -> dict[str, float]:
+
+def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) -> dict[str, float]:
     settings = preset("default").replace(max_new_tokens=tokens, min_new_tokens=tokens, seed=1)
-    output = folder / f"out-{n_seq}.jsonl"
+    output = folder / f"out-{backend.name}-{n_seq}.jsonl"
     output.unlink(missing_ok=True)
     with OutputFile(output) as out:
         plan = plan_batch(read_rows(rows_path, "raw"), 1, out, RecordSpec("raw", {}, settings, "bench", "bench", n_seq))
@@ -53,18 +64,39 @@ def level(backend: LlamaCppBackend, rows_path: Path, folder: Path, n_seq: int, t
     }
 
 
+def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tuple[str, Any, int]], str]:
+    """The ONNX levels and llama.cpp at 1 and 8 sequences, on one random Llama converted to both."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from onnx_decode import SHAPE, convert_model, make_checkpoint
+
+    from talesmith.runtime.engine.ort import OnnxBackend
+
+    checkpoint = make_checkpoint(workdir / "llama")
+    folders = convert_model(checkpoint, workdir / "batch", targets=("gguf", "onnx"), quants=("int4",), gguf=("Q4_K_M",))
+    onnx = OnnxBackend(folders["int4"], n_ctx=ctx, threads=THREADS)
+    llama = LlamaCppBackend(folders["q4_k_m"], n_ctx=ctx, threads=THREADS)
+    contenders = [(f"onnx_{n}", onnx, n) for n in levels] + [(f"llama_{n}", llama, n) for n in (1, 8)]
+    return contenders, f"random Llama {SHAPE}: ONNX int4 and GGUF Q4_K_M"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["llama", "onnx"], default="llama")
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--levels", default="1,4,8,16")
+    parser.add_argument("--levels", default=None, help="Default 1,4,8,16 (llama), 1,8,16 (onnx).")
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep the ONNX bench model here.")
     args = parser.parse_args()
-    levels = [int(x) for x in args.levels.split(",")]
-    backend = LlamaCppBackend(bundled_model_path(), n_ctx=args.ctx)
+    levels = [int(x) for x in (args.levels or ("1,8,16" if args.backend == "onnx" else "1,4,8,16")).split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.backend == "onnx":
+            contenders, model = onnx_contenders(args.workdir or folder, levels, args.ctx)
+        else:
+            backend = LlamaCppBackend(bundled_model_path(), n_ctx=args.ctx)
+            contenders, model = [(f"llama_{n}", backend, n) for n in levels], "bundled gemma3-270m Q4_K_M"
         rows_path = folder / "rows.jsonl"
         rows_path.write_text(
             "".join(
@@ -73,37 +105,57 @@ def main() -> None:
                 for i in range(args.rows)
             )
         )
-        runs = [[level(backend, rows_path, folder, n, args.tokens) for n in levels] for _ in range(args.runs)]
-    backend.close()
+        runs = [
+            {name: level(backend, rows_path, folder, n, args.tokens) for name, backend, n in contenders}
+            for _ in range(args.runs)
+        ]
+    for backend in {id(b): b for _, b, _ in contenders}.values():
+        backend.close()
     curve = []
-    for i, _n in enumerate(levels):
-        rates = sorted(run[i]["tokens_per_second"] for run in runs)
-        per_cpu = statistics.median(run[i]["tokens_per_cpu_second"] for run in runs)
+    for name, _backend, _n in contenders:
+        rates = sorted(run[name]["tokens_per_second"] for run in runs)
+        per_cpu = statistics.median(run[name]["tokens_per_cpu_second"] for run in runs)
         curve.append(
             {
-                **runs[0][i],
+                "name": name,
+                **runs[0][name],
                 "tokens_per_second": statistics.median(rates),
                 "runs": rates,
                 "tokens_per_cpu_second": per_cpu,
             }
         )
-    by_level = {c["parallel"]: c["tokens_per_second"] for c in curve}
-    per_cpu = {c["parallel"]: c["tokens_per_cpu_second"] for c in curve}
-    top = max(levels)
+
+    def ratio(a: str, b: str) -> float:
+        """a's rate over b's, the median over rounds of the ratio within each round."""
+        return round(statistics.median(r[a]["tokens_per_second"] / r[b]["tokens_per_second"] for r in runs), 2)
+
+    def cpu_ratio(a: str, b: str) -> float:
+        return round(statistics.median(r[a]["tokens_per_cpu_second"] / r[b]["tokens_per_cpu_second"] for r in runs), 2)
+
+    prefix = contenders[0][0].split("_")[0]
+    base, top = f"{prefix}_1", f"{prefix}_{max(levels)}"
+    names = {c["name"] for c in curve}
+    ratios = {f"{name}_vs_{base}": ratio(name, base) for name in names if name.startswith(prefix) and name != base}
+    if {"onnx_8", "llama_8"} <= names:
+        ratios["onnx_8_vs_llama_8"] = ratio("onnx_8", "llama_8")
+        ratios["llama_8_vs_llama_1"] = ratio("llama_8", "llama_1")
+    by_name = {c["name"]: c["tokens_per_second"] for c in curve}
     print(
         json.dumps(
             {
-                "model": "bundled gemma3-270m Q4_K_M",
+                "model": model,
+                "backend": args.backend,
                 "cpu_count": os.cpu_count(),
                 "load_average": os.getloadavg()[0],
                 "rows": args.rows,
                 "tokens_per_record": args.tokens,
                 "runs": args.runs,
-                "sequential_tokens_per_second": by_level.get(1),
-                "parallel_tokens_per_second": by_level.get(top),
-                "parallel_level": top,
-                "ratio": round(by_level[top] / by_level[1], 2) if 1 in by_level else None,
-                "cpu_ratio": round(per_cpu[top] / per_cpu[1], 2) if 1 in per_cpu else None,
+                "sequential_tokens_per_second": by_name.get(base),
+                "parallel_tokens_per_second": by_name.get(top),
+                "parallel_level": max(levels),
+                "ratio": ratio(top, base) if base in names and top != base else None,
+                "cpu_ratio": cpu_ratio(top, base) if base in names and top != base else None,
+                "ratios": ratios,
                 "curve": curve,
             },
             indent=2,

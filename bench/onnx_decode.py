@@ -1,23 +1,26 @@
-"""Decoding speed on ONNX: talesmith's ONNX backend against optimum, onnxruntime-genai and PyTorch.
+"""Decoding speed on ONNX, one sequence: talesmith's session loop against onnxruntime-genai and optimum.
 
-One random Llama-shaped model (8 layers, hidden 1024, about 90M parameters) is made here, converted
-by `talesmith convert --to onnx` to fp32 and int4, and built by onnxruntime-genai's own builder
-(int4, CPU). Each contender generates the same number of tokens greedily from the same prompt
-(end-of-text suppressed), with 2 threads, in this one run; runs alternate so that machine noise
-hits all alike, and the median is reported as tokens/s over the whole call (prompt included).
+One random Llama-shaped model (8 layers, hidden 1024, about 90M parameters) is made here, converted by
+`talesmith convert --to onnx` to fp32 and int4 (the int4 folder also gets onnxruntime-genai's own build,
+`genai/`, when onnxruntime-genai is installed), and exported by optimum for its ORTModelForCausalLM.
+Each contender generates the same number of tokens greedily from the same prompt (end-of-text
+suppressed), with 2 intra-op threads, in this one run; the contenders alternate round by round so that
+load from elsewhere on the machine falls on all alike: each one's median is reported as tokens/s over
+the whole call (prompt included), and each ratio is the median of the ratios within a round.
 
-- talesmith: talesmith.runtime.engine.generate.stream on the ONNX backend (its numpy sampler chain): for int4,
-  the forward passes go through onnxruntime-genai's Generator on the build the converter adds (genai/);
-  `talesmith_int4_session` is the bare ONNX Runtime session loop on talesmith's own int4 model.onnx.
-- optimum: ORTModelForCausalLM.generate on the same folders.
-- genai: onnxruntime-genai's own greedy Generator loop on that same build (intra_op_num_threads 2).
-- pytorch: transformers' generate on the checkpoint, fp32.
+- talesmith_int4, talesmith_fp32: talesmith.runtime.engine.generate.stream on the ONNX backend (its own
+  session loop over one preallocated KV buffer, its numpy sampler chain).
+- talesmith_int4_over_genai: the same loop with onnxruntime-genai's Generator running the forward passes.
+- genai_int4: onnxruntime-genai's own greedy loop on its build.
+- optimum_fp32: ORTModelForCausalLM.generate on optimum's own export of the checkpoint.
 
-Targets: talesmith int4 >= 1.2x optimum int4, and >= 0.8x onnxruntime-genai int4.
+`profile` splits talesmith's time per token into the session's run and everything else (sampling,
+text, bookkeeping). Targets: talesmith int4 >= 1.0x onnxruntime-genai int4, fp32 >= 1.1x optimum.
 
-    python bench/onnx_decode.py [--tokens 128] [--runs 3] [--out results.json]
+    python bench/onnx_decode.py [--tokens 64] [--runs 9] [--workdir DIR] [--out results.json]
 
-Needs the onnx extra and, for the genai column, `pip install onnxruntime-genai-cuda==0.15.2`.
+`--workdir` keeps the checkpoint and conversions for the next run. Needs the onnx and convert extras;
+for the genai columns, `pip install onnxruntime-genai-cuda==0.15.2`.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 THREADS = 2
 PROMPT = "The storm had raged for three days when the knock came at the lighthouse door."
+SHAPE = {"layers": 8, "hidden": 1024, "intermediate": 2816, "heads": 16, "kv_heads": 4}
 
 
 def make_checkpoint(folder: Path) -> Path:
+    """The random Llama, saved once in `folder`."""
+    if (folder / "model.safetensors").exists():
+        return folder
     import torch
     import transformers as tf
 
@@ -46,11 +54,11 @@ def make_checkpoint(folder: Path) -> Path:
     n_vocab = train_tokenizer(folder)
     config = tf.LlamaConfig(
         vocab_size=n_vocab,
-        hidden_size=1024,
-        intermediate_size=2816,
-        num_hidden_layers=8,
-        num_attention_heads=16,
-        num_key_value_heads=4,
+        hidden_size=SHAPE["hidden"],
+        intermediate_size=SHAPE["intermediate"],
+        num_hidden_layers=SHAPE["layers"],
+        num_attention_heads=SHAPE["heads"],
+        num_key_value_heads=SHAPE["kv_heads"],
         max_position_embeddings=2048,
         tie_word_embeddings=False,
         bos_token_id=0,
@@ -61,22 +69,37 @@ def make_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def convert_onnx(checkpoint: Path, out: Path) -> dict[str, Path]:
+def convert_model(
+    checkpoint: Path, out: Path, *, targets=("onnx",), quants=("fp32", "int4"), gguf=()
+) -> dict[str, Path]:
+    """talesmith's conversions of the checkpoint, by kind in lower case (fp32, int4, q4_k_m), made once."""
     from talesmith.convert.pipeline import ConvertRequest, convert
 
-    outputs = convert(
-        ConvertRequest(str(checkpoint), out, targets=("onnx",), onnx_quants=("fp32", "int4"), name="bench"),
-        lock=out / "models.lock",
+    names = {q: out / f"bench-onnx-{q}" for q in quants} | {q.lower(): out / f"bench-{q}.gguf" for q in gguf}
+    if all(p.exists() for p in names.values()):
+        return names
+    request = ConvertRequest(
+        str(checkpoint), out, targets=targets, onnx_quants=quants, quants=tuple(gguf), name="bench", quality=False
     )
-    return {o.kind.split("-")[1].lower(): o.path for o in outputs}
+    for o in convert(request, lock=out / "models.lock"):
+        names[o.kind.split("-")[-1].lower()] = o.path
+    return names
+
+
+def optimum_export(checkpoint: Path, out: Path) -> Path:
+    if not (out / "model.onnx").exists():
+        from optimum.exporters.onnx import main_export
+
+        main_export(str(checkpoint), output=str(out), task="text-generation-with-past")
+    return out
 
 
 def genai_folder(int4: Path) -> Path | None:
     """The converter's onnxruntime-genai build, with 2 intra-op threads in its config."""
     out = int4 / "genai"
-    if not (out / "genai_config.json").exists():
-        return None
     config_path = out / "genai_config.json"
+    if not config_path.exists():
+        return None
     config = json.loads(config_path.read_text())
     options = config["model"]["decoder"].setdefault("session_options", {})
     options["intra_op_num_threads"] = THREADS
@@ -85,13 +108,45 @@ def genai_folder(int4: Path) -> Path | None:
     return out
 
 
-def talesmith_runner(folder: Path, tokens: int, engine: str = "auto"):
+class Clock:
+    """Time spent inside ONNX Runtime's run (talesmith's session loop), summed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.runs = 0
+
+    def reset(self) -> None:
+        self.seconds, self.runs = 0.0, 0
+
+
+class _Timed:
+    """An InferenceSession whose run_with_iobinding is timed (the session itself cannot take new attributes)."""
+
+    def __init__(self, session, clock: Clock) -> None:
+        self._session = session
+        self._clock = clock
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def run_with_iobinding(self, binding) -> None:
+        started = time.perf_counter()
+        try:
+            self._session.run_with_iobinding(binding)
+        finally:
+            self._clock.seconds += time.perf_counter() - started
+            self._clock.runs += 1
+
+
+def talesmith_runner(folder: Path, tokens: int, engine: str = "session", clock: Clock | None = None):
     from talesmith.runtime.engine.generate import collect, stream
     from talesmith.runtime.engine.ort import open_onnx
     from talesmith.runtime.settings import SamplingSettings
 
     backend = open_onnx(folder, n_ctx=1024, threads=THREADS, engine=engine)
-    print(f"talesmith on {folder.name}: {backend.name}", file=sys.stderr)
+    if clock is not None:
+        cache = backend.engine.cache  # type: ignore[attr-defined]
+        cache.session = _Timed(cache.session, clock)
     prompt = backend.tokenize(PROMPT)
     settings = SamplingSettings(temperature=0, max_new_tokens=tokens, min_new_tokens=tokens)
 
@@ -110,6 +165,7 @@ def optimum_runner(folder: Path, tokens: int):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
     model = ORTModelForCausalLM.from_pretrained(folder, session_options=options, provider="CPUExecutionProvider")
     ids = torch.tensor([AutoTokenizer.from_pretrained(folder)(PROMPT)["input_ids"]])
 
@@ -148,88 +204,75 @@ def genai_runner(folder: Path, tokens: int, checkpoint: Path):
     return run
 
 
-def pytorch_runner(checkpoint: Path, tokens: int):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(THREADS)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
-    ids = torch.tensor([AutoTokenizer.from_pretrained(checkpoint)(PROMPT)["input_ids"]])
-
-    def run() -> list[int]:
-        with torch.no_grad():
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                do_sample=False,
-                pad_token_id=0,
-            )
-        return out[0, ids.shape[1] :].tolist()
-
-    return run
+def alternate(
+    runners: dict[str, Callable[[], list[int]]], runs: int, *, warm: Callable[[], None] = lambda: None
+) -> tuple[dict[str, list[float]], dict]:
+    """Each runner once to warm up (its output kept; then `warm()`), then `runs` rounds over all of them in turn."""
+    outputs = {name: run() for name, run in runners.items()}
+    warm()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(runs):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return times, outputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep the model and conversions here.")
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
     with tempfile.TemporaryDirectory(prefix="talesmith-bench-") as tmp:
-        root = Path(tmp)
+        root = args.workdir or Path(tmp)
         started = time.perf_counter()
         checkpoint = make_checkpoint(root / "llama")
-        folders = convert_onnx(checkpoint, root / "onnx")
+        folders = convert_model(checkpoint, root / "onnx")
+        optimum = optimum_export(checkpoint, root / "optimum")
         genai = genai_folder(folders["int4"])
         setup = time.perf_counter() - started
+        clock = Clock()
         runners = {
+            "talesmith_int4": talesmith_runner(folders["int4"], args.tokens, clock=clock),
             "talesmith_fp32": talesmith_runner(folders["fp32"], args.tokens),
-            "talesmith_int4": talesmith_runner(folders["int4"], args.tokens),
-            "talesmith_int4_session": talesmith_runner(folders["int4"], args.tokens, engine="session"),
-            "optimum_fp32": optimum_runner(folders["fp32"], args.tokens),
-            "optimum_int4": optimum_runner(folders["int4"], args.tokens),
-            "pytorch_fp32": pytorch_runner(checkpoint, args.tokens),
+            "optimum_fp32": optimum_runner(optimum, args.tokens),
         }
         if genai is not None:
             runners["genai_int4"] = genai_runner(genai, args.tokens, checkpoint)
-        outputs: dict[str, list[int]] = {}
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for name, run in runners.items():  # warm up: first-run allocations are not decoding speed
-            outputs[name] = run()
-        for _ in range(args.runs):
-            for name, run in runners.items():
-                t = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t)
-        speed = {k: round(args.tokens / statistics.median(v), 1) for k, v in times.items()}
-        n_params = sum(
-            p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(checkpoint).parameters()
-        )
-    ratios = {
-        "talesmith_int4_vs_optimum_int4": round(speed["talesmith_int4"] / speed["optimum_int4"], 2),
-        "talesmith_fp32_vs_optimum_fp32": round(speed["talesmith_fp32"] / speed["optimum_fp32"], 2),
-        "talesmith_int4_vs_pytorch_fp32": round(speed["talesmith_int4"] / speed["pytorch_fp32"], 2),
-        "talesmith_int4_session_vs_optimum_int4": round(speed["talesmith_int4_session"] / speed["optimum_int4"], 2),
-    }
+            runners["talesmith_int4_over_genai"] = talesmith_runner(folders["int4"], args.tokens, engine="genai")
+        times, outputs = alternate(runners, args.runs, warm=clock.reset)
+    speed = {k: round(args.tokens / statistics.median(v), 1) for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> float:
+        """The median over rounds of b's time / a's time in the same round: load that changes between rounds cancels."""
+        return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b], strict=True)), 2)
+
+    ratios = {"talesmith_fp32_vs_optimum_fp32": ratio("talesmith_fp32", "optimum_fp32")}
     if "genai_int4" in speed:
-        ratios["talesmith_int4_vs_genai_int4"] = round(speed["talesmith_int4"] / speed["genai_int4"], 2)
-        ratios["genai_int4_vs_optimum_int4"] = round(speed["genai_int4"] / speed["optimum_int4"], 2)
+        ratios["talesmith_int4_vs_genai_int4"] = ratio("talesmith_int4", "genai_int4")
+        ratios["talesmith_int4_over_genai_vs_genai_int4"] = ratio("talesmith_int4_over_genai", "genai_int4")
+    total, calls = sum(times["talesmith_int4"]), args.runs
     result = {
-        "model": {"architecture": "llama", "layers": 8, "hidden": 1024, "parameters": n_params},
+        "model": {"architecture": "llama", **SHAPE, "quantizations": ["fp32", "int4 (MatMulNBits, accuracy level 4)"]},
         "tokens": args.tokens,
         "runs": args.runs,
         "threads": THREADS,
+        "load_average": round(os.getloadavg()[0], 2),
         "setup_seconds": round(setup, 1),
         "tokens_per_second": speed,
         "ratios": ratios,
-        "targets": {"talesmith_int4_vs_optimum_int4": 1.2, "talesmith_int4_vs_genai_int4": 0.8},
+        "targets": {"talesmith_int4_vs_genai_int4": 1.0, "talesmith_fp32_vs_optimum_fp32": 1.1},
+        "profile_talesmith_int4_ms_per_token": {
+            "onnxruntime_run": round(1000 * clock.seconds / calls / args.tokens, 3),
+            "everything_else": round(1000 * (total - clock.seconds) / calls / args.tokens, 3),
+            "session_runs_per_call": round(clock.runs / calls, 1),
+        },
         "greedy_agrees": {
             "talesmith_fp32_vs_optimum_fp32": outputs["talesmith_fp32"] == outputs["optimum_fp32"],
-            "talesmith_fp32_vs_pytorch_fp32": outputs["talesmith_fp32"] == outputs["pytorch_fp32"],
-            "talesmith_int4_session_vs_optimum_int4": outputs["talesmith_int4_session"] == outputs["optimum_int4"],
             "talesmith_int4_vs_genai_int4": outputs["talesmith_int4"] == outputs.get("genai_int4"),
         },
     }
