@@ -304,6 +304,10 @@ async def test_at_80x24_the_cursor_stays_in_view_and_the_synopsis_has_lines(tmp_
         await pilot.pause(0.2)
         assert area.region.contains_point(area.cursor_screen_offset)
         assert app.screen.query_one("#synopsis", TextArea).size.height >= 3
+        for _ in range(2):  # the fields hidden and shown again: the text wraps again, the cursor stays seen
+            await pilot.press("ctrl+b")
+            await pilot.pause(0.2)
+            assert area.region.contains_point(area.cursor_screen_offset)
 
 
 async def test_an_edit_keeps_the_alternatives_where_it_can_and_says_when_it_cannot(tmp_path):

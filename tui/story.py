@@ -306,6 +306,8 @@ class StoryScreen(DocumentScreen):
     def action_toggle_fields(self) -> None:
         fields = self.query_one("#fields")
         fields.display = not fields.display
+        editor = self.query_one("#editor", TextArea)  # wider or narrower, the text wraps again: the cursor stays seen
+        editor.call_after_refresh(editor.scroll_cursor_visible)
 
     # --- generation --------------------------------------------------------------------------
 
