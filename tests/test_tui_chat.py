@@ -331,3 +331,17 @@ async def test_regenerate_and_swipe_a_reply_in_the_middle(tmp_path):
         assert screen.doc.messages[2].text == "Bread first." and backend.calls == 1
         await pilot.press("up", "r")  # your own message: nothing to regenerate
         assert backend.calls == 1 and "your message" in app.notified[-1].message
+
+
+async def test_a_key_typed_right_after_tab_goes_to_the_next_field_of_a_dialog(tmp_path):
+    from test_tui_writing import type_fast
+
+    app = make_app(tmp_path, mode="chat")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f6")
+        await pilot.pause()
+        type_fast(app, [*"Aqua", "tab", *"Ann", "tab", *"fun"])
+        await pilot.pause(0.3)
+        values = [app.screen.query_one(f"#{key}", Input).value for key in ("name", "creator", "tags")]
+        assert values == ["Aqua", "Ann", "fun"]

@@ -64,6 +64,10 @@ class TalesmithApp(App):
         Binding("f2", "mode('story')", "Story", priority=True, tooltip="The story screen"),
         Binding("f3", "mode('chat')", "Chat", priority=True, tooltip="The chat screen"),
         Binding("ctrl+q", "quit", "Quit", priority=True, show=False, tooltip="Save everything and quit"),
+        # Taken before the focused field sees the key, on every screen and dialog: a key typed right after tab
+        # goes to the next field, however fast.
+        Binding("tab", "focus_next", "Next field", priority=True, show=False),
+        Binding("shift+tab", "focus_previous", "Previous field", priority=True, show=False),
     ]
 
     def __init__(self, backend_factory: Callable[[], OpenedModel | Backend], config: AppConfig) -> None:

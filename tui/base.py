@@ -67,9 +67,6 @@ class DocumentScreen(Screen):
     NAMED_FILES = False
     """Whether the document's file is renamed when its name changes (stories, named after their title)."""
     COMMON_BINDINGS = [
-        # Taken before the focused field sees the key: a key typed right after tab goes to the next field.
-        Binding("tab", "app.focus_next", "Next field", priority=True, show=False),
-        Binding("shift+tab", "app.focus_previous", "Previous field", priority=True, show=False),
         Binding("escape", "stop", "Stop", priority=True, tooltip="Stop the generation now (its text is kept)"),
         Binding("ctrl+z", "undo", "Undo", priority=True, show=False, tooltip="Undo (edits and generations)"),
         Binding("ctrl+y", "redo", "Redo", priority=True, show=False),
