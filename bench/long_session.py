@@ -7,9 +7,10 @@
 2. Reopening a saved story of 1,500+ tokens: time to the first new token with its saved KV state
    against without it.
 
-With `--format instruct`, the same chat runs (with caching) in the Pygmalion format and in the instruct
-format through a chat template (the bundled Gemma 3 carries none: the built-in `gemma` preset, whose
-markers are its vocabulary's special tokens), and the prompt tokens each re-processes are compared.
+With `--format instruct`, the same chat (the same messages and replies) runs in the Pygmalion format and in
+the instruct format through a chat template (the bundled Gemma 3 carries none: the built-in `gemma` preset,
+whose markers are its vocabulary's special tokens), and the prompt tokens each turn re-processes are
+compared.
 
     python bench/long_session.py [--turns 60] [--format instruct]
 """
@@ -79,6 +80,41 @@ def chat_run(backend: LlamaCppBackend, turns: int, *, caching: bool, template: C
     }
 
 
+REPLIES = (
+    "The lanterns drift down the river, each one a wish that someone made tonight.",
+    "Oh, you should see them near the bridge! They glow like a hundred tiny moons.",
+    "I blessed every single one of them, of course. A goddess has her duties!",
+)
+
+
+def replayed_run(backend: LlamaCppBackend, turns: int, *, template: ChatTemplate | None = None) -> dict:
+    """The same chat in a prompt format, with the same replies in every format (the model's own replies would
+    differ between formats): per turn, the prompt is evaluated as generation would (prefix reuse and context
+    shifting), then the reply's tokens as the model would have written them. Counts the prompt tokens each
+    turn evaluates again; the reply's own tokens are not counted."""
+    settings = preset("pygmalion", seed=7, max_new_tokens=24)
+    chat = Chat("Aqua", PERSONA)
+    backend.reset()
+    evaluated, dropped = [], 0
+    for i in range(turns):
+        message = Message(USER, f"Turn {i + 1}: tell me about the lanterns on the river.")
+        chat = Chat(chat.character, chat.persona, messages=chat.messages + (message,))
+        document = InstructChat(chat, template, dt.date(2026, 1, 1)) if template else chat
+        prepared = prepare(backend, document, settings)
+        evaluated.append(backend.prefill(prepared.tokens))
+        dropped += bool(prepared.fitted.dropped)
+        reply = REPLIES[i % len(REPLIES)]
+        written = backend.tokenize(reply if template else " " + reply, add_bos=False)  # as the model writes it
+        backend.prefill(list(prepared.tokens) + written)  # the reply, in one batch
+        chat = Chat(chat.character, chat.persona, messages=chat.messages + (Message(CHARACTER, reply),))
+    return {
+        "prompt_tokens_evaluated": sum(evaluated),
+        "first_turn": evaluated[0],
+        "median_later_turn": statistics.median(evaluated[1:]) if len(evaluated) > 1 else None,
+        "overflowed_turns": dropped,
+    }
+
+
 def reopen(path: Path) -> dict:
     backend = LlamaCppBackend(path, n_ctx=2048)
     settings = preset("default", seed=3, max_new_tokens=1)
@@ -122,11 +158,9 @@ def main() -> None:
     path = bundled_model_path()
     backend = LlamaCppBackend(path, n_ctx=1024)
     if args.format == "instruct":
-        pygmalion = chat_run(backend, args.turns, caching=True)
-        instruct = chat_run(backend, args.turns, caching=True, template=builtin_template("gemma"))
+        pygmalion = replayed_run(backend, args.turns)
+        instruct = replayed_run(backend, args.turns, template=builtin_template("gemma"))
         backend.close()
-        for run in (pygmalion, instruct):
-            run.pop("per_turn_prompt_seconds")
         print(
             json.dumps(
                 {
