@@ -95,3 +95,84 @@ async def test_start_a_chat_from_the_library_and_open_a_cards_chat(data, size):
         await pilot.pause()
         assert [c.name for c in app.screen.cards] == ["broken", "Seraphina"]
         assert not (data / "characters" / "aqua.json").exists() and (data / "chats" / "c1.json").exists()
+
+
+def test_a_card_is_exported_as_png_with_its_picture_and_as_json(data, tmp_path):
+    from talesmith.runtime.documents.cards import blank_png, load_card, png_text_chunks
+    from talesmith.runtime.documents.characters import export_card, keep_avatar
+
+    sera = next(c for c in list_cards(data) if c.name == "Seraphina")
+    picture = blank_png()  # stands for the card's own picture
+    source = tmp_path / "Seraphina.png"
+    source.write_bytes(picture)
+    assert keep_avatar(source, sera.path) == data / "characters" / "seraphina.png"
+    assert keep_avatar(sera.path, sera.path) is None  # a JSON card has no picture
+    png, card = export_card(sera, data / "exports")
+    assert (png.name, card.name) == ("seraphina.png", "seraphina.json")
+    out = png.read_bytes()
+    assert out.startswith(picture[: picture.index(b"IEND") - 4])  # the picture's own chunks, first and whole
+    assert set(png_text_chunks(out)) == {"chara", "ccv3"}
+    read = load_card(png)  # V3 first, as SillyTavern reads it
+    assert read.name == "Seraphina" and read.card["spec"] == "chara_card_v3" and read.card["data"]["tags"]
+    assert json.loads(card.read_text())["spec"] == "chara_card_v2"
+    again = export_card(sera, data / "exports", v3=True)  # nothing written over
+    assert [p.name for p in again] == ["seraphina-2.png", "seraphina-2.json"]
+    assert json.loads(again[1].read_text())["spec"] == "chara_card_v3"
+
+
+def test_the_editor_sets_creator_tags_version_and_alternate_greetings():
+    from talesmith.runtime.documents.cards import card_details, to_card, with_details
+    from talesmith.tui.dialogs import join_greetings, split_greetings
+
+    text = join_greetings(("Hello.", "Hi!\nWho are you?"))
+    assert text == "Hello.\n<GREETING>\nHi!\nWho are you?"
+    assert split_greetings(text) == ("Hello.", "Hi!\nWho are you?") and split_greetings("  ") == ()
+    c = with_details(Character(name="Aqua"), creator="me", tags=("comedy", "goddess"), version="1.2")
+    assert card_details(c) == ("me", ("comedy", "goddess"), "1.2")
+    assert to_card(c)["data"]["character_version"] == "1.2"
+
+
+@pytest.mark.asyncio
+async def test_edit_a_cards_details_in_the_app(data):
+    from talesmith.tui.dialogs import CharacterEditor
+
+    app = make_app(data.parent, TakesBackend([" Hi."], n_ctx=1024), mode="chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        chat = app.screen
+        await pilot.press("alt+c", *"sera", "enter")
+        await pilot.pause()
+        await pilot.press("f5")
+        await pilot.pause()
+        editor = app.screen
+        assert isinstance(editor, CharacterEditor) and editor.query_one("#creator", Input).value == "OtisAlejandro"
+        assert editor.query_one("#tags", Input).value == "fantasy, healer"
+        editor.query_one("#tags", Input).value = "fantasy, healer, forest"
+        editor.query_one("#character_version", Input).value = "2"
+        from textual.widgets import TextArea
+
+        editor.query_one("#alternate_greetings", TextArea).load_text("Awake?\n<GREETING>\nRest now.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is chat and chat.doc.character.alternate_greetings == ("Awake?", "Rest now.")
+    kept = json.loads((data / "characters" / "seraphina.json").read_text())["data"]
+    assert kept["tags"] == ["fantasy", "healer", "forest"] and kept["character_version"] == "2"
+    assert kept["alternate_greetings"] == ["Awake?", "Rest now."] and kept["creator"] == "OtisAlejandro"
+
+
+@pytest.mark.asyncio
+async def test_a_png_cards_picture_is_kept_on_import(tmp_path):
+    from talesmith.runtime.documents.cards import blank_png, parse_json_card, png_with_card
+
+    source = tmp_path / "Nia.png"
+    source.write_bytes(png_with_card(blank_png(), parse_json_card(json.dumps(card("Nia", "me")))))
+    app = make_app(tmp_path, TakesBackend([" Hi."], n_ctx=1024), mode="chat")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f7")
+        await pilot.pause()
+        app.screen.query_one("#answer", Input).value = str(source)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.doc.character.name == "Nia"
+    assert (tmp_path / "data" / "characters" / "nia.png").read_bytes() == source.read_bytes()

@@ -159,14 +159,14 @@ async def test_importing_a_card_that_is_already_kept_asks_to_replace_or_keep_bot
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await import_card(pilot, card)
-        assert [p.name for p in folder.iterdir()] == ["aqua.json"]
+        assert sorted(p.name for p in folder.iterdir()) == ["aqua.json", "aqua.png"]  # the card and its picture
         (folder / "aqua.json").write_text((folder / "aqua.json").read_text().replace("cheerful", "edited"))
         await import_card(pilot, card)
         assert "aqua.json is already kept" in str(app.screen.query_one("Label").render())
         await pilot.press("k")
         await pilot.pause()
-        assert sorted(p.name for p in folder.iterdir()) == ["aqua-2.json", "aqua.json"]
-        assert "edited" in (folder / "aqua.json").read_text()
+        assert sorted(p.name for p in folder.glob("*.json")) == ["aqua-2.json", "aqua.json"]
+        assert "edited" in (folder / "aqua.json").read_text() and (folder / "aqua-2.png").is_file()
         await import_card(pilot, card)
         await pilot.press("r")
         await pilot.pause()
@@ -174,7 +174,7 @@ async def test_importing_a_card_that_is_already_kept_asks_to_replace_or_keep_bot
         await import_card(pilot, card)
         await pilot.press("escape")
         await pilot.pause()
-        assert sorted(p.name for p in folder.iterdir()) == ["aqua-2.json", "aqua.json"]
+        assert sorted(p.name for p in folder.glob("*.json")) == ["aqua-2.json", "aqua.json"]
 
 
 async def test_the_user_s_message_is_on_disk_before_the_reply_starts(tmp_path):

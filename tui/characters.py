@@ -16,7 +16,14 @@ from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.cards import Character
-from talesmith.runtime.documents.characters import CardEntry, chats_of, delete_card, list_cards, search
+from talesmith.runtime.documents.characters import (
+    CardEntry,
+    chats_of,
+    delete_card,
+    export_card,
+    list_cards,
+    search,
+)
 from talesmith.runtime.errors import TalesmithError
 
 from .dialogs import Confirm
@@ -54,6 +61,7 @@ class CharacterLibrary(ModalScreen["Picked | None"]):
         Binding("enter", "chat", "Chat", priority=True),
         Binding("alt+o", "chats", "Their chats", priority=True),
         Binding("ctrl+d", "delete", "Delete card", priority=True),
+        Binding("ctrl+e", "export", "Export PNG+JSON", priority=True),
         Binding("ctrl+n", "new", "New character", priority=True),
         Binding("escape", "cancel", "Close"),
     ]
@@ -73,7 +81,8 @@ class CharacterLibrary(ModalScreen["Picked | None"]):
             yield Input(placeholder="search names, creators, tags", id="search", compact=True)
             yield OptionList(id="cards")
             yield Static(
-                "type to search · enter chat · alt+o their chats · ctrl+d delete · ctrl+n new · escape close",
+                "type to search · enter chat · alt+o their chats · ctrl+e export · ctrl+d delete · ctrl+n new · "
+                "escape close",
                 classes="hint",
             )
 
@@ -167,6 +176,18 @@ class CharacterLibrary(ModalScreen["Picked | None"]):
             self.notify(f"Deleted the card {entry.path.name}; its chats keep their own copy", timeout=4)
 
         self.app.push_screen(Confirm(f"Delete the card {entry.name} ({entry.path.name})?"), answered)
+
+    def action_export(self) -> None:
+        """The card as a PNG carrying its own picture (V2 and V3) and as JSON, into the exports folder."""
+        entry = self.selected()
+        if entry is None:
+            return
+        try:
+            png, card = export_card(entry, self.data_dir / "exports")
+        except TalesmithError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        self.notify(f"Exported {entry.name} to {png} and {card.name}", timeout=6)
 
     def action_new(self) -> None:
         self.dismiss(Picked(new=True))

@@ -4,6 +4,7 @@ and the list of saved stories or chats."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from talesmith.runtime.documents.cards import Character
+from talesmith.runtime.documents.cards import Character, card_details, with_details
 from talesmith.runtime.documents.stories import Library, User, slug
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
@@ -127,6 +128,18 @@ class TextEditor(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+GREETING = "<GREETING>"
+"""Stands between alternate greetings in the editor, as <START> between example dialogues."""
+
+
+def join_greetings(greetings: tuple[str, ...]) -> str:
+    return f"\n{GREETING}\n".join(greetings)
+
+
+def split_greetings(text: str) -> tuple[str, ...]:
+    return tuple(g.strip("\n") for g in re.split(rf"^\s*{GREETING}\s*$", text, flags=re.MULTILINE) if g.strip())
+
+
 class CharacterEditor(ModalScreen[Character | None]):
     """Create or edit a character: name, persona, personality, scenario, greeting, example dialogue."""
 
@@ -136,6 +149,7 @@ class CharacterEditor(ModalScreen[Character | None]):
         ("personality", "Personality"),
         ("scenario", "Scenario"),
         ("greeting", "Greeting (first message)"),
+        ("alternate_greetings", "Alternate greetings (<GREETING> between them; swipes of the first message)"),
         ("examples", "Example dialogue (<START> between blocks)"),
         ("system_prompt", "System prompt (placed first; {{original}} is empty in talesmith)"),
         ("post_history", "Post-history instructions (placed after the conversation)"),
@@ -153,9 +167,18 @@ class CharacterEditor(ModalScreen[Character | None]):
             yield Label("[b]Character[/]  ctrl+s saves · escape cancels")
             yield Label("Name")
             yield Input(c.name, id="name", compact=True, placeholder="the character's name")
+            creator, tags, version = card_details(c)
+            for key, label, value in (
+                ("creator", "Creator", creator),
+                ("tags", "Tags (comma-separated)", ", ".join(tags)),
+                ("character_version", "Character version", version),
+            ):
+                yield Label(label)
+                yield Input(value, id=key, compact=True)
             for key, label in self.AREAS:
                 yield Label(label)
-                yield TextArea(getattr(c, key), id=key, soft_wrap=True, compact=True, classes="field-area")
+                text = join_greetings(c.alternate_greetings) if key == "alternate_greetings" else getattr(c, key)
+                yield TextArea(text, id=key, soft_wrap=True, compact=True, classes="field-area")
             if c.book_entries:
                 yield Static(
                     f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
@@ -171,7 +194,14 @@ class CharacterEditor(ModalScreen[Character | None]):
             self.query_one("#name", Input).focus()
             return
         values: dict[str, Any] = {key: self.query_one(f"#{key}", TextArea).text for key, _ in self.AREAS}
-        self.dismiss(dataclasses.replace(self.character, name=name, **values))
+        values["alternate_greetings"] = split_greetings(values["alternate_greetings"])
+        edited = dataclasses.replace(self.character, name=name, **values)
+        tags = tuple(t.strip() for t in self.query_one("#tags", Input).value.split(",") if t.strip())
+        creator = self.query_one("#creator", Input).value.strip()
+        version = self.query_one("#character_version", Input).value.strip()
+        if (creator, tags, version) != card_details(self.character):
+            edited = with_details(edited, creator=creator, tags=tags, version=version)
+        self.dismiss(edited)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

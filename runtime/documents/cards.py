@@ -307,19 +307,54 @@ def to_card(character: Character) -> dict[str, Any]:
     return card
 
 
+def card_v3(character: Character) -> dict[str, Any]:
+    """The character as a V3 card (`chara_card_v3`): the V2 data with the fields V3 requires."""
+    card = to_card(character)
+    data = dict(card["data"])
+    data.setdefault("group_only_greetings", [])
+    return {**{k: v for k, v in card.items() if k != "data"}, "spec": V3, "spec_version": "3.0", "data": data}
+
+
+def card_details(character: Character) -> tuple[str, tuple[str, ...], str]:
+    """(creator, tags, character version) as the card holds them."""
+    data = character.card.get("data") if isinstance(character.card.get("data"), dict) else character.card
+    tags = data.get("tags")
+    tag_list = tuple(str(t) for t in tags if str(t).strip()) if isinstance(tags, list) else ()
+    return str(data.get("creator") or ""), tag_list, str(data.get("character_version") or "")
+
+
+def with_details(character: Character, *, creator: str, tags: tuple[str, ...], version: str) -> Character:
+    """The character with its card's creator, tags and character version set (the rest of the card kept)."""
+    card = to_card(character)
+    card["data"].update(creator=creator, tags=list(tags), character_version=version)
+    return dataclasses.replace(character, card=card)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def blank_png() -> bytes:
+    """A one-pixel grey picture, for a card that came without one."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # 1x1, 8-bit greyscale
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\0\x80")) + _chunk(b"IEND", b"")
+
+
 def png_with_card(image: bytes, character: Character) -> bytes:
-    """A PNG image with the character written into its `chara` tEXt chunk (replacing any card there)."""
+    """A PNG image with the character written into it as SillyTavern writes cards: a V2 card in the `chara`
+    tEXt chunk and a V3 card in `ccv3` (replacing any card there); the picture itself is kept as it is."""
     if not image.startswith(PNG_SIGNATURE):
         raise CardError("the image is not a PNG")
-    payload = base64.b64encode(json.dumps(to_card(character), ensure_ascii=False).encode("utf-8"))
-    body = b"chara\0" + payload
-    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    chunks = b"".join(
+        _chunk(b"tEXt", key + b"\0" + base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8")))
+        for key, card in ((b"chara", to_card(character)), (b"ccv3", card_v3(character)))
+    )
     out, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
     while pos + 8 <= len(image):
         length, kind = struct.unpack(">I4s", image[pos : pos + 8])
         whole = image[pos : pos + 12 + length]
         if kind == b"IEND":
-            out.append(chunk)
+            out.append(chunks)
         if not (kind == b"tEXt" and whole[8:].split(b"\0", 1)[0] in (b"chara", b"ccv3")):
             out.append(whole)
         pos += 12 + length

@@ -3,12 +3,14 @@ chats held with each. Reading and deleting files; the matching is pure."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from talesmith.runtime.documents.cards import Character, load_card
+from talesmith.runtime import files
+from talesmith.runtime.documents.cards import Character, blank_png, card_v3, load_card, png_with_card, to_card
 from talesmith.runtime.documents.stories import ChatDocument, Library
 from talesmith.runtime.errors import InputError, TalesmithError
 
@@ -102,3 +104,57 @@ def delete_card(entry: CardEntry) -> None:
         return
     except OSError as e:
         raise InputError(f"cannot delete {entry.path} ({e.strerror or e})") from None
+
+
+def avatar(entry: CardEntry) -> Path | None:
+    """The card's picture kept beside it (`NAME.png` next to `NAME.json`), if any."""
+    picture = entry.path.with_suffix(".png")
+    return picture if picture.is_file() else None
+
+
+def export_card(entry: CardEntry, folder: Path, *, v3: bool = False) -> tuple[Path, Path]:
+    """The card written into `folder` as a PNG (its own picture, else a blank one, carrying the card as V2
+    `chara` and V3 `ccv3`) and as JSON (V2, or V3 with `v3`); names already taken get `-2`, `-3`, ...:
+    nothing is written over."""
+    if entry.character is None:
+        raise InputError(f"{entry.path} cannot be read ({entry.error}); nothing to export")
+    picture = avatar(entry)
+    try:
+        image = picture.read_bytes() if picture is not None else blank_png()
+        png = png_with_card(image, entry.character)
+    except (OSError, TalesmithError):
+        png = png_with_card(blank_png(), entry.character)  # a picture that is no PNG: the card all the same
+    card = card_v3(entry.character) if v3 else to_card(entry.character)
+    files.ensure_folder(folder, "exports")
+    written = []
+    for suffix, data in ((".png", png), (".json", json.dumps(card, ensure_ascii=False, indent=1) + "\n")):
+        while True:
+            target = files.free_path(folder / f"{entry.path.stem}{suffix}")
+            try:
+                files.write_atomic(target, data, mode=files.PRIVATE, replace=False)
+                break
+            except files.TargetExistsError:
+                continue  # taken in the meantime: the next free name
+            except OSError as e:
+                raise InputError(f"cannot write {target} ({files.reason(e)})") from None
+        written.append(target)
+    return written[0], written[1]
+
+
+def keep_avatar(source: str | os.PathLike[str], card: Path) -> Path | None:
+    """Keep the picture of a card imported from a PNG beside the card's JSON (`NAME.png`), so that an export
+    carries it again; None when the source is no PNG."""
+    from talesmith.runtime.documents.cards import PNG_SIGNATURE
+
+    try:
+        data = Path(source).expanduser().read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the picture of {source} ({files.reason(e)})") from None
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    target = card.with_suffix(".png")
+    try:
+        files.write_atomic(target, data, mode=files.PRIVATE)
+    except OSError as e:
+        raise InputError(f"cannot keep the card's picture as {target} ({files.reason(e)})") from None
+    return target
