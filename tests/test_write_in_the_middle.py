@@ -62,3 +62,12 @@ async def test_generate_at_the_cursor_inside_the_story(tmp_path, size):
         assert backend.prompts[-1] == "Line one. Line two.\nLine three."
     [doc] = saved(tmp_path)
     assert doc["text"] == "Line one. Line two.\nLine three. Line two."
+
+
+def test_editor_locations_and_text_offsets():
+    from talesmith.tui.story import text_index, text_location
+
+    text = "ab\n\nçé\nlast"
+    for index in range(len(text) + 1):
+        assert text_index(text, text_location(text, index)) == index
+    assert text_location(text, 5) == (2, 1) and text_index(text, (3, 0)) == 7

@@ -258,7 +258,8 @@ class DocumentScreen(Screen):
 
     def remember_open(self) -> None:
         """Keep this document as the one to open again on start (when the app does that, and it is shown)."""
-        if self.doc_id is not None and getattr(self.app.config, "reopen", False) and self.app.screen is self:
+        reopens = getattr(getattr(self.app, "config", None), "reopen", False)
+        if self.doc_id is not None and reopens and self.app.screen is self:
             reopen.remember(self.data_dir, self.KIND, self.doc_id)
 
     def _said(self, saved: Saved) -> bool:

@@ -249,7 +249,7 @@ class StoryScreen(DocumentScreen):
             return
         doc: StoryDocument = self.doc
         editor = self.query_one("#editor", TextArea)
-        at = editor.document.get_index_from_location(editor.cursor_location)
+        at = text_index(doc.text, editor.cursor_location)
         if doc.text[at:].strip():  # the cursor stands inside the story: write there, the rest kept below
             place = Place(doc.text[:at], doc.text[at:])
             self.start_generation(place, doc.prompt_story_at(at, global_books=self.global_lorebooks()))
@@ -269,7 +269,7 @@ class StoryScreen(DocumentScreen):
         if self.start_generation(Place(alt.base, alt.after) if alt.after else alt.base, retried):
             editor = self.query_one("#editor", TextArea)
             editor.load_text(alt.base + alt.after)
-            editor.move_cursor(editor.document.get_location_from_index(len(alt.base)))
+            editor.move_cursor(text_location(editor.text, len(alt.base)))
 
     def action_cycle(self, step: int) -> None:
         if self.busy(quiet=False):
@@ -319,7 +319,7 @@ class StoryScreen(DocumentScreen):
         editor = self.query_one("#editor", TextArea)
         before, after = _place(job.base)
         if after:  # written at a point inside the story, before the text that stood after it
-            at = editor.document.get_location_from_index(len(before) + len(job.text) - len(text))
+            at = text_location(editor.text, len(before) + len(job.text) - len(text))
             editor.move_cursor(editor.insert(text, at).end_location)
             return
         editor.insert(text, editor.document.end)
@@ -341,6 +341,18 @@ class Place:
 
     before: str
     after: str
+
+
+def text_index(text: str, location: tuple[int, int]) -> int:
+    """The offset in `text` of a (row, column) location of the editor."""
+    row, column = location
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[:row]) + column
+
+
+def text_location(text: str, index: int) -> tuple[int, int]:
+    """The editor's (row, column) of an offset in `text`."""
+    return text.count("\n", 0, index), index - (text.rfind("\n", 0, index) + 1)
 
 
 def _place(base: str | Place) -> tuple[str, str]:

@@ -317,7 +317,8 @@ def card_v3(character: Character) -> dict[str, Any]:
 
 def card_details(character: Character) -> tuple[str, tuple[str, ...], str]:
     """(creator, tags, character version) as the card holds them."""
-    data = character.card.get("data") if isinstance(character.card.get("data"), dict) else character.card
+    raw = character.card.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else character.card
     tags = data.get("tags")
     tag_list = tuple(str(t) for t in tags if str(t).strip()) if isinstance(tags, list) else ()
     return str(data.get("creator") or ""), tag_list, str(data.get("character_version") or "")
