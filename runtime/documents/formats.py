@@ -8,16 +8,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 from talesmith.runtime.errors import SettingsError
 
-if TYPE_CHECKING:
-    from talesmith.runtime.documents.lorebook import Lore
-
-LoreSource: TypeAlias = "Lore | Callable[[], Lore | None] | None"
+LoreSource: TypeAlias = object
 """The lorebooks that apply to a prompt document: a `lorebook.Lore`, a function that makes it when the prompt
-is built (so that a broken lorebook is an error of that prompt), or None."""
+is built (so that a broken lorebook is an error of that prompt), or None. Documents sit below the lorebook
+logic, so the type is narrowed where it is read (`lorebook.lore_of`)."""
 
 Speaker = Literal["user", "character"]
 USER: Final = "user"

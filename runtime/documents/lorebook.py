@@ -627,3 +627,14 @@ class Lore:
             )
         rank = {e.ident: i for i, e in enumerate(e for b in self.books for e in b.entries)}
         return place(plan, activation, anchored=anchored, macros=self.macros, rank=rank), activation
+
+
+def lore_of(document: object) -> Lore | None:
+    """The lorebooks a prompt document carries (`formats.with_lore`), built now if they are a function, so
+    that a broken lorebook is an error of this prompt. An instruct prompt or an adventure holds them in what
+    it holds."""
+    source = getattr(document, "lore", None)
+    lore = source() if callable(source) else source
+    if lore is not None and not isinstance(lore, Lore):
+        raise TypeError(f"a prompt document's lore is a {type(lore).__name__}, not a Lore")
+    return lore

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from talesmith.runtime.documents.formats import PromptDocument
 from talesmith.runtime.documents.instruct import TemplatePlan
-from talesmith.runtime.documents.lorebook import Activation
+from talesmith.runtime.documents.lorebook import Activation, lore_of
 from talesmith.runtime.documents.prompts import FittedPrompt, PromptPlan, fit, plan
 from talesmith.runtime.engine.markers import tokenize_prompt
 from talesmith.runtime.engine.protocol import Backend, TokenSampler
@@ -323,8 +323,7 @@ def prepare(backend: Backend, document: PromptDocument, settings: SamplingSettin
             f"{backend.n_ctx} tokens; lower --max-new-tokens or raise --ctx"
         )
     prompt_plan, activation = plan(document), None
-    lore = getattr(document, "lore", None)  # an instruct prompt or an adventure: what it holds has them
-    lore = lore() if callable(lore) else lore  # built here, so that a broken lorebook is an error of this prompt
+    lore = lore_of(document)
     if lore and settings.seed is not None:  # lorebook probabilities follow the sampling seed when there is one
         lore = lore.with_seed(settings.seed)
     count = lambda t: len(backend.tokenize(t, add_bos=False))  # noqa: E731
