@@ -173,13 +173,13 @@ def _attention(
         sizes = [s.n_head * s.head_dim, s.n_kv * s.head_dim, s.n_kv * s.head_dim]
         q, k, v = g.op("Split", qkv, g.ints(sizes), axis=-1, outputs=3)
         inputs = [_rotate(g, q, s.n_head, rope, s), _rotate(g, k, s.n_kv, rope, s), v]
-    fused = rope is not None and rope.by_position is None
-    rotary = {"do_rotary": 1, "rotary_interleaved": 0} if fused else {}
+    tables = (rope.cos, rope.sin) if rope is not None and rope.by_position is None else ()
+    rotary = {"do_rotary": 1, "rotary_interleaved": 0} if tables else {}
     out = p + ".context"
     g.nodes.append(
         helper.make_node(
             "GroupQueryAttention",
-            [*inputs, past[0], past[1], lengths.seqlens_k, lengths.total, *((rope.cos, rope.sin) if fused else ())],
+            [*inputs, past[0], past[1], lengths.seqlens_k, lengths.total, *tables],
             [out, f"present.{i}.key", f"present.{i}.value"],
             name=p + ".gqa",
             domain="com.microsoft",

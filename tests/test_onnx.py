@@ -247,7 +247,7 @@ def test_genai_engine_keeps_its_cache_and_agrees_with_fp32(tiny, exported):
     if not genai_available(folder):
         pytest.skip("onnxruntime-genai is not installed (it is optional: pip install onnxruntime-genai-cuda==0.15.2)")
     assert "onnxruntime-genai build" in exported["llama"]["ONNX-INT4"].detail
-    backend = open_onnx(folder, n_ctx=64)
+    backend = open_onnx(folder, n_ctx=64, engine="genai")
     assert backend.name == "onnxruntime-genai"
     ids = english_ids(tiny["llama"])
     backend.prefill(ids[:1])
@@ -264,7 +264,7 @@ def test_genai_engine_keeps_its_cache_and_agrees_with_fp32(tiny, exported):
     first = collect(stream(backend, prompt, settings))
     second = collect(stream(backend, prompt + list(first.tokens[:3]), settings))
     assert second.timing.prompt_evaluated == 1  # rewound to the shared prefix, not re-run
-    fresh = open_onnx(folder, n_ctx=64)
+    fresh = open_onnx(folder, n_ctx=64, engine="genai")
     assert collect(stream(fresh, prompt + list(first.tokens[:3]), settings)).tokens == second.tokens
     backend.close()
     fresh.close()
