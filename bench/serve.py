@@ -1,12 +1,15 @@
 """talesmith serve against llama-cpp-python's own server, same model, same run: streaming clients and a replayed chat.
 
-Both servers run the bundled model on this machine with the same threads. For 1, 4, 8 and 16 concurrent
-streaming clients, each client sends `--requests` completions of exactly `--tokens` tokens (end-of-text held
-off: `min_tokens` for talesmith, a logit bias on the end tokens for llama_cpp.server); the levels alternate
-between the two servers so that load from elsewhere falls on both alike. Reported per level: aggregate
-tokens/s (all tokens / wall time), the median time to first token, and talesmith's ratio to the baseline.
-Then a SillyTavern chat (../shared/real/st-chat-jsonl, when present) is replayed turn by turn against
-talesmith with the whole prompt each time: tokens evaluated per turn against the turn's new tokens.
+Both servers run the bundled model on this machine with the same threads (llama_cpp.server queues
+concurrent requests and decodes one at a time; its default, which cuts a running request off when the
+next arrives, is turned off). For 1, 4, 8 and 16 concurrent streaming clients, each client sends
+`--requests` completions of `--tokens` tokens (end-of-text held off: `min_tokens` for talesmith, a logit
+bias on the end tokens for llama_cpp.server); the levels alternate between the two servers so that load
+from elsewhere falls on both alike. Reported per level: the tokens received (counted by the model's
+tokenizer on the texts), aggregate tokens/s (tokens / wall time), the median time to first token, and
+talesmith's ratio to the baseline. Then a SillyTavern chat (../shared/real/st-chat-jsonl, when present) is
+replayed turn by turn against talesmith with the whole prompt each time: tokens evaluated per turn against
+the turn's new tokens.
 
     pip install 'llama-cpp-python[server]==0.3.36'
     python bench/serve.py [--levels 1,4,8,16] [--tokens 24] [--requests 1] [--ctx 1024]
@@ -62,30 +65,42 @@ def start(command: list[str], url: str) -> subprocess.Popen:
     raise SystemExit(f"{command} did not answer within 120 s")
 
 
-async def one_client(url: str, body: dict, requests: int, first_tokens: list[float]) -> None:
+async def one_client(url: str, body: dict, requests: int, first_tokens: list[float], texts: list[str]) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=600) as c:
         for _ in range(requests):
             sent = time.perf_counter()
             first = None
+            parts = []
             async with c.stream("POST", "/v1/completions", json=body) as response:
                 response.raise_for_status()
                 async for line in response.aiter_lines():
-                    if first is None and line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
-                        first = time.perf_counter() - sent
+                    if line.startswith("data: {"):
+                        parts.append(json.loads(line[6:])["choices"][0]["text"])
+                        if first is None and parts[-1]:
+                            first = time.perf_counter() - sent
             first_tokens.append(first if first is not None else float("nan"))
+            texts.append("".join(parts))
 
 
-def level(url: str, clients: int, body_for, requests: int, tokens: int) -> dict[str, float]:
+def count_tokens(counter: str, texts: list[str]) -> int:
+    """Tokens in the replies, as the model's tokenizer counts them (the same for both servers)."""
+    return sum(len(httpx.post(counter, json={"prompt": t}).json()["ids"]) for t in texts)
+
+
+def level(url: str, clients: int, body_for, requests: int, counter: str) -> dict[str, float]:
     first_tokens: list[float] = []
+    texts: list[str] = []
 
     async def run() -> None:
-        await asyncio.gather(*(one_client(url, body_for(i), requests, first_tokens) for i in range(clients)))
+        await asyncio.gather(*(one_client(url, body_for(i), requests, first_tokens, texts) for i in range(clients)))
 
     started = time.perf_counter()
     asyncio.run(run())
     seconds = time.perf_counter() - started
+    tokens = count_tokens(counter, texts)
     return {
-        "tokens_per_second": round(clients * requests * tokens / seconds, 2),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 2),
         "first_token_seconds_median": round(statistics.median(first_tokens), 3),
         "seconds": round(seconds, 2),
     }
@@ -143,7 +158,8 @@ def main() -> None:
     try:
         base = start(
             [sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", base_url.rsplit(":", 1)[1],
-             "--n_ctx", str(args.ctx), "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads)],
+             "--n_ctx", str(args.ctx), "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+             "--interrupt_requests", "False"],  # queue requests (its default cuts a running one off)
             base_url,
         )  # fmt: skip
         eog = httpx.post(ours_url + "/api/extra/tokencount", json={"prompt": "<eos><end_of_turn>"}).json()["ids"]
@@ -156,12 +172,13 @@ def main() -> None:
             return {"prompt": PROMPTS[i % 4], "max_tokens": args.tokens, "stream": True, "temperature": 0.8,
                     "seed": i, "logit_bias": {str(t): -100.0 for t in eog}}  # fmt: skip
 
-        level(ours_url, 1, ours_body, 1, 4)  # warm both up
-        level(base_url, 1, base_body, 1, 4)
+        counter = ours_url + "/api/extra/tokencount"
+        level(ours_url, 1, ours_body, 1, counter)  # warm both up
+        level(base_url, 1, base_body, 1, counter)
         rows = []
         for clients in levels:
-            a = level(ours_url, clients, ours_body, args.requests, args.tokens)
-            b = level(base_url, clients, base_body, args.requests, args.tokens)
+            a = level(ours_url, clients, ours_body, args.requests, counter)
+            b = level(base_url, clients, base_body, args.requests, counter)
             rows.append(
                 {
                     "clients": clients,
