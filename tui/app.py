@@ -22,7 +22,7 @@ from talesmith.runtime.errors import TalesmithError
 
 from . import preferences as prefs
 from . import reopen
-from .base import DocumentScreen
+from .base import DocumentScreen, ModelChanged
 from .chat import ChatScreen, MessageList
 from .dialogs import Choice, HelpScreen, TextPrompt
 from .model import ModelSession
@@ -78,12 +78,8 @@ class TalesmithApp(App):
         self.config = config
         self.model = ModelSession(config.model_name)
         """The model, handed down to the screens."""
-        self.preferences = prefs.Preferences()
-        self.preferences_error = ""
-        try:
-            self.preferences = prefs.load(config.data_dir)
-        except TalesmithError as e:
-            self.preferences_error = str(e)
+        self.store = prefs.Store(config.data_dir)
+        """The user's preferences, handed down to the screens."""
 
     def notify(
         self,
@@ -97,13 +93,14 @@ class TalesmithApp(App):
         """Every notification is plain text: names, file paths and model output may hold brackets."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
+    @property
+    def preferences(self) -> prefs.Preferences:
+        return self.store.preferences
+
     def set_preferences(self, preferences: prefs.Preferences) -> None:
-        try:
-            prefs.save(self.config.data_dir, preferences)
-        except OSError as e:
-            self.notify(f"Could not save your preferences to {self.config.data_dir}: {e}", severity="error")
-            return
-        self.preferences = preferences
+        error = self.store.set_preferences(preferences)
+        if error:
+            self.notify(error, severity="error")
 
     @property
     def model_name(self) -> str:
@@ -120,14 +117,16 @@ class TalesmithApp(App):
     def on_mount(self) -> None:
         last = reopen.load(self.config.data_dir) if self.config.reopen else reopen.Last()
         for screen in (StoryScreen, ChatScreen):
-            installed = screen(self.config.data_dir, model=self.model, preset=self.config.preset)
+            installed = screen(
+                self.config.data_dir, model=self.model, preferences=self.store, preset=self.config.preset
+            )
             self.install_screen(installed, screen.KIND)
             self.reopen_last(installed, last.ids.get(screen.KIND))
         mode = self.config.mode or last.kind
         self.push_screen(mode if mode in ("story", "chat") else "story")
         self.load_backend()
-        if self.preferences_error:
-            self.notify(self.preferences_error, severity="error", timeout=15)
+        if self.store.error:
+            self.notify(self.store.error, severity="error", timeout=15)
 
     def reopen_last(self, screen: DocumentScreen, doc_id: str | None) -> None:
         """Show the document `doc_id` on `screen` when it opens; one gone or damaged is told, not opened."""
@@ -158,13 +157,13 @@ class TalesmithApp(App):
         for note in notes:
             self.notify(note, severity="warning", timeout=15)
         for screen in self.document_screens():
-            screen.backend_changed()
+            screen.post_message(ModelChanged())
 
     def on_backend_failed(self, message: BackendFailed) -> None:
         self.model.error = message.error
         self.notify(self.model.problem, severity="error", timeout=15)
         for screen in self.document_screens():
-            screen.backend_changed()
+            screen.post_message(ModelChanged())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "mode" and self.screen_stack and self.screen.is_modal:

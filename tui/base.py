@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 from textual import work
 from textual.binding import Binding
@@ -53,12 +53,8 @@ SAVE_DELAY = 1.0
 MEASURE_DELAY = 0.3
 
 
-class PreferencesHolder(Protocol):
-    """What the screens need of the app besides the model: the user's preferences, read and replaced."""
-
-    preferences: prefs.Preferences
-
-    def set_preferences(self, preferences: prefs.Preferences) -> None: ...
+class ModelChanged(Message):
+    """The app loaded the model, or it failed to load: sent down to each screen."""
 
 
 class DocumentScreen(Screen):
@@ -107,10 +103,14 @@ class DocumentScreen(Screen):
         ),
     ]
 
-    def __init__(self, data_dir: Path, *, model: ModelSession, preset: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, model: ModelSession, preferences: prefs.Store, preset: str | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         """The model, as the app loads it (read here, never changed)."""
+        self.holder = preferences
+        """The user's preferences, shared with the app and the other screen."""
         self.data_dir = Path(data_dir)
         self.preset = preset if preset in PRESETS else None
         """The model's own sampling preset (from models.lock), used for new documents."""
@@ -160,11 +160,6 @@ class DocumentScreen(Screen):
         raise NotImplementedError
 
     # --- the document ------------------------------------------------------------------------
-
-    @property
-    def holder(self) -> PreferencesHolder:
-        """The app, as far as the screens use it besides the model."""
-        return cast(PreferencesHolder, self.app)
 
     @property
     def doc(self) -> Any:
@@ -369,7 +364,9 @@ class DocumentScreen(Screen):
         def done(result: tuple[User, int, User] | None) -> None:
             if result is not None:
                 default, cap, own = result
-                self.holder.set_preferences(prefs.Preferences(default, cap))
+                error = self.holder.set_preferences(prefs.Preferences(default, cap))
+                if error:
+                    self.notify(error, severity="error")
                 if self.own_user() is not None:
                     self.set_own_user(own)
                 self.show()
@@ -502,6 +499,9 @@ class DocumentScreen(Screen):
     def on_screen_resume(self) -> None:
         self.call_after_refresh(self.refresh_status)
         self.schedule_measure()
+
+    def on_model_changed(self, message: ModelChanged) -> None:
+        self.backend_changed()
 
     def backend_changed(self) -> None:
         """The app loaded the model (or failed to): new documents take the preset the model names."""

@@ -18,7 +18,6 @@ from textual.message import Message
 from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
 from talesmith.runtime.documents.cards import Character, to_card
-from talesmith.runtime.documents.characters import keep_avatar
 from talesmith.runtime.documents.formats import CHARACTER, USER
 from talesmith.runtime.documents.importers import read_import, save_import
 from talesmith.runtime.documents.stories import ChatDocument, ChatMessage, User, atomic_write, slug
@@ -28,7 +27,6 @@ from talesmith.runtime.settings import preset
 from .base import DocumentScreen
 from .dialogs import CharacterEditor, Choice, TextEditor, TextPrompt
 from .generation import Job, Measure
-from .model import ModelSession
 from .promptformat import folded, reply_parts
 from .status import StatusLine
 
@@ -180,8 +178,8 @@ class ChatScreen(DocumentScreen):
         *DocumentScreen.COMMON_BINDINGS,
     ]
 
-    def __init__(self, data_dir: Path, *, model: ModelSession, preset: str | None = None) -> None:
-        super().__init__(data_dir, model=model, preset=preset)
+    def __init__(self, data_dir: Path, **kwargs: Any) -> None:
+        super().__init__(data_dir, **kwargs)
         self.dropped = 0
         self.streaming_item: Static | None = None
 
@@ -582,7 +580,7 @@ class ChatScreen(DocumentScreen):
             for note in imported.notes:
                 self.notify(note, severity="warning", timeout=10)
             if imported.kind == "character":
-                self._import(imported.value, source=Path(path.strip()).expanduser())
+                self._import(imported.value)
             elif imported.kind == "chat" and saved is not None:
                 self.autosave()
                 self._opened(saved.stem)
@@ -596,9 +594,8 @@ class ChatScreen(DocumentScreen):
             done,
         )
 
-    def _import(self, character: Character, source: Path | None = None) -> None:
-        """Start a chat with an imported character; a card of the same name already kept is replaced or kept.
-        The picture of a PNG card (`source`) is kept beside it."""
+    def _import(self, character: Character) -> None:
+        """Start a chat with an imported character; a card of the same name already kept is replaced or kept."""
         path = self.character_path(character)
 
         def chosen(answer: str | None) -> None:
@@ -607,11 +604,6 @@ class ChatScreen(DocumentScreen):
                 return
             target = path if answer == "replace" else _free_path(path)
             self.start_chat(character, target)
-            if source is not None:
-                try:
-                    keep_avatar(source, target)
-                except TalesmithError as e:
-                    self.notify(str(e), severity="warning", timeout=8)
             self.notify(f"Imported {character.name} as {target.name}", timeout=4)
             if character.replaced:
                 self.notify(

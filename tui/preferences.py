@@ -61,3 +61,27 @@ def parse_cap(text: str) -> int:
     if cap < 0:
         raise InputError(f"state cap {cap} must be 0 (keep none) or more MB")
     return cap
+
+
+class Store:
+    """The preferences the app and its screens share, handed down to each screen: `preferences` read,
+    `set_preferences` saves new ones (and says why it could not)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.preferences = Preferences()
+        self.error = ""
+        """Why the saved preferences could not be read (the defaults are used)."""
+        try:
+            self.preferences = load(self.data_dir)
+        except InputError as e:
+            self.error = str(e)
+
+    def set_preferences(self, preferences: Preferences) -> str:
+        """Save and use `preferences`; the error, or "" when they were saved."""
+        try:
+            save(self.data_dir, preferences)
+        except OSError as e:
+            return f"Could not save your preferences to {self.data_dir}: {e}"
+        self.preferences = preferences
+        return ""
