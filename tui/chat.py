@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Footer, ListItem, ListView, Static, TextArea
 
 from talesmith.runtime.documents.cards import Character, to_card
+from talesmith.runtime.documents.characters import keep_avatar
 from talesmith.runtime.documents.formats import CHARACTER, USER
 from talesmith.runtime.documents.importers import read_import, save_import
 from talesmith.runtime.documents.stories import ChatDocument, ChatMessage, User, atomic_write, slug
@@ -580,7 +581,7 @@ class ChatScreen(DocumentScreen):
             for note in imported.notes:
                 self.notify(note, severity="warning", timeout=10)
             if imported.kind == "character":
-                self._import(imported.value)
+                self._import(imported.value, source=Path(path.strip()).expanduser())
             elif imported.kind == "chat" and saved is not None:
                 self.autosave()
                 self._opened(saved.stem)
@@ -594,8 +595,9 @@ class ChatScreen(DocumentScreen):
             done,
         )
 
-    def _import(self, character: Character) -> None:
-        """Start a chat with an imported character; a card of the same name already kept is replaced or kept."""
+    def _import(self, character: Character, source: Path | None = None) -> None:
+        """Start a chat with an imported character; a card of the same name already kept is replaced or kept.
+        The picture of a PNG card (`source`) is kept beside it."""
         path = self.character_path(character)
 
         def chosen(answer: str | None) -> None:
@@ -604,6 +606,11 @@ class ChatScreen(DocumentScreen):
                 return
             target = path if answer == "replace" else _free_path(path)
             self.start_chat(character, target)
+            if source is not None:
+                try:
+                    keep_avatar(source, target)
+                except TalesmithError as e:
+                    self.notify(str(e), severity="warning", timeout=8)
             self.notify(f"Imported {character.name} as {target.name}", timeout=4)
             if character.replaced:
                 self.notify(
