@@ -176,3 +176,66 @@ async def test_a_png_cards_picture_is_kept_on_import(tmp_path):
         await pilot.pause()
         assert app.screen.doc.character.name == "Nia"
     assert (tmp_path / "data" / "characters" / "nia.png").read_bytes() == source.read_bytes()
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "real"
+
+
+def test_a_cards_lorebook_is_written_back_as_it_was_read():
+    from talesmith.runtime.documents.cards import load_card
+    from talesmith.runtime.documents.worldinfo import card_lorebook, from_character_book, to_character_book
+
+    png = REAL / "card-st-seraphina" / "default_Seraphina.png"
+    if not png.exists():
+        pytest.skip("../shared/real is not here")
+    card = load_card(png).card
+    book = card_lorebook(card)
+    assert book is not None and len(book.entries) == 4
+    assert to_character_book(book) == card["data"]["character_book"]  # unchanged entries exactly as read
+    import dataclasses
+
+    edited = dataclasses.replace(book.entries[0], content="Eldoria is a kingdom.", sticky=2)
+    written = to_character_book(dataclasses.replace(book, entries=(edited, *book.entries[1:])))
+    again = from_character_book(written, "again")
+    assert again.entries[0].content == "Eldoria is a kingdom." and again.entries[0].sticky == 2
+    assert again.entries[1:] == tuple(dataclasses.replace(e, book=again.name) for e in book.entries[1:])
+    assert written["entries"][1:] == card["data"]["character_book"]["entries"][1:]
+
+
+@pytest.mark.asyncio
+async def test_edit_the_cards_lorebook_in_the_card_editor(data):
+    from talesmith.tui.lorebook import EntryEditor, LorebookScreen
+
+    backend = TakesBackend([" Hi."], n_ctx=1024)
+    app = make_app(data.parent, backend, mode="chat")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        chat = app.screen
+        await pilot.press("alt+c", *"sera", "enter")
+        await pilot.pause()
+        await pilot.press("f5")
+        await pilot.pause()
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert isinstance(app.screen, LorebookScreen)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, EntryEditor)
+        from textual.widgets import TextArea
+
+        app.screen.query_one("#keys", Input).value = "glade"
+        app.screen.query_one("#content", TextArea).load_text("The glade heals.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "(1 entries)" in str(app.screen.query_one("#book-hint").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is chat and chat.doc.character.book_entries == 1
+        chat.query_one("#composer").focus()
+        await pilot.press(*"The glade?", "enter")
+        await settle(pilot)
+        assert backend.prompts[-1].startswith("The glade heals.\n")  # before the character, as a card's lore
+    kept = json.loads((data / "characters" / "seraphina.json").read_text())["data"]["character_book"]
+    assert [(e["keys"], e["content"]) for e in kept["entries"]] == [(["glade"], "The glade heals.")]

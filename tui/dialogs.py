@@ -19,8 +19,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from talesmith.runtime.documents.cards import Character, card_details, with_details
+from talesmith.runtime.documents.cards import Character, card_details, with_book, with_details
+from talesmith.runtime.documents.lorebook import Lorebook
 from talesmith.runtime.documents.stories import Library, User, slug
+from talesmith.runtime.documents.worldinfo import card_lorebook, to_character_book
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.files import free_path
@@ -128,6 +130,21 @@ class TextEditor(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+def merged_book(books: tuple[Lorebook, ...]) -> Lorebook:
+    """One lorebook for a card from the editor's books: the first, with the other books' entries added under
+    free uids (a card holds one character_book)."""
+    first, taken = books[0], {e.uid for e in books[0].entries}
+    entries = list(first.entries)
+    for book in books[1:]:
+        for entry in book.entries:
+            uid = entry.uid
+            while uid in taken:
+                uid += 1
+            taken.add(uid)
+            entries.append(dataclasses.replace(entry, uid=uid, book=first.name))
+    return dataclasses.replace(first, entries=tuple(entries))
+
+
 GREETING = "<GREETING>"
 """Stands between alternate greetings in the editor, as <START> between example dialogues."""
 
@@ -143,7 +160,11 @@ def split_greetings(text: str) -> tuple[str, ...]:
 class CharacterEditor(ModalScreen[Character | None]):
     """Create or edit a character: name, persona, personality, scenario, greeting, example dialogue."""
 
-    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+l", "lorebook", "Card's lorebook", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
     AREAS = (
         ("persona", "Persona (description)"),
         ("personality", "Personality"),
@@ -159,6 +180,8 @@ class CharacterEditor(ModalScreen[Character | None]):
     def __init__(self, character: Character | None = None) -> None:
         super().__init__()
         self.character = character or Character(name="")
+        self.book: Lorebook | None = None
+        """The card's lorebook as edited here (ctrl+l); None while it is not."""
 
     def compose(self) -> ComposeResult:
         c = self.character
@@ -179,13 +202,33 @@ class CharacterEditor(ModalScreen[Character | None]):
                 yield Label(label)
                 text = join_greetings(c.alternate_greetings) if key == "alternate_greetings" else getattr(c, key)
                 yield TextArea(text, id=key, soft_wrap=True, compact=True, classes="field-area")
-            if c.book_entries:
-                yield Static(
-                    f"Lorebook: the card's character_book ({c.book_entries} entries) is kept with the "
-                    f"card and used in the prompt (ctrl+l edits this chat's own lorebooks).",
-                    markup=False,
-                    classes="hint",
-                )
+            yield Static(self._book_hint(c.book_entries), id="book-hint", markup=False, classes="hint")
+
+    def _book_hint(self, entries: int) -> str:
+        return (
+            f"Lorebook: the card's character_book ({entries} entries), kept with the card and used in the "
+            f"prompt; ctrl+l edits it here."
+        )
+
+    def action_lorebook(self) -> None:
+        """Edit the card's own lorebook (its character_book) with the lorebook editor."""
+        from .lorebook import LorebookScreen
+
+        try:
+            book = self.book or card_lorebook(self.character.card, self.character.name or "card")
+        except TalesmithError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+
+        def done(edit: Any) -> None:
+            if edit is None:
+                return
+            books = edit.books
+            self.book = merged_book(books) if books else Lorebook(f"{self.character.name} lore")
+            self.query_one("#book-hint", Static).update(self._book_hint(len(self.book.entries)))
+
+        name = (self.query_one("#name", Input).value.strip() or "the character") + "'s"
+        self.app.push_screen(LorebookScreen((book,) if book else (), name=name), done)
 
     def action_save(self) -> None:
         name = self.query_one("#name", Input).value.strip()
@@ -201,6 +244,8 @@ class CharacterEditor(ModalScreen[Character | None]):
         version = self.query_one("#character_version", Input).value.strip()
         if (creator, tags, version) != card_details(self.character):
             edited = with_details(edited, creator=creator, tags=tags, version=version)
+        if self.book is not None:
+            edited = with_book(edited, to_character_book(self.book) if self.book.entries else None)
         self.dismiss(edited)
 
     def action_cancel(self) -> None:

@@ -59,6 +59,12 @@ class Character:
     """The whole card as read, unknown fields included; written back under the edited fields."""
     replaced: int = field(default=0, compare=False, repr=False)
     """Characters of the card file that UTF-8 cannot hold (lone surrogates), read as U+FFFD."""
+    card_key: str = field(default="", repr=False)
+    """The card as it would be written, worked out on creation whatever is passed (compared, so that an edit
+    of the card alone, its tags or its lorebook, is a change; the same card read back compares equal)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "card_key", json.dumps(to_card(self), sort_keys=True, ensure_ascii=False))
 
     def example_blocks(self) -> tuple[str, ...]:
         blocks = [b.strip("\n") for b in self.examples.replace("\r\n", "\n").split("<START>")]
@@ -328,6 +334,17 @@ def with_details(character: Character, *, creator: str, tags: tuple[str, ...], v
     """The character with its card's creator, tags and character version set (the rest of the card kept)."""
     card = to_card(character)
     card["data"].update(creator=creator, tags=list(tags), character_version=version)
+    return dataclasses.replace(character, card=card)
+
+
+def with_book(character: Character, book: dict[str, Any] | None) -> Character:
+    """The character with its card's `character_book` (World Info in card form, see
+    `worldinfo.to_character_book`) replaced; None removes it."""
+    card = to_card(character)
+    if book is None:
+        card["data"].pop("character_book", None)
+    else:
+        card["data"]["character_book"] = book
     return dataclasses.replace(character, card=card)
 
 

@@ -330,6 +330,57 @@ def from_character_book(book: Any, name: str) -> Lorebook:
     )
 
 
+def entry_to_card(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The entry as a card's character_book entry: the entry as read when unchanged, else updated over it."""
+    raw = copy.deepcopy(raw or {})
+    if raw and _same(entry_from_card(raw, entry.uid), entry):
+        return raw
+    ext = dict(raw.get("extensions") or {})
+    ext.update(
+        position=TO_ST_POSITION[entry.position],
+        depth=entry.depth,
+        selectiveLogic=LOGICS.index(entry.logic),
+        scan_depth=entry.scan_depth,
+        match_whole_words=entry.whole_words,
+        probability=entry.probability,
+        useProbability=entry.use_probability,
+        exclude_recursion=entry.exclude_recursion,
+        prevent_recursion=entry.prevent_recursion,
+        delay_until_recursion=entry.delay_until_recursion,
+        sticky=entry.sticky,
+        cooldown=entry.cooldown,
+        delay=entry.delay,
+    )
+    raw.update(
+        id=entry.uid,
+        keys=list(entry.keys),
+        secondary_keys=list(entry.secondary),
+        comment=entry.name,
+        content=entry.content,
+        constant=entry.constant,
+        selective=entry.selective,
+        insertion_order=entry.order,
+        enabled=entry.enabled,
+        position="after_char" if entry.position == AFTER else "before_char",
+        case_sensitive=entry.case_sensitive,
+        extensions=ext,
+    )
+    return raw
+
+
+def to_character_book(book: Lorebook) -> dict[str, Any]:
+    """The lorebook as a card's `character_book`, the book as read written back under the edits (entries
+    matched by id; unknown fields kept)."""
+    out = copy.deepcopy(book.raw) if isinstance(book.raw, dict) else {}
+    by_id: dict[int, dict[str, Any]] = {}
+    for i, raw in enumerate(_raw_entries(out) if out.get("entries") else []):
+        ident = raw.get("id")
+        by_id.setdefault(ident if isinstance(ident, int) else i, raw)
+    out["entries"] = [entry_to_card(e, by_id.get(e.uid)) for e in book.entries]
+    out.setdefault("name", book.name)
+    return out
+
+
 def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
     """The `character_book` of parsed card JSON (as `Character.card` keeps it), or None."""
     inner = card.get("data")
