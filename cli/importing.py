@@ -71,6 +71,10 @@ def import_command(
         if existing is not None and not replace and not keep_both and interactive():
             replace = ask_replace(imported.kind, imported.name, existing)
         saved, path = saved_import(imported, root, replace=replace)
+        if saved.kind == "character":  # a PNG card's picture is kept beside it, for the app's export
+            from talesmith.runtime.documents.characters import keep_avatar
+
+            keep_avatar(file, path)
     except OSError as e:  # anything the library did not name itself
         raise InputError(f"cannot import {file} into {root} ({e.strerror or e})") from None
     err.print(

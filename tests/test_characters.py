@@ -21,6 +21,8 @@ from talesmith.runtime.documents.characters import (
 from talesmith.runtime.documents.stories import ChatDocument, Library
 from talesmith.tui.characters import CharacterLibrary
 
+pytest_plugins = ["cli_fakes"]  # the run_cli fixture
+
 
 def card(name, creator="", tags=()):
     data = {"name": name, "description": f"{name}.", "first_mes": "Hi!", "creator": creator, "tags": list(tags)}
@@ -239,3 +241,17 @@ async def test_edit_the_cards_lorebook_in_the_card_editor(data):
         assert backend.prompts[-1].startswith("The glade heals.\n")  # before the character, as a card's lore
     kept = json.loads((data / "characters" / "seraphina.json").read_text())["data"]["character_book"]
     assert [(e["keys"], e["content"]) for e in kept["entries"]] == [(["glade"], "The glade heals.")]
+
+
+def test_talesmith_import_keeps_a_png_cards_picture(run_cli, tmp_path):
+    from talesmith.runtime.documents.cards import blank_png, parse_json_card, png_with_card
+
+    source = tmp_path / "Nia.png"
+    source.write_bytes(png_with_card(blank_png(), parse_json_card(json.dumps(card("Nia")))))
+    result = run_cli("import", "--data-dir", tmp_path / "d", source)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "characters" / "nia.png").read_bytes() == source.read_bytes()
+    json_card = tmp_path / "nia.json"
+    json_card.write_text(json.dumps(card("Nia", "other")))
+    assert run_cli("import", "--data-dir", tmp_path / "d", "--keep-both", json_card).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "d" / "characters").iterdir()) == ["nia-2.json", "nia.json", "nia.png"]
