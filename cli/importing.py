@@ -57,8 +57,9 @@ def import_command(
         help="Keep the one already there and save this one beside it (what happens without a terminal).",
     ),
 ) -> None:
-    """Bring a file from SillyTavern, KoboldAI or NovelAI into talesmith (nothing is written unless all of it
-    reads; nothing kept is replaced unless you say so)."""
+    """Bring a file from SillyTavern, KoboldAI or NovelAI into talesmith; nothing kept is replaced unless asked.
+
+    Nothing is written unless all of the file reads."""
     from talesmith.runtime.documents.importers import clash, read_import, saved_import
     from talesmith.runtime.files import default_data_dir
 
