@@ -111,7 +111,7 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Write over OUTPUT when it exists."),
     data_dir: Path | None = DataDirOpt,
 ) -> None:
-    """Write a chat, story or lorebook back in SillyTavern's or KoboldAI's format ; never over a file without --force."""
+    """Write a chat, story or lorebook back in SillyTavern's or KoboldAI's format, never over a file without --force."""
     from talesmith.runtime import files
     from talesmith.runtime.documents.importers import export_text
 
