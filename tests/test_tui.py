@@ -410,3 +410,15 @@ async def test_new_documents_take_the_models_preset(tmp_path):
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.screen.doc.character.name == "Bo" and app.screen.doc.preset == "lit-6b"
+
+
+async def test_an_empty_library_says_so_in_plain_words(tmp_path):
+    from textual.widgets import OptionList
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        options = app.screen.query_one(OptionList)
+        assert [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)] == ["No stories yet"]

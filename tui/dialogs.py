@@ -301,7 +301,8 @@ class LibraryScreen(ModalScreen[str | None]):
             )
             options.add_option(Option(label, id=e.id))
         if not entries:
-            options.add_option(Option(Text(f"No {self.library.kind}s yet", style="dim"), id="", disabled=True))
+            empty = {"story": "No stories yet", "chat": "No chats yet"}.get(self.library.kind, "Nothing here yet")
+            options.add_option(Option(Text(empty, style="dim"), id="", disabled=True))
         size = kvstate.total_size(self.states) / (1024 * 1024)
         self.query_one("#state-size", Static).update(
             f"Saved model state (all stories and chats): {size:.1f} MB of at most {self.cap_mb} MB "
