@@ -12,9 +12,10 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, Keys
 
@@ -91,7 +92,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Cursor:
+class Cursor:
     """A read position in the file's bytes (mapped, not read: a header is walked, its arrays skipped)."""
 
     def __init__(self, data: mmap.mmap | bytes) -> None:
@@ -192,12 +193,22 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
         raise ModelError(f"model file {p} does not exist; pass the path of a .gguf file or a name from models.lock")
     if not p.is_file():
         raise ModelError(f"model path {p} is not a file; pass the path of a .gguf file")
+    return read_header(p, _walk)
+
+
+T = TypeVar("T")
+
+
+def read_header(path: str | os.PathLike[str], walk: Callable[[Path, Cursor, int], T]) -> T:
+    """`walk(path, cursor, size)` over the GGUF file at `path`, mapped; a header cut short, one that makes no
+    sense or a file that cannot be read is a ModelError naming the file."""
+    p = Path(path)
     try:
         with p.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             data = _mapped(f, size)
             try:
-                return _walk(p, _Cursor(data), size)
+                return walk(p, Cursor(data), size)
             finally:
                 if isinstance(data, mmap.mmap):
                     data.close()
@@ -212,7 +223,8 @@ def read_info(path: str | os.PathLike[str]) -> GGUFInfo:
         raise ModelError(f"{p} cannot be read ({e.strerror or e}); check the file and its permissions") from None
 
 
-def _walk(p: Path, c: _Cursor, size: int) -> GGUFInfo:
+def walk_metadata(p: Path, c: Cursor) -> tuple[int, int, dict[str, Any], dict[str, int]]:
+    """The header up to the tensor infos: (version, tensor count, metadata, where each array's value starts)."""
     if c.data[:4] != MAGIC:
         raise ModelError(
             f"{p} is not a GGUF file (no GGUF magic); pass a .gguf model, or convert a checkpoint with `talesmith convert`"
@@ -224,13 +236,19 @@ def _walk(p: Path, c: _Cursor, size: int) -> GGUFInfo:
     n_tensors, n_kv = c.unpack("<Q"), c.unpack("<Q")
     # a key/value takes at least 13 bytes (key length, type, a one-byte value), a tensor's info 24
     c.count("metadata entries", n_kv, each=13, most=MAX_METADATA)
-    metadata, arrays = {}, set()
+    metadata: dict[str, Any] = {}
+    arrays: dict[str, int] = {}
     for _ in range(n_kv):
         key = c.string()
         kind = c.unpack("<I")
-        metadata[key] = c.value(kind, key)
         if kind == _ARRAY:
-            arrays.add(key)
+            arrays[key] = c.pos
+        metadata[key] = c.value(kind, key)
+    return version, n_tensors, metadata, arrays
+
+
+def _walk(p: Path, c: Cursor, size: int) -> GGUFInfo:
+    version, n_tensors, metadata, arrays = walk_metadata(p, c)
     alignment = _alignment(metadata)
     c.count("tensors", n_tensors, each=24, most=MAX_TENSORS)
     data_end = 0
