@@ -17,36 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, Vocabulary
+from talesmith.runtime.engine.generate import Completion, Generation
 from talesmith.runtime.engine.ort import OnnxBackend, OnnxSampler, SessionEngine
 from talesmith.runtime.engine.ort_session import RowCache
-from talesmith.runtime.engine.protocol import common_prefix
-from talesmith.runtime.engine.slots import ParallelJob, Slot, decode_jobs
-from talesmith.runtime.errors import ContextOverflowError
-
-MIN_SHARED = 16
-"""A cached prefix is copied from another row when it covers the whole prompt or at least this many tokens."""
-
-
-class _SlotVocabulary:
-    """The model's vocabulary with one slot's context size, as a Generation sees it."""
-
-    def __init__(self, base: OnnxBackend, n_ctx: int):
-        self.n_ctx = n_ctx
-        self.eog_tokens = base.eog_tokens
-        self.is_eog = base.is_eog
-        self.token_bytes = base.token_bytes
+from talesmith.runtime.engine.protocol import TokenSampler, common_prefix
+from talesmith.runtime.engine.slots import (
+    ParallelJob,
+    Slot,
+    SlotSteps,
+    decode_jobs,
+    donor,
+)
 
 
-class OnnxParallelDecoder:
+class OnnxParallelDecoder(SlotSteps):
     """Up to `n_seq` generations at once over an OnnxBackend's model, sharing its session."""
 
     def __init__(self, base: OnnxBackend, n_seq: int, *, n_ctx_seq: int | None = None):
-        if n_seq < 1:
-            raise ContextOverflowError(f"--parallel {n_seq} must be at least 1")
+        super().__init__(base, n_seq, n_ctx_seq)
         self.base = base
-        self.n_seq = n_seq
-        self.n_ctx_seq = n_ctx_seq or base.n_ctx
         engine = base.engine
         shared = engine.cache.session if isinstance(engine, SessionEngine) else None
         self.cache = RowCache(
@@ -57,57 +46,22 @@ class OnnxParallelDecoder:
             threads=base.threads,
             session=shared,
         )
-        self.slots = [Slot(i) for i in range(n_seq)]
-        self.vocab: Vocabulary = _SlotVocabulary(base, self.n_ctx_seq)
-        self.tokenize = base.tokenize
-        self.steps = 0
-        """Session runs made."""
 
     # --- one slot ------------------------------------------------------------------------------
 
-    def start(self, slot: Slot, generation: Generation) -> None:
-        """Give `slot` a new generation; its prompt is evaluated in the next step."""
-        slot.generation, slot.began, slot.shifted = generation, False, 0
-        self._request(slot)
+    def sampler_for(self, slot: Slot, generation: Generation) -> TokenSampler:
+        row = slot.seq_id
+        return OnnxSampler(
+            self.base,
+            generation.settings,
+            generation.seed,
+            generation.prompt,
+            logits=lambda: self.cache.logits[row, 0],
+            n_ctx=self.n_ctx_seq,
+        )
 
-    def advance(self, slot: Slot) -> Chunk | None:
-        """Let a slot whose request was evaluated sample its next token (see Generation.step)."""
-        generation = slot.generation
-        assert generation is not None and slot.ready
-        if not slot.began:
-            row = slot.seq_id
-            sampler = OnnxSampler(
-                self.base,
-                generation.settings,
-                generation.seed,
-                generation.prompt,
-                logits=lambda: self.cache.logits[row, 0],
-                n_ctx=self.n_ctx_seq,
-            )
-            generation.begin(sampler, slot.evaluated)
-            slot.began = True
-        chunk = generation.step()
-        self._request(slot)
-        return chunk
-
-    def release(self, slot: Slot, *, keep_cache: bool = False) -> None:
-        """End the slot's generation (finished or not); its cache is emptied unless `keep_cache`."""
-        if slot.generation is not None:
-            slot.generation.close()
-        slot.generation, slot.pending, slot.todo = None, None, None
-        if not keep_cache:
-            self.cache.truncate(slot.seq_id, 0)
-            slot.cached = []
-
-    def _request(self, slot: Slot) -> None:
-        request = slot.generation.request if slot.generation is not None else None
-        slot.todo = None
-        if request is None:
-            slot.pending = None
-        elif isinstance(request, Append):
-            slot.pending, slot.fresh = slot.cached + [request.token], False
-        else:
-            slot.pending, slot.fresh = list(request.tokens), not slot.began
+    def forget(self, slot: Slot) -> None:
+        self.cache.truncate(slot.seq_id, 0)
 
     # --- a batch of jobs -----------------------------------------------------------------------
 
@@ -120,19 +74,6 @@ class OnnxParallelDecoder:
 
     # --- the shared step -----------------------------------------------------------------------
 
-    def _donor(self, slot: Slot, tokens: list[int]) -> tuple[Slot | None, int]:
-        """The slot whose cache shares the longest prefix with `tokens`, and how long it is."""
-        best, best_n = None, 0
-        for other in self.slots:
-            if other is slot or not other.cached:
-                continue
-            n = min(common_prefix(other.cached, tokens), len(tokens) - 1)
-            if n > best_n:
-                best, best_n = other, n
-        if best_n < min(MIN_SHARED, len(tokens) - 1):
-            return None, 0
-        return best, best_n
-
     def _plan(self, slot: Slot) -> list[int]:
         """Cut the slot's cache back to a prefix of its request (copying a longer one from another row first);
         the tokens left to evaluate."""
@@ -140,9 +81,9 @@ class OnnxParallelDecoder:
         assert tokens is not None
         own = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
         if slot.fresh and self.cache.can_copy:
-            donor, n = self._donor(slot, tokens)
-            if donor is not None and n > own:
-                self.cache.copy(donor.seq_id, slot.seq_id, n)
+            source, n = donor(self.slots, slot, tokens)
+            if source is not None and n > own:
+                self.cache.copy(source.seq_id, slot.seq_id, n)
                 slot.cached, own = list(tokens[:n]), n
         self.cache.truncate(slot.seq_id, own)
         del slot.cached[own:]

@@ -25,14 +25,19 @@ from typing import Any
 
 import llama_cpp
 
-from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, Vocabulary
+from talesmith.runtime.engine.generate import Completion, Generation
 from talesmith.runtime.engine.llama import LlamaCppBackend, LlamaSampler
-from talesmith.runtime.engine.protocol import common_prefix, shift_plan
-from talesmith.runtime.engine.slots import ParallelJob, Slot, decode_jobs
+from talesmith.runtime.engine.protocol import TokenSampler, common_prefix, shift_plan
+from talesmith.runtime.engine.slots import (
+    MIN_SHARED,
+    ParallelJob,
+    Slot,
+    SlotSteps,
+    decode_jobs,
+    donor,
+)
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 
-MIN_SHARED = 16
-"""A cached prefix is copied from another sequence when it covers the whole prompt or at least this many tokens."""
 MAX_BATCH = 2048
 """Tokens evaluated in one step at most; a longer prompt is evaluated over several steps."""
 
@@ -65,25 +70,12 @@ class _RowSampler:
         self._inner.close()
 
 
-class _SlotVocabulary:
-    """The model's vocabulary with one slot's context size, as a Generation sees it."""
-
-    def __init__(self, base: LlamaCppBackend, n_ctx: int):
-        self.n_ctx = n_ctx
-        self.eog_tokens = base.eog_tokens
-        self.is_eog = base.is_eog
-        self.token_bytes = base.token_bytes
-
-
-class ParallelDecoder:
+class ParallelDecoder(SlotSteps):
     """Up to `n_seq` generations at once over a LlamaCppBackend's model, in a context of its own."""
 
     def __init__(self, base: LlamaCppBackend, n_seq: int, *, n_ctx_seq: int | None = None):
-        if n_seq < 1:
-            raise ContextOverflowError(f"--parallel {n_seq} must be at least 1")
+        super().__init__(base, n_seq, n_ctx_seq)
         self.base = base
-        self.n_seq = n_seq
-        self.n_ctx_seq = n_ctx_seq or base.n_ctx
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.n_ctx_seq * n_seq
         params.n_batch = params.n_ubatch = min(MAX_BATCH, params.n_ctx)
@@ -102,50 +94,16 @@ class ParallelDecoder:
         self._memory = llama_cpp.llama_get_memory(self.ctx)
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory))
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, n_seq)
-        self.slots = [Slot(i) for i in range(n_seq)]
-        self.vocab: Vocabulary = _SlotVocabulary(base, self.n_ctx_seq)
-        self.tokenize = base.tokenize
-        self.steps = 0
-        """llama_decode calls made (one per step)."""
 
     # --- one slot ------------------------------------------------------------------------------
 
-    def start(self, slot: Slot, generation: Generation) -> None:
-        """Give `slot` a new generation; its prompt is evaluated in the next steps."""
-        slot.generation, slot.began, slot.shifted = generation, False, 0
-        self._request(slot)
+    def sampler_for(self, slot: Slot, generation: Generation) -> TokenSampler:
+        view = _ContextView(self.base, self.ctx, self.n_ctx_seq)
+        inner = LlamaSampler(view, generation.settings, generation.seed, generation.prompt)  # type: ignore[arg-type]
+        return _RowSampler(inner, slot)
 
-    def advance(self, slot: Slot) -> Chunk | None:
-        """Let a slot whose request was evaluated sample its next token (see Generation.step)."""
-        generation = slot.generation
-        assert generation is not None and slot.ready
-        if not slot.began:
-            view = _ContextView(self.base, self.ctx, self.n_ctx_seq)
-            inner = LlamaSampler(view, generation.settings, generation.seed, generation.prompt)  # type: ignore[arg-type]
-            generation.begin(_RowSampler(inner, slot), slot.evaluated)
-            slot.began = True
-        chunk = generation.step()
-        self._request(slot)
-        return chunk
-
-    def release(self, slot: Slot, *, keep_cache: bool = False) -> None:
-        """End the slot's generation (finished or not); its cache is emptied unless `keep_cache`."""
-        if slot.generation is not None:
-            slot.generation.close()
-        slot.generation, slot.pending, slot.todo = None, None, None
-        if not keep_cache:
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            slot.cached = []
-
-    def _request(self, slot: Slot) -> None:
-        request = slot.generation.request if slot.generation is not None else None
-        slot.todo = None
-        if request is None:
-            slot.pending = None
-        elif isinstance(request, Append):
-            slot.pending, slot.fresh = slot.cached + [request.token], False
-        else:
-            slot.pending, slot.fresh = list(request.tokens), not slot.began
+    def forget(self, slot: Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
 
     # --- a batch of jobs -----------------------------------------------------------------------
 
@@ -157,19 +115,6 @@ class ParallelDecoder:
         yield from decode_jobs(self, jobs)
 
     # --- the shared step -----------------------------------------------------------------------
-
-    def _donor(self, slot: Slot, tokens: list[int]) -> tuple[Slot | None, int]:
-        """The slot whose cache shares the longest prefix with `tokens`, and how long it is."""
-        best, best_n = None, 0
-        for other in self.slots:
-            if other is slot or not other.cached:
-                continue
-            n = min(common_prefix(other.cached, tokens), len(tokens) - 1)
-            if n > best_n:
-                best, best_n = other, n
-        if best_n < min(MIN_SHARED, len(tokens) - 1):
-            return None, 0
-        return best, best_n
 
     def _defer(self, slot: Slot, planned: list[Slot]) -> bool:
         """A new prompt that another new sequence evaluates in this step waits one step to copy it."""
@@ -192,11 +137,11 @@ class ParallelDecoder:
         assert tokens is not None
         if slot.fresh:
             own = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
-            donor, n = self._donor(slot, tokens)
-            if donor is not None and n > own:
+            donor_slot, n = donor(self.slots, slot, tokens)
+            if donor_slot is not None and n > own:
                 if slot.cached:
                     llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, slot.seq_id, 0, n)
+                llama_cpp.llama_memory_seq_cp(self._memory, donor_slot.seq_id, slot.seq_id, 0, n)
                 slot.cached = list(tokens[:n])
             elif self._can_shift:
                 self._shift(slot, tokens, own)

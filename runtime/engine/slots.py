@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 from talesmith.runtime.engine.generate import Append, Chunk, Completion, Generation, Vocabulary, collect
-from talesmith.runtime.engine.protocol import Backend, common_prefix
+from talesmith.runtime.engine.protocol import Backend, TokenSampler, common_prefix
+from talesmith.runtime.errors import ContextOverflowError
 from talesmith.runtime.settings import SamplingSettings
 
 Event: TypeAlias = Chunk | BaseException | None
@@ -76,6 +77,93 @@ class SlotDecoder(Protocol):
     def step(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+MIN_SHARED = 16
+"""A cached prefix is taken from another slot when it covers the whole prompt or at least this many tokens."""
+
+
+class SlotVocabulary:
+    """A model's vocabulary with one slot's context size, as a Generation sees it."""
+
+    def __init__(self, base: Vocabulary, n_ctx: int):
+        self.n_ctx = n_ctx
+        self.eog_tokens = base.eog_tokens
+        self.is_eog = base.is_eog
+        self.token_bytes = base.token_bytes
+
+
+def take_request(slot: Slot) -> None:
+    """Note what the slot's generation asks to evaluate next (`pending`: the tokens its cache must hold)."""
+    request = slot.generation.request if slot.generation is not None else None
+    slot.todo = None
+    if request is None:
+        slot.pending = None
+    elif isinstance(request, Append):
+        slot.pending, slot.fresh = slot.cached + [request.token], False
+    else:
+        slot.pending, slot.fresh = list(request.tokens), not slot.began
+
+
+def donor(slots: Sequence[Slot], slot: Slot, tokens: list[int]) -> tuple[Slot | None, int]:
+    """The other slot whose cache shares the longest prefix with `tokens` (at least MIN_SHARED), and its length."""
+    best, best_n = None, 0
+    for other in slots:
+        if other is slot or not other.cached:
+            continue
+        n = min(common_prefix(other.cached, tokens), len(tokens) - 1)
+        if n > best_n:
+            best, best_n = other, n
+    if best_n < min(MIN_SHARED, len(tokens) - 1):
+        return None, 0
+    return best, best_n
+
+
+class SlotSteps:
+    """What the decoders that share one cache among slots do alike: start a generation in a slot, let a slot
+    sample, release it. A subclass makes each slot's sampler (`sampler_for`) and empties a slot's cache (`forget`)."""
+
+    def __init__(self, base: Backend, n_seq: int, n_ctx_seq: int | None):
+        if n_seq < 1:
+            raise ContextOverflowError(f"--parallel {n_seq} must be at least 1")
+        self.n_seq = n_seq
+        self.n_ctx_seq = n_ctx_seq or base.n_ctx
+        self.slots = [Slot(i) for i in range(n_seq)]
+        self.vocab: Vocabulary = SlotVocabulary(base, self.n_ctx_seq)
+        self.tokenize = base.tokenize
+        self.steps = 0
+        """Model evaluations made (one per step, or per prompt evaluated alone)."""
+
+    def sampler_for(self, slot: Slot, generation: Generation) -> TokenSampler:
+        raise NotImplementedError
+
+    def forget(self, slot: Slot) -> None:
+        raise NotImplementedError
+
+    def start(self, slot: Slot, generation: Generation) -> None:
+        """Give `slot` a new generation; its prompt is evaluated in the next steps."""
+        slot.generation, slot.began, slot.shifted = generation, False, 0
+        take_request(slot)
+
+    def advance(self, slot: Slot) -> Chunk | None:
+        """Let a slot whose request was evaluated sample its next token (see Generation.step)."""
+        generation = slot.generation
+        assert generation is not None and slot.ready
+        if not slot.began:
+            generation.begin(self.sampler_for(slot, generation), slot.evaluated)
+            slot.began = True
+        chunk = generation.step()
+        take_request(slot)
+        return chunk
+
+    def release(self, slot: Slot, *, keep_cache: bool = False) -> None:
+        """End the slot's generation (finished or not); its cache is emptied unless `keep_cache`."""
+        if slot.generation is not None:
+            slot.generation.close()
+        slot.generation, slot.pending, slot.todo = None, None, None
+        if not keep_cache:
+            self.forget(slot)
+            slot.cached = []
 
 
 @dataclass(frozen=True)
