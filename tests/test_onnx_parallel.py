@@ -180,3 +180,41 @@ def test_server_slots_decode_onnx_requests_together_and_keep_their_caches(models
     finally:
         engine.close()
         backend.close()
+
+
+def test_a_folder_converted_before_the_shared_kv_buffer_is_refused_in_one_line(models, tmp_path):
+    """A graph whose cache grows by concatenation (logits at every position) cannot share one buffer: convert again."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from talesmith.runtime.errors import ModelError
+
+    folder = tmp_path / "old-onnx"
+    shutil.copytree(models[("gpt2", "fp32")], folder)
+    (folder / "model.onnx_data").unlink()
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    past = helper.make_tensor_value_info("past_key_values.0.key", TensorProto.FLOAT, ["batch", 1, "past", 2])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", 4])
+    present = helper.make_tensor_value_info("present.0.key", TensorProto.FLOAT, ["batch", 1, "total", 2])
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["as_float", "last"], ["column"]),
+        helper.make_node("Expand", ["column", "width"], ["logits"]),
+        helper.make_node("Concat", ["past_key_values.0.key", "past_key_values.0.key"], ["present.0.key"], axis=2),
+    ]
+    constants = [
+        helper.make_tensor("last", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("width", TensorProto.INT64, [3], [1, 1, 4]),
+    ]
+    graph = helper.make_graph(nodes, "old", [ids, past], [logits, present], constants)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), folder / "model.onnx"
+    )
+    with pytest.raises(ModelError) as info:
+        OnnxBackend(folder, n_ctx=64)
+    assert str(info.value) == (
+        f"{folder / 'model.onnx'} was not written by this version of `talesmith convert --to onnx` "
+        f"(its KV cache is not one shared buffer); convert the model again"
+    )
