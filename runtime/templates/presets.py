@@ -45,33 +45,30 @@ class InstructPreset:
     def template_text(self) -> str:
         """The preset as a chat template (Jinja): each message is its role's sequence, the text and the suffix."""
         sep = "\n" if self.wrap else ""
-        system = (
-            (self.input_sequence, self.input_suffix)
-            if self.system_same_as_user
-            else (
-                self.system_sequence,
-                self.system_suffix,
-            )
-        )
-
-        def seq(prefix: str) -> str:
-            return prefix + sep if prefix else ""
 
         def lit(text: str) -> str:
             return json.dumps(text, ensure_ascii=False)
 
+        def seq(prefix: str) -> str:
+            return lit(prefix + sep if prefix else "")
+
+        def turn(prefix: str, suffix: str) -> str:
+            return f"{{{{ {seq(prefix)} + message['content'] + {lit(suffix)} }}}}"
+
+        user = (self.input_sequence, self.input_suffix)
+        system = user if self.system_same_as_user else (self.system_sequence, self.system_suffix)
         gen = self.last_output_sequence or self.output_sequence
         return (
             "{%- for message in messages -%}"
             "{%- if message['role'] == 'system' -%}"
-            f"{{{{ {lit(seq(system[0]))} + message['content'] + {lit(system[1])} }}}}"
+            f"{turn(*system)}"
             "{%- elif message['role'] == 'user' -%}"
-            f"{{{{ {lit(seq(self.input_sequence))} + message['content'] + {lit(self.input_suffix)} }}}}"
+            f"{turn(*user)}"
             "{%- else -%}"
-            f"{{{{ {lit(seq(self.output_sequence))} + message['content'] + {lit(self.output_suffix)} }}}}"
+            f"{turn(self.output_sequence, self.output_suffix)}"
             "{%- endif -%}"
             "{%- endfor -%}"
-            f"{{%- if add_generation_prompt -%}}{{{{ {lit(seq(gen))} }}}}{{%- endif -%}}"
+            f"{{%- if add_generation_prompt -%}}{{{{ {seq(gen)} }}}}{{%- endif -%}}"
         )
 
     def chat_template(self, *, eos_token: str = "") -> ChatTemplate:
