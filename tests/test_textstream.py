@@ -82,3 +82,16 @@ def test_confirmed_tokens_follow_emitted_text():
 def test_invalid_bytes_are_replaced_but_do_not_stall():
     s = TextStream()
     assert s.push(b"\xff") == Emit("\ufffd")
+
+
+def test_a_ban_right_after_invalid_bytes_rewinds_without_taking_back_their_replacement():
+    s = TextStream(banned=["lira"])
+    assert s.push(b"ab\xe2") == Emit("ab")  # a lead byte: undecided
+    assert s.push(b"lira") == Emit("\ufffd")  # the next byte shows it invalid; "lira" may still be a word's start
+    event = s.push(b" ")
+    assert event == Rewind(1)
+    s.rewind(event.token_index)
+    assert s.text == "ab\ufffd"  # what was shown stays shown
+    assert s.push(b"gold") == Emit("gold")
+    assert s.finish() == Emit("")
+    assert s.text == "ab\ufffdgold"

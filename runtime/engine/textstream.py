@@ -133,6 +133,12 @@ class TextStream:
         self._reset()
         for piece in pieces:
             self._decode(piece)
+        if self.emitted > len(self._chars) and self._decoder.getstate()[0]:
+            # Invalid bytes at the end were already shown as U+FFFD (the token after them decided that): they
+            # stay as shown, whatever token comes next in their place.
+            out = self._decoder.decode(b"", final=True)
+            self._char_token.extend([self._pending_since] * len(out))
+            self._chars.extend(out)
         assert self.emitted <= len(self._chars), "rewound into emitted text"
 
     def _token_start(self, char_index: int) -> int:
