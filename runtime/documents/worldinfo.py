@@ -102,6 +102,25 @@ class StEntry(Model):
     delay: Count = 0
 
 
+SHARED_FIELDS = (
+    "depth",
+    "scan_depth",
+    "probability",
+    "use_probability",
+    "exclude_recursion",
+    "prevent_recursion",
+    "delay_until_recursion",
+    "sticky",
+    "cooldown",
+    "delay",
+)
+"""Entry fields read under the same name from a World Info entry and from a card entry's extensions."""
+
+
+def _shared(fields: StEntry | CardEntryExtensions) -> dict[str, Any]:
+    return {name: getattr(fields, name) for name in SHARED_FIELDS}
+
+
 def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
     """One entry of a SillyTavern World Info file (`uid` when it has none); ValueError naming the field and
     its value when it has the wrong shape."""
@@ -117,19 +136,10 @@ def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
         enabled=not e.disable and e.position != OUTLET,
         order=e.order,
         position=ST_POSITIONS.get(e.position, BEFORE),
-        depth=e.depth,
-        scan_depth=e.scan_depth,
         case_sensitive=e.case_sensitive,
         whole_words=e.whole_words,
-        probability=e.probability,
-        use_probability=e.use_probability,
-        exclude_recursion=e.exclude_recursion,
-        prevent_recursion=e.prevent_recursion,
-        delay_until_recursion=e.delay_until_recursion,
-        sticky=e.sticky,
-        cooldown=e.cooldown,
-        delay=e.delay,
         name=e.comment,
+        **_shared(e),
     )
 
 
@@ -297,19 +307,10 @@ def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
         enabled=e.enabled and position != OUTLET,
         order=e.insertion_order,
         position=ST_POSITIONS.get(position, BEFORE),
-        depth=ext.depth,
-        scan_depth=ext.scan_depth,
         case_sensitive=e.case_sensitive if "case_sensitive" in e.model_fields_set else ext.case_sensitive,
         whole_words=ext.match_whole_words,
-        probability=ext.probability,
-        use_probability=ext.use_probability,
-        exclude_recursion=ext.exclude_recursion,
-        prevent_recursion=ext.prevent_recursion,
-        delay_until_recursion=ext.delay_until_recursion,
-        sticky=ext.sticky,
-        cooldown=ext.cooldown,
-        delay=ext.delay,
         name=e.comment or e.name,
+        **_shared(ext),
     )
 
 
