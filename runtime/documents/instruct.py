@@ -30,7 +30,7 @@ from talesmith.runtime.documents.formats import (
     make_document,
     register_format,
 )
-from talesmith.runtime.documents.prompts import PromptPlan, _header_line, plan, split_units
+from talesmith.runtime.documents.prompts import PromptPlan, author_note, header_line, plan, split_units
 from talesmith.runtime.errors import SettingsError, TemplateError
 from talesmith.runtime.templates import ChatTemplate, HostileTemplateError, RenderedChat, split_reasoning
 from talesmith.runtime.templates.presets import render_story_string
@@ -270,16 +270,14 @@ def _chat_plan(doc: InstructChat) -> TemplatePlan:
 
 def _story_plan(doc: InstructStory) -> TemplatePlan:
     story = doc.story
-    if story.author_note_depth < 1:
-        raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
+    note = author_note(story)
     head = STORY_INSTRUCTION + "\n"
     before = len(head)
     if story.header:
-        head += _header_line(story)
+        head += header_line(story)
     after = len(head)
     if story.memory.strip():
         head += story.memory.strip("\n") + "\n"
-    note = f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
     return TemplatePlan(
         head=head,
         units=split_units(story.text),

@@ -107,7 +107,7 @@ def split_units(text: str) -> tuple[str, ...]:
     return tuple(u for u in units if u)
 
 
-def _header_line(story: Story) -> str:
+def header_line(story: Story) -> str:
     h = story.header
     parts = [
         (name, value)
@@ -121,6 +121,13 @@ def _header_line(story: Story) -> str:
         if value
     ]
     return "[ " + "; ".join(f"{name}: {value}" for name, value in parts) + " ]\n"
+
+
+def author_note(story: Story) -> str:
+    """The story's author's note as a prompt carries it ("" without one); SettingsError for a depth under 1."""
+    if story.author_note_depth < 1:
+        raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
+    return f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
 
 
 def _block(text: str) -> str:
@@ -141,14 +148,11 @@ def _(story: Story) -> PromptPlan:
         if story.synopsis.strip():
             head += f"あらすじ：{story.synopsis.strip()}\n{SEPARATOR}\n"
     elif story.header:
-        head += _header_line(story) + f"{SEPARATOR}\n"
-    if story.author_note_depth < 1:
-        raise SettingsError(f"author's note depth {story.author_note_depth} must be at least 1 (lines from the end)")
-    note = f"[ Author's note: {story.author_note.strip()} ]\n" if story.author_note.strip() else ""
+        head += header_line(story) + f"{SEPARATOR}\n"
     return PromptPlan(
         head=head,
         units=split_units(story.text),
-        note=note,
+        note=author_note(story),
         note_depth=story.author_note_depth,
         head_slots=(len(_block(story.memory)), len(head)),
     )
