@@ -19,33 +19,6 @@ from talesmith.runtime.errors import ConversionError, HubUnreachable
 
 from .safety import read_object
 
-NEEDED = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-]
-PICKLES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
-
-
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
-"""A hub repo id: `owner/name`, or an owner-less legacy id such as `gpt2` or `distilgpt2`."""
-
-
-def is_hub_id(spec: str) -> bool:
-    """Whether `spec`, naming no local folder, reads as a hub repo id (with or without an owner)."""
-    return bool(HUB_ID.fullmatch(spec)) and ".." not in spec and not spec.endswith((".", "-"))
-
-
 TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
@@ -57,6 +30,17 @@ TOKENIZER_FILES = [
     "merges.txt",
     "added_tokens.json",
 ]
+NEEDED = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES]
+PICKLES = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+"""A hub repo id: `owner/name`, or an owner-less legacy id such as `gpt2` or `distilgpt2`."""
+
+
+def is_hub_id(spec: str) -> bool:
+    """Whether `spec`, naming no local folder, reads as a hub repo id (with or without an owner)."""
+    return bool(HUB_ID.fullmatch(spec)) and ".." not in spec and not spec.endswith((".", "-"))
 
 
 def tokenizer_folder(spec: str, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
