@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import ConfigDict, field_validator
 
-from talesmith.runtime.errors import CardError
-from talesmith.runtime.files import too_deep
+from talesmith.runtime.errors import CardError, InputError
+from talesmith.runtime.files import read_bounded, too_deep
 from talesmith.runtime.schema import Model, validate
 
 MAX_CARD_FILE = 32 * 1024 * 1024
@@ -274,16 +274,9 @@ def load_card(path: str | os.PathLike[str]) -> Character:
     """Read a card from a .json or .png file."""
     p = Path(path).expanduser()
     try:
-        size = p.stat().st_size
-        if size > MAX_CARD_FILE:
-            raise CardError(f"{p}: {size} bytes is larger than a card can be ({MAX_CARD_FILE}); pick the card file")
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise CardError(f"{p} does not exist; give the path of a .png or .json character card") from None
-    except IsADirectoryError:
-        raise CardError(f"{p} is a folder; give the path of a .png or .json character card") from None
-    except OSError as e:
-        raise CardError(f"{p} cannot be read ({e.strerror})") from None
+        data = read_bounded(p, limit=MAX_CARD_FILE, what="a .png or .json character card")
+    except InputError as e:
+        raise CardError(str(e)) from None
     if data.startswith(PNG_SIGNATURE):
         return parse_png_card(data, str(p))
     if data[:8] and PNG_SIGNATURE.startswith(data[:8]) or data.startswith(PNG_SIGNATURE[:4]):
