@@ -4,6 +4,7 @@ when its text is checkpointed. The screens show a session; this module decides."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -11,20 +12,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from talesmith.runtime import files
-from talesmith.runtime.documents.formats import History
-from talesmith.runtime.documents.stories import Library, slug
+from talesmith.runtime.documents.adventure import Adventure
+from talesmith.runtime.documents.formats import History, PromptDocument
+from talesmith.runtime.documents.stories import (
+    ChatDocument,
+    Library,
+    StoryDocument,
+    User,
+    atomic_write,
+    dumps,
+    export,
+    slug,
+)
 from talesmith.runtime.errors import TalesmithError
 
-
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-D = TypeVar("D", bound=_Named)
+D = TypeVar("D", StoryDocument, ChatDocument)
+"""A session's document: a story or a chat."""
+Prompt = PromptDocument | Adventure
+"""The runtime document a generation continues (a story, a chat, an adventure)."""
 _ids = itertools.count(1)
 
 MERGE_SECONDS = 1.5
@@ -60,6 +69,22 @@ class Saved:
     def ok(self) -> bool:
         return not self.error
 
+    def notice(self, name: str, folder: Path) -> tuple[str, str] | None:
+        """What to tell the user about saving `name` in `folder` and how loudly (error, warning); None: nothing."""
+        if self.error:
+            return (
+                f"Could not save {name!r} to {folder}: {self.error}. Your text is still here; "
+                f"free some space or fix the folder, then press ctrl+s.",
+                "error",
+            )
+        if self.replaced:
+            return (
+                f"{self.replaced} characters of {name!r} cannot be stored as UTF-8 (broken surrogates, "
+                f"often from a card); they were saved as \ufffd",
+                "warning",
+            )
+        return None
+
 
 class DocumentSession(Generic[D]):
     """A document of one library: `history.present` is what the user sees, `saved_doc` what is on disk."""
@@ -75,9 +100,12 @@ class DocumentSession(Generic[D]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.library = library
-        self.empty, self.disposable, self.clock = empty, disposable, clock
+        self.empty: Callable[[D], bool] = empty
+        self.disposable: Callable[[D], bool] = disposable
+        self.clock = clock
         self.named_files = named_files
         """Whether a document's file follows its name (a story named after its title): renamed when it changes."""
+        self.blank: D = blank
         self.history: History[D] = History(blank)
         self.doc_id: str | None = None
         self.saved_doc: D | None = blank
@@ -159,7 +187,7 @@ class DocumentSession(Generic[D]):
         old = self.library.path(self.doc_id)
         try:
             new_id = self.library.new_id(doc.name)
-            replaced = self.library.save(new_id, doc)  # type: ignore[arg-type]
+            replaced = self.library.save(new_id, doc)
         except (OSError, TalesmithError) as e:
             return Saved(error=str(e))
         self.doc_id, self.saved_doc = new_id, doc
@@ -181,9 +209,49 @@ class DocumentSession(Generic[D]):
         try:
             if self.doc_id is None:
                 self.doc_id = self.library.new_id(doc.name)
-            return Saved(replaced=self.library.save(self.doc_id, doc))  # type: ignore[arg-type]
+            return Saved(replaced=self.library.save(self.doc_id, doc))
         except (OSError, TalesmithError) as e:
             return Saved(error=str(e))
+
+    def read(self, doc_id: str) -> D:
+        """The saved document `doc_id` of this session's library (a TalesmithError when it cannot be read)."""
+        doc = self.library.load(doc_id)
+        if not isinstance(doc, type(self.blank)):
+            raise TalesmithError(f"{self.library.path(doc_id)} is not a {self.library.kind}")
+        return doc
+
+    def reread(self) -> str:
+        """After the library was changed from outside: 'deleted' when the open document's file is gone (the
+        session then holds a blank document, nothing to write), 'renamed' when its name changed there (taken
+        as saved, without an undo step), '' otherwise."""
+        if self.doc_id is None:
+            return ""
+        if not self.library.path(self.doc_id).exists():
+            self.mark_saved()  # deleted on purpose: not to be written again
+            self.load(None, self.blank)
+            return "deleted"
+        try:
+            name = self.read(self.doc_id).name
+        except TalesmithError:
+            return ""
+        if name == self.doc.name:
+            return ""
+        self.replace(dataclasses.replace(self.doc, name=name))
+        self.mark_saved()
+        return "renamed"
+
+    def export(self, path: Path, user: User) -> str:
+        """Write the document somewhere else (.json whole, .txt/.md as text), its changes then safe there;
+        what could not be written ('' when it was)."""
+        try:
+            if path.suffix.lower() == ".json":
+                atomic_write(path, dumps(self.doc))
+            else:
+                export(self.doc, path, user=user)
+        except (OSError, TalesmithError) as e:
+            return str(e)
+        self.mark_saved()
+        return ""
 
     def mark_saved(self) -> None:
         """The present is safe (exported elsewhere, or deleted on purpose): nothing left to write."""
