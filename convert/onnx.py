@@ -62,13 +62,6 @@ class QuantStats:
         return ", ".join(parts)
 
 
-def count_ops(model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
 def write_model(weights, folder: Path, *, quant: str, on_layer=lambda done, total: None) -> QuantStats:
     """`folder/model.onnx` (+ model.onnx_data) for a checkpoint's merged weights, built layer by layer."""
     import onnx
@@ -252,10 +245,6 @@ def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
 def folder_files(folder: Path) -> list[Path]:
     """Every file of an output folder, its genai/ subfolder included."""
     return sorted(p for p in folder.rglob("*") if p.is_file())
-
-
-def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder_files(folder))
 
 
 def model_size(folder: Path) -> int:

@@ -180,7 +180,6 @@ def builtin_template(name: str, *, eos_token: str = "") -> ChatTemplate | None:
 
 _ST_FIELDS = {f.name for f in fields(InstructPreset)} - {"name", "system_prompt", "story_string", "has_turns"}
 INSTRUCT_KEYS = ("input_sequence", "output_sequence")
-CONTEXT_KEYS = ("story_string",)
 
 
 def preset_kind(data: Any) -> str | None:

@@ -18,8 +18,6 @@ from talesmith.runtime.documents.worldinfo import from_novelai
 from talesmith.runtime.errors import InputError
 
 KEY = "novelai"
-MEMORY_POSITION = 0
-"""A context entry at the top of the context (NovelAI's memory)."""
 NOTE_DEPTH = 3
 """NovelAI's author's note goes 4 newlines from the end (insertionPosition -4): 3 lines back."""
 

@@ -242,12 +242,6 @@ def preset_text(preset: UserPreset) -> str:
     return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
 
 
-def save_preset(data_dir: Path, preset: UserPreset, path: Path | None = None) -> Path:
-    path = path or preset_path(data_dir, preset.name)
-    files.write_atomic(path, preset_text(preset), mode=files.PRIVATE)
-    return path
-
-
 def load_preset(data_dir: Path, name: str) -> UserPreset:
     path = preset_path(data_dir, name)
     try:
