@@ -260,11 +260,6 @@ def _inline(value: dict[str, Any]) -> Any:
     return table
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that the file is at every moment either old or new, never half."""
-    files.write_atomic(path, text)
-
-
 LOCK_TIMEOUT = 60.0
 """Seconds a writer waits for another one to finish with the same models.lock."""
 
@@ -284,7 +279,7 @@ def update(path: Path, change: Callable[[Lock], Any]) -> Any:
             result = change(lock)
             for name, entry in lock.models.items():
                 check_entry(name, entry, str(path))
-            write_atomic(path, dumps(lock))
+            files.write_atomic(path, dumps(lock))
     except Timeout:
         raise LockError(
             f"another talesmith has been writing {path} for {LOCK_TIMEOUT:g} s (it holds {guard.lock_file}); "
