@@ -53,7 +53,11 @@ def _templates(p: Path, c: Cursor, _size: int) -> GGUFTemplates:
         for key, value in metadata.items()
         if key.startswith(TEMPLATE_KEY) and isinstance(value, str)
     }
-    ids = {name: value for name, key in SPECIAL_IDS.items() if key not in arrays and _is_id(value := metadata.get(key))}
+    ids: dict[str, int] = {
+        name: metadata[key]
+        for name, key in SPECIAL_IDS.items()
+        if key in metadata and key not in arrays and _is_id(metadata[key])
+    }
     tokens: dict[str, str] = {}
     if TOKENS_KEY in arrays and ids:
         c.pos = arrays[TOKENS_KEY]
