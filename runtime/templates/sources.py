@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from talesmith.runtime.errors import InputError, TemplateError
+from talesmith.runtime.files import read_bounded
 from talesmith.runtime.templates.gguf import read_templates
 from talesmith.runtime.templates.render import HostileTemplateError, RenderedChat, render_chat
 
@@ -81,13 +82,9 @@ class ChatTemplate:
 
 def _read_text(path: Path) -> str:
     try:
-        if path.stat().st_size > MAX_FILE:
-            raise InputError(f"{path} is larger than a chat template file can be ({MAX_FILE} bytes)")
-        return path.read_text(encoding="utf-8-sig")
+        return read_bounded(path, limit=MAX_FILE, what="a chat template file").decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"{path} cannot be read ({e.strerror})") from None
 
 
 def _read_json(path: Path) -> Any:
