@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,14 +90,10 @@ def instruct_fields(
 
 
 def _context(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; give a JSON file with the template's variables") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} cannot be read ({e})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    from talesmith.runtime import files
+
+    raw = files.read_bounded(path, limit=files.MAX_IMPORT, what="a JSON file with the template's variables")
+    data = files.parse_json(raw, str(path))
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold a JSON object of template variables (messages, bos_token, ...)")
     messages = data.get("messages")
