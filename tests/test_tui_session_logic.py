@@ -2,6 +2,7 @@
 which reply a key acts on, the prompt it continues), the character cards kept, a save's notice, export,
 reading a document back after the library changed it, and the saved model state."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from talesmith.runtime.documents.formats import USER
 from talesmith.runtime.documents.stories import ChatDocument, Library, StoryDocument, User, from_dict
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import preset
-from talesmith.tui import cache, chatlogic
+from talesmith.tui import cache, chatlogic, storylogic
 from talesmith.tui.chatlogic import CONTINUE, IMPERSONATE, REPLY, SWIPE, Target
 from talesmith.tui.model import ModelSession
 from talesmith.tui.session import DocumentSession, Saved
@@ -28,7 +29,7 @@ def chat() -> ChatDocument:
 
 
 def test_the_modules_the_screens_decide_with_do_not_import_textual():
-    code = "import sys, talesmith.tui.chatlogic, talesmith.tui.cache, talesmith.tui.session; print('textual' in sys.modules)"
+    code = "import sys, talesmith.tui.chatlogic, talesmith.tui.storylogic, talesmith.tui.cache, talesmith.tui.session; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -203,3 +204,35 @@ def test_keeping_a_state_holds_the_states_under_the_cap(tmp_path):
     assert not old.exists()
     assert cache.restore(model, backend, folder / "tale.json", None, preset("default")) == 0
     assert not model.lock.locked()
+
+
+# --- the story screen's decisions ----------------------------------------------------------------------
+
+
+def test_a_header_field_edit_and_a_story_named_after_its_title():
+    doc = StoryDocument()
+    titled = storylogic.field_edit(doc, "title", "The Mill ")
+    assert isinstance(titled, StoryDocument)
+    assert (titled.name, titled.story.header.title) == ("The Mill", "The Mill ")
+    named = dataclasses.replace(titled, name="My own name")
+    renamed = storylogic.field_edit(named, "title", "The Barn")
+    assert isinstance(renamed, StoryDocument) and renamed.name == "My own name"
+    tagged = storylogic.field_edit(doc, "tags", " sea, , storm ")
+    assert isinstance(tagged, StoryDocument) and tagged.story.header.tags == ("sea", "storm")
+    assert storylogic.field_edit(doc, "author_note_depth", "0") == (
+        "Author's note depth 0 must be at least 1 (lines from the end)"
+    )
+    assert storylogic.field_edit(doc, "author_note_depth", "") is None  # half typed: nothing yet
+    deep = storylogic.field_edit(doc, "author_note_depth", "4")
+    assert isinstance(deep, StoryDocument) and deep.story.author_note_depth == 4
+    assert storylogic.field_edit(doc, "memory", "x") is None  # not a header field
+
+
+def test_a_storys_free_name_its_synopsis_and_where_a_generation_writes():
+    assert storylogic.free_name("Tale", ["Tale", "Tale (2)", "Other"]) == "Tale (3)"
+    assert storylogic.free_name("Tale", ["Other"]) == "Tale"
+    assert storylogic.follows_title("Tale (2)", "Tale") and not storylogic.follows_title("Mine", "Tale")
+    assert storylogic.without_prefix("  あらすじ：A mill.") == "A mill."
+    assert storylogic.place_of("Once") == ("Once", "")
+    assert storylogic.place_of(storylogic.Place("Once", " upon")) == ("Once", " upon")
+    assert storylogic.status_extra(StoryDocument()) == ""
