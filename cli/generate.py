@@ -42,6 +42,7 @@ from talesmith.cli.template import (
     template_notes,
 )
 from talesmith.runtime.documents.formats import make_document, with_lore
+from talesmith.runtime.documents.lorebook import skipped_notes
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import SettingsError
 
@@ -162,7 +163,7 @@ def generate(
         raise SettingsError(str(e)) from None
     prepared = prepare(backend, with_lore(document, load_lore([*cfg.lorebooks, *(lorebook or [])])), settings)
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
-    for note in template_notes(prepared):
+    for note in (*template_notes(prepared), *skipped_notes(prepared.lore)):
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if prepared.fitted.dropped:
         err.print(

@@ -13,6 +13,7 @@ from typing import Any
 from textual.message import Message
 from textual.message_pump import MessagePump
 
+from talesmith.runtime.documents.lorebook import skipped_notes
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.engine.generate import Timing, prepare, stream
 from talesmith.runtime.errors import TalesmithError
@@ -52,6 +53,8 @@ def run(
                 return
             prepared = prepare(backend, document, settings)
             target.post_message(Prepared(job, len(prepared.tokens), prepared.fitted.dropped))
+            for note in skipped_notes(prepared.lore):  # a message to the app: it shows them as plain text
+                target.app.notify(note, severity="warning", markup=False)
             chunks = stream(backend, prepared.tokens, settings, stops=prepared.stops)
             try:
                 for chunk in chunks:

@@ -17,13 +17,15 @@ result) so that a chat's next turn replays only its new messages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import random
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,12 @@ LOGICS = (AND_ANY, NOT_ALL, NOT_ANY, AND_ALL)
 ANCHORED, DECLARED = "anchored", "declared"
 REGEX_TIMEOUT = 0.05
 """Seconds a regex key may take on the scanned text before it counts as not matching."""
+SCAN_BUDGET = 2.0
+"""Seconds of regex searching one prompt may spend on all its lorebooks' keys, replays included; the regex
+keys left when it is spent are not searched, and their entries are named in `Activation.skipped`."""
+MAX_REGEX_REPEAT = 100_000
+"""The most items a regex key may expand to through counted repeats (`a{1000}` is 1,000): beyond it, compiling
+alone can take gigabytes (`(?:(?:a{1000}){1000}){100}`), so such a key is never compiled."""
 REPLAY_LIMIT = 2048
 """Units of the history replayed at most to find where anchored entries stand (see `replay`)."""
 DEFAULT_DEPTH = 4
@@ -199,31 +207,129 @@ class Activation:
     """The budget ran out and some entries were left out."""
     lingering: tuple[Activated, ...] = ()
     """Entries that went quiet but stay where they stand in the history (anchored placement)."""
+    skipped: tuple[tuple[str, str], ...] = ()
+    """(title, why) of the entries whose keys were not searched to their end (a regex key too slow, too large,
+    or past the prompt's `SCAN_BUDGET`): they stayed out of this prompt."""
 
 
 # --- matching ---------------------------------------------------------------------------------
 
 
+_COUNTED = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def repeat_size(pattern: str) -> int:
+    """How many items `pattern` expands to through its counted repeats (`{n}`, `{m,n}`, nested groups
+    multiplying), an upper bound that needs no compiling. `*`, `+` and `?` add nothing."""
+    stack = [[0, 0]]  # per open group: [items so far, items of the last atom]
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            stack[-1][0] += 1
+            stack[-1][1] = 1
+            i += 2
+            continue
+        if c == "[":  # a character class is one item
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            j = pattern.find("]", j + 1)
+            i = len(pattern) if j < 0 else j + 1
+            stack[-1][0] += 1
+            stack[-1][1] = 1
+            continue
+        if c == "(":
+            stack.append([0, 0])
+            if pattern[i + 1 : i + 2] == "?":  # (?:, (?=, (?P<name>, (?i): the group's kind is no item
+                j = i + 2
+                while j < len(pattern) and pattern[j] not in ":=!>)":
+                    j += 1
+                i = j if j < len(pattern) and pattern[j] == ")" else j + 1
+                continue
+        elif c == ")" and len(stack) > 1:
+            inner = stack.pop()[0]
+            stack[-1][0] += inner
+            stack[-1][1] = inner
+        elif c == "{" and (m := _COUNTED.match(pattern, i)) and (m.group(1) or m.group(2)):
+            low, high = m.group(1), m.group(2)
+            times = int(high) if high else int(low or 0)
+            last = stack[-1][1]
+            stack[-1][0] += last * (max(times, 1) - 1)
+            stack[-1][1] = last * max(times, 1)
+            i = m.end()
+            if stack[-1][0] > MAX_REGEX_REPEAT:
+                return stack[-1][0]
+            continue
+        elif c not in "*+?|":
+            stack[-1][0] += 1
+            stack[-1][1] = 1
+        i += 1
+    return sum(frame[0] for frame in stack)
+
+
+NEVER = regex.compile(r"(?!)")
+"""What a regex key too large to compile stands for: it never matches, and its entry is named as skipped."""
+
+
 @functools.lru_cache(maxsize=8192)
 def parse_regex_key(key: str) -> regex.Pattern[str] | None:
-    """A `/pattern/flags` key as a compiled pattern; None for a plain key (or one that does not compile)."""
+    """A `/pattern/flags` key as a compiled pattern; None for a plain key (or one that does not compile);
+    `NEVER` for one whose counted repeats expand past `MAX_REGEX_REPEAT`."""
     m = _REGEX_KEY.match(key)
     if not m or regex.search(r"(^|[^\\])/", m.group(1)):
         return None
     flags = 0
     for f in m.group(2):
         flags |= _FLAGS[f]
+    source = m.group(1).replace("\\/", "/")
+    if repeat_size(source) > MAX_REGEX_REPEAT:
+        return NEVER
     try:
-        return regex.compile(m.group(1).replace("\\/", "/"), flags)
-    except (regex.error, ValueError, OverflowError):
+        return regex.compile(source, flags)
+    except (regex.error, ValueError, OverflowError, MemoryError, RecursionError):
         return None
 
 
-def _search(pattern: regex.Pattern[str], text: str) -> bool:
+class _Skipped(Exception):
+    """A key that was not searched to its end: the reason is said to the user with the entry's title."""
+
+
+class _ScanClock(threading.local):
+    """The regex search time left to the prompt being scanned on this thread, and the entries it skipped
+    (title -> why); both None outside a scan."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.skipped: dict[str, str] | None = None
+
+
+_CLOCK = _ScanClock()
+
+
+@contextlib.contextmanager
+def bounded_scan() -> Iterator[dict[str, str]]:
+    """One prompt's scan: regex keys share `SCAN_BUDGET` seconds, and the entries skipped are collected (a
+    scan inside a scan shares the outer one's)."""
+    if _CLOCK.skipped is not None:
+        yield _CLOCK.skipped
+        return
+    _CLOCK.deadline, _CLOCK.skipped = time.monotonic() + SCAN_BUDGET, {}
     try:
-        return pattern.search(text, timeout=REGEX_TIMEOUT) is not None
+        yield _CLOCK.skipped
+    finally:
+        _CLOCK.deadline = _CLOCK.skipped = None
+
+
+def _search(pattern: regex.Pattern[str], text: str) -> bool:
+    timeout = REGEX_TIMEOUT
+    if _CLOCK.deadline is not None:
+        left = _CLOCK.deadline - time.monotonic()
+        if left <= 0:
+            raise _Skipped(f"the {SCAN_BUDGET:g} s for all regex keys of this prompt were spent")
+        timeout = min(timeout, left)
+    try:
+        return pattern.search(text, timeout=timeout) is not None
     except TimeoutError:
-        return False
+        raise _Skipped(f"its regex key took more than {REGEX_TIMEOUT * 1000:g} ms") from None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -233,6 +339,8 @@ def _word_pattern(key: str) -> regex.Pattern[str]:
 
 def _hit(text: str, lowered: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
     pattern = parse_regex_key(key)
+    if pattern is NEVER:
+        raise _Skipped(f"its regex key repeats to more than {MAX_REGEX_REPEAT:,} items, too large to compile")
     if pattern is not None:
         return _search(pattern, text)
     if not case_sensitive:
@@ -243,8 +351,12 @@ def _hit(text: str, lowered: str, key: str, *, case_sensitive: bool, whole_words
 
 
 def match_key(text: str, key: str, *, case_sensitive: bool, whole_words: bool) -> bool:
-    """Whether `key` occurs in `text`, with SillyTavern's rules for regex keys, case and whole words."""
-    return _hit(text, text.lower(), key, case_sensitive=case_sensitive, whole_words=whole_words)
+    """Whether `key` occurs in `text`, with SillyTavern's rules for regex keys, case and whole words (a key
+    too slow or too large counts as not found)."""
+    try:
+        return _hit(text, text.lower(), key, case_sensitive=case_sensitive, whole_words=whole_words)
+    except _Skipped:
+        return False
 
 
 def _matches(entry: Entry, text: str, lowered: str, settings: LoreSettings) -> bool:
@@ -255,11 +367,16 @@ def _matches(entry: Entry, text: str, lowered: str, settings: LoreSettings) -> b
         key = key.strip()
         return bool(key) and _hit(text, lowered, key, case_sensitive=case, whole_words=whole)
 
-    if not any(hit(k) for k in entry.keys):
+    try:
+        if not any(hit(k) for k in entry.keys):
+            return False
+        if not (entry.selective and entry.secondary):
+            return True
+        found = [hit(k) for k in entry.secondary]
+    except _Skipped as e:  # not searched to its end: the entry stays out, and the user is told
+        if _CLOCK.skipped is not None:
+            _CLOCK.skipped.setdefault(entry.title, str(e))
         return False
-    if not (entry.selective and entry.secondary):
-        return True
-    found = [hit(k) for k in entry.secondary]
     return {AND_ANY: any(found), NOT_ALL: not all(found), NOT_ANY: not any(found), AND_ALL: all(found)}[entry.logic]
 
 
@@ -367,6 +484,23 @@ def activate(
 ) -> Activation:
     """The entries that the history `units` (oldest first) activates, within the token budget; `timers`:
     the sticky and cooldown times in force (see `Timers`), else none."""
+    with bounded_scan() as skipped:
+        activation = _activate(
+            books, units, settings=settings, count_tokens=count_tokens, n_ctx=n_ctx, macros=macros, timers=timers
+        )
+        return dataclasses.replace(activation, skipped=tuple(skipped.items()))
+
+
+def _activate(
+    books: Sequence[Lorebook],
+    units: Sequence[str],
+    *,
+    settings: LoreSettings,
+    count_tokens: Callable[[str], int],
+    n_ctx: int,
+    macros: Mapping[str, str] | None,
+    timers: Timers | None,
+) -> Activation:
     sticky, blocked = timers.in_force(len(units)) if timers is not None else ((), ())
     entries = sort_entries([e for b in books for e in b.entries])
     budget = settings.budget(n_ctx)
@@ -615,16 +749,18 @@ class Lore:
         """The plan with the entries that its history activates, and which ones fired."""
         count = functools.lru_cache(maxsize=None)(count_tokens)  # each entry is counted once per prompt
         anchored: dict[str, int] = {}
-        if plan.units and needs_replay(self.books, self.settings):
-            standing, activation = replay(
-                self.books, plan.units, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
-            )
-            anchored = standing if self.settings.placement == ANCHORED else {}
-        else:
-            scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is scanned
-            activation = activate(
-                self.books, scanned, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
-            )
+        with bounded_scan() as skipped:  # one time bound for all of this prompt's regex keys, replays included
+            if plan.units and needs_replay(self.books, self.settings):
+                standing, activation = replay(
+                    self.books, plan.units, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
+                )
+                anchored = standing if self.settings.placement == ANCHORED else {}
+            else:
+                scanned = plan.units or split_units(plan.head)  # a prompt without history: its text is scanned
+                activation = activate(
+                    self.books, scanned, settings=self.settings, count_tokens=count, n_ctx=n_ctx, macros=self.macros
+                )
+            activation = dataclasses.replace(activation, skipped=tuple(skipped.items()))
         rank = {e.ident: i for i, e in enumerate(e for b in self.books for e in b.entries)}
         return place(plan, activation, anchored=anchored, macros=self.macros, rank=rank), activation
 
@@ -638,3 +774,10 @@ def lore_of(document: object) -> Lore | None:
     if lore is not None and not isinstance(lore, Lore):
         raise TypeError(f"a prompt document's lore is a {type(lore).__name__}, not a Lore")
     return lore
+
+
+def skipped_notes(activation: Activation | None) -> tuple[str, ...]:
+    """One line per lorebook entry left out of a prompt because its keys were not searched to their end."""
+    if activation is None:
+        return ()
+    return tuple(f"lorebook entry {title!r} was left out: {why}" for title, why in activation.skipped)
