@@ -118,7 +118,11 @@ class TalesmithApp(App):
         last = reopen.load(self.config.data_dir) if self.config.reopen else reopen.Last()
         for screen in (StoryScreen, ChatScreen):
             installed = screen(
-                self.config.data_dir, model=self.model, preferences=self.store, preset=self.config.preset
+                self.config.data_dir,
+                model=self.model,
+                preferences=self.store,
+                preset=self.config.preset,
+                reopen=self.config.reopen,
             )
             self.install_screen(installed, screen.KIND)
             self.reopen_last(installed, last.ids.get(screen.KIND))

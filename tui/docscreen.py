@@ -16,8 +16,8 @@ from talesmith.runtime.settings import PRESETS
 
 from . import preferences as prefs
 from . import reopen
-from .dialogs import LibraryScreen
 from .generation import Job, Measure
+from .librarydialog import LibraryScreen
 from .model import ModelSession
 from .promptformat import FormatChoice
 from .session import D, DocumentSession, Prompt, Saved
@@ -30,9 +30,17 @@ class DocumentCore(Screen[None], Generic[D]):
     """Whether the document's file is renamed when its name changes (stories, named after their title)."""
 
     def __init__(
-        self, data_dir: Path, *, model: ModelSession, preferences: prefs.Store, preset: str | None = None
+        self,
+        data_dir: Path,
+        *,
+        model: ModelSession,
+        preferences: prefs.Store,
+        preset: str | None = None,
+        reopen: bool = False,
     ) -> None:
         super().__init__()
+        self.reopen = reopen
+        """Whether the document shown last is opened again on start (remembered as it is opened or saved)."""
         self.model = model
         """The model, as the app loads it (read here, never changed)."""
         self.holder = preferences
@@ -148,8 +156,7 @@ class DocumentCore(Screen[None], Generic[D]):
 
     def remember_open(self) -> None:
         """Keep this document as the one to open again on start (when the app does that, and it is shown)."""
-        reopens = getattr(getattr(self.app, "config", None), "reopen", False)
-        if self.doc_id is not None and reopens and self.app.screen is self:
+        if self.doc_id is not None and self.reopen and self.app.screen is self:
             reopen.remember(self.data_dir, self.KIND, self.doc_id)
 
     def _said(self, saved: Saved) -> bool:
