@@ -124,7 +124,7 @@ def test_a_card_is_exported_as_png_with_its_picture_and_as_json(data, tmp_path):
 
 def test_the_editor_sets_creator_tags_version_and_alternate_greetings():
     from talesmith.runtime.documents.cards import card_details, to_card, with_details
-    from talesmith.tui.dialogs import join_greetings, split_greetings
+    from talesmith.tui.cardeditor import join_greetings, split_greetings
 
     text = join_greetings(("Hello.", "Hi!\nWho are you?"))
     assert text == "Hello.\n<GREETING>\nHi!\nWho are you?"
@@ -136,7 +136,7 @@ def test_the_editor_sets_creator_tags_version_and_alternate_greetings():
 
 @pytest.mark.asyncio
 async def test_edit_a_cards_details_in_the_app(data):
-    from talesmith.tui.dialogs import CharacterEditor
+    from talesmith.tui.cardeditor import CharacterEditor
 
     app = make_app(data.parent, TakesBackend([" Hi."], n_ctx=1024), mode="chat")
     async with app.run_test(size=(80, 24)) as pilot:

@@ -16,7 +16,8 @@ from talesmith.runtime.errors import TalesmithError
 
 from . import chatlogic
 from .base import DocumentScreen
-from .dialogs import CharacterEditor, Choice, TextPrompt
+from .cardeditor import CharacterEditor
+from .dialogs import Choice, TextPrompt
 
 CARD_BINDINGS = [
     Binding("f5", "edit_character", "Character", priority=True, tooltip="Edit the character"),
