@@ -331,9 +331,7 @@ def saved_import(
     return imported, path
 
 
-def export_text(
-    source: str | os.PathLike[str], output: str | os.PathLike[str], *, user_name: str | None = None
-) -> str:
+def export_text(source: str | os.PathLike[str], output: str | os.PathLike[str], *, user_name: str | None = None) -> str:
     """A saved talesmith chat as a SillyTavern chat (.jsonl), a saved story as a KoboldAI Client save
     (.json), or a lorebook as SillyTavern World Info (.json): the text to write to `output`. `user_name`
     is the name a chat without its own gives the user's messages (the app's, F8)."""
