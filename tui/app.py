@@ -25,6 +25,7 @@ from . import reopen
 from .base import DocumentScreen, ModelChanged
 from .chat import ChatScreen, MessageList
 from .dialogs import Choice, HelpScreen, TextPrompt
+from .librarydialog import LibraryScreen
 from .model import ModelSession
 from .story import StoryScreen
 from .styles import CSS
@@ -188,6 +189,7 @@ class TalesmithApp(App):
                         ("Story", StoryScreen.BINDINGS),
                         ("Chat", ChatScreen.BINDINGS),
                         ("Chat messages (tab to the list)", MessageList.BINDINGS),
+                        ("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
                     ]
                 )
             )

@@ -41,13 +41,10 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        from .librarydialog import LibraryScreen
-
         tables = [_keys_table(title, bindings) for title, bindings in self.sections]
         text = "\n\n".join(
             [
                 *tables,
-                _keys_table("Stories / chats list (ctrl+o)", LibraryScreen.BINDINGS),
                 "[b]Dialogs[/]\n  [b]ctrl+s[/]      save   [b]escape[/] cancel   [b]tab[/] next field",
             ]
         )
