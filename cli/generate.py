@@ -114,7 +114,7 @@ def generate(
     sampling: dict[str, Any] | None = None,
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
-    from talesmith.runtime.batch import check_trimmed
+    from talesmith.runtime.batch import check_trimmed, timing_fields
     from talesmith.runtime.engine.generate import prepare, stream
     from talesmith.runtime.models.resolve import sha256
 
@@ -212,7 +212,6 @@ def generate(
                 out.write(said)
                 out.flush()
         if as_json:
-            t = chunk.timing
             out.write(
                 json.dumps(
                     {
@@ -226,15 +225,7 @@ def generate(
                         "model_path": str(ref.path),
                         "model_sha256": sha256(ref.path),
                         "settings": run_settings.replace(seed=chunk.seed).to_dict(),
-                        "timings": {
-                            "prompt_tokens": t.prompt_tokens,
-                            "prompt_evaluated": t.prompt_evaluated,
-                            "prompt_seconds": round(t.prompt_seconds, 4),
-                            "generated_tokens": t.generated_tokens,
-                            "generate_seconds": round(t.generate_seconds, 4),
-                            "first_token_seconds": round(t.first_token_seconds or 0.0, 4),
-                            "tokens_per_second": round(t.tokens_per_second, 2),
-                        },
+                        "timings": timing_fields(chunk.timing),
                     },
                     ensure_ascii=False,
                 )

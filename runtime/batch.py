@@ -377,9 +377,12 @@ def make_record(job: Job, result: Completion, spec: RecordSpec) -> dict[str, Any
 
 def timing_line(record: dict[str, Any], t: Timing) -> dict[str, Any]:
     """A record's line in the timings file (`--timings`)."""
+    return {"id": record["id"], "sample": record["sample"], **timing_fields(t)}
+
+
+def timing_fields(t: Timing) -> dict[str, Any]:
+    """How long a sample took, rounded as the timings file and `generate --json` write it."""
     return {
-        "id": record["id"],
-        "sample": record["sample"],
         "prompt_tokens": t.prompt_tokens,
         "prompt_evaluated": t.prompt_evaluated,
         "prompt_seconds": round(t.prompt_seconds, 4),
