@@ -25,6 +25,7 @@ from talesmith.cli.serve.chat import ChatStream, chat_prompt
 from talesmith.cli.serve.requests import RequestError, count_field, read_body, text_field
 from talesmith.cli.serve.service import FINISH_REASONS, Reply, Service
 from talesmith.runtime.errors import TalesmithError
+from talesmith.runtime.settings import SamplingSettings
 
 log = logging.getLogger("talesmith.serve")
 
@@ -289,6 +290,17 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
             "prompt_tokens_details": {"cached_tokens": cached},
         }
 
+    def begin(
+        body: dict[str, Any], prompt: str, prefix: str, kind: str
+    ) -> tuple[list[int], SamplingSettings, int, dict[str, Any]]:
+        """A completion request's prompt tokens, settings and sample count (n), and the fields every
+        response object (or streamed chunk) of it starts with."""
+        tokens = service.tokens(prompt)
+        settings = service.settings(tokens, body)
+        n = count_field(body, "n", default=1, most=service.max_n)
+        ident, created = f"{prefix}-{uuid.uuid4().hex}", int(time.time())
+        return tokens, settings, n, {"id": ident, "object": kind, "created": created, "model": service.model_id}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         entry = {"id": service.model_id, "object": "model", "created": 0, "owned_by": "talesmith"}
@@ -331,11 +343,7 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
             prompt = prompt[0]  # the openai client may send a one-element list
         if not isinstance(prompt, str):
             raise RequestError("prompt must be a string (one prompt per request)", param="prompt")
-        tokens = service.tokens(prompt)
-        settings = service.settings(tokens, body)
-        n = count_field(body, "n", default=1, most=service.max_n)
-        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": ident, "object": "text_completion", "created": created, "model": service.model_id}
+        tokens, settings, n, head = begin(body, prompt, "cmpl", "text_completion")
         if body.get("stream"):
 
             async def events() -> AsyncIterator[dict[str, str]]:
@@ -360,11 +368,7 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
         body = await read_json(request)
         check_model(body)
         chat = chat_prompt(service.chat_template, body)
-        tokens = service.tokens(chat.prompt)
-        settings = service.settings(tokens, body)
-        n = count_field(body, "n", default=1, most=service.max_n)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": service.model_id}
+        tokens, settings, n, head = begin(body, chat.prompt, "chatcmpl", "chat.completion.chunk")
         if body.get("stream"):
 
             async def events() -> AsyncIterator[dict[str, str]]:
