@@ -18,81 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
 HIDDEN, INTER, LAYERS, HEADS, KV_HEADS = 2048, 5632, 16, 16, 4
-
-
-def build(folder: Path) -> None:
-    from safetensors.numpy import save_file
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_models import train_tokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = train_tokenizer(folder)
-    rng = np.random.default_rng(0)
-
-    def w(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
-
-    kv = HIDDEN // HEADS * KV_HEADS
-    tensors = {
-        "model.embed_tokens.weight": w(vocab, HIDDEN),
-        "model.norm.weight": np.ones(HIDDEN, np.float16),
-        "lm_head.weight": w(vocab, HIDDEN),
-    }
-    for i in range(LAYERS):
-        p = f"model.layers.{i}"
-        tensors.update(
-            {
-                f"{p}.input_layernorm.weight": np.ones(HIDDEN, np.float16),
-                f"{p}.post_attention_layernorm.weight": np.ones(HIDDEN, np.float16),
-                f"{p}.self_attn.q_proj.weight": w(HIDDEN, HIDDEN),
-                f"{p}.self_attn.k_proj.weight": w(kv, HIDDEN),
-                f"{p}.self_attn.v_proj.weight": w(kv, HIDDEN),
-                f"{p}.self_attn.o_proj.weight": w(HIDDEN, HIDDEN),
-                f"{p}.mlp.gate_proj.weight": w(INTER, HIDDEN),
-                f"{p}.mlp.up_proj.weight": w(INTER, HIDDEN),
-                f"{p}.mlp.down_proj.weight": w(HIDDEN, INTER),
-            }
-        )
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["LlamaForCausalLM"],
-                "model_type": "llama",
-                "hidden_size": HIDDEN,
-                "intermediate_size": INTER,
-                "num_hidden_layers": LAYERS,
-                "num_attention_heads": HEADS,
-                "num_key_value_heads": KV_HEADS,
-                "max_position_embeddings": 2048,
-                "rms_norm_eps": 1e-5,
-                "vocab_size": vocab,
-                "bos_token_id": 0,
-                "eos_token_id": 0,
-                "tie_word_embeddings": False,
-            }
-        )
-    )
-    lora = folder.parent / "lora"
-    lora.mkdir(exist_ok=True)
-    a = {
-        f"base_model.model.model.layers.{i}.mlp.{m}.lora_{x}.weight": rng.standard_normal(
-            (16, HIDDEN) if x == "A" else (INTER, 16), dtype=np.float32
-        )
-        * 0.01
-        for i in range(LAYERS)
-        for m in ("gate_proj", "up_proj")
-        for x in "AB"
-    }
-    save_file(a, str(lora / "adapter_model.safetensors"))
-    (lora / "adapter_config.json").write_text(
-        json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["gate_proj", "up_proj"]})
-    )
 
 
 def decode_speed(path: Path, gpu_layers: int, n: int = 128) -> dict:
@@ -122,7 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir
     if args.build_only:
-        build(work / "llama")
+        from gpu_measure import build_llama  # bench/, this script's folder, is on sys.path
+
+        build_llama(work, layers=LAYERS, hidden=HIDDEN, inter=INTER, heads=HEADS, kv_heads=KV_HEADS)  # llama/, lora/
         return
     # torch (building, converting) and llama.cpp's CUDA backend (decoding) each load their own CUDA
     # libraries: building and converting run in child processes, decoding here.
