@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from talesmith.runtime.documents.stories import Library, User, slug
+from talesmith.runtime.documents.stories import Entry, Library, User, slug
 from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.files import free_path
@@ -80,30 +80,30 @@ class LibraryScreen(ModalScreen[str | None]):
         options.highlighted = min(highlight, max(len(entries) - 1, 0)) if entries else None
         self.entries = entries
 
-    def selected(self) -> str | None:
+    def selected(self) -> Entry | None:
+        """The highlighted entry of the list (None when it is empty)."""
         options = self.query_one("#entries", OptionList)
         if options.highlighted is None or not self.entries:
             return None
-        return self.entries[options.highlighted].id
+        return self.entries[options.highlighted]
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_open()
 
     def action_open(self) -> None:
-        doc_id = self.selected()
-        if doc_id is None:
+        entry = self.selected()
+        if entry is None:
             return
-        entry = next(e for e in self.entries if e.id == doc_id)
         if entry.error:
             self.notify(entry.error, severity="error", timeout=10)
             return
-        self.dismiss(doc_id)
+        self.dismiss(entry.id)
 
     def action_rename(self) -> None:
-        doc_id = self.selected()
-        if doc_id is None:
+        entry = self.selected()
+        if entry is None:
             return
-        entry = next(e for e in self.entries if e.id == doc_id)
+        doc_id = entry.id
 
         def done(name: str | None) -> None:
             if name is None:
@@ -117,10 +117,10 @@ class LibraryScreen(ModalScreen[str | None]):
         self.app.push_screen(TextPrompt(f"New name for {entry.name!r}", entry.name), done)
 
     def action_delete(self) -> None:
-        doc_id = self.selected()
-        if doc_id is None:
+        entry = self.selected()
+        if entry is None:
             return
-        entry = next(e for e in self.entries if e.id == doc_id)
+        doc_id = entry.id
 
         def done(yes: bool | None) -> None:
             if not yes:
@@ -138,11 +138,11 @@ class LibraryScreen(ModalScreen[str | None]):
     def action_export(self, suffix: str) -> None:
         from talesmith.runtime.documents.stories import export
 
-        doc_id = self.selected()
-        if doc_id is None:
+        entry = self.selected()
+        if entry is None:
             return
         try:
-            doc = self.library.load(doc_id)
+            doc = self.library.load(entry.id)
         except TalesmithError as e:
             self.notify(str(e), severity="error")
             return
