@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from convert_speed import measure  # bench/, this script's folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 N_EMBD, N_INNER, N_HEAD, ROTARY, N_VOCAB, N_POS = 4096, 16384, 16, 64, 50400, 2048
@@ -131,17 +130,6 @@ model = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.floa
 merged = PeftModel.from_pretrained(model, sys.argv[2]).merge_and_unload()
 merged.save_pretrained(sys.argv[3])
 """
-
-
-def measure(argv: list[str]) -> dict:
-    """Run a command in its own process; its peak RSS (from wait4) and wall time."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"{argv[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(wall, 1)}
 
 
 def main() -> None:
