@@ -39,6 +39,13 @@ __all__ = ["EntryEditor", "LoreEdit", "LorebookScreen", "describe", "replace_ent
 # --- screens ------------------------------------------------------------------------------------------
 
 
+def _choice(names: tuple[str, ...], value: str, id: str) -> Select[str]:
+    """A compact drop-down of one of NAMES, each shown with spaces for its underscores."""
+    return Select(
+        [(name.replace("_", " "), name) for name in names], value=value, allow_blank=False, id=id, compact=True
+    )
+
+
 class EntryEditor(ModalScreen["Entry | None"]):
     """One entry: keys, secondary keys and their logic, content, position, depth, order, enabled, constant."""
 
@@ -57,23 +64,11 @@ class EntryEditor(ModalScreen["Entry | None"]):
             yield Input(", ".join(e.keys), id="keys", compact=True)
             yield Label("Secondary keys (comma-separated) and how they must match", markup=False)
             yield Input(", ".join(e.secondary), id="secondary", compact=True)
-            yield Select(
-                [(name.replace("_", " "), name) for name in LOGICS],
-                value=e.logic,
-                allow_blank=False,
-                id="logic",
-                compact=True,
-            )
+            yield _choice(LOGICS, e.logic, "logic")
             yield Label("Content", markup=False)
             yield TextArea(e.content, id="content", soft_wrap=True, compact=True, classes="field-area")
             yield Label("Position, depth (for depth: units from the end), order (higher: later)", markup=False)
-            yield Select(
-                [(p.replace("_", " "), p) for p in POSITIONS],
-                value=e.position,
-                allow_blank=False,
-                id="position",
-                compact=True,
-            )
+            yield _choice(POSITIONS, e.position, "position")
             yield Input(str(e.depth), id="depth", compact=True, type="integer")
             yield Input(str(e.order), id="order", compact=True, type="integer")
             yield Tick("Enabled", e.enabled, id="enabled", compact=True)
