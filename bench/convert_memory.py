@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from convert_speed import measure  # bench/, this script's folder, is on sys.path
+from checkpoints import save_shards  # bench/, this script's folder, is on sys.path
+from convert_speed import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 N_EMBD, N_INNER, N_HEAD, ROTARY, N_VOCAB, N_POS = 4096, 16384, 16, 64, 50400, 2048
@@ -30,8 +31,6 @@ N_EMBD, N_INNER, N_HEAD, ROTARY, N_VOCAB, N_POS = 4096, 16384, 16, 64, 50400, 20
 
 def build_checkpoint(folder: Path, layers: int) -> int:
     """Random fp16 GPT-J weights written tensor by tensor; returns the bytes written."""
-    from safetensors.numpy import save_file
-
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import train_tokenizer
 
@@ -63,16 +62,7 @@ def build_checkpoint(folder: Path, layers: int) -> int:
                 f"{h}.mlp.fc_out.bias": w(N_EMBD),
             }
         )
-    weight_map, total = {}, 0
-    for n, shard in enumerate(shards):
-        name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in shard})
-        total += sum(a.nbytes for a in shard.values())
-        del shard
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
-    )
+    total = save_shards(folder, shards, len(shards))
     config = {
         "architectures": ["GPTJForCausalLM"],
         "model_type": "gptj",

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,38 +70,38 @@ def _layer_tensors(i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def build_checkpoint(folder: Path, layers: int) -> dict:
     """Random fp16 GPT-J weights in up to SHARDS safetensors files, one file in memory at a time."""
-    from safetensors.numpy import save_file
+    from checkpoints import save_shards  # bench/, this script's folder, is on sys.path
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder)
     rng = np.random.default_rng(0)
     groups = [list(part) for part in np.array_split(np.arange(layers), min(SHARDS, layers)) if len(part)]
-    weight_map, total, n = {}, 0, len(groups)
-    for s, group in enumerate(groups):
-        shard: dict[str, np.ndarray] = {}
-        if s == 0:
-            shard["transformer.wte.weight"] = (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(
-                np.float16
-            )
-        for i in group:
-            shard.update(_layer_tensors(int(i), rng))
-        if s == n - 1:
-            shard.update(
-                {
-                    "transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
-                    "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16),
-                    "lm_head.weight": (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(np.float16),
-                    "lm_head.bias": np.zeros(N_VOCAB, np.float16),
-                }
-            )
-        name = f"model-{s + 1:05d}-of-{n:05d}.safetensors"
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in shard})
-        total += sum(a.nbytes for a in shard.values())
-        del shard
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
-    )
+    n = len(groups)
+
+    def shards() -> Iterator[dict[str, np.ndarray]]:
+        for s, group in enumerate(groups):
+            shard: dict[str, np.ndarray] = {}
+            if s == 0:
+                shard["transformer.wte.weight"] = (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(
+                    np.float16
+                )
+            for i in group:
+                shard.update(_layer_tensors(int(i), rng))
+            if s == n - 1:
+                shard.update(
+                    {
+                        "transformer.ln_f.weight": np.ones(N_EMBD, np.float16),
+                        "transformer.ln_f.bias": np.zeros(N_EMBD, np.float16),
+                        "lm_head.weight": (rng.standard_normal((N_VOCAB, N_EMBD), np.float32) * 0.02).astype(
+                            np.float16
+                        ),
+                        "lm_head.bias": np.zeros(N_VOCAB, np.float16),
+                    }
+                )
+            yield shard
+            del shard  # before the next one is made
+
+    total = save_shards(folder, shards(), n)
     config = {
         "architectures": ["GPTJForCausalLM"],
         "model_type": "gptj",
