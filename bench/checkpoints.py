@@ -1,4 +1,4 @@
-"""Writing the random sharded checkpoints the conversion benchmarks read (imported by them from bench/)."""
+"""Making and writing the random sharded checkpoints the conversion benchmarks read (imported by them from bench/)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+
+def gptj_layer(i: int, rng: np.random.Generator, n_embd: int, n_inner: int) -> dict[str, np.ndarray]:
+    """GPT-J layer i's tensors: random fp16 weights (std 0.02), layer norm at one and zero."""
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    h = f"transformer.h.{i}"
+    return {
+        f"{h}.ln_1.weight": np.ones(n_embd, np.float16),
+        f"{h}.ln_1.bias": np.zeros(n_embd, np.float16),
+        **{f"{h}.attn.{p}.weight": w(n_embd, n_embd) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
+        f"{h}.mlp.fc_in.weight": w(n_inner, n_embd),
+        f"{h}.mlp.fc_in.bias": w(n_inner),
+        f"{h}.mlp.fc_out.weight": w(n_embd, n_inner),
+        f"{h}.mlp.fc_out.bias": w(n_embd),
+    }
 
 
 def save_shards(folder: Path, shards: Iterable[dict[str, np.ndarray]], n: int) -> int:

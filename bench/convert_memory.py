@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from checkpoints import save_shards  # bench/, this script's folder, is on sys.path
+from checkpoints import gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
 from convert_speed import measure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,19 +49,7 @@ def build_checkpoint(folder: Path, layers: int) -> int:
         },
         {"lm_head.weight": w(N_VOCAB, N_EMBD), "lm_head.bias": w(N_VOCAB)},
     ]
-    for i in range(layers):
-        h = f"transformer.h.{i}"
-        shards.append(
-            {
-                f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16),
-                f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
-                **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
-                f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD),
-                f"{h}.mlp.fc_in.bias": w(N_INNER),
-                f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER),
-                f"{h}.mlp.fc_out.bias": w(N_EMBD),
-            }
-        )
+    shards += [gptj_layer(i, rng, N_EMBD, N_INNER) for i in range(layers)]
     total = save_shards(folder, shards, len(shards))
     config = {
         "architectures": ["GPTJForCausalLM"],

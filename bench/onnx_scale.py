@@ -52,25 +52,9 @@ def _tokenizer(folder: Path) -> str:
     return "trained here (no ../shared/real)"
 
 
-def _layer_tensors(i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    def w(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
-
-    h = f"transformer.h.{i}"
-    return {
-        f"{h}.ln_1.weight": np.ones(N_EMBD, np.float16),
-        f"{h}.ln_1.bias": np.zeros(N_EMBD, np.float16),
-        **{f"{h}.attn.{p}.weight": w(N_EMBD, N_EMBD) for p in ("q_proj", "k_proj", "v_proj", "out_proj")},
-        f"{h}.mlp.fc_in.weight": w(N_INNER, N_EMBD),
-        f"{h}.mlp.fc_in.bias": w(N_INNER),
-        f"{h}.mlp.fc_out.weight": w(N_EMBD, N_INNER),
-        f"{h}.mlp.fc_out.bias": w(N_EMBD),
-    }
-
-
 def build_checkpoint(folder: Path, layers: int) -> dict:
     """Random fp16 GPT-J weights in up to SHARDS safetensors files, one file in memory at a time."""
-    from checkpoints import save_shards  # bench/, this script's folder, is on sys.path
+    from checkpoints import gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder)
@@ -86,7 +70,7 @@ def build_checkpoint(folder: Path, layers: int) -> dict:
                     np.float16
                 )
             for i in group:
-                shard.update(_layer_tensors(int(i), rng))
+                shard.update(gptj_layer(int(i), rng, N_EMBD, N_INNER))
             if s == n - 1:
                 shard.update(
                     {
