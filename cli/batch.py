@@ -25,7 +25,6 @@ from talesmith.cli.options import (
     model_fields,
     open_model,
     read_config,
-    resolve_settings,
     sampling_options,
 )
 from talesmith.cli.parallel import (
@@ -37,7 +36,7 @@ from talesmith.cli.parallel import (
     RayOptions,
     parallel_sequences,
 )
-from talesmith.cli.seedrun import config_model
+from talesmith.cli.seedrun import command_settings, config_model
 from talesmith.cli.template import ChatTemplateOpt, PromptDateOpt, ReasoningOpt, batch_instruct_fields
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
@@ -165,12 +164,7 @@ def _run(
     if fmt not in FORMATS:
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = read_rows(input, fmt)
-    settings = resolve_settings(preset, cfg, ref.preset, sampling)
-    if cfg.seed is not None and "max_new_tokens" not in sampling:  # as `generate --config` does, for the longest row
-        from talesmith.cli.seedrun import fit_new_tokens
-
-        longest = max(rows, key=lambda row: len(backend.tokenize(row.text)))
-        settings = fit_new_tokens(settings, backend, longest.text, err)
+    settings = command_settings(preset, cfg, ref, sampling, backend, [row.text for row in rows], err)
     digest = sha256(ref.path)
     n_seq = parallel_sequences(parallel, backend, tasks=len(rows) * samples)
     spec = RecordSpec(

@@ -28,11 +28,10 @@ from talesmith.cli.options import (
     model_fields,
     open_model,
     read_config,
-    resolve_settings,
     sampling_options,
 )
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
-from talesmith.cli.seedrun import config_model
+from talesmith.cli.seedrun import command_settings, config_model
 from talesmith.cli.template import (
     ChatTemplateOpt,
     PromptDateOpt,
@@ -152,11 +151,7 @@ def generate(
     ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
     fmt, template_fields = instruct_fields(fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date)
     fields.update(template_fields)
-    settings = resolve_settings(preset, cfg, ref.preset, sampling)
-    if cfg.seed is not None and "max_new_tokens" not in sampling:
-        from talesmith.cli.seedrun import fit_new_tokens
-
-        settings = fit_new_tokens(settings, backend, prompt, err)
+    settings = command_settings(preset, cfg, ref, sampling, backend, [prompt], err)
     try:
         document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:

@@ -4,11 +4,14 @@ use (with a progress bar), its device, and its output_file of one CSV row per sa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from talesmith.cli.options import resolve_settings
 
 
 def config_model(config: Any, model: str | None, device: str, err: Console) -> tuple[str | None, str]:
@@ -94,6 +97,18 @@ class SampleRows:
 
     def close(self) -> None:
         self.output.close()
+
+
+def command_settings(
+    preset: str | None, cfg: Any, ref: Any, sampling: dict[str, Any], backend: Any, prompts: Sequence[str], err: Console
+) -> Any:
+    """The sampling settings of `generate` or `batch` (preset, --config, options); with the TinyStories TOML and no
+    --max-new-tokens, its max_new_tokens fitted to what the context leaves after the longest of the prompts."""
+    settings = resolve_settings(preset, cfg, ref.preset, sampling)
+    if cfg.seed is None or "max_new_tokens" in sampling:
+        return settings
+    longest = prompts[0] if len(prompts) == 1 else max(prompts, key=lambda text: len(backend.tokenize(text)))
+    return fit_new_tokens(settings, backend, longest, err)
 
 
 def fit_new_tokens(settings: Any, backend: Any, prompt: str, err: Console) -> Any:
