@@ -135,6 +135,10 @@ class ParallelDecoder(SlotSteps):
         """Make the slot's cache a prefix of its request: copy a shared prompt, or shift, or cut it back."""
         tokens = slot.pending
         assert tokens is not None
+        if not slot.fresh and len(tokens) == len(slot.cached) + 1 and tokens[:-1] == slot.cached:
+            # the usual step: the token just sampled after what the cache holds (no walk over the cache)
+            slot.todo, slot.evaluated = tokens[-1:], 1
+            return
         if slot.fresh:
             own = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
             donor_slot, n = donor(self.slots, slot, tokens)
