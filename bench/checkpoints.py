@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,29 @@ def gptj_layer(i: int, rng: np.random.Generator, n_embd: int, n_inner: int) -> d
         f"{h}.mlp.fc_in.bias": w(n_inner),
         f"{h}.mlp.fc_out.weight": w(n_embd, n_inner),
         f"{h}.mlp.fc_out.bias": w(n_embd),
+    }
+
+
+def gptj_config(
+    layers: int, *, n_embd: int, n_inner: int | None, n_head: int, rotary: int, vocab: int, n_positions: int, eos: int
+) -> dict[str, Any]:
+    """The config.json of a GPT-J checkpoint of these shapes (fp16, untied head; eos also its bos)."""
+    return {
+        "architectures": ["GPTJForCausalLM"],
+        "model_type": "gptj",
+        "n_embd": n_embd,
+        "n_inner": n_inner,
+        "n_head": n_head,
+        "n_layer": layers,
+        "rotary_dim": rotary,
+        "vocab_size": vocab,
+        "n_positions": n_positions,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "torch_dtype": "float16",
+        "tie_word_embeddings": False,
     }
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from checkpoints import gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
+from checkpoints import gptj_config, gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
 from convert_speed import measure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,23 +51,9 @@ def build_checkpoint(folder: Path, layers: int) -> int:
     ]
     shards += [gptj_layer(i, rng, N_EMBD, N_INNER) for i in range(layers)]
     total = save_shards(folder, shards, len(shards))
-    config = {
-        "architectures": ["GPTJForCausalLM"],
-        "model_type": "gptj",
-        "n_embd": N_EMBD,
-        "n_inner": N_INNER,
-        "n_head": N_HEAD,
-        "n_layer": layers,
-        "rotary_dim": ROTARY,
-        "vocab_size": N_VOCAB,
-        "n_positions": N_POS,
-        "layer_norm_epsilon": 1e-5,
-        "activation_function": "gelu_new",
-        "bos_token_id": 0,
-        "eos_token_id": 0,
-        "torch_dtype": "float16",
-        "tie_word_embeddings": False,
-    }
+    config = gptj_config(
+        layers, n_embd=N_EMBD, n_inner=N_INNER, n_head=N_HEAD, rotary=ROTARY, vocab=N_VOCAB, n_positions=N_POS, eos=0
+    )
     (folder / "config.json").write_text(json.dumps(config))
     return total
 

@@ -54,7 +54,7 @@ def _tokenizer(folder: Path) -> str:
 
 def build_checkpoint(folder: Path, layers: int) -> dict:
     """Random fp16 GPT-J weights in up to SHARDS safetensors files, one file in memory at a time."""
-    from checkpoints import gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
+    from checkpoints import gptj_config, gptj_layer, save_shards  # bench/, this script's folder, is on sys.path
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder)
@@ -86,23 +86,9 @@ def build_checkpoint(folder: Path, layers: int) -> dict:
             del shard  # before the next one is made
 
     total = save_shards(folder, shards(), n)
-    config = {
-        "architectures": ["GPTJForCausalLM"],
-        "model_type": "gptj",
-        "n_embd": N_EMBD,
-        "n_inner": None,
-        "n_head": N_HEAD,
-        "n_layer": layers,
-        "rotary_dim": ROTARY,
-        "vocab_size": N_VOCAB,
-        "n_positions": N_POS,
-        "layer_norm_epsilon": 1e-5,
-        "activation_function": "gelu_new",
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
-        "torch_dtype": "float16",
-        "tie_word_embeddings": False,
-    }
+    config = gptj_config(
+        layers, n_embd=N_EMBD, n_inner=None, n_head=N_HEAD, rotary=ROTARY, vocab=N_VOCAB, n_positions=N_POS, eos=50256
+    )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return {"layers": layers, "bytes": total, "shards": n, "tokenizer": tokenizer}
 
