@@ -13,9 +13,9 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from talesmith.runtime.documents.formats import PromptFormat, Story, make_document, register_format
+from talesmith.runtime.documents.formats import LoreSource, PromptFormat, Story, make_document, register_format
 from talesmith.runtime.documents.prompts import PromptPlan, plan
 from talesmith.runtime.errors import SettingsError
 
@@ -127,7 +127,7 @@ class Adventure:
     story: Story
 
     @property
-    def lore(self) -> Any:
+    def lore(self) -> LoreSource:
         return self.story.lore
 
     @property

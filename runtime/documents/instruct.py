@@ -25,6 +25,7 @@ from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import (
     CHARACTER,
     Chat,
+    LoreSource,
     PromptFormat,
     Story,
     make_document,
@@ -57,7 +58,7 @@ class InstructChat:
     reasoning: str = "show"
 
     @property
-    def lore(self) -> Any:
+    def lore(self) -> LoreSource:
         return self.chat.lore
 
 
@@ -69,7 +70,7 @@ class InstructStory:
     reasoning: str = "show"
 
     @property
-    def lore(self) -> Any:
+    def lore(self) -> LoreSource:
         return self.story.lore
 
 
