@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection
 
@@ -32,16 +33,10 @@ class Normalizer:
     """Words to tokens: shorter than `min_length` or a stopword is dropped, the rest stemmed (each word once)."""
 
     def __init__(self, stem: Callable[[str], str], *, stopwords: Collection[str] = (), min_length: int = 2):
-        self._stem = stem
+        self.stem: Callable[[str], str] = functools.cache(stem)
+        """The stemmer, called once per distinct word."""
         self.stopwords = frozenset(stopwords)
         self.min_length = min_length
-        self._cache: dict[str, str] = {}
-
-    def stem(self, word: str) -> str:
-        stemmed = self._cache.get(word)
-        if stemmed is None:
-            stemmed = self._cache[word] = self._stem(word)
-        return stemmed
 
     def keeps(self, word: str) -> bool:
         return len(word) >= self.min_length and word not in self.stopwords

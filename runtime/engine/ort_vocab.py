@@ -3,7 +3,9 @@ UTF-8-safe streaming, and its end-of-text ids."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from talesmith.runtime.errors import ModelError
@@ -49,18 +51,13 @@ class Vocabulary:
         else:
             self._kind = "decode"
         self.size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self._pieces: dict[int, bytes] = {}
+        self.token_bytes: Callable[[int], bytes] = functools.cache(self._piece)
+        """A token's raw bytes (b"" for special and unknown ids), worked out once per token."""
 
     def encode(self, text: str, *, add_special: bool, special: bool = False) -> list[int]:
         """`special`: the text is the prompt format's own; otherwise special tokens in it stay plain text."""
         self.tokenizer.encode_special_tokens = not special
         return self.tokenizer.encode(text, add_special_tokens=add_special).ids
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            piece = self._pieces[token] = self._piece(token)
-        return piece
 
     def _piece(self, token: int) -> bytes:
         if token in self._special or not 0 <= token < self.size:
