@@ -273,6 +273,27 @@ async def test_story_list_renames_exports_and_deletes(tmp_path):
         await pilot.press("escape")
 
 
+async def test_a_rename_the_library_refuses_is_shown_and_the_list_stays(tmp_path):
+    lib = Library(tmp_path / "data" / "stories", "story")
+    from talesmith.runtime.documents.stories import StoryDocument
+
+    lib.save("one", StoryDocument(name="First").with_text("It was dark.\n"))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("r")
+        await pilot.pause()
+        app.screen.query_one("#answer", Input).value = "  "
+        await pilot.press("enter")
+        await pilot.pause()
+        messages = [n.message for n in app.notified]
+        assert "Could not rename 'First': a name cannot be empty; type a name" in messages
+        assert [e.name for e in lib.entries()] == ["First"]
+        assert [e.name for e in app.screen.entries] == ["First"]
+
+
 async def test_sampling_panel_validates_and_saves_with_the_story(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

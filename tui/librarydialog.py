@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
@@ -103,16 +104,11 @@ class LibraryScreen(ModalScreen[str | None]):
         entry = self.selected()
         if entry is None:
             return
-        doc_id = entry.id
 
         def done(name: str | None) -> None:
-            if name is None:
-                return
-            try:
-                self.library.rename(doc_id, name)
-            except (OSError, TalesmithError) as e:
-                self.notify(f"Could not rename {entry.name!r}: {e}", severity="error", timeout=8)
-            self.reload(self.query_one("#entries", OptionList).highlighted or 0)
+            if name is not None:
+                self._change(entry, "rename", lambda: self.library.rename(entry.id, name))
+                self._reload()
 
         self.app.push_screen(TextPrompt(f"New name for {entry.name!r}", entry.name), done)
 
@@ -120,20 +116,26 @@ class LibraryScreen(ModalScreen[str | None]):
         entry = self.selected()
         if entry is None:
             return
-        doc_id = entry.id
 
         def done(yes: bool | None) -> None:
-            if not yes:
-                return
-            try:
-                self.library.delete(doc_id)
-            except OSError as e:
-                self.notify(f"Could not delete {entry.name!r}: {e}", severity="error", timeout=8)
-            else:
+            if yes and self._change(entry, "delete", lambda: self.library.delete(entry.id)):
                 self.notify(f"Deleted {entry.name!r}", timeout=3)
-                self.reload(self.query_one("#entries", OptionList).highlighted or 0)
+                self._reload()
 
         self.app.push_screen(Confirm(f"Delete {entry.name!r} for good?"), done)
+
+    def _change(self, entry: Entry, verb: str, change: Callable[[], object]) -> bool:
+        """Rename or delete `entry` by `change`; whether it worked (a failure is shown, naming the entry)."""
+        try:
+            change()
+        except (OSError, TalesmithError) as e:
+            self.notify(f"Could not {verb} {entry.name!r}: {e}", severity="error", timeout=8)
+            return False
+        return True
+
+    def _reload(self) -> None:
+        """The list read again, the highlight kept where it was."""
+        self.reload(self.query_one("#entries", OptionList).highlighted or 0)
 
     def action_export(self, suffix: str) -> None:
         from talesmith.runtime.documents.stories import export
