@@ -46,13 +46,20 @@ def _seed(value: Any) -> int | None:
     return None if int(value) < 0 else int(value)
 
 
-MAPPED: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "temp": ("temperature", float),
+_SHARED: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "temperature": ("temperature", float),
     "top_k": ("top_k", int),
     "top_p": ("top_p", _off_at_zero),
     "min_p": ("min_p", float),
     "typical_p": ("typical_p", _off_at_zero),
+    "mirostat_tau": ("mirostat_tau", float),
+    "min_length": ("min_new_tokens", int),
+}
+"""The fields that SillyTavern and NovelAI presets both name so, with their talesmith setting and conversion."""
+
+MAPPED: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    **_SHARED,
+    "temp": ("temperature", float),
     "typical": ("typical_p", _off_at_zero),
     "rep_pen": ("repetition_penalty", float),
     "rep_pen_range": ("repetition_window", _window),
@@ -67,27 +74,19 @@ MAPPED: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "xtc_probability": ("xtc_probability", float),
     "mirostat_mode": ("mirostat", int),
     "mirostat": ("mirostat", int),
-    "mirostat_tau": ("mirostat_tau", float),
     "mirostat_eta": ("mirostat_eta", float),
     "seed": ("seed", _seed),
     "genamt": ("max_new_tokens", int),
-    "min_length": ("min_new_tokens", int),
 }
 """SillyTavern preset field -> (talesmith setting, conversion)."""
 
 NOVELAI: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "temperature": ("temperature", float),
-    "top_k": ("top_k", int),
-    "top_p": ("top_p", _off_at_zero),
-    "min_p": ("min_p", float),
-    "typical_p": ("typical_p", _off_at_zero),
+    **_SHARED,
     "repetition_penalty": ("repetition_penalty", float),
     "repetition_penalty_range": ("repetition_window", _window),
     "repetition_penalty_presence": ("presence_penalty", float),
     "repetition_penalty_frequency": ("frequency_penalty", float),
     "max_length": ("max_new_tokens", int),
-    "min_length": ("min_new_tokens", int),
-    "mirostat_tau": ("mirostat_tau", float),
     "mirostat_lr": ("mirostat_eta", float),
 }
 """NovelAI preset field (a `novel/*.json` preset, a `.settings` file, a scenario's `settings.parameters`)
