@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,18 @@ class Lengths:
     """[B] int32: each row's tokens after this step, minus one."""
     total: str
     """int32 scalar: the longest row's tokens after this step."""
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What every layer's ops share: the graph, the weights, the types, the rotary tables and the lengths."""
+
+    g: Graph
+    reader: Reader
+    quant: str
+    dtype: Any
+    rope: Rope | None
+    lengths: Lengths
 
 
 def _types(quant: str):
@@ -80,9 +93,9 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     del pos_table
     trained = reader.config.get("max_position_embeddings") or reader.config.get("n_positions") or 0
     rope = _rope(g, spec, max(int(trained), ROPE_POSITIONS), dtype, positions) if spec.rotary_dim else None
-    lengths = _lengths(g, mask)
+    layers = Layers(g, reader, quant, dtype, rope, _lengths(g, mask))
     for i in range(spec.n_layer):
-        x = _layer(g, reader, i, x, quant=quant, dtype=dtype, rope=rope, lengths=lengths, past=pasts[i])
+        x = _layer(layers, i, x, pasts[i])
         on_layer(i + 1, spec.n_layer)
     x = g.op("Slice", x, g.ints([-1]), g.ints([2**62]), g.ints([1]))  # the last position: all that is sampled
     w, b = reader.final_norm()
@@ -144,21 +157,10 @@ def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, 
     return g.op("SimplifiedLayerNormalization", x, scale, axis=-1, epsilon=spec.eps, stash_type=1)
 
 
-def _attention(
-    g: Graph,
-    reader: Reader,
-    i: int,
-    x: str,
-    *,
-    quant: str,
-    dtype,
-    rope: Rope | None,
-    lengths: Lengths,
-    past: tuple[str, str],
-) -> str:
+def _attention(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
     from onnx import helper
 
-    s = reader.spec
+    g, reader, quant, rope, s = c.g, c.reader, c.quant, c.rope, c.reader.spec
     p = f"layers.{i}.attn"
     parts = reader.qkv(i)  # one projection for the three: GroupQueryAttention takes them packed
     weight = np.concatenate([w for w, _ in parts], axis=0)
@@ -179,7 +181,7 @@ def _attention(
     g.nodes.append(
         helper.make_node(
             "GroupQueryAttention",
-            [*inputs, past[0], past[1], lengths.seqlens_k, lengths.total, *tables],
+            [*inputs, past[0], past[1], c.lengths.seqlens_k, c.lengths.total, *tables],
             [out, f"present.{i}.key", f"present.{i}.value"],
             name=p + ".gqa",
             domain="com.microsoft",
@@ -204,9 +206,9 @@ def _activation(g: Graph, x: str, kind: str) -> str:
     return g.op("Relu", x)
 
 
-def _mlp(g: Graph, reader: Reader, i: int, x: str, *, quant: str) -> str:
-    s = reader.spec
-    loaders = reader.mlp(i)
+def _mlp(c: Layers, i: int, x: str) -> str:
+    g, quant, s = c.g, c.quant, c.reader.spec
+    loaders = c.reader.mlp(i)
     p = f"layers.{i}.mlp"
     if s.gated:
         w, b = loaders[0]()
@@ -221,38 +223,13 @@ def _mlp(g: Graph, reader: Reader, i: int, x: str, *, quant: str) -> str:
     return linear(g, h, w, b, name=p + ".down", quant=quant)
 
 
-def _layer(
-    g: Graph,
-    reader: Reader,
-    i: int,
-    x: str,
-    *,
-    quant: str,
-    dtype,
-    rope: Rope | None,
-    lengths: Lengths,
-    past: tuple[str, str],
-) -> str:
-    s = reader.spec
-    weights = reader.norms(i)
+def _layer(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
+    g, s = c.g, c.reader.spec
+    weights = c.reader.norms(i)
     if s.block == "sequential":
-        h = g.op(
-            "Add",
-            x,
-            _attention(
-                g,
-                reader,
-                i,
-                _norm(g, s, x, *weights[0], dtype=dtype),
-                quant=quant,
-                dtype=dtype,
-                rope=rope,
-                lengths=lengths,
-                past=past,
-            ),
-        )
-        return g.op("Add", h, _mlp(g, reader, i, _norm(g, s, h, *weights[1], dtype=dtype), quant=quant))
-    norms = [_norm(g, s, x, w, b, dtype=dtype) for w, b in weights]
-    attn = _attention(g, reader, i, norms[0], quant=quant, dtype=dtype, rope=rope, lengths=lengths, past=past)
-    mlp = _mlp(g, reader, i, norms[-1], quant=quant)
+        h = g.op("Add", x, _attention(c, i, _norm(g, s, x, *weights[0], dtype=c.dtype), past))
+        return g.op("Add", h, _mlp(c, i, _norm(g, s, h, *weights[1], dtype=c.dtype)))
+    norms = [_norm(g, s, x, w, b, dtype=c.dtype) for w, b in weights]
+    attn = _attention(c, i, norms[0], past)
+    mlp = _mlp(c, i, norms[-1])
     return g.op("Add", g.op("Add", x, attn), mlp)
