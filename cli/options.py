@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from talesmith.runtime.documents.formats import FORMATS
-from talesmith.runtime.errors import InputError, SettingsError
+from talesmith.runtime.errors import SettingsError
 from talesmith.runtime.schema import Model, validate
 from talesmith.runtime.settings import FIELD_NAMES, LIST_FIELDS, PRESETS, SamplingSettings, parse_value, settings_from
 
@@ -72,16 +72,17 @@ class Config:
 def read_config(path: Path | None) -> Config:
     if path is None:
         return Config()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise InputError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise InputError(f"config file {path} is not valid TOML ({e})") from None
-    except RecursionError:
-        raise InputError(
-            f"config file {path} is not valid TOML (its tables or arrays are nested too deeply); fix the file"
-        ) from None
+    from talesmith.runtime.files import read_text
+
+    data = read_text(
+        path,
+        tomllib.loads,
+        encoding="utf-8-sig",
+        errors=(tomllib.TOMLDecodeError,),
+        missing=f"config file {path} does not exist",
+        unreadable=lambda e: f"config file {path} is not valid TOML ({e})",
+        nesting=f"config file {path} is not valid TOML (its tables or arrays are nested too deeply); fix the file",
+    )
     from talesmith.convert.seed import is_seed_config, read_seed_config
 
     if is_seed_config(data):  # the TinyStories seed's own config, read as it is

@@ -16,13 +16,15 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import platformdirs
 
 from talesmith.runtime.errors import InputError
+
+_T = TypeVar("_T")
 
 PRIVATE = 0o600
 """The mode of what a user wrote (stories, chats, their saved state): readable by its owner only."""
@@ -198,6 +200,31 @@ def read_bounded(path: str | os.PathLike[str], *, limit: int, what: str) -> byte
     if len(data) > limit:
         raise InputError(f"{p} grew past {limit} bytes while it was read; talesmith reads {what} up to that size")
     return data
+
+
+def read_text(
+    path: Path,
+    parse: Callable[[str], _T],
+    *,
+    missing: str,
+    unreadable: Callable[[Exception], str],
+    errors: tuple[type[Exception], ...] = (),
+    nesting: str | None = None,
+    encoding: str = "utf-8",
+) -> _T:
+    """`parse` applied to a text file, with one-line errors: InputError(`missing`) when the file does not
+    exist, InputError(`unreadable(e)`) when it cannot be read or decoded or `parse` raises one of `errors`,
+    InputError(`nesting`) when `parse` recurses too deeply (given that message)."""
+    try:
+        return parse(path.read_text(encoding=encoding))
+    except FileNotFoundError:
+        raise InputError(missing) from None
+    except (OSError, UnicodeDecodeError, *errors) as e:
+        raise InputError(unreadable(e)) from None
+    except RecursionError:
+        if nesting is None:
+            raise
+        raise InputError(nesting) from None
 
 
 _TOO_DEEP = object()

@@ -15,7 +15,7 @@ from typing import Any
 from talesmith.runtime.analysis.counting import ALL
 from talesmith.runtime.batch_output import allow_big_csv_fields
 from talesmith.runtime.errors import InputError
-from talesmith.runtime.files import jsonl_numbered
+from talesmith.runtime.files import jsonl_numbered, read_text
 
 TEXT_COLUMNS = ("text", "response")
 """Where a story is, when no column is named: a batch output's `text`, a training CSV's `response`."""
@@ -57,12 +57,13 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str], list[str]
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use a .csv or .jsonl file")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"story set {path} does not exist; pass a batch output or a training CSV") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"story set {path} cannot be read ({e}); it must be UTF-8 text") from None
+    raw = read_text(
+        path,
+        str,
+        encoding="utf-8-sig",
+        missing=f"story set {path} does not exist; pass a batch output or a training CSV",
+        unreadable=lambda e: f"story set {path} cannot be read ({e}); it must be UTF-8 text",
+    )
     if suffix == ".csv":
         records = _csv(path, raw)
         places = [f"row {i}" for i in range(1, len(records) + 1)]

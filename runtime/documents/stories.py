@@ -526,12 +526,13 @@ class Library:
 
     def load(self, doc_id: str) -> LibraryDocument:
         path = self.path(doc_id)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path} no longer exists") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{path} cannot be read ({e}); it was left as it is") from None
+        data = files.read_text(
+            path,
+            json.loads,
+            errors=(json.JSONDecodeError,),
+            missing=f"{path} no longer exists",
+            unreadable=lambda e: f"{path} cannot be read ({e}); it was left as it is",
+        )
         doc = from_dict(clean_tree(data)[0], str(path))
         if (self.kind == "story") != isinstance(doc, StoryDocument):
             raise InputError(f"{path} is not a {self.kind}")
