@@ -215,11 +215,12 @@ def read_text(
     """`parse` applied to a text file, with one-line errors: InputError(`missing`) when the file does not
     exist, InputError(`unreadable(e)`) when it cannot be read or decoded or `parse` raises one of `errors`,
     InputError(`nesting`) when `parse` recurses too deeply (given that message)."""
+    caught: tuple[type[Exception], ...] = (OSError, UnicodeDecodeError, *errors)
     try:
         return parse(path.read_text(encoding=encoding))
     except FileNotFoundError:
         raise InputError(missing) from None
-    except (OSError, UnicodeDecodeError, *errors) as e:
+    except caught as e:
         raise InputError(unreadable(e)) from None
     except RecursionError:
         if nesting is None:
