@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from talesmith.runtime.documents.cards import fill_macros
 from talesmith.runtime.documents.formats import (
@@ -50,28 +50,38 @@ CHAT_FIELDS = ("character", "persona", "scenario", "examples", "greeting")
 OWN_FIELDS = ("chat_template", "date", "reasoning")
 
 
+_Wrapped = TypeVar("_Wrapped", Chat, Story)
+
+
 @dataclass(frozen=True)
-class InstructChat:
-    chat: Chat
+class _Instruct(Generic[_Wrapped]):
+    """A chat or a story written through a chat template."""
+
+    document: _Wrapped
     template: ChatTemplate
     date: dt.date | None = None
+    """The day a template's `strftime_now` gives (None: today)."""
     reasoning: str = "show"
 
     @property
     def lore(self) -> LoreSource:
-        return self.chat.lore
+        return self.document.lore
+
+    def _plan_fields(self) -> dict[str, Any]:
+        """What its plan renders the template with."""
+        return {"template": self.template, "date": self.date, "thinking": False if self.reasoning == "off" else None}
 
 
-@dataclass(frozen=True)
-class InstructStory:
-    story: Story
-    template: ChatTemplate
-    date: dt.date | None = None
-    reasoning: str = "show"
-
+class InstructChat(_Instruct[Chat]):
     @property
-    def lore(self) -> LoreSource:
-        return self.story.lore
+    def chat(self) -> Chat:
+        return self.document
+
+
+class InstructStory(_Instruct[Story]):
+    @property
+    def story(self) -> Story:
+        return self.document
 
 
 InstructDocument = InstructChat | InstructStory
@@ -261,11 +271,9 @@ def _chat_plan(doc: InstructChat) -> TemplatePlan:
         tail=fill(chat.post_history) if chat.post_history.strip() else "",
         stops=tuple(dict.fromkeys(s for s in stops if s)),
         head_slots=slots,
-        template=doc.template,
         roles=roles,
         contents=contents,
-        date=doc.date,
-        thinking=False if doc.reasoning == "off" else None,
+        **doc._plan_fields(),
     )
 
 
@@ -286,9 +294,7 @@ def _story_plan(doc: InstructStory) -> TemplatePlan:
         note_depth=story.author_note_depth,
         stops=doc.template.stop_strings,
         head_slots=(before, after),
-        template=doc.template,
-        date=doc.date,
-        thinking=False if doc.reasoning == "off" else None,
+        **doc._plan_fields(),
     )
 
 
