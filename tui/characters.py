@@ -10,9 +10,8 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, OptionList, Static
+from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.cards import Character
@@ -26,7 +25,7 @@ from talesmith.runtime.documents.characters import (
 )
 from talesmith.runtime.errors import TalesmithError
 
-from .dialogs import Confirm
+from .dialogs import Confirm, framed
 
 
 @dataclass(frozen=True)
@@ -75,16 +74,13 @@ class CharacterLibrary(ModalScreen["Picked | None"]):
         """The chats listed instead of the cards (alt+o), or None."""
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog"):
-            yield Label(Text("Characters", style="bold"), id="title")
-            yield Input(placeholder="search names, creators, tags", id="search", compact=True)
-            yield OptionList(id="cards")
-            yield Static(
-                "type to search · enter chat · alt+o their chats · ctrl+e export · ctrl+d delete · ctrl+n new · "
-                "escape close",
-                classes="hint",
-            )
+        yield from framed(
+            Label(Text("Characters", style="bold"), id="title"),
+            Input(placeholder="search names, creators, tags", id="search", compact=True),
+            OptionList(id="cards"),
+            hint="type to search · enter chat · alt+o their chats · ctrl+e export · ctrl+d delete · ctrl+n new · "
+            "escape close",
+        )
 
     def on_mount(self) -> None:
         self.cards = list_cards(self.data_dir)

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TextArea
 
 from talesmith.runtime.documents.stories import User
@@ -25,6 +26,12 @@ def _keys_table(title: str, bindings: Iterable[BindingType]) -> str:
             key = b.key.split(",")[0]
             rows.append(f"  [b]{key:<11}[/] {escape(b.tooltip or b.description)}")
     return "\n".join(rows)
+
+
+def framed(*widgets: Widget, hint: str, classes: str | None = None) -> ComposeResult:
+    """A dialog as the dialogs show themselves: the footer, then in #dialog the widgets over a line of keys."""
+    yield Footer()
+    yield Vertical(*widgets, Static(hint, classes="hint", markup=False), id="dialog", classes=classes)
 
 
 class Form(VerticalScroll, can_focus=False):
@@ -64,11 +71,12 @@ class TextPrompt(ModalScreen[str | None]):
         self.question, self.value = question, value
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog", classes="small"):
-            yield Label(self.question, markup=False)
-            yield Input(self.value, id="answer")
-            yield Static("enter accepts · escape cancels", classes="hint")
+        yield from framed(
+            Label(self.question, markup=False),
+            Input(self.value, id="answer"),
+            hint="enter accepts · escape cancels",
+            classes="small",
+        )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)
@@ -85,10 +93,7 @@ class Confirm(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog", classes="small"):
-            yield Label(self.question, markup=False)
-            yield Static("y: yes · n: no", classes="hint")
+        yield from framed(Label(self.question, markup=False), hint="y: yes · n: no", classes="small")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
@@ -104,11 +109,11 @@ class TextEditor(ModalScreen[str | None]):
         self.title_text, self.text = title, text
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog"):
-            yield Label(self.title_text, markup=False)
-            yield TextArea(self.text, id="text", soft_wrap=True, compact=True)
-            yield Static("ctrl+s saves · escape cancels", classes="hint")
+        yield from framed(
+            Label(self.title_text, markup=False),
+            TextArea(self.text, id="text", soft_wrap=True, compact=True),
+            hint="ctrl+s saves · escape cancels",
+        )
 
     def action_save(self) -> None:
         self.dismiss(self.query_one("#text", TextArea).text)
@@ -125,14 +130,8 @@ class Choice(ModalScreen[str | None]):
         self.question, self.answers = question, answers
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog", classes="small"):
-            yield Label(self.question, markup=False)
-            yield Static(
-                " · ".join(f"{key}: {label}" for key, _, label in self.answers) + " · escape: cancel",
-                markup=False,
-                classes="hint",
-            )
+        keys = " · ".join(f"{key}: {label}" for key, _, label in self.answers)
+        yield from framed(Label(self.question, markup=False), hint=f"{keys} · escape: cancel", classes="small")
 
     def on_key(self, event) -> None:
         for key, answer, _ in self.answers:

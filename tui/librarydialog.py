@@ -9,9 +9,8 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, OptionList, Static
+from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from talesmith.runtime.documents.stories import Entry, Library, User, slug
@@ -19,7 +18,7 @@ from talesmith.runtime.engine import kvstate
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.files import free_path
 
-from .dialogs import Confirm, TextPrompt
+from .dialogs import Confirm, TextPrompt, framed
 
 
 class LibraryScreen(ModalScreen[str | None]):
@@ -48,12 +47,12 @@ class LibraryScreen(ModalScreen[str | None]):
         self.states, self.cap_mb, self.user = states or [], cap_mb, user
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog"):
-            yield Label(Text.assemble((f"Your {self.library.folder.name}", "bold"), f"  ({self.library.folder})"))
-            yield OptionList(id="entries")
-            yield Static(id="state-size", classes="hint")
-            yield Static("enter open · r rename · d delete · t/m export · escape close", classes="hint")
+        yield from framed(
+            Label(Text.assemble((f"Your {self.library.folder.name}", "bold"), f"  ({self.library.folder})")),
+            OptionList(id="entries"),
+            Static(id="state-size", classes="hint"),
+            hint="enter open · r rename · d delete · t/m export · escape close",
+        )
 
     def on_mount(self) -> None:
         self.reload()

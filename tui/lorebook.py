@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Footer, Input, Label, OptionList, Select, Static, TextArea
 from textual.widgets.option_list import Option
@@ -19,7 +18,7 @@ from talesmith.runtime.documents.lorebook import LOGICS, POSITIONS, Entry, Loreb
 from talesmith.runtime.documents.worldinfo import find_lorebook, library_lorebooks, load_lorebook
 from talesmith.runtime.errors import TalesmithError
 
-from .dialogs import Form, TextPrompt
+from .dialogs import Form, TextPrompt, framed
 from .lorelogic import (
     PLACEMENT_NAMES,
     Books,
@@ -125,16 +124,13 @@ class LorebookScreen(ModalScreen["LoreEdit | None"]):
         self.data_dir, self.placement = data_dir, placement
 
     def compose(self) -> ComposeResult:
-        yield Footer()
-        with Vertical(id="dialog"):
-            yield Label(Text("Lorebooks of this document", style="bold"))
-            yield Static(self._placement_line(), id="placement")
-            yield OptionList(id="entries")
-            yield Static(
-                "enter edit · a add · space on/off · d delete · o attach a lorebook by name or file · "
-                "p placement · ctrl+s save · escape cancel",
-                classes="hint",
-            )
+        yield from framed(
+            Label(Text("Lorebooks of this document", style="bold")),
+            Static(self._placement_line(), id="placement"),
+            OptionList(id="entries"),
+            hint="enter edit · a add · space on/off · d delete · o attach a lorebook by name or file · "
+            "p placement · ctrl+s save · escape cancel",
+        )
 
     def _placement_line(self) -> Text:
         return Text.assemble(("Entries go ", "dim"), PLACEMENT_NAMES[self.placement], (" (p)", "dim"))
