@@ -279,3 +279,37 @@ def test_whole_chain_picks_the_same_tokens_as_llama_cpp(name):
         assert tokens[-1] == expected, f"step {step}"
     theirs.close()
     assert len(set(tokens)) > 1 or name == "greedy"
+
+
+def test_plan_lists_the_steps_in_llama_cpp_order_without_neutral_ones():
+    plan = S.plan_chain(
+        SamplingSettings(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repetition_penalty=1.1), n_ctx=512
+    )
+    assert [(s.name, s.args) for s in plan.steps] == [
+        ("penalties", (64, 1.1, 0.0, 0.0)),
+        ("top_k", (40,)),
+        ("top_p", (0.95, 1)),
+        ("min_p", (0.05, 1)),
+        ("temp", (0.8,)),
+        ("dist", ()),
+    ]
+    assert plan.history == 64
+    greedy = S.plan_chain(SamplingSettings(temperature=0.0, dry_multiplier=0.8, dry_window=-1), n_ctx=300)
+    assert [s.name for s in greedy.steps] == ["dry", "greedy"]
+    assert greedy.history == 300  # the whole context
+    assert S.plan_chain(SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0), n_ctx=64).history == 0
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_llama_cpp_chain_is_built_from_the_same_plan(name):
+    """One description for both backends: llama.cpp's chain holds the plan's samplers, in its order."""
+    fake = SimpleNamespace(n_ctx=256, n_vocab=300, vocab=None)
+    theirs = LlamaSampler(fake, CHAINS[name], 42, [])
+    plan = S.plan_chain(CHAINS[name], n_ctx=256)
+    names = [
+        llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(theirs._chain, i)).decode().lstrip("?")
+        for i in range(llama_cpp.llama_sampler_chain_n(theirs._chain))
+    ]
+    theirs.close()
+    # llama.cpp names its samplers with dashes, and marks one that does nothing (temperature 1) with "?"
+    assert names == [s.name.replace("_", "-") for s in plan.steps]

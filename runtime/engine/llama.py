@@ -22,10 +22,11 @@ from talesmith.runtime import files
 from talesmith.runtime.engine.choices import context_size
 from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
 from talesmith.runtime.engine.protocol import MIN_SHIFT_KEPT, ModelMetadata, common_prefix, shift_plan
+from talesmith.runtime.engine.samplers import Step, plan_chain
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.models import gguf_keys
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
-from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
+from talesmith.runtime.settings import SamplingSettings
 
 _GGML_LOG_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 LEARNED_POSITIONS = frozenset({"gpt2", "starcoder"})
@@ -64,85 +65,49 @@ def gpu_offload_supported() -> bool:
 
 
 class LlamaSampler:
-    """llama.cpp's native sampler chain built from one SamplingSettings."""
+    """llama.cpp's native sampler chain, built from the ChainPlan of one SamplingSettings."""
 
     index = -1
     """Which row of the last batch's logits to sample from (parallel sequences set their own)."""
 
     def __init__(self, backend: LlamaCppBackend, settings: SamplingSettings, seed: int, history: Sequence[int]):
         self._backend = backend
-        self._settings = settings
+        self._plan = plan_chain(settings, n_ctx=backend.n_ctx)
         self._seed = seed
         self._resets = 0
-        n_ctx = backend.n_ctx
-        self._penalty_window = n_ctx if settings.repetition_window == WHOLE_CONTEXT else settings.repetition_window
-        self._dry_window = n_ctx if settings.dry_window == WHOLE_CONTEXT else settings.dry_window
         self._chain = None
         self._build()
         self._prime(history)
 
-    def _uses_history(self) -> bool:
-        s = self._settings
-        return (
-            s.repetition_penalty != 1.0
-            or s.presence_penalty != 0.0
-            or s.frequency_penalty != 0.0
-            or s.dry_multiplier > 0.0
-        )
+    def _init(self, step: Step, seed: int) -> ctypes.c_void_p:
+        """llama.cpp's sampler for one step of the plan."""
+        b, a = self._backend, step.args
+        match step.name:
+            case "penalties":
+                return llama_cpp.llama_sampler_init_penalties(b.n_vocab, *a)
+            case "dry":
+                breakers = [x.encode("utf-8") for x in self._plan.breakers]
+                self._breakers = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
+                return llama_cpp.llama_sampler_init_dry(b.vocab, *a, self._breakers, len(breakers))
+            case "mirostat":
+                return llama_cpp.llama_sampler_init_mirostat(b.n_vocab, seed, *a)
+            case "mirostat_v2" | "dist":
+                return getattr(llama_cpp, f"llama_sampler_init_{step.name}")(seed, *a)
+            case "xtc":
+                return llama_cpp.llama_sampler_init_xtc(*a, seed)
+        return getattr(llama_cpp, f"llama_sampler_init_{step.name}")(*a)
 
     def _build(self) -> None:
-        s = self._settings
-        b = self._backend
         seed = (self._seed + self._resets) % 2**32
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = lambda smpl: llama_cpp.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-        if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    b.n_vocab, self._penalty_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty
-                )
-            )
-        if s.dry_multiplier > 0.0:
-            breakers = [x.encode("utf-8") for x in s.dry_sequence_breakers]
-            self._breakers = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
-            add(
-                llama_cpp.llama_sampler_init_dry(
-                    b.vocab,
-                    s.dry_multiplier,
-                    s.dry_base,
-                    s.dry_allowed_length,
-                    self._dry_window,
-                    self._breakers,
-                    len(breakers),
-                )
-            )
-        if s.greedy:
-            add(llama_cpp.llama_sampler_init_greedy())
-        elif s.mirostat:
-            add(llama_cpp.llama_sampler_init_temp(s.temperature))
-            if s.mirostat == 1:
-                add(llama_cpp.llama_sampler_init_mirostat(b.n_vocab, seed, s.mirostat_tau, s.mirostat_eta, 100))
-            else:
-                add(llama_cpp.llama_sampler_init_mirostat_v2(seed, s.mirostat_tau, s.mirostat_eta))
-        else:
-            if s.top_k > 0:
-                add(llama_cpp.llama_sampler_init_top_k(s.top_k))
-            if s.typical_p < 1.0:
-                add(llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
-            if s.top_p < 1.0:
-                add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-            if s.min_p > 0.0:
-                add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
-            if s.xtc_probability > 0.0:
-                add(llama_cpp.llama_sampler_init_xtc(s.xtc_probability, s.xtc_threshold, 1, seed))
-            add(llama_cpp.llama_sampler_init_temp(s.temperature))
-            add(llama_cpp.llama_sampler_init_dist(seed))
+        for step in self._plan.steps:
+            llama_cpp.llama_sampler_chain_add(chain, self._init(step, seed))
         self._chain = chain
 
     def _prime(self, history: Sequence[int]) -> None:
-        if not self._uses_history():
+        if not self._plan.history:
             return
-        for token in history[-max(self._penalty_window, self._dry_window) :]:
+        for token in history[-self._plan.history :]:
             llama_cpp.llama_sampler_accept(self._chain, token)
 
     def sample(self, banned: Collection[int] = ()) -> int:

@@ -7,9 +7,10 @@ sorting is by logit, descending, and ties keep id order. `Mt19937` draws the sam
 C++ standard library's `std::mt19937` behind llama.cpp's `dist`, `xtc` and `mirostat`, so that
 a chain with the same seed picks the same tokens.
 
-`SamplerChain` builds the chain from one `SamplingSettings` in the order of
-talesmith.runtime.engine.llama: penalties, DRY, then greedy, or temperature + mirostat,
-or top-k, typical, top-p, min-p, XTC, temperature, and a seeded draw.
+`plan_chain` turns one `SamplingSettings` into the chain's steps in llama.cpp's order (penalties,
+DRY, then greedy, or temperature + mirostat, or top-k, typical, top-p, min-p, XTC, temperature and a
+seeded draw); `SamplerChain` makes a closure of each step once, and talesmith.runtime.engine.llama
+builds llama.cpp's native chain from the same plan.
 """
 
 from __future__ import annotations
@@ -408,8 +409,74 @@ def _c_int(x: np.float32) -> int:
     return int(x)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One sampler of a chain: llama.cpp's name for it (`llama_sampler_init_<name>`) and its arguments
+    in that function's order, leaving out the vocabulary and the seed, which the backend adds."""
+
+    name: str
+    args: tuple[float, ...] = ()
+
+
+SEEDED = frozenset({"mirostat", "mirostat_v2", "xtc", "dist"})
+"""The steps that draw random numbers, and so take a seed."""
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """The sampler chain that one SamplingSettings asks for, in llama.cpp's order, built once and
+    read by both backends (SamplerChain here, LlamaSampler in llama.py)."""
+
+    steps: tuple[Step, ...]
+    penalty_window: int
+    dry_window: int
+    breakers: tuple[str, ...]
+
+    @property
+    def history(self) -> int:
+        """How many recent tokens the chain remembers: those its penalties and DRY read, 0 without them."""
+        windows = {"penalties": self.penalty_window, "dry": self.dry_window}
+        return max((windows[step.name] for step in self.steps if step.name in windows), default=0)
+
+
+def plan_chain(s: SamplingSettings, *, n_ctx: int) -> ChainPlan:
+    """Penalties, DRY, then greedy; or temperature and mirostat; or top-k, typical, top-p, min-p, XTC,
+    temperature and a seeded draw. A setting at its neutral value adds no step."""
+    penalty_window = n_ctx if s.repetition_window == WHOLE_CONTEXT else s.repetition_window
+    dry_window = n_ctx if s.dry_window == WHOLE_CONTEXT else s.dry_window
+    steps: list[Step] = []
+    if s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
+        steps.append(Step("penalties", (penalty_window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty)))
+    if s.dry_multiplier > 0.0:
+        steps.append(Step("dry", (s.dry_multiplier, s.dry_base, s.dry_allowed_length, dry_window)))
+    if s.greedy:
+        steps.append(Step("greedy"))
+    elif s.mirostat:
+        steps.append(Step("temp", (s.temperature,)))
+        if s.mirostat == 1:
+            steps.append(Step("mirostat", (s.mirostat_tau, s.mirostat_eta, 100)))
+        else:
+            steps.append(Step("mirostat_v2", (s.mirostat_tau, s.mirostat_eta)))
+    else:
+        filters = [
+            ("top_k", s.top_k > 0, (s.top_k,)),
+            ("typical", s.typical_p < 1.0, (s.typical_p, 1)),
+            ("top_p", s.top_p < 1.0, (s.top_p, 1)),
+            ("min_p", s.min_p > 0.0, (s.min_p, 1)),
+            ("xtc", s.xtc_probability > 0.0, (s.xtc_probability, s.xtc_threshold, 1)),
+        ]
+        steps += [Step(name, args) for name, wanted, args in filters if wanted]
+        steps += [Step("temp", (s.temperature,)), Step("dist")]
+    breakers = tuple(s.dry_sequence_breakers) if s.dry_multiplier > 0.0 else ()
+    return ChainPlan(tuple(steps), penalty_window, dry_window, breakers)
+
+
+Filter = Callable[[Candidates], Candidates]
+Pick = Callable[[Candidates], int]
+
+
 class SamplerChain:
-    """Every sampling setting, applied to one logit vector per step in llama.cpp's chain order.
+    """A ChainPlan applied to one logit vector per step, as closures made once.
 
     Keeps the state that spans steps: the penalty and DRY windows, the random generators and mirostat's mu.
     """
@@ -426,13 +493,48 @@ class SamplerChain:
     ):
         self.settings = settings
         self.n_vocab = n_vocab
+        self.plan = plan_chain(settings, n_ctx=n_ctx)
         self._seed = seed % 2**32
-        s = settings
-        self._penalty_window = n_ctx if s.repetition_window == WHOLE_CONTEXT else s.repetition_window
-        self._dry_window = n_ctx if s.dry_window == WHOLE_CONTEXT else s.dry_window
         self._breakers = breakers or {}
-        self._penalized = s.repetition_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0
+        *filters, pick = (self._make(step) for step in self.plan.steps)
+        self._filters: list[Filter] = filters  # type: ignore[assignment]
+        self._pick: Pick = pick  # type: ignore[assignment]
         self.reset(history)
+
+    def _make(self, step: Step) -> Filter | Pick:
+        """The closure for one step; the last step of a plan picks the token."""
+        a = step.args
+        match step.name:
+            case "penalties":
+                return lambda c: penalties(c, self._recent, repeat=a[1], frequency=a[2], presence=a[3])
+            case "dry":
+                return lambda c: dry(
+                    c, self._dry_recent, multiplier=a[0], base=a[1], allowed_length=int(a[2]), breakers=self._breakers
+                )
+            case "greedy":
+                return greedy
+            case "temp":
+                return lambda c: temperature(c, a[0])
+            case "mirostat":
+                n_vocab = self.n_vocab
+                return lambda c: mirostat(
+                    c, self._mirostat, n_vocab=n_vocab, tau=a[0], eta=a[1], rng=self._rng, m=int(a[2])
+                )[1]
+            case "mirostat_v2":
+                return lambda c: mirostat_v2(c, self._mirostat, tau=a[0], eta=a[1], rng=self._rng)[1]
+            case "top_k":
+                return lambda c: top_k(c, int(a[0]))
+            case "typical":
+                return lambda c: typical_p(c, a[0], min_keep=int(a[1]))
+            case "top_p":
+                return lambda c: top_p(c, a[0], min_keep=int(a[1]))
+            case "min_p":
+                return lambda c: min_p(c, a[0], min_keep=int(a[1]))
+            case "xtc":
+                return lambda c: xtc(c, probability=a[0], threshold=a[1], min_keep=int(a[2]), rng=self._xtc_rng)
+            case "dist":
+                return lambda c: dist(c, self._rng)
+        raise ValueError(f"no sampler named {step.name!r}")
 
     def reset(self, history: Sequence[int], *, seed: int | None = None) -> None:
         """Start over: fresh random generators (from `seed`, default the chain's own) and windows holding `history`."""
@@ -440,58 +542,26 @@ class SamplerChain:
         self._xtc_rng = Mt19937(seed)
         self._rng = Mt19937(seed)
         self._mirostat = MirostatState(2.0 * float(_F32(self.settings.mirostat_tau)))
-        self._recent: deque[int] = deque(maxlen=max(self._penalty_window, 1))
-        self._dry_recent: deque[int] = deque(maxlen=max(self._dry_window, 1))
-        if self._penalized or self.settings.dry_multiplier > 0.0:
-            for token in list(history)[-max(self._penalty_window, self._dry_window) :]:
-                self.accept(token)
+        self._recent: deque[int] = deque(maxlen=max(self.plan.penalty_window, 1))
+        self._dry_recent: deque[int] = deque(maxlen=max(self.plan.dry_window, 1))
+        windows = {"penalties": self._recent, "dry": self._dry_recent}
+        self._remember = [windows[step.name].append for step in self.plan.steps if step.name in windows]
+        for token in list(history)[-self.plan.history :] if self.plan.history else ():
+            self.accept(token)
 
     def accept(self, token: int) -> None:
         """Remember a token for the penalties and DRY."""
-        if self._penalized:
-            self._recent.append(int(token))
-        if self.settings.dry_multiplier > 0.0:
-            self._dry_recent.append(int(token))
+        for remember in self._remember:
+            remember(int(token))
 
     def sample(self, logits: np.ndarray, banned: Collection[int] = ()) -> int:
         """Pick the next token (never one of `banned`) and remember it."""
-        token = self._draw(logits, banned)
-        self.accept(token)
-        return token
-
-    def _draw(self, logits: np.ndarray, banned: Collection[int]) -> int:
-        s = self.settings
         logits = np.array(logits, dtype=_F32)
         if banned:
             logits[np.fromiter(banned, dtype=np.int64)] = -np.inf
         c = candidates(logits)
-        if self._penalized:
-            c = penalties(
-                c, self._recent, repeat=s.repetition_penalty, frequency=s.frequency_penalty, presence=s.presence_penalty
-            )
-        if s.dry_multiplier > 0.0:
-            c = dry(
-                c,
-                self._dry_recent,
-                multiplier=s.dry_multiplier,
-                base=s.dry_base,
-                allowed_length=s.dry_allowed_length,
-                breakers=self._breakers,
-            )
-        if s.greedy:
-            return greedy(c)
-        if s.mirostat:
-            c = temperature(c, s.temperature)
-            if s.mirostat == 1:
-                return mirostat(
-                    c, self._mirostat, n_vocab=self.n_vocab, tau=s.mirostat_tau, eta=s.mirostat_eta, rng=self._rng
-                )[1]
-            return mirostat_v2(c, self._mirostat, tau=s.mirostat_tau, eta=s.mirostat_eta, rng=self._rng)[1]
-        c = top_k(c, s.top_k)
-        c = typical_p(c, s.typical_p)
-        c = top_p(c, s.top_p)
-        c = min_p(c, s.min_p)
-        if s.xtc_probability > 0.0:
-            c = xtc(c, probability=s.xtc_probability, threshold=s.xtc_threshold, rng=self._xtc_rng)
-        c = temperature(c, s.temperature)
-        return dist(c, self._rng)
+        for step in self._filters:
+            c = step(c)
+        token = self._pick(c)
+        self.accept(token)
+        return token
