@@ -35,7 +35,7 @@ async def settle(pilot, screen=None, timeout=30.0):
     app = pilot.app
     await wait_until(
         pilot,
-        lambda: (app.backend is not None or app.backend_error) and getattr(screen or app.screen, "job", None) is None,
+        lambda: (app.backend is not None or app.model.error) and getattr(screen or app.screen, "job", None) is None,
         timeout=timeout,
         what="the generation",
     )

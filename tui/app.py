@@ -104,16 +104,9 @@ class TalesmithApp(App):
             self.notify(error, severity="error")
 
     @property
-    def model_name(self) -> str:
-        return self.model.name
-
-    @property
     def backend(self) -> Backend | None:
+        """The loaded model's backend (None while it loads, or when it failed: `model.error` says why)."""
         return self.model.backend
-
-    @property
-    def backend_error(self) -> str:
-        return self.model.error
 
     def on_mount(self) -> None:
         last = reopen.load(self.config.data_dir) if self.config.reopen else reopen.Last()
