@@ -121,6 +121,11 @@ def _shared(fields: StEntry | CardEntryExtensions) -> dict[str, Any]:
     return {name: getattr(fields, name) for name in SHARED_FIELDS}
 
 
+def _shared_json(entry: Entry, model: type[StEntry | CardEntryExtensions]) -> dict[str, Any]:
+    """The shared fields of an entry under the JSON names `model` reads them by (its aliases)."""
+    return {model.model_fields[name].alias or name: getattr(entry, name) for name in SHARED_FIELDS}
+
+
 def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
     """One entry of a SillyTavern World Info file (`uid` when it has none); ValueError naming the field and
     its value when it has the wrong shape."""
@@ -160,18 +165,9 @@ def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, An
         order=entry.order,
         position=TO_ST_POSITION[entry.position],
         disable=not entry.enabled,
-        depth=entry.depth,
-        scanDepth=entry.scan_depth,
         caseSensitive=entry.case_sensitive,
         matchWholeWords=entry.whole_words,
-        probability=entry.probability,
-        useProbability=entry.use_probability,
-        excludeRecursion=entry.exclude_recursion,
-        preventRecursion=entry.prevent_recursion,
-        delayUntilRecursion=entry.delay_until_recursion,
-        sticky=entry.sticky,
-        cooldown=entry.cooldown,
-        delay=entry.delay,
+        **_shared_json(entry, StEntry),
     )
     return raw
 
@@ -339,18 +335,9 @@ def entry_to_card(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, 
     ext = dict(raw.get("extensions") or {})
     ext.update(
         position=TO_ST_POSITION[entry.position],
-        depth=entry.depth,
         selectiveLogic=LOGICS.index(entry.logic),
-        scan_depth=entry.scan_depth,
         match_whole_words=entry.whole_words,
-        probability=entry.probability,
-        useProbability=entry.use_probability,
-        exclude_recursion=entry.exclude_recursion,
-        prevent_recursion=entry.prevent_recursion,
-        delay_until_recursion=entry.delay_until_recursion,
-        sticky=entry.sticky,
-        cooldown=entry.cooldown,
-        delay=entry.delay,
+        **_shared_json(entry, CardEntryExtensions),
     )
     raw.update(
         id=entry.uid,
