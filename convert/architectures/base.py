@@ -35,6 +35,8 @@ class Architecture(HFConfig):
     """Its name in the one registry of GGUF and ONNX converters (`talesmith.convert.registry`)."""
     hf_names: ClassVar[tuple[str, ...]] = ()
     gguf_arch: ClassVar[str] = ""
+    embeddings: ClassVar[str] = ""
+    """The checkpoint's token embedding table (its rows: the vocabulary)."""
 
     def __init__(self, ckpt, weights):
         self.ckpt = ckpt
@@ -53,7 +55,7 @@ class Architecture(HFConfig):
         raise NotImplementedError
 
     def n_vocab(self) -> int:
-        raise NotImplementedError
+        return self.ckpt.shape(self.name(self.embeddings))[0]
 
     # helpers for subclasses
     def name(self, hf_name: str) -> str:
@@ -85,6 +87,21 @@ class Architecture(HFConfig):
     def transposed(self, gguf_name: str, hf_name: str) -> TensorPlan:
         source = self.name(hf_name)
         return self.copy(gguf_name, hf_name, lambda a: np.ascontiguousarray(a.T), tuple(self.ckpt.shape(source))[::-1])
+
+    def untied_output(self) -> list[TensorPlan]:
+        """The output projection where the checkpoint has its own (else llama.cpp reuses the token embeddings)."""
+        return (
+            [self.copy(tensor_name(gguf.MODEL_TENSOR.OUTPUT), "lm_head.weight")]
+            if "lm_head.weight" in self.ckpt
+            else []
+        )
+
+    def weight_and_bias(
+        self, kind: gguf.MODEL_TENSOR, bid: int | None, hf_prefix: str, *, conv1d: bool = False
+    ) -> list[TensorPlan]:
+        """A layer's `hf_prefix`.weight and .bias (a Conv1D weight, stored fan-in first, transposed)."""
+        weight = (self.transposed if conv1d else self.copy)(tensor_name(kind, bid), hf_prefix + ".weight")
+        return [weight, self.copy(tensor_name(kind, bid, "bias"), hf_prefix + ".bias")]
 
 
 register = registry.register_gguf

@@ -29,6 +29,7 @@ class Falcon(Architecture):
     family = "falcon"
     hf_names = ("FalconForCausalLM", "RWForCausalLM")
     gguf_arch = "falcon"
+    embeddings = "transformer.word_embeddings.weight"
 
     def check(self) -> None:
         if self.config.get("alibi"):
@@ -48,9 +49,6 @@ class Falcon(Architecture):
             return n_head, self.cfg("num_kv_heads", "n_head_kv", default=n_head)
         return n_head, 1 if self.config.get("multi_query", True) else n_head
 
-    def n_vocab(self) -> int:
-        return self.ckpt.shape(self.name("transformer.word_embeddings.weight"))[0]
-
     def add_hparams(self, w: gguf.GGUFWriter) -> None:
         n_head, n_kv = self._heads()
         hidden = self.cfg("hidden_size", "n_embed")
@@ -67,12 +65,10 @@ class Falcon(Architecture):
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv = self._heads()
         plans = [
-            self.copy(tensor_name(T.TOKEN_EMBD), "transformer.word_embeddings.weight"),
-            self.copy(tensor_name(T.OUTPUT_NORM), "transformer.ln_f.weight"),
-            self.copy(tensor_name(T.OUTPUT_NORM, suffix="bias"), "transformer.ln_f.bias"),
+            self.copy(tensor_name(T.TOKEN_EMBD), self.embeddings),
+            *self.weight_and_bias(T.OUTPUT_NORM, None, "transformer.ln_f"),
+            *self.untied_output(),
         ]
-        if "lm_head.weight" in self.ckpt:
-            plans.append(self.copy(tensor_name(T.OUTPUT), "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers", "n_layer")):
             h = f"transformer.h.{i}"
             norms = (
@@ -81,10 +77,7 @@ class Falcon(Architecture):
                 else ((T.ATTN_NORM, "input_layernorm"),)
             )
             for ours, theirs in norms:
-                plans += [
-                    self.copy(tensor_name(ours, i), f"{h}.{theirs}.weight"),
-                    self.copy(tensor_name(ours, i, "bias"), f"{h}.{theirs}.bias"),
-                ]
+                plans += self.weight_and_bias(ours, i, f"{h}.{theirs}")
             plans += [
                 self.copy(
                     tensor_name(T.ATTN_QKV, i),

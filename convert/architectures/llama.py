@@ -20,6 +20,7 @@ class Llama(Architecture):
     family = "llama"
     hf_names = ("LlamaForCausalLM",)
     gguf_arch = "llama"
+    embeddings = "model.embed_tokens.weight"
 
     def check(self) -> None:
         from talesmith.runtime.errors import ConversionError
@@ -27,9 +28,6 @@ class Llama(Architecture):
         scaling = self.config.get("rope_scaling")
         if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
             raise ConversionError(f"rope scaling {scaling} is not supported yet; convert a model without it")
-
-    def n_vocab(self) -> int:
-        return self.ckpt.shape(self.name("model.embed_tokens.weight"))[0]
 
     def _heads(self) -> tuple[int, int, int]:
         hidden, n_head = self.cfg("hidden_size"), self.cfg("num_attention_heads")
@@ -53,11 +51,10 @@ class Llama(Architecture):
     def tensors(self) -> list[TensorPlan]:
         n_head, n_kv, _ = self._heads()
         plans = [
-            self.copy(tensor_name(T.TOKEN_EMBD), "model.embed_tokens.weight"),
+            self.copy(tensor_name(T.TOKEN_EMBD), self.embeddings),
             self.copy(tensor_name(T.OUTPUT_NORM), "model.norm.weight"),
+            *self.untied_output(),
         ]
-        if "lm_head.weight" in self.ckpt:
-            plans.append(self.copy(tensor_name(T.OUTPUT), "lm_head.weight"))
         for i in range(self.cfg("num_hidden_layers")):
             h = f"model.layers.{i}"
             plans += [
