@@ -23,7 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from talesmith.cli.serve.chat import ChatStream, chat_prompt
 from talesmith.cli.serve.requests import RequestError, count_field, read_body, text_field
-from talesmith.cli.serve.service import FINISH_REASONS, Reply, Service
+from talesmith.cli.serve.service import FINISH_REASONS, Reply, Service, collect
 from talesmith.runtime.errors import TalesmithError
 from talesmith.runtime.settings import SamplingSettings
 
@@ -212,7 +212,9 @@ def _kobold_routes(app: FastAPI, service: Service) -> None:
     async def generate(request: Request) -> dict[str, Any]:
         body, tokens, settings, genkey = await kobold_request(request)
         n = count_field(body, "n", default=1, most=service.max_n)
-        replies = await until_disconnect(request, service.collect(tokens, settings, n=n, genkey=genkey or None))
+        replies = await until_disconnect(
+            request, collect(service.run(tokens, settings, n=n, genkey=genkey or None), n=n, prompt_tokens=len(tokens))
+        )
         return {
             "results": [
                 {
@@ -356,7 +358,9 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
                 yield {"data": "[DONE]"}
 
             return stream_response(events(), {"data": "[DONE]"})
-        replies = await until_disconnect(request, service.collect(tokens, settings, n=n))
+        replies = await until_disconnect(
+            request, collect(service.run(tokens, settings, n=n), n=n, prompt_tokens=len(tokens))
+        )
         choices = [
             {"text": r.text, "index": i, "logprobs": None, "finish_reason": r.finish_reason}
             for i, r in enumerate(replies)
@@ -388,7 +392,9 @@ def _openai_routes(app: FastAPI, service: Service) -> None:
                 yield {"data": "[DONE]"}
 
             return stream_response(events(), {"data": "[DONE]"})
-        replies = await until_disconnect(request, service.collect(tokens, settings, n=n, stops=chat.stops))
+        replies = await until_disconnect(
+            request, collect(service.run(tokens, settings, n=n, stops=chat.stops), n=n, prompt_tokens=len(tokens))
+        )
         choices = []
         for i, r in enumerate(replies):
             message = ChatStream(chat.thinking).message(r.text)

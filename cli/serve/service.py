@@ -158,29 +158,6 @@ class Service:
             if genkey and self._by_key.get(genkey) is tickets:
                 del self._by_key[genkey]
 
-    async def collect(
-        self,
-        tokens: Sequence[int],
-        settings: SamplingSettings,
-        *,
-        n: int = 1,
-        stops: Sequence[str] = (),
-        genkey: str | None = None,
-    ) -> list[Reply]:
-        texts: list[list[str]] = [[] for _ in range(n)]
-        reasons = ["stop"] * n
-        counts = [0] * n
-        evaluated = [len(tokens)] * n
-        async for index, chunk in self.run(tokens, settings, n=n, stops=stops, genkey=genkey):
-            if chunk is None:
-                continue
-            texts[index].append(chunk.text)
-            if chunk.finish_reason is not None:
-                reasons[index] = FINISH_REASONS[chunk.finish_reason]
-                counts[index] = chunk.timing.generated_tokens
-                evaluated[index] = chunk.timing.prompt_evaluated
-        return [Reply("".join(texts[i]), reasons[i], counts[i], evaluated[i]) for i in range(n)]
-
     # --- KoboldCpp's genkey calls ---------------------------------------------------------------------
 
     def _named(self, genkey: str) -> list[Ticket] | None:
@@ -202,3 +179,21 @@ class Service:
         for ticket in tickets:
             ticket.cancel()
         return True
+
+
+async def collect(events: AsyncIterator[tuple[int, Chunk | None]], *, n: int, prompt_tokens: int) -> list[Reply]:
+    """The `n` whole replies of one request from its events (Service.run); an aborted sample counts its
+    whole prompt as evaluated."""
+    texts: list[list[str]] = [[] for _ in range(n)]
+    reasons = ["stop"] * n
+    counts = [0] * n
+    evaluated = [prompt_tokens] * n
+    async for index, chunk in events:
+        if chunk is None:
+            continue
+        texts[index].append(chunk.text)
+        if chunk.finish_reason is not None:
+            reasons[index] = FINISH_REASONS[chunk.finish_reason]
+            counts[index] = chunk.timing.generated_tokens
+            evaluated[index] = chunk.timing.prompt_evaluated
+    return [Reply("".join(texts[i]), reasons[i], counts[i], evaluated[i]) for i in range(n)]

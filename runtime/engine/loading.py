@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from talesmith.runtime.engine.choices import check_device
 from talesmith.runtime.engine.protocol import Backend
@@ -19,6 +19,19 @@ from talesmith.runtime.errors import ModelError, SettingsError
 
 if TYPE_CHECKING:
     from talesmith.runtime.models.resolve import ModelRef
+
+
+class LoadOptions(TypedDict, total=False):
+    """How to open a model, as every front-end asks for it (each key optional; the defaults below)."""
+
+    backend: str | None
+    """"llama" or "onnx"; None or left out: chosen from the file."""
+    device: str
+    """"cpu" (default) or "cuda"."""
+    n_ctx: int | None
+    gpu_layers: int
+    threads: int | None
+
 
 Opener = Callable[..., Backend]
 """Opens the model at a path: `opener(path, device=..., n_ctx=..., gpu_layers=..., threads=...)`."""
@@ -62,21 +75,20 @@ def backend_for(path: str | os.PathLike[str]) -> str:
     return "llama"
 
 
-def open_backend(
-    path: str | os.PathLike[str],
-    *,
-    backend: str | None = None,
-    device: str = "cpu",
-    n_ctx: int | None = None,
-    gpu_layers: int = 0,
-    threads: int | None = None,
-) -> Backend:
+def open_backend(path: str | os.PathLike[str], **how: Unpack[LoadOptions]) -> Backend:
     """The model at `path` in the backend asked for (default: chosen from the file)."""
-    kind = backend or backend_for(path)
+    kind = how.get("backend") or backend_for(path)
     if kind not in OPENERS:
         raise ModelError(f"--backend {kind} is unknown; use {' or '.join(OPENERS)}")
+    device = how.get("device", "cpu")
     check_device(device)
-    return OPENERS[kind](Path(path), device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
+    return OPENERS[kind](
+        Path(path),
+        device=device,
+        n_ctx=how.get("n_ctx"),
+        gpu_layers=how.get("gpu_layers", 0),
+        threads=how.get("threads"),
+    )
 
 
 @dataclass(frozen=True)
@@ -92,34 +104,17 @@ class OpenedModel:
 
 
 def open_model(
-    model: str | None,
-    *,
-    lock: str | os.PathLike[str] | None = None,
-    backend: str | None = None,
-    device: str = "cpu",
-    n_ctx: int | None = None,
-    gpu_layers: int = 0,
-    threads: int | None = None,
+    model: str | None, *, lock: str | os.PathLike[str] | None = None, **how: Unpack[LoadOptions]
 ) -> OpenedModel:
     """Resolve `model` (a path, a models.lock name, None: the bundled one), open it and read what it says."""
     from talesmith.runtime.models.resolve import resolve
 
-    return open_resolved(
-        resolve(model, lock=lock), backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads
-    )
+    return open_resolved(resolve(model, lock=lock), **how)
 
 
-def open_resolved(
-    ref: ModelRef,
-    *,
-    backend: str | None = None,
-    device: str = "cpu",
-    n_ctx: int | None = None,
-    gpu_layers: int = 0,
-    threads: int | None = None,
-) -> OpenedModel:
+def open_resolved(ref: ModelRef, **how: Unpack[LoadOptions]) -> OpenedModel:
     """Open a model already resolved (the app resolves first, to refuse a bad name before its screen opens)."""
-    opened = open_backend(ref.path, backend=backend, device=device, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
+    opened = open_backend(ref.path, **how)
     meta = opened.metadata()  # a model converted by talesmith names its prompt format and preset
     # An ONNX model is a folder; its model.onnx is the file that JSON output and batch records hash.
     path = ref.path / "model.onnx" if ref.path.is_dir() and (ref.path / "model.onnx").exists() else ref.path

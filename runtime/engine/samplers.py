@@ -88,11 +88,16 @@ def top_k(c: Candidates, k: int) -> Candidates:
     return _take(c, np.arange(min(k, len(c))), sorted=True)
 
 
+def _keeps_all(name: str, p: float) -> bool:
+    """Whether probability mass `p`, which must lie in (0, 1], keeps every candidate."""
+    if not 0 < p <= 1:
+        raise ValueError(f"{name} {p} is outside (0, 1]")
+    return p >= 1.0
+
+
 def top_p(c: Candidates, p: float, *, min_keep: int = 1) -> Candidates:
     """Keep the smallest set of most likely candidates whose probability adds up to at least `p`."""
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p {p} is outside (0, 1]")
-    if p >= 1.0:
+    if _keeps_all("top_p", p):
         return c
     c = sort(softmax(c))
     cum = np.cumsum(c.p, dtype=_F32)
@@ -118,9 +123,7 @@ def min_p(c: Candidates, p: float, *, min_keep: int = 1) -> Candidates:
 
 def typical_p(c: Candidates, p: float, *, min_keep: int = 1) -> Candidates:
     """Locally typical sampling: keep the candidates whose surprise is closest to the entropy, up to mass `p`."""
-    if not 0 < p <= 1:
-        raise ValueError(f"typical_p {p} is outside (0, 1]")
-    if p >= 1.0:
+    if _keeps_all("typical_p", p):
         return c
     c = softmax(c, do_sort=True)
     with np.errstate(divide="ignore", invalid="ignore"):
