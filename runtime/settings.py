@@ -61,7 +61,7 @@ class SamplingSettings:
                 if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
                     raise SettingsError(f"{f.name} must be a list of strings, got {value!r}")
                 object.__setattr__(self, f.name, tuple(value))
-            elif f.name in _INT_FIELDS:
+            elif f.name in INT_FIELDS:
                 if value is None and f.name == "seed":
                     continue
                 if isinstance(value, bool) or not isinstance(value, int):
@@ -96,7 +96,7 @@ class SamplingSettings:
 FIELD_NAMES = frozenset(f.name for f in fields(SamplingSettings))
 LIST_FIELDS = frozenset({"dry_sequence_breakers", "stop", "banned"})
 """The settings that hold a list of strings (every other one is a number)."""
-_INT_FIELDS = {
+INT_FIELDS = {
     "top_k",
     "repetition_window",
     "dry_allowed_length",
@@ -106,7 +106,8 @@ _INT_FIELDS = {
     "max_new_tokens",
     "min_new_tokens",
 }
-_FLOAT_FIELDS = FIELD_NAMES - LIST_FIELDS - _INT_FIELDS
+"""The settings that take a whole number."""
+_FLOAT_FIELDS = FIELD_NAMES - LIST_FIELDS - INT_FIELDS
 
 
 def _unknown_message(name: str) -> str:
@@ -247,9 +248,9 @@ def parse_value(name: str, raw: Any) -> Any:
     if name == "seed" and text.lower() in ("", "none", "random"):
         return None
     try:
-        return int(text) if name in _INT_FIELDS else float(text)
+        return int(text) if name in INT_FIELDS else float(text)
     except ValueError:
-        kind = "a whole number" if name in _INT_FIELDS else "a number"
+        kind = "a whole number" if name in INT_FIELDS else "a number"
         raise SettingsError(f"{name} value {raw!r} is not {kind}") from None
 
 

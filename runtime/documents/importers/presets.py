@@ -15,7 +15,7 @@ from typing import Any
 
 from talesmith.runtime import files
 from talesmith.runtime.errors import InputError, SettingsError
-from talesmith.runtime.settings import WHOLE_CONTEXT, SamplingSettings
+from talesmith.runtime.settings import INT_FIELDS, WHOLE_CONTEXT, SamplingSettings
 
 PRESETS_FOLDER = "presets"
 
@@ -46,51 +46,68 @@ def _seed(value: Any) -> int | None:
     return None if int(value) < 0 else int(value)
 
 
-_SHARED: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "temperature": ("temperature", float),
-    "top_k": ("top_k", int),
-    "top_p": ("top_p", _off_at_zero),
-    "min_p": ("min_p", float),
-    "typical_p": ("typical_p", _off_at_zero),
-    "mirostat_tau": ("mirostat_tau", float),
-    "min_length": ("min_new_tokens", int),
+CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    "top_p": _off_at_zero,
+    "typical_p": _off_at_zero,
+    "repetition_window": _window,
+    "dry_window": _window,
+    "dry_sequence_breakers": _breakers,
+    "seed": _seed,
 }
-"""The fields that SillyTavern and NovelAI presets both name so, with their talesmith setting and conversion."""
+"""How a preset's value becomes a talesmith setting where it is not simply a number (`int` for the settings that
+take whole numbers, `float` for the rest)."""
 
-MAPPED: dict[str, tuple[str, Callable[[Any], Any]]] = {
+
+def _conversion(setting: str) -> Callable[[Any], Any]:
+    return CONVERSIONS.get(setting) or (int if setting in INT_FIELDS else float)
+
+
+def _names(*alike: str, **renamed: str) -> dict[str, str]:
+    """Preset field -> talesmith setting: the fields named as talesmith names them, then the others."""
+    return {**{name: name for name in alike}, **renamed}
+
+
+_SHARED = _names("temperature", "top_k", "top_p", "min_p", "typical_p", "mirostat_tau", min_length="min_new_tokens")
+"""The fields that SillyTavern and NovelAI presets both name so."""
+
+MAPPED: dict[str, str] = {
     **_SHARED,
-    "temp": ("temperature", float),
-    "typical": ("typical_p", _off_at_zero),
-    "rep_pen": ("repetition_penalty", float),
-    "rep_pen_range": ("repetition_window", _window),
-    "presence_pen": ("presence_penalty", float),
-    "freq_pen": ("frequency_penalty", float),
-    "dry_multiplier": ("dry_multiplier", float),
-    "dry_base": ("dry_base", float),
-    "dry_allowed_length": ("dry_allowed_length", int),
-    "dry_sequence_breakers": ("dry_sequence_breakers", _breakers),
-    "dry_penalty_last_n": ("dry_window", _window),
-    "xtc_threshold": ("xtc_threshold", float),
-    "xtc_probability": ("xtc_probability", float),
-    "mirostat_mode": ("mirostat", int),
-    "mirostat": ("mirostat", int),
-    "mirostat_eta": ("mirostat_eta", float),
-    "seed": ("seed", _seed),
-    "genamt": ("max_new_tokens", int),
+    **_names(
+        "dry_multiplier",
+        "dry_base",
+        "dry_allowed_length",
+        "dry_sequence_breakers",
+        "xtc_threshold",
+        "xtc_probability",
+        "mirostat",
+        "mirostat_eta",
+        "seed",
+        temp="temperature",
+        typical="typical_p",
+        rep_pen="repetition_penalty",
+        rep_pen_range="repetition_window",
+        presence_pen="presence_penalty",
+        freq_pen="frequency_penalty",
+        dry_penalty_last_n="dry_window",
+        mirostat_mode="mirostat",
+        genamt="max_new_tokens",
+    ),
 }
-"""SillyTavern preset field -> (talesmith setting, conversion)."""
+"""SillyTavern preset field -> talesmith setting."""
 
-NOVELAI: dict[str, tuple[str, Callable[[Any], Any]]] = {
+NOVELAI: dict[str, str] = {
     **_SHARED,
-    "repetition_penalty": ("repetition_penalty", float),
-    "repetition_penalty_range": ("repetition_window", _window),
-    "repetition_penalty_presence": ("presence_penalty", float),
-    "repetition_penalty_frequency": ("frequency_penalty", float),
-    "max_length": ("max_new_tokens", int),
-    "mirostat_lr": ("mirostat_eta", float),
+    **_names(
+        "repetition_penalty",
+        repetition_penalty_range="repetition_window",
+        repetition_penalty_presence="presence_penalty",
+        repetition_penalty_frequency="frequency_penalty",
+        max_length="max_new_tokens",
+        mirostat_lr="mirostat_eta",
+    ),
 }
 """NovelAI preset field (a `novel/*.json` preset, a `.settings` file, a scenario's `settings.parameters`)
--> (talesmith setting, conversion). NovelAI's repetition penalty is its own scale; it is taken as it is."""
+-> talesmith setting. NovelAI's repetition penalty is its own scale; it is taken as it is."""
 
 NEUTRAL: dict[str, Any] = {
     "tfs": 1,
@@ -187,18 +204,16 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _convert(
-    data: dict[str, Any], mapping: dict[str, tuple[str, Callable[[Any], Any]]], where: str
-) -> tuple[SamplingSettings, dict[str, Any]]:
+def _convert(data: dict[str, Any], mapping: dict[str, str], where: str) -> tuple[SamplingSettings, dict[str, Any]]:
     values: dict[str, Any] = {}
     unmapped: dict[str, Any] = {}
     for key, value in data.items():
         if key not in mapping:
             unmapped[key] = value
             continue
-        target, convert = mapping[key]
+        target = mapping[key]
         try:
-            values[target] = convert(value)
+            values[target] = _conversion(target)(value)
         except (TypeError, ValueError, OverflowError, json.JSONDecodeError):
             raise InputError(f"{where}: {key} = {_short(value)} is not a value talesmith can use") from None
     try:
