@@ -163,9 +163,15 @@ def _check_strings(s: SamplingSettings) -> None:
 _CHECKS = (_check_ranges, _check_strings)
 
 
+def _generate(**card: Any) -> dict[str, Any]:
+    """A model card that samples through transformers' generate(): generate()'s defaults (temperature 1, top_k 50,
+    top_p 1) under what the card sets; a repetition penalty the card sets looks at the whole context, as
+    generate() applies it."""
+    window = {"repetition_window": WHOLE_CONTEXT} if "repetition_penalty" in card else {}
+    return {"temperature": 1.0, "top_k": 50, "top_p": 1.0, **window, **card}
+
+
 # Presets: one per seed model, with the numbers their model cards use.
-# Where a card samples through transformers' generate() without setting top_k, transformers
-# applies its default top_k=50, so the preset says so explicitly.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(
         temperature=0.8,
@@ -177,24 +183,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_new_tokens=200,
     ),
     # hakurei/lit-6B: do_sample, temperature 1.0, top_p 0.9, repetition_penalty 1.2, 100 new tokens.
-    "lit-6b": dict(
-        temperature=1.0,
-        top_k=50,
-        top_p=0.9,
-        repetition_penalty=1.2,
-        repetition_window=WHOLE_CONTEXT,
-        max_new_tokens=100,
-    ),
+    "lit-6b": _generate(top_p=0.9, repetition_penalty=1.2, max_new_tokens=100),
     # NovelAI/genji-jp: temperature 1, top_p 0.9, repetition_penalty 1.125, min_length 1, 400 new tokens.
-    "genji-jp": dict(
-        temperature=1.0,
-        top_k=50,
-        top_p=0.9,
-        repetition_penalty=1.125,
-        repetition_window=WHOLE_CONTEXT,
-        min_new_tokens=1,
-        max_new_tokens=400,
-    ),
+    "genji-jp": _generate(top_p=0.9, repetition_penalty=1.125, min_new_tokens=1, max_new_tokens=400),
     # The TinyStories distilgpt2 + LoRA project's inference config.
     "tinystories": dict(
         temperature=1.25,
@@ -214,7 +205,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_new_tokens=196,
     ),
     # The Falcon-7B / Llama-2-7B horror and fairy-tale models: sampling (not greedy), 200 new tokens.
-    "genre-story": dict(temperature=1.0, top_k=50, top_p=1.0, max_new_tokens=200),
+    "genre-story": _generate(max_new_tokens=200),
 }
 
 
