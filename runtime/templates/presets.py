@@ -88,39 +88,44 @@ class InstructPreset:
         return replace(template, stop_strings=tuple(dict.fromkeys(s for s in stops if s.strip())))
 
 
+def _family(
+    name: str,
+    header: str,
+    end: str,
+    *,
+    user: str = "user",
+    assistant: str = "assistant",
+    system: str | None = "system",
+    stop: str = "",
+    wrap: bool = True,
+) -> InstructPreset:
+    """A family whose turns all open with one header naming the role (`{role}` in it stands for the `user`,
+    `assistant` or `system` name) and close with one `end`, which also stops a reply unless `stop` is given;
+    with `system` None the system message is written as a user turn."""
+
+    def opens(role: str) -> str:
+        return header.replace("{role}", role)
+
+    return InstructPreset(
+        name,
+        input_sequence=opens(user),
+        input_suffix=end,
+        output_sequence=opens(assistant),
+        output_suffix=end,
+        system_sequence="" if system is None else opens(system),
+        system_suffix="" if system is None else end,
+        system_same_as_user=system is None,
+        stop_sequence=stop or end.strip(),
+        wrap=wrap,
+    )
+
+
 BUILTIN: dict[str, InstructPreset] = {
     p.name: p
     for p in (
-        InstructPreset(
-            "alpaca",
-            input_sequence="### Instruction:",
-            input_suffix="\n\n",
-            output_sequence="### Response:",
-            output_suffix="\n\n",
-            system_sequence="### Input:",
-            system_suffix="\n\n",
-        ),
-        InstructPreset(
-            "chatml",
-            input_sequence="<|im_start|>user",
-            input_suffix="<|im_end|>\n",
-            output_sequence="<|im_start|>assistant",
-            output_suffix="<|im_end|>\n",
-            system_sequence="<|im_start|>system",
-            system_suffix="<|im_end|>\n",
-            stop_sequence="<|im_end|>",
-        ),
-        InstructPreset(
-            "llama3",
-            input_sequence="<|start_header_id|>user<|end_header_id|>\n\n",
-            input_suffix="<|eot_id|>",
-            output_sequence="<|start_header_id|>assistant<|end_header_id|>\n\n",
-            output_suffix="<|eot_id|>",
-            system_sequence="<|start_header_id|>system<|end_header_id|>\n\n",
-            system_suffix="<|eot_id|>",
-            stop_sequence="<|eot_id|>",
-            wrap=False,
-        ),
+        _family("alpaca", "### {role}:", "\n\n", user="Instruction", assistant="Response", system="Input"),
+        _family("chatml", "<|im_start|>{role}", "<|im_end|>\n"),
+        _family("llama3", "<|start_header_id|>{role}<|end_header_id|>\n\n", "<|eot_id|>", wrap=False),
         InstructPreset(
             "mistral",
             input_sequence="[INST] ",
@@ -130,34 +135,9 @@ BUILTIN: dict[str, InstructPreset] = {
             system_same_as_user=True,
             wrap=False,
         ),
-        InstructPreset(
-            "gemma",
-            input_sequence="<start_of_turn>user",
-            input_suffix="<end_of_turn>\n",
-            output_sequence="<start_of_turn>model",
-            output_suffix="<end_of_turn>\n",
-            system_same_as_user=True,
-            stop_sequence="<end_of_turn>",
-        ),
-        InstructPreset(
-            "phi3",
-            input_sequence="<|user|>\n",
-            input_suffix="<|end|>\n",
-            output_sequence="<|assistant|>\n",
-            output_suffix="<|end|>\n",
-            system_sequence="<|system|>\n",
-            system_suffix="<|end|>\n",
-            stop_sequence="<|end|>",
-            wrap=False,
-        ),
-        InstructPreset(
-            "metharme",
-            input_sequence="<|user|>",
-            output_sequence="<|model|>",
-            system_sequence="<|system|>",
-            stop_sequence="</s>",
-            wrap=False,
-        ),
+        _family("gemma", "<start_of_turn>{role}", "<end_of_turn>\n", assistant="model", system=None),
+        _family("phi3", "<|{role}|>\n", "<|end|>\n", wrap=False),
+        _family("metharme", "<|{role}|>", "", assistant="model", stop="</s>", wrap=False),
         InstructPreset(
             "vicuna",
             input_sequence="\nUSER: ",
