@@ -62,17 +62,20 @@ def _conversion(setting: str) -> Callable[[Any], Any]:
     return CONVERSIONS.get(setting) or (int if setting in INT_FIELDS else float)
 
 
-def _names(*alike: str, **renamed: str) -> dict[str, str]:
-    """Preset field -> talesmith setting: the fields named as talesmith names them, then the others."""
-    return {**{name: name for name in alike}, **renamed}
+def _alike(*names: str) -> dict[str, str]:
+    """Preset fields named as talesmith names the setting."""
+    return {name: name for name in names}
 
 
-_SHARED = _names("temperature", "top_k", "top_p", "min_p", "typical_p", "mirostat_tau", min_length="min_new_tokens")
+_SHARED = {
+    **_alike("temperature", "top_k", "top_p", "min_p", "typical_p", "mirostat_tau"),
+    "min_length": "min_new_tokens",
+}
 """The fields that SillyTavern and NovelAI presets both name so."""
 
 MAPPED: dict[str, str] = {
     **_SHARED,
-    **_names(
+    **_alike(
         "dry_multiplier",
         "dry_base",
         "dry_allowed_length",
@@ -82,32 +85,31 @@ MAPPED: dict[str, str] = {
         "mirostat",
         "mirostat_eta",
         "seed",
-        temp="temperature",
-        typical="typical_p",
-        rep_pen="repetition_penalty",
-        rep_pen_range="repetition_window",
-        presence_pen="presence_penalty",
-        freq_pen="frequency_penalty",
-        dry_penalty_last_n="dry_window",
-        mirostat_mode="mirostat",
-        genamt="max_new_tokens",
     ),
+    "temp": "temperature",
+    "typical": "typical_p",
+    "rep_pen": "repetition_penalty",
+    "rep_pen_range": "repetition_window",
+    "presence_pen": "presence_penalty",
+    "freq_pen": "frequency_penalty",
+    "dry_penalty_last_n": "dry_window",
+    "mirostat_mode": "mirostat",
+    "genamt": "max_new_tokens",
 }
 """SillyTavern preset field -> talesmith setting."""
 
 NOVELAI: dict[str, str] = {
     **_SHARED,
-    **_names(
-        "repetition_penalty",
-        repetition_penalty_range="repetition_window",
-        repetition_penalty_presence="presence_penalty",
-        repetition_penalty_frequency="frequency_penalty",
-        max_length="max_new_tokens",
-        mirostat_lr="mirostat_eta",
-    ),
+    "repetition_penalty": "repetition_penalty",
+    "repetition_penalty_range": "repetition_window",
+    "repetition_penalty_presence": "presence_penalty",
+    "repetition_penalty_frequency": "frequency_penalty",
+    "max_length": "max_new_tokens",
+    "mirostat_lr": "mirostat_eta",
 }
 """NovelAI preset field (a `novel/*.json` preset, a `.settings` file, a scenario's `settings.parameters`)
 -> talesmith setting. NovelAI's repetition penalty is its own scale; it is taken as it is."""
+
 
 NEUTRAL: dict[str, Any] = {
     "tfs": 1,
