@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from talesmith.runtime import files
 from talesmith.runtime.documents.lorebook import (
@@ -65,7 +65,10 @@ def _split(value: Any) -> Any:
     return [k.strip() for k in value.split(",")] if isinstance(value, str) else value or []
 
 
-Keys = Annotated[tuple[str, ...], BeforeValidator(_split)]
+Keys = Annotated[
+    tuple[str, ...], BeforeValidator(_split), AfterValidator(lambda keys: tuple(k for k in keys if k.strip()))
+]
+"""An entry's keys, blank ones left out."""
 Flag = Annotated[bool, _or(False)]
 OptFlag = Annotated[bool | None, _or(None)]
 OptInt = Annotated[int | None, _or(None, "")]
@@ -77,10 +80,10 @@ class StEntry(Model):
     """One entry of a SillyTavern World Info file, read as SillyTavern reads it: fields missing from older
     files take its defaults, and null where a number or flag goes reads as its default."""
 
-    key: Keys = ()
-    keysecondary: Keys = ()
+    keys: Keys = Field((), alias="key")
+    secondary: Keys = Field((), alias="keysecondary")
     content: Annotated[str, _or("")] = ""
-    comment: Annotated[str, _or("")] = ""
+    name: Annotated[str, _or("")] = Field("", alias="comment")
     uid: int | None = None
     logic: Annotated[int, _or(0), Field(ge=0, le=len(LOGICS) - 1)] = Field(0, alias="selectiveLogic")
     selective: Flag = False
@@ -102,6 +105,12 @@ class StEntry(Model):
     delay: Count = 0
 
 
+ENTRY_FIELDS = ("keys", "secondary", "content", "constant", "selective")
+"""Entry fields that every lorebook format with secondary keys holds, read under the same name from its model."""
+ST_FIELDS = (*ENTRY_FIELDS, "name", "order", "case_sensitive", "whole_words")
+"""The entry fields a World Info entry holds under the same name (besides the shared ones)."""
+CARD_FIELDS = (*ENTRY_FIELDS, "order")
+"""The entry fields a card's character_book entry holds under the same name (besides its extensions')."""
 SHARED_FIELDS = (
     "depth",
     "scan_depth",
@@ -117,13 +126,18 @@ SHARED_FIELDS = (
 """Entry fields read under the same name from a World Info entry and from a card entry's extensions."""
 
 
-def _shared(fields: StEntry | CardEntryExtensions) -> dict[str, Any]:
-    return {name: getattr(fields, name) for name in SHARED_FIELDS}
+def _read(fields: Model, names: Sequence[str]) -> dict[str, Any]:
+    """Entry fields read under the same name from a file's model."""
+    return {name: getattr(fields, name) for name in names}
 
 
-def _shared_json(entry: Entry, model: type[StEntry | CardEntryExtensions]) -> dict[str, Any]:
-    """The shared fields of an entry under the JSON names `model` reads them by (its aliases)."""
-    return {model.model_fields[name].alias or name: getattr(entry, name) for name in SHARED_FIELDS}
+def _written(entry: Entry, model: type[Model], names: Sequence[str]) -> dict[str, Any]:
+    """Entry fields as JSON under the names `model` reads them by (its aliases), keys as lists."""
+    out = {}
+    for name in names:
+        value = getattr(entry, name)
+        out[model.model_fields[name].alias or name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
@@ -131,20 +145,11 @@ def entry_from_st(raw: dict[str, Any], uid: int = 0) -> Entry:
     its value when it has the wrong shape."""
     e = validate(StEntry, raw, f"entry {uid}", error=ValueError)
     return Entry(
-        keys=tuple(k for k in e.key if k.strip()),
-        content=e.content,
         uid=uid if e.uid is None else e.uid,
-        secondary=tuple(k for k in e.keysecondary if k.strip()),
         logic=LOGICS[e.logic],
-        selective=e.selective,
-        constant=e.constant,
         enabled=not e.disable and e.position != OUTLET,
-        order=e.order,
         position=ST_POSITIONS.get(e.position, BEFORE),
-        case_sensitive=e.case_sensitive,
-        whole_words=e.whole_words,
-        name=e.comment,
-        **_shared(e),
+        **_read(e, ST_FIELDS + SHARED_FIELDS),
     )
 
 
@@ -155,19 +160,10 @@ def entry_to_st(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, An
         return raw
     raw.update(
         uid=entry.uid,
-        key=list(entry.keys),
-        keysecondary=list(entry.secondary),
-        comment=entry.name,
-        content=entry.content,
-        constant=entry.constant,
-        selective=entry.selective,
+        **_written(entry, StEntry, ST_FIELDS + SHARED_FIELDS),
         selectiveLogic=LOGICS.index(entry.logic),
-        order=entry.order,
         position=TO_ST_POSITION[entry.position],
         disable=not entry.enabled,
-        caseSensitive=entry.case_sensitive,
-        matchWholeWords=entry.whole_words,
-        **_shared_json(entry, StEntry),
     )
     return raw
 
@@ -223,6 +219,12 @@ def from_st(data: Any, name: str) -> Lorebook:
         raise ValueError("a World Info file is a JSON object")
     _raw_entries(data)  # the shape checked
     entries = tuple(dataclasses.replace(entry_from_st(raw, uid), uid=uid) for uid, raw in _st_items(data))
+    return _book(data, name, entries)
+
+
+def _book(data: dict[str, Any], name: str, entries: tuple[Entry, ...]) -> Lorebook:
+    """A lorebook of `entries` with the book's settings, which World Info and a card's character_book name
+    alike; the file as read is kept."""
     return Lorebook(
         name=str(data.get("name") or name),
         entries=entries,
@@ -271,15 +273,15 @@ class CardEntry(Model):
     """One entry of a card's `character_book` (spec v2 / v3), as SillyTavern reads it."""
 
     keys: Keys = ()
-    secondary_keys: Keys = ()
+    secondary: Keys = Field((), alias="secondary_keys")
     content: Annotated[str, _or("")] = ""
     comment: Annotated[str, _or("")] = ""
     name: Annotated[str, _or("")] = ""
-    id: Zero = 0
+    uid: Zero = Field(0, alias="id")
     selective: Flag = False
     constant: Flag = False
     enabled: Flag = True
-    insertion_order: Zero = 100
+    order: Zero = Field(100, alias="insertion_order")
     position: Any = None
     """"before_char" or "after_char"; SillyTavern's own position under `extensions` wins."""
     case_sensitive: OptFlag = None
@@ -293,20 +295,15 @@ def entry_from_card(raw: dict[str, Any], index: int) -> Entry:
     ext = e.extensions
     position = ext.position if ext.position is not None else 1 if e.position == "after_char" else 0
     return Entry(
-        keys=tuple(k for k in e.keys if k.strip()),
-        content=e.content,
-        uid=e.id or index,
-        secondary=tuple(k for k in e.secondary_keys if k.strip()),
+        uid=e.uid or index,
         logic=LOGICS[ext.logic],
-        selective=e.selective,
-        constant=e.constant,
         enabled=e.enabled and position != OUTLET,
-        order=e.insertion_order,
         position=ST_POSITIONS.get(position, BEFORE),
         case_sensitive=e.case_sensitive if "case_sensitive" in e.model_fields_set else ext.case_sensitive,
         whole_words=ext.match_whole_words,
         name=e.comment or e.name,
-        **_shared(ext),
+        **_read(e, CARD_FIELDS),
+        **_read(ext, SHARED_FIELDS),
     )
 
 
@@ -317,14 +314,7 @@ def from_character_book(book: Any, name: str) -> Lorebook:
     read = [entry_from_card(e, i) for i, e in enumerate(_raw_entries(book))]
     uids = unique_uids([e.uid for e in read])
     entries = tuple(e if e.uid == uid else dataclasses.replace(e, uid=uid) for e, uid in zip(read, uids, strict=True))
-    return Lorebook(
-        name=str(book.get("name") or name),
-        entries=entries,
-        scan_depth=_opt_int(book.get("scan_depth")),
-        token_budget=_opt_int(book.get("token_budget")),
-        recursive=_opt_bool(book.get("recursive_scanning")),
-        raw=copy.deepcopy(book),
-    )
+    return _book(book, name, entries)
 
 
 def entry_to_card(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -337,20 +327,13 @@ def entry_to_card(entry: Entry, raw: dict[str, Any] | None = None) -> dict[str, 
         position=TO_ST_POSITION[entry.position],
         selectiveLogic=LOGICS.index(entry.logic),
         match_whole_words=entry.whole_words,
-        **_shared_json(entry, CardEntryExtensions),
+        **_written(entry, CardEntryExtensions, SHARED_FIELDS),
     )
     raw.update(
-        id=entry.uid,
-        keys=list(entry.keys),
-        secondary_keys=list(entry.secondary),
+        **_written(entry, CardEntry, ("uid", *CARD_FIELDS, "case_sensitive")),
         comment=entry.name,
-        content=entry.content,
-        constant=entry.constant,
-        selective=entry.selective,
-        insertion_order=entry.order,
         enabled=entry.enabled,
         position="after_char" if entry.position == AFTER else "before_char",
-        case_sensitive=entry.case_sensitive,
         extensions=ext,
     )
     return raw
@@ -392,10 +375,10 @@ def card_lorebook(card: dict[str, Any], where: str = "card") -> Lorebook | None:
 class KoboldEntry(Model):
     """One row of a KoboldAI Client story's `worldinfo`."""
 
-    key: Keys = ()
-    keysecondary: Keys = ()
+    keys: Keys = Field((), alias="key")
+    secondary: Keys = Field((), alias="keysecondary")
     content: Annotated[str, _or("")] = ""
-    comment: Annotated[str, _or("")] = ""
+    name: Annotated[str, _or("")] = Field("", alias="comment")
     uid: Zero = 0
     selective: Flag = False
     constant: Flag = False
@@ -413,19 +396,7 @@ def from_kobold(items: Any, name: str) -> Lorebook:
         e = validate(KoboldEntry, raw, f"entry {i}", error=ValueError)
         if not e.init and not e.content.strip():
             continue  # the empty placeholder row the Kobold editor keeps at the end
-        entries.append(
-            Entry(
-                keys=tuple(k for k in e.key if k.strip()),
-                secondary=tuple(k for k in e.keysecondary if k.strip()),
-                content=e.content,
-                uid=e.uid or i,
-                selective=e.selective,
-                constant=e.constant,
-                name=e.comment,
-                order=100,
-                position=BEFORE,
-            )
-        )
+        entries.append(Entry(uid=e.uid or i, order=100, position=BEFORE, **_read(e, (*ENTRY_FIELDS, "name"))))
     uids = unique_uids([e.uid for e in entries])
     entries = [e if e.uid == uid else dataclasses.replace(e, uid=uid) for e, uid in zip(entries, uids, strict=True)]
     return Lorebook(name=name, entries=tuple(entries), raw={"worldinfo": copy.deepcopy(items)})
@@ -462,7 +433,7 @@ def entry_from_novelai(raw: dict[str, Any], index: int) -> Entry:
     where, priority = e.config.insertion, e.config.priority
     in_story = where < 0 and priority < 0
     return Entry(
-        keys=tuple(k for k in e.keys if k.strip()),
+        keys=e.keys,
         content=e.text,
         uid=index,
         selective=False,
