@@ -171,6 +171,54 @@ def test_builtin_presets_render_a_chat(name):
     assert template.stop_strings
 
 
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("alpaca", "### Input:\nS.\n\n### Instruction:\nHi\n\n### Response:\nYo\n\n### Response:\n"),
+        (
+            "chatml",
+            "<|im_start|>system\nS.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        (
+            "llama3",
+            "<|start_header_id|>system<|end_header_id|>\n\nS.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nYo<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ),
+        ("mistral", "[INST] S.[INST] Hi[/INST] Yo</s>[/INST]"),
+        (
+            "gemma",
+            "<start_of_turn>user\nS.<end_of_turn>\n<start_of_turn>user\nHi<end_of_turn>\n"
+            "<start_of_turn>model\nYo<end_of_turn>\n<start_of_turn>model\n",
+        ),
+        ("phi3", "<|system|>\nS.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nYo<|end|>\n<|assistant|>\n"),
+        ("metharme", "<|system|>S.<|user|>Hi<|model|>Yo<|model|>"),
+        ("vicuna", "\nUSER: S.\nUSER: Hi\nASSISTANT: Yo</s>\nASSISTANT: "),
+    ],
+)
+def test_builtin_presets_write_their_families_sequences(name, text):
+    messages = [
+        {"role": "system", "content": "S."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Yo"},
+    ]
+    assert builtin_template(name).render(messages).text == text
+
+
+def test_builtin_presets_stop_at_their_end_of_turn():
+    assert {name: preset.stop_sequence for name, preset in BUILTIN.items()} == {
+        "alpaca": "",
+        "chatml": "<|im_end|>",
+        "llama3": "<|eot_id|>",
+        "mistral": "",
+        "gemma": "<end_of_turn>",
+        "phi3": "<|end|>",
+        "metharme": "</s>",
+        "vicuna": "",
+    }
+
+
 # ---- the command line on a scripted model --------------------------------------------------------------------
 
 

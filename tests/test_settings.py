@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from talesmith.runtime.errors import SettingsError
-from talesmith.runtime.settings import PRESETS, SamplingSettings, parse_value, preset, settings_from
+from talesmith.runtime.settings import PRESETS, WHOLE_CONTEXT, SamplingSettings, parse_value, preset, settings_from
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,16 @@ def test_presets_carry_the_seed_cards_numbers():
     assert (tiny.temperature, tiny.top_k, tiny.top_p, tiny.max_new_tokens) == (1.25, 250, 1.0, 1096)
     assert tiny.banned == ("Damn", "Shit", "Fuck")
     assert preset("genre-story").max_new_tokens == 200 and not preset("genre-story").greedy
+    for name in ("lit-6b", "genji-jp"):  # transformers' generate(): top_k 50 unless set, penalty over all tokens
+        assert (preset(name).top_k, preset(name).repetition_window) == (50, WHOLE_CONTEXT)
+    genre = preset("genre-story")  # no penalty set: the default window stays
+    assert (genre.temperature, genre.top_k, genre.top_p, genre.repetition_penalty, genre.repetition_window) == (
+        1.0,
+        50,
+        1.0,
+        1.0,
+        64,
+    )
     assert set(PRESETS) == {"default", "lit-6b", "genji-jp", "tinystories", "pygmalion", "genre-story"}
 
 

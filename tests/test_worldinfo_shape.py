@@ -3,8 +3,14 @@ leave out or write as null, one line naming the entry, the field and the value f
 
 import pytest
 
-from talesmith.runtime.documents.lorebook import AND_ALL, DEPTH
-from talesmith.runtime.documents.worldinfo import entry_from_st, lorebook_from_json
+from talesmith.runtime.documents.lorebook import AND_ALL, DEPTH, LOGICS, Entry
+from talesmith.runtime.documents.worldinfo import (
+    entry_from_card,
+    entry_from_st,
+    entry_to_card,
+    entry_to_st,
+    lorebook_from_json,
+)
 from talesmith.runtime.errors import InputError
 
 
@@ -143,3 +149,92 @@ def test_kobold_and_novelai_entries_read_through_their_models():
     assert str(e.value) == (
         "n.json: a lorebook entry has the wrong shape (entry 0: contextConfig.budgetPriority = 'x' must be a whole number)"
     )
+
+
+def _edited_entry():
+    return Entry(
+        keys=("moon",),
+        content="The moon is red.",
+        uid=3,
+        secondary=("night",),
+        logic=LOGICS[1],
+        selective=True,
+        constant=False,
+        enabled=False,
+        order=42,
+        position=DEPTH,
+        depth=2,
+        scan_depth=5,
+        case_sensitive=True,
+        whole_words=False,
+        probability=60,
+        use_probability=True,
+        exclude_recursion=True,
+        prevent_recursion=False,
+        delay_until_recursion=True,
+        sticky=1,
+        cooldown=2,
+        delay=3,
+        name="Moon",
+    )
+
+
+def test_an_entry_is_written_under_sillytaverns_world_info_names():
+    assert entry_to_st(_edited_entry()) == {
+        "uid": 3,
+        "key": ["moon"],
+        "keysecondary": ["night"],
+        "content": "The moon is red.",
+        "constant": False,
+        "selective": True,
+        "comment": "Moon",
+        "order": 42,
+        "caseSensitive": True,
+        "matchWholeWords": False,
+        "depth": 2,
+        "scanDepth": 5,
+        "probability": 60,
+        "useProbability": True,
+        "excludeRecursion": True,
+        "preventRecursion": False,
+        "delayUntilRecursion": True,
+        "sticky": 1,
+        "cooldown": 2,
+        "delay": 3,
+        "selectiveLogic": 1,
+        "position": 4,
+        "disable": True,
+    }
+    assert entry_from_st(entry_to_st(_edited_entry()), 3) == _edited_entry()
+
+
+def test_an_entry_is_written_under_a_character_books_names():
+    assert entry_to_card(_edited_entry()) == {
+        "id": 3,
+        "keys": ["moon"],
+        "secondary_keys": ["night"],
+        "content": "The moon is red.",
+        "constant": False,
+        "selective": True,
+        "insertion_order": 42,
+        "case_sensitive": True,
+        "comment": "Moon",
+        "enabled": False,
+        "position": "before_char",
+        "extensions": {
+            "position": 4,
+            "selectiveLogic": 1,
+            "match_whole_words": False,
+            "depth": 2,
+            "scan_depth": 5,
+            "probability": 60,
+            "useProbability": True,
+            "exclude_recursion": True,
+            "prevent_recursion": False,
+            "delay_until_recursion": True,
+            "sticky": 1,
+            "cooldown": 2,
+            "delay": 3,
+        },
+    }
+    assert entry_from_card(entry_to_card(_edited_entry()), 0) == _edited_entry()
