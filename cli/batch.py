@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from talesmith.cli.options import (
-    BackendOpt,
-    ConfigOpt,
-    CtxOpt,
-    DeviceOpt,
-    FormatOpt,
-    GpuOpt,
-    LockOpt,
-    LorebookOpt,
-    ModelOpt,
-    PresetOpt,
-    ThreadsOpt,
-    err,
-    model_fields,
-    open_model,
-    read_config,
-    sampling_options,
-)
-from talesmith.cli.parallel import (
-    ParallelOpt,
-    RayActorsOpt,
-    RayCpusOpt,
-    RayGpusOpt,
-    RayOpt,
-    RayOptions,
-    parallel_sequences,
-)
-from talesmith.cli.seedrun import command_settings, config_model
+from talesmith.cli.options import ModelOptions, err, model_fields, option_groups, sampling_options
+from talesmith.cli.parallel import ParallelOpt, RayArgs, parallel_sequences
+from talesmith.cli.seedrun import command_settings
 from talesmith.cli.template import ChatTemplateOpt, PromptDateOpt, ReasoningOpt, batch_instruct_fields
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
@@ -44,6 +18,7 @@ from talesmith.runtime.errors import InputError, SettingsError
 
 
 @sampling_options
+@option_groups
 def batch(
     input: Path = typer.Argument(
         ...,
@@ -57,22 +32,9 @@ def batch(
         help="A .csv or .jsonl file; rerunning resumes it (default: the --config file's output_file).",
     ),
     samples: int = typer.Option(1, "--count", "-n", help="Samples per row."),
-    model: str | None = ModelOpt,
-    lock: Path | None = LockOpt,
-    preset: str | None = PresetOpt,
-    fmt: str | None = FormatOpt,
-    ctx: int | None = CtxOpt,
-    gpu_layers: int = GpuOpt,
-    threads: int | None = ThreadsOpt,
-    backend_name: str | None = BackendOpt,
-    device: str = DeviceOpt,
-    config: Path | None = ConfigOpt,
-    lorebook: list[Path] | None = LorebookOpt,
+    options: ModelOptions = ModelOptions(),
     parallel: int | None = ParallelOpt,
-    ray: str | None = RayOpt,
-    ray_actors: int = RayActorsOpt,
-    ray_cpus: float = RayCpusOpt,
-    ray_gpus: float = RayGpusOpt,
+    ray_args: RayArgs = RayArgs(),
     timings: bool = typer.Option(
         False,
         "--timings",
@@ -89,9 +51,8 @@ def batch(
 
     if sampling is None:
         sampling = {}
-    cfg = read_config(config)
-    cfg = dataclasses.replace(cfg, lorebooks=cfg.lorebooks + tuple(lorebook or ()))
-    ray_options = None if ray is None else RayOptions(None if ray == "local" else ray, ray_actors, ray_cpus, ray_gpus)
+    cfg = options.read_config()
+    ray_options = ray_args.options()
     if output is None:
         output = cfg.seed.output_file if cfg.seed is not None else None
         if output is None:
@@ -102,20 +63,12 @@ def batch(
     times = None
     try:
         times = TimingsFile(output) if timings else None
-        model, device = config_model(cfg, model, device, err)  # a TinyStories TOML's model is converted on first use
+        options = options.with_config(cfg)  # a TinyStories TOML's model is converted on first use
         _run(
             out,
             input,
             samples=samples,
-            model=model,
-            lock=lock,
-            preset=preset,
-            fmt=fmt,
-            ctx=ctx,
-            gpu_layers=gpu_layers,
-            threads=threads,
-            backend_name=backend_name,
-            device=device,
+            options=options,
             cfg=cfg,
             sampling=sampling,
             parallel=parallel,
@@ -134,15 +87,7 @@ def _run(
     input: Path,
     *,
     samples: int,
-    model: str | None,
-    lock: Path | None,
-    preset: str | None,
-    fmt: str | None,
-    ctx: int | None,
-    gpu_layers: int,
-    threads: int | None,
-    backend_name: str | None,
-    device: str,
+    options: ModelOptions,
     cfg: Any,
     sampling: dict[str, Any],
     parallel: int | None,
@@ -159,12 +104,12 @@ def _run(
     from talesmith.runtime.files import sha256_file
     from talesmith.runtime.models.resolve import lock_path, sha256
 
-    ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
-    fmt, template_fields = batch_instruct_fields(fmt or cfg.format, ref, out.path, *template_options)
+    ref, backend = options.open()
+    fmt, template_fields = batch_instruct_fields(options.fmt, ref, out.path, *template_options)
     if fmt not in FORMATS:
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = read_rows(input, fmt)
-    settings = command_settings(preset, cfg, ref, sampling, backend, [row.text for row in rows], err)
+    settings = command_settings(options.preset, cfg, ref, sampling, backend, [row.text for row in rows], err)
     digest = sha256(ref.path)
     n_seq = parallel_sequences(parallel, backend, tasks=len(rows) * samples)
     spec = RecordSpec(
@@ -208,14 +153,14 @@ def _run(
             run_batch(plan, out, local_executor(backend, n_seq), on_record=advance, on_note=note, timings=timings)
         else:
             source = ModelSource(
-                model or cfg.model,
-                str(lock_path(lock)),
-                _text(lock_path(lock)),
+                options.model,
+                str(lock_path(options.lock)),
+                _text(lock_path(options.lock)),
                 digest,
-                gpu_layers=gpu_layers,
-                n_ctx=ctx,
-                backend=backend_name,
-                device=device,
+                gpu_layers=options.gpu_layers,
+                n_ctx=options.ctx,
+                backend=options.backend,
+                device=options.device,
             )
             backend.close()  # the actors hold the model
             with RayExecutor(ray, source) as executor:

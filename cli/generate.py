@@ -5,33 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from talesmith.cli.options import (
-    FIELDS_PANEL,
-    BackendOpt,
-    ConfigOpt,
-    CtxOpt,
-    DeviceOpt,
-    FormatOpt,
-    GpuOpt,
-    LockOpt,
-    LorebookOpt,
-    ModelOpt,
-    PresetOpt,
-    ThreadsOpt,
-    err,
-    model_fields,
-    open_model,
-    read_config,
-    sampling_options,
-)
+from talesmith.cli.options import FIELDS_PANEL, ModelOptions, err, model_fields, option_groups, sampling_options
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
-from talesmith.cli.seedrun import command_settings, config_model
+from talesmith.cli.seedrun import command_settings
 from talesmith.cli.template import (
     ChatTemplateOpt,
     PromptDateOpt,
@@ -50,12 +31,11 @@ if TYPE_CHECKING:
 
 
 @sampling_options
+@option_groups
 def generate(
     prompt: str = typer.Argument("", help="The text to continue (the story so far, your chat message, ...)."),
-    model: str | None = ModelOpt,
-    lock: Path | None = LockOpt,
-    preset: str | None = PresetOpt,
-    fmt: str | None = FormatOpt,
+    count: int = typer.Option(1, "--count", "-n", help="How many samples to generate."),
+    options: ModelOptions = ModelOptions(),
     title: str | None = typer.Option(None, help="Story title.", rich_help_panel=FIELDS_PANEL),
     author: str | None = typer.Option(None, help="Story author.", rich_help_panel=FIELDS_PANEL),
     genre: str | None = typer.Option(
@@ -93,14 +73,6 @@ def generate(
     action_kind: str | None = typer.Option(
         None, help="--format adventure: do (the default), say or story.", rich_help_panel=FIELDS_PANEL
     ),
-    count: int = typer.Option(1, "--count", "-n", help="How many samples to generate."),
-    ctx: int | None = CtxOpt,
-    gpu_layers: int = GpuOpt,
-    threads: int | None = ThreadsOpt,
-    backend_name: str | None = BackendOpt,
-    device: str = DeviceOpt,
-    config: Path | None = ConfigOpt,
-    lorebook: list[Path] | None = LorebookOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per sample instead of text."),
     echo: bool = typer.Option(False, "--echo", help="Print the prompt before the generated text."),
     query: str | None = typer.Option(
@@ -119,10 +91,9 @@ def generate(
 
     if sampling is None:
         sampling = {}
-    cfg = read_config(config)
+    cfg = options.read_config()
     prompt = prompt if query is None else query
-    model, device = config_model(cfg, model, device, err)  # a TinyStories TOML's model is converted on first use
-    fmt = fmt or cfg.format
+    options = options.with_config(cfg)  # a TinyStories TOML's model is converted on first use
     fields = {
         k: v
         for k, v in dict(
@@ -148,15 +119,17 @@ def generate(
     }
     if count < 1:
         raise SettingsError(f"--count {count} must be at least 1")
-    ref, backend = open_model(model or cfg.model, lock, ctx, gpu_layers, threads, backend_name, device)
-    fmt, template_fields = instruct_fields(fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date)
+    ref, backend = options.open()
+    fmt, template_fields = instruct_fields(
+        options.fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date
+    )
     fields.update(template_fields)
-    settings = command_settings(preset, cfg, ref, sampling, backend, [prompt], err)
+    settings = command_settings(options.preset, cfg, ref, sampling, backend, [prompt], err)
     try:
         document = make_document(fmt, prompt, {**model_fields(ref, fmt), **cfg.fields, **fields})
     except ValueError as e:
         raise SettingsError(str(e)) from None
-    prepared = prepare(backend, with_lore(document, load_lore([*cfg.lorebooks, *(lorebook or [])])), settings)
+    prepared = prepare(backend, with_lore(document, load_lore(cfg.lorebooks)), settings)
     check_trimmed(document, prepared, n_ctx=backend.n_ctx, max_new_tokens=settings.max_new_tokens)
     for note in (*template_notes(prepared), *skipped_notes(prepared.lore)):
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)

@@ -10,7 +10,7 @@ import inspect
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import typer
 from pydantic import ConfigDict
@@ -51,6 +51,36 @@ def sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(sampling=sampling, **kwargs)
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def option(info: Any) -> Any:
+    """A field of an option group (see option_groups): its typer Option, and the Option's default."""
+    return dataclasses.field(default=info.default, metadata={"option": info})
+
+
+def option_groups(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the options of each option group it takes (a dataclass of `option` fields): one option per
+    field, in the field order, where the group's parameter stands; the command receives the group."""
+    groups: dict[str, Any] = {}
+    params: list[inspect.Parameter] = []
+    for p in inspect.signature(func, eval_str=True).parameters.values():
+        if not dataclasses.is_dataclass(p.annotation):
+            params.append(p)
+            continue
+        groups[p.name] = p.annotation
+        hints = get_type_hints(p.annotation)
+        for f in dataclasses.fields(p.annotation):
+            params.append(inspect.Parameter(f.name, p.kind, default=f.metadata["option"], annotation=hints[f.name]))
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, group in groups.items():
+            kwargs[name] = group(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(group)})
+        return func(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}  # where typer reads the types
     return wrapper
 
 
@@ -177,7 +207,6 @@ ModelOpt = typer.Option(
 )
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
 PresetOpt = typer.Option(None, "--preset", metavar="NAME", help=f"Sampling preset: {', '.join(PRESETS)}.")
-FormatOpt = typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
 CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
 GpuOpt = typer.Option(
     0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python."
@@ -193,13 +222,55 @@ DeviceOpt = typer.Option(
     help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
     "on the GPU unless --gpu-layers says otherwise).",
 )
-ConfigOpt = typer.Option(
-    None, "--config", metavar="FILE", help="A TOML file with model, preset, format, \\[fields] and \\[sampling]."
-)
 FIELDS_PANEL = "Format fields"
-LorebookOpt = typer.Option(
-    None,
-    "--lorebook",
-    help="A lorebook: SillyTavern World Info JSON, a card with a "
-    "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).",
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The options `generate` and `batch` share (an option group): the model and how it is opened, the sampling
+    preset, the prompt format, and a --config file with more lorebooks."""
+
+    model: str | None = option(ModelOpt)
+    lock: Path | None = option(LockOpt)
+    preset: str | None = option(PresetOpt)
+    fmt: str | None = option(
+        typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
+    )
+    ctx: int | None = option(CtxOpt)
+    gpu_layers: int = option(GpuOpt)
+    threads: int | None = option(ThreadsOpt)
+    backend: str | None = option(BackendOpt)
+    device: str = option(DeviceOpt)
+    config: Path | None = option(
+        typer.Option(
+            None,
+            "--config",
+            metavar="FILE",
+            help="A TOML file with model, preset, format, \\[fields] and \\[sampling].",
+        )
+    )
+    lorebook: list[Path] | None = option(
+        typer.Option(
+            None,
+            "--lorebook",
+            help="A lorebook: SillyTavern World Info JSON, a card with a "
+            "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).",
+        )
+    )
+
+    def read_config(self) -> Config:
+        """The --config file's contents, its lorebooks followed by --lorebook's."""
+        config = read_config(self.config)
+        return dataclasses.replace(config, lorebooks=config.lorebooks + tuple(self.lorebook or ()))
+
+    def with_config(self, config: Config) -> ModelOptions:
+        """These options with the config's model and format where they give none: a TinyStories TOML's model
+        (converted on first use, with a progress bar) and its device."""
+        from talesmith.cli.seedrun import config_model  # seedrun resolves its settings through this module
+
+        model, device = config_model(config, self.model, self.device, err)
+        return dataclasses.replace(self, model=model or config.model, device=device, fmt=self.fmt or config.format)
+
+    def open(self) -> tuple[Any, Any]:
+        """The model's lock entry (or file) and its backend, opened with these options; notes printed."""
+        return open_model(self.model, self.lock, self.ctx, self.gpu_layers, self.threads, self.backend, self.device)

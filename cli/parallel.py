@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import typer
 
-from talesmith.runtime.batch_ray import RayOptions  # noqa: F401 (ray itself is imported only when used)
+from talesmith.cli.options import option
+from talesmith.runtime.batch_ray import RayOptions  # ray itself is imported only when used
 from talesmith.runtime.errors import SettingsError
 
 DEFAULT_PARALLEL = 8
@@ -22,17 +24,34 @@ ParallelOpt = typer.Option(
     f"(default {DEFAULT_PARALLEL}); 1 decodes one at a time.",
 )
 
-RayOpt = typer.Option(
-    None,
-    "--ray",
-    metavar="ADDRESS",
-    help="Spread the rows over Ray actors: 'local' starts a "
-    "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
-    rich_help_panel="Ray",
-)
-RayActorsOpt = typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
-RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
-RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray")
+
+@dataclasses.dataclass(frozen=True)
+class RayArgs:
+    """`batch --ray` and the resources of each actor (an option group)."""
+
+    ray: str | None = option(
+        typer.Option(
+            None,
+            "--ray",
+            metavar="ADDRESS",
+            help="Spread the rows over Ray actors: 'local' starts a "
+            "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
+            rich_help_panel="Ray",
+        )
+    )
+    ray_actors: int = option(
+        typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
+    )
+    ray_cpus: float = option(
+        typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
+    )
+    ray_gpus: float = option(typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray"))
+
+    def options(self) -> RayOptions | None:
+        """Ray's options where --ray is given; None runs on this process's model."""
+        if self.ray is None:
+            return None
+        return RayOptions(None if self.ray == "local" else self.ray, self.ray_actors, self.ray_cpus, self.ray_gpus)
 
 
 def parallel_sequences(asked: int | None, backend: Any, *, tasks: int) -> int:

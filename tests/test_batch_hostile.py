@@ -13,11 +13,12 @@ import sys
 import pytest
 from fakes import ScriptedBackend
 
-import talesmith.cli.batch as cli_batch
 import talesmith.cli.options as options
 from talesmith.cli.main import main
 from talesmith.runtime.batch_output import CSV_HEADER, read_output, read_records
 from talesmith.runtime.models.resolve import ModelRef
+
+REAL_OPEN_MODEL = options.open_model
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def cli(tmp_path, monkeypatch, capsys):
     def open_model(*args, **kwargs):
         return ModelRef("scripted", model), state["backend"]()
 
-    monkeypatch.setattr(cli_batch, "open_model", open_model)
+    monkeypatch.setattr(options, "open_model", open_model)
 
     def run(*args, backend=None):
         if backend is not None:
@@ -405,7 +406,7 @@ def test_config_values_of_the_wrong_type(tmp_path, cli, toml, message):
 def test_a_lock_entry_with_format_fields_of_the_wrong_type(tmp_path, cli, monkeypatch):
     lock = tmp_path / "models.lock"
     lock.write_text('version = 1\n[models.tiny]\nformat = "gguf"\npath = "tiny.gguf"\nformat_fields = 5\n')
-    monkeypatch.setattr(cli_batch, "open_model", options.open_model)  # the real one: the lock is read first
+    monkeypatch.setattr(options, "open_model", REAL_OPEN_MODEL)  # the real one: the lock is read first
     one_line(
         cli("batch", rows_file(tmp_path, "prompt\na\n"), "-o", tmp_path / "o.jsonl", "-m", "tiny", "--lock", lock),
         f"{lock}: model 'tiny' format_fields 5 must be a table, e.g. format_fields = {{ genre = \"horror\" }}; "
