@@ -11,7 +11,7 @@ import typer
 from talesmith.cli.options import ModelOptions, err, model_fields, option_groups, sampling_options
 from talesmith.cli.parallel import ParallelOpt, RayArgs, parallel_sequences
 from talesmith.cli.seedrun import command_settings
-from talesmith.cli.template import ChatTemplateOpt, PromptDateOpt, ReasoningOpt, batch_instruct_fields
+from talesmith.cli.template import TemplateOptions, batch_instruct_fields
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
 from talesmith.runtime.errors import InputError, SettingsError
@@ -41,16 +41,13 @@ def batch(
         help="Also write how long each record took, to OUTPUT.timings.jsonl (records hold only what the "
         "command decides, so that runs compare byte for byte).",
     ),
-    chat_template: str | None = ChatTemplateOpt,
-    reasoning: str | None = ReasoningOpt,
-    date: str | None = PromptDateOpt,
-    sampling: dict[str, Any] | None = None,
+    template: TemplateOptions = TemplateOptions(),
+    *,
+    sampling: dict[str, Any],
 ) -> None:
     """Generate for every row of a CSV or JSONL file into a resumable CSV or JSONL file."""
     from talesmith.runtime.batch_output import OutputFile, TimingsFile
 
-    if sampling is None:
-        sampling = {}
     cfg = options.read_config()
     ray_options = ray_args.options()
     if output is None:
@@ -74,7 +71,7 @@ def batch(
             parallel=parallel,
             ray=ray_options,
             timings=times,
-            template_options=(chat_template, reasoning, date),
+            template=template,
         )
     finally:
         if times is not None:
@@ -93,7 +90,7 @@ def _run(
     parallel: int | None,
     ray: Any = None,
     timings: Any = None,
-    template_options: tuple[str | None, str | None, str | None] = (None, None, None),
+    template: TemplateOptions = TemplateOptions(),
 ) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -105,7 +102,7 @@ def _run(
     from talesmith.runtime.models.resolve import lock_path, sha256
 
     ref, backend = options.open()
-    fmt, template_fields = batch_instruct_fields(options.fmt, ref, out.path, *template_options)
+    fmt, template_fields = batch_instruct_fields(options.fmt, ref, out.path, template)
     if fmt not in FORMATS:
         raise SettingsError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = read_rows(input, fmt)

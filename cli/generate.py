@@ -14,9 +14,7 @@ from talesmith.cli.options import FIELDS_PANEL, ModelOptions, err, model_fields,
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
 from talesmith.cli.seedrun import command_settings
 from talesmith.cli.template import (
-    ChatTemplateOpt,
-    PromptDateOpt,
-    ReasoningOpt,
+    TemplateOptions,
     instruct_fields,
     reasoning_stream,
     template_notes,
@@ -79,18 +77,15 @@ def generate(
         None, "--query", "-q", help="The prompt, as an option (as the TinyStories project's own command takes it)."
     ),
     parallel: int | None = ParallelOpt,
-    chat_template: str | None = ChatTemplateOpt,
-    reasoning: str | None = ReasoningOpt,
-    date: str | None = PromptDateOpt,
-    sampling: dict[str, Any] | None = None,
+    template: TemplateOptions = TemplateOptions(),
+    *,
+    sampling: dict[str, Any],
 ) -> None:
     """Generate text from a prompt, streamed to standard output."""
     from talesmith.runtime.batch import check_trimmed, timing_fields
     from talesmith.runtime.engine.generate import prepare, stream
     from talesmith.runtime.models.resolve import sha256
 
-    if sampling is None:
-        sampling = {}
     cfg = options.read_config()
     prompt = prompt if query is None else query
     options = options.with_config(cfg)  # a TinyStories TOML's model is converted on first use
@@ -120,9 +115,7 @@ def generate(
     if count < 1:
         raise SettingsError(f"--count {count} must be at least 1")
     ref, backend = options.open()
-    fmt, template_fields = instruct_fields(
-        options.fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date
-    )
+    fmt, template_fields = instruct_fields(options.fmt, ref, template)
     fields.update(template_fields)
     settings = command_settings(options.preset, cfg, ref, sampling, backend, [prompt], err)
     try:
@@ -175,7 +168,7 @@ def generate(
                 thought, said = thought + rest[0], said + rest[1]
             parts.append(said)
             if not as_json:
-                if thought and (reasoning or "show") == "show":
+                if thought and (template.reasoning or "show") == "show":
                     err.print(f"[dim]{escape(thought)}[/]", end="", soft_wrap=True)
                 out.write(said)
                 out.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from talesmith.cli.options import LockOpt, err
+from talesmith.cli.options import LockOpt, err, option
 from talesmith.runtime.errors import InputError, ModelError, SettingsError
 
 template_app = typer.Typer(help="Chat templates: render one, or show a model's.", no_args_is_help=True)
@@ -18,38 +19,45 @@ DateOpt = typer.Option(
     None, "--date", metavar="YYYY-MM-DD", help="The date the template's strftime_now sees (default: today)."
 )
 TEMPLATE_PANEL = "Chat template (--format instruct)"
-ChatTemplateOpt = typer.Option(
-    None,
-    "--chat-template",
-    metavar="FILE|NAME",
-    help="A .jinja file, a preset (chatml, llama3, mistral, gemma, phi3, alpaca, metharme, vicuna), an imported "
-    "format, or one of the model's named templates (default: the model's own).",
-    rich_help_panel=TEMPLATE_PANEL,
-)
-ReasoningOpt = typer.Option(
-    None,
-    "--reasoning",
-    metavar="show|hide|off",
-    help="A thinking model's reasoning: shown apart (stderr), hidden, or off where the template can switch it off.",
-    rich_help_panel=TEMPLATE_PANEL,
-)
-PromptDateOpt = typer.Option(
-    None,
-    "--date",
-    metavar="YYYY-MM-DD",
-    help="The date a chat template sees (strftime_now); default today.",
-    rich_help_panel=TEMPLATE_PANEL,
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateOptions:
+    """How `generate` and `batch` prompt through a chat template (an option group)."""
+
+    chat_template: str | None = option(
+        typer.Option(
+            None,
+            "--chat-template",
+            metavar="FILE|NAME",
+            help="A .jinja file, a preset (chatml, llama3, mistral, gemma, phi3, alpaca, metharme, vicuna), an "
+            "imported format, or one of the model's named templates (default: the model's own).",
+            rich_help_panel=TEMPLATE_PANEL,
+        )
+    )
+    reasoning: str | None = option(
+        typer.Option(
+            None,
+            "--reasoning",
+            metavar="show|hide|off",
+            help="A thinking model's reasoning: shown apart (stderr), hidden, or off where the template can switch "
+            "it off.",
+            rich_help_panel=TEMPLATE_PANEL,
+        )
+    )
+    date: str | None = option(
+        typer.Option(
+            None,
+            "--date",
+            metavar="YYYY-MM-DD",
+            help="The date a chat template sees (strftime_now); default today.",
+            rich_help_panel=TEMPLATE_PANEL,
+        )
+    )
 
 
 def instruct_fields(
-    fmt: str | None,
-    ref: Any,
-    *,
-    chat_template: str | None,
-    reasoning: str | None,
-    date: str | None,
-    fix_date: bool = False,
+    fmt: str | None, ref: Any, options: TemplateOptions, *, fix_date: bool = False
 ) -> tuple[str, dict[str, Any]]:
     """The prompt format to use and, for `instruct`, its template, date and reasoning fields.
 
@@ -61,6 +69,7 @@ def instruct_fields(
     from talesmith.runtime.files import default_data_dir
     from talesmith.runtime.templates.choose import choose_template
 
+    chat_template, reasoning = options.chat_template, options.reasoning
     if fmt is None and ref.prompt_format is None:
         try:
             template = choose_template(chat_template, model=ref.path, data_dir=default_data_dir())
@@ -81,7 +90,7 @@ def instruct_fields(
             f"{ref.name} carries no chat template; pass --chat-template with a preset (chatml, llama3, mistral, "
             f"gemma, phi3, alpaca, metharme, vicuna) or a .jinja file"
         )
-    day = parse_date(date) or (dt.date.today() if fix_date else None)
+    day = parse_date(options.date) or (dt.date.today() if fix_date else None)
     return "instruct", {
         "chat_template": template,
         "date": day.isoformat() if day else None,
@@ -103,17 +112,18 @@ def _context(path: Path) -> dict[str, Any]:
 
 
 def batch_instruct_fields(
-    fmt: str | None, ref: Any, output: Path, chat_template: str | None, reasoning: str | None, date: str | None
+    fmt: str | None, ref: Any, output: Path, options: TemplateOptions
 ) -> tuple[str, dict[str, Any]]:
     """instruct_fields for a batch: the date is fixed once per command (today, or the date a resumed output was
     started with), and the template is kept as plain data in the output's run file."""
     from talesmith.runtime.batch_output import read_run
     from talesmith.runtime.documents.instruct import TemplateField
 
-    if date is None:
+    if options.date is None:
         stored = (read_run(output) or {}).get("fields")
-        date = stored.get("date") if isinstance(stored, dict) and isinstance(stored.get("date"), str) else None
-    fmt, fields = instruct_fields(fmt, ref, chat_template=chat_template, reasoning=reasoning, date=date, fix_date=True)
+        if isinstance(stored, dict) and isinstance(stored.get("date"), str):
+            options = dataclasses.replace(options, date=stored["date"])
+    fmt, fields = instruct_fields(fmt, ref, options, fix_date=True)
     if "chat_template" in fields:
         fields["chat_template"] = TemplateField(fields["chat_template"])
     return fmt, fields
