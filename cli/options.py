@@ -207,6 +207,7 @@ ModelOpt = typer.Option(
 )
 LockOpt = typer.Option(None, "--lock", help="The models.lock to read (default: ./models.lock or $TALESMITH_LOCK).")
 PresetOpt = typer.Option(None, "--preset", metavar="NAME", help=f"Sampling preset: {', '.join(PRESETS)}.")
+FormatOpt = typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
 CtxOpt = typer.Option(None, "--ctx", help="Context size in tokens (default: the model's, at most 4096).")
 GpuOpt = typer.Option(
     0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python."
@@ -222,7 +223,16 @@ DeviceOpt = typer.Option(
     help="cpu or cuda (ONNX Runtime's CUDA provider; with llama, all layers "
     "on the GPU unless --gpu-layers says otherwise).",
 )
+ConfigOpt = typer.Option(
+    None, "--config", metavar="FILE", help="A TOML file with model, preset, format, \\[fields] and \\[sampling]."
+)
 FIELDS_PANEL = "Format fields"
+LorebookOpt = typer.Option(
+    None,
+    "--lorebook",
+    help="A lorebook: SillyTavern World Info JSON, a card with a "
+    "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,30 +243,14 @@ class ModelOptions:
     model: str | None = option(ModelOpt)
     lock: Path | None = option(LockOpt)
     preset: str | None = option(PresetOpt)
-    fmt: str | None = option(
-        typer.Option(None, "--format", "-f", metavar="NAME", help=f"Prompt format: {', '.join(FORMATS)}.")
-    )
+    fmt: str | None = option(FormatOpt)
     ctx: int | None = option(CtxOpt)
     gpu_layers: int = option(GpuOpt)
     threads: int | None = option(ThreadsOpt)
     backend: str | None = option(BackendOpt)
     device: str = option(DeviceOpt)
-    config: Path | None = option(
-        typer.Option(
-            None,
-            "--config",
-            metavar="FILE",
-            help="A TOML file with model, preset, format, \\[fields] and \\[sampling].",
-        )
-    )
-    lorebook: list[Path] | None = option(
-        typer.Option(
-            None,
-            "--lorebook",
-            help="A lorebook: SillyTavern World Info JSON, a card with a "
-            "character_book, or a KoboldAI story (repeatable; adds to lorebooks in --config).",
-        )
-    )
+    config: Path | None = option(ConfigOpt)
+    lorebook: list[Path] | None = option(LorebookOpt)
 
     def read_config(self) -> Config:
         """The --config file's contents, its lorebooks followed by --lorebook's."""

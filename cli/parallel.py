@@ -24,28 +24,27 @@ ParallelOpt = typer.Option(
     f"(default {DEFAULT_PARALLEL}); 1 decodes one at a time.",
 )
 
+RayOpt = typer.Option(
+    None,
+    "--ray",
+    metavar="ADDRESS",
+    help="Spread the rows over Ray actors: 'local' starts a "
+    "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
+    rich_help_panel="Ray",
+)
+RayActorsOpt = typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
+RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
+RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray")
+
 
 @dataclasses.dataclass(frozen=True)
 class RayArgs:
     """`batch --ray` and the resources of each actor (an option group)."""
 
-    ray: str | None = option(
-        typer.Option(
-            None,
-            "--ray",
-            metavar="ADDRESS",
-            help="Spread the rows over Ray actors: 'local' starts a "
-            "cluster on this machine, 'auto' or HOST:PORT joins a running one (needs talesmith[scale]).",
-            rich_help_panel="Ray",
-        )
-    )
-    ray_actors: int = option(
-        typer.Option(2, "--ray-actors", help="Actors, each holding the model.", rich_help_panel="Ray")
-    )
-    ray_cpus: float = option(
-        typer.Option(1.0, "--ray-cpus", help="CPUs per actor (and its threads).", rich_help_panel="Ray")
-    )
-    ray_gpus: float = option(typer.Option(0.0, "--ray-gpus", help="GPUs per actor.", rich_help_panel="Ray"))
+    ray: str | None = option(RayOpt)
+    ray_actors: int = option(RayActorsOpt)
+    ray_cpus: float = option(RayCpusOpt)
+    ray_gpus: float = option(RayGpusOpt)
 
     def options(self) -> RayOptions | None:
         """Ray's options where --ray is given; None runs on this process's model."""

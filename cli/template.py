@@ -21,38 +21,27 @@ DateOpt = typer.Option(
 TEMPLATE_PANEL = "Chat template (--format instruct)"
 
 
+def _template_option(flag: str, metavar: str, help: str) -> Any:
+    return option(typer.Option(None, flag, metavar=metavar, help=help, rich_help_panel=TEMPLATE_PANEL))
+
+
 @dataclasses.dataclass(frozen=True)
 class TemplateOptions:
     """How `generate` and `batch` prompt through a chat template (an option group)."""
 
-    chat_template: str | None = option(
-        typer.Option(
-            None,
-            "--chat-template",
-            metavar="FILE|NAME",
-            help="A .jinja file, a preset (chatml, llama3, mistral, gemma, phi3, alpaca, metharme, vicuna), an "
-            "imported format, or one of the model's named templates (default: the model's own).",
-            rich_help_panel=TEMPLATE_PANEL,
-        )
+    chat_template: str | None = _template_option(
+        "--chat-template",
+        "FILE|NAME",
+        "A .jinja file, a preset (chatml, llama3, mistral, gemma, phi3, alpaca, metharme, vicuna), an imported "
+        "format, or one of the model's named templates (default: the model's own).",
     )
-    reasoning: str | None = option(
-        typer.Option(
-            None,
-            "--reasoning",
-            metavar="show|hide|off",
-            help="A thinking model's reasoning: shown apart (stderr), hidden, or off where the template can switch "
-            "it off.",
-            rich_help_panel=TEMPLATE_PANEL,
-        )
+    reasoning: str | None = _template_option(
+        "--reasoning",
+        "show|hide|off",
+        "A thinking model's reasoning: shown apart (stderr), hidden, or off where the template can switch it off.",
     )
-    date: str | None = option(
-        typer.Option(
-            None,
-            "--date",
-            metavar="YYYY-MM-DD",
-            help="The date a chat template sees (strftime_now); default today.",
-            rich_help_panel=TEMPLATE_PANEL,
-        )
+    date: str | None = _template_option(
+        "--date", "YYYY-MM-DD", "The date a chat template sees (strftime_now); default today."
     )
 
 
