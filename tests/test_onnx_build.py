@@ -116,6 +116,30 @@ def test_rows_of_different_lengths_in_one_run_match_each_prompt_alone(kind, tiny
     cache.close()
 
 
+@pytest.mark.parametrize("kind", ["gptj", "llama", "falcon-7b"])
+def test_prompts_of_several_rows_in_one_padded_run_match_each_prompt_alone(kind, tiny, tmp_path):
+    """Empty rows evaluate prompts of different lengths in one run, right-padded to the longest: the longest rows
+    get their logits, every row's cache holds its own tokens (what it decodes next matches the tokens alone), and
+    an empty row in the range that is not listed stays empty. Rows that hold tokens are refused."""
+    folder = to_onnx(tiny[kind], tmp_path, ("fp32",))["ONNX-FP32"].path
+    ids = transformers.AutoTokenizer.from_pretrained(tiny[kind])(SAMPLE_TEXTS["english"])["input_ids"]
+    alone = _run(folder, ids)
+    cache = RowCache(folder, rows=4, positions=len(ids), device="cpu", threads=2)
+    full = cache.prefill_rows({0: ids[:4], 1: ids[:6], 3: ids[:3]})  # row 2 sits between them
+    assert full == [1] and cache.lengths == [4, 6, 0, 3]
+    assert np.abs(cache.logits[1, 0] - alone[5]).max() < 1e-5
+    rows = {0: 4, 1: 6, 3: 3}
+    for _ in range(3):
+        cache.decode({row: ids[n] for row, n in rows.items()})
+        for row, n in rows.items():
+            assert np.abs(cache.logits[row, 0] - alone[n]).max() < 1e-5, (row, n)
+            rows[row] = n + 1
+    assert np.abs(cache.prefill(2, ids[:5]) - alone[4]).max() < 1e-5
+    with pytest.raises(ValueError, match="not all empty"):
+        cache.prefill_rows({0: ids[:2], 1: ids[:2]})
+    cache.close()
+
+
 def test_unsupported_variants_are_refused_before_anything_is_written(tiny, tmp_path):
     import json
 

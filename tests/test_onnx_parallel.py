@@ -86,6 +86,27 @@ def test_each_greedy_row_is_its_prompt_decoded_alone(models, kind, quant):
     backend.close()
 
 
+@pytest.mark.parametrize("kind,quant", [("llama", "int4"), ("gpt2", "fp32")])
+def test_prompts_of_empty_rows_are_evaluated_in_one_run_and_match_each_prompt_alone(models, kind, quant):
+    """Four prompts of close lengths start together: one padded run evaluates them (the three shorter ones leave
+    their last token to the single-token run), then one run per token; a prompt that starts alone runs alone."""
+    backend = OnnxBackend(models[(kind, quant)], n_ctx=64)
+    texts = ["A knight rode out at dawn", "My grandmother kept bees", "The old mill stood silent"]
+    prompts = [backend.tokenize(p) for p in [*texts, "Two foxes met by a river", "Rain fell on the harbour"]]
+    width = max(len(p) for p in prompts[:4])
+    assert len({len(p) for p in prompts[:4]}) > 1 and 4 * width * 3 / 4 <= sum(len(p) for p in prompts[:4])
+    k = 6
+    jobs = [ParallelJob(p, GREEDY.replace(max_new_tokens=k, min_new_tokens=k)) for p in prompts]
+    expected = alone(backend, jobs)
+    got, steps = together(backend, jobs, 4)
+    assert [c.tokens for c in got] == [c.tokens for c in expected]
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert [c.timing.prompt_evaluated for c in got] == [len(p) for p in prompts]
+    # the padded run and the shorter rows' last tokens, then k runs of 4 rows; the fifth prompt alone, then k runs
+    assert steps == 2 + k + 1 + k
+    backend.close()
+
+
 WORD = re.compile(r"(?<![\w\ufffd])[A-Za-z]{2,}(?![\w\ufffd])")
 """A whole word in a tiny model's text, away from bytes that are not UTF-8 (banned phrases match whole words)."""
 

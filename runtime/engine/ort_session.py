@@ -6,10 +6,14 @@ allocated once. Every run binds the buffer (or the part of it that holds the row
 and values in place after each row's own tokens: nothing is copied per step, and a row is cut back
 (a banned phrase rewound, a prompt that shares only a prefix) by lowering its length alone.
 
-Rows run together only as single tokens (`decode`); a prompt is evaluated row by row (`prefill`), so
-its numbers are exactly the ones the same prompt gets alone. Rows outside the run keep what they
-hold; a row inside the range but not decoding this step writes a scratch token just past its own
-tokens (the extra position at the end makes room for a full row), which the next real token overwrites.
+A run covers a range of rows. `decode` gives one token more to each of several rows; `prefill` evaluates
+one row's tokens alone (exactly the numbers the same prompt gets alone); `prefill_rows` evaluates the first
+tokens of several empty rows in one run, right-padded to the longest (a row differs from the same tokens
+alone only by the rounding of the batched products). Rows outside the run keep what they hold; a row
+inside the range but not evaluating, and the padding after a shorter row's tokens, write scratch
+positions just past the row's own tokens (the extra position at the end makes room for a full row's
+single token), which its next real tokens overwrite: the attention mask never shows a row anything past
+its own length.
 """
 
 from __future__ import annotations
@@ -155,6 +159,33 @@ class RowCache:
         self._run(row, np.asarray([tokens], dtype=np.int64), [start], positions, self.logits)
         self.lengths[row] = start + len(tokens)
         return self.logits[row, 0]
+
+    def prefill_rows(self, tokens: dict[int, Sequence[int]]) -> list[int]:
+        """Evaluate the first tokens of several empty rows (row: tokens) in one run, right-padded to the longest
+        list; the rows whose logits are now in `logits`: those whose list is the longest (a shorter row's last
+        position is padding). Every row from the first listed to the last must be empty: ONNX Runtime's
+        GroupQueryAttention evaluates more than one token of several rows in one run only as their first."""
+        first, last = min(tokens), max(tokens)
+        if any(self.lengths[first : last + 1]):
+            raise ValueError(f"rows {first}..{last} are not all empty: evaluate their tokens row by row")
+        width = max(len(t) for t in tokens.values())
+        if width > self.positions:
+            raise ContextOverflowError(
+                f"{width} tokens do not fit the context of {self.positions}; raise --ctx or shorten the prompt"
+            )
+        ids = np.zeros((last - first + 1, width), dtype=np.int64)
+        for row, row_tokens in tokens.items():
+            ids[row - first, : len(row_tokens)] = row_tokens
+        positions = np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape)
+        self._run(first, ids, [0] * len(ids), np.ascontiguousarray(positions), self._scratch)
+        full = []
+        for row, row_tokens in tokens.items():
+            self.lengths[row] = len(row_tokens)
+            if len(row_tokens) == width:
+                full.append(row)
+                if self._scratch is not self.logits:
+                    self.logits[row] = self._scratch[row]
+        return full
 
     def decode(self, tokens: dict[int, int]) -> None:
         """One token more for each row in `tokens` (row: token), all in one run; their logits are in `logits`."""
