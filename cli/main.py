@@ -6,7 +6,9 @@ and exit with status 2.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -49,22 +51,6 @@ DataDirOpt = typer.Option(
 ChatOpt = typer.Option(False, "--chat", help="Open on the chat screen instead of the story screen.")
 
 
-@app.callback(invoke_without_command=True)
-def _no_command(
-    ctx: typer.Context,
-    model: str | None = ModelOpt,
-    lock: Path | None = LockOpt,
-    n_ctx: int | None = CtxOpt,
-    gpu_layers: int = GpuOpt,
-    threads: int | None = ThreadsOpt,
-    data_dir: Path | None = DataDirOpt,
-    chat: bool = ChatOpt,
-) -> None:
-    """Without a command, open the terminal app (it takes every option of `talesmith tui`)."""
-    if ctx.invoked_subcommand is None:
-        tui(model=model, lock=lock, ctx=n_ctx, gpu_layers=gpu_layers, threads=threads, data_dir=data_dir, chat=chat)
-
-
 @app.command()
 def tui(
     model: str | None = ModelOpt,
@@ -87,6 +73,21 @@ def tui(
         data_dir=data_dir,
         mode="chat" if chat else "",  # the screen shown last, else story
     )
+
+
+def _no_command(context: typer.Context, **options: Any) -> None:
+    """Without a command, open the terminal app (it takes every option of `talesmith tui`)."""
+    if context.invoked_subcommand is None:
+        tui(**options)
+
+
+_no_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        *inspect.signature(tui, eval_str=True).parameters.values(),
+    ]
+)
+app.callback(invoke_without_command=True)(_no_command)
 
 
 def main() -> None:
