@@ -42,23 +42,19 @@ class Rope:
 
 
 @dataclass(frozen=True)
-class Lengths:
-    seqlens_k: str
-    """[B] int32: each row's tokens after this step, minus one."""
-    total: str
-    """int32 scalar: the longest row's tokens after this step."""
-
-
-@dataclass(frozen=True)
 class Layers:
-    """What every layer's ops share: the graph, the weights, the types, the rotary tables and the lengths."""
+    """What every layer's ops share: the graph, the weights, the types, the rotary tables and GroupQueryAttention's
+    lengths."""
 
     g: Graph
     reader: Reader
     quant: str
     dtype: Any
     rope: Rope | None
-    lengths: Lengths
+    seqlens_k: str
+    """[B] int32: each row's tokens after this step, minus one."""
+    total: str
+    """int32 scalar: the longest row's tokens after this step."""
 
 
 def _types(quant: str):
@@ -93,7 +89,7 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     del pos_table
     trained = reader.config.get("max_position_embeddings") or reader.config.get("n_positions") or 0
     rope = _rope(g, spec, max(int(trained), ROPE_POSITIONS), dtype, positions) if spec.rotary_dim else None
-    layers = Layers(g, reader, quant, dtype, rope, _lengths(g, mask))
+    layers = Layers(g, reader, quant, dtype, rope, *_lengths(g, mask))
     for i in range(spec.n_layer):
         x = _layer(layers, i, x, pasts[i])
         on_layer(i + 1, spec.n_layer)
@@ -138,14 +134,14 @@ def _rotate(g: Graph, x: str, heads: int, rope: Rope, spec: Spec) -> str:
     return g.op("Reshape", g.op("Concat", y, rest, axis=-1) if rest else y, g.ints([0, 0, -1]))
 
 
-def _lengths(g: Graph, mask: str) -> Lengths:
+def _lengths(g: Graph, mask: str) -> tuple[str, str]:
     """GroupQueryAttention's lengths from the attention mask: each row's count of ones, and the mask's width."""
     from onnx import TensorProto
 
     counts = g.op("ReduceSum", mask, g.ints([1]), keepdims=0)
     seqlens = g.op("Cast", g.op("Sub", counts, g.const(1, np.int64)), to=TensorProto.INT32)
     total = g.op("Cast", g.op("Squeeze", g.op("Shape", mask, start=1, end=2), g.ints([0])), to=TensorProto.INT32)
-    return Lengths(seqlens, total)
+    return seqlens, total
 
 
 def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, dtype) -> str:
@@ -181,7 +177,7 @@ def _attention(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
     g.nodes.append(
         helper.make_node(
             "GroupQueryAttention",
-            [*inputs, past[0], past[1], c.lengths.seqlens_k, c.lengths.total, *tables],
+            [*inputs, past[0], past[1], c.seqlens_k, c.total, *tables],
             [out, f"present.{i}.key", f"present.{i}.value"],
             name=p + ".gqa",
             domain="com.microsoft",
