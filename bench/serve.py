@@ -4,15 +4,16 @@ Both servers run the bundled model on this machine with the same threads (llama_
 concurrent requests and decodes one at a time; its default, which cuts a running request off when the
 next arrives, is turned off). For 1, 4, 8 and 16 concurrent streaming clients, each client sends
 `--requests` completions of `--tokens` tokens (end-of-text held off: `min_tokens` for talesmith, a logit
-bias on the end tokens for llama_cpp.server); the levels alternate between the two servers so that load
-from elsewhere falls on both alike. Reported per level: the tokens received (counted by the model's
-tokenizer on the texts), aggregate tokens/s (tokens / wall time), the median time to first token, and
-talesmith's ratio to the baseline. Then a SillyTavern chat (../shared/real/st-chat-jsonl, when present) is
+bias on the end tokens for llama_cpp.server), with llama_cpp.server's default sampling sent to both; the
+levels alternate between the two servers, `--rounds` times over all levels, so that load from elsewhere
+falls on both alike. Reported per level, as medians over the rounds: the tokens received (counted by the
+model's tokenizer on the texts), aggregate tokens/s (tokens / wall time), the median time to first
+token, and talesmith's ratio to the baseline (the median of the ratios within each round). Then a SillyTavern chat (../shared/real/st-chat-jsonl, when present) is
 replayed turn by turn against talesmith with the whole prompt each time: tokens evaluated per turn against
 the turn's new tokens.
 
     pip install 'llama-cpp-python[server]==0.3.36'
-    python bench/serve.py [--levels 1,4,8,16] [--tokens 24] [--requests 1] [--ctx 1024]
+    python bench/serve.py [--levels 1,4,8,16] [--tokens 24] [--requests 1] [--rounds 3] [--ctx 1024]
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ def level(url: str, clients: int, body_for, requests: int, counter: str) -> dict
     }
 
 
+def median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds."""
+    return {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
+
+
 def replay(url: str) -> dict[str, object] | None:
     if not REPLAY.is_dir():
         return None
@@ -144,6 +150,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--requests", type=int, default=1)
     parser.add_argument("--ctx", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -164,33 +171,45 @@ def main() -> None:
         )  # fmt: skip
         eog = httpx.post(ours_url + "/api/extra/tokencount", json={"prompt": "<eos><end_of_turn>"}).json()["ids"]
 
+        def body(i: int) -> dict:  # llama_cpp.server's defaults, sent to both (its penalty window is 64)
+            return {"prompt": PROMPTS[i % 4], "max_tokens": args.tokens, "stream": True, "seed": i,
+                    "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1}  # fmt: skip
+
         def ours_body(i: int) -> dict:
-            return {"prompt": PROMPTS[i % 4], "max_tokens": args.tokens, "min_tokens": args.tokens, "stream": True,
-                    "temperature": 0.8, "seed": i}  # fmt: skip
+            return body(i) | {"min_tokens": args.tokens, "repeat_last_n": 64}
 
         def base_body(i: int) -> dict:
-            return {"prompt": PROMPTS[i % 4], "max_tokens": args.tokens, "stream": True, "temperature": 0.8,
-                    "seed": i, "logit_bias": {str(t): -100.0 for t in eog}}  # fmt: skip
+            return body(i) | {"logit_bias": {str(t): -100.0 for t in eog}}
 
         counter = ours_url + "/api/extra/tokencount"
         level(ours_url, 1, ours_body, 1, counter)  # warm both up
         level(base_url, 1, base_body, 1, counter)
+        runs: dict[int, list[tuple[dict, dict]]] = {clients: [] for clients in levels}
+        for _ in range(args.rounds):
+            for clients in levels:
+                runs[clients].append(
+                    (
+                        level(ours_url, clients, ours_body, args.requests, counter),
+                        level(base_url, clients, base_body, args.requests, counter),
+                    )
+                )
         rows = []
-        for clients in levels:
-            a = level(ours_url, clients, ours_body, args.requests, counter)
-            b = level(base_url, clients, base_body, args.requests, counter)
+        for clients, pairs in runs.items():
+            ratios = [a["tokens_per_second"] / b["tokens_per_second"] for a, b in pairs]
             rows.append(
                 {
                     "clients": clients,
-                    "talesmith": a,
-                    "llama_cpp_server": b,
-                    "tokens_per_second_ratio": round(a["tokens_per_second"] / b["tokens_per_second"], 2),
+                    "talesmith": median_of([a for a, _ in pairs]),
+                    "llama_cpp_server": median_of([b for _, b in pairs]),
+                    "tokens_per_second_ratio": round(statistics.median(ratios), 2),
+                    "ratios_per_round": [round(r, 3) for r in ratios],
                 }
             )
         result = {
             "model": Path(model).name,
             "tokens_per_request": args.tokens,
             "requests_per_client": args.requests,
+            "rounds": args.rounds,
             "threads": args.threads,
             "levels": rows,
             "replay": replay(ours_url),

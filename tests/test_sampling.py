@@ -58,6 +58,27 @@ def test_top_k(k):
         same(S.top_k(S.candidates(logits), k), native(llama_cpp.llama_sampler_init_top_k(k), logits)[0], probs=False)
 
 
+@pytest.mark.parametrize("k", [1, 40, 500])
+def test_top_k_over_a_large_vocabulary_keeps_what_a_full_sort_keeps(k):
+    """Above 8k candidates top-k bounds the k-th logit from a sample instead of sorting them all: the same
+    candidates in the same order as the full stable sort, ties (many here) included, and as llama.cpp."""
+    rng = np.random.default_rng(5)
+    vectors = [
+        (rng.standard_normal(50_000) * 3).astype(np.float32),
+        rng.integers(-20, 5, 50_000).astype(np.float32),  # thousands of equal logits around the k-th
+        np.where(rng.random(50_000) < 0.99, -np.inf, rng.standard_normal(50_000)).astype(np.float32),
+        np.full(50_000, -np.inf, dtype=np.float32),
+    ]
+    for logits in vectors:
+        c = S.candidates(logits)
+        full = S.sort(c)
+        ours = S.top_k(c, k)
+        assert ours.ids.tolist() == full.ids[:k].tolist()
+        assert ours.logits.tolist() == full.logits[:k].tolist()
+    theirs, _ = native(llama_cpp.llama_sampler_init_top_k(k), vectors[0])
+    same(S.top_k(S.candidates(vectors[0]), k), theirs, probs=False)
+
+
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.9, 0.99])
 def test_top_p(p):
     for logits in logit_vectors():
@@ -252,21 +273,23 @@ CHAINS = {
 }
 
 
+@pytest.mark.parametrize("vocab", [300, 5000])
 @pytest.mark.parametrize("name", list(CHAINS))
-def test_whole_chain_picks_the_same_tokens_as_llama_cpp(name):
-    """talesmith's llama.cpp chain and the numpy chain, same seed and history: the same 40 tokens."""
+def test_whole_chain_picks_the_same_tokens_as_llama_cpp(name, vocab):
+    """talesmith's llama.cpp chain and the numpy chain, same seed and history: the same 40 tokens (over
+    5,000 tokens top-k takes its bounded path)."""
     settings = CHAINS[name]
     history = [3, 4, 5, 3, 4, 5, 3, 4]
-    fake = SimpleNamespace(n_ctx=256, n_vocab=300, vocab=None)
-    theirs = LlamaSampler(fake, settings, 42, history)
-    ours = S.SamplerChain(settings, n_vocab=300, n_ctx=256, seed=42, history=history)
+    fake = SimpleNamespace(n_ctx=256, n_vocab=vocab, vocab=None)
+    theirs = LlamaSampler(fake, settings, 42, history, native=True)
+    ours = S.SamplerChain(settings, n_vocab=vocab, n_ctx=256, seed=42, history=history)
     rng = np.random.default_rng(11)
     tokens = []
     for step in range(40):
         if step == 25:  # a rewind: both start over from the history, with the next seed
             theirs.reset(history + tokens)
             ours.reset(history + tokens, seed=42 + 1)
-        logits = (rng.standard_normal(300) * 3).astype(np.float32)
+        logits = (rng.standard_normal(vocab) * 3).astype(np.float32)
         logits[tokens[-1] if tokens else 0] += 4.0  # make repeats likely, so penalties matter
         # With a banned (-inf) token llama.cpp's typical sampler takes 0 * log(0) as NaN entropy and its
         # order is then undefined; the numpy one takes it as 0. Compare bans on the other chains.
@@ -304,7 +327,7 @@ def test_plan_lists_the_steps_in_llama_cpp_order_without_neutral_ones():
 def test_llama_cpp_chain_is_built_from_the_same_plan(name):
     """One description for both backends: llama.cpp's chain holds the plan's samplers, in its order."""
     fake = SimpleNamespace(n_ctx=256, n_vocab=300, vocab=None)
-    theirs = LlamaSampler(fake, CHAINS[name], 42, [])
+    theirs = LlamaSampler(fake, CHAINS[name], 42, [], native=True)
     plan = S.plan_chain(CHAINS[name], n_ctx=256)
     names = [
         llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(theirs._chain, i)).decode().lstrip("?")

@@ -17,12 +17,13 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from talesmith.runtime import files
 from talesmith.runtime.engine.choices import context_size
 from talesmith.runtime.engine.memory import available_memory, context_failed, context_too_big
 from talesmith.runtime.engine.protocol import MIN_SHIFT_KEPT, ModelMetadata, common_prefix, shift_plan
-from talesmith.runtime.engine.samplers import Step, plan_chain
+from talesmith.runtime.engine.samplers import SamplerChain, Step, narrows_first, plan_chain
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 from talesmith.runtime.models import gguf_keys
 from talesmith.runtime.models.gguf_header import GGUFInfo, check_loadable, read_info
@@ -65,17 +66,37 @@ def gpu_offload_supported() -> bool:
 
 
 class LlamaSampler:
-    """llama.cpp's native sampler chain, built from the ChainPlan of one SamplingSettings."""
+    """The sampler chain of one SamplingSettings (its ChainPlan) over llama.cpp's logits.
+
+    Where the plan narrows the vocabulary to a few candidates first (top-k or greedy, no DRY or mirostat),
+    the numpy chain (samplers.SamplerChain, which picks the tokens llama.cpp's chain picks) runs on the
+    logits in place: it bounds the top k without handing every token of a large vocabulary to a sampler
+    (llama.cpp's chain copies them all and its penalties look each one up), which costs most of a step
+    on a 262,144-token vocabulary. Otherwise, or with `native=True`, llama.cpp's own chain samples."""
 
     index = -1
     """Which row of the last batch's logits to sample from (parallel sequences set their own)."""
 
-    def __init__(self, backend: LlamaCppBackend, settings: SamplingSettings, seed: int, history: Sequence[int]):
+    def __init__(
+        self,
+        backend: LlamaCppBackend,
+        settings: SamplingSettings,
+        seed: int,
+        history: Sequence[int],
+        *,
+        native: bool | None = None,
+    ):
         self._backend = backend
         self._plan = plan_chain(settings, n_ctx=backend.n_ctx)
         self._seed = seed
         self._resets = 0
         self._chain = None
+        self._numpy: SamplerChain | None = None
+        if native is False or (native is None and narrows_first(self._plan)):
+            self._numpy = SamplerChain(
+                settings, n_vocab=backend.n_vocab, n_ctx=backend.n_ctx, seed=seed, history=history
+            )
+            return
         self._build()
         self._prime(history)
 
@@ -112,6 +133,9 @@ class LlamaSampler:
 
     def sample(self, banned: Collection[int] = ()) -> int:
         ctx = self._backend.ctx
+        if self._numpy is not None:
+            row = llama_cpp.llama_get_logits_ith(ctx, self.index)
+            return self._numpy.sample(np.ctypeslib.as_array(row, shape=(self._backend.n_vocab,)), banned)
         if banned:
             logits = llama_cpp.llama_get_logits_ith(ctx, self.index)
             for token in banned:
@@ -119,8 +143,12 @@ class LlamaSampler:
         return llama_cpp.llama_sampler_sample(self._chain, ctx, self.index)
 
     def reset(self, history: Sequence[int]) -> None:
-        self.close()
+        """Start over after a rewind, with the next seed."""
         self._resets += 1
+        if self._numpy is not None:
+            self._numpy.reset(history, seed=self._seed + self._resets)
+            return
+        self.close()
         self._build()
         self._prime(history)
 

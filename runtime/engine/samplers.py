@@ -84,8 +84,26 @@ def top_k(c: Candidates, k: int) -> Candidates:
         raise ValueError(f"top_k {k} is negative")
     if k == 0:
         return c
+    if not c.sorted and len(c) > 8 * k:
+        survivors = _at_least_kth(c.logits, k)
+        if survivors is not None:
+            c = _take(c, survivors, sorted=False)
     c = sort(c)
     return _take(c, np.arange(min(k, len(c))), sorted=True)
+
+
+def _at_least_kth(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """The positions (ascending) of every logit at least a bound that lies at or below the k-th largest,
+    found without sorting: the bound is the k-th largest of a strided sample, a subset, so at least k
+    logits reach it. Sorting these few and keeping the first k gives exactly what sorting all of them
+    would (ties keep their order in both). None where no finite bound exists."""
+    stride = max(1, math.isqrt(len(logits) // k))
+    sample = logits[::stride]
+    bound = np.partition(sample, len(sample) - k)[len(sample) - k]
+    if not np.isfinite(bound):
+        return None
+    survivors = np.flatnonzero(logits >= bound)
+    return survivors if len(survivors) >= k else None
 
 
 def _keeps_all(name: str, p: float) -> bool:
@@ -160,13 +178,20 @@ def penalties(
         return c
     counts = Counter(int(t) for t in recent)
     logits = c.logits.copy()
-    hit = np.nonzero(np.isin(c.ids, np.fromiter(counts, dtype=np.int64)))[0]
-    for i in hit:
-        n = counts[int(c.ids[i])]
-        x = logits[i]
-        x = x * _F32(repeat) if x <= 0 else x / _F32(repeat)
-        logits[i] = _F32(x - (_F32(n) * _F32(frequency) + _F32(1.0) * _F32(presence)))
+    for token, n in counts.items():
+        for i in _positions(c, token):
+            x = logits[i]
+            x = x * _F32(repeat) if x <= 0 else x / _F32(repeat)
+            logits[i] = _F32(x - (_F32(n) * _F32(frequency) + _F32(1.0) * _F32(presence)))
     return Candidates(c.ids, logits, None, False)
+
+
+def _positions(c: Candidates, token: int) -> Sequence[int]:
+    """Where `token` stands among the candidates (at most once): at its own id while they are still the
+    whole vocabulary in id order, as at the start of a chain, else found by a search."""
+    if 0 <= token < len(c) and c.ids[token] == token:
+        return (token,)
+    return np.flatnonzero(c.ids == token)[:1].tolist()
 
 
 Breakers = Mapping[int, Sequence[tuple[int, ...]]]
@@ -275,14 +300,14 @@ def dry(
         return Candidates(c.ids, c.logits, None, False)
     max_exponent = int(_F32(88.7228391) / _F32(math.log(base))) if base > 1.000001 else 0
     logits = c.logits.copy()
-    for at in np.nonzero(np.isin(c.ids, np.fromiter(longest_for, dtype=np.int64)))[0]:
-        token = int(c.ids[at])
+    for token, longest in longest_for.items():
         if any(len(t) == 0 for t in breakers.get(token, ())):
             continue
-        exponent = longest_for[token] - allowed_length
+        exponent = longest - allowed_length
         if max_exponent > 0:
             exponent = min(exponent, max_exponent)
-        logits[at] = _F32(logits[at] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
+        for at in _positions(c, token):
+            logits[at] = _F32(logits[at] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
     return Candidates(c.ids, logits, None, False)
 
 
@@ -474,6 +499,18 @@ def plan_chain(s: SamplingSettings, *, n_ctx: int) -> ChainPlan:
     return ChainPlan(tuple(steps), penalty_window, dry_window, breakers)
 
 
+def narrows_first(plan: ChainPlan) -> bool:
+    """Whether the chain comes down to a few candidates before anything reads the whole vocabulary: the
+    penalties touch only the tokens in their window, then top-k or greedy. DRY (its breakers are tokenized
+    by the backend) and mirostat (it sorts every candidate) do not."""
+    names = [step.name for step in plan.steps]
+    return (
+        "dry" not in names
+        and not any(n.startswith("mirostat") for n in names)
+        and bool({"top_k", "greedy"} & set(names))
+    )
+
+
 Filter = Callable[[Candidates], Candidates]
 Pick = Callable[[Candidates], int]
 
@@ -499,6 +536,7 @@ class SamplerChain:
         self.plan = plan_chain(settings, n_ctx=n_ctx)
         self._seed = seed % 2**32
         self._breakers = breakers or {}
+        self._ids = np.arange(n_vocab, dtype=np.int32)
         *filters, pick = (self._make(step) for step in self.plan.steps)
         self._filters: list[Filter] = filters  # type: ignore[assignment]
         self._pick: Pick = pick  # type: ignore[assignment]
@@ -559,10 +597,12 @@ class SamplerChain:
 
     def sample(self, logits: np.ndarray, banned: Collection[int] = ()) -> int:
         """Pick the next token (never one of `banned`) and remember it."""
-        logits = np.array(logits, dtype=_F32)
+        logits = np.array(logits, dtype=_F32)  # a copy: the bans and penalties change it
         if banned:
             logits[np.fromiter(banned, dtype=np.int64)] = -np.inf
-        c = candidates(logits)
+        if len(self._ids) != len(logits):
+            self._ids = np.arange(len(logits), dtype=np.int32)
+        c = Candidates(self._ids, logits)  # every token in id order, as llama.cpp starts a step
         for step in self._filters:
             c = step(c)
         token = self._pick(c)
