@@ -10,7 +10,7 @@ rotates in; q·k is unchanged since both move alike).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -151,6 +151,26 @@ def _split_bias(b: np.ndarray | None, sizes: list[int]) -> Sequence[np.ndarray |
     return [None] * len(sizes) if b is None else _split_rows(b, sizes)
 
 
+def _gpt2_spec(reader: Reader) -> Spec:
+    """The Spec under GPT-2's config.json names (n_embd, n_head, n_layer, ...), which GPT-J's config keeps:
+    learned positions, LayerNorm, attention then MLP."""
+    hidden, n_head = reader.cfg("n_embd"), reader.cfg("n_head")
+    return Spec(
+        n_layer=reader.cfg("n_layer"),
+        hidden=hidden,
+        n_head=n_head,
+        n_kv=n_head,
+        head_dim=hidden // n_head,
+        rotary_dim=0,
+        rope_theta=0.0,
+        norm="layer",
+        eps=float(reader.cfg("layer_norm_epsilon", default=1e-5)),
+        activation=reader.activation("activation_function", default="gelu_new"),
+        block="sequential",
+        gated=False,
+    )
+
+
 @register
 class GPT2(Reader):
     family = "gpt2"
@@ -159,21 +179,7 @@ class GPT2(Reader):
     def read_spec(self) -> Spec:
         if self.config.get("scale_attn_by_inverse_layer_idx") or self.config.get("scale_attn_weights") is False:
             raise ConversionError("GPT-2 with non-standard attention scaling is not supported for ONNX")
-        hidden, n_head = self.cfg("n_embd"), self.cfg("n_head")
-        return Spec(
-            n_layer=self.cfg("n_layer"),
-            hidden=hidden,
-            n_head=n_head,
-            n_kv=n_head,
-            head_dim=hidden // n_head,
-            rotary_dim=0,
-            rope_theta=0.0,
-            norm="layer",
-            eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
-            activation=self.activation("activation_function", default="gelu_new"),
-            block="sequential",
-            gated=False,
-        )
+        return _gpt2_spec(self)
 
     def embeddings(self) -> np.ndarray:
         return self.get("transformer.wte.weight")
@@ -211,22 +217,9 @@ class GPTJ(Reader):
     model_types = ("gptj",)
 
     def read_spec(self) -> Spec:
-        hidden, n_head = self.cfg("n_embd"), self.cfg("n_head")
-        head_dim = hidden // n_head
-        return Spec(
-            n_layer=self.cfg("n_layer"),
-            hidden=hidden,
-            n_head=n_head,
-            n_kv=n_head,
-            head_dim=head_dim,
-            rotary_dim=int(self.cfg("rotary_dim", default=head_dim)),
-            rope_theta=10000.0,
-            norm="layer",
-            eps=float(self.cfg("layer_norm_epsilon", default=1e-5)),
-            activation=self.activation("activation_function", default="gelu_new"),
-            block="parallel",
-            gated=False,
-        )
+        spec = _gpt2_spec(self)
+        rotary_dim = int(self.cfg("rotary_dim", default=spec.head_dim))
+        return replace(spec, rotary_dim=rotary_dim, rope_theta=10000.0, block="parallel")
 
     def embeddings(self) -> np.ndarray:
         return self.get("transformer.wte.weight")
