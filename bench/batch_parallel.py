@@ -12,7 +12,10 @@ baseline, the rate at the top level, their ratio, the CPU-time ratio and the cur
 `--backend onnx` makes onnx_decode.py's random Llama (8 layers, hidden 1024), converts it to ONNX int4
 and to GGUF Q4_K_M, and runs the ONNX levels and llama.cpp at 1 and 8 sequences on the same model shape
 in the same rounds (targets: ONNX 8 vs 1 >= 2.5x, 16 vs 1 >= 3x; ONNX vs llama.cpp at 8 is reported).
-Ratios are medians of the ratios within each round.
+Ratios are medians of the ratios within each round. With --backend onnx, `onnx_cpu_costs` holds the CPU time
+of the model's runs against one decode step of one row: a decode step of each level's rows, and one prompt
+token (the bench's prompt length, random tokens), in prompts evaluated alone and in one run of all rows;
+and the CPU-time ratio of each level to 1 that these costs allow for the bench's prompt and generated tokens.
 
     python bench/batch_parallel.py [--backend llama|onnx] [--rows 32] [--tokens 32] [--levels 1,4,8,16]
         [--ctx 512] [--runs 3] [--workdir DIR]
@@ -46,10 +49,11 @@ def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) 
     output.unlink(missing_ok=True)
     with OutputFile(output) as out:
         plan = plan_batch(read_rows(rows_path, "raw"), 1, out, RecordSpec("raw", {}, settings, "bench", "bench", n_seq))
-        counted = {"tokens": 0}
+        counted = {"tokens": 0, "prompt_tokens": 0}
 
         def count(record: dict, timing: object) -> None:
             counted["tokens"] += int(record["completion_tokens"])
+            counted["prompt_tokens"] += int(record["prompt_tokens"])
 
         started, cpu_started = time.perf_counter(), time.process_time()
         run_batch(plan, out, local_executor(backend, n_seq), on_record=count)
@@ -59,6 +63,7 @@ def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) 
         "parallel": n_seq,
         "records": out.count,
         "tokens": generated,
+        "prompt_tokens": counted["prompt_tokens"],
         "tokens_per_second": round(generated / seconds, 2),
         "tokens_per_cpu_second": round(generated / cpu_seconds, 2),
     }
@@ -77,6 +82,59 @@ def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tu
     llama = LlamaCppBackend(folders["q4_k_m"], n_ctx=ctx, threads=THREADS)
     contenders = [(f"onnx_{n}", onnx, n) for n in levels] + [(f"llama_{n}", llama, n) for n in (1, 8)]
     return contenders, f"random Llama {SHAPE}: ONNX int4 and GGUF Q4_K_M"
+
+
+def onnx_costs(backend: Any, levels: list[int], prompt: int, rounds: int) -> dict[str, Any]:
+    """CPU time of the ONNX model's runs, against one decode step of one row (medians over `rounds`): a decode
+    step of n rows (rows holding `prompt` tokens), and one prompt token, in prompts evaluated alone and as
+    the rows of one run. CPU time, so that other work on a shared machine does not skew the ratios."""
+    import numpy as np
+
+    from talesmith.runtime.engine.ort_session import RowCache
+
+    top = max(levels)
+    cache = RowCache(backend.folder, rows=top, positions=prompt + 16, device="cpu", threads=THREADS)
+    prompts = np.random.default_rng(0).integers(3, backend.n_vocab, size=(top, prompt)).tolist()
+
+    def cpu(run: Any) -> float:
+        started = time.process_time()
+        run()
+        return time.process_time() - started
+
+    def fill(together: bool) -> None:
+        for row in range(top):
+            cache.truncate(row, 0)
+        if together:
+            cache.prefill_rows(dict(enumerate(prompts)))
+        else:
+            for row, tokens in enumerate(prompts):
+                cache.prefill(row, tokens)
+
+    def decode(n: int) -> None:
+        for _ in range(8):
+            cache.decode(dict.fromkeys(range(n), 1))
+        for row in range(n):
+            cache.truncate(row, prompt)
+
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for together in (False, True):
+            samples.setdefault(f"prompt_{'together' if together else 'alone'}", []).append(
+                cpu(lambda t=together: fill(t)) / (top * prompt)
+            )
+        for n in {1, *levels}:
+            samples.setdefault(f"step_{n}", []).append(cpu(lambda n=n: decode(n)) / 8)
+    cache.close()
+    med = {name: statistics.median(v) for name, v in samples.items()}
+    one = med["step_1"]
+    return {
+        "step_vs_step_1": {n: round(med[f"step_{n}"] / one, 2) for n in levels if n > 1},
+        "prompt_token_vs_step_1": {
+            "alone": round(med["prompt_alone"] / one, 3),
+            "rows_in_one_run": round(med["prompt_together"] / one, 3),
+        },
+        "step_1_ms": round(one * 1000, 2),
+    }
 
 
 def main() -> None:
@@ -109,6 +167,18 @@ def main() -> None:
             {name: level(backend, rows_path, folder, n, args.tokens) for name, backend, n in contenders}
             for _ in range(args.runs)
         ]
+        costs = None
+        if args.backend == "onnx":
+            first = runs[0][contenders[0][0]]
+            prompt = round(first["prompt_tokens"] / first["records"])
+            costs = onnx_costs(contenders[0][1], levels, prompt, args.runs)
+            # the CPU ratio n vs 1 that the runs alone allow for this bench's tokens (no sampling, no text)
+            g, p = first["tokens"], first["prompt_tokens"]
+            per_token = costs["prompt_token_vs_step_1"]
+            costs["runs_only_cpu_ratio"] = {
+                n: round((g + p * per_token["alone"]) / (g * step / n + p * per_token["rows_in_one_run"]), 2)
+                for n, step in costs["step_vs_step_1"].items()
+            }
     for backend in {id(b): b for _, b, _ in contenders}.values():
         backend.close()
     curve = []
@@ -156,6 +226,7 @@ def main() -> None:
                 "ratio": ratio(top, base) if base in names and top != base else None,
                 "cpu_ratio": cpu_ratio(top, base) if base in names and top != base else None,
                 "ratios": ratios,
+                **({"onnx_cpu_costs": costs} if costs else {}),
                 "curve": curve,
             },
             indent=2,
