@@ -336,3 +336,21 @@ def test_llama_cpp_chain_is_built_from_the_same_plan(name):
     theirs.close()
     # llama.cpp names its samplers with dashes, and marks one that does nothing (temperature 1) with "?"
     assert names == [s.name.replace("_", "-") for s in plan.steps]
+
+
+def test_penalties_and_dry_find_their_tokens_among_any_candidates():
+    """At the start of a chain a token stands at its own id; among other candidates (sorted, a subset,
+    a token of the window missing) the same tokens get the same logits."""
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal(300) * 3).astype(np.float32)
+    recent = [5, 9, 5, 250, 7, 9, 5, 299, 1000]  # 1000 is no candidate at all
+    whole = S.penalties(S.candidates(logits), recent, repeat=1.3, frequency=0.2, presence=0.1)
+    some = S.top_k(S.candidates(logits), 120)
+    kept = S.penalties(some, recent, repeat=1.3, frequency=0.2, presence=0.1)
+    assert kept.ids.tolist() == some.ids.tolist()
+    assert kept.logits.tolist() == whole.logits[some.ids].tolist()
+    history = [4, 8, 15, 16, 4, 8, 15]  # 16 would extend the repeat "4 8 15"
+    whole = S.dry(S.candidates(logits), history, multiplier=0.8)
+    kept = S.dry(some, history, multiplier=0.8)
+    assert kept.logits.tolist() == whole.logits[some.ids].tolist()
+    assert whole.logits[16] < logits[16]

@@ -16,7 +16,7 @@ builds llama.cpp's native chain from the same plan.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -85,25 +85,30 @@ def top_k(c: Candidates, k: int) -> Candidates:
     if k == 0:
         return c
     if not c.sorted and len(c) > 8 * k:
-        survivors = _at_least_kth(c.logits, k)
-        if survivors is not None:
-            c = _take(c, survivors, sorted=False)
+        top = _top_positions(c.logits, k)
+        if top is not None:
+            return _take(c, top[np.argsort(-c.logits[top], kind="stable")], sorted=True)
     c = sort(c)
     return _take(c, np.arange(min(k, len(c))), sorted=True)
 
 
-def _at_least_kth(logits: np.ndarray, k: int) -> np.ndarray | None:
-    """The positions (ascending) of every logit at least a bound that lies at or below the k-th largest,
-    found without sorting: the bound is the k-th largest of a strided sample, a subset, so at least k
-    logits reach it. Sorting these few and keeping the first k gives exactly what sorting all of them
-    would (ties keep their order in both). None where no finite bound exists."""
+def _top_positions(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """The positions of the k largest logits, ties going to the earlier position (so that a stable sort of
+    them gives exactly the first k of a stable sort of all), found without sorting them all: a bound at or
+    below the k-th largest, the k-th largest of a strided sample (a subset), leaves a few thousand of a
+    large vocabulary, and a partition of those finds the k-th itself. None where no finite bound exists."""
     stride = max(1, math.isqrt(len(logits) // k))
     sample = logits[::stride]
     bound = np.partition(sample, len(sample) - k)[len(sample) - k]
     if not np.isfinite(bound):
         return None
     survivors = np.flatnonzero(logits >= bound)
-    return survivors if len(survivors) >= k else None
+    if len(survivors) < k:
+        return None
+    values = logits[survivors]
+    kth = np.partition(values, len(values) - k)[len(values) - k]
+    above = survivors[values > kth]
+    return np.concatenate([above, survivors[values == kth][: k - len(above)]])
 
 
 def _keeps_all(name: str, p: float) -> bool:
@@ -176,22 +181,27 @@ def penalties(
         raise ValueError(f"repetition penalty {repeat} must be above 0")
     if not recent or (repeat == 1.0 and frequency == 0.0 and presence == 0.0):
         return c
-    counts = Counter(int(t) for t in recent)
+    tokens, counts = np.unique(np.fromiter(recent, dtype=np.int64, count=len(recent)), return_counts=True)
+    at, tokens, counts = _where(c, tokens, counts)
     logits = c.logits.copy()
-    for token, n in counts.items():
-        for i in _positions(c, token):
-            x = logits[i]
-            x = x * _F32(repeat) if x <= 0 else x / _F32(repeat)
-            logits[i] = _F32(x - (_F32(n) * _F32(frequency) + _F32(1.0) * _F32(presence)))
+    x = logits[at]
+    x = np.where(x <= 0, x * _F32(repeat), x / _F32(repeat)).astype(_F32)
+    logits[at] = x - (counts.astype(_F32) * _F32(frequency) + _F32(1.0) * _F32(presence))
     return Candidates(c.ids, logits, None, False)
 
 
-def _positions(c: Candidates, token: int) -> Sequence[int]:
-    """Where `token` stands among the candidates (at most once): at its own id while they are still the
-    whole vocabulary in id order, as at the start of a chain, else found by a search."""
-    if 0 <= token < len(c) and c.ids[token] == token:
-        return (token,)
-    return np.flatnonzero(c.ids == token)[:1].tolist()
+def _where(c: Candidates, tokens: np.ndarray, *also: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The positions of those of `tokens` that are candidates (each at most once), then those tokens and
+    the matching items of each array in `also`. While the candidates are still the whole vocabulary in
+    id order, as at the start of a chain, a token stands at its own id."""
+    inside = (tokens >= 0) & (tokens < len(c))
+    inside[inside] = c.ids[tokens[inside]] == tokens[inside]
+    if inside.all():
+        return (tokens, tokens, *also)
+    found = np.isin(tokens, c.ids)
+    order = np.argsort(c.ids, kind="stable")
+    at = order[np.searchsorted(c.ids, tokens[found], sorter=order)]
+    return (at, tokens[found], *(a[found] for a in also))
 
 
 Breakers = Mapping[int, Sequence[tuple[int, ...]]]
@@ -300,14 +310,14 @@ def dry(
         return Candidates(c.ids, c.logits, None, False)
     max_exponent = int(_F32(88.7228391) / _F32(math.log(base))) if base > 1.000001 else 0
     logits = c.logits.copy()
-    for token, longest in longest_for.items():
+    at, tokens = _where(c, np.fromiter(longest_for, dtype=np.int64, count=len(longest_for)))
+    for i, token in zip(at.tolist(), tokens.tolist(), strict=True):
         if any(len(t) == 0 for t in breakers.get(token, ())):
             continue
-        exponent = longest - allowed_length
+        exponent = longest_for[token] - allowed_length
         if max_exponent > 0:
             exponent = min(exponent, max_exponent)
-        for at in _positions(c, token):
-            logits[at] = _F32(logits[at] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
+        logits[i] = _F32(logits[i] - _F32(multiplier) * _F32(math.pow(_F32(base), exponent)))
     return Candidates(c.ids, logits, None, False)
 
 
