@@ -59,17 +59,12 @@ class Service:
         self._by_key: dict[str, list[Ticket]] = {}
         self._running: dict[int, list[Ticket]] = {}
         self._ids = itertools.count()
+        self.n_ctx: int = engine.n_ctx
+        """Each slot's context, in tokens."""
+        self.n_slots: int = engine.n_slots
         decoder = engine.decoder
         start = decoder.tokenize("", add_bos=True, special=True)
         self._bos = start[0] if len(start) == 1 else None
-
-    @property
-    def n_ctx(self) -> int:
-        return self.engine.n_ctx
-
-    @property
-    def n_slots(self) -> int:
-        return self.engine.n_slots
 
     def running(self) -> int:
         return len(self._running)
