@@ -88,7 +88,7 @@ class RowCache:
         self.logits = np.zeros((rows, 1, self.n_vocab), dtype=np.float32)
         """Each row's logits from its own last evaluation."""
         self._scratch = np.zeros_like(self.logits) if rows > 1 else self.logits
-        """A decode run's logits, of the rows in play and those between them."""
+        """A run's logits when rows between those in play would overwrite logits still to be sampled."""
         self._binding = self.session.io_binding()
         self._bound: tuple[int, int, int] | None = None
         """The rows (first, count) and logits array whose buffers the binding holds."""
@@ -177,14 +177,13 @@ class RowCache:
         for row, row_tokens in tokens.items():
             ids[row - first, : len(row_tokens)] = row_tokens
         positions = np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape)
-        self._run(first, ids, [0] * len(ids), np.ascontiguousarray(positions), self._scratch)
-        full = []
+        full = [row for row, row_tokens in tokens.items() if len(row_tokens) == width]
+        out = self.logits if len(full) == len(ids) else self._scratch
+        self._run(first, ids, [0] * len(ids), np.ascontiguousarray(positions), out)
         for row, row_tokens in tokens.items():
             self.lengths[row] = len(row_tokens)
-            if len(row_tokens) == width:
-                full.append(row)
-                if self._scratch is not self.logits:
-                    self.logits[row] = self._scratch[row]
+        if out is not self.logits:
+            self.logits[full] = out[full]
         return full
 
     def decode(self, tokens: dict[int, int]) -> None:
@@ -197,11 +196,13 @@ class RowCache:
             if self.lengths[row] >= self.positions:
                 raise ContextOverflowError(f"the context of {self.positions} tokens is full; raise --ctx")
             ids[row - first, 0], positions[row - first, 0] = token, self.lengths[row]
-        self._run(first, ids, lengths, positions, self._scratch)
+        every = len(tokens) == last - first + 1  # then the run writes each row's logits in place
+        out = self.logits if every else self._scratch
+        self._run(first, ids, lengths, positions, out)
         for row in tokens:
             self.lengths[row] += 1
-            if self._scratch is not self.logits:
-                self.logits[row] = self._scratch[row]
+            if out is not self.logits:
+                self.logits[row] = out[row]
 
     @property
     def can_copy(self) -> bool:
