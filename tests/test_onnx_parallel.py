@@ -16,7 +16,7 @@ from talesmith.convert.pipeline import ConvertRequest, convert  # noqa: E402
 from talesmith.runtime.engine.generate import collect, stream  # noqa: E402
 from talesmith.runtime.engine.loading import parallel_decoder  # noqa: E402
 from talesmith.runtime.engine.ort import OnnxBackend  # noqa: E402
-from talesmith.runtime.engine.ort_parallel import OnnxParallelDecoder  # noqa: E402
+from talesmith.runtime.engine.ort_parallel import SHORT, OnnxParallelDecoder  # noqa: E402
 from talesmith.runtime.engine.slots import ParallelJob, SlotEngine  # noqa: E402
 from talesmith.runtime.settings import SamplingSettings  # noqa: E402
 
@@ -30,6 +30,12 @@ PROMPTS = [
     "Tim",
 ]
 GREEDY = SamplingSettings(temperature=0, max_new_tokens=10)
+LONGER = [
+    "A knight rode out at dawn",
+    "My grandmother kept bees",
+    "The old mill stood silent",
+    "Two foxes met by a river",
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +92,26 @@ def test_each_greedy_row_is_its_prompt_decoded_alone(models, kind, quant):
     backend.close()
 
 
-@pytest.mark.parametrize("kind,quant", [("llama", "int4"), ("gpt2", "fp32")])
-def test_prompts_of_empty_rows_are_evaluated_in_one_run_and_match_each_prompt_alone(models, kind, quant):
-    """Four prompts of close lengths start together: one padded run evaluates them (the three shorter ones leave
-    their last token to the single-token run), then one run per token; a prompt that starts alone runs alone."""
+@pytest.mark.parametrize(
+    "kind,quant,texts,runs",
+    [
+        # four short prompts of close lengths: one padded run (the two shorter ones leave their last token to the
+        # single-token run), then one run per token for the four rows; the fifth prompt starts alone
+        ("llama", "int4", ["A knight at dawn", "The mill stood", "Bees in June", "Snow on roofs", "Two foxes met"], 2),
+        ("gpt2", "fp32", ["A knight at dawn", "The mill stood", "Bees in June", "Snow on roofs", "Two foxes met"], 2),
+        # prompts longer than SHORT tokens are evaluated alone (as cheap per token on the CPU)
+        ("llama", "fp32", [*LONGER, "Rain fell on the harbour"], 4),
+    ],
+)
+def test_short_prompts_of_empty_rows_are_evaluated_in_one_run_and_match_each_prompt_alone(
+    models, kind, quant, texts, runs
+):
+    """Each greedy row is its prompt decoded alone, whether its prompt ran with others or alone."""
     backend = OnnxBackend(models[(kind, quant)], n_ctx=64)
-    texts = ["A knight rode out at dawn", "My grandmother kept bees", "The old mill stood silent"]
-    prompts = [backend.tokenize(p) for p in [*texts, "Two foxes met by a river", "Rain fell on the harbour"]]
+    prompts = [backend.tokenize(p) for p in texts]
     width = max(len(p) for p in prompts[:4])
     assert len({len(p) for p in prompts[:4]}) > 1 and 4 * width * 3 / 4 <= sum(len(p) for p in prompts[:4])
+    assert (width <= SHORT) == (runs == 2)
     k = 6
     jobs = [ParallelJob(p, GREEDY.replace(max_new_tokens=k, min_new_tokens=k)) for p in prompts]
     expected = alone(backend, jobs)
@@ -102,8 +119,7 @@ def test_prompts_of_empty_rows_are_evaluated_in_one_run_and_match_each_prompt_al
     assert [c.tokens for c in got] == [c.tokens for c in expected]
     assert [c.text for c in got] == [c.text for c in expected]
     assert [c.timing.prompt_evaluated for c in got] == [len(p) for p in prompts]
-    # the padded run and the shorter rows' last tokens, then k runs of 4 rows; the fifth prompt alone, then k runs
-    assert steps == 2 + k + 1 + k
+    assert steps == runs + k + 1 + k  # the four prompts, k runs of four rows; the fifth prompt, k runs
     backend.close()
 
 
