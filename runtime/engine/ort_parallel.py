@@ -26,14 +26,7 @@ from talesmith.runtime.engine.generate import Completion, Generation
 from talesmith.runtime.engine.ort import OnnxBackend, OnnxSampler, SessionEngine
 from talesmith.runtime.engine.ort_session import RowCache
 from talesmith.runtime.engine.protocol import TokenSampler, common_prefix
-from talesmith.runtime.engine.slots import (
-    MIN_SHARED,
-    ParallelJob,
-    Slot,
-    SlotSteps,
-    decode_jobs,
-    donor,
-)
+from talesmith.runtime.engine.slots import MIN_SHARED, ParallelJob, Slot, SlotSteps, decode_jobs, donor
 
 SHORT = 16
 """The longest request a run of several rows' prompts takes. Shorter prompts alone leave ONNX Runtime reading the

@@ -28,14 +28,7 @@ import llama_cpp
 from talesmith.runtime.engine.generate import Completion, Generation
 from talesmith.runtime.engine.llama import LlamaCppBackend, LlamaSampler
 from talesmith.runtime.engine.protocol import TokenSampler, common_prefix, shift_plan
-from talesmith.runtime.engine.slots import (
-    MIN_SHARED,
-    ParallelJob,
-    Slot,
-    SlotSteps,
-    decode_jobs,
-    donor,
-)
+from talesmith.runtime.engine.slots import MIN_SHARED, ParallelJob, Slot, SlotSteps, decode_jobs, donor
 from talesmith.runtime.errors import ContextOverflowError, ModelError
 
 MAX_BATCH = 2048
