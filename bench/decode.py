@@ -1,6 +1,7 @@
 """Decoding speed on the bundled model: talesmith's streaming API against a bare llama-cpp-python loop.
 
-Both use one loaded model and the same native sampler chain (the `default` preset), start from an
+Both use one loaded model and the same sampling (the `default` preset: llama.cpp's native chain in the
+bare loop, the chain talesmith's backend picks for it, numpy over the logits in place), start from an
 empty cache, evaluate the same prompt and generate the same number of tokens (end-of-text is
 suppressed in both). Runs alternate so that machine noise hits both alike; the median of each is
 reported, with their ratio (target: talesmith >= 0.95 of the bare loop) and time to first token.
