@@ -10,7 +10,7 @@ import typer
 
 from talesmith.cli.options import ModelOptions, err, model_fields, option_groups, sampling_options
 from talesmith.cli.parallel import ParallelOpt, RayArgs, parallel_sequences
-from talesmith.cli.seedrun import command_settings
+from talesmith.cli.seedrun import command_settings, with_config
 from talesmith.cli.template import TemplateOptions, batch_instruct_fields
 from talesmith.runtime.documents.formats import FORMATS
 from talesmith.runtime.documents.worldinfo import load_lore
@@ -60,7 +60,7 @@ def batch(
     times = None
     try:
         times = TimingsFile(output) if timings else None
-        options = options.with_config(cfg)  # a TinyStories TOML's model is converted on first use
+        options = with_config(options, cfg)  # a TinyStories TOML's model is converted on first use
         _run(
             out,
             input,

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from talesmith.cli.options import FIELDS_PANEL, ModelOptions, err, model_fields, option_groups, sampling_options
 from talesmith.cli.parallel import ParallelOpt, parallel_chunks, parallel_sequences
-from talesmith.cli.seedrun import command_settings
+from talesmith.cli.seedrun import command_settings, with_config
 from talesmith.cli.template import (
     TemplateOptions,
     instruct_fields,
@@ -88,7 +88,7 @@ def generate(
 
     cfg = options.read_config()
     prompt = prompt if query is None else query
-    options = options.with_config(cfg)  # a TinyStories TOML's model is converted on first use
+    options = with_config(options, cfg)  # a TinyStories TOML's model is converted on first use
     fields = {
         k: v
         for k, v in dict(

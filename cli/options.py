@@ -257,14 +257,6 @@ class ModelOptions:
         config = read_config(self.config)
         return dataclasses.replace(config, lorebooks=config.lorebooks + tuple(self.lorebook or ()))
 
-    def with_config(self, config: Config) -> ModelOptions:
-        """These options with the config's model and format where they give none: a TinyStories TOML's model
-        (converted on first use, with a progress bar) and its device."""
-        from talesmith.cli.seedrun import config_model  # seedrun resolves its settings through this module
-
-        model, device = config_model(config, self.model, self.device, err)
-        return dataclasses.replace(self, model=model or config.model, device=device, fmt=self.fmt or config.format)
-
     def open(self) -> tuple[Any, Any]:
         """The model's lock entry (or file) and its backend, opened with these options; notes printed."""
         return open_model(self.model, self.lock, self.ctx, self.gpu_layers, self.threads, self.backend, self.device)

@@ -3,6 +3,7 @@ use (with a progress bar), its device, and its output_file of one CSV row per sa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from talesmith.cli.options import resolve_settings
+from talesmith.cli.options import Config, ModelOptions, err, resolve_settings
+
+
+def with_config(options: ModelOptions, config: Config) -> ModelOptions:
+    """`options` with the config's model and format where they give none: a TinyStories TOML's model
+    (converted on first use, with a progress bar) and its device."""
+    model, device = config_model(config, options.model, options.device, err)
+    return dataclasses.replace(options, model=model or config.model, device=device, fmt=options.fmt or config.format)
 
 
 def config_model(config: Any, model: str | None, device: str, err: Console) -> tuple[str | None, str]:
