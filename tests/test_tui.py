@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -241,10 +242,12 @@ async def test_autosave_and_reopen_from_the_list(tmp_path):
         assert editor(screen).text == "Go B. More"
 
 
-async def test_story_list_renames_exports_and_deletes(tmp_path):
-    lib = Library(tmp_path / "data" / "stories", "story")
+@contextlib.asynccontextmanager
+async def renaming(tmp_path):
+    """The app with one saved story, "First", its library open and renaming it: (library, app, pilot)."""
     from talesmith.runtime.documents.stories import StoryDocument
 
+    lib = Library(tmp_path / "data" / "stories", "story")
     lib.save("one", StoryDocument(name="First").with_text("It was dark.\n"))
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -253,6 +256,11 @@ async def test_story_list_renames_exports_and_deletes(tmp_path):
         await pilot.pause()
         await pilot.press("r")
         await pilot.pause()
+        yield lib, app, pilot
+
+
+async def test_story_list_renames_exports_and_deletes(tmp_path):
+    async with renaming(tmp_path) as (lib, app, pilot):
         answer = app.screen.query_one("#answer", Input)
         answer.value = ""
         await pilot.press(*"Night", "enter")
@@ -274,17 +282,7 @@ async def test_story_list_renames_exports_and_deletes(tmp_path):
 
 
 async def test_a_rename_the_library_refuses_is_shown_and_the_list_stays(tmp_path):
-    lib = Library(tmp_path / "data" / "stories", "story")
-    from talesmith.runtime.documents.stories import StoryDocument
-
-    lib.save("one", StoryDocument(name="First").with_text("It was dark.\n"))
-    app = make_app(tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+o")
-        await pilot.pause()
-        await pilot.press("r")
-        await pilot.pause()
+    async with renaming(tmp_path) as (lib, app, pilot):
         app.screen.query_one("#answer", Input).value = "  "
         await pilot.press("enter")
         await pilot.pause()
