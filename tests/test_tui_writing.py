@@ -10,7 +10,7 @@ import stat
 import pytest
 from test_tui import editor, make_app, saved, settle
 from textual.widgets import Checkbox, Input, OptionList, Static, TextArea
-from tui_fakes import StateBackend, TakesBackend, workers_done
+from tui_fakes import StateBackend, TakesBackend, wait_until, workers_done
 
 import talesmith.tui.base as base
 from talesmith.runtime.documents.formats import Story, StoryHeader
@@ -301,21 +301,15 @@ async def test_at_80x24_the_cursor_stays_in_view_and_the_synopsis_has_lines(tmp_
         area.move_cursor(area.document.end)
         await pilot.pause()
         await pilot.resize_terminal(80, 24)
-        assert await within(pilot, lambda: area.region.contains_point(area.cursor_screen_offset))
+
+        def in_view() -> bool:
+            return area.region.contains_point(area.cursor_screen_offset)
+
+        await wait_until(pilot, in_view, timeout=5, what="the cursor in view")  # the text wraps again first
         assert app.screen.query_one("#synopsis", TextArea).size.height >= 3
         for _ in range(2):  # the fields hidden and shown again: the text wraps again, the cursor stays seen
             await pilot.press("ctrl+b")
-            assert await within(pilot, lambda: area.region.contains_point(area.cursor_screen_offset))
-
-
-async def within(pilot, check, seconds: float = 5.0) -> bool:
-    """Whether `check()` holds once the app has caught up (re-wrapping a long text after a resize takes
-    longer on a busy machine): polled between pauses, for at most `seconds`."""
-    for _ in range(int(seconds / 0.1)):
-        await pilot.pause(0.1)
-        if check():
-            return True
-    return False
+            await wait_until(pilot, in_view, timeout=5, what="the cursor in view")
 
 
 async def test_an_edit_keeps_the_alternatives_where_it_can_and_says_when_it_cannot(tmp_path):
