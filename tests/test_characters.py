@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_lorebook_tui import add_entry
 from test_tui import make_app, settle
 from textual.widgets import Input, OptionList
 from tui_fakes import TakesBackend
@@ -206,8 +207,6 @@ def test_a_cards_lorebook_is_written_back_as_it_was_read():
 
 @pytest.mark.asyncio
 async def test_edit_the_cards_lorebook_in_the_card_editor(data):
-    from talesmith.tui.lorebook import EntryEditor, LorebookScreen
-
     backend = TakesBackend([" Hi."], n_ctx=1024)
     app = make_app(data.parent, backend, mode="chat")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -217,18 +216,7 @@ async def test_edit_the_cards_lorebook_in_the_card_editor(data):
         await pilot.pause()
         await pilot.press("f5")
         await pilot.pause()
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert isinstance(app.screen, LorebookScreen)
-        await pilot.press("a")
-        await pilot.pause()
-        assert isinstance(app.screen, EntryEditor)
-        from textual.widgets import TextArea
-
-        app.screen.query_one("#keys", Input).value = "glade"
-        app.screen.query_one("#content", TextArea).load_text("The glade heals.")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await add_entry(pilot, "glade", "The glade heals.")
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "(1 entries)" in str(app.screen.query_one("#book-hint").render())

@@ -27,6 +27,21 @@ def test_pure_edits():
     )
 
 
+async def add_entry(pilot, keys: str, content: str) -> None:
+    """Open the lorebook editor (ctrl+l), add an entry with these keys and content and save it (back in the editor)."""
+    app = pilot.app
+    await pilot.press("ctrl+l")
+    await pilot.pause()
+    assert isinstance(app.screen, LorebookScreen)
+    await pilot.press("a")
+    await pilot.pause()
+    assert isinstance(app.screen, EntryEditor)
+    app.screen.query_one("#keys", Input).value = keys
+    app.screen.query_one("#content", TextArea).load_text(content)
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+
+
 @pytest.mark.asyncio
 async def test_add_an_entry_attach_a_file_and_the_story_uses_them(tmp_path):
     world = tmp_path / "world.json"
@@ -38,16 +53,7 @@ async def test_add_an_entry_attach_a_file_and_the_story_uses_them(tmp_path):
         story = app.screen
         story.query_one("#editor").focus()
         await pilot.press(*"The lighthouse by the harbor.")
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert isinstance(app.screen, LorebookScreen)
-        await pilot.press("a")
-        await pilot.pause()
-        assert isinstance(app.screen, EntryEditor)
-        app.screen.query_one("#keys", Input).value = "lighthouse"
-        app.screen.query_one("#content", TextArea).load_text("The lighthouse is haunted.")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await add_entry(pilot, "lighthouse", "The lighthouse is haunted.")
         await pilot.press("o")
         await pilot.pause()
         app.screen.query_one("#answer", Input).value = str(world)
