@@ -70,7 +70,8 @@ def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) 
 
 
 def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tuple[str, Any, int]], str]:
-    """The ONNX levels and llama.cpp at 1 and 8 sequences, on one random Llama converted to both."""
+    """The ONNX levels and llama.cpp at 1 and 8 sequences, on one random Llama converted to both; and the
+    lowest and highest ONNX level again with threads that sleep between steps (`--no-spin`)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from onnx_decode import SHAPE, convert_model, make_checkpoint
 
@@ -79,8 +80,10 @@ def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tu
     checkpoint = make_checkpoint(workdir / "llama")
     folders = convert_model(checkpoint, workdir / "batch", targets=("gguf", "onnx"), quants=("int4",), gguf=("Q4_K_M",))
     onnx = OnnxBackend(folders["int4"], n_ctx=ctx, threads=THREADS)
+    sleeping = OnnxBackend(folders["int4"], n_ctx=ctx, threads=THREADS, spin=False)
     llama = LlamaCppBackend(folders["q4_k_m"], n_ctx=ctx, threads=THREADS)
     contenders = [(f"onnx_{n}", onnx, n) for n in levels] + [(f"llama_{n}", llama, n) for n in (1, 8)]
+    contenders += [(f"onnx_{n}_no_spin", sleeping, n) for n in sorted({min(levels), max(levels)})]
     return contenders, f"random Llama {SHAPE}: ONNX int4 and GGUF Q4_K_M"
 
 
@@ -93,7 +96,8 @@ def onnx_costs(backend: Any, levels: list[int], prompt: int, rounds: int) -> dic
     from talesmith.runtime.engine.ort_session import RowCache
 
     top = max(levels)
-    cache = RowCache(backend.folder, rows=top, positions=prompt + 16, device="cpu", threads=THREADS)
+    # threads that sleep between runs: a spinning thread's wait would count as CPU time
+    cache = RowCache(backend.folder, rows=top, positions=prompt + 16, device="cpu", threads=THREADS, spin=False)
     prompts = np.random.default_rng(0).integers(3, backend.n_vocab, size=(top, prompt)).tolist()
 
     def cpu(run: Any) -> float:
@@ -205,7 +209,16 @@ def main() -> None:
     prefix = contenders[0][0].split("_")[0]
     base, top = f"{prefix}_1", f"{prefix}_{max(levels)}"
     names = {c["name"] for c in curve}
-    ratios = {f"{name}_vs_{base}": ratio(name, base) for name in names if name.startswith(prefix) and name != base}
+    ratios = {
+        f"{name}_vs_{base}": ratio(name, base)
+        for name in names
+        if name.startswith(prefix) and name != base and not name.endswith("_no_spin")
+    }
+    for name in sorted(n for n in names if n.endswith("_no_spin")):
+        level_1 = name.split("_")[0] + "_1_no_spin"
+        if name != level_1 and level_1 in names:
+            ratios[f"{name}_vs_{level_1}"] = ratio(name, level_1)
+        ratios[f"{name.removesuffix('_no_spin')}_vs_{name}"] = ratio(name.removesuffix("_no_spin"), name)
     if {"onnx_8", "llama_8"} <= names:
         ratios["onnx_8_vs_llama_8"] = ratio("onnx_8", "llama_8")
         ratios["llama_8_vs_llama_1"] = ratio("llama_8", "llama_1")

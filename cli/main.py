@@ -20,7 +20,7 @@ from talesmith.cli.generate import generate
 from talesmith.cli.help import TidyGroup
 from talesmith.cli.importing import export_command, import_command
 from talesmith.cli.models import models_app
-from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, ThreadsOpt, err
+from talesmith.cli.options import CtxOpt, GpuOpt, LockOpt, ModelOpt, SpinOpt, ThreadsOpt, err
 from talesmith.cli.serve.command import serve as serve_command
 from talesmith.cli.template import template_app
 from talesmith.runtime.errors import TalesmithError
@@ -58,6 +58,7 @@ def tui(
     ctx: int | None = CtxOpt,
     gpu_layers: int = GpuOpt,
     threads: int | None = ThreadsOpt,
+    spin: bool = SpinOpt,
     data_dir: Path | None = DataDirOpt,
     chat: bool = ChatOpt,
 ) -> None:
@@ -70,6 +71,7 @@ def tui(
         ctx=ctx,
         gpu_layers=gpu_layers,
         threads=threads,
+        spin=spin,
         data_dir=data_dir,
         mode="chat" if chat else "",  # the screen shown last, else story
     )

@@ -167,12 +167,20 @@ def open_model(
     threads: int | None,
     backend: str | None = None,
     device: str = "cpu",
+    spin: bool = True,
 ):
     """The library's one way of opening a model (talesmith.runtime.engine.loading.open_model), its notes printed."""
     from talesmith.runtime.engine import loading
 
     opened = loading.open_model(
-        model, lock=lock, backend=backend, device=device, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads
+        model,
+        lock=lock,
+        backend=backend,
+        device=device,
+        n_ctx=ctx,
+        gpu_layers=gpu_layers,
+        threads=threads,
+        spin=spin,
     )
     for note in opened.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
@@ -213,6 +221,12 @@ GpuOpt = typer.Option(
     0, "--gpu-layers", help="Layers to offload to the GPU (-1: all); needs a CUDA build of llama-cpp-python."
 )
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores).")
+SpinOpt = typer.Option(
+    True,
+    "--spin/--no-spin",
+    help="ONNX: idle CPU threads wait for the next step spinning (faster on cores nothing else uses; "
+    "--no-spin where other programs need the cores).",
+)
 BackendOpt = typer.Option(
     None, "--backend", metavar="llama|onnx", help="llama (GGUF) or onnx (default: from the model file)."
 )
@@ -247,6 +261,7 @@ class ModelOptions:
     ctx: int | None = option(CtxOpt)
     gpu_layers: int = option(GpuOpt)
     threads: int | None = option(ThreadsOpt)
+    spin: bool = option(SpinOpt)
     backend: str | None = option(BackendOpt)
     device: str = option(DeviceOpt)
     config: Path | None = option(ConfigOpt)
@@ -259,4 +274,6 @@ class ModelOptions:
 
     def open(self) -> tuple[Any, Any]:
         """The model's lock entry (or file) and its backend, opened with these options; notes printed."""
-        return open_model(self.model, self.lock, self.ctx, self.gpu_layers, self.threads, self.backend, self.device)
+        return open_model(
+            self.model, self.lock, self.ctx, self.gpu_layers, self.threads, self.backend, self.device, self.spin
+        )

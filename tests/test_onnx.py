@@ -133,7 +133,7 @@ def test_quantized_models_agree_with_fp32_and_really_shrink(quant, tiny, exporte
         agreement[kind] = float((q.argmax(1) == fp32.argmax(1)).mean())
         out = exported[kind][f"ONNX-{quant.upper()}"]
         assert out.size < exported[kind]["ONNX-FP32"].size * 0.75, (kind, out.size)
-        assert f"MatMulNBits ({quant[3:]}-bit)" in out.detail
+        assert f"MatMulNBits ({quant[3:]}-bit, blocks of 32)" in out.detail
     print(f"\n{quant} top-1 agreement with fp32:", json.dumps(agreement))
     assert min(agreement.values()) >= TOP1[quant], agreement
 
@@ -239,6 +239,26 @@ def test_cache_is_kept_across_calls_that_share_a_prefix(exported):
     assert again.timing.prompt_evaluated == 1 and again.tokens == first.tokens
     backend.close()
     fresh.close()
+
+
+def test_spinning_threads_are_a_session_option_and_change_no_token(exported):
+    """--spin (the default) and --no-spin reach ONNX Runtime's session, which the parallel decoder shares."""
+    from talesmith.runtime.engine.loading import parallel_decoder
+    from talesmith.runtime.engine.ort_session import SPIN_US
+
+    folder = exported["llama"]["ONNX-INT4"].path
+    settings = SamplingSettings(temperature=0, max_new_tokens=8, min_new_tokens=8)
+    tokens = []
+    for spin in (True, False):
+        backend = open_backend(folder, n_ctx=64, threads=2, spin=spin)
+        options = backend.engine.cache.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+        if spin:
+            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == str(SPIN_US)
+        assert parallel_decoder(backend, 2).cache.session is backend.engine.cache.session
+        tokens.append(collect(stream(backend, backend.tokenize("The storm"), settings)).tokens)
+        backend.close()
+    assert tokens[0] == tokens[1]
 
 
 def test_genai_engine_keeps_its_cache_and_agrees_with_fp32(tiny, exported):
@@ -350,6 +370,7 @@ def test_command_line_convert_to_onnx_then_generate(tiny, tmp_path):
         "2",
         "--temperature",
         "0",
+        "--no-spin",
         "Once upon a time",
     )
     assert out.returncode == 0, out.stderr

@@ -46,7 +46,7 @@ def test_open_model_gives_the_lock_note_the_backend_note_and_the_models_metadata
     lock = lock_with(tmp_path, path, "0" * 64)
     model = loading.open_model("tiny", lock=lock, n_ctx=9000, threads=2)
     assert model.backend is backend
-    assert opened == [(path, {"device": "cpu", "n_ctx": 9000, "gpu_layers": 0, "threads": 2})]
+    assert opened == [(path, {"device": "cpu", "n_ctx": 9000, "gpu_layers": 0, "threads": 2, "spin": True})]
     assert model.notes == (
         f"tiny.gguf of model 'tiny' no longer matches {lock} (sha256 {sha256_file(path)[:12]}..., pinned "
         f"000000000000...); running it anyway: restore it, or re-add the model with `talesmith models add` to pin "

@@ -53,6 +53,7 @@ def test_no_command_takes_every_option_of_tui(monkeypatch, tmp_path):
         "-1",
         "--threads",
         "3",
+        "--no-spin",
         "--data-dir",
         str(tmp_path / "d"),
         "--chat",
@@ -69,6 +70,7 @@ def test_no_command_takes_every_option_of_tui(monkeypatch, tmp_path):
             ctx=2048,
             gpu_layers=-1,
             threads=3,
+            spin=False,
             data_dir=tmp_path / "d",
             mode="chat",
         )

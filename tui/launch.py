@@ -16,6 +16,7 @@ def run(
     ctx: int | None = None,
     gpu_layers: int = 0,
     threads: int | None = None,
+    spin: bool = True,
     data_dir: Path | None = None,
     mode: str = "",
 ) -> None:
@@ -26,7 +27,7 @@ def run(
     def factory():
         from talesmith.runtime.engine.loading import open_resolved  # llama.cpp for GGUF files, ONNX Runtime for .onnx
 
-        return open_resolved(ref, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads)
+        return open_resolved(ref, n_ctx=ctx, gpu_layers=gpu_layers, threads=threads, spin=spin)
 
     config = AppConfig(
         data_dir=data_dir or default_data_dir(),

@@ -21,6 +21,7 @@ from talesmith.cli.options import (
     LockOpt,
     ModelOpt,
     PresetOpt,
+    SpinOpt,
     ThreadsOpt,
     err,
     open_model,
@@ -121,6 +122,7 @@ def serve(
     device: str = DeviceOpt,
     gpu_layers: int = GpuOpt,
     threads: int | None = ThreadsOpt,
+    spin: bool = SpinOpt,
 ) -> None:
     """Serve a model over HTTP for SillyTavern, Kobold Lite and OpenAI clients (KoboldCpp and OpenAI APIs)."""
     check_exposure(host, api_key, open_)
@@ -140,7 +142,7 @@ def serve(
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise SettingsError(f"cannot listen on {host}:{port} ({reason}); choose another --port") from None
     try:
-        ref, opened = open_model(model, lock, ctx, gpu_layers, threads, backend, device)
+        ref, opened = open_model(model, lock, ctx, gpu_layers, threads, backend, device, spin)
         settings = resolve_settings(preset, Config(), ref.preset, {})
         service, notes = build(opened, ref, settings, slots=parallel)
     except BaseException:

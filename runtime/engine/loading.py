@@ -31,23 +31,30 @@ class LoadOptions(TypedDict, total=False):
     n_ctx: int | None
     gpu_layers: int
     threads: int | None
+    spin: bool
+    """ONNX Runtime: idle threads spin between steps (default True; False on cores other work needs)."""
 
 
 Opener = Callable[..., Backend]
-"""Opens the model at a path: `opener(path, device=..., n_ctx=..., gpu_layers=..., threads=...)`."""
+"""Opens the model at a path: `opener(path, device=..., n_ctx=..., gpu_layers=..., threads=..., spin=...)`."""
 
 
-def _open_llama(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None) -> Backend:
+def _open_llama(
+    path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None, spin: bool
+) -> Backend:
     if backend_for(path) == "onnx":
         raise ModelError(f"{path} is an ONNX model; llama.cpp reads GGUF files: use --backend onnx")
     from talesmith.runtime.engine.llama import LlamaCppBackend
 
     if device == "cuda" and not gpu_layers:
         gpu_layers = -1  # --device cuda with llama.cpp: offload every layer
+    del spin  # llama.cpp's threads wait as its own defaults say
     return LlamaCppBackend(path, n_ctx=n_ctx, gpu_layers=gpu_layers, threads=threads)
 
 
-def _open_onnx(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None) -> Backend:
+def _open_onnx(
+    path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, threads: int | None, spin: bool
+) -> Backend:
     if backend_for(path) != "onnx":
         raise ModelError(
             f"--backend onnx needs an ONNX model (model.onnx or its folder), not {path}; convert it "
@@ -60,7 +67,7 @@ def _open_onnx(path: Path, *, device: str, n_ctx: int | None, gpu_layers: int, t
             f"the ONNX backend needs onnxruntime ({e.name} is missing); install talesmith's onnx "
             f"extra: pip install -e '.[onnx]'"
         ) from None
-    return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads)
+    return open_onnx(path, n_ctx=n_ctx, device=device, threads=threads, spin=spin)
 
 
 OPENERS: dict[str, Opener] = {"llama": _open_llama, "onnx": _open_onnx}
@@ -88,6 +95,7 @@ def open_backend(path: str | os.PathLike[str], **how: Unpack[LoadOptions]) -> Ba
         n_ctx=how.get("n_ctx"),
         gpu_layers=how.get("gpu_layers", 0),
         threads=how.get("threads"),
+        spin=how.get("spin", True),
     )
 
 

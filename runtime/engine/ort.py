@@ -132,8 +132,8 @@ class SessionEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, folder: Path, *, n_ctx: int, device: str, threads: int | None):
-        self.cache = RowCache(folder, rows=1, positions=n_ctx, device=device, threads=threads)
+    def __init__(self, folder: Path, *, n_ctx: int, device: str, threads: int | None, spin: bool = True):
+        self.cache = RowCache(folder, rows=1, positions=n_ctx, device=device, threads=threads, spin=spin)
         self.device = device
         self.providers = self.cache.providers
         self.n_vocab = self.cache.n_vocab
@@ -166,6 +166,7 @@ class OnnxBackend:
         n_ctx: int | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        spin: bool = True,
         engine: str = "session",
     ):
         if engine not in ENGINES:
@@ -173,6 +174,8 @@ class OnnxBackend:
         folder = model_folder(model_path)
         self.folder = folder
         self.threads = threads
+        self.spin = spin
+        """Whether idle ONNX Runtime threads spin between steps (ort_session.session_options)."""
         self.model_path = str(folder)
         self.warnings: list[str] = []
         self.talesmith_json = _read_json(folder / META_FILE)
@@ -183,7 +186,7 @@ class OnnxBackend:
         self.n_ctx = context_size(n_ctx, trained=_trained_context(config), name="this model", warnings=self.warnings)
         self.vocab = Vocabulary(folder)
         self.engine: ForwardEngine = (
-            SessionEngine(folder, n_ctx=self.n_ctx, device=device, threads=threads)
+            SessionEngine(folder, n_ctx=self.n_ctx, device=device, threads=threads, spin=spin)
             if engine == "session"
             else GenaiEngine(folder, n_ctx=self.n_ctx, threads=threads)
         )
@@ -276,6 +279,7 @@ def open_onnx(
     n_ctx: int | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    spin: bool = True,
     engine: str = "session",
 ) -> OnnxBackend:
     """An ONNX model folder: talesmith's own session loop, or with `engine="genai"` onnxruntime-genai's
@@ -290,4 +294,4 @@ def open_onnx(
                 f"installed; convert to int4 with onnxruntime-genai-cuda installed"
             )
         return OnnxBackend(folder, n_ctx=n_ctx, threads=threads, engine="genai")
-    return OnnxBackend(folder, n_ctx=n_ctx, device=device, threads=threads)
+    return OnnxBackend(folder, n_ctx=n_ctx, device=device, threads=threads, spin=spin)

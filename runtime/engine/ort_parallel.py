@@ -51,6 +51,7 @@ class OnnxParallelDecoder(SlotSteps):
             positions=self.n_ctx_seq,
             device=base.device,
             threads=base.threads,
+            spin=base.spin,
             session=shared,
         )
 

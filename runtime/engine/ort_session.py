@@ -30,7 +30,14 @@ from talesmith.runtime.errors import ContextOverflowError, ModelError
 MODEL_FILE = "model.onnx"
 
 
-def session_options(threads: int | None) -> Any:
+SPIN_US = 1000
+"""How long an idle intra-op thread spins before it sleeps, when spinning: longer than the sampling and
+bookkeeping between two steps, so that the next step finds its threads awake."""
+
+
+def session_options(threads: int | None, *, spin: bool = True) -> Any:
+    """`threads` intra-op threads (None: every core); with `spin`, idle threads wait for the next step spinning
+    (SPIN_US) rather than asleep: faster on cores nothing else uses, much slower where other work needs them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,13 +45,13 @@ def session_options(threads: int | None) -> Any:
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Threads that spin between runs take the cores from the sampling that comes between them (and from the
-    # other rows' work); on 2 cores the single-sequence loop went from 0.66x onnxruntime-genai's speed to 1.07x.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
     return options
 
 
-def open_session(folder: Path, *, device: str, threads: int | None) -> Any:
+def open_session(folder: Path, *, device: str, threads: int | None, spin: bool = True) -> Any:
     """An InferenceSession over the folder's model.onnx, on `device` (never a silent CPU fallback)."""
     import onnxruntime as ort
 
@@ -52,7 +59,9 @@ def open_session(folder: Path, *, device: str, threads: int | None) -> Any:
     if device == "cuda":
         ort.set_default_logger_severity(4)  # a missing CUDA library is reported below, in one line
     try:
-        session = ort.InferenceSession(str(folder / MODEL_FILE), session_options(threads), providers=providers)
+        session = ort.InferenceSession(
+            str(folder / MODEL_FILE), session_options(threads, spin=spin), providers=providers
+        )
     except Exception as e:
         raise ModelError(
             f"ONNX Runtime could not load {folder / MODEL_FILE}: {str(e).splitlines()[0]}; the "
@@ -72,9 +81,21 @@ def open_session(folder: Path, *, device: str, threads: int | None) -> Any:
 class RowCache:
     """A session and its KV buffer for `rows` sequences of up to `positions` tokens each."""
 
-    def __init__(self, folder: Path, *, rows: int, positions: int, device: str, threads: int | None, session=None):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        rows: int,
+        positions: int,
+        device: str,
+        threads: int | None,
+        spin: bool = True,
+        session=None,
+    ):
         self.folder = folder
-        self.session = session if session is not None else open_session(folder, device=device, threads=threads)
+        if session is None:
+            session = open_session(folder, device=device, threads=threads, spin=spin)
+        self.session = session
         self.device = device
         self.providers = tuple(self.session.get_providers())
         self._read_io()
