@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 err = Console(stderr=True, highlight=False)
 GGUF_DEFAULT = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0"
 ONNX_DEFAULT = "fp32,int8,int4"
-ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
 
 
 def split_quants(quant: str | None, targets: tuple[str, ...]) -> tuple[str, str]:
-    """One --quant list for both formats: ONNX names (fp32, fp16, int8, int4) go to ONNX, the rest to GGUF."""
+    """One --quant list for both formats: ONNX names (fp32, fp16, int8, int4, int4-b128, ...) go to ONNX, the
+    rest to GGUF."""
+    from talesmith.convert.onnx import ONNX_QUANTS
+
     if quant is None:
         return GGUF_DEFAULT, ONNX_DEFAULT
     items = [q.strip() for q in quant.split(",") if q.strip()]
@@ -50,7 +52,8 @@ def convert_command(
         "--quant",
         help="Quantization types, comma-separated: GGUF "
         f"({GGUF_DEFAULT} by default, '' for none) and ONNX ({ONNX_DEFAULT} by "
-        "default; fp32, fp16, int8, int4).",
+        "default; fp32, fp16, int8, int4, and int4-b64, int4-b128: larger blocks, faster with several sequences at "
+        "once, less exact).",
     ),
     outtype: str = typer.Option("f16", "--outtype", help="Type of the unquantized file: f16, f32 or bf16."),
     name: str | None = typer.Option(None, "--name", help="Base name of the files and lock entries."),

@@ -26,7 +26,9 @@ from typing import Any
 from talesmith.runtime import files
 from talesmith.runtime.errors import ConversionError
 
-ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
+ONNX_QUANTS = ("fp32", "fp16", "int8", "int4", "int4-b64", "int4-b128")
+"""int4 quantizes blocks of 32 weights; int4-b64 and int4-b128 blocks of 64 and 128 (faster with several
+sequences at once, less exact)."""
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx_data"
 META_FILE = "talesmith.json"
@@ -36,7 +38,7 @@ GENAI_ARCHS = {"llama"}
 
 
 def parse_onnx_quants(text: str) -> tuple[str, ...]:
-    """`--quant` for ONNX: a comma-separated subset of fp32, fp16, int8, int4."""
+    """`--quant` for ONNX: a comma-separated subset of ONNX_QUANTS."""
     quants = tuple(q.strip().lower() for q in text.split(",") if q.strip())
     bad = [q for q in quants if q not in ONNX_QUANTS]
     if bad:
@@ -50,13 +52,15 @@ class QuantStats:
 
     matmul_nbits: int = 0
     bits: int = 0
+    block: int = 0
+    """Weights per scale."""
     genai: bool = False
     """Whether onnxruntime-genai's own int4 build was added (genai/)."""
 
     def describe(self) -> str:
         parts = []
         if self.matmul_nbits:
-            parts.append(f"{self.matmul_nbits} MatMulNBits ({self.bits}-bit)")
+            parts.append(f"{self.matmul_nbits} MatMulNBits ({self.bits}-bit, blocks of {self.block})")
         if self.genai:
             parts.append("+ onnxruntime-genai build")
         return ", ".join(parts)
@@ -68,7 +72,7 @@ def write_model(weights, folder: Path, *, quant: str, on_layer=lambda done, tota
 
     from .onnx_archs import reader_for
     from .onnx_decoder import build_decoder
-    from .onnx_graph import NBITS, DataFile, Graph
+    from .onnx_graph import DataFile, Graph, nbits_format
 
     reader = reader_for(weights)
     data = DataFile(folder / DATA_FILE)
@@ -87,7 +91,8 @@ def write_model(weights, folder: Path, *, quant: str, on_layer=lambda done, tota
         raise ConversionError(
             f"writing {folder / MODEL_FILE} failed ({e.strerror or e}); free some disk space and convert again"
         ) from None
-    return QuantStats(matmul_nbits=graph.counts.get("MatMulNBits", 0), bits=NBITS.get(quant, 0))
+    bits, block = nbits_format(quant) or (0, 0)
+    return QuantStats(matmul_nbits=graph.counts.get("MatMulNBits", 0), bits=bits, block=block)
 
 
 # --- onnxruntime-genai ---------------------------------------------------------------------

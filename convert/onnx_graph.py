@@ -23,9 +23,20 @@ INLINE_BYTES = 4096
 """Tensors up to this size stay inside model.onnx."""
 CHUNK_BYTES = 64 * 2**20
 BLOCK_SIZE = 32
+"""Weights per scale in MatMulNBits blocks, unless the quantization names another (int4-b128)."""
 ACCURACY_LEVEL = 4
 """MatMulNBits on the CPU: activations quantized to int8 inside the kernel (the fast path)."""
 NBITS = {"int4": 4, "int8": 8}
+BLOCK_SIZES = (32, 64, 128)
+
+
+def nbits_format(quant: str) -> tuple[int, int] | None:
+    """(bits, block size) of a MatMulNBits quantization: int8, int4 (blocks of BLOCK_SIZE), int4-b64,
+    int4-b128 (larger blocks: fewer scales, faster on batched rows, less exact); None for fp32 and fp16."""
+    kind, _, block = quant.partition("-b")
+    if kind not in NBITS:
+        return None
+    return NBITS[kind], int(block) if block else BLOCK_SIZE
 
 
 class DataFile:
@@ -168,30 +179,30 @@ class Graph:
             self.data.write(offset + c * row_bytes, weight[:, c : c + step].T.astype(dtype))
         return name
 
-    def nbits(self, name: str, weight: np.ndarray, bits: int, *, rows: bool = False) -> tuple[str, str]:
-        """A [N, K] weight quantized to MatMulNBits blocks (symmetric, BLOCK_SIZE along K): (packed, scales).
+    def nbits(self, name: str, weight: np.ndarray, bits: int, block: int, *, rows: bool = False) -> tuple[str, str]:
+        """A [N, K] weight quantized to MatMulNBits blocks (symmetric, `block` weights along K): (packed, scales).
         With `rows`, the packed tensor is shaped [N, K * bits / 8] (GatherBlockQuantized's layout)."""
         from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
         quantize = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
         n, k = weight.shape
-        k_blocks = -(-k // BLOCK_SIZE)
-        blob = BLOCK_SIZE * bits // 8
+        k_blocks = -(-k // block)
+        blob = block * bits // 8
         per_byte = 8 // bits
         packed_name, scales_name = name + f"_Q{bits}", name + "_scales"
         self._names.update((packed_name, scales_name))
         packed_at = self._external(packed_name, np.uint8, (n, k_blocks * blob) if rows else (n, k_blocks, blob))
         scales_at = self._external(scales_name, np.float32, (n, k_blocks))
-        step = _rows_per_chunk(k_blocks * BLOCK_SIZE * 4)
+        step = _rows_per_chunk(k_blocks * block * 4)
         for r in range(0, n, step):
             chunk = weight[r : r + step]
             m = chunk.shape[0]
-            fp32 = np.zeros((k_blocks * BLOCK_SIZE, m), np.float32)
+            fp32 = np.zeros((k_blocks * block, m), np.float32)
             fp32[:k] = chunk.T
             packed = np.zeros((m, k_blocks, blob), np.uint8)
             scales = np.zeros((m, k_blocks), np.float32)
             zero_points = np.zeros((m, -(-k_blocks // per_byte)), np.uint8)
-            quantize(packed, fp32, scales, zero_points, BLOCK_SIZE, m, k, True)
+            quantize(packed, fp32, scales, zero_points, block, m, k, True)
             self.data.write(packed_at + r * k_blocks * blob, packed)
             self.data.write(scales_at + r * k_blocks * 4, scales)
         return packed_name, scales_name
@@ -215,8 +226,9 @@ def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> st
     """Rows of an embedding table: 4-bit blocks (GatherBlockQuantized) for int4, else a table in `dtype`."""
     from onnx import helper
 
-    if quant == "int4" and table.shape[1] % BLOCK_SIZE == 0:
-        packed, scales = g.nbits("embed_tokens", table, 4, rows=True)
+    nbits = nbits_format(quant)
+    if nbits is not None and nbits[0] == 4 and table.shape[1] % nbits[1] == 0:
+        packed, scales = g.nbits("embed_tokens", table, *nbits, rows=True)
         return g.op(
             "GatherBlockQuantized",
             packed,
@@ -225,7 +237,7 @@ def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> st
             domain="com.microsoft",
             gather_axis=0,
             quantize_axis=1,
-            block_size=BLOCK_SIZE,
+            block_size=nbits[1],
             bits=4,
         )
     stored = np.float32 if quant == "fp32" else np.float16
@@ -236,8 +248,9 @@ def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> st
 def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, name: str, quant: str) -> str:
     """x @ weight.T (+ bias), weight given as [out, in]; stored as `quant` (fp32, fp16, int8, int4)."""
     n, k = weight.shape
-    if quant in NBITS:
-        packed, scales = g.nbits(name, weight, NBITS[quant])
+    nbits = nbits_format(quant)
+    if nbits is not None:
+        packed, scales = g.nbits(name, weight, *nbits)
         y = g.op(
             "MatMulNBits",
             x,
@@ -246,8 +259,8 @@ def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, nam
             domain="com.microsoft",
             K=k,
             N=n,
-            bits=NBITS[quant],
-            block_size=BLOCK_SIZE,
+            bits=nbits[0],
+            block_size=nbits[1],
             accuracy_level=ACCURACY_LEVEL,
         )
         bias_dtype: type[np.floating[Any]] = np.float32

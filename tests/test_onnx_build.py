@@ -67,6 +67,54 @@ def test_weights_live_in_the_data_file_aligned(tiny, tmp_path):
     assert (out.path / "model.onnx").stat().st_size < 100_000
 
 
+def test_larger_int4_blocks_are_fewer_scales_and_a_little_less_exact(tiny, tmp_path):
+    """int4-b64 and int4-b128 quantize blocks of 64 and 128 weights (int4: 32), in every MatMulNBits and the
+    4-bit embedding rows where the hidden size divides into them: fewer scales."""
+    import onnx
+
+    outs = to_onnx(tiny["llama"], tmp_path, ("fp32", "int4", "int4-b64", "int4-b128"))
+    ids = transformers.AutoTokenizer.from_pretrained(tiny["llama"])(SAMPLE_TEXTS["english"])["input_ids"]
+    fp32 = _run(outs["ONNX-FP32"].path, ids)
+    scales = {}
+    for quant, block in (("int4", 32), ("int4-b64", 64), ("int4-b128", 128)):
+        out = outs[f"ONNX-{quant.upper()}"]
+        assert f"MatMulNBits (4-bit, blocks of {block})" in out.detail
+        model = onnx.load(str(out.path / "model.onnx"), load_external_data=False)
+        blocks = {(node.op_type, a.i) for node in model.graph.node for a in node.attribute if a.name == "block_size"}
+        gather = {("GatherBlockQuantized", block)} if 64 % block == 0 else set()  # hidden size 64
+        assert blocks == {("MatMulNBits", block)} | gather, quant
+        scales[quant] = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.name.endswith("_scales"))
+        logits = _run(out.path, ids)
+        assert (logits.argmax(1) == fp32.argmax(1)).mean() >= 0.6, quant
+    assert scales["int4"] > scales["int4-b64"] > scales["int4-b128"]
+    with pytest.raises(ConversionError, match="unknown ONNX quantization 'int4-b256'"):
+        to_onnx(tiny["llama"], tmp_path / "bad", ("int4-b256",))
+
+
+def test_larger_int4_blocks_multiply_a_little_less_exactly(tmp_path):
+    """One projection (1024 inputs, 256 outputs) through ONNX Runtime: the larger the block, the further its
+    products from the float32 ones (every 4-bit step is a larger block's largest weight / 7)."""
+    import onnx
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((256, 1024)).astype(np.float32)
+    x = rng.standard_normal((8, 1024)).astype(np.float32)
+    exact = x @ weight.T
+    errors = {}
+    for quant in ("int4", "int4-b64", "int4-b128", "int8"):
+        data = onnx_graph.DataFile(tmp_path / f"{quant}.onnx_data")
+        g = onnx_graph.Graph(data)
+        y = onnx_graph.linear(g, g.input("x", TensorProto.FLOAT, [8, 1024]), weight, None, name="w", quant=quant)
+        g.output(y, TensorProto.FLOAT, [8, 256])
+        data.close()
+        onnx.save_model(g.model(), str(tmp_path / f"{quant}.onnx"))
+        session = ort.InferenceSession(str(tmp_path / f"{quant}.onnx"), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"x": x})[0]
+        errors[quant] = float(np.sqrt(((got - exact) ** 2).mean() / (exact**2).mean()))
+    assert errors["int8"] < errors["int4"] < errors["int4-b64"] < errors["int4-b128"] < 0.2, errors
+
+
 @pytest.mark.parametrize(
     "kind,targets", [("gptj", ["q_proj", "v_proj", "fc_in"]), ("falcon-7b", ["query_key_value", "dense_4h_to_h"])]
 )
@@ -82,7 +130,7 @@ def test_lora_merged_into_permuted_and_fused_projections_equals_peft(kind, targe
         ref = merged(torch.tensor([ids])).logits[0].numpy()
     got = _run(out["ONNX-FP32"].path, ids)
     assert np.abs(got - ref).max() < 1e-4
-    assert "MatMulNBits (4-bit)" in out["ONNX-INT4"].detail
+    assert "MatMulNBits (4-bit, blocks of 32)" in out["ONNX-INT4"].detail
 
 
 def _run(folder, ids):
