@@ -10,8 +10,9 @@ is bound to the `past` buffer. Each row keeps its tokens at positions 0.. of its
 (right-aligned padding): row b holds `sum(attention_mask[b])` tokens after this step, the new ones
 written at its end; T is the longest row. It applies the rotary embeddings too (partial when rotary_dim <
 head_dim), at each row's own positions; `position_ids` feed learned position tables (GPT-2), and rotary
-dims it cannot take. RMSNorm is ONNX Runtime's SimplifiedLayerNormalization; Q, K and V are one packed
-projection.
+dims it cannot take. RMSNorm is ONNX Runtime's SimplifiedLayerNormalization; in sequential blocks each
+residual sum and the norm after it are one Skip(Simplified)LayerNormalization, which gives both. Q, K and V
+are one packed projection.
 fp32 and fp16 outputs compute in their own type (fp16 keeps its KV cache in fp16); int8 and int4 keep
 float32 activations with MatMulNBits weights.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from .onnx_archs import Reader, Spec
 from .onnx_graph import Graph, embedding, linear
 
+MS = "com.microsoft"
 ROPE_POSITIONS = 8192
 """Rows of the rotary tables at least (the trained context when longer): the positions a context can reach."""
 
@@ -90,17 +92,20 @@ def build_decoder(g: Graph, reader: Reader, *, quant: str, on_layer=lambda i, n:
     trained = reader.config.get("max_position_embeddings") or reader.config.get("n_positions") or 0
     rope = _rope(g, spec, max(int(trained), ROPE_POSITIONS), dtype, positions) if spec.rotary_dim else None
     layers = Layers(g, reader, quant, dtype, rope, *_lengths(g, mask))
+    stream = Residual(x)
     for i in range(spec.n_layer):
-        x = _layer(layers, i, x, pasts[i])
+        stream = _layer(layers, i, stream, pasts[i])
         on_layer(i + 1, spec.n_layer)
-    x = g.op("Slice", x, g.ints([-1]), g.ints([2**62]), g.ints([1]))  # the last position: all that is sampled
     w, b = reader.final_norm()
-    x = _norm(g, spec, x, w, b, dtype=dtype)
+    x = _add_norm(g, spec, stream, w, b, dtype=dtype)[0]
+    x = g.op("Slice", x, g.ints([-1]), g.ints([2**62]), g.ints([1]))  # the last position: all that is sampled
     w, b = reader.lm_head()
     n_vocab = int(w.shape[0])
-    logits = linear(g, x, w, b, name="lm_head", quant=quant)
+    if dtype == np.float32:  # no Cast: ONNX Runtime would copy the logits once more (1 MB a row at 256k tokens)
+        linear(g, x, w, b, name="lm_head", quant=quant, out="logits")
+    else:
+        g.op("Cast", linear(g, x, w, b, name="lm_head", quant=quant), out="logits", to=TensorProto.FLOAT)
     del w, b
-    g.op("Cast", logits, out="logits", to=TensorProto.FLOAT)
     g.output("logits", TensorProto.FLOAT, ["batch_size", 1, n_vocab])
     for i in range(spec.n_layer):
         for kv in ("key", "value"):
@@ -144,13 +149,38 @@ def _lengths(g: Graph, mask: str) -> tuple[str, str]:
     return seqlens, total
 
 
+@dataclass(frozen=True)
+class Residual:
+    """The residual stream between layers: `x`, plus `pending` where the last sum is still to be made (by the
+    norm that follows it)."""
+
+    x: str
+    pending: str | None = None
+
+
 def _norm(g: Graph, spec: Spec, x: str, w: np.ndarray, b: np.ndarray | None, *, dtype) -> str:
+    return _add_norm(g, spec, Residual(x), w, b, dtype=dtype)[0]
+
+
+def _add_norm(g: Graph, spec: Spec, stream: Residual, w: np.ndarray, b: np.ndarray | None, *, dtype) -> tuple[str, str]:
+    """(the norm of the stream's sum, the sum): a pending addition is made inside ONNX Runtime's fused
+    SkipLayerNormalization / SkipSimplifiedLayerNormalization, which also gives the sum."""
     scale = g.const(np.asarray(w, np.float32).astype(dtype), dtype)
     if spec.norm == "layer":
         bias = g.const(np.zeros(w.shape, dtype) if b is None else np.asarray(b, np.float32).astype(dtype), dtype)
-        return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=spec.eps)
-    # RMSNorm, in float32 as transformers computes it (ONNX Runtime's fused kernel)
-    return g.op("SimplifiedLayerNormalization", x, scale, axis=-1, epsilon=spec.eps, stash_type=1)
+        if stream.pending is None:
+            return g.op("LayerNormalization", stream.x, scale, bias, axis=-1, epsilon=spec.eps), stream.x
+        outs = g.op(
+            "SkipLayerNormalization", stream.x, stream.pending, scale, bias, outputs=4, domain=MS, epsilon=spec.eps
+        )
+        return outs[0], outs[3]
+    # RMSNorm, in float32 as transformers computes it (ONNX Runtime's fused kernels)
+    if stream.pending is None:
+        return g.op("SimplifiedLayerNormalization", stream.x, scale, axis=-1, epsilon=spec.eps, stash_type=1), stream.x
+    outs = g.op(
+        "SkipSimplifiedLayerNormalization", stream.x, stream.pending, scale, outputs=4, domain=MS, epsilon=spec.eps
+    )
+    return outs[0], outs[3]
 
 
 def _attention(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
@@ -180,7 +210,7 @@ def _attention(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
             [*inputs, past[0], past[1], c.seqlens_k, c.total, *tables],
             [out, f"present.{i}.key", f"present.{i}.value"],
             name=p + ".gqa",
-            domain="com.microsoft",
+            domain=MS,
             num_heads=s.n_head,
             kv_num_heads=s.n_kv,
             scale=1.0 / math.sqrt(s.head_dim),
@@ -219,13 +249,16 @@ def _mlp(c: Layers, i: int, x: str) -> str:
     return linear(g, h, w, b, name=p + ".down", quant=quant)
 
 
-def _layer(c: Layers, i: int, x: str, past: tuple[str, str]) -> str:
+def _layer(c: Layers, i: int, stream: Residual, past: tuple[str, str]) -> Residual:
+    """One block over the residual stream; the stream after it, its last sum left to the next norm."""
     g, s = c.g, c.reader.spec
     weights = c.reader.norms(i)
     if s.block == "sequential":
-        h = g.op("Add", x, _attention(c, i, _norm(g, s, x, *weights[0], dtype=c.dtype), past))
-        return g.op("Add", h, _mlp(c, i, _norm(g, s, h, *weights[1], dtype=c.dtype)))
-    norms = [_norm(g, s, x, w, b, dtype=c.dtype) for w, b in weights]
+        normed, x = _add_norm(g, s, stream, *weights[0], dtype=c.dtype)
+        normed, h = _add_norm(g, s, Residual(x, _attention(c, i, normed, past)), *weights[1], dtype=c.dtype)
+        return Residual(h, _mlp(c, i, normed))
+    first, x = _add_norm(g, s, stream, *weights[0], dtype=c.dtype)
+    norms = [first, *(_norm(g, s, x, w, b, dtype=c.dtype) for w, b in weights[1:])]
     attn = _attention(c, i, norms[0], past)
     mlp = _mlp(c, i, norms[-1])
-    return g.op("Add", g.op("Add", x, attn), mlp)
+    return Residual(g.op("Add", x, attn), mlp)

@@ -245,10 +245,14 @@ def embedding(g: Graph, ids: str, table: np.ndarray, *, quant: str, dtype) -> st
     return x if stored == dtype else g.op("Cast", x, to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
-def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, name: str, quant: str) -> str:
-    """x @ weight.T (+ bias), weight given as [out, in]; stored as `quant` (fp32, fp16, int8, int4)."""
+def linear(
+    g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, name: str, quant: str, out: str | None = None
+) -> str:
+    """x @ weight.T (+ bias), weight given as [out, in]; stored as `quant` (fp32, fp16, int8, int4); its result
+    named `out` where given (a graph output)."""
     n, k = weight.shape
     nbits = nbits_format(quant)
+    last = out if bias is None else None
     if nbits is not None:
         packed, scales = g.nbits(name, weight, *nbits)
         y = g.op(
@@ -256,6 +260,7 @@ def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, nam
             x,
             packed,
             scales,
+            out=last,
             domain="com.microsoft",
             K=k,
             N=n,
@@ -266,8 +271,8 @@ def linear(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray | None, *, nam
         bias_dtype: type[np.floating[Any]] = np.float32
     else:
         dtype = np.float16 if quant == "fp16" else np.float32
-        y = g.op("MatMul", x, g.transposed(name, weight, dtype))
+        y = g.op("MatMul", x, g.transposed(name, weight, dtype), out=last)
         bias_dtype = dtype
     if bias is not None:
-        y = g.op("Add", y, g.tensor(name + ".bias", np.asarray(bias, dtype=bias_dtype)))
+        y = g.op("Add", y, g.tensor(name + ".bias", np.asarray(bias, dtype=bias_dtype)), out=out)
     return y
