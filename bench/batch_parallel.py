@@ -18,7 +18,7 @@ token (the bench's prompt length, random tokens), in prompts evaluated alone and
 and the CPU-time ratio of each level to 1 that these costs allow for the bench's prompt and generated tokens.
 
     python bench/batch_parallel.py [--backend llama|onnx] [--rows 32] [--tokens 32] [--levels 1,4,8,16]
-        [--ctx 512] [--runs 3] [--workdir DIR]
+        [--ctx 512] [--runs 3] [--quant int4|int4-b128] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) 
     }
 
 
-def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tuple[str, Any, int]], str]:
+def onnx_contenders(
+    workdir: Path, levels: list[int], ctx: int, quant: str = "int4"
+) -> tuple[list[tuple[str, Any, int]], str]:
     """The ONNX levels and llama.cpp at 1 and 8 sequences, on one random Llama converted to both; and the
     lowest and highest ONNX level again with threads that sleep between steps (`--no-spin`)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,13 +80,13 @@ def onnx_contenders(workdir: Path, levels: list[int], ctx: int) -> tuple[list[tu
     from talesmith.runtime.engine.ort import OnnxBackend
 
     checkpoint = make_checkpoint(workdir / "llama")
-    folders = convert_model(checkpoint, workdir / "batch", targets=("gguf", "onnx"), quants=("int4",), gguf=("Q4_K_M",))
-    onnx = OnnxBackend(folders["int4"], n_ctx=ctx, threads=THREADS)
-    sleeping = OnnxBackend(folders["int4"], n_ctx=ctx, threads=THREADS, spin=False)
+    folders = convert_model(checkpoint, workdir / "batch", targets=("gguf", "onnx"), quants=(quant,), gguf=("Q4_K_M",))
+    onnx = OnnxBackend(folders[quant], n_ctx=ctx, threads=THREADS)
+    sleeping = OnnxBackend(folders[quant], n_ctx=ctx, threads=THREADS, spin=False)
     llama = LlamaCppBackend(folders["q4_k_m"], n_ctx=ctx, threads=THREADS)
     contenders = [(f"onnx_{n}", onnx, n) for n in levels] + [(f"llama_{n}", llama, n) for n in (1, 8)]
     contenders += [(f"onnx_{n}_no_spin", sleeping, n) for n in sorted({min(levels), max(levels)})]
-    return contenders, f"random Llama {SHAPE}: ONNX int4 and GGUF Q4_K_M"
+    return contenders, f"random Llama {SHAPE}: ONNX {quant} and GGUF Q4_K_M"
 
 
 def onnx_costs(backend: Any, levels: list[int], prompt: int, rounds: int) -> dict[str, Any]:
@@ -149,13 +151,14 @@ def main() -> None:
     parser.add_argument("--levels", default=None, help="Default 1,4,8,16 (llama), 1,8,16 (onnx).")
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quant", default="int4", help="The ONNX quantization (--backend onnx): int4, int4-b128, ...")
     parser.add_argument("--workdir", type=Path, default=None, help="Keep the ONNX bench model here.")
     args = parser.parse_args()
     levels = [int(x) for x in (args.levels or ("1,8,16" if args.backend == "onnx" else "1,4,8,16")).split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.backend == "onnx":
-            contenders, model = onnx_contenders(args.workdir or folder, levels, args.ctx)
+            contenders, model = onnx_contenders(args.workdir or folder, levels, args.ctx, args.quant)
         else:
             backend = LlamaCppBackend(bundled_model_path(), n_ctx=args.ctx)
             contenders, model = [(f"llama_{n}", backend, n) for n in levels], "bundled gemma3-270m Q4_K_M"

@@ -10,6 +10,7 @@ the whole call (prompt included), and each ratio is the median of the ratios wit
 
 - talesmith_int4, talesmith_fp32: talesmith.runtime.engine.generate.stream on the ONNX backend (its own
   session loop over one preallocated KV buffer, its numpy sampler chain).
+- talesmith_int4_no_spin: the same with threads that sleep between steps (`--no-spin`).
 - talesmith_int4_over_genai: the same loop with onnxruntime-genai's Generator running the forward passes.
 - genai_int4: onnxruntime-genai's own greedy loop on its build.
 - optimum_fp32: ORTModelForCausalLM.generate on optimum's own export of the checkpoint.
@@ -82,7 +83,7 @@ def convert_model(
         str(checkpoint), out, targets=targets, onnx_quants=quants, quants=tuple(gguf), name="bench", quality=False
     )
     for o in convert(request, lock=out / "models.lock"):
-        names[o.kind.split("-")[-1].lower()] = o.path
+        names[o.kind.lower().removeprefix("onnx-")] = o.path
     return names
 
 
@@ -138,12 +139,14 @@ class _Timed:
             self._clock.runs += 1
 
 
-def talesmith_runner(folder: Path, tokens: int, engine: str = "session", clock: Clock | None = None):
+def talesmith_runner(
+    folder: Path, tokens: int, engine: str = "session", clock: Clock | None = None, *, spin: bool = True
+):
     from talesmith.runtime.engine.generate import collect, stream
     from talesmith.runtime.engine.ort import open_onnx
     from talesmith.runtime.settings import SamplingSettings
 
-    backend = open_onnx(folder, n_ctx=1024, threads=THREADS, engine=engine)
+    backend = open_onnx(folder, n_ctx=1024, threads=THREADS, engine=engine, spin=spin)
     if clock is not None:
         cache = backend.engine.cache  # type: ignore[attr-defined]
         cache.session = _Timed(cache.session, clock)
@@ -204,6 +207,12 @@ def genai_runner(folder: Path, tokens: int, checkpoint: Path):
     return run
 
 
+PAUSE = 0.2
+"""Seconds between two runners (not timed): the last one's ONNX Runtime threads, which spin for a while after
+their work, go to sleep before the next runner starts. Without it each runner's first steps shared the cores
+with the one before's threads: talesmith's 17-token prompt took 30-50 ms in the rounds, 8.6 ms alone."""
+
+
 def alternate(
     runners: dict[str, Callable[[], list[int]]], runs: int, *, warm: Callable[[], None] = lambda: None
 ) -> tuple[dict[str, list[float]], dict]:
@@ -213,6 +222,7 @@ def alternate(
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(runs):
         for name, run in runners.items():
+            time.sleep(PAUSE)
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
@@ -238,6 +248,7 @@ def main() -> None:
         clock = Clock()
         runners = {
             "talesmith_int4": talesmith_runner(folders["int4"], args.tokens, clock=clock),
+            "talesmith_int4_no_spin": talesmith_runner(folders["int4"], args.tokens, spin=False),
             "talesmith_fp32": talesmith_runner(folders["fp32"], args.tokens),
             "optimum_fp32": optimum_runner(optimum, args.tokens),
         }
@@ -251,9 +262,13 @@ def main() -> None:
         """The median over rounds of b's time / a's time in the same round: load that changes between rounds cancels."""
         return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b], strict=True)), 2)
 
-    ratios = {"talesmith_fp32_vs_optimum_fp32": ratio("talesmith_fp32", "optimum_fp32")}
+    ratios = {
+        "talesmith_fp32_vs_optimum_fp32": ratio("talesmith_fp32", "optimum_fp32"),
+        "talesmith_int4_vs_talesmith_int4_no_spin": ratio("talesmith_int4", "talesmith_int4_no_spin"),
+    }
     if "genai_int4" in speed:
         ratios["talesmith_int4_vs_genai_int4"] = ratio("talesmith_int4", "genai_int4")
+        ratios["talesmith_int4_no_spin_vs_genai_int4"] = ratio("talesmith_int4_no_spin", "genai_int4")
         ratios["talesmith_int4_over_genai_vs_genai_int4"] = ratio("talesmith_int4_over_genai", "genai_int4")
     total, calls = sum(times["talesmith_int4"]), args.runs
     result = {
