@@ -104,6 +104,8 @@ class RowCache:
         """Each row's logits from its own last evaluation."""
         self._scratch = np.zeros_like(self.logits) if rows > 1 else self.logits
         """A run's logits when rows between those in play would overwrite logits still to be sampled."""
+        self._ones = np.ones(rows * (positions + 1), dtype=np.int64)
+        """The attention mask of rows that all hold the same number of tokens: a view of its start."""
         self._binding = self.session.io_binding()
         self._bound: tuple[int, int, int] | None = None
         """The rows (first, count) and logits array whose buffers the binding holds."""
@@ -144,8 +146,12 @@ class RowCache:
     ) -> None:
         """Evaluate `tokens` [B, S] at `positions` for rows first..first+B-1, which hold `lengths` tokens."""
         count, width = tokens.shape
-        totals = np.asarray(lengths, dtype=np.int64) + width
-        mask = (np.arange(int(totals.max()))[None, :] < totals[:, None]).astype(np.int64)
+        longest = max(lengths) + width
+        if min(lengths) + width == longest:  # one row, or rows of one length: all ones
+            mask = self._ones[: count * longest].reshape(count, longest)
+        else:
+            totals = np.asarray(lengths, dtype=np.int64) + width
+            mask = (np.arange(longest)[None, :] < totals[:, None]).astype(np.int64)
         binding = self._binding
         if self._bound != (first, count, id(logits)):  # the same rows as the last run keep their buffers bound
             shape = [count, self.kv_heads, self.positions + 1, self.head_dim]

@@ -607,8 +607,9 @@ class SamplerChain:
 
     def sample(self, logits: np.ndarray, banned: Collection[int] = ()) -> int:
         """Pick the next token (never one of `banned`) and remember it."""
-        logits = np.array(logits, dtype=_F32)  # a copy: the bans and penalties change it
+        logits = np.asarray(logits, dtype=_F32)  # the steps make new arrays; only the bans write in place
         if banned:
+            logits = logits.copy()
             logits[np.fromiter(banned, dtype=np.int64)] = -np.inf
         if len(self._ids) != len(logits):
             self._ids = np.arange(len(logits), dtype=np.int32)
