@@ -41,6 +41,8 @@ from talesmith.runtime.models.resolve import bundled_model_path
 from talesmith.runtime.settings import preset
 
 THREADS = 2
+PAUSE = 0.2
+"""Seconds before each level (not timed): the last level's spinning threads go to sleep first."""
 
 
 def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) -> dict[str, float]:
@@ -55,6 +57,7 @@ def level(backend: Any, rows_path: Path, folder: Path, n_seq: int, tokens: int) 
             counted["tokens"] += int(record["completion_tokens"])
             counted["prompt_tokens"] += int(record["prompt_tokens"])
 
+        time.sleep(PAUSE)
         started, cpu_started = time.perf_counter(), time.process_time()
         run_batch(plan, out, local_executor(backend, n_seq), on_record=count)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
