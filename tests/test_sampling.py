@@ -354,3 +354,26 @@ def test_penalties_and_dry_find_their_tokens_among_any_candidates():
     kept = S.dry(some, history, multiplier=0.8)
     assert kept.logits.tolist() == whole.logits[some.ids].tolist()
     assert whole.logits[16] < logits[16]
+
+
+def test_greedy_alone_is_one_argmax_that_picks_what_the_full_chain_picks():
+    """A plan of greedy alone skips building candidates: the first highest logit that is not banned, as the
+    full chain (bans written as -inf, then greedy) picks it, also with ties and with the best tokens banned."""
+    settings = SamplingSettings(temperature=0.0)
+    fast = S.SamplerChain(settings, n_vocab=N_VOCAB, n_ctx=64, seed=1)
+    full = S.SamplerChain(settings, n_vocab=N_VOCAB, n_ctx=64, seed=1)
+    full._argmax_only = False
+    assert fast._argmax_only
+    rng = np.random.default_rng(4)
+    for step, logits in enumerate(logit_vectors(n=40, seed=4)):
+        logits = np.round(logits)  # many ties
+        order = np.argsort(-logits, kind="stable")
+        banned = set(order[: step % 4].tolist()) | set(rng.integers(0, N_VOCAB, size=step % 3).tolist())
+        expected = next(int(i) for i in order if int(i) not in banned)
+        assert fast.sample(logits, banned) == full.sample(logits, banned) == expected
+    assert (
+        S.SamplerChain(
+            SamplingSettings(temperature=0.0, repetition_penalty=1.2), n_vocab=9, n_ctx=8, seed=1
+        )._argmax_only
+        is False
+    )

@@ -550,6 +550,8 @@ class SamplerChain:
         *filters, pick = (self._make(step) for step in self.plan.steps)
         self._filters: list[Filter] = filters  # type: ignore[assignment]
         self._pick: Pick = pick  # type: ignore[assignment]
+        self._argmax_only = not filters and pick is greedy
+        """A plan of greedy alone: the first highest logit not banned, without building candidates."""
         self.reset(history)
 
     def _make(self, step: Step) -> Filter | Pick:
@@ -608,6 +610,10 @@ class SamplerChain:
     def sample(self, logits: np.ndarray, banned: Collection[int] = ()) -> int:
         """Pick the next token (never one of `banned`) and remember it."""
         logits = np.asarray(logits, dtype=_F32)  # the steps make new arrays; only the bans write in place
+        if self._argmax_only:
+            best = int(np.argmax(logits))
+            if best not in banned:
+                return best  # greedy remembers nothing
         if banned:
             logits = logits.copy()
             logits[np.fromiter(banned, dtype=np.int64)] = -np.inf
