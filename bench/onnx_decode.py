@@ -16,7 +16,7 @@ the whole call (prompt included), and each ratio is the median of the ratios wit
 - optimum_fp32: ORTModelForCausalLM.generate on optimum's own export of the checkpoint.
 
 `profile` splits talesmith's time per token into the session's run and everything else (sampling,
-text, bookkeeping). Targets: talesmith int4 >= 1.0x onnxruntime-genai int4, fp32 >= 1.1x optimum.
+text, bookkeeping), measured in calls of its own after the rounds (the timed runs carry no clock). Targets: talesmith int4 >= 1.0x onnxruntime-genai int4, fp32 >= 1.1x optimum.
 
     python bench/onnx_decode.py [--tokens 64] [--runs 9] [--workdir DIR] [--out results.json]
 
@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 THREADS = 2
+CONTEXT = 1024
+"""The context both engines hold room for: talesmith's n_ctx, onnxruntime-genai's max_length (its KV buffer)."""
 PROMPT = "The storm had raged for three days when the knock came at the lighthouse door."
 SHAPE = {"layers": 8, "hidden": 1024, "intermediate": 2816, "heads": 16, "kv_heads": 4}
 
@@ -146,7 +148,7 @@ def talesmith_runner(
     from talesmith.runtime.engine.ort import open_onnx
     from talesmith.runtime.settings import SamplingSettings
 
-    backend = open_onnx(folder, n_ctx=1024, threads=THREADS, engine=engine, spin=spin)
+    backend = open_onnx(folder, n_ctx=CONTEXT, threads=THREADS, engine=engine, spin=spin)
     if clock is not None:
         cache = backend.engine.cache  # type: ignore[attr-defined]
         cache.session = _Timed(cache.session, clock)
@@ -195,14 +197,14 @@ def genai_runner(folder: Path, tokens: int, checkpoint: Path):
 
     def run() -> list[int]:
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + tokens, min_length=len(ids) + tokens, do_sample=False)
+        params.set_search_options(max_length=CONTEXT, min_length=len(ids) + tokens, do_sample=False)
         generator = og.Generator(model, params)
         generator.append_tokens(ids)
         out = []
-        while not generator.is_done():
+        while len(out) < tokens and not generator.is_done():
             generator.generate_next_token()
             out.append(int(generator.get_next_tokens()[0]))
-        return out[:tokens]
+        return out
 
     return run
 
@@ -245,9 +247,8 @@ def main() -> None:
         optimum = optimum_export(checkpoint, root / "optimum")
         genai = genai_folder(folders["int4"])
         setup = time.perf_counter() - started
-        clock = Clock()
         runners = {
-            "talesmith_int4": talesmith_runner(folders["int4"], args.tokens, clock=clock),
+            "talesmith_int4": talesmith_runner(folders["int4"], args.tokens),
             "talesmith_int4_no_spin": talesmith_runner(folders["int4"], args.tokens, spin=False),
             "talesmith_fp32": talesmith_runner(folders["fp32"], args.tokens),
             "optimum_fp32": optimum_runner(optimum, args.tokens),
@@ -255,7 +256,16 @@ def main() -> None:
         if genai is not None:
             runners["genai_int4"] = genai_runner(genai, args.tokens, checkpoint)
             runners["talesmith_int4_over_genai"] = talesmith_runner(folders["int4"], args.tokens, engine="genai")
-        times, outputs = alternate(runners, args.runs, warm=clock.reset)
+        times, outputs = alternate(runners, args.runs)
+        clock, profiled = Clock(), 0.0  # the split, in calls of their own: the timed rounds carry no clock
+        run = talesmith_runner(folders["int4"], args.tokens, clock=clock)
+        run()
+        clock.reset()
+        for _ in range(args.runs):
+            time.sleep(PAUSE)
+            started = time.perf_counter()
+            run()
+            profiled += time.perf_counter() - started
     speed = {k: round(args.tokens / statistics.median(v), 1) for k, v in times.items()}
 
     def ratio(a: str, b: str) -> float:
@@ -270,7 +280,7 @@ def main() -> None:
         ratios["talesmith_int4_vs_genai_int4"] = ratio("talesmith_int4", "genai_int4")
         ratios["talesmith_int4_no_spin_vs_genai_int4"] = ratio("talesmith_int4_no_spin", "genai_int4")
         ratios["talesmith_int4_over_genai_vs_genai_int4"] = ratio("talesmith_int4_over_genai", "genai_int4")
-    total, calls = sum(times["talesmith_int4"]), args.runs
+    calls = args.runs
     result = {
         "model": {"architecture": "llama", **SHAPE, "quantizations": ["fp32", "int4 (MatMulNBits, accuracy level 4)"]},
         "tokens": args.tokens,
@@ -283,7 +293,7 @@ def main() -> None:
         "targets": {"talesmith_int4_vs_genai_int4": 1.0, "talesmith_fp32_vs_optimum_fp32": 1.1},
         "profile_talesmith_int4_ms_per_token": {
             "onnxruntime_run": round(1000 * clock.seconds / calls / args.tokens, 3),
-            "everything_else": round(1000 * (total - clock.seconds) / calls / args.tokens, 3),
+            "everything_else": round(1000 * (profiled - clock.seconds) / calls / args.tokens, 3),
             "session_runs_per_call": round(clock.runs / calls, 1),
         },
         "greedy_agrees": {
