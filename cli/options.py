@@ -162,6 +162,7 @@ class ConfigFile(Model):
 def open_model(
     model: str | None,
     lock: Path | None,
+    *,
     ctx: int | None,
     gpu_layers: int,
     threads: int | None,
@@ -275,5 +276,12 @@ class ModelOptions:
     def open(self) -> tuple[Any, Any]:
         """The model's lock entry (or file) and its backend, opened with these options; notes printed."""
         return open_model(
-            self.model, self.lock, self.ctx, self.gpu_layers, self.threads, self.backend, self.device, self.spin
+            self.model,
+            self.lock,
+            ctx=self.ctx,
+            gpu_layers=self.gpu_layers,
+            threads=self.threads,
+            backend=self.backend,
+            device=self.device,
+            spin=self.spin,
         )

@@ -142,7 +142,9 @@ def serve(
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise SettingsError(f"cannot listen on {host}:{port} ({reason}); choose another --port") from None
     try:
-        ref, opened = open_model(model, lock, ctx, gpu_layers, threads, backend, device, spin)
+        ref, opened = open_model(
+            model, lock, ctx=ctx, gpu_layers=gpu_layers, threads=threads, backend=backend, device=device, spin=spin
+        )
         settings = resolve_settings(preset, Config(), ref.preset, {})
         service, notes = build(opened, ref, settings, slots=parallel)
     except BaseException:
